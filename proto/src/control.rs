@@ -1,0 +1,178 @@
+//! `minitorrctl` ↔ `minitorrd`, over the Unix control socket. One request, one response, then
+//! the CLI closes the connection.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{FileSummary, GroupSummary, Sha1Hash};
+
+/// One variant per CLI command, named as in the seed (`create_user`, `list_files`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum Request {
+    CreateUser { user: String, password: String },
+    Login { user: String, password: String },
+    Logout,
+    CreateGroup { group: String },
+    JoinGroup { group: String },
+    LeaveGroup { group: String },
+    ListRequests { group: String },
+    AcceptRequest { group: String, user: String },
+    RejectRequest { group: String, user: String },
+    ListGroups,
+    ListFiles { group: String },
+    /// `path` is absolute: the CLI resolves it against its own working directory.
+    UploadFile { path: PathBuf, group: String },
+    /// `dest` is absolute: an existing directory (the file keeps its name) or a file path.
+    DownloadFile { group: String, file: String, dest: PathBuf },
+    ShowDownloads,
+    StopShare { group: String, file: String },
+    /// Daemon status: who is logged in, tracker connection, counts.
+    Status,
+}
+
+impl Request {
+    /// The seed's command name, for messages and logs.
+    pub fn command_name(&self) -> &'static str {
+        match self {
+            Request::CreateUser { .. } => "create_user",
+            Request::Login { .. } => "login",
+            Request::Logout => "logout",
+            Request::CreateGroup { .. } => "create_group",
+            Request::JoinGroup { .. } => "join_group",
+            Request::LeaveGroup { .. } => "leave_group",
+            Request::ListRequests { .. } => "list_requests",
+            Request::AcceptRequest { .. } => "accept_request",
+            Request::RejectRequest { .. } => "reject_request",
+            Request::ListGroups => "list_groups",
+            Request::ListFiles { .. } => "list_files",
+            Request::UploadFile { .. } => "upload_file",
+            Request::DownloadFile { .. } => "download_file",
+            Request::ShowDownloads => "show_downloads",
+            Request::StopShare { .. } => "stop_share",
+            Request::Status => "status",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum Response {
+    /// Success with nothing to return but a sentence for the user.
+    Done { message: String },
+    LoggedIn(LoginReport),
+    Groups(Vec<GroupSummary>),
+    Requests { group: String, users: Vec<String> },
+    Files { group: String, files: Vec<FileSummary> },
+    Uploaded(FileSummary),
+    DownloadStarted(DownloadStatus),
+    Downloads(Vec<DownloadStatus>),
+    Status(DaemonStatus),
+    Error(ErrorReply),
+}
+
+/// What happened at login: shares brought back, and ones that could not be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct LoginReport {
+    pub user: String,
+    pub reshared: Vec<ShareRef>,
+    pub resumed_downloads: Vec<ShareRef>,
+    /// Shares that could not be restored, with the reason (file vanished, changed, …).
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ShareRef {
+    pub group: String,
+    pub file: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum DownloadState {
+    Downloading,
+    Complete,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct DownloadStatus {
+    pub group: String,
+    pub file: String,
+    pub dest: PathBuf,
+    pub state: DownloadState,
+    pub size: u64,
+    pub sha1: Sha1Hash,
+    pub bytes_done: u64,
+    pub pieces_done: u32,
+    pub pieces_total: u32,
+    /// Bytes per second over the last few seconds.
+    pub speed_bps: u64,
+    pub peers: Vec<PeerStat>,
+    /// Why it failed, when `state` is `Failed`.
+    pub error: Option<String>,
+    /// Milliseconds from start to the first verified piece, once known.
+    pub first_piece_ms: Option<u64>,
+    /// Milliseconds from start to completion, once complete.
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct PeerStat {
+    pub addr: String,
+    pub user: String,
+    pub bytes_received: u64,
+    pub connected: bool,
+    /// Pieces from this peer that failed their hash check.
+    pub bad_pieces: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct DaemonStatus {
+    pub version: String,
+    pub user: Option<String>,
+    pub tracker: Option<String>,
+    pub tracker_connected: bool,
+    pub peer_addr: String,
+    pub shares: u32,
+    pub downloads: u32,
+}
+
+/// A refused or failed request. `kind` drives the CLI's exit status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ErrorReply {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum ErrorKind {
+    /// The tracker or daemon said no (wrong password, not the owner, already exists, …).
+    Refused,
+    /// The command needs a login first.
+    NotLoggedIn,
+    /// A group, user, file or download that does not exist.
+    NotFound,
+    /// Bad argument (invalid name, path is a directory, …).
+    InvalidInput,
+    /// No tracker could be reached.
+    TrackerUnavailable,
+    /// A bug or I/O failure inside the daemon.
+    Internal,
+}
+
+impl Response {
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+        Response::Error(ErrorReply { kind, message: message.into() })
+    }
+}
+
+crate::postcard_wire!(Request, Response);
