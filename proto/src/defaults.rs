@@ -21,14 +21,7 @@ pub fn default_socket_path() -> PathBuf {
 }
 
 fn fallback_runtime_dir() -> PathBuf {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc_getuid() };
-    PathBuf::from(format!("/tmp/minitorr-{uid}"))
-}
-
-extern "C" {
-    #[link_name = "getuid"]
-    fn libc_getuid() -> u32;
+    PathBuf::from(format!("/tmp/minitorr-{}", nix::unistd::getuid()))
 }
 
 /// `$XDG_STATE_HOME/minitorr`, or `~/.local/state/minitorr`.
