@@ -20,6 +20,7 @@ pub mod names;
 pub mod peer;
 pub mod ticket;
 pub mod tracker;
+pub mod tracker_info;
 pub mod types;
 
 #[cfg(test)]
