@@ -1,0 +1,398 @@
+//! The command line, as clap derive types. Subcommand names are spelled exactly as the seed's
+//! interactive client spelled them (`upload_file`, not `upload-file`), so the seed's README and
+//! muscle memory carry over.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use proto::defaults::SOCKET_ENV;
+
+/// Shown at the end of `minitorrctl --help` (and in the man page).
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  success
+  1  refused by minitorrd or the tracker (wrong password, not the owner, no such file, ...),
+     a failed download, or `wait` timing out
+  2  usage error (bad arguments)
+  3  minitorrd is not reachable, or speaks another protocol version
+
+With --json, exactly one JSON document is printed on stdout, also on failure:
+  {\"error\": {\"kind\": \"refused\", \"message\": \"...\", \"hint\": null, \"exit_code\": 1}}
+See docs/cli-json.md for every command's document.
+
+Example:
+  minitorrctl login alice && minitorrctl upload_file ./a.iso g1 && minitorrctl list_files g1";
+
+/// Talk to your minitorrd: manage users and groups, share and download files.
+#[derive(Debug, Parser)]
+#[command(
+    name = "minitorrctl",
+    version,
+    about = "Control a running minitorrd: users, groups, sharing and downloading files",
+    long_about = "Control a running minitorrd: users, groups, sharing and downloading files.\n\n\
+        Each invocation sends one command to the minitorrd of the current user over its control \
+        socket and exits with a status that scripts can rely on.",
+    after_long_help = EXIT_STATUS_HELP,
+    propagate_version = true,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or
+    /// /tmp/minitorr-$UID/minitorrd.sock]
+    // No `default_value`: the default depends on the environment, and would otherwise be baked
+    // into the shipped man pages and completions. It is resolved in `Cli::socket_path`.
+    #[arg(long, global = true, env = SOCKET_ENV, hide_env_values = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Print exactly one JSON document on stdout (schema: docs/cli-json.md)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(proto::defaults::default_socket_path)
+    }
+}
+
+#[derive(Debug, Clone, Subcommand, PartialEq, Eq)]
+pub enum Command {
+    /// Register a new user with the tracker
+    #[command(
+        name = "create_user",
+        after_help = "The password is asked for (twice, without echo) when omitted or `-`; \
+            without a terminal it is read as one line from stdin.\n\n\
+            Example:\n  minitorrctl create_user alice\n  printf '%s\\n' \"$PW\" | minitorrctl create_user alice"
+    )]
+    CreateUser {
+        #[arg(value_parser = user_id)]
+        user_id: String,
+        /// Password; omit or give `-` to be prompted (arguments are visible to other users in ps)
+        password: Option<String>,
+    },
+
+    /// Log in; files you shared before are shared again
+    #[command(
+        name = "login",
+        after_help = "The password is asked for (without echo) when omitted or `-`; \
+            without a terminal it is read as one line from stdin.\n\n\
+            Example:\n  minitorrctl login alice"
+    )]
+    Login {
+        #[arg(value_parser = user_id)]
+        user_id: String,
+        /// Password; omit or give `-` to be prompted (arguments are visible to other users in ps)
+        password: Option<String>,
+    },
+
+    /// Log out and stop sharing all files until the next login
+    #[command(name = "logout")]
+    Logout,
+
+    /// Create a group; you become its owner
+    #[command(
+        name = "create_group",
+        after_help = "Example:\n  minitorrctl create_group g1"
+    )]
+    CreateGroup {
+        #[arg(value_parser = group_id)]
+        group_id: String,
+    },
+
+    /// Ask the owner of a group to let you in
+    #[command(
+        name = "join_group",
+        after_help = "Example:\n  minitorrctl join_group g1"
+    )]
+    JoinGroup {
+        #[arg(value_parser = group_id)]
+        group_id: String,
+    },
+
+    /// Leave a group (and stop sharing your files in it)
+    #[command(
+        name = "leave_group",
+        after_help = "Example:\n  minitorrctl leave_group g1"
+    )]
+    LeaveGroup {
+        #[arg(value_parser = group_id)]
+        group_id: String,
+    },
+
+    /// List pending join requests of a group you own, one user per line
+    #[command(
+        name = "list_requests",
+        after_help = "Example:\n  minitorrctl list_requests g1"
+    )]
+    ListRequests {
+        #[arg(value_parser = group_id)]
+        group_id: String,
+    },
+
+    /// Let a user into a group you own
+    #[command(
+        name = "accept_request",
+        after_help = "Example:\n  minitorrctl accept_request g1 bob"
+    )]
+    AcceptRequest {
+        #[arg(value_parser = group_id)]
+        group_id: String,
+        #[arg(value_parser = user_id)]
+        user_id: String,
+    },
+
+    /// Turn down a user's request to join a group you own
+    #[command(
+        name = "reject_request",
+        after_help = "Example:\n  minitorrctl reject_request g1 mallory"
+    )]
+    RejectRequest {
+        #[arg(value_parser = group_id)]
+        group_id: String,
+        #[arg(value_parser = user_id)]
+        user_id: String,
+    },
+
+    /// List all groups in the network and your relation to each
+    #[command(name = "list_groups")]
+    ListGroups,
+
+    /// List the files shared in a group
+    #[command(
+        name = "list_files",
+        after_help = "Example:\n  minitorrctl list_files g1"
+    )]
+    ListFiles {
+        #[arg(value_parser = group_id)]
+        group_id: String,
+    },
+
+    /// Share a local file with a group (it is hashed first, which takes a while for big files)
+    #[command(
+        name = "upload_file",
+        after_help = "The path is made absolute against the current directory; the file stays \
+            where it is and is served from there.\n\n\
+            Example:\n  minitorrctl upload_file ./a.iso g1"
+    )]
+    UploadFile {
+        /// File to share
+        file_path: PathBuf,
+        #[arg(value_parser = group_id)]
+        group_id: String,
+    },
+
+    /// Start downloading a file of a group
+    #[command(
+        name = "download_file",
+        after_help = "The destination is an existing directory (the file keeps its name) or a \
+            file path. Without --wait the command returns as soon as minitorrd accepted the \
+            download; follow it with `show_downloads` or `wait`.\n\n\
+            Example:\n  minitorrctl download_file g1 a.iso ~/Downloads --wait"
+    )]
+    DownloadFile {
+        #[arg(value_parser = group_id)]
+        group_id: String,
+        #[arg(value_parser = file_name)]
+        file_name: String,
+        /// Directory or file path to download to
+        destination_path: PathBuf,
+        /// Stay until the download completes (exit 0) or fails (exit 1), showing progress
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up (exit 1) after this many seconds; the download goes on
+        #[arg(long, value_name = "SECS", requires = "wait")]
+        timeout: Option<u64>,
+    },
+
+    /// Show downloads: [D] downloading, [C] complete, [F] failed
+    #[command(name = "show_downloads")]
+    ShowDownloads,
+
+    /// Stop sharing one of your files in a group
+    #[command(
+        name = "stop_share",
+        after_help = "Example:\n  minitorrctl stop_share g1 a.iso"
+    )]
+    StopShare {
+        #[arg(value_parser = group_id)]
+        group_id: String,
+        #[arg(value_parser = file_name)]
+        file_name: String,
+    },
+
+    /// Show who is logged in, the tracker connection and counts
+    #[command(name = "status")]
+    Status,
+
+    /// Wait for a download that is already running to finish (for scripts)
+    #[command(
+        name = "wait",
+        after_help = "Exits 0 when the download is complete, 1 when it failed or on --timeout.\n\n\
+            Example:\n  minitorrctl download_file g1 a.iso /srv/in && minitorrctl wait g1 a.iso --timeout 600"
+    )]
+    Wait {
+        #[arg(value_parser = group_id)]
+        group_id: String,
+        #[arg(value_parser = file_name)]
+        file_name: String,
+        /// Which download, when the same file is downloaded to several places
+        #[arg(long, value_name = "PATH")]
+        dest: Option<PathBuf>,
+        /// Give up (exit 1) after this many seconds; the download goes on
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+    },
+
+    /// Print a shell completion script on stdout
+    #[command(name = "completions", hide = true)]
+    Completions { shell: Shell },
+
+    /// Write man pages (minitorrctl.1 and one per command) into a directory
+    #[command(name = "man", hide = true)]
+    Man { out_dir: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+// Names are checked here with the protocol's own rules, so a typo is a usage error (exit 2)
+// before anything is sent, with the same wording the daemon would use.
+
+fn user_id(s: &str) -> Result<String, String> {
+    proto::names::validate_user(s).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
+}
+
+fn group_id(s: &str) -> Result<String, String> {
+    proto::names::validate_group(s).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
+}
+
+fn file_name(s: &str) -> Result<String, String> {
+    proto::names::validate_file_name(s).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("minitorrctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seed_spellings_parse() {
+        let cli = parse(&["upload_file", "a.iso", "g1"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Command::UploadFile {
+                file_path: "a.iso".into(),
+                group_id: "g1".into()
+            }
+        );
+        let cli = parse(&["accept_request", "g1", "bob"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Command::AcceptRequest {
+                group_id: "g1".into(),
+                user_id: "bob".into()
+            }
+        );
+        let cli = parse(&[
+            "download_file",
+            "g1",
+            "a b.iso",
+            "/tmp",
+            "--wait",
+            "--timeout",
+            "9",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.command,
+            Command::DownloadFile {
+                group_id: "g1".into(),
+                file_name: "a b.iso".into(),
+                destination_path: "/tmp".into(),
+                wait: true,
+                timeout: Some(9),
+            }
+        );
+        assert!(matches!(
+            parse(&["login", "alice"]).unwrap().command,
+            Command::Login { password: None, .. }
+        ));
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = parse(&["list_files", "g1", "--json", "--socket", "/x.sock"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.socket_path(), PathBuf::from("/x.sock"));
+        let cli = parse(&["--json", "status"]).unwrap();
+        assert!(cli.json);
+    }
+
+    #[test]
+    fn usage_errors() {
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(
+            kind(&["upload-file", "a", "g1"]),
+            ErrorKind::InvalidSubcommand
+        );
+        assert_eq!(
+            kind(&["upload_file", "a"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(kind(&["create_group", "a/b"]), ErrorKind::ValueValidation);
+        assert_eq!(
+            kind(&["stop_share", "g1", ".."]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            kind(&["download_file", "g1", "f", "/d", "--timeout", "3"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["wait", "g1", "f", "--timeout", "soon"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            kind(&[]),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        // clap's usage errors exit with 2, which is part of our documented contract.
+        assert_eq!(parse(&["nope"]).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn hidden_commands_parse() {
+        assert_eq!(
+            parse(&["completions", "zsh"]).unwrap().command,
+            Command::Completions { shell: Shell::Zsh }
+        );
+        assert_eq!(
+            parse(&["man", "out"]).unwrap().command,
+            Command::Man {
+                out_dir: "out".into()
+            }
+        );
+    }
+}

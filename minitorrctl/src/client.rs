@@ -1,0 +1,76 @@
+//! One round trip to minitorrd: connect, handshake, one request, one response.
+//!
+//! Every request uses a fresh connection. The control protocol is "one request, one response,
+//! then the CLI closes", and a Unix-socket connect plus a 9-byte handshake is cheap even at the
+//! 5 polls per second `wait` makes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use proto::control::{Request, Response};
+use proto::handshake::Link;
+use tokio::net::UnixStream;
+use tokio_util::codec::Framed;
+
+use crate::exit::Failure;
+
+/// A handshake that has not finished by then is a hung or foreign process, not a slow one.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Client {
+        Client {
+            socket: socket.into(),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Send `request`, return the daemon's answer. `Response::Error` is returned as a value (the
+    /// caller knows which hint fits); only transport problems become a `Failure` here.
+    ///
+    /// There is deliberately no timeout on the answer: `upload_file` hashes the whole file
+    /// before answering, which takes minutes for big files, and the daemon bounds its own
+    /// tracker calls.
+    pub async fn request(&self, request: Request) -> Result<Response, Failure> {
+        let mut stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| Failure::connect(&self.socket, &e))?;
+        match tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            proto::handshake(&mut stream, Link::Control),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(Failure::handshake_timeout(
+                    &self.socket,
+                    HANDSHAKE_TIMEOUT.as_secs(),
+                ))
+            }
+            Ok(Err(e)) => return Err(Failure::handshake(&self.socket, &e)),
+            Ok(Ok(())) => {}
+        }
+        let mut framed = Framed::new(stream, proto::links::control_client());
+        framed
+            .send(request)
+            .await
+            .map_err(|e| Failure::transport(&self.socket, e))?;
+        match framed.next().await {
+            Some(Ok(response)) => Ok(response),
+            Some(Err(e)) => Err(Failure::transport(&self.socket, e)),
+            None => Err(Failure::transport(
+                &self.socket,
+                "it closed the connection without answering",
+            )),
+        }
+    }
+}

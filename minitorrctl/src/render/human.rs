@@ -1,0 +1,615 @@
+//! Human output: aligned columns with a header, binary units with one decimal, a `Sum:` line.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use proto::control::{DaemonStatus, DownloadState, DownloadStatus, LoginReport, ShareRef};
+use proto::types::{FileMeta, FileSummary, GroupSummary, Membership};
+use unicode_width::UnicodeWidthStr;
+
+use super::Style;
+
+// ---------------------------------------------------------------------------------------------
+// Units
+
+/// `512 B`, `1.5 KiB`, `1.0 GiB`: binary units, one decimal, like the rest of the output.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    // Switch unit before rounding would print "1024.0 KiB".
+    while v >= 1023.95 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+pub fn speed(bytes_per_sec: u64) -> String {
+    format!("{}/s", size(bytes_per_sec))
+}
+
+/// `45s`, `3m 20s`, `2h 05m`, `3d 04h`: two units at most, the way people read ETAs.
+pub fn duration_secs(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m {:02}s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{}h {:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {:02}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+/// Elapsed time of a finished transfer: `12 ms`, `12.3 s` under a minute, else as
+/// [`duration_secs`].
+pub fn elapsed_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        duration_secs(ms / 1000)
+    }
+}
+
+/// Time left at the current speed, or `-` when nothing is moving.
+pub fn eta(d: &DownloadStatus) -> String {
+    let left = d.size.saturating_sub(d.bytes_done);
+    if d.speed_bps == 0 {
+        return "-".into();
+    }
+    duration_secs(left.div_ceil(d.speed_bps))
+}
+
+pub fn percent(d: &DownloadStatus) -> String {
+    let p = if d.size == 0 {
+        if d.state == DownloadState::Complete {
+            100.0
+        } else {
+            0.0
+        }
+    } else {
+        d.bytes_done as f64 * 100.0 / d.size as f64
+    };
+    // Never round an unfinished download up to 100.0%.
+    let p = if d.state != DownloadState::Complete {
+        p.min(99.9)
+    } else {
+        p
+    };
+    format!("{p:.1}%")
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Strings from the daemon (and through it, from the tracker and other users) are printed to a
+/// terminal: replace control characters so nothing can inject escape sequences.
+pub fn clean(s: &str) -> Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        Cow::Owned(
+            s.chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// Quote a word for a copy-pasteable shell command in a hint.
+pub fn shell_word(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.,:/+=@%".contains(c));
+    if safe {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// Columns separated by two spaces, padded by display width (names may be CJK), the last column
+/// never padded so lines carry no trailing blanks.
+fn table(header: Option<&[&str]>, align: &[Align], rows: &[Vec<String>]) -> Vec<String> {
+    let ncol = align.len();
+    let mut widths = vec![0usize; ncol];
+    for row in header
+        .map(|h| h.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .iter()
+        .chain(rows)
+    {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.width());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        // Trailing empty cells would only add blanks.
+        let last = cells.iter().rposition(|c| !c.is_empty()).unwrap_or(0);
+        for (i, cell) in cells.iter().enumerate().take(last + 1) {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            let pad = " ".repeat(widths[i] - cell.width());
+            match align[i] {
+                Align::Right => {
+                    out.push_str(&pad);
+                    out.push_str(cell);
+                }
+                Align::Left if i == last => out.push_str(cell),
+                Align::Left => {
+                    out.push_str(cell);
+                    out.push_str(&pad);
+                }
+            }
+        }
+        out
+    };
+    let mut lines = Vec::new();
+    if let Some(h) = header {
+        lines.push(line(h.to_vec()));
+    }
+    for row in rows {
+        lines.push(line(row.iter().map(String::as_str).collect()));
+    }
+    lines
+}
+
+fn join_lines(lines: impl IntoIterator<Item = String>) -> String {
+    let mut out = String::new();
+    for l in lines {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+pub fn render_message(message: &str) -> String {
+    format!("{}\n", clean(message))
+}
+
+pub fn render_groups(groups: &[GroupSummary], style: Style) -> String {
+    if groups.is_empty() {
+        return "no groups yet; create one with: minitorrctl create_group <group_id>\n".into();
+    }
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            vec![
+                clean(&g.name).into_owned(),
+                clean(&g.owner).into_owned(),
+                g.members.to_string(),
+                g.files.to_string(),
+                membership(g.membership).to_owned(),
+            ]
+        })
+        .collect();
+    use Align::*;
+    let mut lines = table(
+        Some(&["GROUP", "OWNER", "MEMBERS", "FILES", "YOU"]),
+        &[Left, Left, Right, Right, Left],
+        &rows,
+    );
+    lines[0] = style.bold(&lines[0]);
+    let count = |m| groups.iter().filter(|g| g.membership == m).count() as u64;
+    let mut you = Vec::new();
+    for (m, word) in [
+        (Membership::Owner, "owner"),
+        (Membership::Member, "member"),
+        (Membership::Pending, "pending"),
+    ] {
+        if count(m) > 0 {
+            you.push(format!("{} {word}", count(m)));
+        }
+    }
+    let you = if you.is_empty() {
+        "you are in none".to_owned()
+    } else {
+        format!("you: {}", you.join(", "))
+    };
+    lines.push(format!(
+        "Sum: {}, {you}",
+        plural(groups.len() as u64, "group", "groups")
+    ));
+    join_lines(lines)
+}
+
+fn membership(m: Membership) -> &'static str {
+    match m {
+        Membership::Owner => "owner",
+        Membership::Member => "member",
+        Membership::Pending => "pending",
+        Membership::None => "-",
+    }
+}
+
+/// One user per line, nothing else, so `for u in $(minitorrctl list_requests g1)` works.
+pub fn render_requests(group: &str, users: &[String]) -> String {
+    if users.is_empty() {
+        return format!("no pending requests for {}\n", clean(group));
+    }
+    join_lines(users.iter().map(|u| clean(u).into_owned()))
+}
+
+pub fn render_files(group: &str, files: &[FileSummary], style: Style) -> String {
+    if files.is_empty() {
+        return format!(
+            "no files shared in {g}; share one with: minitorrctl upload_file <file_path> {g}\n",
+            g = clean(group)
+        );
+    }
+    let rows: Vec<Vec<String>> = files
+        .iter()
+        .map(|f| {
+            let seeders = if f.partial_online > 0 {
+                format!("{} (+{} partial)", f.seeders_online, f.partial_online)
+            } else {
+                f.seeders_online.to_string()
+            };
+            vec![
+                clean(&f.name).into_owned(),
+                size(f.size),
+                seeders,
+                f.sha1.short(),
+            ]
+        })
+        .collect();
+    use Align::*;
+    let mut lines = table(
+        Some(&["NAME", "SIZE", "SEEDERS", "SHA1"]),
+        &[Left, Right, Left, Left],
+        &rows,
+    );
+    lines[0] = style.bold(&lines[0]);
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let seeded = files.iter().filter(|f| f.seeders_online > 0).count();
+    lines.push(format!(
+        "Sum: {}, {}, {seeded} with seeders online",
+        plural(files.len() as u64, "file", "files"),
+        size(total)
+    ));
+    join_lines(lines)
+}
+
+pub fn render_uploaded(f: &FileSummary) -> String {
+    let pieces = FileMeta::piece_count_for(f.size, f.piece_size) as u64;
+    format!(
+        "shared {} in {} ({}, {}, sha1 {}…)\n",
+        clean(&f.name),
+        clean(&f.group),
+        size(f.size),
+        plural(pieces, "piece", "pieces"),
+        f.sha1.short()
+    )
+}
+
+pub fn render_download_started(d: &DownloadStatus) -> String {
+    format!(
+        "downloading {} from {} to {} ({})\nfollow it with: minitorrctl wait {} {}\n",
+        clean(&d.file),
+        clean(&d.group),
+        clean(&d.dest.to_string_lossy()),
+        size(d.size),
+        shell_word(&d.group),
+        shell_word(&d.file)
+    )
+}
+
+/// The final line of `download_file --wait` / `wait` when the download completed.
+pub fn render_download_done(d: &DownloadStatus) -> String {
+    let avg = d
+        .size
+        .saturating_mul(1000)
+        .checked_div(d.elapsed_ms)
+        .unwrap_or(0);
+    let from = d.peers.iter().filter(|p| p.bytes_received > 0).count() as u64;
+    format!(
+        "downloaded {} from {} to {} ({} in {}, {} average, from {}; sha1 verified)\n",
+        clean(&d.file),
+        clean(&d.group),
+        clean(&d.dest.to_string_lossy()),
+        size(d.size),
+        elapsed_ms(d.elapsed_ms),
+        speed(avg),
+        plural(from, "peer", "peers")
+    )
+}
+
+/// The seed's tags: `[D]` downloading, `[C]` complete, plus `[F]` failed.
+pub fn state_tag(state: DownloadState) -> &'static str {
+    match state {
+        DownloadState::Downloading => "[D]",
+        DownloadState::Complete => "[C]",
+        DownloadState::Failed => "[F]",
+    }
+}
+
+fn paint_tag(state: DownloadState, style: Style) -> String {
+    let tag = state_tag(state);
+    match state {
+        DownloadState::Downloading => style.yellow(tag),
+        DownloadState::Complete => style.green(tag),
+        DownloadState::Failed => style.red(tag),
+    }
+}
+
+fn connected(d: &DownloadStatus) -> u64 {
+    d.peers.iter().filter(|p| p.connected).count() as u64
+}
+
+/// Each line starts exactly like the seed's output, `[D] [grp_id] filename`, then details.
+pub fn render_downloads(downloads: &[DownloadStatus], style: Style) -> String {
+    if downloads.is_empty() {
+        return "no downloads\n".into();
+    }
+    let rows: Vec<Vec<String>> = downloads
+        .iter()
+        .map(|d| {
+            let head = format!(
+                "{} [{}] {}",
+                state_tag(d.state),
+                clean(&d.group),
+                clean(&d.file)
+            );
+            match d.state {
+                DownloadState::Downloading => vec![
+                    head,
+                    percent(d),
+                    format!("{}/{}", size(d.bytes_done), size(d.size)),
+                    speed(d.speed_bps),
+                    plural(connected(d), "peer", "peers"),
+                    format!("ETA {}", eta(d)),
+                ],
+                DownloadState::Complete => vec![
+                    head,
+                    percent(d),
+                    size(d.size),
+                    String::new(),
+                    String::new(),
+                    format!("-> {}", clean(&d.dest.to_string_lossy())),
+                ],
+                DownloadState::Failed => vec![
+                    head,
+                    percent(d),
+                    format!("{}/{}", size(d.bytes_done), size(d.size)),
+                    String::new(),
+                    String::new(),
+                    format!(
+                        "error: {}",
+                        clean(d.error.as_deref().unwrap_or("unknown error"))
+                    ),
+                ],
+            }
+        })
+        .collect();
+    use Align::*;
+    let lines = table(None, &[Left, Right, Right, Right, Right, Left], &rows);
+    // The tag is the first three bytes of every line; colour it after padding was computed.
+    let mut lines: Vec<String> = lines
+        .into_iter()
+        .zip(downloads)
+        .map(|(l, d)| format!("{}{}", paint_tag(d.state, style), &l[3..]))
+        .collect();
+    let count = |s| downloads.iter().filter(|d| d.state == s).count();
+    let total_speed: u64 = downloads
+        .iter()
+        .filter(|d| d.state == DownloadState::Downloading)
+        .map(|d| d.speed_bps)
+        .sum();
+    lines.push(format!(
+        "Sum: {} ({} downloading, {} complete, {} failed), {}",
+        plural(downloads.len() as u64, "download", "downloads"),
+        count(DownloadState::Downloading),
+        count(DownloadState::Complete),
+        count(DownloadState::Failed),
+        speed(total_speed)
+    ));
+    join_lines(lines)
+}
+
+/// One self-contained progress line, printed every few seconds by `wait` when not on a terminal.
+pub fn render_progress_line(d: &DownloadStatus) -> String {
+    format!(
+        "{} [{}] {}: {} ({}/{}), {}, {}, ETA {}\n",
+        state_tag(d.state),
+        clean(&d.group),
+        clean(&d.file),
+        percent(d),
+        size(d.bytes_done),
+        size(d.size),
+        speed(d.speed_bps),
+        plural(connected(d), "peer", "peers"),
+        eta(d)
+    )
+}
+
+pub fn render_status(s: &DaemonStatus, socket: &Path) -> String {
+    let tracker = match (&s.tracker, s.tracker_connected) {
+        (Some(t), true) => format!("{} (connected)", clean(t)),
+        (Some(t), false) => format!("{} (not connected)", clean(t)),
+        (None, _) => "none reachable".to_owned(),
+    };
+    let rows = [
+        (
+            "minitorrd",
+            format!(
+                "{} (protocol {})",
+                clean(&s.version),
+                proto::PROTOCOL_VERSION
+            ),
+        ),
+        ("socket", socket.display().to_string()),
+        (
+            "user",
+            s.user
+                .as_deref()
+                .map_or("not logged in".into(), |u| clean(u).into_owned()),
+        ),
+        ("tracker", tracker),
+        ("peer address", clean(&s.peer_addr).into_owned()),
+        ("shares", s.shares.to_string()),
+        ("downloads", s.downloads.to_string()),
+    ];
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    let mut out = String::new();
+    for (k, v) in rows {
+        let _ = writeln!(out, "{:<width$} {v}", format!("{k}:"));
+    }
+    out
+}
+
+pub fn render_login(r: &LoginReport) -> String {
+    fn refs(v: &[ShareRef]) -> String {
+        v.iter()
+            .map(|s| format!("{}/{}", clean(&s.group), clean(&s.file)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    let mut out = format!("logged in as {}\n", clean(&r.user));
+    if !r.reshared.is_empty() {
+        let _ = writeln!(
+            out,
+            "sharing again {}: {}",
+            plural(r.reshared.len() as u64, "file", "files"),
+            refs(&r.reshared)
+        );
+    }
+    if !r.resumed_downloads.is_empty() {
+        let n = plural(r.resumed_downloads.len() as u64, "download", "downloads");
+        let _ = writeln!(out, "resumed {n}: {}", refs(&r.resumed_downloads));
+    }
+    for p in &r.problems {
+        let _ = writeln!(out, "could not restore: {}", clean(p));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::testdata::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1024), "1.0 KiB");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(1024 * 1024 - 1), "1.0 MiB");
+        assert_eq!(size(1 << 30), "1.0 GiB");
+        assert_eq!(size(1_288_490_189), "1.2 GiB");
+        assert_eq!(size(u64::MAX), "16384.0 PiB");
+        assert_eq!(speed(12_897_485), "12.3 MiB/s");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_secs(0), "0s");
+        assert_eq!(duration_secs(59), "59s");
+        assert_eq!(duration_secs(200), "3m 20s");
+        assert_eq!(duration_secs(7500), "2h 05m");
+        assert_eq!(duration_secs(3 * 86_400 + 4 * 3600), "3d 04h");
+        assert_eq!(elapsed_ms(12), "12 ms");
+        assert_eq!(elapsed_ms(12_345), "12.3 s");
+        assert_eq!(elapsed_ms(125_000), "2m 05s");
+    }
+
+    #[test]
+    fn percent_never_claims_done_early() {
+        let mut d = downloading();
+        d.bytes_done = d.size - 1;
+        assert_eq!(percent(&d), "99.9%");
+        assert_eq!(percent(&complete()), "100.0%");
+    }
+
+    #[test]
+    fn control_characters_are_neutralised() {
+        assert_eq!(clean("a\x1b[31mb\n"), "a?[31mb?");
+        assert!(matches!(clean("plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn shell_words() {
+        assert_eq!(shell_word("a.iso"), "a.iso");
+        assert_eq!(shell_word("my file's.iso"), r"'my file'\''s.iso'");
+    }
+
+    #[test]
+    fn snapshot_groups() {
+        insta::assert_snapshot!(render_groups(&groups(), Style::PLAIN));
+        insta::assert_snapshot!("groups_empty", render_groups(&[], Style::PLAIN));
+    }
+
+    #[test]
+    fn snapshot_files() {
+        insta::assert_snapshot!(render_files("g1", &files(), Style::PLAIN));
+        insta::assert_snapshot!("files_empty", render_files("g1", &[], Style::PLAIN));
+    }
+
+    #[test]
+    fn snapshot_requests() {
+        insta::assert_snapshot!(render_requests("g1", &["bob".into(), "carol".into()]));
+        insta::assert_snapshot!("requests_empty", render_requests("g1", &[]));
+    }
+
+    #[test]
+    fn snapshot_downloads() {
+        insta::assert_snapshot!(render_downloads(
+            &[downloading(), complete(), failed()],
+            Style::PLAIN
+        ));
+        insta::assert_snapshot!("downloads_empty", render_downloads(&[], Style::PLAIN));
+    }
+
+    #[test]
+    fn downloads_lines_start_like_the_seed() {
+        let out = render_downloads(&[downloading(), complete(), failed()], Style::PLAIN);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("[D] [g1] debian.iso "));
+        assert!(lines[1].starts_with("[C] [g1] notes.txt "));
+        assert!(lines[2].starts_with("[F] [g2] 日本語のファイル.bin "));
+        assert!(lines[3].starts_with("Sum: "));
+    }
+
+    #[test]
+    fn snapshot_downloads_in_colour() {
+        insta::assert_snapshot!(render_downloads(
+            &[downloading(), failed()],
+            Style { color: true }
+        ));
+    }
+
+    #[test]
+    fn snapshot_single_results() {
+        insta::assert_snapshot!("uploaded", render_uploaded(&files()[0]));
+        insta::assert_snapshot!("download_started", render_download_started(&downloading()));
+        insta::assert_snapshot!("download_done", render_download_done(&complete()));
+        insta::assert_snapshot!("progress_line", render_progress_line(&downloading()));
+        insta::assert_snapshot!(
+            "status",
+            render_status(
+                &status(),
+                Path::new("/run/user/1000/minitorr/minitorrd.sock")
+            )
+        );
+        insta::assert_snapshot!("login", render_login(&login()));
+        insta::assert_snapshot!("message", render_message("group g1 created; you own it"));
+    }
+}

@@ -1,0 +1,370 @@
+//! `--json` output: view structs with a stable, documented schema (docs/cli-json.md).
+//!
+//! The protocol types are not serialized directly: their serde shape is the wire format's
+//! business (a `Sha1Hash` would become an array of 20 numbers, enums would change spelling with
+//! a Rust rename). Here hashes are 40-char hex, sizes are bytes, speeds bytes/s, enums snake_case.
+//! Documents are pretty-printed (2-space indent) with a trailing newline: still one document
+//! for `jq`, and readable when someone looks.
+
+use std::path::Path;
+
+use proto::control::{
+    DaemonStatus, DownloadState, DownloadStatus, LoginReport, PeerStat, ShareRef,
+};
+use proto::types::{FileMeta, FileSummary, GroupSummary, Membership};
+use serde::Serialize;
+
+use crate::exit::Failure;
+
+pub fn to_document<T: Serialize>(value: &T) -> String {
+    // Serializing plain structs of strings and integers cannot fail.
+    let mut s = serde_json::to_string_pretty(value).expect("view structs always serialize");
+    s.push('\n');
+    s
+}
+
+#[derive(Debug, Serialize)]
+pub struct MessageView<'a> {
+    pub message: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupView<'a> {
+    pub name: &'a str,
+    pub owner: &'a str,
+    pub members: u32,
+    pub files: u32,
+    /// "owner", "member", "pending" or "none".
+    pub membership: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupsView<'a> {
+    pub groups: Vec<GroupView<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RequestsView<'a> {
+    pub group: &'a str,
+    pub users: &'a [String],
+}
+
+#[derive(Debug, Serialize)]
+pub struct FileView<'a> {
+    pub group: &'a str,
+    pub name: &'a str,
+    pub size: u64,
+    pub piece_size: u32,
+    pub pieces: u32,
+    pub sha1: String,
+    pub seeders_online: u32,
+    pub partial_online: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FilesView<'a> {
+    pub group: &'a str,
+    pub files: Vec<FileView<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UploadedView<'a> {
+    pub file: FileView<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PeerView<'a> {
+    pub addr: &'a str,
+    pub user: &'a str,
+    pub bytes_received: u64,
+    pub connected: bool,
+    pub bad_pieces: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DownloadView<'a> {
+    pub group: &'a str,
+    pub file: &'a str,
+    pub dest: String,
+    /// "downloading", "complete" or "failed".
+    pub state: &'static str,
+    pub size: u64,
+    pub sha1: String,
+    pub bytes_done: u64,
+    pub pieces_done: u32,
+    pub pieces_total: u32,
+    pub speed_bps: u64,
+    pub peers: Vec<PeerView<'a>>,
+    pub error: Option<&'a str>,
+    pub first_piece_ms: Option<u64>,
+    pub elapsed_ms: u64,
+}
+
+/// `download_file` (with or without `--wait`) and `wait`.
+#[derive(Debug, Serialize)]
+pub struct DownloadDocView<'a> {
+    pub download: DownloadView<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DownloadsView<'a> {
+    pub downloads: Vec<DownloadView<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusView<'a> {
+    pub version: &'a str,
+    pub protocol: u16,
+    pub socket: String,
+    pub user: Option<&'a str>,
+    pub tracker: Option<&'a str>,
+    pub tracker_connected: bool,
+    pub peer_addr: &'a str,
+    pub shares: u32,
+    pub downloads: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShareRefView<'a> {
+    pub group: &'a str,
+    pub file: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoginView<'a> {
+    pub user: &'a str,
+    pub reshared: Vec<ShareRefView<'a>>,
+    pub resumed_downloads: Vec<ShareRefView<'a>>,
+    pub problems: &'a [String],
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    /// See docs/cli-json.md for the list.
+    pub kind: &'a str,
+    pub message: &'a str,
+    pub hint: Option<&'a str>,
+    pub exit_code: u8,
+    /// The failed download, for `download_file --wait` / `wait` failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download: Option<DownloadView<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorView<'a> {
+    pub error: ErrorBody<'a>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversions
+
+pub fn membership(m: Membership) -> &'static str {
+    match m {
+        Membership::Owner => "owner",
+        Membership::Member => "member",
+        Membership::Pending => "pending",
+        Membership::None => "none",
+    }
+}
+
+pub fn state(s: DownloadState) -> &'static str {
+    match s {
+        DownloadState::Downloading => "downloading",
+        DownloadState::Complete => "complete",
+        DownloadState::Failed => "failed",
+    }
+}
+
+pub fn group(g: &GroupSummary) -> GroupView<'_> {
+    GroupView {
+        name: &g.name,
+        owner: &g.owner,
+        members: g.members,
+        files: g.files,
+        membership: membership(g.membership),
+    }
+}
+
+pub fn file(f: &FileSummary) -> FileView<'_> {
+    FileView {
+        group: &f.group,
+        name: &f.name,
+        size: f.size,
+        piece_size: f.piece_size,
+        pieces: FileMeta::piece_count_for(f.size, f.piece_size),
+        sha1: f.sha1.to_hex(),
+        seeders_online: f.seeders_online,
+        partial_online: f.partial_online,
+    }
+}
+
+fn peer(p: &PeerStat) -> PeerView<'_> {
+    PeerView {
+        addr: &p.addr,
+        user: &p.user,
+        bytes_received: p.bytes_received,
+        connected: p.connected,
+        bad_pieces: p.bad_pieces,
+    }
+}
+
+pub fn download(d: &DownloadStatus) -> DownloadView<'_> {
+    DownloadView {
+        group: &d.group,
+        file: &d.file,
+        dest: d.dest.to_string_lossy().into_owned(),
+        state: state(d.state),
+        size: d.size,
+        sha1: d.sha1.to_hex(),
+        bytes_done: d.bytes_done,
+        pieces_done: d.pieces_done,
+        pieces_total: d.pieces_total,
+        speed_bps: d.speed_bps,
+        peers: d.peers.iter().map(peer).collect(),
+        error: d.error.as_deref(),
+        first_piece_ms: d.first_piece_ms,
+        elapsed_ms: d.elapsed_ms,
+    }
+}
+
+fn share_ref(s: &ShareRef) -> ShareRefView<'_> {
+    ShareRefView {
+        group: &s.group,
+        file: &s.file,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Documents, one function per response shape
+
+pub fn render_message(message: &str) -> String {
+    to_document(&MessageView { message })
+}
+
+pub fn render_groups(groups: &[GroupSummary]) -> String {
+    to_document(&GroupsView {
+        groups: groups.iter().map(group).collect(),
+    })
+}
+
+pub fn render_requests(group: &str, users: &[String]) -> String {
+    to_document(&RequestsView { group, users })
+}
+
+pub fn render_files(group: &str, files: &[FileSummary]) -> String {
+    to_document(&FilesView {
+        group,
+        files: files.iter().map(file).collect(),
+    })
+}
+
+pub fn render_uploaded(f: &FileSummary) -> String {
+    to_document(&UploadedView { file: file(f) })
+}
+
+pub fn render_download(d: &DownloadStatus) -> String {
+    to_document(&DownloadDocView {
+        download: download(d),
+    })
+}
+
+pub fn render_downloads(downloads: &[DownloadStatus]) -> String {
+    to_document(&DownloadsView {
+        downloads: downloads.iter().map(download).collect(),
+    })
+}
+
+pub fn render_status(s: &DaemonStatus, socket: &Path) -> String {
+    to_document(&StatusView {
+        version: &s.version,
+        protocol: proto::PROTOCOL_VERSION,
+        socket: socket.to_string_lossy().into_owned(),
+        user: s.user.as_deref(),
+        tracker: s.tracker.as_deref(),
+        tracker_connected: s.tracker_connected,
+        peer_addr: &s.peer_addr,
+        shares: s.shares,
+        downloads: s.downloads,
+    })
+}
+
+pub fn render_login(r: &LoginReport) -> String {
+    to_document(&LoginView {
+        user: &r.user,
+        reshared: r.reshared.iter().map(share_ref).collect(),
+        resumed_downloads: r.resumed_downloads.iter().map(share_ref).collect(),
+        problems: &r.problems,
+    })
+}
+
+pub fn render_error(f: &Failure) -> String {
+    to_document(&ErrorView {
+        error: ErrorBody {
+            kind: f.kind,
+            message: &f.message,
+            hint: f.hint.as_deref(),
+            exit_code: f.status.code(),
+            download: f.download.as_deref().map(download),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::Status;
+    use crate::render::testdata::*;
+
+    #[test]
+    fn snapshot_documents() {
+        insta::assert_snapshot!("groups", render_groups(&groups()));
+        insta::assert_snapshot!("files", render_files("g1", &files()));
+        insta::assert_snapshot!("requests", render_requests("g1", &["bob".into()]));
+        insta::assert_snapshot!("uploaded", render_uploaded(&files()[0]));
+        insta::assert_snapshot!("downloads", render_downloads(&[downloading(), failed()]));
+        insta::assert_snapshot!("download", render_download(&complete()));
+        insta::assert_snapshot!(
+            "status",
+            render_status(
+                &status(),
+                Path::new("/run/user/1000/minitorr/minitorrd.sock")
+            )
+        );
+        insta::assert_snapshot!("login", render_login(&login()));
+        insta::assert_snapshot!("message", render_message("logged out"));
+    }
+
+    #[test]
+    fn snapshot_errors() {
+        let f = Failure::new(Status::Refused, "not_logged_in", "you are not logged in")
+            .with_hint("log in first: minitorrctl login <user_id>");
+        insta::assert_snapshot!("error", render_error(&f));
+        let f = Failure::new(
+            Status::Refused,
+            "download_failed",
+            "download of g2/x failed: no peer has piece 7",
+        );
+        insta::assert_snapshot!("error_download", render_error(&f.with_download(&failed())));
+    }
+
+    #[test]
+    fn every_document_is_one_json_value() {
+        for doc in [
+            render_groups(&groups()),
+            render_downloads(&[complete()]),
+            render_message("a\"b"),
+        ] {
+            let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+            assert!(v.is_object());
+            assert!(doc.ends_with("}\n"));
+        }
+    }
+
+    #[test]
+    fn hashes_are_hex_strings() {
+        let v: serde_json::Value = serde_json::from_str(&render_uploaded(&files()[0])).unwrap();
+        let sha1 = v["file"]["sha1"].as_str().unwrap();
+        assert_eq!(sha1.len(), 40);
+        assert!(sha1.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}
