@@ -1,0 +1,95 @@
+//! Binding the control socket safely and serving it.
+//!
+//! * The parent directory is created 0700 and the socket chmod-ed 0600 right after bind.
+//! * A socket file left by a dead daemon is replaced; one a live daemon answers on is an error.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use thiserror::Error;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use minitorr_proto::control::{ErrorKind, Response};
+use minitorr_proto::{handshake, links, Link};
+
+use super::authorize;
+use crate::daemon::Daemon;
+
+#[derive(Debug, Error)]
+pub enum SocketError {
+    #[error("minitorrd already running on {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("cannot create control socket {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+pub async fn bind_control_socket(path: &Path) -> Result<UnixListener, SocketError> {
+    let io = |source| SocketError::Io { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        }
+    }
+    if path.exists() {
+        // Probe: a live daemon answers; a stale file refuses the connection.
+        match tokio::time::timeout(Duration::from_secs(1), UnixStream::connect(path)).await {
+            Ok(Ok(_)) => return Err(SocketError::AlreadyRunning(path.to_path_buf())),
+            _ => {
+                tracing::info!(path = %path.display(), "removing stale control socket");
+                std::fs::remove_file(path).map_err(io)?;
+            }
+        }
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
+pub async fn serve_control(listener: UnixListener, daemon: Arc<Daemon>, shutdown: CancellationToken) {
+    let own_uid = nix::unistd::getuid().as_raw();
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_client(stream, daemon, own_uid).await {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+        });
+    }
+}
+
+async fn serve_client(mut stream: UnixStream, daemon: Arc<Daemon>, own_uid: u32) -> anyhow::Result<()> {
+    let uid = stream.peer_cred()?.uid();
+    if let Err(why) = authorize(uid, own_uid) {
+        tracing::warn!(%why, "refused control connection");
+        return Ok(()); // closing without a handshake: the client reports it cannot talk to us
+    }
+    tokio::time::timeout(Duration::from_secs(5), handshake(&mut stream, Link::Control)).await??;
+    let mut framed = Framed::new(stream, links::control_server());
+    while let Some(req) = framed.next().await {
+        let resp = match req {
+            Ok(req) => daemon.handle(req).await,
+            Err(e) => {
+                let _ = framed.send(Response::error(ErrorKind::InvalidInput, format!("bad request: {e}"))).await;
+                return Err(e.into());
+            }
+        };
+        framed.send(resp).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Login and logout: the session, heartbeats, and bringing back what was shared before.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+
+use minitorr_proto::control::{ErrorKind, LoginReport, Response, ShareRef};
+use minitorr_proto::tracker::{self, Call};
+
+use super::{unexpected, Daemon, DownloadEntry, Reply};
+use crate::sharing::hasher::{hash_file, FileStamp};
+use crate::sharing::SharedFile;
+use crate::state::{RecordState, ShareRecord};
+use crate::tracker::Session;
+
+impl Daemon {
+    pub(super) async fn login(self: &Arc<Self>, user: String, password: String) -> Reply<Response> {
+        let _guard = self.login_lock.lock().await;
+        if let Some(s) = self.session.read().expect("lock").as_ref() {
+            let msg = if s.user == user {
+                format!("already logged in as {user}")
+            } else {
+                format!("logged in as {}; log out first", s.user)
+            };
+            return Err(Response::error(ErrorKind::Refused, msg));
+        }
+        let call = Call::Login { user: user.clone(), password, peer_addr: self.peer_addr.to_string() };
+        let grant = match self.call_with(None, call).await? {
+            tracker::Response::LoggedIn(g) => g,
+            other => return Err(unexpected(other)),
+        };
+        let key = VerifyingKey::from_bytes(&grant.tracker_key)
+            .map_err(|_| Response::error(ErrorKind::Internal, "tracker sent an invalid public key"))?;
+        let session = Session {
+            user: grant.user.clone(),
+            token: grant.token,
+            tracker_key: key,
+            heartbeat_secs: grant.heartbeat_secs.max(1),
+            peer_addr: grant.peer_addr,
+        };
+        *self.tracker_key.write().expect("lock") = Some(key);
+        *self.session.write().expect("lock") = Some(session.clone());
+        self.start_heartbeat(session.clone());
+        tracing::info!(user = %session.user, peer_addr = %session.peer_addr, "logged in");
+
+        let mut report = LoginReport { user: session.user.clone(), reshared: vec![], resumed_downloads: vec![], problems: vec![] };
+        self.restore_shares(&session, &mut report).await;
+        self.restore_downloads(&session, &mut report).await;
+        Ok(Response::LoggedIn(report))
+    }
+
+    pub(super) async fn logout(self: &Arc<Self>) -> Reply<Response> {
+        let _guard = self.login_lock.lock().await;
+        let session = self.current_session()?;
+        let shared = self.shares.len();
+        // Offline locally first: even if the tracker is unreachable, we stop sharing now.
+        self.stop_activity();
+        *self.session.write().expect("lock") = None;
+        let tracker_note = match self.call_with(Some(&session.token), Call::Logout).await {
+            Ok(_) => String::new(),
+            Err(Response::Error(e)) => format!(" (tracker: {})", e.message),
+            Err(_) => String::new(),
+        };
+        let state = self.state.lock().await;
+        self.save_state(&state).await;
+        Ok(Response::Done {
+            message: format!("logged out {}; stopped sharing {shared} file(s){tracker_note}", session.user),
+        })
+    }
+
+    fn start_heartbeat(self: &Arc<Self>, session: Session) {
+        let me = Arc::downgrade(self);
+        let handle = tokio::spawn(async move {
+            let mut seen_generation = None;
+            let mut tick = tokio::time::interval(Duration::from_secs(session.heartbeat_secs as u64));
+            loop {
+                tick.tick().await;
+                let Some(d) = me.upgrade() else { return };
+                match d.tracker.call(Some(&session.token), Call::Heartbeat).await {
+                    Ok(tracker::Response::Ok { .. }) => {
+                        // A new tracker connection (restart or failover): re-announce our shares.
+                        let gen = d.tracker.generation();
+                        if seen_generation.is_some_and(|g| g != gen) {
+                            d.reannounce(&session).await;
+                        }
+                        seen_generation = Some(gen);
+                    }
+                    Ok(tracker::Response::Error { message, .. }) => {
+                        tracing::warn!(%message, "tracker refused heartbeat; log in again if this persists");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
+                }
+            }
+        });
+        if let Some(old) = self.heartbeat.lock().expect("lock").replace(handle) {
+            old.abort();
+        }
+    }
+
+    async fn reannounce(&self, session: &Session) {
+        let records = self.state.lock().await.user(&session.user).shares.clone();
+        for rec in records {
+            let call = Call::Share { group: rec.group.clone(), meta: rec.meta.clone(), complete: true };
+            if let Err(e) = self.tracker.call(Some(&session.token), call).await {
+                tracing::warn!(error = %e, "re-announce failed");
+                return;
+            }
+        }
+        tracing::info!("re-announced shares after reconnecting to the tracker");
+    }
+
+    /// Share again everything shared before, after checking each file is still there unchanged.
+    async fn restore_shares(&self, session: &Session, report: &mut LoginReport) {
+        let mut state = self.state.lock().await;
+        let records = state.user(&session.user).shares.clone();
+        let mut keep = Vec::new();
+        for mut rec in records {
+            let what = format!("{} in {}", rec.meta.name, rec.group);
+            match self.check_on_disk(&mut rec).await {
+                Ok(()) => {}
+                Err(why) => {
+                    report.problems.push(format!("{what}: {why}; no longer shared"));
+                    let _ = self.call_with(Some(&session.token), Call::StopShare { group: rec.group.clone(), file: rec.meta.name.clone() }).await;
+                    continue;
+                }
+            }
+            let call = Call::Share { group: rec.group.clone(), meta: rec.meta.clone(), complete: true };
+            if let Err(Response::Error(e)) = self.call_with(Some(&session.token), call).await {
+                report.problems.push(format!("{what}: tracker refused: {}", e.message));
+                if e.kind == ErrorKind::TrackerUnavailable {
+                    keep.push(rec.clone());
+                }
+                continue;
+            }
+            match SharedFile::complete(rec.group.clone(), Arc::new(rec.meta.clone()), rec.path.clone(), rec.stamp) {
+                Ok(f) => {
+                    self.shares.insert(f);
+                    report.reshared.push(ShareRef { group: rec.group.clone(), file: rec.meta.name.clone() });
+                    keep.push(rec);
+                }
+                Err(e) => report.problems.push(format!("{what}: cannot open {}: {e}", rec.path.display())),
+            }
+        }
+        state.user(&session.user).shares = keep;
+        self.save_state(&state).await;
+    }
+
+    /// Is the shared file still what we announced? Cheap size+mtime check; rehash if changed.
+    async fn check_on_disk(&self, rec: &mut ShareRecord) -> Result<(), String> {
+        let stamp = FileStamp::of(&rec.path).map_err(|e| format!("{} is gone ({e})", rec.path.display()))?;
+        if stamp == rec.stamp {
+            return Ok(());
+        }
+        let (path, name, ps) = (rec.path.clone(), rec.meta.name.clone(), rec.meta.piece_size);
+        let (meta, stamp) = self
+            .pool
+            .run(move || hash_file(&path, &name, ps))
+            .await
+            .map_err(|e| format!("cannot re-read {}: {e}", rec.path.display()))?;
+        if meta.sha1 != rec.meta.sha1 {
+            return Err(format!("{} changed on disk since it was shared", rec.path.display()));
+        }
+        rec.stamp = stamp;
+        Ok(())
+    }
+
+    /// Resume unfinished downloads; list finished ones for show_downloads.
+    async fn restore_downloads(self: &Arc<Self>, session: &Session, report: &mut LoginReport) {
+        let records = self.state.lock().await.user(&session.user).downloads.clone();
+        for rec in records {
+            if rec.state != RecordState::Downloading {
+                self.downloads.lock().expect("lock").push(DownloadEntry::Record(rec));
+                continue;
+            }
+            match self.start_download(rec.group.clone(), rec.meta.name.clone(), rec.dest.clone(), Some(rec.meta.sha1)).await {
+                Ok(_) => report.resumed_downloads.push(ShareRef { group: rec.group, file: rec.meta.name }),
+                Err(Response::Error(e)) => {
+                    report.problems.push(format!("download of {} in {} not resumed: {}", rec.meta.name, rec.group, e.message));
+                    self.downloads.lock().expect("lock").push(DownloadEntry::Record(rec));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}

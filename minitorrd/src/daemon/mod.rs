@@ -1,0 +1,197 @@
+//! The daemon's business logic: one method per control command. Socket handlers only decode a
+//! request and call [`Daemon::handle`]; everything here is plain async Rust over the tracker
+//! link, the share registry, the downloads and the persisted state.
+
+mod account;
+mod files;
+mod groups;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use ed25519_dalek::VerifyingKey;
+use tokio::task::JoinHandle;
+
+use minitorr_proto::control::{DaemonStatus, ErrorKind, Request, Response};
+use minitorr_proto::tracker::{self, Call, ErrorCode};
+
+use crate::blocking::BlockingPool;
+use crate::config::Config;
+use crate::download::Download;
+use crate::ratelimit::RateLimiter;
+use crate::sharing::Shares;
+use crate::state::{DownloadRecord, StateFile};
+use crate::tracker::{Session, TrackerLink};
+
+/// A download shown by show_downloads: running in this process, or remembered from before.
+pub enum DownloadEntry {
+    Live(Arc<Download>),
+    Record(DownloadRecord),
+}
+
+pub struct Daemon {
+    pub(crate) cfg: Config,
+    pub(crate) tracker: Arc<TrackerLink>,
+    pub(crate) session: RwLock<Option<Session>>,
+    /// Shared with the peer server, which verifies tickets with it.
+    pub(crate) tracker_key: Arc<RwLock<Option<VerifyingKey>>>,
+    pub(crate) shares: Arc<Shares>,
+    pub(crate) downloads: Mutex<Vec<DownloadEntry>>,
+    pub(crate) state: tokio::sync::Mutex<StateFile>,
+    pub(crate) pool: BlockingPool,
+    pub(crate) download_limit: Arc<RateLimiter>,
+    pub(crate) peer_addr: SocketAddr,
+    pub(crate) heartbeat: Mutex<Option<JoinHandle<()>>>,
+    /// Login, logout and shutdown never interleave.
+    pub(crate) login_lock: tokio::sync::Mutex<()>,
+}
+
+/// A control-level error reply, built from whatever went wrong.
+pub type Reply<T> = Result<T, Response>;
+
+impl Daemon {
+    pub fn new(cfg: Config, peer_addr: SocketAddr, state: StateFile) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            tracker: Arc::new(TrackerLink::new(cfg.trackers.clone())),
+            session: RwLock::new(None),
+            tracker_key: Arc::new(RwLock::new(None)),
+            shares: Arc::new(Shares::default()),
+            downloads: Mutex::new(Vec::new()),
+            state: tokio::sync::Mutex::new(state),
+            pool: BlockingPool::per_core(),
+            download_limit: Arc::new(RateLimiter::new(cfg.max_download_rate)),
+            peer_addr,
+            heartbeat: Mutex::new(None),
+            login_lock: tokio::sync::Mutex::new(()),
+            cfg,
+        })
+    }
+
+    pub fn shares(&self) -> Arc<Shares> {
+        self.shares.clone()
+    }
+
+    pub fn tracker_key(&self) -> Arc<RwLock<Option<VerifyingKey>>> {
+        self.tracker_key.clone()
+    }
+
+    pub fn pool(&self) -> BlockingPool {
+        self.pool.clone()
+    }
+
+    /// Answer one control request. Never panics on user input; every failure is a `Response::Error`.
+    pub async fn handle(self: &Arc<Self>, req: Request) -> Response {
+        let name = req.command_name();
+        let result = match req {
+            Request::CreateUser { user, password } => self.create_user(user, password).await,
+            Request::Login { user, password } => self.login(user, password).await,
+            Request::Logout => self.logout().await,
+            Request::CreateGroup { group } => self.create_group(group).await,
+            Request::JoinGroup { group } => self.join_group(group).await,
+            Request::LeaveGroup { group } => self.leave_group(group).await,
+            Request::ListRequests { group } => self.list_requests(group).await,
+            Request::AcceptRequest { group, user } => self.accept_request(group, user).await,
+            Request::RejectRequest { group, user } => self.reject_request(group, user).await,
+            Request::ListGroups => self.list_groups().await,
+            Request::ListFiles { group } => self.list_files(group).await,
+            Request::UploadFile { path, group } => self.upload_file(path, group).await,
+            Request::DownloadFile { group, file, dest } => self.download_file(group, file, dest).await,
+            Request::ShowDownloads => Ok(self.show_downloads()),
+            Request::StopShare { group, file } => self.stop_share(group, file).await,
+            Request::Status => Ok(self.status()),
+        };
+        let resp = result.unwrap_or_else(|e| e);
+        if let Response::Error(e) = &resp {
+            tracing::info!(command = name, kind = ?e.kind, message = %e.message, "request refused");
+        }
+        resp
+    }
+
+    fn status(&self) -> Response {
+        let session = self.session.read().expect("lock").clone();
+        let downloads = self.downloads.lock().expect("lock").len() as u32;
+        Response::Status(DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            user: session.as_ref().map(|s| s.user.clone()),
+            tracker: Some(self.tracker.current_addr().to_string()),
+            tracker_connected: self.tracker.is_connected(),
+            peer_addr: self.peer_addr.to_string(),
+            shares: self.shares.len() as u32,
+            downloads,
+        })
+    }
+
+    pub(crate) fn current_session(&self) -> Reply<Session> {
+        self.session.read().expect("lock").clone().ok_or_else(|| {
+            Response::error(ErrorKind::NotLoggedIn, "not logged in; run: minitorrctl login <user_id>")
+        })
+    }
+
+    /// Call the tracker as the logged-in user; tracker refusals become control errors.
+    pub(crate) async fn call(&self, call: Call) -> Reply<tracker::Response> {
+        let session = self.current_session()?;
+        self.call_with(Some(&session.token), call).await
+    }
+
+    pub(crate) async fn call_with(&self, token: Option<&str>, call: Call) -> Reply<tracker::Response> {
+        match self.tracker.call(token, call).await {
+            Ok(tracker::Response::Error { code, message }) => Err(tracker_error(code, message)),
+            Ok(resp) => Ok(resp),
+            Err(e) => Err(Response::error(ErrorKind::TrackerUnavailable, e.to_string())),
+        }
+    }
+
+    pub(crate) async fn save_state(&self, state: &StateFile) {
+        let path = self.cfg.state_file();
+        if let Err(e) = state.save(&path) {
+            tracing::error!(path = %path.display(), error = %e, "cannot save state");
+        }
+    }
+
+    /// Graceful shutdown: stop downloads (they resume at next login), go offline at the tracker.
+    pub async fn shutdown(self: &Arc<Self>) {
+        let _guard = self.login_lock.lock().await;
+        self.stop_activity();
+        let token = self.session.write().expect("lock").take().map(|s| s.token);
+        if let Some(token) = token {
+            let logout = self.tracker.call(Some(&token), Call::Logout);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), logout).await;
+        }
+        let state = self.state.lock().await;
+        self.save_state(&state).await;
+    }
+
+    /// Pause downloads, stop serving, stop heartbeats (logout and shutdown).
+    pub(crate) fn stop_activity(&self) {
+        if let Some(h) = self.heartbeat.lock().expect("lock").take() {
+            h.abort();
+        }
+        for entry in self.downloads.lock().expect("lock").drain(..) {
+            if let DownloadEntry::Live(d) = entry {
+                d.pause();
+            }
+        }
+        self.shares.clear();
+        *self.tracker_key.write().expect("lock") = None;
+    }
+}
+
+/// Map the tracker's error codes onto what the CLI reports (and its exit status).
+pub(crate) fn tracker_error(code: ErrorCode, message: String) -> Response {
+    let kind = match code {
+        ErrorCode::BadRequest => ErrorKind::InvalidInput,
+        ErrorCode::InvalidSession => ErrorKind::NotLoggedIn,
+        ErrorCode::NotFound => ErrorKind::NotFound,
+        ErrorCode::Internal => ErrorKind::Internal,
+        ErrorCode::AuthFailed
+        | ErrorCode::AlreadyExists
+        | ErrorCode::Forbidden
+        | ErrorCode::Conflict
+        | ErrorCode::RateLimited => ErrorKind::Refused,
+    };
+    Response::error(kind, message)
+}
+
+pub(crate) fn unexpected(resp: tracker::Response) -> Response {
+    Response::error(ErrorKind::Internal, format!("unexpected tracker answer: {resp:?}"))
+}

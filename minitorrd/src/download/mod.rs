@@ -1,0 +1,369 @@
+//! Downloading one file from many peers at once. See docs/DOWNLOADS.md for the design and the
+//! invariants; in short:
+//!
+//! * a coordinator ([`Download::run`]) finds peers (tracker), starts one task per peer (capped),
+//!   refreshes the peer list, watches for stalls, and finishes the file;
+//! * each peer task ([`peer::run_peer`]) pulls work from the shared [`picker::Picker`] whenever
+//!   it has a free pipeline slot — faster peers come back sooner and so get more pieces;
+//! * every piece is SHA1-checked on the blocking pool before it is written, and only then
+//!   marked verified and offered to other peers (partial seeding);
+//! * the whole-file SHA1 is computed in file order behind the download ([`storage::SeqHasher`])
+//!   and must match before the file is moved into place.
+//!
+//! Lock order: `picker` before `progress`; neither is held across an `.await`.
+
+mod peer;
+pub mod picker;
+pub mod progress;
+pub mod storage;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use minitorr_proto::control::{DownloadState, DownloadStatus};
+use minitorr_proto::ticket::Ticket;
+use minitorr_proto::tracker::{Call, FileDetails, Response};
+use minitorr_proto::types::{FileMeta, PeerInfo};
+
+use crate::blocking::BlockingPool;
+use crate::ratelimit::RateLimiter;
+use crate::sharing::hasher::FileStamp;
+use crate::sharing::SharedFile;
+use crate::tracker::TrackerLink;
+
+use picker::{PeerId, Picker};
+use progress::Progress;
+use storage::{PartFile, SeqHasher};
+
+/// Re-ask the tracker for peers at least this often (new partial seeders, fresh ticket).
+const REFRESH_EVERY: Duration = Duration::from_secs(15);
+/// …and this often while stalled (no peer, or pieces nobody connected has).
+const REFRESH_STALLED: Duration = Duration::from_secs(2);
+/// Give up when every missing piece has had no holder for this long.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Wait before reconnecting to a peer that failed.
+const RECONNECT_AFTER: Duration = Duration::from_secs(3);
+
+/// What a download needs from the daemon.
+pub struct DownloadEnv {
+    pub tracker: Arc<TrackerLink>,
+    pub token: String,
+    pub self_addr: String,
+    pub pool: BlockingPool,
+    pub limit: Arc<RateLimiter>,
+    pub max_peers: usize,
+    pub max_depth: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    Failed(String),
+    /// Stopped by logout or shutdown; resumes at next login.
+    Paused,
+}
+
+pub struct Download {
+    pub group: String,
+    pub meta: Arc<FileMeta>,
+    pub dest: PathBuf,
+    pub shared: Arc<SharedFile>,
+    part: Arc<PartFile>,
+    picker: Mutex<Picker>,
+    progress: Mutex<Progress>,
+    /// Woken when a piece verifies (peers cancel duplicates, coordinator checks completion).
+    changed: Notify,
+    started: Instant,
+    cancel: CancellationToken,
+}
+
+impl Download {
+    /// Open (or resume) the partial file next to `dest`. Resuming re-verifies every piece on
+    /// disk, so a crash mid-write can never leave a bad piece counted as done.
+    pub async fn prepare(group: String, meta: Arc<FileMeta>, dest: PathBuf, pool: &BlockingPool) -> std::io::Result<Arc<Download>> {
+        let part_path = storage::part_path_for(&dest);
+        let m = meta.clone();
+        let (part, have) = pool
+            .run(move || -> std::io::Result<_> {
+                let (part, existed) = PartFile::open(&part_path, m.clone())?;
+                let have = if existed { part.scan()? } else { minitorr_proto::types::Bitfield::new(m.piece_count()) };
+                Ok((part, have))
+            })
+            .await?;
+        let bytes_done = have.iter_set().map(|i| meta.piece_len(i) as u64).sum();
+        let shared = SharedFile::partial(group.clone(), meta.clone(), part.path().to_path_buf(), have.clone())?;
+        Ok(Arc::new(Download {
+            group,
+            picker: Mutex::new(Picker::new(&have)),
+            progress: Mutex::new(Progress::new(bytes_done)),
+            meta,
+            dest,
+            shared,
+            part: Arc::new(part),
+            changed: Notify::new(),
+            started: Instant::now(),
+            cancel: CancellationToken::new(),
+        }))
+    }
+
+    pub fn pieces_done(&self) -> u32 {
+        self.picker.lock().expect("lock").verified_count()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.progress.lock().expect("lock").state != DownloadState::Downloading
+    }
+
+    /// Stop the download (logout, shutdown, or the user's stop_share); verified pieces stay.
+    pub fn pause(&self) {
+        self.cancel.cancel();
+    }
+
+    pub fn status(&self) -> DownloadStatus {
+        let pieces_done = self.pieces_done();
+        let p = self.progress.lock().expect("lock");
+        DownloadStatus {
+            group: self.group.clone(),
+            file: self.meta.name.clone(),
+            dest: self.dest.clone(),
+            state: p.state,
+            size: self.meta.size,
+            sha1: self.meta.sha1,
+            bytes_done: p.bytes_done,
+            pieces_done,
+            pieces_total: self.meta.piece_count(),
+            speed_bps: if p.state == DownloadState::Downloading { p.speed() } else { 0 },
+            peers: p.peers.values().cloned().collect(),
+            error: p.error.clone(),
+            first_piece_ms: p.first_piece.map(|d| d.as_millis() as u64),
+            elapsed_ms: p.finished.unwrap_or_else(|| self.started.elapsed()).as_millis() as u64,
+        }
+    }
+
+    fn set_outcome(&self, outcome: &Outcome) {
+        let mut p = self.progress.lock().expect("lock");
+        p.finished = Some(self.started.elapsed());
+        match outcome {
+            Outcome::Completed => p.state = DownloadState::Complete,
+            Outcome::Failed(why) => {
+                p.state = DownloadState::Failed;
+                p.error = Some(why.clone());
+            }
+            Outcome::Paused => p.finished = None,
+        }
+        for peer in p.peers.values_mut() {
+            peer.connected = false;
+        }
+    }
+
+    /// Drive the download to an end. `details` is the tracker's answer to `GetFile`.
+    pub async fn run(self: Arc<Self>, env: Arc<DownloadEnv>, details: FileDetails) -> Outcome {
+        let outcome = self.clone().coordinate(env.clone(), details).await;
+        let outcome = match outcome {
+            Outcome::Completed => match self.finish(&env).await {
+                Ok(()) => Outcome::Completed,
+                Err(e) => Outcome::Failed(e),
+            },
+            o => o,
+        };
+        self.set_outcome(&outcome);
+        self.changed.notify_waiters();
+        outcome
+    }
+
+    async fn coordinate(self: Arc<Self>, env: Arc<DownloadEnv>, details: FileDetails) -> Outcome {
+        let mut ticket = details.ticket;
+        let mut known: HashMap<String, PeerInfo> = HashMap::new();
+        self.learn_peers(&env, details.peers, &mut known);
+        let mut tasks: JoinSet<(String, peer::PeerExit)> = JoinSet::new();
+        let mut connected: HashMap<String, PeerId> = HashMap::new();
+        let mut retry_at: HashMap<String, Instant> = HashMap::new();
+        let mut banned: HashSet<String> = HashSet::new();
+        let mut next_id: PeerId = 0;
+        let mut last_refresh = Instant::now();
+        let mut stalled_since: Option<Instant> = None;
+        let mut announced_partial = self.pieces_done() > 0;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+
+        loop {
+            if self.picker.lock().expect("lock").is_complete() {
+                tasks.shutdown().await;
+                return Outcome::Completed;
+            }
+            if !announced_partial && self.pieces_done() > 0 {
+                announced_partial = true;
+                self.announce(&env, false).await;
+            }
+            // Connect to known peers we are not talking to yet.
+            let now = Instant::now();
+            for (addr, info) in &known {
+                if connected.len() >= env.max_peers {
+                    break;
+                }
+                if connected.contains_key(addr) || banned.contains(addr) || retry_at.get(addr).is_some_and(|t| *t > now) {
+                    continue;
+                }
+                next_id += 1;
+                connected.insert(addr.clone(), next_id);
+                self.progress.lock().expect("lock").peer(addr, &info.user).connected = true;
+                let (dl, env, info, ticket, addr) = (self.clone(), env.clone(), info.clone(), ticket.clone(), addr.clone());
+                let id = next_id;
+                tasks.spawn(async move { (addr, peer::run_peer(dl, id, info, ticket, env).await) });
+            }
+
+            tokio::select! {
+                Some(joined) = tasks.join_next() => {
+                    let Ok((addr, exit)) = joined else { continue };
+                    if let Some(id) = connected.remove(&addr) {
+                        self.picker.lock().expect("lock").remove_peer(id);
+                    }
+                    self.progress.lock().expect("lock").peer(&addr, "").connected = false;
+                    match exit {
+                        peer::PeerExit::Liar => {
+                            tracing::warn!(peer = %addr, file = %self.meta.name, "peer sent corrupt pieces repeatedly; dropped for this download");
+                            banned.insert(addr);
+                        }
+                        peer::PeerExit::Fatal(e) => {
+                            tasks.shutdown().await;
+                            return Outcome::Failed(e);
+                        }
+                        peer::PeerExit::Gone(why) => {
+                            tracing::debug!(peer = %addr, %why, "peer connection ended");
+                            retry_at.insert(addr, Instant::now() + RECONNECT_AFTER);
+                        }
+                        peer::PeerExit::Done => {
+                            retry_at.insert(addr, Instant::now() + RECONNECT_AFTER);
+                        }
+                    }
+                }
+                _ = tick.tick() => {}
+                _ = self.changed.notified() => {}
+                _ = self.cancel.cancelled() => {
+                    tasks.shutdown().await;
+                    return Outcome::Paused;
+                }
+            }
+
+            // Stall detection: every piece we still need is held by nobody we are connected to.
+            let (missing, unavailable) = {
+                let p = self.picker.lock().expect("lock");
+                (p.piece_count() - p.verified_count(), p.unavailable())
+            };
+            let stalled = missing > 0 && unavailable.len() as u32 == missing;
+            let wants_refresh = connected.is_empty() || !unavailable.is_empty();
+            stalled_since = if stalled { stalled_since.or(Some(Instant::now())) } else { None };
+            let refresh_due = if wants_refresh { REFRESH_STALLED } else { REFRESH_EVERY };
+            if last_refresh.elapsed() >= refresh_due {
+                last_refresh = Instant::now();
+                match self.refresh(&env).await {
+                    Ok(d) => {
+                        ticket = d.ticket;
+                        self.learn_peers(&env, d.peers, &mut known);
+                    }
+                    Err(e) => tracing::warn!(file = %self.meta.name, error = %e, "peer refresh failed"),
+                }
+            }
+            if let Some(since) = stalled_since {
+                if since.elapsed() >= STALL_TIMEOUT {
+                    tasks.shutdown().await;
+                    return Outcome::Failed(describe_unavailable(&unavailable));
+                }
+            }
+        }
+    }
+
+    fn learn_peers(&self, env: &DownloadEnv, peers: Vec<PeerInfo>, known: &mut HashMap<String, PeerInfo>) {
+        for p in peers {
+            if p.addr != env.self_addr {
+                known.insert(p.addr.clone(), p);
+            }
+        }
+    }
+
+    async fn refresh(&self, env: &DownloadEnv) -> Result<FileDetails, String> {
+        let call = Call::GetFile { group: self.group.clone(), file: self.meta.name.clone() };
+        match env.tracker.call(Some(&env.token), call).await {
+            Ok(Response::File(d)) if d.meta.sha1 == self.meta.sha1 => Ok(d),
+            Ok(Response::File(_)) => Err("the file changed on the tracker".into()),
+            Ok(Response::Error { message, .. }) => Err(message),
+            Ok(other) => Err(format!("unexpected tracker answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Tell the tracker we hold (part of) the file, so others can fetch from us.
+    async fn announce(&self, env: &DownloadEnv, complete: bool) {
+        let call = Call::Share { group: self.group.clone(), meta: (*self.meta).clone(), complete };
+        match env.tracker.call(Some(&env.token), call).await {
+            Ok(Response::Ok { .. }) => {}
+            Ok(other) => tracing::warn!(file = %self.meta.name, answer = ?other, "tracker refused our share announcement"),
+            Err(e) => tracing::warn!(file = %self.meta.name, error = %e, "could not announce share"),
+        }
+    }
+
+    /// Whole-file SHA1, then move into place and become a full seeder.
+    async fn finish(&self, env: &DownloadEnv) -> Result<(), String> {
+        let (part, meta, dest) = (self.part.clone(), self.meta.clone(), self.dest.clone());
+        let stamp = env
+            .pool
+            .run(move || -> Result<FileStamp, String> {
+                let mut seq = SeqHasher::default();
+                seq.advance(&part, |_| true).map_err(|e| format!("cannot read back the download: {e}"))?;
+                let got = seq.finish();
+                if got != meta.sha1 {
+                    return Err(format!("whole-file SHA1 mismatch (got {}, expected {})", got.short(), meta.sha1.short()));
+                }
+                if dest.exists() {
+                    return Err(format!("{} appeared meanwhile; not overwriting it", dest.display()));
+                }
+                part.finish(&dest).map_err(|e| format!("cannot move the file into place: {e}"))?;
+                FileStamp::of(&dest).map_err(|e| e.to_string())
+            })
+            .await?;
+        self.shared.completed_at(&self.dest, stamp);
+        self.announce(env, true).await;
+        Ok(())
+    }
+
+    // --- called by peer tasks -------------------------------------------------------------
+
+    fn next_piece(&self, peer: PeerId) -> Option<u32> {
+        self.picker.lock().expect("lock").pick(peer, &mut rand::thread_rng())
+    }
+
+    fn piece_verified(&self, piece: u32, addr: &str, user: &str) {
+        let fresh = self.picker.lock().expect("lock").on_verified(piece).is_some();
+        if fresh {
+            self.shared.add_piece(piece);
+            let len = self.meta.piece_len(piece) as u64;
+            self.progress.lock().expect("lock").record_piece(addr, user, len, self.started.elapsed());
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn piece_rejected(&self, piece: u32, peer: PeerId, addr: &str, bad_hash: bool) {
+        self.picker.lock().expect("lock").release(piece, peer);
+        if bad_hash {
+            self.progress.lock().expect("lock").peer(addr, "").bad_pieces += 1;
+        }
+    }
+}
+
+fn describe_unavailable(pieces: &[u32]) -> String {
+    let shown: Vec<String> = pieces.iter().take(5).map(|p| p.to_string()).collect();
+    let more = if pieces.len() > 5 { format!(" and {} more", pieces.len() - 5) } else { String::new() };
+    format!(
+        "{} piece(s) have no holder online (pieces {}{more}); verified pieces are kept — run download_file again when a seeder is back",
+        pieces.len(),
+        shown.join(", ")
+    )
+}
+
+/// Carries a ticket for the peer tasks (kept here so peer.rs needs no tracker types).
+pub type PeerTicket = Ticket;

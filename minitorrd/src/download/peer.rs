@@ -1,0 +1,193 @@
+//! One connection to one peer for one download: say hello with our ticket, learn its bitfield,
+//! then keep a pipeline of requests full, verifying and writing each piece off the reactor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use minitorr_proto::peer::PeerMsg;
+use minitorr_proto::types::PeerInfo;
+use minitorr_proto::{handshake, links, Link};
+
+use super::picker::PeerId;
+use super::{Download, DownloadEnv, PeerTicket};
+use crate::sharing::hasher::sha1_of;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A peer with requests outstanding that sends nothing for this long is dropped.
+const SNUB_TIMEOUT: Duration = Duration::from_secs(20);
+/// Corrupt pieces tolerated from one peer before it is dropped for this download.
+const MAX_BAD_PIECES: u32 = 2;
+/// Aim to keep this much transfer time queued at the peer when sizing the pipeline.
+const PIPELINE_TARGET: Duration = Duration::from_millis(250);
+
+#[derive(Debug)]
+pub enum PeerExit {
+    /// Nothing left to get from this peer (or the download finished).
+    Done,
+    /// Could not connect, refused us, or the connection failed.
+    Gone(String),
+    /// Sent corrupt data repeatedly: never again for this download.
+    Liar,
+    /// A local failure that ends the whole download (e.g. the disk is full).
+    Fatal(String),
+}
+
+enum Verified {
+    Good(u32),
+    BadHash(u32),
+    WriteFailed(String),
+}
+
+pub async fn run_peer(dl: Arc<Download>, id: PeerId, info: PeerInfo, ticket: PeerTicket, env: Arc<DownloadEnv>) -> PeerExit {
+    match session(&dl, id, &info, ticket, &env).await {
+        Ok(exit) => exit,
+        Err(e) => PeerExit::Gone(e.to_string()),
+    }
+}
+
+async fn connect(addr: &str, ticket: PeerTicket) -> anyhow::Result<(Framed<TcpStream, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>, minitorr_proto::types::Bitfield)> {
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await??;
+    stream.set_nodelay(true)?;
+    tokio::time::timeout(CONNECT_TIMEOUT, handshake(&mut stream, Link::Peer)).await??;
+    let mut framed = Framed::new(stream, links::peer());
+    framed.send(PeerMsg::Hello { ticket }).await?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, framed.next()).await? {
+        Some(Ok(PeerMsg::Welcome { have })) => Ok((framed, have)),
+        Some(Ok(PeerMsg::Refused { reason })) => anyhow::bail!("refused: {reason}"),
+        Some(Ok(other)) => anyhow::bail!("unexpected greeting {other:?}"),
+        Some(Err(e)) => Err(e.into()),
+        None => anyhow::bail!("closed during greeting"),
+    }
+}
+
+async fn session(dl: &Arc<Download>, id: PeerId, info: &PeerInfo, ticket: PeerTicket, env: &DownloadEnv) -> anyhow::Result<PeerExit> {
+    let (mut framed, have) = connect(&info.addr, ticket).await?;
+    if have.len() != dl.meta.piece_count() || !have.is_well_formed() {
+        anyhow::bail!("bitfield of the wrong size");
+    }
+    dl.picker.lock().expect("lock").add_peer(id, have);
+
+    let n = dl.meta.piece_count();
+    let mut inflight: HashMap<u32, Instant> = HashMap::new();
+    let mut verifying = FuturesUnordered::new();
+    let mut bad = 0u32;
+    let mut depth = 2usize;
+    let mut window_start = Instant::now();
+    let mut window_bytes = 0u64;
+    let mut last_heard = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+
+    loop {
+        // Keep the pipeline full. Pieces being verified still count against it: they are
+        // buffers we hold, and that is what bounds memory per peer.
+        let mut sent = false;
+        while inflight.len() + verifying.len() < depth {
+            let Some(piece) = dl.next_piece(id) else { break };
+            env.limit.acquire(dl.meta.piece_len(piece) as usize).await;
+            framed.feed(PeerMsg::Request { piece }).await?;
+            inflight.insert(piece, Instant::now());
+            sent = true;
+        }
+        if sent {
+            framed.flush().await?;
+        }
+        if inflight.is_empty() && verifying.is_empty() {
+            let p = dl.picker.lock().expect("lock");
+            if p.is_complete() {
+                return Ok(PeerExit::Done);
+            }
+        }
+
+        tokio::select! {
+            msg = framed.next() => {
+                last_heard = Instant::now();
+                match msg {
+                    Some(Ok(PeerMsg::Piece { piece, data })) => {
+                        if inflight.remove(&piece).is_none() || piece >= n {
+                            continue; // cancelled or never asked: ignore
+                        }
+                        window_bytes += data.len() as u64;
+                        verifying.push(verify_and_write(dl.clone(), env, piece, data));
+                    }
+                    Some(Ok(PeerMsg::Have { piece })) if piece < n => {
+                        dl.picker.lock().expect("lock").peer_has(id, piece);
+                    }
+                    Some(Ok(PeerMsg::NoPiece { piece })) => {
+                        if inflight.remove(&piece).is_some() {
+                            dl.piece_rejected(piece, id, &info.addr, false);
+                        }
+                    }
+                    Some(Ok(PeerMsg::Refused { reason })) => return Ok(PeerExit::Gone(format!("refused: {reason}"))),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Ok(PeerExit::Gone(format!("bad frame: {e}"))),
+                    None => return Ok(PeerExit::Gone("connection closed".into())),
+                }
+            }
+            Some(v) = verifying.next(), if !verifying.is_empty() => match v {
+                Verified::Good(piece) => dl.piece_verified(piece, &info.addr, &info.user),
+                Verified::BadHash(piece) => {
+                    bad += 1;
+                    tracing::info!(peer = %info.addr, piece, "piece failed its SHA1 check; discarded");
+                    dl.piece_rejected(piece, id, &info.addr, true);
+                    if bad >= MAX_BAD_PIECES {
+                        return Ok(PeerExit::Liar);
+                    }
+                }
+                Verified::WriteFailed(e) => return Ok(PeerExit::Fatal(e)),
+            },
+            _ = dl.changed.notified() => {}
+            _ = tick.tick() => {}
+            _ = dl.cancel.cancelled() => return Ok(PeerExit::Done),
+        }
+
+        // Cancel requests that another peer already satisfied (endgame).
+        let done: Vec<u32> = {
+            let p = dl.picker.lock().expect("lock");
+            inflight.keys().copied().filter(|&i| p.is_verified(i)).collect()
+        };
+        for piece in done {
+            inflight.remove(&piece);
+            dl.piece_rejected(piece, id, &info.addr, false);
+            framed.send(PeerMsg::Cancel { piece }).await?;
+        }
+
+        // Size the pipeline from this peer's recent rate.
+        let elapsed = window_start.elapsed();
+        if elapsed >= Duration::from_millis(500) {
+            let rate = window_bytes as f64 / elapsed.as_secs_f64();
+            let piece = dl.meta.piece_size as f64;
+            depth = (2 + (rate * PIPELINE_TARGET.as_secs_f64() / piece) as usize).clamp(2, env.max_depth);
+            window_start = Instant::now();
+            window_bytes = 0;
+        }
+        if !inflight.is_empty() && last_heard.elapsed() > SNUB_TIMEOUT {
+            return Ok(PeerExit::Gone("stopped answering".into()));
+        }
+    }
+}
+
+async fn verify_and_write(dl: Arc<Download>, env: &DownloadEnv, piece: u32, data: Bytes) -> Verified {
+    let expected = dl.meta.pieces[piece as usize];
+    if data.len() != dl.meta.piece_len(piece) as usize {
+        return Verified::BadHash(piece);
+    }
+    let part = dl.part.clone();
+    env.pool
+        .run(move || {
+            if sha1_of(&data) != expected {
+                return Verified::BadHash(piece);
+            }
+            match part.write_piece(piece, &data) {
+                Ok(()) => Verified::Good(piece),
+                Err(e) => Verified::WriteFailed(format!("cannot write to {}: {e}", part.path().display())),
+            }
+        })
+        .await
+}

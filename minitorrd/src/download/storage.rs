@@ -1,0 +1,185 @@
+//! The partial file a download writes into: created next to the destination (same filesystem,
+//! so finishing is a link, not a copy), preallocated to the exact size (disk-full shows up at
+//! start, not at 90 %), written at piece offsets, and moved into place only after the
+//! whole-file SHA1 matches.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha1::{Digest, Sha1};
+
+use minitorr_proto::types::{Bitfield, FileMeta, Sha1Hash};
+
+use crate::sharing::hasher::sha1_of;
+
+/// `dir/.name.minitorr-part`: hidden, and never mistaken for the finished file.
+pub fn part_path_for(dest: &Path) -> PathBuf {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dest.with_file_name(format!(".{name}.minitorr-part"))
+}
+
+pub struct PartFile {
+    file: File,
+    path: PathBuf,
+    meta: Arc<FileMeta>,
+}
+
+impl PartFile {
+    /// Open the partial file, creating and preallocating it if needed. Returns whether it existed
+    /// (then its pieces must be re-verified before use).
+    pub fn open(path: &Path, meta: Arc<FileMeta>) -> io::Result<(PartFile, bool)> {
+        let existed = path.exists();
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        if file.metadata()?.len() != meta.size {
+            file.set_len(0)?;
+            preallocate(&file, meta.size)?;
+        }
+        Ok((PartFile { file, path: path.to_path_buf(), meta }, existed))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write_piece(&self, piece: u32, data: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(data, self.meta.piece_offset(piece))
+    }
+
+    pub fn read_piece(&self, piece: u32, buf: &mut Vec<u8>) -> io::Result<()> {
+        buf.resize(self.meta.piece_len(piece) as usize, 0);
+        self.file.read_exact_at(buf, self.meta.piece_offset(piece))
+    }
+
+    /// Re-verify every piece on disk (resume after a crash): only pieces whose hash matches count.
+    pub fn scan(&self) -> io::Result<Bitfield> {
+        let mut have = Bitfield::new(self.meta.piece_count());
+        let mut buf = Vec::new();
+        for i in 0..self.meta.piece_count() {
+            self.read_piece(i, &mut buf)?;
+            if sha1_of(&buf) == self.meta.pieces[i as usize] {
+                have.set(i);
+            }
+        }
+        Ok(have)
+    }
+
+    /// Flush to disk and move into place without ever replacing an existing file.
+    pub fn finish(&self, dest: &Path) -> io::Result<()> {
+        self.file.sync_all()?;
+        std::fs::hard_link(&self.path, dest)?;
+        std::fs::remove_file(&self.path)?;
+        if let Some(dir) = dest.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+fn preallocate(file: &File, size: u64) -> io::Result<()> {
+    if size == 0 {
+        return Ok(());
+    }
+    use nix::fcntl::{fallocate, FallocateFlags};
+    use std::os::fd::AsRawFd;
+    match fallocate(file.as_raw_fd(), FallocateFlags::empty(), 0, size as i64) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EOPNOTSUPP) => file.set_len(size),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// Computes the whole-file SHA1 in file order as pieces become verified, so that at completion
+/// only the tail is left to hash. Pieces are read back from the part file (page cache).
+pub struct SeqHasher {
+    next: u32,
+    sha: Sha1,
+    buf: Vec<u8>,
+}
+
+impl Default for SeqHasher {
+    fn default() -> Self {
+        SeqHasher { next: 0, sha: Sha1::new(), buf: Vec::new() }
+    }
+}
+
+impl SeqHasher {
+    /// Hash forward over every consecutive verified piece.
+    pub fn advance(&mut self, part: &PartFile, verified: impl Fn(u32) -> bool) -> io::Result<()> {
+        while self.next < part.meta.piece_count() && verified(self.next) {
+            part.read_piece(self.next, &mut self.buf)?;
+            self.sha.update(&self.buf);
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    pub fn is_done(&self, n: u32) -> bool {
+        self.next == n
+    }
+
+    pub fn finish(self) -> Sha1Hash {
+        Sha1Hash(self.sha.finalize().into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta_for(data: &[u8], ps: u32) -> FileMeta {
+        FileMeta {
+            name: "f".into(),
+            size: data.len() as u64,
+            piece_size: ps,
+            sha1: sha1_of(data),
+            pieces: data.chunks(ps as usize).map(sha1_of).collect(),
+        }
+    }
+
+    #[test]
+    fn out_of_order_writes_resume_scan_and_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let meta = Arc::new(meta_for(&data, 16 * 1024));
+        let dest = dir.path().join("f");
+        let pp = part_path_for(&dest);
+        let (part, existed) = PartFile::open(&pp, meta.clone()).unwrap();
+        assert!(!existed);
+        assert_eq!(std::fs::metadata(&pp).unwrap().len(), data.len() as u64, "exact size, no padding");
+        for i in [6u32, 0, 3] {
+            let s = meta.piece_offset(i) as usize;
+            part.write_piece(i, &data[s..s + meta.piece_len(i) as usize]).unwrap();
+        }
+        drop(part);
+        // Reopen as after a crash: exactly the written pieces verify.
+        let (part, existed) = PartFile::open(&pp, meta.clone()).unwrap();
+        assert!(existed);
+        let have = part.scan().unwrap();
+        assert_eq!(have.iter_set().collect::<Vec<_>>(), vec![0, 3, 6]);
+        for i in 0..meta.piece_count() {
+            let s = meta.piece_offset(i) as usize;
+            part.write_piece(i, &data[s..s + meta.piece_len(i) as usize]).unwrap();
+        }
+        let mut seq = SeqHasher::default();
+        seq.advance(&part, |_| true).unwrap();
+        assert!(seq.is_done(meta.piece_count()));
+        assert_eq!(seq.finish(), meta.sha1);
+        part.finish(&dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        assert!(!pp.exists());
+    }
+
+    #[test]
+    fn finish_never_overwrites_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(meta_for(b"hello", 16 * 1024));
+        let dest = dir.path().join("f");
+        std::fs::write(&dest, b"mine").unwrap();
+        let (part, _) = PartFile::open(&part_path_for(&dest), meta).unwrap();
+        assert!(part.finish(&dest).is_err());
+        assert_eq!(std::fs::read(&dest).unwrap(), b"mine");
+    }
+}

@@ -1,0 +1,12 @@
+//! minitorrd: the Minitorr peer daemon, as a library so that its logic is testable without
+//! sockets. The binary (`main.rs`) only wires configuration, logging, sockets and signals.
+
+pub mod blocking;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod download;
+pub mod ratelimit;
+pub mod sharing;
+pub mod state;
+pub mod tracker;

@@ -1,0 +1,8 @@
+//! What this daemon shares, and serving it to other peers.
+
+pub mod hasher;
+mod registry;
+mod server;
+
+pub use registry::{ShareKey, SharedFile, Shares};
+pub use server::{serve_peers, PeerServer};

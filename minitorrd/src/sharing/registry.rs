@@ -1,0 +1,181 @@
+//! The set of files this daemon serves right now, complete or partial.
+//!
+//! A `SharedFile` is the single source of truth for "which pieces can we serve": downloads set
+//! bits as pieces verify (partial seeding) and announce them on `have_tx`, so connected
+//! downloaders learn about new pieces without asking.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::broadcast;
+
+use minitorr_proto::types::{Bitfield, FileMeta};
+
+use super::hasher::FileStamp;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShareKey {
+    pub group: String,
+    pub file: String,
+}
+
+pub struct SharedFile {
+    pub group: String,
+    pub meta: Arc<FileMeta>,
+    path: RwLock<PathBuf>,
+    file: File,
+    have: Mutex<Bitfield>,
+    complete: AtomicBool,
+    /// Stamp of a complete on-disk file; serving stops if the file changes under us.
+    stamp: Mutex<Option<FileStamp>>,
+    stale: AtomicBool,
+    have_tx: broadcast::Sender<u32>,
+}
+
+impl SharedFile {
+    /// A complete file on disk, shared as-is.
+    pub fn complete(group: String, meta: Arc<FileMeta>, path: PathBuf, stamp: FileStamp) -> io::Result<Arc<Self>> {
+        let have = Bitfield::full(meta.piece_count());
+        Self::build(group, meta, path, have, Some(stamp))
+    }
+
+    /// A file being downloaded: starts with the pieces already verified in `have`.
+    pub fn partial(group: String, meta: Arc<FileMeta>, part_path: PathBuf, have: Bitfield) -> io::Result<Arc<Self>> {
+        Self::build(group, meta, part_path, have, None)
+    }
+
+    fn build(
+        group: String,
+        meta: Arc<FileMeta>,
+        path: PathBuf,
+        have: Bitfield,
+        stamp: Option<FileStamp>,
+    ) -> io::Result<Arc<Self>> {
+        let file = File::open(&path)?;
+        let (have_tx, _) = broadcast::channel(256);
+        let complete = have.is_complete();
+        Ok(Arc::new(SharedFile {
+            group,
+            meta,
+            path: RwLock::new(path),
+            file,
+            have: Mutex::new(have),
+            complete: AtomicBool::new(complete),
+            stamp: Mutex::new(stamp),
+            stale: AtomicBool::new(false),
+            have_tx,
+        }))
+    }
+
+    pub fn key(&self) -> ShareKey {
+        ShareKey { group: self.group.clone(), file: self.meta.name.clone() }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.path.read().expect("lock").clone()
+    }
+
+    pub fn have(&self) -> Bitfield {
+        self.have.lock().expect("lock").clone()
+    }
+
+    pub fn has_piece(&self, piece: u32) -> bool {
+        self.have.lock().expect("lock").get(piece)
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.complete.load(Ordering::Acquire)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<u32> {
+        self.have_tx.subscribe()
+    }
+
+    /// A verified piece is now on disk and may be served.
+    pub fn add_piece(&self, piece: u32) {
+        let mut have = self.have.lock().expect("lock");
+        if !have.get(piece) {
+            have.set(piece);
+            if have.is_complete() {
+                self.complete.store(true, Ordering::Release);
+            }
+            let _ = self.have_tx.send(piece);
+        }
+    }
+
+    /// The download finished and the file was renamed into place.
+    pub fn completed_at(&self, final_path: &Path, stamp: FileStamp) {
+        *self.path.write().expect("lock") = final_path.to_path_buf();
+        *self.stamp.lock().expect("lock") = Some(stamp);
+    }
+
+    /// False once the on-disk file no longer matches what was shared (edited, truncated,
+    /// deleted): we must never serve bytes that fail the piece hash.
+    pub fn still_valid(&self) -> bool {
+        if self.stale.load(Ordering::Relaxed) {
+            return false;
+        }
+        let expected = *self.stamp.lock().expect("lock");
+        if let Some(expected) = expected {
+            let now = FileStamp::of(&self.path());
+            if now.ok() != Some(expected) {
+                tracing::warn!(file = %self.meta.name, group = %self.group, "shared file changed on disk; no longer serving it");
+                self.stale.store(true, Ordering::Relaxed);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Read one piece (blocking: call from the blocking pool).
+    pub fn read_piece(&self, piece: u32) -> io::Result<Bytes> {
+        let len = self.meta.piece_len(piece) as usize;
+        let mut buf = BytesMut::zeroed(len);
+        self.file.read_exact_at(&mut buf, self.meta.piece_offset(piece))?;
+        Ok(buf.freeze())
+    }
+}
+
+/// All files served, keyed by group and file name.
+#[derive(Default)]
+pub struct Shares {
+    map: RwLock<HashMap<ShareKey, Arc<SharedFile>>>,
+}
+
+impl Shares {
+    pub fn insert(&self, f: Arc<SharedFile>) {
+        self.map.write().expect("lock").insert(f.key(), f);
+    }
+
+    pub fn get(&self, group: &str, file: &str) -> Option<Arc<SharedFile>> {
+        let key = ShareKey { group: group.into(), file: file.into() };
+        self.map.read().expect("lock").get(&key).cloned()
+    }
+
+    pub fn remove(&self, group: &str, file: &str) -> Option<Arc<SharedFile>> {
+        let key = ShareKey { group: group.into(), file: file.into() };
+        self.map.write().expect("lock").remove(&key)
+    }
+
+    pub fn remove_group(&self, group: &str) {
+        self.map.write().expect("lock").retain(|k, _| k.group != group);
+    }
+
+    pub fn clear(&self) {
+        self.map.write().expect("lock").clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().expect("lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,129 @@
+//! What the daemon remembers across logout/login and restarts, per user: the files it shares
+//! and the downloads it runs. Saved as JSON with write-to-temp + fsync + rename, so a crash
+//! leaves either the old or the new state, never a torn file.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use minitorr_proto::types::FileMeta;
+
+use crate::sharing::hasher::FileStamp;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StateFile {
+    pub users: BTreeMap<String, UserState>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UserState {
+    pub shares: Vec<ShareRecord>,
+    pub downloads: Vec<DownloadRecord>,
+}
+
+/// A complete file shared from disk (uploaded, or a finished download).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShareRecord {
+    pub group: String,
+    pub path: PathBuf,
+    pub stamp: FileStamp,
+    pub meta: FileMeta,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordState {
+    Downloading,
+    Complete,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DownloadRecord {
+    pub group: String,
+    pub dest: PathBuf,
+    pub meta: FileMeta,
+    pub state: RecordState,
+    pub error: Option<String>,
+}
+
+impl StateFile {
+    pub fn load(path: &Path) -> io::Result<StateFile> {
+        match fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StateFile::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(self).map_err(io::Error::other)?)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    pub fn user(&mut self, user: &str) -> &mut UserState {
+        self.users.entry(user.to_string()).or_default()
+    }
+}
+
+impl UserState {
+    pub fn upsert_share(&mut self, rec: ShareRecord) {
+        self.shares.retain(|s| !(s.group == rec.group && s.meta.name == rec.meta.name));
+        self.shares.push(rec);
+    }
+
+    pub fn remove_share(&mut self, group: &str, file: &str) -> bool {
+        let before = self.shares.len();
+        self.shares.retain(|s| !(s.group == group && s.meta.name == file));
+        before != self.shares.len()
+    }
+
+    pub fn upsert_download(&mut self, rec: DownloadRecord) {
+        self.downloads.retain(|d| d.dest != rec.dest);
+        self.downloads.push(rec);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minitorr_proto::types::Sha1Hash;
+
+    #[test]
+    fn save_and_load_round_trip_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert!(StateFile::load(&path).unwrap().users.is_empty());
+        let mut st = StateFile::default();
+        let meta = FileMeta { name: "a".into(), size: 1, piece_size: 16384, sha1: Sha1Hash([1; 20]), pieces: vec![Sha1Hash([2; 20])] };
+        st.user("alice").upsert_share(ShareRecord {
+            group: "g1".into(),
+            path: "/x/a".into(),
+            stamp: FileStamp { size: 1, mtime_ns: 5 },
+            meta: meta.clone(),
+        });
+        st.user("alice").upsert_share(ShareRecord {
+            group: "g1".into(),
+            path: "/y/a".into(),
+            stamp: FileStamp { size: 1, mtime_ns: 6 },
+            meta,
+        });
+        st.save(&path).unwrap();
+        let back = StateFile::load(&path).unwrap();
+        assert_eq!(back.users["alice"].shares.len(), 1, "same group+name replaces");
+        assert_eq!(back.users["alice"].shares[0].path, PathBuf::from("/y/a"));
+        assert!(!path.with_extension("json.tmp").exists());
+    }
+}

@@ -1,0 +1,166 @@
+//! One connection to a tracker at a time. A request that fails on the wire is retried once on
+//! a fresh connection, trying each tracker of the list in order starting with the current one.
+//! (A mutating request whose reply was lost may thus be applied twice; every tracker call is
+//! idempotent or answers "already exists", which the caller reports.)
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio_util::codec::Framed;
+
+use minitorr_proto::codec::FrameCodec;
+use minitorr_proto::tracker::{Call, Request, Response};
+use minitorr_proto::{handshake, links, HandshakeError, Link, ProtoError};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Conn = Framed<TcpStream, FrameCodec<Response, Request>>;
+
+#[derive(Debug, Error)]
+pub enum TrackerError {
+    #[error("no tracker reachable (tried {tried}): {last}")]
+    Unreachable { tried: String, last: String },
+    #[error("tracker speaks another protocol: {0}")]
+    Incompatible(HandshakeError),
+}
+
+pub struct TrackerLink {
+    addrs: Vec<SocketAddr>,
+    conn: Mutex<Option<Conn>>,
+    current: AtomicUsize,
+    connected: AtomicBool,
+    /// Bumped on every new connection, so callers can notice a failover and re-announce.
+    generation: AtomicUsize,
+}
+
+#[derive(Debug, Error)]
+enum WireError {
+    #[error("{0}")]
+    Proto(#[from] ProtoError),
+    #[error("connection closed")]
+    Closed,
+    #[error("timed out")]
+    Timeout,
+}
+
+impl TrackerLink {
+    pub fn new(addrs: Vec<SocketAddr>) -> TrackerLink {
+        assert!(!addrs.is_empty(), "config guarantees at least one tracker");
+        TrackerLink {
+            addrs,
+            conn: Mutex::new(None),
+            current: AtomicUsize::new(0),
+            connected: AtomicBool::new(false),
+            generation: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn current_addr(&self) -> SocketAddr {
+        self.addrs[self.current.load(Ordering::Relaxed) % self.addrs.len()]
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn generation(&self) -> usize {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Send one call and wait for its answer, reconnecting/failing over as needed.
+    pub async fn call(&self, token: Option<&str>, call: Call) -> Result<Response, TrackerError> {
+        let req = Request { token: token.map(str::to_owned), call };
+        let mut guard = self.conn.lock().await;
+        // First attempt on the existing connection; on any wire failure, reconnect and retry once.
+        if let Some(conn) = guard.as_mut() {
+            match exchange(conn, req.clone()).await {
+                Ok(resp) => return Ok(resp),
+                Err(e) => {
+                    tracing::warn!(tracker = %self.current_addr(), error = %e, "tracker connection lost");
+                    *guard = None;
+                    self.connected.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut conn = self.connect_any().await?;
+        let result = exchange(&mut conn, req).await;
+        match result {
+            Ok(resp) => {
+                *guard = Some(conn);
+                Ok(resp)
+            }
+            Err(e) => {
+                self.connected.store(false, Ordering::Relaxed);
+                Err(TrackerError::Unreachable { tried: self.current_addr().to_string(), last: e.to_string() })
+            }
+        }
+    }
+
+    async fn connect_any(&self) -> Result<Conn, TrackerError> {
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = String::new();
+        for k in 0..self.addrs.len() {
+            let i = (start + k) % self.addrs.len();
+            let addr = self.addrs[i];
+            match connect(addr).await {
+                Ok(conn) => {
+                    if i != start % self.addrs.len() {
+                        tracing::info!(tracker = %addr, "failed over to tracker");
+                    }
+                    self.current.store(i, Ordering::Relaxed);
+                    self.connected.store(true, Ordering::Relaxed);
+                    self.generation.fetch_add(1, Ordering::Relaxed);
+                    return Ok(conn);
+                }
+                Err(ConnectError::Handshake(e @ HandshakeError::VersionMismatch { .. })) => {
+                    return Err(TrackerError::Incompatible(e))
+                }
+                Err(e) => {
+                    tracing::debug!(tracker = %addr, error = %e, "tracker unreachable");
+                    last = format!("{addr}: {e}");
+                }
+            }
+        }
+        let tried = self.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+        Err(TrackerError::Unreachable { tried, last })
+    }
+}
+
+#[derive(Debug, Error)]
+enum ConnectError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("connect timed out")]
+    Timeout,
+    #[error("{0}")]
+    Handshake(HandshakeError),
+}
+
+async fn connect(addr: SocketAddr) -> Result<Conn, ConnectError> {
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ConnectError::Timeout)??;
+    stream.set_nodelay(true)?;
+    tokio::time::timeout(CONNECT_TIMEOUT, handshake(&mut stream, Link::Tracker))
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+        .map_err(ConnectError::Handshake)?;
+    Ok(Framed::new(stream, links::tracker_client()))
+}
+
+async fn exchange(conn: &mut Conn, req: Request) -> Result<Response, WireError> {
+    let fut = async {
+        conn.send(req).await?;
+        match conn.next().await {
+            Some(r) => Ok(r?),
+            None => Err(WireError::Closed),
+        }
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, fut).await.map_err(|_| WireError::Timeout)?
+}

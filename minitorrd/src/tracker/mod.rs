@@ -1,0 +1,8 @@
+//! The daemon's side of the tracker link: one persistent connection, failover across the
+//! configured trackers, and the session (token) kept for the logged-in user.
+
+mod link;
+mod session;
+
+pub use link::{TrackerError, TrackerLink};
+pub use session::Session;
