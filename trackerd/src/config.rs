@@ -1,0 +1,230 @@
+//! Configuration: command line > environment > config file > defaults.
+//!
+//! The config file is TOML with the keys of [`Config`]; an unknown key is an error (a typo
+//! must not silently fall back to a default). Which file is read:
+//!
+//! * `--config FILE`, else `$TRACKERD_CONFIG`: must exist;
+//! * otherwise `$CONFIGURATION_DIRECTORY/trackerd.toml` (set by systemd's
+//!   `ConfigurationDirectory=`), read only if it exists, so the unit runs with defaults when
+//!   the admin has not written a file;
+//! * otherwise none.
+//!
+//! The seed form `trackerd tracker_info.txt [N]` sets the listen address to entry N (1-based).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Effective configuration (also what `--print-config` prints).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub database_url: String,
+    pub log_level: String,
+    pub max_connections: usize,
+    pub heartbeat_secs: u32,
+    pub peer_timeout_secs: u64,
+    pub session_ttl_secs: u64,
+    pub ticket_ttl_secs: u64,
+    pub handshake_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+}
+
+/// The config file as written: every key optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub state_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub log_level: Option<String>,
+    pub max_connections: Option<usize>,
+    pub heartbeat_secs: Option<u32>,
+    pub peer_timeout_secs: Option<u64>,
+    pub session_ttl_secs: Option<u64>,
+    pub ticket_ttl_secs: Option<u64>,
+    pub handshake_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+}
+
+/// Command-line values that take part in precedence.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub state_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub tracker_info: Option<PathBuf>,
+    pub tracker_no: Option<usize>,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("{0}")]
+    TrackerInfo(#[from] minitorr_proto::tracker_info::TrackerInfoError),
+    #[error("{var}: '{value}' is not a valid {what}")]
+    Env { var: &'static str, value: String, what: &'static str },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub const DEFAULT_HEARTBEAT_SECS: u32 = 5;
+pub const DEFAULT_PEER_TIMEOUT_SECS: u64 = 15;
+pub const DEFAULT_SESSION_TTL_SECS: u64 = 7 * 24 * 3600;
+pub const DEFAULT_TICKET_TTL_SECS: u64 = 3600;
+pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 5;
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 120;
+/// File name looked up in `$CONFIGURATION_DIRECTORY`.
+pub const CONFIG_FILE_NAME: &str = "trackerd.toml";
+
+/// Which config file to read, and whether it must exist.
+pub fn config_path(cli: &Overrides, env: &dyn Fn(&str) -> Option<String>) -> Option<(PathBuf, bool)> {
+    if let Some(p) = &cli.config {
+        return Some((p.clone(), true));
+    }
+    if let Some(p) = env("TRACKERD_CONFIG") {
+        return Some((PathBuf::from(p), true));
+    }
+    // systemd may pass several directories separated by ':'; ours is the first.
+    let dir = env("CONFIGURATION_DIRECTORY")?;
+    let first = dir.split(':').next().unwrap_or_default();
+    Some((Path::new(first).join(CONFIG_FILE_NAME), false))
+}
+
+/// Read and parse a config file. `Ok(None)` if it is optional and absent.
+pub fn load_file(path: &Path, required: bool) -> Result<Option<FileConfig>, ConfigError> {
+    let shown = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ConfigError::Read { path: shown, source }),
+    };
+    parse_file(&text, &shown).map(Some)
+}
+
+/// Parse config text; errors carry toml's line/column and the offending key.
+pub fn parse_file(text: &str, path: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_string(), source })
+}
+
+fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    match env("STATE_DIRECTORY").filter(|s| !s.is_empty()) {
+        Some(dirs) => PathBuf::from(dirs.split(':').next().unwrap_or_default()),
+        None => minitorr_proto::defaults::default_state_dir().join("tracker"),
+    }
+}
+
+/// Combine everything into the effective configuration.
+pub fn resolve(
+    cli: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+    file: Option<FileConfig>,
+) -> Result<Config, ConfigError> {
+    let file = file.unwrap_or_default();
+    let env_addr = |var: &'static str| -> Result<Option<SocketAddr>, ConfigError> {
+        env(var)
+            .map(|v| v.parse().map_err(|_| ConfigError::Env { var, value: v, what: "socket address" }))
+            .transpose()
+    };
+
+    let info_addr = match &cli.tracker_info {
+        None => None,
+        Some(path) => {
+            if cli.listen.is_some() {
+                return Err(ConfigError::Invalid("give either --listen or TRACKER_INFO, not both".into()));
+            }
+            let addrs = minitorr_proto::tracker_info::load(path)?;
+            let n = cli.tracker_no.unwrap_or(1);
+            let addr = n.checked_sub(1).and_then(|i| addrs.get(i)).ok_or_else(|| {
+                ConfigError::Invalid(format!("{} lists {} tracker(s), there is no number {n}", path.display(), addrs.len()))
+            })?;
+            Some(*addr)
+        }
+    };
+    let listen = match cli.listen.or(info_addr) {
+        Some(a) => a,
+        None => match env_addr("TRACKERD_LISTEN")?.or(file.listen) {
+            Some(a) => a,
+            None => minitorr_proto::defaults::DEFAULT_TRACKER_ADDR.parse().expect("valid default address"),
+        },
+    };
+    let state_dir = cli
+        .state_dir
+        .clone()
+        .or_else(|| env("TRACKERD_STATE_DIR").map(PathBuf::from))
+        .or(file.state_dir)
+        .unwrap_or_else(|| default_state_dir(env));
+    let database_url = cli
+        .database_url
+        .clone()
+        .or_else(|| env("TRACKERD_DATABASE_URL"))
+        .or(file.database_url)
+        .unwrap_or_else(|| crate::store::default_database_url(&state_dir));
+
+    let config = Config {
+        listen,
+        state_dir,
+        database_url,
+        log_level: file.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.into()),
+        max_connections: file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        heartbeat_secs: file.heartbeat_secs.unwrap_or(DEFAULT_HEARTBEAT_SECS),
+        peer_timeout_secs: file.peer_timeout_secs.unwrap_or(DEFAULT_PEER_TIMEOUT_SECS),
+        session_ttl_secs: file.session_ttl_secs.unwrap_or(DEFAULT_SESSION_TTL_SECS),
+        ticket_ttl_secs: file.ticket_ttl_secs.unwrap_or(DEFAULT_TICKET_TTL_SECS),
+        handshake_timeout_secs: file.handshake_timeout_secs.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
+        idle_timeout_secs: file.idle_timeout_secs.unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        for (key, v) in [
+            ("max_connections", self.max_connections as u64),
+            ("heartbeat_secs", u64::from(self.heartbeat_secs)),
+            ("ticket_ttl_secs", self.ticket_ttl_secs),
+            ("handshake_timeout_secs", self.handshake_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+        ] {
+            if v == 0 {
+                return bad(format!("{key} must be at least 1"));
+            }
+        }
+        if self.peer_timeout_secs <= u64::from(self.heartbeat_secs) {
+            return bad(format!(
+                "peer_timeout_secs ({}) must be greater than heartbeat_secs ({}), or live peers look offline",
+                self.peer_timeout_secs, self.heartbeat_secs
+            ));
+        }
+        if self.session_ttl_secs < self.peer_timeout_secs {
+            return bad(format!(
+                "session_ttl_secs ({}) must be at least peer_timeout_secs ({})",
+                self.session_ttl_secs, self.peer_timeout_secs
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return bad(format!("log_level '{}': {e}", self.log_level));
+        }
+        Ok(())
+    }
+
+    /// TOML text of the effective configuration.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config always serializes")
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,219 @@
+//! All SQL of the tracker.
+//!
+//! Everything goes through `sqlx::Any` with portable SQL (TEXT/BIGINT columns, `$N`
+//! placeholders, `INSERT … ON CONFLICT`), so the same migrations and queries run on the default
+//! SQLite file and on a PostgreSQL shared by several trackers.
+//!
+//! Every mutation runs in one transaction and returns only after it committed; on SQLite the
+//! file is in WAL mode with `synchronous=FULL`, so a committed answer survives `kill -9` and
+//! power loss. On SQLite, write transactions start with `BEGIN IMMEDIATE`: a deferred
+//! transaction that reads and then writes fails with `SQLITE_BUSY` (without waiting) when another
+//! connection committed in between, while `IMMEDIATE` takes the write lock up front and waits
+//! for it under `busy_timeout`.
+
+mod files;
+mod groups;
+mod sessions;
+mod users;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Transaction};
+use thiserror::Error;
+
+pub use files::ShareOutcome;
+pub use groups::{AcceptOutcome, GroupState, JoinOutcome, LeaveOutcome};
+pub use sessions::SessionRow;
+
+/// How long SQLite waits for another writer before giving up with "database is locked".
+const SQLITE_BUSY_TIMEOUT_MS: u64 = 5000;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir { path: String, source: std::io::Error },
+    #[error("corrupt data in the database: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Connection pool plus what differs between backends (only the `BEGIN` statement).
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    begin_write: &'static str,
+}
+
+/// True for `sqlite:` URLs (the only backend needing file setup and PRAGMAs).
+pub fn is_sqlite_url(url: &str) -> bool {
+    url.starts_with("sqlite:")
+}
+
+/// Add `mode=rwc` to a SQLite URL that names no mode, so a fresh state dir just works.
+pub fn sqlite_url_with_create(url: &str) -> String {
+    if !is_sqlite_url(url) || url.contains("mode=") || url.contains(":memory:") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}mode=rwc")
+}
+
+/// `sqlite://<state_dir>/tracker.db?mode=rwc`.
+pub fn default_database_url(state_dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", state_dir.join("tracker.db").display())
+}
+
+/// Create `dir` (and parents) readable only by us: it holds password hashes and the signing key.
+pub fn create_state_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |source| StoreError::StateDir { path: dir.display().to_string(), source };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+    // `mode` only applies to directories we created; tighten an existing one too.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    Ok(())
+}
+
+impl Store {
+    /// Connect, apply SQLite durability settings, and run pending migrations.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let sqlite = is_sqlite_url(url);
+        let url = sqlite_url_with_create(url);
+        let opts: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    if conn.backend_name() == "SQLite" {
+                        for pragma in [
+                            format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"),
+                            "PRAGMA journal_mode = WAL".to_string(),
+                            "PRAGMA synchronous = FULL".to_string(),
+                            "PRAGMA foreign_keys = ON".to_string(),
+                        ] {
+                            sqlx::query(&pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool, begin_write: if sqlite { "BEGIN IMMEDIATE" } else { "BEGIN" } })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Close all connections (on SQLite the last close checkpoints the WAL into the main file).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Any>> {
+        Ok(self.pool.begin_with(self.begin_write).await?)
+    }
+
+    /// The tracker's Ed25519 secret key (hex). The first tracker to ask creates it from
+    /// `candidate_hex`; later ones (or other trackers on the same database) read that one back.
+    pub async fn signing_key_hex(&self, candidate_hex: &str, now: i64) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO tracker_key (id, secret_hex, created) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(candidate_hex)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let hex: String = sqlx::query_scalar("SELECT secret_hex FROM tracker_key WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(hex)
+    }
+}
+
+/// Convert an unsigned value coming from the protocol to a BIGINT column value.
+fn to_i64(v: u64, what: &str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v} does not fit in BIGINT")))
+}
+
+/// Convert a BIGINT column back; negative values mean someone edited the database by hand.
+fn to_u64(v: i64, what: &str) -> Result<u64> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative {what} {v}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = default_database_url(dir.path());
+        let store = Store::open(&url, 4).await.unwrap();
+        (dir, store)
+    }
+
+    /// Our SQL relies on `$N` meaning "argument N" on SQLite too, not "the Nth placeholder".
+    #[tokio::test]
+    async fn sqlite_binds_dollar_placeholders_by_number() {
+        let (_dir, store) = temp_store().await;
+        let (a, b): (String, i64) = sqlx::query_as("SELECT $2, $1")
+            .bind(7_i64)
+            .bind("two")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!((a.as_str(), b), ("two", 7));
+        // A repeated placeholder is the same argument.
+        let s: i64 = sqlx::query_scalar("SELECT $1 + $1 * $2").bind(3_i64).bind(10_i64).fetch_one(store.pool()).await.unwrap();
+        assert_eq!(s, 33);
+    }
+
+    #[tokio::test]
+    async fn sqlite_is_wal_full_sync_with_foreign_keys() {
+        let (_dir, store) = temp_store().await;
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(sync, 2, "2 = FULL");
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(fk, 1);
+    }
+
+    #[tokio::test]
+    async fn signing_key_is_created_once_and_shared() {
+        let (dir, store) = temp_store().await;
+        assert_eq!(store.signing_key_hex("aa", 1).await.unwrap(), "aa");
+        assert_eq!(store.signing_key_hex("bb", 2).await.unwrap(), "aa");
+        store.close().await;
+        let again = Store::open(&default_database_url(dir.path()), 1).await.unwrap();
+        assert_eq!(again.signing_key_hex("cc", 3).await.unwrap(), "aa");
+    }
+
+    #[test]
+    fn sqlite_urls_get_create_mode() {
+        assert_eq!(sqlite_url_with_create("sqlite:///x/t.db"), "sqlite:///x/t.db?mode=rwc");
+        assert_eq!(sqlite_url_with_create("sqlite:///x/t.db?cache=shared"), "sqlite:///x/t.db?cache=shared&mode=rwc");
+        assert_eq!(sqlite_url_with_create("sqlite:///x/t.db?mode=ro"), "sqlite:///x/t.db?mode=ro");
+        assert_eq!(sqlite_url_with_create("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[test]
+    fn state_dir_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sd = dir.path().join("a/b");
+        create_state_dir(&sd).unwrap();
+        assert_eq!(std::fs::metadata(&sd).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+}

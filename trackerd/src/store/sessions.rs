@@ -1,0 +1,82 @@
+//! Login sessions, keyed by the SHA-256 of their token.
+//!
+//! A session is valid while `last_seen` is within the session TTL (sliding: every heartbeat
+//! moves it) and *online* while `last_seen` is within the peer timeout.
+
+use sqlx::Row;
+
+use super::{Result, Store};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub user: String,
+    pub peer_addr: String,
+    pub last_seen: i64,
+}
+
+impl Store {
+    /// Record a new session, and drop sessions that expired before `expired_before` (done here
+    /// so the table cannot grow forever without a separate janitor task).
+    pub async fn create_session(
+        &self,
+        token_hash: &str,
+        user: &str,
+        peer_addr: &str,
+        now: i64,
+        expired_before: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM sessions WHERE last_seen < $1")
+            .bind(expired_before)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_name, peer_addr, created, last_seen) \
+             VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(token_hash)
+        .bind(user)
+        .bind(peer_addr)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The session behind `token_hash`, unless it is unknown or was last seen before
+    /// `expired_before`.
+    pub async fn session(&self, token_hash: &str, expired_before: i64) -> Result<Option<SessionRow>> {
+        let row = sqlx::query(
+            "SELECT user_name, peer_addr, last_seen FROM sessions \
+             WHERE token_hash = $1 AND last_seen >= $2",
+        )
+        .bind(token_hash)
+        .bind(expired_before)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(SessionRow { user: r.try_get(0)?, peer_addr: r.try_get(1)?, last_seen: r.try_get(2)? })
+        })
+        .transpose()
+    }
+
+    /// Mark the session as seen now (heartbeat); false if it no longer exists.
+    pub async fn touch_session(&self, token_hash: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE sessions SET last_seen = $2 WHERE token_hash = $1")
+            .bind(token_hash)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Revoke a session (logout); false if it did not exist.
+    pub async fn delete_session(&self, token_hash: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
