@@ -1,1 +1,310 @@
-//! Shared helpers for the end-to-end tests live in tests/.
+//! Test fixtures: real `trackerd` and `minitorrd` processes in temp dirs on ephemeral 127.0.0.1
+//! ports, driven through the real `minitorrctl` binary exactly as a user would.
+//!
+//! Binaries are taken from the workspace target dir (`cargo build --bins` first; the README's
+//! test command does it).
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use sha1::{Digest, Sha1};
+
+/// Path of a workspace binary, built by `cargo build --bins`.
+pub fn bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let p = target.join(profile).join(name);
+    assert!(p.exists(), "{} not built: run `cargo build --bins` first", p.display());
+    p
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill9(child: &mut Child) {
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+}
+
+fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    child.wait().unwrap()
+}
+
+fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name)).unwrap()
+}
+
+/// A real trackerd.
+pub struct Tracker {
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Tracker {
+    pub fn start(dir: &Path) -> Tracker {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::start_at(dir, addr)
+    }
+
+    pub fn start_at(dir: &Path, addr: SocketAddr) -> Tracker {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut t = Tracker { dir: dir.to_path_buf(), addr, child: None };
+        t.spawn();
+        t
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(bin("trackerd"))
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .env("RUST_LOG", "info")
+            .env_remove("TRACKERD_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(log_file(&self.dir, "trackerd.log"))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let addr = self.addr;
+        wait_until("trackerd to listen", Duration::from_secs(20), || TcpStream::connect(addr).is_ok());
+    }
+
+    /// The seed's tracker_info.txt naming this tracker.
+    pub fn info_file(&self, dir: &Path) -> PathBuf {
+        let p = dir.join("tracker_info.txt");
+        std::fs::write(&p, format!("{}\n{}\n", self.addr.ip(), self.addr.port())).unwrap();
+        p
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill9(&mut c);
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        sigterm(self.child.as_mut().expect("running"))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("trackerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A real minitorrd with its own socket, state dir and peer port.
+pub struct Peer {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub addr: SocketAddr,
+    trackers: Vec<SocketAddr>,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Peer {
+    pub fn start(dir: &Path, tracker: &Tracker) -> Peer {
+        Self::start_with(dir, &[tracker.addr], &[])
+    }
+
+    pub fn start_with(dir: &Path, trackers: &[SocketAddr], extra_args: &[&str]) -> Peer {
+        std::fs::create_dir_all(dir).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut p = Peer {
+            dir: dir.to_path_buf(),
+            socket: dir.join("ctl.sock"),
+            addr,
+            trackers: trackers.to_vec(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let trackers = self.trackers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+        let child = Command::new(bin("minitorrd"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--tracker")
+            .arg(trackers)
+            .args(&self.extra_args)
+            .arg(self.addr.to_string())
+            .env("RUST_LOG", "info,minitorrd=debug")
+            .env_remove("MINITORR_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(log_file(&self.dir, "minitorrd.log"))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let sock = self.socket.clone();
+        wait_until("minitorrd control socket", Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+    }
+
+    /// Run minitorrctl against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("minitorrctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("MINITORR_SOCKET")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Run minitorrctl, assert exit 0, return stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "minitorrctl {args:?} failed ({:?}):\nstdout: {}\nstderr: {}\n--- daemon log tail ---\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail(40)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Run minitorrctl, assert it exits with `code`, return stderr.
+    pub fn fails(&self, code: i32, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "minitorrctl {args:?}: expected exit {code}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Run `minitorrctl --json …`, assert exit 0, parse stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill9(&mut c);
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let st = sigterm(self.child.as_mut().expect("running"));
+        self.child = None;
+        st
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.join("minitorrd.log")).unwrap_or_default();
+        let v: Vec<&str> = log.lines().collect();
+        v[v.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Wait for a download to reach a final state; returns its JSON entry.
+    pub fn wait_download(&self, group: &str, file: &str, timeout: Duration) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let v = self.json(&["show_downloads"]);
+            let entry = v["downloads"]
+                .as_array()
+                .and_then(|a| a.iter().find(|d| d["group"] == group && d["file"] == file).cloned());
+            if let Some(e) = entry {
+                if e["state"] != "downloading" {
+                    return e;
+                }
+            }
+            assert!(start.elapsed() < timeout, "download {group}/{file} not finished after {timeout:?}: {v}\n{}", self.log_tail(40));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Write `size` random bytes to `path`; returns their SHA1 (hex).
+pub fn random_file(path: &Path, size: usize) -> String {
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut rng = rand::thread_rng();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    let mut h = Sha1::new();
+    while left > 0 {
+        let n = left.min(buf.len());
+        rng.fill_bytes(&mut buf[..n]);
+        h.update(&buf[..n]);
+        f.write_all(&buf[..n]).unwrap();
+        left -= n;
+    }
+    hex::encode(h.finalize())
+}
+
+pub fn sha1_file(path: &Path) -> String {
+    hex::encode(Sha1::digest(std::fs::read(path).unwrap()))
+}
+
+/// Create a user on `peer` and log in.
+pub fn user(peer: &Peer, name: &str) {
+    peer.ok(&["create_user", name, "pw-of-someone"]);
+    peer.ok(&["login", name, "pw-of-someone"]);
+}
+
+/// `owner` creates `group` (if not yet) and every member of `members` joins and is accepted.
+pub fn group_with(owner: &Peer, group: &str, members: &[(&Peer, &str)]) {
+    owner.ok(&["create_group", group]);
+    for (p, name) in members {
+        p.ok(&["join_group", group]);
+        owner.ok(&["accept_request", group, name]);
+    }
+}
