@@ -11,17 +11,18 @@ use proto::defaults::SOCKET_ENV;
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  success
-  1  refused by minitorrd or the tracker (wrong password, not the owner, no such file, ...),
-     a failed download, or `wait` timing out
-  2  usage error (bad arguments)
-  3  minitorrd is not reachable, or speaks another protocol version
+  1  refused by minitorrd or the tracker; download failed or timed out
+  2  usage error
+  3  minitorrd not reachable, or it speaks another protocol version
 
-With --json, exactly one JSON document is printed on stdout, also on failure:
-  {\"error\": {\"kind\": \"refused\", \"message\": \"...\", \"hint\": null, \"exit_code\": 1}}
-See docs/cli-json.md for every command's document.
+With --json, stdout holds exactly one JSON document, also on failure:
+  {\"error\": {\"kind\": \"refused\", \"message\": \"...\", ...}}
+
+Every document is described in docs/cli-json.md.
 
 Example:
-  minitorrctl login alice && minitorrctl upload_file ./a.iso g1 && minitorrctl list_files g1";
+  minitorrctl login alice && minitorrctl upload_file ./a.iso g1 &&
+    minitorrctl list_files g1";
 
 /// Talk to your minitorrd: manage users and groups, share and download files.
 #[derive(Debug, Parser)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use proto::control::{Request, Response};
 use proto::handshake::Link;
+use proto::ProtoError;
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
 
@@ -60,17 +61,29 @@ impl Client {
             Ok(Ok(())) => {}
         }
         let mut framed = Framed::new(stream, proto::links::control_client());
-        framed
-            .send(request)
-            .await
-            .map_err(|e| Failure::transport(&self.socket, e))?;
+        framed.send(request).await.map_err(|e| self.lost(e))?;
         match framed.next().await {
             Some(Ok(response)) => Ok(response),
-            Some(Err(e)) => Err(Failure::transport(&self.socket, e)),
-            None => Err(Failure::transport(
-                &self.socket,
-                "it closed the connection without answering",
-            )),
+            Some(Err(e)) => Err(self.lost(e)),
+            None => Err(Failure::transport(&self.socket, HUNG_UP)),
+        }
+    }
+
+    fn lost(&self, e: ProtoError) -> Failure {
+        match e {
+            // A daemon that drops the connection (crash, refusing the request) can make our
+            // write or read fail before we see the clean end of stream: same story for users.
+            ProtoError::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                Failure::transport(&self.socket, HUNG_UP)
+            }
+            e => Failure::transport(&self.socket, e),
         }
     }
 }
+
+const HUNG_UP: &str = "it closed the connection without answering";

@@ -1,0 +1,129 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_minitorrctl_global_optspecs
+    string join \n socket= json h/help V/version
+end
+
+function __fish_minitorrctl_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_minitorrctl_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_minitorrctl_using_subcommand
+    set -l cmd (__fish_minitorrctl_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "create_user" -d 'Register a new user with the tracker'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "login" -d 'Log in; files you shared before are shared again'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "logout" -d 'Log out and stop sharing all files until the next login'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "create_group" -d 'Create a group; you become its owner'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "join_group" -d 'Ask the owner of a group to let you in'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "leave_group" -d 'Leave a group (and stop sharing your files in it)'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "list_requests" -d 'List pending join requests of a group you own, one user per line'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "accept_request" -d 'Let a user into a group you own'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "reject_request" -d 'Turn down a user\'s request to join a group you own'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "list_groups" -d 'List all groups in the network and your relation to each'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "list_files" -d 'List the files shared in a group'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "upload_file" -d 'Share a local file with a group (it is hashed first, which takes a while for big files)'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "download_file" -d 'Start downloading a file of a group'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "show_downloads" -d 'Show downloads: [D] downloading, [C] complete, [F] failed'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "stop_share" -d 'Stop sharing one of your files in a group'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "status" -d 'Show who is logged in, the tracker connection and counts'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "wait" -d 'Wait for a download that is already running to finish (for scripts)'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "completions" -d 'Print a shell completion script on stdout'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "man" -d 'Write man pages (minitorrctl.1 and one per command) into a directory'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_user" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_user" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_user" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_user" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand login" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand login" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand login" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand login" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand logout" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand logout" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand logout" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand logout" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_group" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_group" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_group" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_group" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand join_group" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand join_group" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand join_group" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand join_group" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand leave_group" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand leave_group" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand leave_group" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand leave_group" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_requests" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_requests" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_requests" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_requests" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand accept_request" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand accept_request" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand accept_request" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand accept_request" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand reject_request" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand reject_request" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand reject_request" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand reject_request" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_groups" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_groups" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_groups" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_groups" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_files" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_files" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_files" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_files" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -l timeout -d 'With --wait: give up (exit 1) after this many seconds; the download goes on' -r
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -l wait -d 'Stay until the download completes (exit 0) or fails (exit 1), showing progress'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand show_downloads" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand show_downloads" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand show_downloads" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand show_downloads" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand stop_share" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand stop_share" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand stop_share" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand stop_share" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand status" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand status" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand status" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand status" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand wait" -l dest -d 'Which download, when the same file is downloaded to several places' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand wait" -l timeout -d 'Give up (exit 1) after this many seconds; the download goes on' -r
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand wait" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand wait" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand wait" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand wait" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand completions" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand completions" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -s V -l version -d 'Print version'

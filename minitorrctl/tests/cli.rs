@@ -1,0 +1,523 @@
+//! minitorrctl against fake daemons: a Unix socket in a temp dir, served by this test with the
+//! real protocol crate. Checks exit statuses, stderr lines and stdout documents end to end.
+//! (Tests against real daemons live in the workspace's tests/ crate.)
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+
+use futures::{SinkExt, StreamExt};
+use minitorr_proto as proto;
+use proto::control::{DownloadState, DownloadStatus, ErrorKind, PeerStat, Request, Response};
+use proto::handshake::Link;
+use proto::types::{FileSummary, Sha1Hash};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixListener;
+use tokio_util::codec::Framed;
+
+type Handler = Box<dyn FnMut(&Request) -> Response + Send>;
+
+/// A daemon stand-in speaking protocol `version`; every request is recorded and answered by
+/// `handler`. Runs until the test's runtime ends.
+struct FakeDaemon {
+    socket: PathBuf,
+    seen: Arc<Mutex<Vec<Request>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeDaemon {
+    fn start(version: u16, mut handler: Handler) -> FakeDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("minitorrd.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            // Connections are served one after another, like the CLI makes them.
+            while let Ok((mut stream, _)) = listener.accept().await {
+                if proto::handshake::handshake_with_version(&mut stream, Link::Control, version)
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                let mut framed = Framed::new(stream, proto::links::control_server());
+                if let Some(Ok(req)) = framed.next().await {
+                    log.lock().unwrap().push(req.clone());
+                    let _ = framed.send(handler(&req)).await;
+                }
+            }
+        });
+        FakeDaemon {
+            socket,
+            seen,
+            _dir: dir,
+        }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn run_ctl(socket: &Path, args: &[&str], stdin: Option<&str>, cwd: Option<&Path>) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_minitorrctl"));
+    cmd.args(args)
+        .env("MINITORR_SOCKET", socket)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        });
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).await.unwrap();
+    }
+    child.wait_with_output().await.unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn status(state: DownloadState, done: u64) -> DownloadStatus {
+    DownloadStatus {
+        group: "g1".into(),
+        file: "a.iso".into(),
+        dest: "/tmp/in/a.iso".into(),
+        state,
+        size: 1000,
+        sha1: Sha1Hash([0xab; 20]),
+        bytes_done: done,
+        pieces_done: 0,
+        pieces_total: 1,
+        speed_bps: 100,
+        peers: vec![PeerStat {
+            addr: "127.0.0.1:7002".into(),
+            user: "bob".into(),
+            bytes_received: done,
+            connected: true,
+            bad_pieces: 0,
+        }],
+        error: (state == DownloadState::Failed).then(|| "no online peer has piece 0".into()),
+        first_piece_ms: None,
+        elapsed_ms: 1500,
+    }
+}
+
+#[tokio::test]
+async fn no_daemon_is_exit_3_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nothing.sock");
+    let out = run_ctl(&socket, &["list_groups"], None, None).await;
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with(&format!(
+            "minitorrctl: cannot reach minitorrd at {}",
+            socket.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("(No such file or directory)"), "{err}");
+    assert!(
+        err.contains(
+            "Is minitorrd running? Start it with: minitorrd 127.0.0.1:7001 tracker_info.txt"
+        ),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+
+    let out = run_ctl(&socket, &["--json", "list_groups"], None, None).await;
+    assert_eq!(out.status.code(), Some(3));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["kind"], "unreachable");
+    assert_eq!(doc["error"]["exit_code"], 3);
+}
+
+#[tokio::test]
+async fn other_protocol_version_is_exit_3_naming_both() {
+    let theirs = proto::PROTOCOL_VERSION + 1;
+    let daemon = FakeDaemon::start(
+        theirs,
+        Box::new(|_| Response::Done {
+            message: "unreachable".into(),
+        }),
+    );
+    let out = run_ctl(&daemon.socket, &["status"], None, None).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "minitorrctl: daemon speaks protocol {theirs}, this minitorrctl speaks {}; use matching versions\n",
+            proto::PROTOCOL_VERSION
+        )
+    );
+}
+
+#[tokio::test]
+async fn something_else_on_the_socket_is_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("http.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    let out = run_ctl(&socket, &["status"], None, None).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("is not a minitorrd control socket"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn refusal_is_exit_1_with_one_line() {
+    let daemon = FakeDaemon::start(
+        proto::PROTOCOL_VERSION,
+        Box::new(|_| Response::error(ErrorKind::Refused, "wrong password")),
+    );
+    let out = run_ctl(&daemon.socket, &["login", "alice", "hunter2"], None, None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "minitorrctl: wrong password\n");
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        daemon.requests(),
+        vec![Request::Login {
+            user: "alice".into(),
+            password: "hunter2".into()
+        }]
+    );
+}
+
+#[tokio::test]
+async fn not_logged_in_carries_the_login_hint() {
+    let daemon = FakeDaemon::start(
+        proto::PROTOCOL_VERSION,
+        Box::new(|_| Response::error(ErrorKind::NotLoggedIn, "you are not logged in")),
+    );
+    let out = run_ctl(&daemon.socket, &["--json", "list_groups"], None, None).await;
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["kind"], "not_logged_in");
+    assert_eq!(
+        doc["error"]["hint"],
+        "log in first: minitorrctl login <user_id>"
+    );
+    assert_eq!(
+        stderr(&out),
+        "minitorrctl: you are not logged in; log in first: minitorrctl login <user_id>\n"
+    );
+}
+
+#[tokio::test]
+async fn files_as_json_parse() {
+    let daemon = FakeDaemon::start(
+        proto::PROTOCOL_VERSION,
+        Box::new(|req| match req {
+            Request::ListFiles { group } => Response::Files {
+                group: group.clone(),
+                files: vec![FileSummary {
+                    group: group.clone(),
+                    name: "a.iso".into(),
+                    size: 3 << 20,
+                    piece_size: 512 * 1024,
+                    sha1: Sha1Hash([0x3f; 20]),
+                    seeders_online: 2,
+                    partial_online: 0,
+                }],
+            },
+            _ => Response::error(ErrorKind::Internal, "unexpected"),
+        }),
+    );
+    let out = run_ctl(&daemon.socket, &["list_files", "g1", "--json"], None, None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["group"], "g1");
+    assert_eq!(doc["files"][0]["name"], "a.iso");
+    assert_eq!(doc["files"][0]["size"], 3 << 20);
+    assert_eq!(doc["files"][0]["pieces"], 6);
+    assert_eq!(doc["files"][0]["sha1"], "3f".repeat(20));
+
+    let out = run_ctl(&daemon.socket, &["list_files", "g1"], None, None).await;
+    let text = stdout(&out);
+    assert!(text.starts_with("NAME "), "{text}");
+    assert!(
+        text.ends_with("Sum: 1 file, 3.0 MiB, 1 with seeders online\n"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn upload_sends_an_absolute_path() {
+    let daemon = FakeDaemon::start(
+        proto::PROTOCOL_VERSION,
+        Box::new(|req| match req {
+            Request::UploadFile { group, .. } => Response::Uploaded(FileSummary {
+                group: group.clone(),
+                name: "a.iso".into(),
+                size: 1 << 30,
+                piece_size: 512 * 1024,
+                sha1: Sha1Hash([0x3f; 20]),
+                seeders_online: 1,
+                partial_online: 0,
+            }),
+            _ => Response::error(ErrorKind::Internal, "unexpected"),
+        }),
+    );
+    let cwd = tempfile::tempdir().unwrap();
+    let out = run_ctl(
+        &daemon.socket,
+        &["upload_file", "sub/a.iso", "g1"],
+        None,
+        Some(cwd.path()),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "shared a.iso in g1 (1.0 GiB, 2048 pieces, sha1 3f3f3f3f3f…)\n"
+    );
+    let Request::UploadFile { path, .. } = &daemon.requests()[0] else {
+        panic!()
+    };
+    assert!(path.is_absolute());
+    assert!(path.ends_with("sub/a.iso"));
+    assert_eq!(
+        path.parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .canonicalize()
+            .unwrap(),
+        cwd.path().canonicalize().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn password_is_read_from_stdin_when_not_a_terminal() {
+    let daemon = FakeDaemon::start(
+        proto::PROTOCOL_VERSION,
+        Box::new(|_| Response::Done {
+            message: "welcome".into(),
+        }),
+    );
+    let out = run_ctl(
+        &daemon.socket,
+        &["create_user", "alice"],
+        Some("pass word\n"),
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "welcome\n");
+    assert_eq!(
+        daemon.requests(),
+        vec![Request::CreateUser {
+            user: "alice".into(),
+            password: "pass word".into()
+        }]
+    );
+
+    let out = run_ctl(&daemon.socket, &["login", "alice", "-"], Some(""), None).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an empty stdin is a usage error"
+    );
+    assert_eq!(
+        daemon.requests().len(),
+        1,
+        "nothing sent without a password"
+    );
+}
+
+#[tokio::test]
+async fn download_wait_follows_until_complete() {
+    let polls = Arc::new(Mutex::new(0));
+    let counter = polls.clone();
+    let daemon = FakeDaemon::start(
+        proto::PROTOCOL_VERSION,
+        Box::new(move |req| match req {
+            Request::DownloadFile { .. } => {
+                Response::DownloadStarted(status(DownloadState::Downloading, 0))
+            }
+            Request::ShowDownloads => {
+                let mut n = counter.lock().unwrap();
+                *n += 1;
+                let mut other = status(DownloadState::Complete, 1000);
+                other.dest = "/elsewhere/a.iso".into();
+                let mine = match *n {
+                    1 => status(DownloadState::Downloading, 300),
+                    2 => status(DownloadState::Downloading, 700),
+                    _ => status(DownloadState::Complete, 1000),
+                };
+                Response::Downloads(vec![other, mine])
+            }
+            _ => Response::error(ErrorKind::Internal, "unexpected"),
+        }),
+    );
+    let out = run_ctl(
+        &daemon.socket,
+        &["download_file", "g1", "a.iso", "/tmp/in", "--wait"],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("downloaded a.iso from g1 to /tmp/in/a.iso (1000 B in 1.5 s"),
+        "{}",
+        stdout(&out)
+    );
+    // Not a terminal: plain progress lines on stderr, not five a second.
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("[D] [g1] a.iso: 29.9% (300 B/1000 B)")
+            || err.starts_with("[D] [g1] a.iso: 30.0%"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(*polls.lock().unwrap(), 3);
+}
+
+#[tokio::test]
+async fn wait_reports_a_failed_download_with_exit_1() {
+    let daemon = FakeDaemon::start(
+        proto::PROTOCOL_VERSION,
+        Box::new(|_| Response::Downloads(vec![status(DownloadState::Failed, 10)])),
+    );
+    let out = run_ctl(
+        &daemon.socket,
+        &["wait", "g1", "a.iso", "--json"],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["kind"], "download_failed");
+    assert_eq!(doc["error"]["download"]["state"], "failed");
+    assert_eq!(
+        stderr(&out),
+        "minitorrctl: download of g1/a.iso failed: no online peer has piece 0\n"
+    );
+}
+
+#[tokio::test]
+async fn wait_times_out_with_exit_1() {
+    let daemon = FakeDaemon::start(
+        proto::PROTOCOL_VERSION,
+        Box::new(|_| Response::Downloads(vec![status(DownloadState::Downloading, 10)])),
+    );
+    let started = std::time::Instant::now();
+    let out = run_ctl(
+        &daemon.socket,
+        &["wait", "g1", "a.iso", "--timeout", "1"],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).ends_with("minitorrctl: timed out after 1 s waiting for g1/a.iso\n"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn wait_for_an_unknown_download_is_exit_1() {
+    let daemon = FakeDaemon::start(
+        proto::PROTOCOL_VERSION,
+        Box::new(|_| Response::Downloads(vec![])),
+    );
+    let out = run_ctl(&daemon.socket, &["wait", "g1", "b.iso"], None, None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "minitorrctl: no download of g1/b.iso; start one with: minitorrctl download_file g1 b.iso <destination_path>\n"
+    );
+}
+
+#[tokio::test]
+async fn show_downloads_lines_start_like_the_seed() {
+    let daemon = FakeDaemon::start(
+        proto::PROTOCOL_VERSION,
+        Box::new(|_| {
+            Response::Downloads(vec![
+                status(DownloadState::Downloading, 10),
+                status(DownloadState::Complete, 1000),
+            ])
+        }),
+    );
+    let out = run_ctl(&daemon.socket, &["show_downloads"], None, None).await;
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("[D] [g1] a.iso "), "{text}");
+    assert!(lines[1].starts_with("[C] [g1] a.iso "), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "no colour when stdout is not a terminal"
+    );
+}
+
+#[tokio::test]
+async fn daemon_hanging_up_without_answer_is_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("d.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = proto::handshake(&mut s, Link::Control).await;
+            drop(s);
+        }
+    });
+    let out = run_ctl(&socket, &["status"], None, None).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("closed the connection without answering"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn usage_errors_are_exit_2_and_json_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("unused.sock");
+    let out = run_ctl(&socket, &["upload_file", "only-one-arg"], None, None).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let out = run_ctl(&socket, &["--json", "create_group", "bad/name"], None, None).await;
+    assert_eq!(out.status.code(), Some(2));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["kind"], "usage");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("path separators"),
+        "{doc}"
+    );
+    let out = run_ctl(&socket, &["--help"], None, None).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("Exit status:"));
+}
