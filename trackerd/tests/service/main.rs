@@ -1,0 +1,130 @@
+//! Service tests against a real SQLite file in a temp dir, with an injected clock.
+
+mod accounts;
+mod files;
+mod groups;
+mod restart;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use minitorr_proto::tracker::{Call, ErrorCode, LoginGrant, Request, Response};
+use minitorr_proto::types::{FileMeta, Sha1Hash};
+use trackerd::auth::PasswordHasher;
+use trackerd::service::{Service, Timing};
+use trackerd::store::{self, Store};
+
+pub const T0: u64 = 1_700_000_000;
+pub const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub svc: Arc<Service>,
+    pub clock: Arc<AtomicU64>,
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(AtomicU64::new(T0));
+        let svc = open(&dir, &clock).await;
+        Harness { dir, svc, clock }
+    }
+
+    /// Drop the service and open a fresh one on the same database file (a restart).
+    pub async fn reopen(self) -> Harness {
+        self.svc.store().close().await;
+        let svc = open(&self.dir, &self.clock).await;
+        Harness { svc, ..self }
+    }
+
+    pub fn advance(&self, secs: u64) {
+        self.clock.fetch_add(secs, Ordering::SeqCst);
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.load(Ordering::SeqCst)
+    }
+
+    pub async fn call(&self, token: Option<&str>, call: Call) -> Response {
+        self.svc.handle(Request { token: token.map(str::to_string), call }, LOCAL).await
+    }
+
+    /// Call with a token and expect `Ok`.
+    pub async fn ok(&self, token: &str, call: Call) -> String {
+        match self.call(Some(token), call.clone()).await {
+            Response::Ok { message } => message,
+            other => panic!("{call:?} -> {other:?}"),
+        }
+    }
+
+    /// Call with a token and expect an error with `code`; returns its message.
+    pub async fn err(&self, token: &str, call: Call, code: ErrorCode) -> String {
+        expect_err(self.call(Some(token), call.clone()).await, code)
+    }
+
+    pub async fn login_at(&self, user: &str, peer_addr: &str) -> LoginGrant {
+        let call = Call::Login { user: user.into(), password: format!("{user}-pw"), peer_addr: peer_addr.into() };
+        match self.call(None, call).await {
+            Response::LoggedIn(g) => g,
+            other => panic!("login {user}: {other:?}"),
+        }
+    }
+
+    /// Create `user` (password `<user>-pw`) and log in; returns the token.
+    pub async fn user(&self, user: &str) -> String {
+        let r = self.call(None, Call::CreateUser { user: user.into(), password: format!("{user}-pw") }).await;
+        assert!(matches!(r, Response::Ok { .. }), "create {user}: {r:?}");
+        self.login_at(user, &format!("127.0.0.1:{}", 7000 + user.len())).await.token
+    }
+
+    /// `owner` creates `group` and `members` join and are accepted, in that order.
+    pub async fn group(&self, group: &str, owner: &str, members: &[&str]) {
+        self.ok(owner, Call::CreateGroup { group: group.into() }).await;
+        for m in members {
+            self.ok(m, Call::JoinGroup { group: group.into() }).await;
+            let name = self.whoami(m).await;
+            self.ok(owner, Call::AcceptRequest { group: group.into(), user: name }).await;
+        }
+    }
+
+    /// The user name behind a token (via the login grant is not kept; ask the store).
+    pub async fn whoami(&self, token: &str) -> String {
+        let hash = trackerd::auth::token_hash(token);
+        self.svc.store().session(&hash, 0).await.unwrap().expect("live session").user
+    }
+}
+
+async fn open(dir: &tempfile::TempDir, clock: &Arc<AtomicU64>) -> Arc<Service> {
+    let db = Store::open(&store::default_database_url(dir.path()), 4).await.unwrap();
+    let c = clock.clone();
+    let svc = Service::new(db, Timing::default(), PasswordHasher::insecure_fast(), Arc::new(move || c.load(Ordering::SeqCst)))
+        .await
+        .unwrap();
+    Arc::new(svc)
+}
+
+pub fn expect_err(r: Response, code: ErrorCode) -> String {
+    match r {
+        Response::Error { code: c, message } if c == code => message,
+        other => panic!("expected {code:?}, got {other:?}"),
+    }
+}
+
+/// A consistent FileMeta of `size` bytes with 16 KiB pieces; `seed` varies the hashes.
+pub fn meta(name: &str, size: u64, seed: u8) -> FileMeta {
+    let piece_size = minitorr_proto::MIN_PIECE_SIZE;
+    let n = FileMeta::piece_count_for(size, piece_size);
+    FileMeta {
+        name: name.into(),
+        size,
+        piece_size,
+        sha1: Sha1Hash([seed; 20]),
+        pieces: (0..n).map(|i| Sha1Hash([seed ^ (i as u8); 20])).collect(),
+    }
+}
+
+pub fn share(group: &str, meta: FileMeta, complete: bool) -> Call {
+    Call::Share { group: group.into(), meta, complete }
+}
