@@ -4,6 +4,8 @@
 //! Binaries are taken from the workspace target dir (`cargo build --bins` first; the README's
 //! test command does it).
 
+pub mod fakepeer;
+
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,81 @@
+//! A hand-driven peer built from the codec crate: it logs in to the tracker like a daemon,
+//! announces a file, and then serves whatever the test wants — e.g. corrupted pieces.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use rand::RngCore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+
+use minitorr_proto::peer::PeerMsg;
+use minitorr_proto::tracker::{Call, Request, Response};
+use minitorr_proto::types::{Bitfield, FileMeta, Sha1Hash};
+use minitorr_proto::{handshake, links, Link};
+
+/// Compute the metadata minitorrd would register for `data` with `piece_size` pieces.
+pub fn meta_for(name: &str, data: &[u8], piece_size: u32) -> FileMeta {
+    use sha1::{Digest, Sha1};
+    let h = |d: &[u8]| Sha1Hash(Sha1::digest(d).into());
+    FileMeta {
+        name: name.into(),
+        size: data.len() as u64,
+        piece_size,
+        sha1: h(data),
+        pieces: data.chunks(piece_size as usize).map(h).collect(),
+    }
+}
+
+/// A raw tracker client session.
+pub struct TrackerClient {
+    conn: Framed<TcpStream, minitorr_proto::FrameCodec<Response, Request>>,
+    pub token: Option<String>,
+}
+
+impl TrackerClient {
+    pub async fn connect(addr: SocketAddr) -> TrackerClient {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        handshake(&mut s, Link::Tracker).await.unwrap();
+        TrackerClient { conn: Framed::new(s, links::tracker_client()), token: None }
+    }
+
+    pub async fn call(&mut self, call: Call) -> Response {
+        self.conn.send(Request { token: self.token.clone(), call }).await.unwrap();
+        self.conn.next().await.unwrap().unwrap()
+    }
+
+    pub async fn login(&mut self, user: &str, password: &str, peer_addr: SocketAddr) {
+        match self.call(Call::Login { user: user.into(), password: password.into(), peer_addr: peer_addr.to_string() }).await {
+            Response::LoggedIn(g) => self.token = Some(g.token),
+            other => panic!("login failed: {other:?}"),
+        }
+    }
+}
+
+/// Serve `meta` to anyone, answering every request with random bytes of the right length.
+pub async fn serve_garbage(listener: TcpListener, meta: FileMeta) {
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else { return };
+        let meta = meta.clone();
+        tokio::spawn(async move {
+            if handshake(&mut s, Link::Peer).await.is_err() {
+                return;
+            }
+            let mut f = Framed::new(s, links::peer());
+            if !matches!(f.next().await, Some(Ok(PeerMsg::Hello { .. }))) {
+                return;
+            }
+            let _ = f.send(PeerMsg::Welcome { have: Bitfield::full(meta.piece_count()) }).await;
+            while let Some(Ok(msg)) = f.next().await {
+                if let PeerMsg::Request { piece } = msg {
+                    let mut data = vec![0u8; meta.piece_len(piece) as usize];
+                    rand::thread_rng().fill_bytes(&mut data);
+                    if f.send(PeerMsg::Piece { piece, data: Bytes::from(data) }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
