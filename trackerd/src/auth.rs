@@ -28,18 +28,23 @@ pub struct PasswordHasher {
 impl Default for PasswordHasher {
     /// The argon2 crate's default (OWASP-recommended) cost.
     fn default() -> Self {
-        PasswordHasher { params: Params::default() }
+        PasswordHasher {
+            params: Params::default(),
+        }
     }
 }
 
 impl PasswordHasher {
     /// A deliberately cheap hasher for tests (8 KiB, 1 pass): never use it in production.
     pub fn insecure_fast() -> Self {
-        PasswordHasher { params: Params::new(8, 1, 1, None).expect("valid argon2 params") }
+        PasswordHasher {
+            params: Params::new(8, 1, 1, None).expect("valid argon2 params"),
+        }
     }
 
     pub fn with_params(m_cost_kib: u32, t_cost: u32, p_cost: u32) -> Result<Self, AuthError> {
-        let params = Params::new(m_cost_kib, t_cost, p_cost, None).map_err(|e| AuthError::Params(e.to_string()))?;
+        let params = Params::new(m_cost_kib, t_cost, p_cost, None)
+            .map_err(|e| AuthError::Params(e.to_string()))?;
         Ok(PasswordHasher { params })
     }
 
@@ -56,7 +61,9 @@ impl PasswordHasher {
     /// True if `password` matches the PHC string; a malformed stored hash never matches.
     pub fn verify(phc: &str, password: &str) -> bool {
         match PasswordHash::new(phc) {
-            Ok(h) => Argon2::default().verify_password(password.as_bytes(), &h).is_ok(),
+            Ok(h) => Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok(),
             Err(_) => false,
         }
     }
@@ -120,8 +127,9 @@ impl RateLimiter {
 
     pub fn record_failure(&mut self, user: &str, ip: IpAddr, now: u64) {
         if self.entries.len() > PRUNE_ABOVE {
-            self.entries
-                .retain(|_, e| e.blocked_until > now || e.failures.back().is_some_and(|&t| t + WINDOW_SECS > now));
+            self.entries.retain(|_, e| {
+                e.blocked_until > now || e.failures.back().is_some_and(|&t| t + WINDOW_SECS > now)
+            });
         }
         for key in [Key::User(user.to_string()), Key::Ip(ip)] {
             let e = self.entries.entry(key).or_default();
@@ -173,7 +181,10 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(token_hash(&a), token_hash(&a));
         assert_ne!(token_hash(&a), a);
-        assert_eq!(token_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
@@ -184,10 +195,22 @@ mod tests {
             assert_eq!(rl.check("alice", IP2, 100 + i), Ok(()));
         }
         rl.record_failure("alice", IP1, 110);
-        assert_eq!(rl.check("alice", IP2, 110), Err(30), "blocked per user, from any IP");
-        assert_eq!(rl.check("bob", IP1, 120), Err(20), "and per IP, for any user");
+        assert_eq!(
+            rl.check("alice", IP2, 110),
+            Err(30),
+            "blocked per user, from any IP"
+        );
+        assert_eq!(
+            rl.check("bob", IP1, 120),
+            Err(20),
+            "and per IP, for any user"
+        );
         assert_eq!(rl.check("bob", IP2, 120), Ok(()));
-        assert_eq!(rl.check("alice", IP2, 140), Ok(()), "block lifts after 30 s");
+        assert_eq!(
+            rl.check("alice", IP2, 140),
+            Ok(()),
+            "block lifts after 30 s"
+        );
     }
 
     #[test]

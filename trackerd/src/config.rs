@@ -64,13 +64,23 @@ pub struct Overrides {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
     #[error("{0}")]
     TrackerInfo(#[from] minitorr_proto::tracker_info::TrackerInfoError),
     #[error("{var}: '{value}' is not a valid {what}")]
-    Env { var: &'static str, value: String, what: &'static str },
+    Env {
+        var: &'static str,
+        value: String,
+        what: &'static str,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -87,7 +97,10 @@ pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 120;
 pub const CONFIG_FILE_NAME: &str = "trackerd.toml";
 
 /// Which config file to read, and whether it must exist.
-pub fn config_path(cli: &Overrides, env: &dyn Fn(&str) -> Option<String>) -> Option<(PathBuf, bool)> {
+pub fn config_path(
+    cli: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(PathBuf, bool)> {
     if let Some(p) = &cli.config {
         return Some((p.clone(), true));
     }
@@ -106,14 +119,22 @@ pub fn load_file(path: &Path, required: bool) -> Result<Option<FileConfig>, Conf
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(ConfigError::Read { path: shown, source }),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: shown,
+                source,
+            })
+        }
     };
     parse_file(&text, &shown).map(Some)
 }
 
 /// Parse config text; errors carry toml's line/column and the offending key.
 pub fn parse_file(text: &str, path: &str) -> Result<FileConfig, ConfigError> {
-    toml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_string(), source })
+    toml::from_str(text).map_err(|source| ConfigError::Parse {
+        path: path.to_string(),
+        source,
+    })
 }
 
 fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
@@ -132,7 +153,13 @@ pub fn resolve(
     let file = file.unwrap_or_default();
     let env_addr = |var: &'static str| -> Result<Option<SocketAddr>, ConfigError> {
         env(var)
-            .map(|v| v.parse().map_err(|_| ConfigError::Env { var, value: v, what: "socket address" }))
+            .map(|v| {
+                v.parse().map_err(|_| ConfigError::Env {
+                    var,
+                    value: v,
+                    what: "socket address",
+                })
+            })
             .transpose()
     };
 
@@ -140,12 +167,18 @@ pub fn resolve(
         None => None,
         Some(path) => {
             if cli.listen.is_some() {
-                return Err(ConfigError::Invalid("give either --listen or TRACKER_INFO, not both".into()));
+                return Err(ConfigError::Invalid(
+                    "give either --listen or TRACKER_INFO, not both".into(),
+                ));
             }
             let addrs = minitorr_proto::tracker_info::load(path)?;
             let n = cli.tracker_no.unwrap_or(1);
             let addr = n.checked_sub(1).and_then(|i| addrs.get(i)).ok_or_else(|| {
-                ConfigError::Invalid(format!("{} lists {} tracker(s), there is no number {n}", path.display(), addrs.len()))
+                ConfigError::Invalid(format!(
+                    "{} lists {} tracker(s), there is no number {n}",
+                    path.display(),
+                    addrs.len()
+                ))
             })?;
             Some(*addr)
         }
@@ -154,7 +187,9 @@ pub fn resolve(
         Some(a) => a,
         None => match env_addr("TRACKERD_LISTEN")?.or(file.listen) {
             Some(a) => a,
-            None => minitorr_proto::defaults::DEFAULT_TRACKER_ADDR.parse().expect("valid default address"),
+            None => minitorr_proto::defaults::DEFAULT_TRACKER_ADDR
+                .parse()
+                .expect("valid default address"),
         },
     };
     let state_dir = cli
@@ -180,7 +215,9 @@ pub fn resolve(
         peer_timeout_secs: file.peer_timeout_secs.unwrap_or(DEFAULT_PEER_TIMEOUT_SECS),
         session_ttl_secs: file.session_ttl_secs.unwrap_or(DEFAULT_SESSION_TTL_SECS),
         ticket_ttl_secs: file.ticket_ttl_secs.unwrap_or(DEFAULT_TICKET_TTL_SECS),
-        handshake_timeout_secs: file.handshake_timeout_secs.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
+        handshake_timeout_secs: file
+            .handshake_timeout_secs
+            .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
         idle_timeout_secs: file.idle_timeout_secs.unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS),
     };
     config.validate()?;

@@ -3,7 +3,10 @@ use std::collections::HashMap;
 use super::*;
 
 fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let m: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     move |k| m.get(k).cloned()
 }
 
@@ -13,7 +16,12 @@ fn no_env(_: &str) -> Option<String> {
 
 #[test]
 fn unknown_key_is_an_error_naming_key_and_line() {
-    let err = parse_file("listen = \"127.0.0.1:1\"\nheartbeat_sec = 3\n", "/etc/t.toml").unwrap_err().to_string();
+    let err = parse_file(
+        "listen = \"127.0.0.1:1\"\nheartbeat_sec = 3\n",
+        "/etc/t.toml",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("/etc/t.toml"), "{err}");
     assert!(err.contains("heartbeat_sec"), "{err}");
     assert!(err.contains("line 2"), "{err}");
@@ -21,24 +29,53 @@ fn unknown_key_is_an_error_naming_key_and_line() {
 
 #[test]
 fn wrong_type_is_an_error() {
-    let err = parse_file("max_connections = \"lots\"\n", "t").unwrap_err().to_string();
-    assert!(err.contains("max_connections") || err.contains("line 1"), "{err}");
+    let err = parse_file("max_connections = \"lots\"\n", "t")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("max_connections") || err.contains("line 1"),
+        "{err}"
+    );
 }
 
 #[test]
 fn defaults() {
-    let c = resolve(&Overrides::default(), &env_of(&[("STATE_DIRECTORY", "/var/lib/mt")]), None).unwrap();
-    assert_eq!(c.listen.to_string(), minitorr_proto::defaults::DEFAULT_TRACKER_ADDR);
+    let c = resolve(
+        &Overrides::default(),
+        &env_of(&[("STATE_DIRECTORY", "/var/lib/mt")]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        c.listen.to_string(),
+        minitorr_proto::defaults::DEFAULT_TRACKER_ADDR
+    );
     assert_eq!(c.state_dir, PathBuf::from("/var/lib/mt"));
     assert_eq!(c.database_url, "sqlite:///var/lib/mt/tracker.db?mode=rwc");
     assert_eq!(c.log_level, "info");
     assert_eq!(
-        (c.max_connections, c.heartbeat_secs, c.peer_timeout_secs, c.session_ttl_secs),
+        (
+            c.max_connections,
+            c.heartbeat_secs,
+            c.peer_timeout_secs,
+            c.session_ttl_secs
+        ),
         (4096, 5, 15, 604_800)
     );
-    assert_eq!((c.ticket_ttl_secs, c.handshake_timeout_secs, c.idle_timeout_secs), (3600, 5, 120));
+    assert_eq!(
+        (
+            c.ticket_ttl_secs,
+            c.handshake_timeout_secs,
+            c.idle_timeout_secs
+        ),
+        (3600, 5, 120)
+    );
     let c = resolve(&Overrides::default(), &no_env, None).unwrap();
-    assert!(c.state_dir.ends_with("minitorr/tracker"), "{}", c.state_dir.display());
+    assert!(
+        c.state_dir.ends_with("minitorr/tracker"),
+        "{}",
+        c.state_dir.display()
+    );
 }
 
 #[test]
@@ -48,8 +85,14 @@ fn precedence_flag_over_env_over_file_over_default() {
         "t",
     )
     .unwrap();
-    let env = env_of(&[("TRACKERD_LISTEN", "127.0.0.1:1002"), ("TRACKERD_STATE_DIR", "/e")]);
-    let cli = Overrides { listen: Some("127.0.0.1:1003".parse().unwrap()), ..Default::default() };
+    let env = env_of(&[
+        ("TRACKERD_LISTEN", "127.0.0.1:1002"),
+        ("TRACKERD_STATE_DIR", "/e"),
+    ]);
+    let cli = Overrides {
+        listen: Some("127.0.0.1:1003".parse().unwrap()),
+        ..Default::default()
+    };
 
     let c = resolve(&cli, &env, Some(file.clone())).unwrap();
     assert_eq!(c.listen.port(), 1003, "flag beats env");
@@ -64,17 +107,33 @@ fn precedence_flag_over_env_over_file_over_default() {
     assert_eq!(c.state_dir, PathBuf::from("/f"));
 
     // The database follows the state dir unless set itself.
-    let cli = Overrides { state_dir: Some("/s".into()), ..Default::default() };
+    let cli = Overrides {
+        state_dir: Some("/s".into()),
+        ..Default::default()
+    };
     let c = resolve(&cli, &env_of(&[("TRACKERD_STATE_DIR", "/e")]), None).unwrap();
     assert_eq!(c.database_url, "sqlite:///s/tracker.db?mode=rwc");
-    let c = resolve(&cli, &env_of(&[("TRACKERD_DATABASE_URL", "postgres://db/t")]), None).unwrap();
+    let c = resolve(
+        &cli,
+        &env_of(&[("TRACKERD_DATABASE_URL", "postgres://db/t")]),
+        None,
+    )
+    .unwrap();
     assert_eq!(c.database_url, "postgres://db/t");
 }
 
 #[test]
 fn bad_env_value_is_reported() {
-    let err = resolve(&Overrides::default(), &env_of(&[("TRACKERD_LISTEN", "nope")]), None).unwrap_err();
-    assert_eq!(err.to_string(), "TRACKERD_LISTEN: 'nope' is not a valid socket address");
+    let err = resolve(
+        &Overrides::default(),
+        &env_of(&[("TRACKERD_LISTEN", "nope")]),
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "TRACKERD_LISTEN: 'nope' is not a valid socket address"
+    );
 }
 
 #[test]
@@ -82,29 +141,54 @@ fn tracker_info_form_picks_entry_n() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("tracker_info.txt");
     std::fs::write(&p, "127.0.0.1\n5000\n127.0.0.1\n6000\n").unwrap();
-    let mut cli = Overrides { tracker_info: Some(p.clone()), ..Default::default() };
+    let mut cli = Overrides {
+        tracker_info: Some(p.clone()),
+        ..Default::default()
+    };
     let env = env_of(&[("TRACKERD_LISTEN", "127.0.0.1:9")]);
-    assert_eq!(resolve(&cli, &env, None).unwrap().listen.port(), 5000, "entry 1 by default, beats env");
+    assert_eq!(
+        resolve(&cli, &env, None).unwrap().listen.port(),
+        5000,
+        "entry 1 by default, beats env"
+    );
     cli.tracker_no = Some(2);
     assert_eq!(resolve(&cli, &no_env, None).unwrap().listen.port(), 6000);
     cli.tracker_no = Some(3);
     let err = resolve(&cli, &no_env, None).unwrap_err().to_string();
-    assert!(err.contains("lists 2 tracker(s), there is no number 3"), "{err}");
+    assert!(
+        err.contains("lists 2 tracker(s), there is no number 3"),
+        "{err}"
+    );
     cli.tracker_no = Some(0);
     assert!(resolve(&cli, &no_env, None).is_err());
     cli.tracker_no = None;
     cli.listen = Some("127.0.0.1:1".parse().unwrap());
-    assert!(resolve(&cli, &no_env, None).is_err(), "--listen and TRACKER_INFO conflict");
+    assert!(
+        resolve(&cli, &no_env, None).is_err(),
+        "--listen and TRACKER_INFO conflict"
+    );
 }
 
 #[test]
 fn config_path_rules() {
-    let cli = Overrides { config: Some("/x.toml".into()), ..Default::default() };
-    let env = env_of(&[("TRACKERD_CONFIG", "/e.toml"), ("CONFIGURATION_DIRECTORY", "/etc/minitorr")]);
+    let cli = Overrides {
+        config: Some("/x.toml".into()),
+        ..Default::default()
+    };
+    let env = env_of(&[
+        ("TRACKERD_CONFIG", "/e.toml"),
+        ("CONFIGURATION_DIRECTORY", "/etc/minitorr"),
+    ]);
     assert_eq!(config_path(&cli, &env), Some(("/x.toml".into(), true)));
-    assert_eq!(config_path(&Overrides::default(), &env), Some(("/e.toml".into(), true)));
+    assert_eq!(
+        config_path(&Overrides::default(), &env),
+        Some(("/e.toml".into(), true))
+    );
     let env = env_of(&[("CONFIGURATION_DIRECTORY", "/etc/minitorr:/other")]);
-    assert_eq!(config_path(&Overrides::default(), &env), Some(("/etc/minitorr/trackerd.toml".into(), false)));
+    assert_eq!(
+        config_path(&Overrides::default(), &env),
+        Some(("/etc/minitorr/trackerd.toml".into(), false))
+    );
     assert_eq!(config_path(&Overrides::default(), &no_env), None);
 }
 
@@ -120,8 +204,13 @@ fn missing_file_is_an_error_only_when_required() {
 #[test]
 fn invalid_values_are_refused() {
     let file = parse_file("heartbeat_secs = 10\npeer_timeout_secs = 10\n", "t").unwrap();
-    let err = resolve(&Overrides::default(), &no_env, Some(file)).unwrap_err().to_string();
-    assert!(err.contains("peer_timeout_secs (10) must be greater than heartbeat_secs (10)"), "{err}");
+    let err = resolve(&Overrides::default(), &no_env, Some(file))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("peer_timeout_secs (10) must be greater than heartbeat_secs (10)"),
+        "{err}"
+    );
     let file = parse_file("max_connections = 0\n", "t").unwrap();
     assert!(resolve(&Overrides::default(), &no_env, Some(file)).is_err());
     let file = parse_file("log_level = \"info,=[\"\n", "t").unwrap();
@@ -130,11 +219,19 @@ fn invalid_values_are_refused() {
 
 #[test]
 fn printed_config_parses_back_to_the_same() {
-    let c = resolve(&Overrides::default(), &env_of(&[("STATE_DIRECTORY", "/s")]), None).unwrap();
+    let c = resolve(
+        &Overrides::default(),
+        &env_of(&[("STATE_DIRECTORY", "/s")]),
+        None,
+    )
+    .unwrap();
     let text = c.to_toml();
     assert!(text.contains("listen = \"127.0.0.1:5000\""), "{text}");
     let back = parse_file(&text, "printed").unwrap();
-    assert_eq!(resolve(&Overrides::default(), &no_env, Some(back)).unwrap(), c);
+    assert_eq!(
+        resolve(&Overrides::default(), &no_env, Some(back)).unwrap(),
+        c
+    );
 }
 
 #[test]
@@ -161,10 +258,16 @@ fn example_config_documents_every_key_and_is_all_defaults() {
         "handshake_timeout_secs",
         "idle_timeout_secs",
     ] {
-        assert!(uncommented.contains(&format!("{key} = ")), "contrib/trackerd.toml lacks {key}");
+        assert!(
+            uncommented.contains(&format!("{key} = ")),
+            "contrib/trackerd.toml lacks {key}"
+        );
     }
     let c = resolve(&Overrides::default(), &no_env, Some(file)).unwrap();
-    assert_eq!(c.listen.to_string(), minitorr_proto::defaults::DEFAULT_TRACKER_ADDR);
+    assert_eq!(
+        c.listen.to_string(),
+        minitorr_proto::defaults::DEFAULT_TRACKER_ADDR
+    );
     assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
     assert_eq!(c.session_ttl_secs, DEFAULT_SESSION_TTL_SECS);
 }

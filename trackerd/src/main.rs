@@ -73,7 +73,8 @@ fn load_config(cli: &Cli) -> Result<(Config, Option<(PathBuf, bool)>)> {
 /// Logging to stderr; `RUST_LOG` beats `log_level`. Returns a handle to change the filter.
 fn init_logging(log_level: &str) -> Result<ReloadHandle> {
     let spec = env("RUST_LOG").unwrap_or_else(|| log_level.to_string());
-    let filter = EnvFilter::try_new(&spec).with_context(|| format!("invalid log filter '{spec}'"))?;
+    let filter =
+        EnvFilter::try_new(&spec).with_context(|| format!("invalid log filter '{spec}'"))?;
     let (filter, handle) = reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(filter)
@@ -93,7 +94,9 @@ fn reload_log_level(path: &Option<(PathBuf, bool)>, handle: &ReloadHandle) {
         return;
     };
     let level = match config::load_file(p, *required) {
-        Ok(file) => file.and_then(|f| f.log_level).unwrap_or_else(|| config::DEFAULT_LOG_LEVEL.into()),
+        Ok(file) => file
+            .and_then(|f| f.log_level)
+            .unwrap_or_else(|| config::DEFAULT_LOG_LEVEL.into()),
         Err(e) => {
             tracing::error!("SIGHUP: {e}; keeping the current settings");
             return;
@@ -104,11 +107,17 @@ fn reload_log_level(path: &Option<(PathBuf, bool)>, handle: &ReloadHandle) {
             Ok(()) => tracing::info!(log_level = level, "SIGHUP: configuration reloaded"),
             Err(e) => tracing::error!("SIGHUP: cannot apply log_level: {e}"),
         },
-        Err(e) => tracing::error!("SIGHUP: invalid log_level '{level}': {e}; keeping the current one"),
+        Err(e) => {
+            tracing::error!("SIGHUP: invalid log_level '{level}': {e}; keeping the current one")
+        }
     }
 }
 
-async fn run(config: Config, config_path: Option<(PathBuf, bool)>, log: ReloadHandle) -> Result<()> {
+async fn run(
+    config: Config,
+    config_path: Option<(PathBuf, bool)>,
+    log: ReloadHandle,
+) -> Result<()> {
     if store::is_sqlite_url(&config.database_url) {
         store::create_state_dir(&config.state_dir)?;
     }
@@ -121,20 +130,42 @@ async fn run(config: Config, config_path: Option<(PathBuf, bool)>, log: ReloadHa
         session_ttl_secs: config.session_ttl_secs,
         ticket_ttl_secs: config.ticket_ttl_secs,
     };
-    let service = Arc::new(Service::new(db.clone(), timing, PasswordHasher::default(), service::system_clock()).await?);
+    let service = Arc::new(
+        Service::new(
+            db.clone(),
+            timing,
+            PasswordHasher::default(),
+            service::system_clock(),
+        )
+        .await?,
+    );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let shutdown = CancellationToken::new();
-    trackerd::shutdown::install(shutdown.clone(), move || reload_log_level(&config_path, &log))
-        .context("cannot install signal handlers")?;
-    tracing::info!("listening on {}", listener.local_addr().unwrap_or(config.listen));
+    trackerd::shutdown::install(shutdown.clone(), move || {
+        reload_log_level(&config_path, &log)
+    })
+    .context("cannot install signal handlers")?;
+    tracing::info!(
+        "listening on {}",
+        listener.local_addr().unwrap_or(config.listen)
+    );
     trackerd::shutdown::notify_ready();
 
-    server::serve(listener, service, ServerOptions::from_config(&config), shutdown).await;
+    server::serve(
+        listener,
+        service,
+        ServerOptions::from_config(&config),
+        shutdown,
+    )
+    .await;
 
     // Closing the pool checkpoints SQLite's WAL; bounded in case a request is stuck.
-    if tokio::time::timeout(Duration::from_secs(5), db.close()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), db.close())
+        .await
+        .is_err()
+    {
         tracing::warn!("database connections still busy; exiting anyway (committed data is safe)");
     }
     tracing::info!("stopped");

@@ -41,7 +41,12 @@ impl ServerOptions {
 
 /// Serve until `shutdown` is cancelled, then stop accepting, let connections finish the request
 /// they are handling (up to `drain_timeout`), and return.
-pub async fn serve(listener: TcpListener, service: Arc<Service>, opts: ServerOptions, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    service: Arc<Service>,
+    opts: ServerOptions,
+    shutdown: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     let tasks = TaskTracker::new();
     loop {
@@ -71,8 +76,14 @@ pub async fn serve(listener: TcpListener, service: Arc<Service>, opts: ServerOpt
     }
     drop(listener);
     tasks.close();
-    if tokio::time::timeout(opts.drain_timeout, tasks.wait()).await.is_err() {
-        tracing::warn!(busy = tasks.len(), "requests still running after the drain timeout; abandoning them");
+    if tokio::time::timeout(opts.drain_timeout, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            busy = tasks.len(),
+            "requests still running after the drain timeout; abandoning them"
+        );
     }
 }
 
@@ -84,7 +95,12 @@ async fn connection(
     shutdown: &CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    match tokio::time::timeout(opts.handshake_timeout, handshake(&mut stream, Link::Tracker)).await {
+    match tokio::time::timeout(
+        opts.handshake_timeout,
+        handshake(&mut stream, Link::Tracker),
+    )
+    .await
+    {
         Err(_) => {
             tracing::debug!(%peer, "handshake timed out; closing");
             return;

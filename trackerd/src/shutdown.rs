@@ -22,7 +22,10 @@ pub fn notify_stopping() {
 
 /// Install the handlers (must run inside the runtime). `shutdown` is cancelled on the first
 /// SIGTERM/SIGINT; `on_reload` runs on every SIGHUP.
-pub fn install(shutdown: CancellationToken, on_reload: impl Fn() + Send + 'static) -> std::io::Result<()> {
+pub fn install(
+    shutdown: CancellationToken,
+    on_reload: impl Fn() + Send + 'static,
+) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

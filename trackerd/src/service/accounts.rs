@@ -12,7 +12,10 @@ const WRONG_CREDENTIALS: &str = "wrong user id or password";
 
 fn check_password(password: &str) -> Result<(), Fail> {
     if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
-        return fail(ErrorCode::BadRequest, format!("password must be 1 to {MAX_PASSWORD_LEN} bytes"));
+        return fail(
+            ErrorCode::BadRequest,
+            format!("password must be 1 to {MAX_PASSWORD_LEN} bytes"),
+        );
     }
     Ok(())
 }
@@ -22,10 +25,18 @@ fn check_password(password: &str) -> Result<(), Fail> {
 fn effective_peer_addr(announced: &str, source: IpAddr) -> Result<SocketAddr, Fail> {
     let mut addr: SocketAddr = match announced.parse() {
         Ok(a) => a,
-        Err(_) => return fail(ErrorCode::BadRequest, format!("peer address '{announced}' is not IP:PORT")),
+        Err(_) => {
+            return fail(
+                ErrorCode::BadRequest,
+                format!("peer address '{announced}' is not IP:PORT"),
+            )
+        }
     };
     if addr.port() == 0 {
-        return fail(ErrorCode::BadRequest, format!("peer address '{announced}' has no port"));
+        return fail(
+            ErrorCode::BadRequest,
+            format!("peer address '{announced}' has no port"),
+        );
     }
     if addr.ip().is_unspecified() {
         // A v4 client seen through a dual-stack socket shows up as ::ffff:a.b.c.d.
@@ -35,34 +46,66 @@ fn effective_peer_addr(announced: &str, source: IpAddr) -> Result<SocketAddr, Fa
 }
 
 impl Service {
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Fail> {
-        tokio::task::spawn_blocking(f).await.map_err(|e| Fail::Other(format!("hashing task failed: {e}")))
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Fail> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Fail::Other(format!("hashing task failed: {e}")))
     }
 
     pub(super) async fn create_user(&self, user: String, password: String) -> Outcome {
         valid(names::validate_user(&user))?;
         check_password(&password)?;
         let hasher = self.hasher.clone();
-        let phc = self.blocking(move || hasher.hash(&password)).await?.map_err(|e| Fail::Other(e.to_string()))?;
-        if !self.store.create_user(&user, &phc, self.now() as i64).await? {
-            return fail(ErrorCode::AlreadyExists, format!("user {user} already exists"));
+        let phc = self
+            .blocking(move || hasher.hash(&password))
+            .await?
+            .map_err(|e| Fail::Other(e.to_string()))?;
+        if !self
+            .store
+            .create_user(&user, &phc, self.now() as i64)
+            .await?
+        {
+            return fail(
+                ErrorCode::AlreadyExists,
+                format!("user {user} already exists"),
+            );
         }
         tracing::info!(user, "user created");
         Ok(Response::ok(format!("user {user} created")))
     }
 
-    pub(super) async fn login(&self, user: String, password: String, peer_addr: String, source: IpAddr) -> Outcome {
+    pub(super) async fn login(
+        &self,
+        user: String,
+        password: String,
+        peer_addr: String,
+        source: IpAddr,
+    ) -> Outcome {
         valid(names::validate_user(&user))?;
         check_password(&password)?;
         let addr = effective_peer_addr(&peer_addr, source)?;
         let now = self.now();
-        if let Err(secs) = self.limiter.lock().unwrap_or_else(|p| p.into_inner()).check(&user, source, now) {
-            return fail(ErrorCode::RateLimited, format!("too many failed logins: try again in {secs} s"));
+        if let Err(secs) = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(&user, source, now)
+        {
+            return fail(
+                ErrorCode::RateLimited,
+                format!("too many failed logins: try again in {secs} s"),
+            );
         }
         let stored = self.store.password_hash(&user).await?;
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_phc.clone());
-        let ok = self.blocking(move || PasswordHasher::verify(&phc, &password)).await? && known;
+        let ok = self
+            .blocking(move || PasswordHasher::verify(&phc, &password))
+            .await?
+            && known;
         {
             let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
             if !ok {
@@ -78,7 +121,15 @@ impl Service {
         let token = auth::new_token();
         let peer_addr = addr.to_string();
         let token_hash = auth::token_hash(&token);
-        self.store.create_session(&token_hash, &user, &peer_addr, now as i64, self.expired_before()).await?;
+        self.store
+            .create_session(
+                &token_hash,
+                &user,
+                &peer_addr,
+                now as i64,
+                self.expired_before(),
+            )
+            .await?;
         tracing::info!(user, peer_addr, "logged in");
         Ok(Response::LoggedIn(LoginGrant {
             token,
@@ -96,8 +147,15 @@ impl Service {
     }
 
     pub(super) async fn heartbeat(&self, caller: &Caller) -> Outcome {
-        if !self.store.touch_session(&caller.token_hash, self.now() as i64).await? {
-            return fail(ErrorCode::InvalidSession, "session expired or revoked: log in again");
+        if !self
+            .store
+            .touch_session(&caller.token_hash, self.now() as i64)
+            .await?
+        {
+            return fail(
+                ErrorCode::InvalidSession,
+                "session expired or revoked: log in again",
+            );
         }
         Ok(Response::ok(""))
     }
@@ -110,11 +168,29 @@ mod tests {
     #[test]
     fn unspecified_peer_ip_is_replaced_by_the_source() {
         let src: IpAddr = "192.0.2.7".parse().unwrap();
-        assert_eq!(effective_peer_addr("0.0.0.0:7001", src).unwrap().to_string(), "192.0.2.7:7001");
-        assert_eq!(effective_peer_addr("[::]:7001", src).unwrap().to_string(), "192.0.2.7:7001");
+        assert_eq!(
+            effective_peer_addr("0.0.0.0:7001", src)
+                .unwrap()
+                .to_string(),
+            "192.0.2.7:7001"
+        );
+        assert_eq!(
+            effective_peer_addr("[::]:7001", src).unwrap().to_string(),
+            "192.0.2.7:7001"
+        );
         let mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
-        assert_eq!(effective_peer_addr("0.0.0.0:1", mapped).unwrap().to_string(), "192.0.2.9:1");
-        assert_eq!(effective_peer_addr("10.1.1.1:7001", src).unwrap().to_string(), "10.1.1.1:7001");
+        assert_eq!(
+            effective_peer_addr("0.0.0.0:1", mapped)
+                .unwrap()
+                .to_string(),
+            "192.0.2.9:1"
+        );
+        assert_eq!(
+            effective_peer_addr("10.1.1.1:7001", src)
+                .unwrap()
+                .to_string(),
+            "10.1.1.1:7001"
+        );
         assert!(effective_peer_addr("somewhere", src).is_err());
         assert!(effective_peer_addr("10.1.1.1:0", src).is_err());
     }

@@ -14,23 +14,37 @@ impl Service {
         valid(names::validate_group(group))?;
         match self.store.group_state(group, &caller.session.user).await? {
             None => fail(ErrorCode::NotFound, format!("no group {group}")),
-            Some(s) if !s.is_member => fail(ErrorCode::Forbidden, format!("you are not a member of {group}")),
+            Some(s) if !s.is_member => fail(
+                ErrorCode::Forbidden,
+                format!("you are not a member of {group}"),
+            ),
             Some(_) => Ok(()),
         }
     }
 
     pub(super) async fn list_files(&self, caller: &Caller, group: &str) -> Outcome {
         self.require_member(caller, group).await?;
-        Ok(Response::Files(self.store.list_files(group, self.online_since()).await?))
+        Ok(Response::Files(
+            self.store.list_files(group, self.online_since()).await?,
+        ))
     }
 
-    pub(super) async fn share(&self, caller: &Caller, group: &str, meta: FileMeta, complete: bool) -> Outcome {
+    pub(super) async fn share(
+        &self,
+        caller: &Caller,
+        group: &str,
+        meta: FileMeta,
+        complete: bool,
+    ) -> Outcome {
         self.require_member(caller, group).await?;
         if let Err(e) = meta.check() {
             return fail(ErrorCode::BadRequest, e);
         }
         if i64::try_from(meta.size).is_err() {
-            return fail(ErrorCode::BadRequest, format!("file size {} is too large", meta.size));
+            return fail(
+                ErrorCode::BadRequest,
+                format!("file size {} is too large", meta.size),
+            );
         }
         let user = &caller.session.user;
         let name = &meta.name;
@@ -54,8 +68,15 @@ impl Service {
     pub(super) async fn stop_share(&self, caller: &Caller, group: &str, file: &str) -> Outcome {
         valid(names::validate_group(group))?;
         valid(names::validate_file_name(file))?;
-        if !self.store.stop_share(group, file, &caller.session.user).await? {
-            return fail(ErrorCode::NotFound, format!("you are not sharing {file} in {group}"));
+        if !self
+            .store
+            .stop_share(group, file, &caller.session.user)
+            .await?
+        {
+            return fail(
+                ErrorCode::NotFound,
+                format!("you are not sharing {file} in {group}"),
+            );
         }
         Ok(Response::ok(format!("stopped sharing {file} in {group}")))
     }
@@ -66,7 +87,10 @@ impl Service {
         let Some(meta) = self.store.file(group, file).await? else {
             return fail(ErrorCode::NotFound, format!("{group} has no file {file}"));
         };
-        let peers = self.store.file_peers(group, file, self.online_since(), &caller.token_hash).await?;
+        let peers = self
+            .store
+            .file_peers(group, file, self.online_since(), &caller.token_hash)
+            .await?;
         let claims = TicketClaims {
             user: caller.session.user.clone(),
             group: group.to_string(),
@@ -75,6 +99,11 @@ impl Service {
             expires_unix: self.now() + self.timing.ticket_ttl_secs,
         };
         let ticket = Ticket::sign(claims, &self.key);
-        Ok(Response::File(FileDetails { group: group.to_string(), meta, peers, ticket }))
+        Ok(Response::File(FileDetails {
+            group: group.to_string(),
+            meta,
+            peers,
+            ticket,
+        }))
     }
 }

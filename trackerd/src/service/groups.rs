@@ -10,29 +10,56 @@ impl Service {
     pub(super) async fn create_group(&self, caller: &Caller, group: &str) -> Outcome {
         valid(names::validate_group(group))?;
         let user = &caller.session.user;
-        if !self.store.create_group(group, user, self.now() as i64).await? {
-            return fail(ErrorCode::AlreadyExists, format!("group {group} already exists"));
+        if !self
+            .store
+            .create_group(group, user, self.now() as i64)
+            .await?
+        {
+            return fail(
+                ErrorCode::AlreadyExists,
+                format!("group {group} already exists"),
+            );
         }
         tracing::info!(user, group, "group created");
-        Ok(Response::ok(format!("group {group} created; you are its owner")))
+        Ok(Response::ok(format!(
+            "group {group} created; you are its owner"
+        )))
     }
 
     pub(super) async fn list_groups(&self, caller: &Caller) -> Outcome {
-        Ok(Response::Groups(self.store.list_groups(&caller.session.user).await?))
+        Ok(Response::Groups(
+            self.store.list_groups(&caller.session.user).await?,
+        ))
     }
 
     pub(super) async fn join_group(&self, caller: &Caller, group: &str) -> Outcome {
         valid(names::validate_group(group))?;
-        match self.store.request_join(group, &caller.session.user, self.now() as i64).await? {
+        match self
+            .store
+            .request_join(group, &caller.session.user, self.now() as i64)
+            .await?
+        {
             JoinOutcome::NoGroup => fail(ErrorCode::NotFound, format!("no group {group}")),
-            JoinOutcome::AlreadyMember => fail(ErrorCode::AlreadyExists, format!("you are already a member of {group}")),
-            JoinOutcome::AlreadyRequested => fail(ErrorCode::AlreadyExists, format!("you already asked to join {group}")),
-            JoinOutcome::Requested => Ok(Response::ok(format!("asked to join {group}; its owner must accept"))),
+            JoinOutcome::AlreadyMember => fail(
+                ErrorCode::AlreadyExists,
+                format!("you are already a member of {group}"),
+            ),
+            JoinOutcome::AlreadyRequested => fail(
+                ErrorCode::AlreadyExists,
+                format!("you already asked to join {group}"),
+            ),
+            JoinOutcome::Requested => Ok(Response::ok(format!(
+                "asked to join {group}; its owner must accept"
+            ))),
         }
     }
 
     /// The group's state for the caller, or `NotFound`.
-    async fn existing_group(&self, caller: &Caller, group: &str) -> Result<GroupState, super::Fail> {
+    async fn existing_group(
+        &self,
+        caller: &Caller,
+        group: &str,
+    ) -> Result<GroupState, super::Fail> {
         match self.store.group_state(group, &caller.session.user).await? {
             Some(s) => Ok(s),
             None => fail(ErrorCode::NotFound, format!("no group {group}")),
@@ -48,19 +75,36 @@ impl Service {
     }
 
     /// Accept or reject `user`'s pending request (owner only).
-    pub(super) async fn decide(&self, caller: &Caller, group: &str, user: &str, accept: bool) -> Outcome {
+    pub(super) async fn decide(
+        &self,
+        caller: &Caller,
+        group: &str,
+        user: &str,
+        accept: bool,
+    ) -> Outcome {
         valid(names::validate_group(group))?;
         valid(names::validate_user(user))?;
         let owner = &caller.session.user;
-        match self.store.decide_request(group, owner, user, accept, self.now() as i64).await? {
+        match self
+            .store
+            .decide_request(group, owner, user, accept, self.now() as i64)
+            .await?
+        {
             AcceptOutcome::NoGroup => fail(ErrorCode::NotFound, format!("no group {group}")),
-            AcceptOutcome::NotOwner => fail(ErrorCode::Forbidden, format!("not the owner of {group}")),
-            AcceptOutcome::NoRequest => fail(ErrorCode::NotFound, format!("{user} has not asked to join {group}")),
+            AcceptOutcome::NotOwner => {
+                fail(ErrorCode::Forbidden, format!("not the owner of {group}"))
+            }
+            AcceptOutcome::NoRequest => fail(
+                ErrorCode::NotFound,
+                format!("{user} has not asked to join {group}"),
+            ),
             AcceptOutcome::Done if accept => {
                 tracing::info!(group, user, "join request accepted");
                 Ok(Response::ok(format!("{user} is now a member of {group}")))
             }
-            AcceptOutcome::Done => Ok(Response::ok(format!("rejected {user}'s request to join {group}"))),
+            AcceptOutcome::Done => Ok(Response::ok(format!(
+                "rejected {user}'s request to join {group}"
+            ))),
         }
     }
 
@@ -69,15 +113,29 @@ impl Service {
         let user = &caller.session.user;
         match self.store.leave_group(group, user).await? {
             LeaveOutcome::NoGroup => fail(ErrorCode::NotFound, format!("no group {group}")),
-            LeaveOutcome::NotMember => fail(ErrorCode::NotFound, format!("you are not a member of {group}")),
-            LeaveOutcome::Left { new_owner: Some(next) } => {
-                tracing::info!(group, user, new_owner = next, "owner left; ownership handed over");
-                Ok(Response::ok(format!("left {group}; {next} is now its owner")))
+            LeaveOutcome::NotMember => fail(
+                ErrorCode::NotFound,
+                format!("you are not a member of {group}"),
+            ),
+            LeaveOutcome::Left {
+                new_owner: Some(next),
+            } => {
+                tracing::info!(
+                    group,
+                    user,
+                    new_owner = next,
+                    "owner left; ownership handed over"
+                );
+                Ok(Response::ok(format!(
+                    "left {group}; {next} is now its owner"
+                )))
             }
             LeaveOutcome::Left { new_owner: None } => Ok(Response::ok(format!("left {group}"))),
             LeaveOutcome::GroupDeleted => {
                 tracing::info!(group, user, "last member left; group deleted");
-                Ok(Response::ok(format!("left {group}; it had no other member and was deleted")))
+                Ok(Response::ok(format!(
+                    "left {group}; it had no other member and was deleted"
+                )))
             }
         }
     }

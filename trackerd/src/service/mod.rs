@@ -38,7 +38,12 @@ use crate::store::{SessionRow, Store, StoreError};
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 pub fn system_clock() -> Clock {
-    Arc::new(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    })
 }
 
 /// The timing knobs of the protocol (from the config).
@@ -115,10 +120,17 @@ struct Caller {
 
 impl Service {
     /// Build the service on an opened store, loading (or creating) the shared signing key.
-    pub async fn new(store: Store, timing: Timing, hasher: PasswordHasher, clock: Clock) -> Result<Service, InitError> {
+    pub async fn new(
+        store: Store,
+        timing: Timing,
+        hasher: PasswordHasher,
+        clock: Clock,
+    ) -> Result<Service, InitError> {
         let candidate = SigningKey::generate(&mut rand::rngs::OsRng);
         let now = clock() as i64;
-        let hex = store.signing_key_hex(&hex::encode(candidate.to_bytes()), now).await?;
+        let hex = store
+            .signing_key_hex(&hex::encode(candidate.to_bytes()), now)
+            .await?;
         let mut secret = [0u8; 32];
         hex::decode_to_slice(&hex, &mut secret)
             .map_err(|e| StoreError::Corrupt(format!("tracker signing key: {e}")))?;
@@ -128,7 +140,15 @@ impl Service {
             .await
             .map_err(|e| InitError::Hash(e.to_string()))?
             .map_err(|e| InitError::Hash(e.to_string()))?;
-        Ok(Service { store, key, timing, hasher, limiter: Mutex::new(RateLimiter::default()), clock, dummy_phc })
+        Ok(Service {
+            store,
+            key,
+            timing,
+            hasher,
+            limiter: Mutex::new(RateLimiter::default()),
+            clock,
+            dummy_phc,
+        })
     }
 
     /// Public half of the ticket-signing key.
@@ -162,11 +182,17 @@ impl Service {
             Err(Fail::Client(code, message)) => Response::err(code, message),
             Err(Fail::Store(e)) => {
                 tracing::error!(call = what, error = %e, "request failed");
-                Response::err(ErrorCode::Internal, "internal tracker error (see the tracker log)")
+                Response::err(
+                    ErrorCode::Internal,
+                    "internal tracker error (see the tracker log)",
+                )
             }
             Err(Fail::Other(e)) => {
                 tracing::error!(call = what, error = %e, "request failed");
-                Response::err(ErrorCode::Internal, "internal tracker error (see the tracker log)")
+                Response::err(
+                    ErrorCode::Internal,
+                    "internal tracker error (see the tracker log)",
+                )
             }
         }
     }
@@ -174,7 +200,11 @@ impl Service {
     async fn dispatch(&self, req: Request, peer_ip: IpAddr) -> Outcome {
         match req.call {
             Call::CreateUser { user, password } => self.create_user(user, password).await,
-            Call::Login { user, password, peer_addr } => self.login(user, password, peer_addr, peer_ip).await,
+            Call::Login {
+                user,
+                password,
+                peer_addr,
+            } => self.login(user, password, peer_addr, peer_ip).await,
             call => {
                 let caller = self.authenticate(req.token.as_deref()).await?;
                 self.dispatch_authenticated(&caller, call).await
@@ -184,7 +214,9 @@ impl Service {
 
     async fn dispatch_authenticated(&self, caller: &Caller, call: Call) -> Outcome {
         match call {
-            Call::CreateUser { .. } | Call::Login { .. } => fail(ErrorCode::BadRequest, "already logged in"),
+            Call::CreateUser { .. } | Call::Login { .. } => {
+                fail(ErrorCode::BadRequest, "already logged in")
+            }
             Call::Logout => self.logout(caller).await,
             Call::Heartbeat => self.heartbeat(caller).await,
             Call::CreateGroup { group } => self.create_group(caller, &group).await,
@@ -195,7 +227,11 @@ impl Service {
             Call::AcceptRequest { group, user } => self.decide(caller, &group, &user, true).await,
             Call::RejectRequest { group, user } => self.decide(caller, &group, &user, false).await,
             Call::ListFiles { group } => self.list_files(caller, &group).await,
-            Call::Share { group, meta, complete } => self.share(caller, &group, meta, complete).await,
+            Call::Share {
+                group,
+                meta,
+                complete,
+            } => self.share(caller, &group, meta, complete).await,
             Call::StopShare { group, file } => self.stop_share(caller, &group, &file).await,
             Call::GetFile { group, file } => self.get_file(caller, &group, &file).await,
         }
@@ -206,9 +242,19 @@ impl Service {
             return fail(ErrorCode::InvalidSession, "not logged in");
         };
         let token_hash = crate::auth::token_hash(token);
-        match self.store.session(&token_hash, self.expired_before()).await? {
-            Some(session) => Ok(Caller { token_hash, session }),
-            None => fail(ErrorCode::InvalidSession, "session expired or revoked: log in again"),
+        match self
+            .store
+            .session(&token_hash, self.expired_before())
+            .await?
+        {
+            Some(session) => Ok(Caller {
+                token_hash,
+                session,
+            }),
+            None => fail(
+                ErrorCode::InvalidSession,
+                "session expired or revoked: log in again",
+            ),
         }
     }
 }

@@ -29,19 +29,30 @@ fn pieces_to_hex(pieces: &[Sha1Hash]) -> String {
 
 fn pieces_from_hex(s: &str) -> Result<Vec<Sha1Hash>> {
     if s.len() % 40 != 0 {
-        return Err(StoreError::Corrupt(format!("piece list of {} hex digits", s.len())));
+        return Err(StoreError::Corrupt(format!(
+            "piece list of {} hex digits",
+            s.len()
+        )));
     }
     (0..s.len() / 40)
-        .map(|i| s[i * 40..(i + 1) * 40].parse().map_err(|e| StoreError::Corrupt(format!("piece hash: {e}"))))
+        .map(|i| {
+            s[i * 40..(i + 1) * 40]
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("piece hash: {e}")))
+        })
         .collect()
 }
 
 fn sha1_from_hex(s: &str) -> Result<Sha1Hash> {
-    s.parse().map_err(|e| StoreError::Corrupt(format!("file sha1 {s:?}: {e}")))
+    s.parse()
+        .map_err(|e| StoreError::Corrupt(format!("file sha1 {s:?}: {e}")))
 }
 
 /// Remove files of `group` that nobody shares any more.
-pub(super) async fn drop_unshared_files(tx: &mut Transaction<'static, Any>, group: &str) -> Result<()> {
+pub(super) async fn drop_unshared_files(
+    tx: &mut Transaction<'static, Any>,
+    group: &str,
+) -> Result<()> {
     sqlx::query(
         "DELETE FROM files WHERE group_name = $1 AND NOT EXISTS \
            (SELECT 1 FROM shares s WHERE s.group_name = files.group_name AND s.file_name = files.name)",
@@ -55,17 +66,25 @@ pub(super) async fn drop_unshared_files(tx: &mut Transaction<'static, Any>, grou
 impl Store {
     /// Register that `user` holds `meta` in `group` (complete or partially), creating the file
     /// entry if it is new. Membership is checked in the same transaction.
-    pub async fn share(&self, group: &str, user: &str, meta: &FileMeta, complete: bool, now: i64) -> Result<ShareOutcome> {
+    pub async fn share(
+        &self,
+        group: &str,
+        user: &str,
+        meta: &FileMeta,
+        complete: bool,
+        now: i64,
+    ) -> Result<ShareOutcome> {
         let size = to_i64(meta.size, "file size")?;
         let sha1 = meta.sha1.to_hex();
         let pieces = pieces_to_hex(&meta.pieces);
         let mut tx = self.begin().await?;
-        let member: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM group_members WHERE group_name = $1 AND user_name = $2")
-                .bind(group)
-                .bind(user)
-                .fetch_one(&mut *tx)
-                .await?;
+        let member: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM group_members WHERE group_name = $1 AND user_name = $2",
+        )
+        .bind(group)
+        .bind(user)
+        .fetch_one(&mut *tx)
+        .await?;
         if member == 0 {
             return Ok(ShareOutcome::NotMember);
         }
@@ -83,11 +102,13 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query("SELECT sha1, size, piece_size, pieces FROM files WHERE group_name = $1 AND name = $2")
-            .bind(group)
-            .bind(&meta.name)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT sha1, size, piece_size, pieces FROM files WHERE group_name = $1 AND name = $2",
+        )
+        .bind(group)
+        .bind(&meta.name)
+        .fetch_one(&mut *tx)
+        .await?;
         if row.try_get::<String, _>(0)? != sha1 {
             return Ok(ShareOutcome::DifferentSha1);
         }
@@ -116,12 +137,14 @@ impl Store {
     /// False if the user had no such share.
     pub async fn stop_share(&self, group: &str, file: &str, user: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query("DELETE FROM shares WHERE group_name = $1 AND file_name = $2 AND user_name = $3")
-            .bind(group)
-            .bind(file)
-            .bind(user)
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM shares WHERE group_name = $1 AND file_name = $2 AND user_name = $3",
+        )
+        .bind(group)
+        .bind(file)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }
@@ -146,7 +169,11 @@ impl Store {
             count(1),
             count(0)
         );
-        let rows = sqlx::query(&sql).bind(group).bind(online_since).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql)
+            .bind(group)
+            .bind(online_since)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(FileSummary {
@@ -164,17 +191,20 @@ impl Store {
 
     /// Metadata of one file, if `group` has it.
     pub async fn file(&self, group: &str, name: &str) -> Result<Option<FileMeta>> {
-        let row = sqlx::query("SELECT size, piece_size, sha1, pieces FROM files WHERE group_name = $1 AND name = $2")
-            .bind(group)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT size, piece_size, sha1, pieces FROM files WHERE group_name = $1 AND name = $2",
+        )
+        .bind(group)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(r) = row else { return Ok(None) };
         let piece_size = to_u64(r.try_get(1)?, "piece size")?;
         let meta = FileMeta {
             name: name.to_string(),
             size: to_u64(r.try_get(0)?, "file size")?,
-            piece_size: u32::try_from(piece_size).map_err(|_| StoreError::Corrupt(format!("piece size {piece_size}")))?,
+            piece_size: u32::try_from(piece_size)
+                .map_err(|_| StoreError::Corrupt(format!("piece size {piece_size}")))?,
             sha1: sha1_from_hex(&r.try_get::<String, _>(2)?)?,
             pieces: pieces_from_hex(&r.try_get::<String, _>(3)?)?,
         };
@@ -204,7 +234,11 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(PeerInfo { user: r.try_get(0)?, addr: r.try_get(1)?, complete: r.try_get::<i64, _>(2)? != 0 })
+                Ok(PeerInfo {
+                    user: r.try_get(0)?,
+                    addr: r.try_get(1)?,
+                    complete: r.try_get::<i64, _>(2)? != 0,
+                })
             })
             .collect()
     }

@@ -39,12 +39,18 @@ pub enum LeaveOutcome {
     NoGroup,
     NotMember,
     /// Left; `new_owner` is set when the owner left and ownership moved.
-    Left { new_owner: Option<String> },
+    Left {
+        new_owner: Option<String>,
+    },
     /// The caller was the last member: the group, its requests and files are gone.
     GroupDeleted,
 }
 
-async fn state_in(tx: &mut Transaction<'static, Any>, group: &str, user: &str) -> Result<Option<GroupState>> {
+async fn state_in(
+    tx: &mut Transaction<'static, Any>,
+    group: &str,
+    user: &str,
+) -> Result<Option<GroupState>> {
     let row = sqlx::query(
         "SELECT g.owner, \
            (SELECT COUNT(*) FROM group_members m WHERE m.group_name = g.name AND m.user_name = $2), \
@@ -81,12 +87,14 @@ impl Store {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        sqlx::query("INSERT INTO group_members (group_name, user_name, joined) VALUES ($1, $2, $3)")
-            .bind(group)
-            .bind(owner)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO group_members (group_name, user_name, joined) VALUES ($1, $2, $3)",
+        )
+        .bind(group)
+        .bind(owner)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -180,11 +188,13 @@ impl Store {
             None => AcceptOutcome::NoGroup,
             Some(s) if s.owner != owner => AcceptOutcome::NotOwner,
             Some(_) => {
-                let done = sqlx::query("DELETE FROM join_requests WHERE group_name = $1 AND user_name = $2")
-                    .bind(group)
-                    .bind(user)
-                    .execute(&mut *tx)
-                    .await?;
+                let done = sqlx::query(
+                    "DELETE FROM join_requests WHERE group_name = $1 AND user_name = $2",
+                )
+                .bind(group)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
                 if done.rows_affected() == 0 {
                     AcceptOutcome::NoRequest
                 } else {
@@ -236,7 +246,10 @@ impl Store {
         .await?;
         let outcome = match next {
             None => {
-                sqlx::query("DELETE FROM group_info WHERE name = $1").bind(group).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM group_info WHERE name = $1")
+                    .bind(group)
+                    .execute(&mut *tx)
+                    .await?;
                 LeaveOutcome::GroupDeleted
             }
             Some(next) if state.owner == user => {
@@ -245,7 +258,9 @@ impl Store {
                     .bind(&next)
                     .execute(&mut *tx)
                     .await?;
-                LeaveOutcome::Left { new_owner: Some(next) }
+                LeaveOutcome::Left {
+                    new_owner: Some(next),
+                }
             }
             Some(_) => LeaveOutcome::Left { new_owner: None },
         };

@@ -37,7 +37,10 @@ pub enum StoreError {
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot create state directory {path}: {source}")]
-    StateDir { path: String, source: std::io::Error },
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("corrupt data in the database: {0}")]
     Corrupt(String),
 }
@@ -67,14 +70,24 @@ pub fn sqlite_url_with_create(url: &str) -> String {
 
 /// `sqlite://<state_dir>/tracker.db?mode=rwc`.
 pub fn default_database_url(state_dir: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", state_dir.join("tracker.db").display())
+    format!(
+        "sqlite://{}?mode=rwc",
+        state_dir.join("tracker.db").display()
+    )
 }
 
 /// Create `dir` (and parents) readable only by us: it holds password hashes and the signing key.
 pub fn create_state_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let err = |source| StoreError::StateDir { path: dir.display().to_string(), source };
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+    let err = |source| StoreError::StateDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
     // `mode` only applies to directories we created; tighten an existing one too.
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
     Ok(())
@@ -108,7 +121,10 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool, begin_write: if sqlite { "BEGIN IMMEDIATE" } else { "BEGIN" } })
+        Ok(Store {
+            pool,
+            begin_write: if sqlite { "BEGIN IMMEDIATE" } else { "BEGIN" },
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -175,18 +191,32 @@ mod tests {
             .unwrap();
         assert_eq!((a.as_str(), b), ("two", 7));
         // A repeated placeholder is the same argument.
-        let s: i64 = sqlx::query_scalar("SELECT $1 + $1 * $2").bind(3_i64).bind(10_i64).fetch_one(store.pool()).await.unwrap();
+        let s: i64 = sqlx::query_scalar("SELECT $1 + $1 * $2")
+            .bind(3_i64)
+            .bind(10_i64)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
         assert_eq!(s, 33);
     }
 
     #[tokio::test]
     async fn sqlite_is_wal_full_sync_with_foreign_keys() {
         let (_dir, store) = temp_store().await;
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(store.pool()).await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
         assert_eq!(mode, "wal");
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(store.pool()).await.unwrap();
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
         assert_eq!(sync, 2, "2 = FULL");
-        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(store.pool()).await.unwrap();
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
         assert_eq!(fk, 1);
     }
 
@@ -196,15 +226,26 @@ mod tests {
         assert_eq!(store.signing_key_hex("aa", 1).await.unwrap(), "aa");
         assert_eq!(store.signing_key_hex("bb", 2).await.unwrap(), "aa");
         store.close().await;
-        let again = Store::open(&default_database_url(dir.path()), 1).await.unwrap();
+        let again = Store::open(&default_database_url(dir.path()), 1)
+            .await
+            .unwrap();
         assert_eq!(again.signing_key_hex("cc", 3).await.unwrap(), "aa");
     }
 
     #[test]
     fn sqlite_urls_get_create_mode() {
-        assert_eq!(sqlite_url_with_create("sqlite:///x/t.db"), "sqlite:///x/t.db?mode=rwc");
-        assert_eq!(sqlite_url_with_create("sqlite:///x/t.db?cache=shared"), "sqlite:///x/t.db?cache=shared&mode=rwc");
-        assert_eq!(sqlite_url_with_create("sqlite:///x/t.db?mode=ro"), "sqlite:///x/t.db?mode=ro");
+        assert_eq!(
+            sqlite_url_with_create("sqlite:///x/t.db"),
+            "sqlite:///x/t.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_with_create("sqlite:///x/t.db?cache=shared"),
+            "sqlite:///x/t.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_with_create("sqlite:///x/t.db?mode=ro"),
+            "sqlite:///x/t.db?mode=ro"
+        );
         assert_eq!(sqlite_url_with_create("postgres://h/db"), "postgres://h/db");
     }
 
@@ -214,6 +255,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sd = dir.path().join("a/b");
         create_state_dir(&sd).unwrap();
-        assert_eq!(std::fs::metadata(&sd).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&sd).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
     }
 }

@@ -46,7 +46,11 @@ impl Store {
 
     /// The session behind `token_hash`, unless it is unknown or was last seen before
     /// `expired_before`.
-    pub async fn session(&self, token_hash: &str, expired_before: i64) -> Result<Option<SessionRow>> {
+    pub async fn session(
+        &self,
+        token_hash: &str,
+        expired_before: i64,
+    ) -> Result<Option<SessionRow>> {
         let row = sqlx::query(
             "SELECT user_name, peer_addr, last_seen FROM sessions \
              WHERE token_hash = $1 AND last_seen >= $2",
@@ -56,7 +60,11 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
-            Ok(SessionRow { user: r.try_get(0)?, peer_addr: r.try_get(1)?, last_seen: r.try_get(2)? })
+            Ok(SessionRow {
+                user: r.try_get(0)?,
+                peer_addr: r.try_get(1)?,
+                last_seen: r.try_get(2)?,
+            })
         })
         .transpose()
     }

@@ -48,7 +48,15 @@ impl Harness {
     }
 
     pub async fn call(&self, token: Option<&str>, call: Call) -> Response {
-        self.svc.handle(Request { token: token.map(str::to_string), call }, LOCAL).await
+        self.svc
+            .handle(
+                Request {
+                    token: token.map(str::to_string),
+                    call,
+                },
+                LOCAL,
+            )
+            .await
     }
 
     /// Call with a token and expect `Ok`.
@@ -65,7 +73,11 @@ impl Harness {
     }
 
     pub async fn login_at(&self, user: &str, peer_addr: &str) -> LoginGrant {
-        let call = Call::Login { user: user.into(), password: format!("{user}-pw"), peer_addr: peer_addr.into() };
+        let call = Call::Login {
+            user: user.into(),
+            password: format!("{user}-pw"),
+            peer_addr: peer_addr.into(),
+        };
         match self.call(None, call).await {
             Response::LoggedIn(g) => g,
             other => panic!("login {user}: {other:?}"),
@@ -74,34 +86,76 @@ impl Harness {
 
     /// Create `user` (password `<user>-pw`) and log in; returns the token.
     pub async fn user(&self, user: &str) -> String {
-        let r = self.call(None, Call::CreateUser { user: user.into(), password: format!("{user}-pw") }).await;
+        let r = self
+            .call(
+                None,
+                Call::CreateUser {
+                    user: user.into(),
+                    password: format!("{user}-pw"),
+                },
+            )
+            .await;
         assert!(matches!(r, Response::Ok { .. }), "create {user}: {r:?}");
-        self.login_at(user, &format!("127.0.0.1:{}", 7000 + user.len())).await.token
+        self.login_at(user, &format!("127.0.0.1:{}", 7000 + user.len()))
+            .await
+            .token
     }
 
     /// `owner` creates `group` and `members` join and are accepted, in that order.
     pub async fn group(&self, group: &str, owner: &str, members: &[&str]) {
-        self.ok(owner, Call::CreateGroup { group: group.into() }).await;
+        self.ok(
+            owner,
+            Call::CreateGroup {
+                group: group.into(),
+            },
+        )
+        .await;
         for m in members {
-            self.ok(m, Call::JoinGroup { group: group.into() }).await;
+            self.ok(
+                m,
+                Call::JoinGroup {
+                    group: group.into(),
+                },
+            )
+            .await;
             let name = self.whoami(m).await;
-            self.ok(owner, Call::AcceptRequest { group: group.into(), user: name }).await;
+            self.ok(
+                owner,
+                Call::AcceptRequest {
+                    group: group.into(),
+                    user: name,
+                },
+            )
+            .await;
         }
     }
 
     /// The user name behind a token (via the login grant is not kept; ask the store).
     pub async fn whoami(&self, token: &str) -> String {
         let hash = trackerd::auth::token_hash(token);
-        self.svc.store().session(&hash, 0).await.unwrap().expect("live session").user
+        self.svc
+            .store()
+            .session(&hash, 0)
+            .await
+            .unwrap()
+            .expect("live session")
+            .user
     }
 }
 
 async fn open(dir: &tempfile::TempDir, clock: &Arc<AtomicU64>) -> Arc<Service> {
-    let db = Store::open(&store::default_database_url(dir.path()), 4).await.unwrap();
-    let c = clock.clone();
-    let svc = Service::new(db, Timing::default(), PasswordHasher::insecure_fast(), Arc::new(move || c.load(Ordering::SeqCst)))
+    let db = Store::open(&store::default_database_url(dir.path()), 4)
         .await
         .unwrap();
+    let c = clock.clone();
+    let svc = Service::new(
+        db,
+        Timing::default(),
+        PasswordHasher::insecure_fast(),
+        Arc::new(move || c.load(Ordering::SeqCst)),
+    )
+    .await
+    .unwrap();
     Arc::new(svc)
 }
 
@@ -126,5 +180,9 @@ pub fn meta(name: &str, size: u64, seed: u8) -> FileMeta {
 }
 
 pub fn share(group: &str, meta: FileMeta, complete: bool) -> Call {
-    Call::Share { group: group.into(), meta, complete }
+    Call::Share {
+        group: group.into(),
+        meta,
+        complete,
+    }
 }
