@@ -10,10 +10,11 @@ use proto::defaults::SOCKET_ENV;
 /// Shown at the end of `minitorrctl --help` (and in the man page).
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
-  0  success
-  1  refused by minitorrd or the tracker; download failed or timed out
-  2  usage error
-  3  minitorrd not reachable, or it speaks another protocol version
+  0    success
+  1    refused by minitorrd or the tracker; download failed or timed out
+  2    usage error
+  3    minitorrd not reachable, or it speaks another protocol version
+  130  interrupted (Ctrl-C) while waiting for a download
 
 With --json, stdout holds exactly one JSON document, also on failure:
   {\"error\": {\"kind\": \"refused\", \"message\": \"...\", ...}}

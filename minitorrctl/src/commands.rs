@@ -276,26 +276,30 @@ pub async fn wait_for(
     let mut reporter = Reporter::for_stderr(json);
     let mut last: Option<DownloadStatus> = None;
     let polling = poll(client, &mut target, &mut reporter, &mut last);
-    let result = match timeout {
-        None => polling.await,
-        // The whole loop is bounded, including a request to a daemon that stopped answering.
-        Some(secs) => match tokio::time::timeout(Duration::from_secs(secs), polling).await {
-            Ok(r) => r,
-            Err(_) => {
-                let f = Failure::new(
-                    Status::Refused,
-                    "timeout",
-                    format!(
-                        "timed out after {secs} s waiting for {}/{}",
-                        target.group, target.file
-                    ),
-                );
-                Err(match &last {
-                    Some(d) => f.with_download(d),
-                    None => f,
-                })
-            }
-        },
+    let limit = async {
+        match timeout {
+            Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+            None => std::future::pending().await,
+        }
+    };
+    // The whole loop is bounded, including a request to a daemon that stopped answering; and
+    // Ctrl-C clears the progress bar and says the download goes on, instead of dying mid-line.
+    let result = tokio::select! {
+        r = polling => r,
+        () = limit => {
+            let secs = timeout.unwrap_or_default();
+            let what = format!("timed out after {secs} s waiting for {}/{}", target.group, target.file);
+            let f = Failure::new(Status::Refused, "timeout", what);
+            Err(match &last {
+                Some(d) => f.with_download(d),
+                None => f,
+            })
+        }
+        _ = tokio::signal::ctrl_c() => Err(Failure::new(
+            Status::Interrupted,
+            "interrupted",
+            format!("stopped waiting for {}/{}; the download goes on", target.group, target.file),
+        )),
     };
     reporter.finish();
     result

@@ -17,6 +17,8 @@ pub enum Status {
     Usage = 2,
     /// No daemon at the socket, or one that speaks another protocol.
     Unreachable = 3,
+    /// Ctrl-C while waiting: the shell convention 128 + SIGINT.
+    Interrupted = 130,
 }
 
 impl Status {
@@ -213,6 +215,7 @@ mod tests {
         assert_eq!(Status::Refused.code(), 1);
         assert_eq!(Status::Usage.code(), 2);
         assert_eq!(Status::Unreachable.code(), 3);
+        assert_eq!(Status::Interrupted.code(), 130);
     }
 
     #[test]

@@ -93,7 +93,7 @@ fn new_bar(style: Style) -> ProgressBar {
 pub fn bar_message(d: &DownloadStatus) -> String {
     let peers = d.peers.iter().filter(|p| p.connected).count();
     format!(
-        "{} {}/{} {} ETA {} {} peer{}",
+        "{}  {}/{}  {}  ETA {}  {} peer{}",
         human::percent(d),
         human::size(d.bytes_done),
         human::size(d.size),
@@ -127,7 +127,7 @@ mod tests {
     fn bar_message_has_all_numbers() {
         assert_eq!(
             bar_message(&downloading()),
-            "45.0% 460.8 MiB/1.0 GiB 12.3 MiB/s ETA 46s 2 peers"
+            "45.0%  460.8 MiB/1.0 GiB  12.3 MiB/s  ETA 46s  2 peers"
         );
     }
 

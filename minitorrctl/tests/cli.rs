@@ -521,3 +521,36 @@ async fn usage_errors_are_exit_2_and_json_when_asked() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("Exit status:"));
 }
+
+#[tokio::test]
+async fn ctrl_c_while_waiting_is_130_and_the_download_goes_on() {
+    let daemon = FakeDaemon::start(
+        proto::PROTOCOL_VERSION,
+        Box::new(|_| Response::Downloads(vec![status(DownloadState::Downloading, 10)])),
+    );
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_minitorrctl"))
+        .args(["wait", "g1", "a.iso"])
+        .env("MINITORR_SOCKET", &daemon.socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it poll a few times, so the signal handler is installed.
+    while daemon.requests().len() < 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        stderr(&out).ends_with("minitorrctl: stopped waiting for g1/a.iso; the download goes on\n"),
+        "{}",
+        stderr(&out)
+    );
+}
