@@ -37,16 +37,32 @@ impl TrackerClient {
     pub async fn connect(addr: SocketAddr) -> TrackerClient {
         let mut s = TcpStream::connect(addr).await.unwrap();
         handshake(&mut s, Link::Tracker).await.unwrap();
-        TrackerClient { conn: Framed::new(s, links::tracker_client()), token: None }
+        TrackerClient {
+            conn: Framed::new(s, links::tracker_client()),
+            token: None,
+        }
     }
 
     pub async fn call(&mut self, call: Call) -> Response {
-        self.conn.send(Request { token: self.token.clone(), call }).await.unwrap();
+        self.conn
+            .send(Request {
+                token: self.token.clone(),
+                call,
+            })
+            .await
+            .unwrap();
         self.conn.next().await.unwrap().unwrap()
     }
 
     pub async fn login(&mut self, user: &str, password: &str, peer_addr: SocketAddr) {
-        match self.call(Call::Login { user: user.into(), password: password.into(), peer_addr: peer_addr.to_string() }).await {
+        match self
+            .call(Call::Login {
+                user: user.into(),
+                password: password.into(),
+                peer_addr: peer_addr.to_string(),
+            })
+            .await
+        {
             Response::LoggedIn(g) => self.token = Some(g.token),
             other => panic!("login failed: {other:?}"),
         }
@@ -56,7 +72,9 @@ impl TrackerClient {
 /// Serve `meta` to anyone, answering every request with random bytes of the right length.
 pub async fn serve_garbage(listener: TcpListener, meta: FileMeta) {
     loop {
-        let Ok((mut s, _)) = listener.accept().await else { return };
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
         let meta = meta.clone();
         tokio::spawn(async move {
             if handshake(&mut s, Link::Peer).await.is_err() {
@@ -66,12 +84,22 @@ pub async fn serve_garbage(listener: TcpListener, meta: FileMeta) {
             if !matches!(f.next().await, Some(Ok(PeerMsg::Hello { .. }))) {
                 return;
             }
-            let _ = f.send(PeerMsg::Welcome { have: Bitfield::full(meta.piece_count()) }).await;
+            let _ = f
+                .send(PeerMsg::Welcome {
+                    have: Bitfield::full(meta.piece_count()),
+                })
+                .await;
             while let Some(Ok(msg)) = f.next().await {
                 if let PeerMsg::Request { piece } = msg {
                     let mut data = vec![0u8; meta.piece_len(piece) as usize];
                     rand::thread_rng().fill_bytes(&mut data);
-                    if f.send(PeerMsg::Piece { piece, data: Bytes::from(data) }).await.is_err() {
+                    if f.send(PeerMsg::Piece {
+                        piece,
+                        data: Bytes::from(data),
+                    })
+                    .await
+                    .is_err()
+                    {
                         return;
                     }
                 }

@@ -19,22 +19,41 @@ use sha1::{Digest, Sha1};
 pub fn bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        });
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     let p = target.join(profile).join(name);
-    assert!(p.exists(), "{} not built: run `cargo build --bins` first", p.display());
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --bins` first",
+        p.display()
+    );
     p
 }
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -52,7 +71,11 @@ fn sigterm(child: &mut Child) -> std::process::ExitStatus {
 }
 
 fn log_file(dir: &Path, name: &str) -> std::fs::File {
-    std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name)).unwrap()
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .unwrap()
 }
 
 /// A real trackerd.
@@ -70,7 +93,11 @@ impl Tracker {
 
     pub fn start_at(dir: &Path, addr: SocketAddr) -> Tracker {
         std::fs::create_dir_all(dir).unwrap();
-        let mut t = Tracker { dir: dir.to_path_buf(), addr, child: None };
+        let mut t = Tracker {
+            dir: dir.to_path_buf(),
+            addr,
+            child: None,
+        };
         t.spawn();
         t
     }
@@ -89,7 +116,9 @@ impl Tracker {
             .unwrap();
         self.child = Some(child);
         let addr = self.addr;
-        wait_until("trackerd to listen", Duration::from_secs(20), || TcpStream::connect(addr).is_ok());
+        wait_until("trackerd to listen", Duration::from_secs(20), || {
+            TcpStream::connect(addr).is_ok()
+        });
     }
 
     /// The seed's tracker_info.txt naming this tracker.
@@ -156,7 +185,12 @@ impl Peer {
     }
 
     fn spawn(&mut self) {
-        let trackers = self.trackers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+        let trackers = self
+            .trackers
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let child = Command::new(bin("minitorrd"))
             .arg("--socket")
             .arg(&self.socket)
@@ -255,15 +289,21 @@ impl Peer {
         let start = Instant::now();
         loop {
             let v = self.json(&["show_downloads"]);
-            let entry = v["downloads"]
-                .as_array()
-                .and_then(|a| a.iter().find(|d| d["group"] == group && d["file"] == file).cloned());
+            let entry = v["downloads"].as_array().and_then(|a| {
+                a.iter()
+                    .find(|d| d["group"] == group && d["file"] == file)
+                    .cloned()
+            });
             if let Some(e) = entry {
                 if e["state"] != "downloading" {
                     return e;
                 }
             }
-            assert!(start.elapsed() < timeout, "download {group}/{file} not finished after {timeout:?}: {v}\n{}", self.log_tail(40));
+            assert!(
+                start.elapsed() < timeout,
+                "download {group}/{file} not finished after {timeout:?}: {v}\n{}",
+                self.log_tail(40)
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -309,4 +349,105 @@ pub fn group_with(owner: &Peer, group: &str, members: &[(&Peer, &str)]) {
         p.ok(&["join_group", group]);
         owner.ok(&["accept_request", group, name]);
     }
+}
+
+/// Run minitorrctl against an arbitrary socket path (which may not exist).
+pub fn ctl_at(socket: &Path, args: &[&str]) -> Output {
+    Command::new(bin("minitorrctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .env_remove("MINITORR_SOCKET")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Parse `text` as exactly one JSON document (surrounding whitespace allowed, nothing else).
+pub fn one_json_document(text: &str) -> serde_json::Value {
+    let mut docs = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
+    let first = match docs.next() {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => panic!("stdout is not JSON ({e}):\n{text}"),
+        None => panic!("stdout holds no JSON document:\n{text:?}"),
+    };
+    match docs.next() {
+        None => first,
+        Some(Ok(v)) => {
+            panic!("stdout holds more than one JSON document; the second: {v}\nfull:\n{text}")
+        }
+        Some(Err(e)) => panic!("trailing non-JSON after the first document ({e}):\n{text}"),
+    }
+}
+
+/// Wait up to `timeout` for `child` to exit; `None` if it is still running (it is then killed).
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if start.elapsed() >= timeout {
+            kill9(child);
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Tracker {
+    /// SIGTERM, then wait at most `timeout` for the exit. `None` if it did not exit in time
+    /// (it is then killed). Returns how long the exit took, too.
+    pub fn terminate_within(
+        &mut self,
+        timeout: Duration,
+    ) -> Option<(std::process::ExitStatus, Duration)> {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        wait_exit(&mut child, timeout).map(|st| (st, start.elapsed()))
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+impl Peer {
+    /// SIGTERM, then wait at most `timeout` for the exit (`None`: still running, now killed).
+    pub fn terminate_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let mut child = self.child.take().expect("running");
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        wait_exit(&mut child, timeout)
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// The whole daemon log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("minitorrd.log")).unwrap_or_default()
+    }
+}
+
+/// stderr of an Output, lossily.
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// stdout of an Output, lossily.
+pub fn stdout_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

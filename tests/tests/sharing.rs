@@ -30,7 +30,12 @@ fn bytes_done(peer: &Peer, group: &str, file: &str) -> u64 {
 
 fn seeders(peer: &Peer, group: &str, file: &str) -> u64 {
     let v = peer.json(&["list_files", group]);
-    v["files"].as_array().unwrap().iter().find(|f| f["name"] == file).map_or(0, |f| f["seeders_online"].as_u64().unwrap())
+    v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == file)
+        .map_or(0, |f| f["seeders_online"].as_u64().unwrap())
 }
 
 #[test]
@@ -38,13 +43,19 @@ fn three_seeders_serve_one_download_byte_identical() {
     let tmp = tempfile::tempdir().unwrap();
     let tracker = Tracker::start(&tmp.path().join("t"));
     // Each seeder capped at 8 MiB/s: the download needs all of them to go fast, so all contribute.
-    let seeds: Vec<Peer> = (0..3).map(|i| capped_peer(&tmp.path().join(format!("s{i}")), &tracker, 8 * MIB as u64)).collect();
+    let seeds: Vec<Peer> = (0..3)
+        .map(|i| capped_peer(&tmp.path().join(format!("s{i}")), &tracker, 8 * MIB as u64))
+        .collect();
     let leech = Peer::start(&tmp.path().join("leech"), &tracker);
     user(&seeds[0], "s0");
     user(&seeds[1], "s1");
     user(&seeds[2], "s2");
     user(&leech, "dl");
-    group_with(&seeds[0], "g1", &[(&seeds[1], "s1"), (&seeds[2], "s2"), (&leech, "dl")]);
+    group_with(
+        &seeds[0],
+        "g1",
+        &[(&seeds[1], "s1"), (&seeds[2], "s2"), (&leech, "dl")],
+    );
 
     // 20 MiB + a bit: not a multiple of the 512 KiB piece size.
     let size = 20 * MIB + 12_345;
@@ -58,7 +69,11 @@ fn three_seeders_serve_one_download_byte_identical() {
         let out = s.ok(&["upload_file", p.to_str().unwrap(), "g1"]);
         assert!(out.contains("data.bin"), "{out}");
     }
-    assert_eq!(seeders(&leech, "g1", "data.bin"), 3, "same content from 3 members = 3 seeders");
+    assert_eq!(
+        seeders(&leech, "g1", "data.bin"),
+        3,
+        "same content from 3 members = 3 seeders"
+    );
     let files = leech.json(&["list_files", "g1"]);
     assert_eq!(files["files"][0]["sha1"], sha.as_str());
 
@@ -68,18 +83,39 @@ fn three_seeders_serve_one_download_byte_identical() {
     let d = leech.wait_download("g1", "data.bin", LONG);
     assert_eq!(d["state"], "complete", "{d}");
     let got = dest.join("data.bin");
-    assert_eq!(std::fs::metadata(&got).unwrap().len(), size as u64, "exact size, no padding");
+    assert_eq!(
+        std::fs::metadata(&got).unwrap().len(),
+        size as u64,
+        "exact size, no padding"
+    );
     assert_eq!(sha1_file(&got), sha);
-    let contributors = d["peers"].as_array().unwrap().iter().filter(|p| p["bytes_received"].as_u64().unwrap() > 0).count();
+    let contributors = d["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["bytes_received"].as_u64().unwrap() > 0)
+        .count();
     assert!(contributors >= 2, "at least 2 peers contributed: {d}");
-    let total: u64 = d["peers"].as_array().unwrap().iter().map(|p| p["bytes_received"].as_u64().unwrap()).sum();
+    let total: u64 = d["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["bytes_received"].as_u64().unwrap())
+        .sum();
     assert!(total >= size as u64);
     // No part file left behind; the seed's show_downloads format in human output.
     assert!(!dest.join(".data.bin.minitorr-part").exists());
     let human = leech.ok(&["show_downloads"]);
-    assert!(human.lines().any(|l| l.starts_with("[C] [g1] data.bin")), "{human}");
+    assert!(
+        human.lines().any(|l| l.starts_with("[C] [g1] data.bin")),
+        "{human}"
+    );
     // The finished download makes the downloader a seeder too.
-    wait_until("downloader listed as seeder", Duration::from_secs(10), || seeders(&leech, "g1", "data.bin") == 4);
+    wait_until(
+        "downloader listed as seeder",
+        Duration::from_secs(10),
+        || seeders(&leech, "g1", "data.bin") == 4,
+    );
 }
 
 #[test]
@@ -98,7 +134,11 @@ fn seeder_killed_mid_download_and_lying_peer_still_give_a_correct_file() {
     let sha = random_file(&src, size);
     std::fs::copy(&src, tmp.path().join("b").join("f.bin")).unwrap();
     a.ok(&["upload_file", src.to_str().unwrap(), "g1"]);
-    b.ok(&["upload_file", tmp.path().join("b/f.bin").to_str().unwrap(), "g1"]);
+    b.ok(&[
+        "upload_file",
+        tmp.path().join("b/f.bin").to_str().unwrap(),
+        "g1",
+    ]);
 
     // A liar: a member that announces the file and serves random bytes, fast.
     let data = std::fs::read(&src).unwrap();
@@ -108,28 +148,50 @@ fn seeder_killed_mid_download_and_lying_peer_still_give_a_correct_file() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut t = fakepeer::TrackerClient::connect(tracker.addr).await;
-        t.call(minitorr_proto::tracker::Call::CreateUser { user: "liar".into(), password: "pw".into() }).await;
+        t.call(minitorr_proto::tracker::Call::CreateUser {
+            user: "liar".into(),
+            password: "pw".into(),
+        })
+        .await;
         t.login("liar", "pw", addr).await;
-        t.call(minitorr_proto::tracker::Call::JoinGroup { group: "g1".into() }).await;
+        t.call(minitorr_proto::tracker::Call::JoinGroup { group: "g1".into() })
+            .await;
         tokio::spawn(fakepeer::serve_garbage(listener, meta.clone()));
         (addr, t)
     });
     a.ok(&["accept_request", "g1", "liar"]);
     let (liar_addr, mut liar_tracker) = liar_addr;
-    let r = rt.block_on(liar_tracker.call(minitorr_proto::tracker::Call::Share { group: "g1".into(), meta, complete: true }));
-    assert!(matches!(r, minitorr_proto::tracker::Response::Ok { .. }), "{r:?}");
+    let r = rt.block_on(liar_tracker.call(minitorr_proto::tracker::Call::Share {
+        group: "g1".into(),
+        meta,
+        complete: true,
+    }));
+    assert!(
+        matches!(r, minitorr_proto::tracker::Response::Ok { .. }),
+        "{r:?}"
+    );
 
     let dest = tmp.path().join("c");
     leech.ok(&["download_file", "g1", "f.bin", dest.to_str().unwrap()]);
-    wait_until("a quarter downloaded", LONG, || bytes_done(&leech, "g1", "f.bin") >= (size / 4) as u64);
+    wait_until("a quarter downloaded", LONG, || {
+        bytes_done(&leech, "g1", "f.bin") >= (size / 4) as u64
+    });
     a.kill9();
     let d = leech.wait_download("g1", "f.bin", LONG);
     assert_eq!(d["state"], "complete", "{d}");
     assert_eq!(sha1_file(&dest.join("f.bin")), sha);
-    let liar = d["peers"].as_array().unwrap().iter().find(|p| p["addr"] == liar_addr.to_string()).cloned();
+    let liar = d["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["addr"] == liar_addr.to_string())
+        .cloned();
     let liar = liar.unwrap_or_else(|| panic!("the liar was tried: {d}"));
     assert!(liar["bad_pieces"].as_u64().unwrap() >= 2, "{liar}");
-    assert_eq!(liar["bytes_received"], 0, "no byte from the liar counted: {liar}");
+    assert_eq!(
+        liar["bytes_received"], 0,
+        "no byte from the liar counted: {liar}"
+    );
     assert_eq!(liar["connected"], false, "liar dropped: {liar}");
     assert!(leech.log_tail(200).contains("dropped for this download"));
 }
@@ -149,15 +211,23 @@ fn download_resumes_after_sigkill_from_verified_pieces() {
     seed.ok(&["upload_file", src.to_str().unwrap(), "g1"]);
     let dest = tmp.path().join("l").join("big.bin");
     leech.ok(&["download_file", "g1", "big.bin", dest.to_str().unwrap()]);
-    wait_until("40% downloaded", LONG, || bytes_done(&leech, "g1", "big.bin") >= (size * 2 / 5) as u64);
+    wait_until("40% downloaded", LONG, || {
+        bytes_done(&leech, "g1", "big.bin") >= (size * 2 / 5) as u64
+    });
     let before = bytes_done(&leech, "g1", "big.bin");
     leech.kill9();
     assert!(!dest.exists(), "never a final file before verification");
     leech.restart();
     let out = leech.ok(&["login", "l", "pw-of-someone"]);
-    assert!(out.contains("big.bin"), "login reports the resumed download: {out}");
+    assert!(
+        out.contains("big.bin"),
+        "login reports the resumed download: {out}"
+    );
     let resumed_at = bytes_done(&leech, "g1", "big.bin");
-    assert!(resumed_at >= before, "resumed from verified pieces ({resumed_at} < {before})");
+    assert!(
+        resumed_at >= before,
+        "resumed from verified pieces ({resumed_at} < {before})"
+    );
     let d = leech.wait_download("g1", "big.bin", LONG);
     assert_eq!(d["state"], "complete", "{d}");
     assert_eq!(sha1_file(&dest), sha);
@@ -178,12 +248,26 @@ fn partial_seeders_serve_pieces_they_already_have() {
     let src = tmp.path().join("s").join("p.bin");
     let sha = random_file(&src, size);
     seed.ok(&["upload_file", src.to_str().unwrap(), "g1"]);
-    mid.ok(&["download_file", "g1", "p.bin", tmp.path().join("m").to_str().unwrap()]);
-    wait_until("half downloaded", LONG, || bytes_done(&mid, "g1", "p.bin") >= (size / 2) as u64);
+    mid.ok(&[
+        "download_file",
+        "g1",
+        "p.bin",
+        tmp.path().join("m").to_str().unwrap(),
+    ]);
+    wait_until("half downloaded", LONG, || {
+        bytes_done(&mid, "g1", "p.bin") >= (size / 2) as u64
+    });
     // The only full seeder disappears: `mid` holds part of the file and must serve it.
     seed.kill9();
-    late.ok(&["download_file", "g1", "p.bin", tmp.path().join("late").to_str().unwrap()]);
-    wait_until("late gets pieces from the partial seeder", LONG, || bytes_done(&late, "g1", "p.bin") > 0);
+    late.ok(&[
+        "download_file",
+        "g1",
+        "p.bin",
+        tmp.path().join("late").to_str().unwrap(),
+    ]);
+    wait_until("late gets pieces from the partial seeder", LONG, || {
+        bytes_done(&late, "g1", "p.bin") > 0
+    });
     // The seeder comes back (restart + login re-shares automatically): both finish.
     seed.restart();
     let out = seed.ok(&["login", "s", "pw-of-someone"]);
@@ -194,8 +278,16 @@ fn partial_seeders_serve_pieces_they_already_have() {
         assert_eq!(sha1_file(&tmp.path().join(dir).join("p.bin")), sha);
     }
     let d = late.wait_download("g1", "p.bin", LONG);
-    let from_mid = d["peers"].as_array().unwrap().iter().find(|p| p["user"] == "m").map_or(0, |p| p["bytes_received"].as_u64().unwrap());
-    assert!(from_mid > 0, "late received bytes from the partial seeder: {d}");
+    let from_mid = d["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["user"] == "m")
+        .map_or(0, |p| p["bytes_received"].as_u64().unwrap());
+    assert!(
+        from_mid > 0,
+        "late received bytes from the partial seeder: {d}"
+    );
 }
 
 #[test]
@@ -216,19 +308,44 @@ fn logout_login_reshare_stop_share_and_vanished_files() {
     assert_eq!(seeders(&b, "g1", "keep.bin"), 1);
 
     a.ok(&["logout"]);
-    assert_eq!(seeders(&b, "g1", "keep.bin"), 0, "logout stops sharing everything");
+    assert_eq!(
+        seeders(&b, "g1", "keep.bin"),
+        0,
+        "logout stops sharing everything"
+    );
     std::fs::remove_file(&gone).unwrap();
     let out = a.ok(&["login", "a", "pw-of-someone"]);
-    assert!(out.contains("gone.bin"), "a vanished file is reported: {out}");
-    assert_eq!(seeders(&b, "g1", "keep.bin"), 1, "login shares again by itself");
+    assert!(
+        out.contains("gone.bin"),
+        "a vanished file is reported: {out}"
+    );
+    assert_eq!(
+        seeders(&b, "g1", "keep.bin"),
+        1,
+        "login shares again by itself"
+    );
     let files = b.json(&["list_files", "g1"]);
-    assert!(files["files"].as_array().unwrap().iter().all(|f| f["name"] != "gone.bin"), "{files}");
+    assert!(
+        files["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["name"] != "gone.bin"),
+        "{files}"
+    );
 
     // b downloads and becomes a second seeder; a's stop_share leaves b's share alone.
-    b.ok(&["download_file", "g1", "keep.bin", tmp.path().join("b").to_str().unwrap()]);
+    b.ok(&[
+        "download_file",
+        "g1",
+        "keep.bin",
+        tmp.path().join("b").to_str().unwrap(),
+    ]);
     assert_eq!(b.wait_download("g1", "keep.bin", LONG)["state"], "complete");
     assert_eq!(sha1_file(&tmp.path().join("b/keep.bin")), sha_keep);
-    wait_until("b seeds", Duration::from_secs(10), || seeders(&a, "g1", "keep.bin") == 2);
+    wait_until("b seeds", Duration::from_secs(10), || {
+        seeders(&a, "g1", "keep.bin") == 2
+    });
     a.ok(&["stop_share", "g1", "keep.bin"]);
     assert_eq!(seeders(&b, "g1", "keep.bin"), 1);
     a.fails(1, &["stop_share", "g1", "keep.bin"]);
@@ -249,9 +366,19 @@ fn sharing_errors_are_clear() {
     a.ok(&["create_group", "g1"]);
     let f = tmp.path().join("a").join("x.bin");
     random_file(&f, 5000);
-    let err = a.fails(1, &["upload_file", tmp.path().join("a/missing.bin").to_str().unwrap(), "g1"]);
+    let err = a.fails(
+        1,
+        &[
+            "upload_file",
+            tmp.path().join("a/missing.bin").to_str().unwrap(),
+            "g1",
+        ],
+    );
     assert!(err.contains("missing.bin"), "{err}");
-    let err = a.fails(1, &["upload_file", tmp.path().join("a").to_str().unwrap(), "g1"]);
+    let err = a.fails(
+        1,
+        &["upload_file", tmp.path().join("a").to_str().unwrap(), "g1"],
+    );
     assert!(err.contains("directory"), "{err}");
     let err = a.fails(1, &["upload_file", f.to_str().unwrap(), "nope"]);
     assert!(err.contains("nope"), "{err}");
@@ -260,11 +387,22 @@ fn sharing_errors_are_clear() {
     let other = tmp.path().join("a").join("sub");
     std::fs::create_dir(&other).unwrap();
     random_file(&other.join("x.bin"), 5000);
-    let err = a.fails(1, &["upload_file", other.join("x.bin").to_str().unwrap(), "g1"]);
+    let err = a.fails(
+        1,
+        &["upload_file", other.join("x.bin").to_str().unwrap(), "g1"],
+    );
     assert!(err.contains("different SHA1"), "{err}");
     // Non-members can neither list nor download.
     outsider.fails(1, &["list_files", "g1"]);
-    let err = outsider.fails(1, &["download_file", "g1", "x.bin", tmp.path().join("o").to_str().unwrap()]);
+    let err = outsider.fails(
+        1,
+        &[
+            "download_file",
+            "g1",
+            "x.bin",
+            tmp.path().join("o").to_str().unwrap(),
+        ],
+    );
     assert!(err.contains("member"), "{err}");
     // Unknown file, missing destination directory, existing destination file.
     a.ok(&["create_user", "m", "pw"]);
@@ -272,11 +410,35 @@ fn sharing_errors_are_clear() {
     m.ok(&["login", "m", "pw"]);
     m.ok(&["join_group", "g1"]);
     a.ok(&["accept_request", "g1", "m"]);
-    m.fails(1, &["download_file", "g1", "nothere.bin", tmp.path().join("m").to_str().unwrap()]);
-    let err = m.fails(1, &["download_file", "g1", "x.bin", tmp.path().join("m/no/such/dir/x.bin").to_str().unwrap()]);
+    m.fails(
+        1,
+        &[
+            "download_file",
+            "g1",
+            "nothere.bin",
+            tmp.path().join("m").to_str().unwrap(),
+        ],
+    );
+    let err = m.fails(
+        1,
+        &[
+            "download_file",
+            "g1",
+            "x.bin",
+            tmp.path().join("m/no/such/dir/x.bin").to_str().unwrap(),
+        ],
+    );
     assert!(err.contains("does not exist"), "{err}");
     std::fs::write(tmp.path().join("m/x.bin"), b"mine").unwrap();
-    let err = m.fails(1, &["download_file", "g1", "x.bin", tmp.path().join("m").to_str().unwrap()]);
+    let err = m.fails(
+        1,
+        &[
+            "download_file",
+            "g1",
+            "x.bin",
+            tmp.path().join("m").to_str().unwrap(),
+        ],
+    );
     assert!(err.contains("already exists"), "{err}");
     assert_eq!(std::fs::read(tmp.path().join("m/x.bin")).unwrap(), b"mine");
 }
@@ -295,16 +457,32 @@ fn peers_refuse_forged_tickets() {
     let f = tmp.path().join("a").join("secret.bin");
     random_file(&f, 4000);
     a.ok(&["upload_file", f.to_str().unwrap(), "g1"]);
-    let sha: minitorr_proto::types::Sha1Hash = a.json(&["list_files", "g1"])["files"][0]["sha1"].as_str().unwrap().parse().unwrap();
+    let sha: minitorr_proto::types::Sha1Hash = a.json(&["list_files", "g1"])["files"][0]["sha1"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let reply = rt.block_on(async {
         let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
-        let claims = TicketClaims { user: "mallory".into(), group: "g1".into(), file_name: "secret.bin".into(), file_sha1: sha, expires_unix: u64::MAX };
+        let claims = TicketClaims {
+            user: "mallory".into(),
+            group: "g1".into(),
+            file_name: "secret.bin".into(),
+            file_sha1: sha,
+            expires_unix: u64::MAX,
+        };
         let mut s = tokio::net::TcpStream::connect(a.addr).await.unwrap();
-        minitorr_proto::handshake(&mut s, minitorr_proto::Link::Peer).await.unwrap();
+        minitorr_proto::handshake(&mut s, minitorr_proto::Link::Peer)
+            .await
+            .unwrap();
         let mut fr = tokio_util::codec::Framed::new(s, minitorr_proto::links::peer());
-        fr.send(PeerMsg::Hello { ticket: Ticket::sign(claims, &key) }).await.unwrap();
+        fr.send(PeerMsg::Hello {
+            ticket: Ticket::sign(claims, &key),
+        })
+        .await
+        .unwrap();
         fr.next().await.unwrap().unwrap()
     });
     match reply {
