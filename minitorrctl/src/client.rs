@@ -73,12 +73,7 @@ impl Client {
         match e {
             // A daemon that drops the connection (crash, refusing the request) can make our
             // write or read fail before we see the clean end of stream: same story for users.
-            ProtoError::Io(io)
-                if matches!(
-                    io.kind(),
-                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-                ) =>
-            {
+            ProtoError::Io(io) if crate::exit::hung_up(&io) => {
                 Failure::transport(&self.socket, HUNG_UP)
             }
             e => Failure::transport(&self.socket, e),

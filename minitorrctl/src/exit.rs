@@ -104,6 +104,12 @@ impl Failure {
 
     pub fn handshake(socket: &Path, err: &HandshakeError) -> Failure {
         let at = socket.display();
+        let closed = || {
+            let m = format!(
+                "minitorrd at {at} closed the connection during the handshake; see its log"
+            );
+            ("unreachable", m)
+        };
         let (kind, message) = match err {
             HandshakeError::VersionMismatch { ours, theirs } => (
                 "protocol",
@@ -115,10 +121,10 @@ impl Failure {
             HandshakeError::WrongLink { got, .. } => {
                 ("protocol", format!("{at} is not a minitorrd control socket (it expects a {got} link)"))
             }
-            HandshakeError::Closed => (
-                "unreachable",
-                format!("minitorrd at {at} closed the connection during the handshake; see its log"),
-            ),
+            // Our preamble is written before theirs is read, so a peer that hangs up at once
+            // shows as a broken pipe: the same story as a close.
+            HandshakeError::Closed => closed(),
+            HandshakeError::Io(e) if hung_up(e) => closed(),
             HandshakeError::Io(e) => {
                 ("unreachable", format!("cannot talk to minitorrd at {at} ({})", describe_io(e)))
             }
@@ -194,6 +200,14 @@ fn hint_for(kind: ErrorKind, request: &Request) -> Option<String> {
         ) => "see all groups: minitorrctl list_groups".into(),
         _ => return None,
     })
+}
+
+/// The other side closed the connection under us.
+pub fn hung_up(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+    )
 }
 
 /// `io::Error` without Rust's "(os error 2)" suffix: "No such file or directory".

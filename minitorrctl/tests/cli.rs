@@ -174,7 +174,10 @@ async fn something_else_on_the_socket_is_exit_3() {
     let listener = UnixListener::bind(&socket).unwrap();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
+            // Like a real server of another protocol: answer, then wait for the client to go.
             let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            let mut sink = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut sink).await;
         }
     });
     let out = run_ctl(&socket, &["status"], None, None).await;
