@@ -24,6 +24,11 @@ use crate::exit::{Failure, Status};
 use crate::render::{json, Style};
 
 fn main() -> ExitCode {
+    // `MINITORR_SOCKET=` (set but empty) means "not set", as for most path variables; clap
+    // would reject it as a missing value. Still single-threaded here, so this is sound.
+    if std::env::var_os(proto::defaults::SOCKET_ENV).is_some_and(|v| v.is_empty()) {
+        std::env::remove_var(proto::defaults::SOCKET_ENV);
+    }
     let args: Vec<OsString> = std::env::args_os().collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,

@@ -557,3 +557,23 @@ async fn ctrl_c_while_waiting_is_130_and_the_download_goes_on() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn empty_socket_variable_means_the_default_path() {
+    let runtime = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_minitorrctl"))
+        .arg("status")
+        .env("MINITORR_SOCKET", "")
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let expected = runtime.path().join("minitorr").join("minitorrd.sock");
+    assert!(
+        stderr(&out).contains(&format!("at {} (", expected.display())),
+        "{}",
+        stderr(&out)
+    );
+}
