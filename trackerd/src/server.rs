@@ -95,12 +95,16 @@ async fn connection(
     shutdown: &CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    match tokio::time::timeout(
+    // Shutdown must not wait for a client that has not even finished its handshake.
+    let greeting = tokio::time::timeout(
         opts.handshake_timeout,
         handshake(&mut stream, Link::Tracker),
-    )
-    .await
-    {
+    );
+    let greeted = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = greeting => r,
+    };
+    match greeted {
         Err(_) => {
             tracing::debug!(%peer, "handshake timed out; closing");
             return;

@@ -11,9 +11,10 @@
 //! * Groups: the creator is owner and first member. Joining creates a pending request the owner
 //!   accepts or rejects.
 //! * Leaving a group drops the user's shares there (a file nobody shares any more disappears).
-//!   An owner who leaves hands the group to the longest-standing remaining member (earliest
-//!   join, ties by user name). When the last member leaves, the group is deleted with its
-//!   pending requests and files.
+//!   An owner who leaves hands the group to the longest-standing remaining member: the one
+//!   whose membership began first, by a per-group join counter (so two members accepted within
+//!   the same second are still ordered; the creator is number 1). When the last member leaves,
+//!   the group is deleted with its pending requests and files.
 //! * Files are keyed by (group, name). Sharing a name that exists with a different SHA1 (or the
 //!   same SHA1 with a different piece layout) is a `Conflict`; the same file adds the user as a
 //!   holder. `GetFile` returns the online holders (complete ones first) and a signed ticket.

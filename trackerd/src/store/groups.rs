@@ -71,6 +71,33 @@ async fn state_in(
     .transpose()
 }
 
+/// Add `user` to `group` with the next join number (no-op if already a member).
+async fn add_member(
+    tx: &mut Transaction<'static, Any>,
+    group: &str,
+    user: &str,
+    now: i64,
+) -> Result<()> {
+    // Bumping the counter locks the group row, so concurrent joins get distinct numbers.
+    let seq: i64 = sqlx::query_scalar(
+        "UPDATE group_info SET member_seq = member_seq + 1 WHERE name = $1 RETURNING member_seq",
+    )
+    .bind(group)
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO group_members (group_name, user_name, joined, seq) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (group_name, user_name) DO NOTHING",
+    )
+    .bind(group)
+    .bind(user)
+    .bind(now)
+    .bind(seq)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Create `group` with `owner` as owner and first member; false if the name is taken.
     pub async fn create_group(&self, group: &str, owner: &str, now: i64) -> Result<bool> {
@@ -87,14 +114,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO group_members (group_name, user_name, joined) VALUES ($1, $2, $3)",
-        )
-        .bind(group)
-        .bind(owner)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        add_member(&mut tx, group, owner, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -199,15 +219,7 @@ impl Store {
                     AcceptOutcome::NoRequest
                 } else {
                     if accept {
-                        sqlx::query(
-                            "INSERT INTO group_members (group_name, user_name, joined) VALUES ($1, $2, $3) \
-                             ON CONFLICT (group_name, user_name) DO NOTHING",
-                        )
-                        .bind(group)
-                        .bind(user)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                        add_member(&mut tx, group, user, now).await?;
                     }
                     AcceptOutcome::Done
                 }
@@ -218,7 +230,7 @@ impl Store {
     }
 
     /// `user` leaves `group`: membership, their shares there, and files nobody shares any more
-    /// go; ownership passes to the earliest-joined member (ties by name); the last member
+    /// go; ownership passes to the member who joined first (join order, not clock); the last member
     /// leaving deletes the group (its requests and files cascade).
     pub async fn leave_group(&self, group: &str, user: &str) -> Result<LeaveOutcome> {
         let mut tx = self.begin().await?;
@@ -239,7 +251,7 @@ impl Store {
             .await?;
         super::files::drop_unshared_files(&mut tx, group).await?;
         let next: Option<String> = sqlx::query_scalar(
-            "SELECT user_name FROM group_members WHERE group_name = $1 ORDER BY joined, user_name LIMIT 1",
+            "SELECT user_name FROM group_members WHERE group_name = $1 ORDER BY seq, joined, user_name LIMIT 1",
         )
         .bind(group)
         .fetch_optional(&mut *tx)
