@@ -259,6 +259,18 @@ pub enum Command {
     Man { out_dir: PathBuf },
 }
 
+impl Command {
+    /// `create_user`/`login` without a password (or with `-`) will ask for one.
+    pub fn prompts_for_password(&self) -> bool {
+        match self {
+            Command::CreateUser { password, .. } | Command::Login { password, .. } => {
+                password.as_deref().map_or(true, |p| p == "-")
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Shell {
     Bash,
@@ -337,6 +349,18 @@ mod tests {
                 timeout: Some(9),
             }
         );
+        assert!(parse(&["login", "alice"])
+            .unwrap()
+            .command
+            .prompts_for_password());
+        assert!(parse(&["create_user", "a", "-"])
+            .unwrap()
+            .command
+            .prompts_for_password());
+        assert!(!parse(&["login", "alice", "pw"])
+            .unwrap()
+            .command
+            .prompts_for_password());
         assert!(matches!(
             parse(&["login", "alice"]).unwrap().command,
             Command::Login { password: None, .. }

@@ -41,7 +41,23 @@ impl Client {
     /// There is deliberately no timeout on the answer: `upload_file` hashes the whole file
     /// before answering, which takes minutes for big files, and the daemon bounds its own
     /// tracker calls.
+    /// Connect and handshake without sending anything: is a compatible daemon there?
+    pub async fn probe(&self) -> Result<(), Failure> {
+        self.connect().await.map(drop)
+    }
+
     pub async fn request(&self, request: Request) -> Result<Response, Failure> {
+        let stream = self.connect().await?;
+        let mut framed = Framed::new(stream, proto::links::control_client());
+        framed.send(request).await.map_err(|e| self.lost(e))?;
+        match framed.next().await {
+            Some(Ok(response)) => Ok(response),
+            Some(Err(e)) => Err(self.lost(e)),
+            None => Err(Failure::transport(&self.socket, HUNG_UP)),
+        }
+    }
+
+    async fn connect(&self) -> Result<UnixStream, Failure> {
         let mut stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|e| Failure::connect(&self.socket, &e))?;
@@ -60,13 +76,7 @@ impl Client {
             Ok(Err(e)) => return Err(Failure::handshake(&self.socket, &e)),
             Ok(Ok(())) => {}
         }
-        let mut framed = Framed::new(stream, proto::links::control_client());
-        framed.send(request).await.map_err(|e| self.lost(e))?;
-        match framed.next().await {
-            Some(Ok(response)) => Ok(response),
-            Some(Err(e)) => Err(self.lost(e)),
-            None => Err(Failure::transport(&self.socket, HUNG_UP)),
-        }
+        Ok(stream)
     }
 
     fn lost(&self, e: ProtoError) -> Failure {

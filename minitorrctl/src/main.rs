@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::Cli;
+use crate::client::Client;
 use crate::commands::Plan;
 use crate::exit::{Failure, Status};
 use crate::render::{json, Style};
@@ -47,8 +48,16 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<String, Failure> {
     let cwd = std::env::current_dir()
         .map_err(|e| Failure::usage(format!("cannot determine the current directory: {e}")))?;
-    let plan = commands::plan(cli.command.clone(), &cwd, &mut password::Interactive)?;
-    match plan {
+    // One request at a time: a single-threaded runtime is all this needs.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(Status::Refused, "internal", format!("cannot start: {e}")))?;
+    // Don't make people type a password only to learn that minitorrd is not running.
+    if cli.command.prompts_for_password() {
+        rt.block_on(Client::new(cli.socket_path()).probe())?;
+    }
+    match commands::plan(cli.command.clone(), &cwd, &mut password::Interactive)? {
         Plan::Completions(shell) => {
             let mut out = Vec::new();
             generate::completions(shell, &mut out);
@@ -60,16 +69,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 .map_err(|e| Failure::new(Status::Refused, "io", format!("{e:#}")))?;
             Ok(String::new())
         }
-        plan => {
-            // One request at a time: a single-threaded runtime is all this needs.
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| {
-                    Failure::new(Status::Refused, "internal", format!("cannot start: {e}"))
-                })?;
-            rt.block_on(commands::run(&cli, plan))
-        }
+        plan => rt.block_on(commands::run(&cli, plan)),
     }
 }
 
