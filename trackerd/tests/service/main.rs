@@ -20,22 +20,59 @@ pub const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
+    pub url: String,
     pub svc: Arc<Service>,
     pub clock: Arc<AtomicU64>,
+}
+
+/// Env var naming an admin PostgreSQL URL (e.g. `postgres://postgres@localhost/postgres`).
+/// When set, every test runs on a fresh database there instead of a SQLite file, proving the
+/// same SQL works on both backends.
+pub const POSTGRES_ENV: &str = "TRACKERD_TEST_POSTGRES";
+
+async fn database_url(dir: &std::path::Path) -> String {
+    let Some(admin) = std::env::var(POSTGRES_ENV).ok().filter(|v| !v.is_empty()) else {
+        return store::default_database_url(dir);
+    };
+    use sqlx::Connection;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    sqlx::any::install_default_drivers();
+    let name = format!(
+        "trackerd_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.split('?').next().unwrap();
+    format!("{}/{name}", &base[..base.rfind('/').unwrap()])
 }
 
 impl Harness {
     pub async fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(AtomicU64::new(T0));
-        let svc = open(&dir, &clock).await;
-        Harness { dir, svc, clock }
+        let url = database_url(dir.path()).await;
+        let svc = open(&url, &clock).await;
+        Harness {
+            dir,
+            url,
+            svc,
+            clock,
+        }
     }
 
     /// Drop the service and open a fresh one on the same database file (a restart).
     pub async fn reopen(self) -> Harness {
         self.svc.store().close().await;
-        let svc = open(&self.dir, &self.clock).await;
+        let svc = open(&self.url, &self.clock).await;
         Harness { svc, ..self }
     }
 
@@ -143,10 +180,8 @@ impl Harness {
     }
 }
 
-async fn open(dir: &tempfile::TempDir, clock: &Arc<AtomicU64>) -> Arc<Service> {
-    let db = Store::open(&store::default_database_url(dir.path()), 4)
-        .await
-        .unwrap();
+async fn open(url: &str, clock: &Arc<AtomicU64>) -> Arc<Service> {
+    let db = Store::open(url, 4).await.unwrap();
     let c = clock.clone();
     let svc = Service::new(
         db,
