@@ -39,7 +39,7 @@ use crate::tracker::TrackerLink;
 
 use picker::{PeerId, Picker};
 use progress::Progress;
-use storage::{PartFile, SeqHasher};
+use storage::{PartFile, WholeFileHasher};
 
 /// Re-ask the tracker for peers at least this often (new partial seeders, fresh ticket).
 const REFRESH_EVERY: Duration = Duration::from_secs(15);
@@ -75,6 +75,8 @@ pub struct Download {
     pub dest: PathBuf,
     pub shared: Arc<SharedFile>,
     part: Arc<PartFile>,
+    /// Taken by `finish`; dropping it (download dropped) stops the thread.
+    whole: Mutex<Option<WholeFileHasher>>,
     picker: Mutex<Picker>,
     progress: Mutex<Progress>,
     /// Woken when a piece verifies (peers cancel duplicates, coordinator checks completion).
@@ -98,6 +100,11 @@ impl Download {
             .await?;
         let bytes_done = have.iter_set().map(|i| meta.piece_len(i) as u64).sum();
         let shared = SharedFile::partial(group.clone(), meta.clone(), part.path().to_path_buf(), have.clone())?;
+        let part = Arc::new(part);
+        let whole = WholeFileHasher::start(part.clone())?;
+        for i in have.iter_set() {
+            whole.piece(i, None);
+        }
         Ok(Arc::new(Download {
             group,
             picker: Mutex::new(Picker::new(&have)),
@@ -105,7 +112,8 @@ impl Download {
             meta,
             dest,
             shared,
-            part: Arc::new(part),
+            part,
+            whole: Mutex::new(Some(whole)),
             changed: Notify::new(),
             started: Instant::now(),
             cancel: CancellationToken::new(),
@@ -310,12 +318,11 @@ impl Download {
     /// Whole-file SHA1, then move into place and become a full seeder.
     async fn finish(&self, env: &DownloadEnv) -> Result<(), String> {
         let (part, meta, dest) = (self.part.clone(), self.meta.clone(), self.dest.clone());
+        let whole = self.whole.lock().expect("lock").take().ok_or("download finished twice")?;
         let stamp = env
             .pool
             .run(move || -> Result<FileStamp, String> {
-                let mut seq = SeqHasher::default();
-                seq.advance(&part, |_| true).map_err(|e| format!("cannot read back the download: {e}"))?;
-                let got = seq.finish();
+                let got = whole.finish().map_err(|e| format!("cannot compute the whole-file SHA1: {e}"))?;
                 if got != meta.sha1 {
                     return Err(format!("whole-file SHA1 mismatch (got {}, expected {})", got.short(), meta.sha1.short()));
                 }
@@ -337,9 +344,12 @@ impl Download {
         self.picker.lock().expect("lock").pick(peer, &mut rand::thread_rng())
     }
 
-    fn piece_verified(&self, piece: u32, addr: &str, user: &str) {
+    fn piece_verified(&self, piece: u32, data: bytes::Bytes, addr: &str, user: &str) {
         let fresh = self.picker.lock().expect("lock").on_verified(piece).is_some();
         if fresh {
+            if let Some(w) = self.whole.lock().expect("lock").as_ref() {
+                w.piece(piece, Some(data));
+            }
             self.shared.add_piece(piece);
             let len = self.meta.piece_len(piece) as u64;
             self.progress.lock().expect("lock").record_piece(addr, user, len, self.started.elapsed());

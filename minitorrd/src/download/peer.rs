@@ -40,7 +40,7 @@ pub enum PeerExit {
 }
 
 enum Verified {
-    Good(u32),
+    Good(u32, Bytes),
     BadHash(u32),
     WriteFailed(String),
 }
@@ -131,7 +131,7 @@ async fn session(dl: &Arc<Download>, id: PeerId, info: &PeerInfo, ticket: PeerTi
                 }
             }
             Some(v) = verifying.next(), if !verifying.is_empty() => match v {
-                Verified::Good(piece) => dl.piece_verified(piece, &info.addr, &info.user),
+                Verified::Good(piece, data) => dl.piece_verified(piece, data, &info.addr, &info.user),
                 Verified::BadHash(piece) => {
                     bad += 1;
                     tracing::info!(peer = %info.addr, piece, "piece failed its SHA1 check; discarded");
@@ -185,7 +185,7 @@ async fn verify_and_write(dl: Arc<Download>, env: &DownloadEnv, piece: u32, data
                 return Verified::BadHash(piece);
             }
             match part.write_piece(piece, &data) {
-                Ok(()) => Verified::Good(piece),
+                Ok(()) => Verified::Good(piece, data),
                 Err(e) => Verified::WriteFailed(format!("cannot write to {}: {e}", part.path().display())),
             }
         })

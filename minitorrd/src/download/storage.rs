@@ -1,13 +1,17 @@
 //! The partial file a download writes into: created next to the destination (same filesystem,
 //! so finishing is a link, not a copy), preallocated to the exact size (disk-full shows up at
 //! start, not at 90 %), written at piece offsets, and moved into place only after the
-//! whole-file SHA1 matches.
+//! whole-file SHA1 (computed alongside by [`WholeFileHasher`]) matches.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::sync::mpsc;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use sha1::{Digest, Sha1};
 
@@ -91,37 +95,86 @@ fn preallocate(file: &File, size: u64) -> io::Result<()> {
     }
 }
 
-/// Computes the whole-file SHA1 in file order as pieces become verified, so that at completion
-/// only the tail is left to hash. Pieces are read back from the part file (page cache).
-pub struct SeqHasher {
-    next: u32,
-    sha: Sha1,
-    buf: Vec<u8>,
+/// Messages to the whole-file hasher thread.
+enum HashMsg {
+    /// Piece verified; its bytes if still in memory (else they are read back from the file).
+    Piece(u32, Option<Bytes>),
+    /// Every piece has been sent: finish and return the digest.
+    Finish,
 }
 
-impl Default for SeqHasher {
-    fn default() -> Self {
-        SeqHasher { next: 0, sha: Sha1::new(), buf: Vec::new() }
+/// Out-of-order pieces kept in memory at most; beyond this they are read back from disk.
+const PENDING_BUDGET: usize = 16 * 1024 * 1024;
+
+/// Computes the whole-file SHA1 on its own thread, in file order, while the download runs.
+/// Verified pieces are handed over with their bytes (no second read in the common case); the
+/// picker keeps completion close to file order, so little has to wait in memory.
+pub struct WholeFileHasher {
+    tx: mpsc::Sender<HashMsg>,
+    handle: std::thread::JoinHandle<io::Result<Sha1Hash>>,
+}
+
+impl WholeFileHasher {
+    pub fn start(part: Arc<PartFile>) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("whole-sha1".into())
+            .spawn(move || hash_in_order(&part, rx))?;
+        Ok(WholeFileHasher { tx, handle })
+    }
+
+    pub fn piece(&self, piece: u32, data: Option<Bytes>) {
+        let _ = self.tx.send(HashMsg::Piece(piece, data));
+    }
+
+    /// Wait for the digest (blocking: call from the blocking pool). All pieces must be sent.
+    pub fn finish(self) -> io::Result<Sha1Hash> {
+        let _ = self.tx.send(HashMsg::Finish);
+        self.handle.join().unwrap_or_else(|_| Err(io::Error::other("whole-file hasher panicked")))
     }
 }
 
-impl SeqHasher {
-    /// Hash forward over every consecutive verified piece.
-    pub fn advance(&mut self, part: &PartFile, verified: impl Fn(u32) -> bool) -> io::Result<()> {
-        while self.next < part.meta.piece_count() && verified(self.next) {
-            part.read_piece(self.next, &mut self.buf)?;
-            self.sha.update(&self.buf);
-            self.next += 1;
+fn hash_in_order(part: &PartFile, rx: mpsc::Receiver<HashMsg>) -> io::Result<Sha1Hash> {
+    let n = part.meta.piece_count();
+    let mut sha = Sha1::new();
+    let mut next = 0u32;
+    let mut pending: BTreeMap<u32, Option<Bytes>> = BTreeMap::new();
+    let mut pending_bytes = 0usize;
+    let mut buf = Vec::new();
+    let mut finishing = false;
+    loop {
+        // Hash every consecutive piece we have.
+        while let Some(data) = pending.remove(&next) {
+            match data {
+                Some(d) => {
+                    pending_bytes -= d.len();
+                    sha.update(&d);
+                }
+                None => {
+                    part.read_piece(next, &mut buf)?;
+                    sha.update(&buf);
+                }
+            }
+            next += 1;
         }
-        Ok(())
-    }
-
-    pub fn is_done(&self, n: u32) -> bool {
-        self.next == n
-    }
-
-    pub fn finish(self) -> Sha1Hash {
-        Sha1Hash(self.sha.finalize().into())
+        if next == n {
+            return Ok(Sha1Hash(sha.finalize().into()));
+        }
+        if finishing {
+            return Err(io::Error::other(format!("piece {next} never arrived at the whole-file hasher")));
+        }
+        match rx.recv() {
+            Ok(HashMsg::Piece(i, data)) if i >= next => {
+                let keep = data.filter(|d| pending_bytes + d.len() <= PENDING_BUDGET);
+                pending_bytes += keep.as_ref().map_or(0, |d| d.len());
+                if let Some(Some(old)) = pending.insert(i, keep) {
+                    pending_bytes -= old.len();
+                }
+            }
+            Ok(HashMsg::Piece(..)) => {}
+            Ok(HashMsg::Finish) => finishing = true,
+            Err(_) => return Err(io::Error::other("download stopped")),
+        }
     }
 }
 
@@ -163,10 +216,15 @@ mod tests {
             let s = meta.piece_offset(i) as usize;
             part.write_piece(i, &data[s..s + meta.piece_len(i) as usize]).unwrap();
         }
-        let mut seq = SeqHasher::default();
-        seq.advance(&part, |_| true).unwrap();
-        assert!(seq.is_done(meta.piece_count()));
-        assert_eq!(seq.finish(), meta.sha1);
+        let part = Arc::new(part);
+        let hasher = WholeFileHasher::start(part.clone()).unwrap();
+        // Out of order, some with bytes and some to be read back from disk.
+        for i in (0..meta.piece_count()).rev() {
+            let s = meta.piece_offset(i) as usize;
+            let bytes = (i % 2 == 0).then(|| Bytes::copy_from_slice(&data[s..s + meta.piece_len(i) as usize]));
+            hasher.piece(i, bytes);
+        }
+        assert_eq!(hasher.finish().unwrap(), meta.sha1);
         part.finish(&dest).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), data);
         assert!(!pp.exists());

@@ -77,20 +77,23 @@ impl TrackerLink {
     pub async fn call(&self, token: Option<&str>, call: Call) -> Result<Response, TrackerError> {
         let req = Request { token: token.map(str::to_owned), call };
         let mut guard = self.conn.lock().await;
-        // First attempt on the existing connection; on any wire failure, reconnect and retry once.
-        if let Some(conn) = guard.as_mut() {
-            match exchange(conn, req.clone()).await {
-                Ok(resp) => return Ok(resp),
+        // The connection is taken out while a request is on the wire: if this future is dropped
+        // half-way (a cancelled task, a timeout), the connection goes with it instead of being
+        // left with an unread reply that the next caller would take for its own.
+        if let Some(mut conn) = guard.take() {
+            match exchange(&mut conn, req.clone()).await {
+                Ok(resp) => {
+                    *guard = Some(conn);
+                    return Ok(resp);
+                }
                 Err(e) => {
                     tracing::warn!(tracker = %self.current_addr(), error = %e, "tracker connection lost");
-                    *guard = None;
                     self.connected.store(false, Ordering::Relaxed);
                 }
             }
         }
         let mut conn = self.connect_any().await?;
-        let result = exchange(&mut conn, req).await;
-        match result {
+        match exchange(&mut conn, req).await {
             Ok(resp) => {
                 *guard = Some(conn);
                 Ok(resp)
