@@ -12,7 +12,9 @@ pub struct BlockingPool {
 
 impl BlockingPool {
     pub fn new(size: usize) -> Self {
-        BlockingPool { permits: Arc::new(Semaphore::new(size.max(1))) }
+        BlockingPool {
+            permits: Arc::new(Semaphore::new(size.max(1))),
+        }
     }
 
     pub fn per_core() -> Self {
@@ -25,7 +27,11 @@ impl BlockingPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let _permit = self.permits.acquire().await.expect("pool semaphore never closes");
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("pool semaphore never closes");
         match tokio::task::spawn_blocking(f).await {
             Ok(v) => v,
             Err(e) => std::panic::resume_unwind(e.into_panic()),

@@ -12,7 +12,10 @@ use minitorr_proto::defaults;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("invalid config {path}: {msg}")]
     Parse { path: String, msg: String },
     #[error(transparent)]
@@ -23,7 +26,11 @@ pub enum ConfigError {
 
 /// `minitorrd [--config FILE] [--socket PATH] [--state-dir DIR] [ADDR [TRACKER_INFO]]`
 #[derive(Debug, Parser, Default)]
-#[command(name = "minitorrd", version, about = "Minitorr peer daemon (one per user)")]
+#[command(
+    name = "minitorrd",
+    version,
+    about = "Minitorr peer daemon (one per user)"
+)]
 pub struct Args {
     /// TOML config file (see contrib/minitorrd.toml).
     #[arg(long, env = "MINITORRD_CONFIG")]
@@ -94,17 +101,16 @@ impl Default for Config {
 
 impl Config {
     pub fn from_toml(text: &str, path: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), msg: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            msg: e.to_string(),
+        })
     }
 
     /// Build the effective config from parsed arguments (which already include env vars).
     pub fn load(args: &Args) -> Result<Config, ConfigError> {
-        let mut cfg = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-                Config::from_toml(&text, &path.display().to_string())?
-            }
+        let mut cfg = match config_path(args) {
+            Some(path) => Config::read(&path)?,
             None => Config::default(),
         };
         if let Some(s) = &args.socket {
@@ -125,11 +131,21 @@ impl Config {
         if cfg.trackers.is_empty() {
             cfg.trackers = match &cfg.tracker_info {
                 Some(p) => minitorr_proto::tracker_info::load(p)?,
-                None => vec![defaults::DEFAULT_TRACKER_ADDR.parse().expect("valid default")],
+                None => vec![defaults::DEFAULT_TRACKER_ADDR
+                    .parse()
+                    .expect("valid default")],
             };
         }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text, &path.display().to_string())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -141,7 +157,9 @@ impl Config {
             )));
         }
         if self.max_peers_per_download == 0 || self.max_pipeline_depth < 2 {
-            return Err(ConfigError::Invalid("max_peers_per_download ≥ 1 and max_pipeline_depth ≥ 2".into()));
+            return Err(ConfigError::Invalid(
+                "max_peers_per_download ≥ 1 and max_pipeline_depth ≥ 2".into(),
+            ));
         }
         Ok(())
     }
@@ -153,6 +171,20 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serializes")
     }
+}
+
+/// The config file in use: `--config`/`$MINITORRD_CONFIG` (must exist), else
+/// `$XDG_CONFIG_HOME/minitorr/minitorrd.toml` if it exists (so a systemd user unit works
+/// before anyone writes a config).
+pub fn config_path(args: &Args) -> Option<PathBuf> {
+    if let Some(p) = &args.config {
+        return Some(p.clone());
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("minitorr").join("minitorrd.toml")).filter(|p| p.exists())
 }
 
 /// Resolve `p` relative to `base` if it is relative (config paths are relative to the file).
@@ -170,7 +202,8 @@ mod tests {
 
     #[test]
     fn unknown_key_is_an_error_naming_it() {
-        let e = Config::from_toml("listen = \"127.0.0.1:7001\"\npeice_size = 1\n", "m.toml").unwrap_err();
+        let e = Config::from_toml("listen = \"127.0.0.1:7001\"\npeice_size = 1\n", "m.toml")
+            .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("peice_size"), "{msg}");
         assert!(msg.contains("line 2"), "{msg}");
@@ -181,7 +214,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let info = dir.path().join("tracker_info.txt");
         std::fs::write(&info, "127.0.0.1\n6000\n127.0.0.1\n6001\n").unwrap();
-        let args = Args::try_parse_from(["minitorrd", "127.0.0.1:7009", info.to_str().unwrap()]).unwrap();
+        let args =
+            Args::try_parse_from(["minitorrd", "127.0.0.1:7009", info.to_str().unwrap()]).unwrap();
         let cfg = Config::load(&args).unwrap();
         assert_eq!(cfg.listen.port(), 7009);
         assert_eq!(cfg.trackers.len(), 2);
@@ -190,13 +224,19 @@ mod tests {
 
     #[test]
     fn bad_piece_size_is_refused() {
-        let cfg = Config { piece_size: 100, ..Config::default() };
+        let cfg = Config {
+            piece_size: 100,
+            ..Config::default()
+        };
         assert!(cfg.validate().is_err());
     }
 
     #[test]
     fn print_config_round_trips() {
-        let cfg = Config { trackers: vec!["127.0.0.1:5000".parse().unwrap()], ..Config::default() };
+        let cfg = Config {
+            trackers: vec!["127.0.0.1:5000".parse().unwrap()],
+            ..Config::default()
+        };
         let back = Config::from_toml(&cfg.to_toml(), "x").unwrap();
         assert_eq!(back.trackers, cfg.trackers);
     }

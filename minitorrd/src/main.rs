@@ -1,4 +1,5 @@
 use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -6,14 +7,18 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
-use minitorrd::config::{Args, Config};
+use minitorrd::config::{config_path, Args, Config};
 use minitorrd::control::{bind_control_socket, serve_control};
 use minitorrd::daemon::Daemon;
 use minitorrd::ratelimit::RateLimiter;
 use minitorrd::sharing::{serve_peers, PeerServer};
 use minitorrd::state::StateFile;
+
+type LogHandle = reload::Handle<EnvFilter, Registry>;
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
@@ -28,10 +33,15 @@ fn main() -> std::process::ExitCode {
         print!("{}", cfg.to_toml());
         return std::process::ExitCode::SUCCESS;
     }
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    let (filter, log_handle) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match rt.block_on(run(cfg)) {
+    match rt.block_on(run(cfg, config_path(&args), log_handle)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("minitorrd: {e:#}");
@@ -40,16 +50,19 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
+async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyhow::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&cfg.state_dir)
         .with_context(|| format!("cannot create state dir {}", cfg.state_dir.display()))?;
     let state = StateFile::load(&cfg.state_file()).context("cannot load saved state")?;
-    let peers = TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("cannot serve peers on {} (another minitorrd on this port?)", cfg.listen))?;
+    let peers = TcpListener::bind(cfg.listen).await.with_context(|| {
+        format!(
+            "cannot serve peers on {} (another minitorrd on this port?)",
+            cfg.listen
+        )
+    })?;
     let peer_addr = peers.local_addr()?;
     let control = bind_control_socket(&cfg.socket).await?;
     let socket_path = cfg.socket.clone();
@@ -62,22 +75,55 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         shares: daemon.shares(),
         tracker_key: daemon.tracker_key(),
         pool: daemon.pool(),
-        upload_limit,
+        upload_limit: upload_limit.clone(),
         max_incoming,
     });
     tokio::spawn(serve_peers(peers, server, shutdown.clone()));
     tokio::spawn(serve_control(control, daemon.clone(), shutdown.clone()));
     tracing::info!(peers = %peer_addr, control = %socket_path.display(), "minitorrd ready");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&config_file, &log, &upload_limit, &daemon),
+        }
     }
     tracing::info!("shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
     daemon.shutdown().await;
     let _ = std::fs::remove_file(&socket_path);
     Ok(())
+}
+
+/// SIGHUP: re-read the config file and apply what can change live — log_level (unless RUST_LOG
+/// is set) and the rate limits. Addresses, paths and trackers need a restart.
+fn reload(path: &Option<PathBuf>, log: &LogHandle, upload: &RateLimiter, daemon: &Daemon) {
+    let Some(path) = path else {
+        tracing::info!("SIGHUP: no config file in use; nothing to reload");
+        return;
+    };
+    let cfg = match Config::read(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: config not reloaded");
+            return;
+        }
+    };
+    if std::env::var_os("RUST_LOG").is_none() {
+        match EnvFilter::try_new(&cfg.log_level) {
+            Ok(f) => {
+                let _ = log.reload(f);
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: invalid log_level"),
+        }
+    }
+    upload.set_rate(cfg.max_upload_rate);
+    daemon.set_download_rate(cfg.max_download_rate);
+    tracing::info!(log_level = %cfg.log_level, max_upload_rate = cfg.max_upload_rate, max_download_rate = cfg.max_download_rate, "SIGHUP: configuration reloaded");
 }

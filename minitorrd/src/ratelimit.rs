@@ -1,31 +1,41 @@
 //! A token bucket shared by all transfers in one direction (bytes per second, 0 = unlimited).
 //! Burst is one second's worth, so a single piece larger than the rate still passes (slowly).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
 pub struct RateLimiter {
-    rate: u64,
+    /// Bytes per second; changeable at runtime (SIGHUP reload).
+    rate: AtomicU64,
     state: Mutex<(f64, Instant)>,
 }
 
 impl RateLimiter {
     pub fn new(bytes_per_sec: u64) -> Self {
-        RateLimiter { rate: bytes_per_sec, state: Mutex::new((bytes_per_sec as f64, Instant::now())) }
+        RateLimiter {
+            rate: AtomicU64::new(bytes_per_sec),
+            state: Mutex::new((bytes_per_sec as f64, Instant::now())),
+        }
     }
 
     pub fn unlimited(&self) -> bool {
-        self.rate == 0
+        self.rate.load(Ordering::Relaxed) == 0
+    }
+
+    pub fn set_rate(&self, bytes_per_sec: u64) {
+        self.rate.store(bytes_per_sec, Ordering::Relaxed);
     }
 
     /// Wait until `n` bytes may pass. Callers queue fairly on the mutex.
     pub async fn acquire(&self, n: usize) {
-        if self.rate == 0 {
+        let rate = self.rate.load(Ordering::Relaxed);
+        if rate == 0 {
             return;
         }
         let mut st = self.state.lock().await;
-        let rate = self.rate as f64;
+        let rate = rate as f64;
         let now = Instant::now();
         st.0 = (st.0 + now.duration_since(st.1).as_secs_f64() * rate).min(rate);
         st.1 = now;

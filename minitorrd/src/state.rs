@@ -52,8 +52,12 @@ pub struct DownloadRecord {
 impl StateFile {
     pub fn load(path: &Path) -> io::Result<StateFile> {
         match fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StateFile::default()),
             Err(e) => Err(e),
         }
@@ -80,13 +84,15 @@ impl StateFile {
 
 impl UserState {
     pub fn upsert_share(&mut self, rec: ShareRecord) {
-        self.shares.retain(|s| !(s.group == rec.group && s.meta.name == rec.meta.name));
+        self.shares
+            .retain(|s| !(s.group == rec.group && s.meta.name == rec.meta.name));
         self.shares.push(rec);
     }
 
     pub fn remove_share(&mut self, group: &str, file: &str) -> bool {
         let before = self.shares.len();
-        self.shares.retain(|s| !(s.group == group && s.meta.name == file));
+        self.shares
+            .retain(|s| !(s.group == group && s.meta.name == file));
         before != self.shares.len()
     }
 
@@ -107,22 +113,38 @@ mod tests {
         let path = dir.path().join("state.json");
         assert!(StateFile::load(&path).unwrap().users.is_empty());
         let mut st = StateFile::default();
-        let meta = FileMeta { name: "a".into(), size: 1, piece_size: 16384, sha1: Sha1Hash([1; 20]), pieces: vec![Sha1Hash([2; 20])] };
+        let meta = FileMeta {
+            name: "a".into(),
+            size: 1,
+            piece_size: 16384,
+            sha1: Sha1Hash([1; 20]),
+            pieces: vec![Sha1Hash([2; 20])],
+        };
         st.user("alice").upsert_share(ShareRecord {
             group: "g1".into(),
             path: "/x/a".into(),
-            stamp: FileStamp { size: 1, mtime_ns: 5 },
+            stamp: FileStamp {
+                size: 1,
+                mtime_ns: 5,
+            },
             meta: meta.clone(),
         });
         st.user("alice").upsert_share(ShareRecord {
             group: "g1".into(),
             path: "/y/a".into(),
-            stamp: FileStamp { size: 1, mtime_ns: 6 },
+            stamp: FileStamp {
+                size: 1,
+                mtime_ns: 6,
+            },
             meta,
         });
         st.save(&path).unwrap();
         let back = StateFile::load(&path).unwrap();
-        assert_eq!(back.users["alice"].shares.len(), 1, "same group+name replaces");
+        assert_eq!(
+            back.users["alice"].shares.len(),
+            1,
+            "same group+name replaces"
+        );
         assert_eq!(back.users["alice"].shares[0].path, PathBuf::from("/y/a"));
         assert!(!path.with_extension("json.tmp").exists());
     }

@@ -6,7 +6,9 @@ pub fn authorize(peer_uid: u32, own_uid: u32) -> Result<(), String> {
     if peer_uid == own_uid || peer_uid == 0 {
         Ok(())
     } else {
-        Err(format!("uid {peer_uid} may not control the minitorrd of uid {own_uid}"))
+        Err(format!(
+            "uid {peer_uid} may not control the minitorrd of uid {own_uid}"
+        ))
     }
 }
 

@@ -25,14 +25,24 @@ pub enum SocketError {
     #[error("minitorrd already running on {0}")]
     AlreadyRunning(PathBuf),
     #[error("cannot create control socket {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub async fn bind_control_socket(path: &Path) -> Result<UnixListener, SocketError> {
-    let io = |source| SocketError::Io { path: path.to_path_buf(), source };
+    let io = |source| SocketError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         if !dir.exists() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
         }
     }
     if path.exists() {
@@ -50,7 +60,11 @@ pub async fn bind_control_socket(path: &Path) -> Result<UnixListener, SocketErro
     Ok(listener)
 }
 
-pub async fn serve_control(listener: UnixListener, daemon: Arc<Daemon>, shutdown: CancellationToken) {
+pub async fn serve_control(
+    listener: UnixListener,
+    daemon: Arc<Daemon>,
+    shutdown: CancellationToken,
+) {
     let own_uid = nix::unistd::getuid().as_raw();
     loop {
         let stream = tokio::select! {
@@ -73,19 +87,32 @@ pub async fn serve_control(listener: UnixListener, daemon: Arc<Daemon>, shutdown
     }
 }
 
-async fn serve_client(mut stream: UnixStream, daemon: Arc<Daemon>, own_uid: u32) -> anyhow::Result<()> {
+async fn serve_client(
+    mut stream: UnixStream,
+    daemon: Arc<Daemon>,
+    own_uid: u32,
+) -> anyhow::Result<()> {
     let uid = stream.peer_cred()?.uid();
     if let Err(why) = authorize(uid, own_uid) {
         tracing::warn!(%why, "refused control connection");
         return Ok(()); // closing without a handshake: the client reports it cannot talk to us
     }
-    tokio::time::timeout(Duration::from_secs(5), handshake(&mut stream, Link::Control)).await??;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        handshake(&mut stream, Link::Control),
+    )
+    .await??;
     let mut framed = Framed::new(stream, links::control_server());
     while let Some(req) = framed.next().await {
         let resp = match req {
             Ok(req) => daemon.handle(req).await,
             Err(e) => {
-                let _ = framed.send(Response::error(ErrorKind::InvalidInput, format!("bad request: {e}"))).await;
+                let _ = framed
+                    .send(Response::error(
+                        ErrorKind::InvalidInput,
+                        format!("bad request: {e}"),
+                    ))
+                    .await;
                 return Err(e.into());
             }
         };

@@ -25,13 +25,18 @@ impl Daemon {
             };
             return Err(Response::error(ErrorKind::Refused, msg));
         }
-        let call = Call::Login { user: user.clone(), password, peer_addr: self.peer_addr.to_string() };
+        let call = Call::Login {
+            user: user.clone(),
+            password,
+            peer_addr: self.peer_addr.to_string(),
+        };
         let grant = match self.call_with(None, call).await? {
             tracker::Response::LoggedIn(g) => g,
             other => return Err(unexpected(other)),
         };
-        let key = VerifyingKey::from_bytes(&grant.tracker_key)
-            .map_err(|_| Response::error(ErrorKind::Internal, "tracker sent an invalid public key"))?;
+        let key = VerifyingKey::from_bytes(&grant.tracker_key).map_err(|_| {
+            Response::error(ErrorKind::Internal, "tracker sent an invalid public key")
+        })?;
         let session = Session {
             user: grant.user.clone(),
             token: grant.token,
@@ -44,7 +49,12 @@ impl Daemon {
         self.start_heartbeat(session.clone());
         tracing::info!(user = %session.user, peer_addr = %session.peer_addr, "logged in");
 
-        let mut report = LoginReport { user: session.user.clone(), reshared: vec![], resumed_downloads: vec![], problems: vec![] };
+        let mut report = LoginReport {
+            user: session.user.clone(),
+            reshared: vec![],
+            resumed_downloads: vec![],
+            problems: vec![],
+        };
         self.restore_shares(&session, &mut report).await;
         self.restore_downloads(&session, &mut report).await;
         Ok(Response::LoggedIn(report))
@@ -65,7 +75,10 @@ impl Daemon {
         let state = self.state.lock().await;
         self.save_state(&state).await;
         Ok(Response::Done {
-            message: format!("logged out {}; stopped sharing {shared} file(s){tracker_note}", session.user),
+            message: format!(
+                "logged out {}; stopped sharing {shared} file(s){tracker_note}",
+                session.user
+            ),
         })
     }
 
@@ -73,7 +86,8 @@ impl Daemon {
         let me = Arc::downgrade(self);
         let handle = tokio::spawn(async move {
             let mut seen_generation = None;
-            let mut tick = tokio::time::interval(Duration::from_secs(session.heartbeat_secs as u64));
+            let mut tick =
+                tokio::time::interval(Duration::from_secs(session.heartbeat_secs as u64));
             loop {
                 tick.tick().await;
                 let Some(d) = me.upgrade() else { return };
@@ -102,7 +116,11 @@ impl Daemon {
     async fn reannounce(&self, session: &Session) {
         let records = self.state.lock().await.user(&session.user).shares.clone();
         for rec in records {
-            let call = Call::Share { group: rec.group.clone(), meta: rec.meta.clone(), complete: true };
+            let call = Call::Share {
+                group: rec.group.clone(),
+                meta: rec.meta.clone(),
+                complete: true,
+            };
             if let Err(e) = self.tracker.call(Some(&session.token), call).await {
                 tracing::warn!(error = %e, "re-announce failed");
                 return;
@@ -121,26 +139,52 @@ impl Daemon {
             match self.check_on_disk(&mut rec).await {
                 Ok(()) => {}
                 Err(why) => {
-                    report.problems.push(format!("{what}: {why}; no longer shared"));
-                    let _ = self.call_with(Some(&session.token), Call::StopShare { group: rec.group.clone(), file: rec.meta.name.clone() }).await;
+                    report
+                        .problems
+                        .push(format!("{what}: {why}; no longer shared"));
+                    let _ = self
+                        .call_with(
+                            Some(&session.token),
+                            Call::StopShare {
+                                group: rec.group.clone(),
+                                file: rec.meta.name.clone(),
+                            },
+                        )
+                        .await;
                     continue;
                 }
             }
-            let call = Call::Share { group: rec.group.clone(), meta: rec.meta.clone(), complete: true };
+            let call = Call::Share {
+                group: rec.group.clone(),
+                meta: rec.meta.clone(),
+                complete: true,
+            };
             if let Err(Response::Error(e)) = self.call_with(Some(&session.token), call).await {
-                report.problems.push(format!("{what}: tracker refused: {}", e.message));
+                report
+                    .problems
+                    .push(format!("{what}: tracker refused: {}", e.message));
                 if e.kind == ErrorKind::TrackerUnavailable {
                     keep.push(rec.clone());
                 }
                 continue;
             }
-            match SharedFile::complete(rec.group.clone(), Arc::new(rec.meta.clone()), rec.path.clone(), rec.stamp) {
+            match SharedFile::complete(
+                rec.group.clone(),
+                Arc::new(rec.meta.clone()),
+                rec.path.clone(),
+                rec.stamp,
+            ) {
                 Ok(f) => {
                     self.shares.insert(f);
-                    report.reshared.push(ShareRef { group: rec.group.clone(), file: rec.meta.name.clone() });
+                    report.reshared.push(ShareRef {
+                        group: rec.group.clone(),
+                        file: rec.meta.name.clone(),
+                    });
                     keep.push(rec);
                 }
-                Err(e) => report.problems.push(format!("{what}: cannot open {}: {e}", rec.path.display())),
+                Err(e) => report
+                    .problems
+                    .push(format!("{what}: cannot open {}: {e}", rec.path.display())),
             }
         }
         state.user(&session.user).shares = keep;
@@ -149,7 +193,8 @@ impl Daemon {
 
     /// Is the shared file still what we announced? Cheap size+mtime check; rehash if changed.
     async fn check_on_disk(&self, rec: &mut ShareRecord) -> Result<(), String> {
-        let stamp = FileStamp::of(&rec.path).map_err(|e| format!("{} is gone ({e})", rec.path.display()))?;
+        let stamp = FileStamp::of(&rec.path)
+            .map_err(|e| format!("{} is gone ({e})", rec.path.display()))?;
         if stamp == rec.stamp {
             return Ok(());
         }
@@ -160,7 +205,10 @@ impl Daemon {
             .await
             .map_err(|e| format!("cannot re-read {}: {e}", rec.path.display()))?;
         if meta.sha1 != rec.meta.sha1 {
-            return Err(format!("{} changed on disk since it was shared", rec.path.display()));
+            return Err(format!(
+                "{} changed on disk since it was shared",
+                rec.path.display()
+            ));
         }
         rec.stamp = stamp;
         Ok(())
@@ -168,17 +216,43 @@ impl Daemon {
 
     /// Resume unfinished downloads; list finished ones for show_downloads.
     async fn restore_downloads(self: &Arc<Self>, session: &Session, report: &mut LoginReport) {
-        let records = self.state.lock().await.user(&session.user).downloads.clone();
+        let records = self
+            .state
+            .lock()
+            .await
+            .user(&session.user)
+            .downloads
+            .clone();
         for rec in records {
             if rec.state != RecordState::Downloading {
-                self.downloads.lock().expect("lock").push(DownloadEntry::Record(rec));
+                self.downloads
+                    .lock()
+                    .expect("lock")
+                    .push(DownloadEntry::Record(rec));
                 continue;
             }
-            match self.start_download(rec.group.clone(), rec.meta.name.clone(), rec.dest.clone(), Some(rec.meta.sha1)).await {
-                Ok(_) => report.resumed_downloads.push(ShareRef { group: rec.group, file: rec.meta.name }),
+            match self
+                .start_download(
+                    rec.group.clone(),
+                    rec.meta.name.clone(),
+                    rec.dest.clone(),
+                    Some(rec.meta.sha1),
+                )
+                .await
+            {
+                Ok(_) => report.resumed_downloads.push(ShareRef {
+                    group: rec.group,
+                    file: rec.meta.name,
+                }),
                 Err(Response::Error(e)) => {
-                    report.problems.push(format!("download of {} in {} not resumed: {}", rec.meta.name, rec.group, e.message));
-                    self.downloads.lock().expect("lock").push(DownloadEntry::Record(rec));
+                    report.problems.push(format!(
+                        "download of {} in {} not resumed: {}",
+                        rec.meta.name, rec.group, e.message
+                    ));
+                    self.downloads
+                        .lock()
+                        .expect("lock")
+                        .push(DownloadEntry::Record(rec));
                 }
                 Err(_) => {}
             }

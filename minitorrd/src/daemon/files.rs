@@ -25,25 +25,42 @@ fn refused(msg: impl Into<String>) -> Response {
 impl Daemon {
     pub(super) async fn upload_file(&self, path: PathBuf, group: String) -> Reply<Response> {
         let session = self.current_session()?;
-        let md = std::fs::metadata(&path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+        let md = std::fs::metadata(&path)
+            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
         if md.is_dir() {
-            return Err(invalid(format!("{} is a directory; upload_file shares one file", path.display())));
+            return Err(invalid(format!(
+                "{} is a directory; upload_file shares one file",
+                path.display()
+            )));
         }
         if !md.is_file() {
             return Err(invalid(format!("{} is not a regular file", path.display())));
         }
-        std::fs::File::open(&path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+        std::fs::File::open(&path)
+            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| invalid(format!("{} has no usable (UTF-8) file name", path.display())))?
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{} has no usable (UTF-8) file name",
+                    path.display()
+                ))
+            })?
             .to_string();
         validate_file_name(&name).map_err(|e| invalid(e.to_string()))?;
 
         // Fail fast (before hashing gigabytes) if the group is unknown or we are not a member.
-        if let tracker::Response::Files(files) = self.call(Call::ListFiles { group: group.clone() }).await? {
+        if let tracker::Response::Files(files) = self
+            .call(Call::ListFiles {
+                group: group.clone(),
+            })
+            .await?
+        {
             if files.iter().any(|f| f.name == name && f.size != md.len()) {
-                return Err(refused(format!("{group} already has {name} with a different SHA1")));
+                return Err(refused(format!(
+                    "{group} already has {name} with a different SHA1"
+                )));
             }
         }
 
@@ -53,7 +70,11 @@ impl Daemon {
             .run(move || hash_file(&p, &n, ps))
             .await
             .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
-        let call = Call::Share { group: group.clone(), meta: meta.clone(), complete: true };
+        let call = Call::Share {
+            group: group.clone(),
+            meta: meta.clone(),
+            complete: true,
+        };
         self.call_with(Some(&session.token), call).await?;
 
         let meta = Arc::new(meta);
@@ -62,12 +83,22 @@ impl Daemon {
         self.shares.insert(shared);
         {
             let mut state = self.state.lock().await;
-            let rec = ShareRecord { group: group.clone(), path, stamp, meta: (*meta).clone() };
+            let rec = ShareRecord {
+                group: group.clone(),
+                path,
+                stamp,
+                meta: (*meta).clone(),
+            };
             state.user(&session.user).upsert_share(rec);
             self.save_state(&state).await;
         }
         tracing::info!(file = %name, %group, size = meta.size, "shared");
-        let summary = match self.call(Call::ListFiles { group: group.clone() }).await {
+        let summary = match self
+            .call(Call::ListFiles {
+                group: group.clone(),
+            })
+            .await
+        {
             Ok(tracker::Response::Files(files)) => files.into_iter().find(|f| f.name == name),
             _ => None,
         };
@@ -82,16 +113,31 @@ impl Daemon {
         })))
     }
 
-    pub(super) async fn download_file(self: &Arc<Self>, group: String, file: String, dest: PathBuf) -> Reply<Response> {
+    pub(super) async fn download_file(
+        self: &Arc<Self>,
+        group: String,
+        file: String,
+        dest: PathBuf,
+    ) -> Reply<Response> {
         self.current_session()?;
         validate_file_name(&file).map_err(|e| invalid(e.to_string()))?;
-        let dest = if dest.is_dir() { dest.join(&file) } else { dest };
+        let dest = if dest.is_dir() {
+            dest.join(&file)
+        } else {
+            dest
+        };
         let dir = dest.parent().unwrap_or(Path::new("/"));
         if !dir.is_dir() {
-            return Err(invalid(format!("destination directory {} does not exist", dir.display())));
+            return Err(invalid(format!(
+                "destination directory {} does not exist",
+                dir.display()
+            )));
         }
         if dest.exists() {
-            return Err(refused(format!("{} already exists; not overwriting it", dest.display())));
+            return Err(refused(format!(
+                "{} already exists; not overwriting it",
+                dest.display()
+            )));
         }
         if self.live_download(&group, &file).is_some() {
             return Err(refused(format!("already downloading {file} from {group}")));
@@ -104,10 +150,18 @@ impl Daemon {
     }
 
     fn live_download(&self, group: &str, file: &str) -> Option<Arc<Download>> {
-        self.downloads.lock().expect("lock").iter().find_map(|e| match e {
-            DownloadEntry::Live(d) if d.group == group && d.meta.name == file && !d.is_finished() => Some(d.clone()),
-            _ => None,
-        })
+        self.downloads
+            .lock()
+            .expect("lock")
+            .iter()
+            .find_map(|e| match e {
+                DownloadEntry::Live(d)
+                    if d.group == group && d.meta.name == file && !d.is_finished() =>
+                {
+                    Some(d.clone())
+                }
+                _ => None,
+            })
     }
 
     /// Ask the tracker for the file, open (or resume) the partial file, and start downloading.
@@ -119,22 +173,46 @@ impl Daemon {
         expect: Option<Sha1Hash>,
     ) -> Reply<Arc<Download>> {
         let session = self.current_session()?;
-        let details = match self.call(Call::GetFile { group: group.clone(), file: file.clone() }).await? {
+        let details = match self
+            .call(Call::GetFile {
+                group: group.clone(),
+                file: file.clone(),
+            })
+            .await?
+        {
             tracker::Response::File(d) => d,
             other => return Err(unexpected(other)),
         };
-        details.meta.check().map_err(|e| Response::error(ErrorKind::Internal, format!("tracker sent bad metadata: {e}")))?;
+        details.meta.check().map_err(|e| {
+            Response::error(
+                ErrorKind::Internal,
+                format!("tracker sent bad metadata: {e}"),
+            )
+        })?;
         if expect.is_some_and(|h| h != details.meta.sha1) {
-            return Err(refused(format!("{file} in {group} was replaced by different content")));
+            return Err(refused(format!(
+                "{file} in {group} was replaced by different content"
+            )));
         }
         let meta = Arc::new(details.meta.clone());
         let dl = Download::prepare(group.clone(), meta.clone(), dest.clone(), &self.pool)
             .await
-            .map_err(|e| invalid(format!("cannot write in {}: {e}", dest.parent().unwrap_or(Path::new("/")).display())))?;
+            .map_err(|e| {
+                invalid(format!(
+                    "cannot write in {}: {e}",
+                    dest.parent().unwrap_or(Path::new("/")).display()
+                ))
+            })?;
         self.shares.insert(dl.shared.clone());
         {
             let mut state = self.state.lock().await;
-            let rec = DownloadRecord { group: group.clone(), dest: dest.clone(), meta: (*meta).clone(), state: RecordState::Downloading, error: None };
+            let rec = DownloadRecord {
+                group: group.clone(),
+                dest: dest.clone(),
+                meta: (*meta).clone(),
+                state: RecordState::Downloading,
+                error: None,
+            };
             state.user(&session.user).upsert_download(rec);
             self.save_state(&state).await;
         }
@@ -170,10 +248,21 @@ impl Daemon {
         };
         let mut state = self.state.lock().await;
         let u = state.user(user);
-        u.upsert_download(DownloadRecord { group: dl.group.clone(), dest: dl.dest.clone(), meta: (*dl.meta).clone(), state: state_now, error });
+        u.upsert_download(DownloadRecord {
+            group: dl.group.clone(),
+            dest: dl.dest.clone(),
+            meta: (*dl.meta).clone(),
+            state: state_now,
+            error,
+        });
         if outcome == Outcome::Completed {
             match FileStamp::of(&dl.dest) {
-                Ok(stamp) => u.upsert_share(ShareRecord { group: dl.group.clone(), path: dl.dest.clone(), stamp, meta: (*dl.meta).clone() }),
+                Ok(stamp) => u.upsert_share(ShareRecord {
+                    group: dl.group.clone(),
+                    path: dl.dest.clone(),
+                    stamp,
+                    meta: (*dl.meta).clone(),
+                }),
                 Err(e) => tracing::warn!(error = %e, "finished file vanished"),
             }
         } else {
@@ -198,10 +287,18 @@ impl Daemon {
     pub(super) async fn stop_share(&self, group: String, file: String) -> Reply<Response> {
         let session = self.current_session()?;
         if self.live_download(&group, &file).is_some() {
-            return Err(refused(format!("{file} in {group} is still downloading; wait for it to finish")));
+            return Err(refused(format!(
+                "{file} in {group} is still downloading; wait for it to finish"
+            )));
         }
         let had_locally = self.shares.remove(&group, &file).is_some();
-        match self.call(Call::StopShare { group: group.clone(), file: file.clone() }).await {
+        match self
+            .call(Call::StopShare {
+                group: group.clone(),
+                file: file.clone(),
+            })
+            .await
+        {
             Ok(_) => {}
             Err(Response::Error(e)) if e.kind == ErrorKind::NotFound && had_locally => {}
             Err(e) => return Err(e),
@@ -209,7 +306,9 @@ impl Daemon {
         let mut state = self.state.lock().await;
         state.user(&session.user).remove_share(&group, &file);
         self.save_state(&state).await;
-        Ok(Response::Done { message: format!("stopped sharing {file} in {group}") })
+        Ok(Response::Done {
+            message: format!("stopped sharing {file} in {group}"),
+        })
     }
 }
 

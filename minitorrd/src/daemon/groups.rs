@@ -8,27 +8,47 @@ use minitorr_proto::tracker::{self, Call};
 use super::{unexpected, Daemon, Reply};
 
 fn done(message: impl Into<String>) -> Reply<Response> {
-    Ok(Response::Done { message: message.into() })
+    Ok(Response::Done {
+        message: message.into(),
+    })
 }
 
 impl Daemon {
     pub(super) async fn create_user(&self, user: String, password: String) -> Reply<Response> {
-        self.call_with(None, Call::CreateUser { user: user.clone(), password }).await?;
+        self.call_with(
+            None,
+            Call::CreateUser {
+                user: user.clone(),
+                password,
+            },
+        )
+        .await?;
         done(format!("created user {user}"))
     }
 
     pub(super) async fn create_group(&self, group: String) -> Reply<Response> {
-        self.call(Call::CreateGroup { group: group.clone() }).await?;
+        self.call(Call::CreateGroup {
+            group: group.clone(),
+        })
+        .await?;
         done(format!("created group {group}; you are its owner"))
     }
 
     pub(super) async fn join_group(&self, group: String) -> Reply<Response> {
-        self.call(Call::JoinGroup { group: group.clone() }).await?;
-        done(format!("asked to join {group}; its owner must accept the request"))
+        self.call(Call::JoinGroup {
+            group: group.clone(),
+        })
+        .await?;
+        done(format!(
+            "asked to join {group}; its owner must accept the request"
+        ))
     }
 
     pub(super) async fn leave_group(self: &Arc<Self>, group: String) -> Reply<Response> {
-        self.call(Call::LeaveGroup { group: group.clone() }).await?;
+        self.call(Call::LeaveGroup {
+            group: group.clone(),
+        })
+        .await?;
         // The tracker dropped our shares in the group; stop serving them and forget them.
         self.shares.remove_group(&group);
         let user = self.current_session()?.user;
@@ -39,19 +59,32 @@ impl Daemon {
     }
 
     pub(super) async fn list_requests(&self, group: String) -> Reply<Response> {
-        match self.call(Call::ListRequests { group: group.clone() }).await? {
+        match self
+            .call(Call::ListRequests {
+                group: group.clone(),
+            })
+            .await?
+        {
             tracker::Response::Requests(users) => Ok(Response::Requests { group, users }),
             other => Err(unexpected(other)),
         }
     }
 
     pub(super) async fn accept_request(&self, group: String, user: String) -> Reply<Response> {
-        self.call(Call::AcceptRequest { group: group.clone(), user: user.clone() }).await?;
+        self.call(Call::AcceptRequest {
+            group: group.clone(),
+            user: user.clone(),
+        })
+        .await?;
         done(format!("{user} is now a member of {group}"))
     }
 
     pub(super) async fn reject_request(&self, group: String, user: String) -> Reply<Response> {
-        self.call(Call::RejectRequest { group: group.clone(), user: user.clone() }).await?;
+        self.call(Call::RejectRequest {
+            group: group.clone(),
+            user: user.clone(),
+        })
+        .await?;
         done(format!("rejected {user}'s request to join {group}"))
     }
 
@@ -63,7 +96,12 @@ impl Daemon {
     }
 
     pub(super) async fn list_files(&self, group: String) -> Reply<Response> {
-        match self.call(Call::ListFiles { group: group.clone() }).await? {
+        match self
+            .call(Call::ListFiles {
+                group: group.clone(),
+            })
+            .await?
+        {
             tracker::Response::Files(files) => Ok(Response::Files { group, files }),
             other => Err(unexpected(other)),
         }

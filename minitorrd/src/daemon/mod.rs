@@ -75,6 +75,11 @@ impl Daemon {
         self.tracker_key.clone()
     }
 
+    /// Apply a new download rate limit (SIGHUP).
+    pub fn set_download_rate(&self, bytes_per_sec: u64) {
+        self.download_limit.set_rate(bytes_per_sec);
+    }
+
     pub fn pool(&self) -> BlockingPool {
         self.pool.clone()
     }
@@ -95,7 +100,9 @@ impl Daemon {
             Request::ListGroups => self.list_groups().await,
             Request::ListFiles { group } => self.list_files(group).await,
             Request::UploadFile { path, group } => self.upload_file(path, group).await,
-            Request::DownloadFile { group, file, dest } => self.download_file(group, file, dest).await,
+            Request::DownloadFile { group, file, dest } => {
+                self.download_file(group, file, dest).await
+            }
             Request::ShowDownloads => Ok(self.show_downloads()),
             Request::StopShare { group, file } => self.stop_share(group, file).await,
             Request::Status => Ok(self.status()),
@@ -123,7 +130,10 @@ impl Daemon {
 
     pub(crate) fn current_session(&self) -> Reply<Session> {
         self.session.read().expect("lock").clone().ok_or_else(|| {
-            Response::error(ErrorKind::NotLoggedIn, "not logged in; run: minitorrctl login <user_id>")
+            Response::error(
+                ErrorKind::NotLoggedIn,
+                "not logged in; run: minitorrctl login <user_id>",
+            )
         })
     }
 
@@ -133,11 +143,18 @@ impl Daemon {
         self.call_with(Some(&session.token), call).await
     }
 
-    pub(crate) async fn call_with(&self, token: Option<&str>, call: Call) -> Reply<tracker::Response> {
+    pub(crate) async fn call_with(
+        &self,
+        token: Option<&str>,
+        call: Call,
+    ) -> Reply<tracker::Response> {
         match self.tracker.call(token, call).await {
             Ok(tracker::Response::Error { code, message }) => Err(tracker_error(code, message)),
             Ok(resp) => Ok(resp),
-            Err(e) => Err(Response::error(ErrorKind::TrackerUnavailable, e.to_string())),
+            Err(e) => Err(Response::error(
+                ErrorKind::TrackerUnavailable,
+                e.to_string(),
+            )),
         }
     }
 
@@ -193,5 +210,8 @@ pub(crate) fn tracker_error(code: ErrorCode, message: String) -> Response {
 }
 
 pub(crate) fn unexpected(resp: tracker::Response) -> Response {
-    Response::error(ErrorKind::Internal, format!("unexpected tracker answer: {resp:?}"))
+    Response::error(
+        ErrorKind::Internal,
+        format!("unexpected tracker answer: {resp:?}"),
+    )
 }

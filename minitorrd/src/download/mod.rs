@@ -88,18 +88,32 @@ pub struct Download {
 impl Download {
     /// Open (or resume) the partial file next to `dest`. Resuming re-verifies every piece on
     /// disk, so a crash mid-write can never leave a bad piece counted as done.
-    pub async fn prepare(group: String, meta: Arc<FileMeta>, dest: PathBuf, pool: &BlockingPool) -> std::io::Result<Arc<Download>> {
+    pub async fn prepare(
+        group: String,
+        meta: Arc<FileMeta>,
+        dest: PathBuf,
+        pool: &BlockingPool,
+    ) -> std::io::Result<Arc<Download>> {
         let part_path = storage::part_path_for(&dest);
         let m = meta.clone();
         let (part, have) = pool
             .run(move || -> std::io::Result<_> {
                 let (part, existed) = PartFile::open(&part_path, m.clone())?;
-                let have = if existed { part.scan()? } else { minitorr_proto::types::Bitfield::new(m.piece_count()) };
+                let have = if existed {
+                    part.scan()?
+                } else {
+                    minitorr_proto::types::Bitfield::new(m.piece_count())
+                };
                 Ok((part, have))
             })
             .await?;
         let bytes_done = have.iter_set().map(|i| meta.piece_len(i) as u64).sum();
-        let shared = SharedFile::partial(group.clone(), meta.clone(), part.path().to_path_buf(), have.clone())?;
+        let shared = SharedFile::partial(
+            group.clone(),
+            meta.clone(),
+            part.path().to_path_buf(),
+            have.clone(),
+        )?;
         let part = Arc::new(part);
         let whole = WholeFileHasher::start(part.clone())?;
         for i in have.iter_set() {
@@ -146,11 +160,18 @@ impl Download {
             bytes_done: p.bytes_done,
             pieces_done,
             pieces_total: self.meta.piece_count(),
-            speed_bps: if p.state == DownloadState::Downloading { p.speed() } else { 0 },
+            speed_bps: if p.state == DownloadState::Downloading {
+                p.speed()
+            } else {
+                0
+            },
             peers: p.peers.values().cloned().collect(),
             error: p.error.clone(),
             first_piece_ms: p.first_piece.map(|d| d.as_millis() as u64),
-            elapsed_ms: p.finished.unwrap_or_else(|| self.started.elapsed()).as_millis() as u64,
+            elapsed_ms: p
+                .finished
+                .unwrap_or_else(|| self.started.elapsed())
+                .as_millis() as u64,
         }
     }
 
@@ -214,13 +235,26 @@ impl Download {
                 if connected.len() >= env.max_peers {
                     break;
                 }
-                if connected.contains_key(addr) || banned.contains(addr) || retry_at.get(addr).is_some_and(|t| *t > now) {
+                if connected.contains_key(addr)
+                    || banned.contains(addr)
+                    || retry_at.get(addr).is_some_and(|t| *t > now)
+                {
                     continue;
                 }
                 next_id += 1;
                 connected.insert(addr.clone(), next_id);
-                self.progress.lock().expect("lock").peer(addr, &info.user).connected = true;
-                let (dl, env, info, ticket, addr) = (self.clone(), env.clone(), info.clone(), ticket.clone(), addr.clone());
+                self.progress
+                    .lock()
+                    .expect("lock")
+                    .peer(addr, &info.user)
+                    .connected = true;
+                let (dl, env, info, ticket, addr) = (
+                    self.clone(),
+                    env.clone(),
+                    info.clone(),
+                    ticket.clone(),
+                    addr.clone(),
+                );
                 let id = next_id;
                 tasks.spawn(async move { (addr, peer::run_peer(dl, id, info, ticket, env).await) });
             }
@@ -265,8 +299,16 @@ impl Download {
             };
             let stalled = missing > 0 && unavailable.len() as u32 == missing;
             let wants_refresh = connected.is_empty() || !unavailable.is_empty();
-            stalled_since = if stalled { stalled_since.or(Some(Instant::now())) } else { None };
-            let refresh_due = if wants_refresh { REFRESH_STALLED } else { REFRESH_EVERY };
+            stalled_since = if stalled {
+                stalled_since.or(Some(Instant::now()))
+            } else {
+                None
+            };
+            let refresh_due = if wants_refresh {
+                REFRESH_STALLED
+            } else {
+                REFRESH_EVERY
+            };
             if last_refresh.elapsed() >= refresh_due {
                 last_refresh = Instant::now();
                 match self.refresh(&env).await {
@@ -274,7 +316,9 @@ impl Download {
                         ticket = d.ticket;
                         self.learn_peers(&env, d.peers, &mut known);
                     }
-                    Err(e) => tracing::warn!(file = %self.meta.name, error = %e, "peer refresh failed"),
+                    Err(e) => {
+                        tracing::warn!(file = %self.meta.name, error = %e, "peer refresh failed")
+                    }
                 }
             }
             if let Some(since) = stalled_since {
@@ -286,7 +330,12 @@ impl Download {
         }
     }
 
-    fn learn_peers(&self, env: &DownloadEnv, peers: Vec<PeerInfo>, known: &mut HashMap<String, PeerInfo>) {
+    fn learn_peers(
+        &self,
+        env: &DownloadEnv,
+        peers: Vec<PeerInfo>,
+        known: &mut HashMap<String, PeerInfo>,
+    ) {
         for p in peers {
             if p.addr != env.self_addr {
                 known.insert(p.addr.clone(), p);
@@ -295,7 +344,10 @@ impl Download {
     }
 
     async fn refresh(&self, env: &DownloadEnv) -> Result<FileDetails, String> {
-        let call = Call::GetFile { group: self.group.clone(), file: self.meta.name.clone() };
+        let call = Call::GetFile {
+            group: self.group.clone(),
+            file: self.meta.name.clone(),
+        };
         match env.tracker.call(Some(&env.token), call).await {
             Ok(Response::File(d)) if d.meta.sha1 == self.meta.sha1 => Ok(d),
             Ok(Response::File(_)) => Err("the file changed on the tracker".into()),
@@ -307,29 +359,52 @@ impl Download {
 
     /// Tell the tracker we hold (part of) the file, so others can fetch from us.
     async fn announce(&self, env: &DownloadEnv, complete: bool) {
-        let call = Call::Share { group: self.group.clone(), meta: (*self.meta).clone(), complete };
+        let call = Call::Share {
+            group: self.group.clone(),
+            meta: (*self.meta).clone(),
+            complete,
+        };
         match env.tracker.call(Some(&env.token), call).await {
             Ok(Response::Ok { .. }) => {}
-            Ok(other) => tracing::warn!(file = %self.meta.name, answer = ?other, "tracker refused our share announcement"),
-            Err(e) => tracing::warn!(file = %self.meta.name, error = %e, "could not announce share"),
+            Ok(other) => {
+                tracing::warn!(file = %self.meta.name, answer = ?other, "tracker refused our share announcement")
+            }
+            Err(e) => {
+                tracing::warn!(file = %self.meta.name, error = %e, "could not announce share")
+            }
         }
     }
 
     /// Whole-file SHA1, then move into place and become a full seeder.
     async fn finish(&self, env: &DownloadEnv) -> Result<(), String> {
         let (part, meta, dest) = (self.part.clone(), self.meta.clone(), self.dest.clone());
-        let whole = self.whole.lock().expect("lock").take().ok_or("download finished twice")?;
+        let whole = self
+            .whole
+            .lock()
+            .expect("lock")
+            .take()
+            .ok_or("download finished twice")?;
         let stamp = env
             .pool
             .run(move || -> Result<FileStamp, String> {
-                let got = whole.finish().map_err(|e| format!("cannot compute the whole-file SHA1: {e}"))?;
+                let got = whole
+                    .finish()
+                    .map_err(|e| format!("cannot compute the whole-file SHA1: {e}"))?;
                 if got != meta.sha1 {
-                    return Err(format!("whole-file SHA1 mismatch (got {}, expected {})", got.short(), meta.sha1.short()));
+                    return Err(format!(
+                        "whole-file SHA1 mismatch (got {}, expected {})",
+                        got.short(),
+                        meta.sha1.short()
+                    ));
                 }
                 if dest.exists() {
-                    return Err(format!("{} appeared meanwhile; not overwriting it", dest.display()));
+                    return Err(format!(
+                        "{} appeared meanwhile; not overwriting it",
+                        dest.display()
+                    ));
                 }
-                part.finish(&dest).map_err(|e| format!("cannot move the file into place: {e}"))?;
+                part.finish(&dest)
+                    .map_err(|e| format!("cannot move the file into place: {e}"))?;
                 FileStamp::of(&dest).map_err(|e| e.to_string())
             })
             .await?;
@@ -341,18 +416,31 @@ impl Download {
     // --- called by peer tasks -------------------------------------------------------------
 
     fn next_piece(&self, peer: PeerId) -> Option<u32> {
-        self.picker.lock().expect("lock").pick(peer, &mut rand::thread_rng())
+        self.picker
+            .lock()
+            .expect("lock")
+            .pick(peer, &mut rand::thread_rng())
     }
 
     fn piece_verified(&self, piece: u32, data: bytes::Bytes, addr: &str, user: &str) {
-        let fresh = self.picker.lock().expect("lock").on_verified(piece).is_some();
+        let fresh = self
+            .picker
+            .lock()
+            .expect("lock")
+            .on_verified(piece)
+            .is_some();
         if fresh {
             if let Some(w) = self.whole.lock().expect("lock").as_ref() {
                 w.piece(piece, Some(data));
             }
             self.shared.add_piece(piece);
             let len = self.meta.piece_len(piece) as u64;
-            self.progress.lock().expect("lock").record_piece(addr, user, len, self.started.elapsed());
+            self.progress.lock().expect("lock").record_piece(
+                addr,
+                user,
+                len,
+                self.started.elapsed(),
+            );
             self.changed.notify_waiters();
         }
     }
@@ -360,14 +448,22 @@ impl Download {
     fn piece_rejected(&self, piece: u32, peer: PeerId, addr: &str, bad_hash: bool) {
         self.picker.lock().expect("lock").release(piece, peer);
         if bad_hash {
-            self.progress.lock().expect("lock").peer(addr, "").bad_pieces += 1;
+            self.progress
+                .lock()
+                .expect("lock")
+                .peer(addr, "")
+                .bad_pieces += 1;
         }
     }
 }
 
 fn describe_unavailable(pieces: &[u32]) -> String {
     let shown: Vec<String> = pieces.iter().take(5).map(|p| p.to_string()).collect();
-    let more = if pieces.len() > 5 { format!(" and {} more", pieces.len() - 5) } else { String::new() };
+    let more = if pieces.len() > 5 {
+        format!(" and {} more", pieces.len() - 5)
+    } else {
+        String::new()
+    };
     format!(
         "{} piece(s) have no holder online (pieces {}{more}); verified pieces are kept — run download_file again when a seeder is back",
         pieces.len(),

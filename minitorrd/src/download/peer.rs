@@ -45,14 +45,26 @@ enum Verified {
     WriteFailed(String),
 }
 
-pub async fn run_peer(dl: Arc<Download>, id: PeerId, info: PeerInfo, ticket: PeerTicket, env: Arc<DownloadEnv>) -> PeerExit {
+pub async fn run_peer(
+    dl: Arc<Download>,
+    id: PeerId,
+    info: PeerInfo,
+    ticket: PeerTicket,
+    env: Arc<DownloadEnv>,
+) -> PeerExit {
     match session(&dl, id, &info, ticket, &env).await {
         Ok(exit) => exit,
         Err(e) => PeerExit::Gone(e.to_string()),
     }
 }
 
-async fn connect(addr: &str, ticket: PeerTicket) -> anyhow::Result<(Framed<TcpStream, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>, minitorr_proto::types::Bitfield)> {
+async fn connect(
+    addr: &str,
+    ticket: PeerTicket,
+) -> anyhow::Result<(
+    Framed<TcpStream, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>,
+    minitorr_proto::types::Bitfield,
+)> {
     let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await??;
     stream.set_nodelay(true)?;
     tokio::time::timeout(CONNECT_TIMEOUT, handshake(&mut stream, Link::Peer)).await??;
@@ -67,7 +79,13 @@ async fn connect(addr: &str, ticket: PeerTicket) -> anyhow::Result<(Framed<TcpSt
     }
 }
 
-async fn session(dl: &Arc<Download>, id: PeerId, info: &PeerInfo, ticket: PeerTicket, env: &DownloadEnv) -> anyhow::Result<PeerExit> {
+async fn session(
+    dl: &Arc<Download>,
+    id: PeerId,
+    info: &PeerInfo,
+    ticket: PeerTicket,
+    env: &DownloadEnv,
+) -> anyhow::Result<PeerExit> {
     let (mut framed, have) = connect(&info.addr, ticket).await?;
     if have.len() != dl.meta.piece_count() || !have.is_well_formed() {
         anyhow::bail!("bitfield of the wrong size");
@@ -89,7 +107,9 @@ async fn session(dl: &Arc<Download>, id: PeerId, info: &PeerInfo, ticket: PeerTi
         // buffers we hold, and that is what bounds memory per peer.
         let mut sent = false;
         while inflight.len() + verifying.len() < depth {
-            let Some(piece) = dl.next_piece(id) else { break };
+            let Some(piece) = dl.next_piece(id) else {
+                break;
+            };
             env.limit.acquire(dl.meta.piece_len(piece) as usize).await;
             framed.feed(PeerMsg::Request { piece }).await?;
             inflight.insert(piece, Instant::now());
@@ -150,7 +170,11 @@ async fn session(dl: &Arc<Download>, id: PeerId, info: &PeerInfo, ticket: PeerTi
         // Cancel requests that another peer already satisfied (endgame).
         let done: Vec<u32> = {
             let p = dl.picker.lock().expect("lock");
-            inflight.keys().copied().filter(|&i| p.is_verified(i)).collect()
+            inflight
+                .keys()
+                .copied()
+                .filter(|&i| p.is_verified(i))
+                .collect()
         };
         for piece in done {
             inflight.remove(&piece);
@@ -163,7 +187,8 @@ async fn session(dl: &Arc<Download>, id: PeerId, info: &PeerInfo, ticket: PeerTi
         if elapsed >= Duration::from_millis(500) {
             let rate = window_bytes as f64 / elapsed.as_secs_f64();
             let piece = dl.meta.piece_size as f64;
-            depth = (2 + (rate * PIPELINE_TARGET.as_secs_f64() / piece) as usize).clamp(2, env.max_depth);
+            depth = (2 + (rate * PIPELINE_TARGET.as_secs_f64() / piece) as usize)
+                .clamp(2, env.max_depth);
             window_start = Instant::now();
             window_bytes = 0;
         }
@@ -173,7 +198,12 @@ async fn session(dl: &Arc<Download>, id: PeerId, info: &PeerInfo, ticket: PeerTi
     }
 }
 
-async fn verify_and_write(dl: Arc<Download>, env: &DownloadEnv, piece: u32, data: Bytes) -> Verified {
+async fn verify_and_write(
+    dl: Arc<Download>,
+    env: &DownloadEnv,
+    piece: u32,
+    data: Bytes,
+) -> Verified {
     let expected = dl.meta.pieces[piece as usize];
     if data.len() != dl.meta.piece_len(piece) as usize {
         return Verified::BadHash(piece);
@@ -186,7 +216,9 @@ async fn verify_and_write(dl: Arc<Download>, env: &DownloadEnv, piece: u32, data
             }
             match part.write_piece(piece, &data) {
                 Ok(()) => Verified::Good(piece, data),
-                Err(e) => Verified::WriteFailed(format!("cannot write to {}: {e}", part.path().display())),
+                Err(e) => {
+                    Verified::WriteFailed(format!("cannot write to {}: {e}", part.path().display()))
+                }
             }
         })
         .await

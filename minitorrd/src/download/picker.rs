@@ -41,7 +41,15 @@ impl Picker {
     /// A picker for `n` pieces, of which those set in `have` are already verified.
     pub fn new(have: &Bitfield) -> Picker {
         let n = have.len();
-        let state = (0..n).map(|i| if have.get(i) { PieceState::Verified } else { PieceState::Missing }).collect();
+        let state = (0..n)
+            .map(|i| {
+                if have.get(i) {
+                    PieceState::Verified
+                } else {
+                    PieceState::Missing
+                }
+            })
+            .collect();
         Picker {
             state,
             availability: vec![0; n as usize],
@@ -80,7 +88,8 @@ impl Picker {
         if let Some(have) = self.peers.get_mut(&peer) {
             if piece < have.len() && !have.get(piece) {
                 have.set(piece);
-                self.availability[piece as usize] = self.availability[piece as usize].saturating_add(1);
+                self.availability[piece as usize] =
+                    self.availability[piece as usize].saturating_add(1);
             }
         }
     }
@@ -188,14 +197,19 @@ impl Picker {
 
     /// Whether `peer` has anything we still need.
     pub fn peer_is_useful(&self, peer: PeerId) -> bool {
-        self.peers
-            .get(&peer)
-            .is_some_and(|have| have.iter_set().any(|i| self.state[i as usize] != PieceState::Verified))
+        self.peers.get(&peer).is_some_and(|have| {
+            have.iter_set()
+                .any(|i| self.state[i as usize] != PieceState::Verified)
+        })
     }
 
     #[cfg(test)]
     fn check_invariants(&self) {
-        let verified = self.state.iter().filter(|s| **s == PieceState::Verified).count() as u32;
+        let verified = self
+            .state
+            .iter()
+            .filter(|s| **s == PieceState::Verified)
+            .count() as u32;
         assert_eq!(verified, self.verified);
         for st in &self.state {
             if let PieceState::InFlight(who) = st {
@@ -257,7 +271,11 @@ mod tests {
         assert_eq!(p.pick(1, &mut rng), Some(0));
         assert_eq!(p.pick(2, &mut rng), Some(0));
         assert_eq!(p.on_verified(0), Some(vec![1, 2]));
-        assert_eq!(p.on_verified(0), None, "a duplicate delivery is not counted twice");
+        assert_eq!(
+            p.on_verified(0),
+            None,
+            "a duplicate delivery is not counted twice"
+        );
         assert!(p.is_complete());
         p.check_invariants();
     }
@@ -300,8 +318,13 @@ mod tests {
             p.add_peer(peer, Bitfield::full(64));
         }
         let mut rng = StdRng::seed_from_u64(5);
-        let first: Vec<u32> = (1..=3).map(|peer| p.pick(peer, &mut rng).unwrap()).collect();
-        assert!(first.iter().all(|&i| i < WINDOW as u32), "stays near the front: {first:?}");
+        let first: Vec<u32> = (1..=3)
+            .map(|peer| p.pick(peer, &mut rng).unwrap())
+            .collect();
+        assert!(
+            first.iter().all(|&i| i < WINDOW as u32),
+            "stays near the front: {first:?}"
+        );
         assert!(first[0] != first[1] && first[1] != first[2] && first[0] != first[2]);
     }
 
@@ -311,7 +334,10 @@ mod tests {
         let n = 200;
         let mut p = Picker::new(&Bitfield::new(n));
         p.add_peer(1, Bitfield::full(n));
-        p.add_peer(2, bits(n, &(0..n).filter(|i| i % 2 == 0).collect::<Vec<_>>()));
+        p.add_peer(
+            2,
+            bits(n, &(0..n).filter(|i| i % 2 == 0).collect::<Vec<_>>()),
+        );
         let mut inflight: Vec<(PeerId, u32)> = vec![];
         let mut steps = 0;
         while !p.is_complete() {

@@ -32,13 +32,15 @@ impl Progress {
     }
 
     pub fn peer(&mut self, addr: &str, user: &str) -> &mut PeerStat {
-        self.peers.entry(addr.to_string()).or_insert_with(|| PeerStat {
-            addr: addr.to_string(),
-            user: user.to_string(),
-            bytes_received: 0,
-            connected: false,
-            bad_pieces: 0,
-        })
+        self.peers
+            .entry(addr.to_string())
+            .or_insert_with(|| PeerStat {
+                addr: addr.to_string(),
+                user: user.to_string(),
+                bytes_received: 0,
+                connected: false,
+                bad_pieces: 0,
+            })
     }
 
     pub fn record_piece(&mut self, addr: &str, user: &str, len: u64, since_start: Duration) {
@@ -47,7 +49,11 @@ impl Progress {
         self.first_piece.get_or_insert(since_start);
         let now = Instant::now();
         self.samples.push_back((now, len));
-        while self.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > SPEED_WINDOW) {
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > SPEED_WINDOW)
+        {
             self.samples.pop_front();
         }
     }
@@ -55,8 +61,12 @@ impl Progress {
     /// Bytes per second over the last few seconds (0 when idle).
     pub fn speed(&self) -> u64 {
         let now = Instant::now();
-        let recent: u64 =
-            self.samples.iter().filter(|(t, _)| now.duration_since(*t) <= SPEED_WINDOW).map(|(_, n)| n).sum();
+        let recent: u64 = self
+            .samples
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) <= SPEED_WINDOW)
+            .map(|(_, n)| n)
+            .sum();
         match self.samples.front() {
             Some((t0, _)) if recent > 0 => {
                 let span = now.duration_since(*t0).max(Duration::from_millis(100));

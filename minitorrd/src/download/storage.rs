@@ -3,11 +3,11 @@
 //! start, not at 90 %), written at piece offsets, and moved into place only after the
 //! whole-file SHA1 (computed alongside by [`WholeFileHasher`]) matches.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -21,7 +21,10 @@ use crate::sharing::hasher::sha1_of;
 
 /// `dir/.name.minitorr-part`: hidden, and never mistaken for the finished file.
 pub fn part_path_for(dest: &Path) -> PathBuf {
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     dest.with_file_name(format!(".{name}.minitorr-part"))
 }
 
@@ -36,12 +39,24 @@ impl PartFile {
     /// (then its pieces must be re-verified before use).
     pub fn open(path: &Path, meta: Arc<FileMeta>) -> io::Result<(PartFile, bool)> {
         let existed = path.exists();
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
         if file.metadata()?.len() != meta.size {
             file.set_len(0)?;
             preallocate(&file, meta.size)?;
         }
-        Ok((PartFile { file, path: path.to_path_buf(), meta }, existed))
+        Ok((
+            PartFile {
+                file,
+                path: path.to_path_buf(),
+                meta,
+            },
+            existed,
+        ))
     }
 
     pub fn path(&self) -> &Path {
@@ -130,7 +145,9 @@ impl WholeFileHasher {
     /// Wait for the digest (blocking: call from the blocking pool). All pieces must be sent.
     pub fn finish(self) -> io::Result<Sha1Hash> {
         let _ = self.tx.send(HashMsg::Finish);
-        self.handle.join().unwrap_or_else(|_| Err(io::Error::other("whole-file hasher panicked")))
+        self.handle
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("whole-file hasher panicked")))
     }
 }
 
@@ -161,7 +178,9 @@ fn hash_in_order(part: &PartFile, rx: mpsc::Receiver<HashMsg>) -> io::Result<Sha
             return Ok(Sha1Hash(sha.finalize().into()));
         }
         if finishing {
-            return Err(io::Error::other(format!("piece {next} never arrived at the whole-file hasher")));
+            return Err(io::Error::other(format!(
+                "piece {next} never arrived at the whole-file hasher"
+            )));
         }
         match rx.recv() {
             Ok(HashMsg::Piece(i, data)) if i >= next => {
@@ -201,10 +220,15 @@ mod tests {
         let pp = part_path_for(&dest);
         let (part, existed) = PartFile::open(&pp, meta.clone()).unwrap();
         assert!(!existed);
-        assert_eq!(std::fs::metadata(&pp).unwrap().len(), data.len() as u64, "exact size, no padding");
+        assert_eq!(
+            std::fs::metadata(&pp).unwrap().len(),
+            data.len() as u64,
+            "exact size, no padding"
+        );
         for i in [6u32, 0, 3] {
             let s = meta.piece_offset(i) as usize;
-            part.write_piece(i, &data[s..s + meta.piece_len(i) as usize]).unwrap();
+            part.write_piece(i, &data[s..s + meta.piece_len(i) as usize])
+                .unwrap();
         }
         drop(part);
         // Reopen as after a crash: exactly the written pieces verify.
@@ -214,14 +238,16 @@ mod tests {
         assert_eq!(have.iter_set().collect::<Vec<_>>(), vec![0, 3, 6]);
         for i in 0..meta.piece_count() {
             let s = meta.piece_offset(i) as usize;
-            part.write_piece(i, &data[s..s + meta.piece_len(i) as usize]).unwrap();
+            part.write_piece(i, &data[s..s + meta.piece_len(i) as usize])
+                .unwrap();
         }
         let part = Arc::new(part);
         let hasher = WholeFileHasher::start(part.clone()).unwrap();
         // Out of order, some with bytes and some to be read back from disk.
         for i in (0..meta.piece_count()).rev() {
             let s = meta.piece_offset(i) as usize;
-            let bytes = (i % 2 == 0).then(|| Bytes::copy_from_slice(&data[s..s + meta.piece_len(i) as usize]));
+            let bytes = (i % 2 == 0)
+                .then(|| Bytes::copy_from_slice(&data[s..s + meta.piece_len(i) as usize]));
             hasher.piece(i, bytes);
         }
         assert_eq!(hasher.finish().unwrap(), meta.sha1);

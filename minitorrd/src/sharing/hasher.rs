@@ -29,7 +29,10 @@ impl FileStamp {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
-        Ok(FileStamp { size: md.len(), mtime_ns })
+        Ok(FileStamp {
+            size: md.len(),
+            mtime_ns,
+        })
     }
 }
 
@@ -96,7 +99,10 @@ pub fn hash_file(path: &Path, name: &str, piece_size: u32) -> io::Result<(FileMe
             }
             data.truncate(n);
             size += n as u64;
-            let buf = Arc::new(PooledBuf { data, home: free_tx.clone() });
+            let buf = Arc::new(PooledBuf {
+                data,
+                home: free_tx.clone(),
+            });
             full_tx.send(buf.clone()).expect("piece hasher alive");
             whole.update(&buf.data);
             if n < chunk {
@@ -110,9 +116,17 @@ pub fn hash_file(path: &Path, name: &str, piece_size: u32) -> io::Result<(FileMe
 
     let stamp_after = FileStamp::of(path)?;
     if stamp_after != stamp_before || size != stamp_after.size {
-        return Err(io::Error::other("file changed while it was being hashed; try again"));
+        return Err(io::Error::other(
+            "file changed while it was being hashed; try again",
+        ));
     }
-    let meta = FileMeta { name: name.to_string(), size, piece_size, sha1: whole, pieces };
+    let meta = FileMeta {
+        name: name.to_string(),
+        size,
+        piece_size,
+        sha1: whole,
+        pieces,
+    };
     Ok((meta, stamp_after))
 }
 

@@ -40,13 +40,23 @@ pub struct SharedFile {
 
 impl SharedFile {
     /// A complete file on disk, shared as-is.
-    pub fn complete(group: String, meta: Arc<FileMeta>, path: PathBuf, stamp: FileStamp) -> io::Result<Arc<Self>> {
+    pub fn complete(
+        group: String,
+        meta: Arc<FileMeta>,
+        path: PathBuf,
+        stamp: FileStamp,
+    ) -> io::Result<Arc<Self>> {
         let have = Bitfield::full(meta.piece_count());
         Self::build(group, meta, path, have, Some(stamp))
     }
 
     /// A file being downloaded: starts with the pieces already verified in `have`.
-    pub fn partial(group: String, meta: Arc<FileMeta>, part_path: PathBuf, have: Bitfield) -> io::Result<Arc<Self>> {
+    pub fn partial(
+        group: String,
+        meta: Arc<FileMeta>,
+        part_path: PathBuf,
+        have: Bitfield,
+    ) -> io::Result<Arc<Self>> {
         Self::build(group, meta, part_path, have, None)
     }
 
@@ -74,7 +84,10 @@ impl SharedFile {
     }
 
     pub fn key(&self) -> ShareKey {
-        ShareKey { group: self.group.clone(), file: self.meta.name.clone() }
+        ShareKey {
+            group: self.group.clone(),
+            file: self.meta.name.clone(),
+        }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -137,7 +150,8 @@ impl SharedFile {
     pub fn read_piece(&self, piece: u32) -> io::Result<Bytes> {
         let len = self.meta.piece_len(piece) as usize;
         let mut buf = BytesMut::zeroed(len);
-        self.file.read_exact_at(&mut buf, self.meta.piece_offset(piece))?;
+        self.file
+            .read_exact_at(&mut buf, self.meta.piece_offset(piece))?;
         Ok(buf.freeze())
     }
 }
@@ -154,17 +168,26 @@ impl Shares {
     }
 
     pub fn get(&self, group: &str, file: &str) -> Option<Arc<SharedFile>> {
-        let key = ShareKey { group: group.into(), file: file.into() };
+        let key = ShareKey {
+            group: group.into(),
+            file: file.into(),
+        };
         self.map.read().expect("lock").get(&key).cloned()
     }
 
     pub fn remove(&self, group: &str, file: &str) -> Option<Arc<SharedFile>> {
-        let key = ShareKey { group: group.into(), file: file.into() };
+        let key = ShareKey {
+            group: group.into(),
+            file: file.into(),
+        };
         self.map.write().expect("lock").remove(&key)
     }
 
     pub fn remove_group(&self, group: &str) {
-        self.map.write().expect("lock").retain(|k, _| k.group != group);
+        self.map
+            .write()
+            .expect("lock")
+            .retain(|k, _| k.group != group);
     }
 
     pub fn clear(&self) {

@@ -69,7 +69,9 @@ pub async fn serve_peers(listener: TcpListener, srv: Arc<PeerServer>, shutdown: 
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 type PeerFramed = Framed<TcpStream, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>;
@@ -95,12 +97,19 @@ async fn serve_one(mut stream: TcpStream, srv: &PeerServer) -> anyhow::Result<()
     };
     tracing::debug!(user = %ticket.claims.user, file = %shared.meta.name, "serving peer");
     let have_rx = shared.subscribe();
-    framed.send(PeerMsg::Welcome { have: shared.have() }).await?;
+    framed
+        .send(PeerMsg::Welcome {
+            have: shared.have(),
+        })
+        .await?;
     serve_requests(framed, shared, have_rx, srv).await
 }
 
 /// Decide whether a ticket opens one of our shares.
-fn admit(srv: &PeerServer, ticket: &minitorr_proto::ticket::Ticket) -> Result<Arc<SharedFile>, String> {
+fn admit(
+    srv: &PeerServer,
+    ticket: &minitorr_proto::ticket::Ticket,
+) -> Result<Arc<SharedFile>, String> {
     let key = (*srv.tracker_key.read().expect("lock")).ok_or("this peer is not logged in")?;
     let claims = ticket.verify(&key, now_unix()).map_err(|e| e.to_string())?;
     let shared = srv
@@ -142,7 +151,9 @@ async fn serve_requests(
                         drop(q);
                         wake.notify_one();
                     }
-                    Ok(PeerMsg::Cancel { piece }) => queue.lock().expect("lock").retain(|&p| p != piece),
+                    Ok(PeerMsg::Cancel { piece }) => {
+                        queue.lock().expect("lock").retain(|&p| p != piece)
+                    }
                     Ok(PeerMsg::Request { piece }) => {
                         tracing::info!(piece, "peer asked for a piece out of range; closing");
                         break;

@@ -75,7 +75,10 @@ impl TrackerLink {
 
     /// Send one call and wait for its answer, reconnecting/failing over as needed.
     pub async fn call(&self, token: Option<&str>, call: Call) -> Result<Response, TrackerError> {
-        let req = Request { token: token.map(str::to_owned), call };
+        let req = Request {
+            token: token.map(str::to_owned),
+            call,
+        };
         let mut guard = self.conn.lock().await;
         // The connection is taken out while a request is on the wire: if this future is dropped
         // half-way (a cancelled task, a timeout), the connection goes with it instead of being
@@ -100,7 +103,10 @@ impl TrackerLink {
             }
             Err(e) => {
                 self.connected.store(false, Ordering::Relaxed);
-                Err(TrackerError::Unreachable { tried: self.current_addr().to_string(), last: e.to_string() })
+                Err(TrackerError::Unreachable {
+                    tried: self.current_addr().to_string(),
+                    last: e.to_string(),
+                })
             }
         }
     }
@@ -130,7 +136,12 @@ impl TrackerLink {
                 }
             }
         }
-        let tried = self.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+        let tried = self
+            .addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         Err(TrackerError::Unreachable { tried, last })
     }
 }
@@ -165,5 +176,7 @@ async fn exchange(conn: &mut Conn, req: Request) -> Result<Response, WireError> 
             None => Err(WireError::Closed),
         }
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, fut).await.map_err(|_| WireError::Timeout)?
+    tokio::time::timeout(REQUEST_TIMEOUT, fut)
+        .await
+        .map_err(|_| WireError::Timeout)?
 }

@@ -15,6 +15,9 @@ pub struct Session {
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never log the token.
-        f.debug_struct("Session").field("user", &self.user).field("peer_addr", &self.peer_addr).finish()
+        f.debug_struct("Session")
+            .field("user", &self.user)
+            .field("peer_addr", &self.peer_addr)
+            .finish()
     }
 }
