@@ -33,7 +33,10 @@ pub fn encode_postcard<T: serde::Serialize>(v: &T, dst: &mut BytesMut) -> Result
 pub fn decode_postcard<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
     let (v, rest) = postcard::take_from_bytes(body)?;
     if !rest.is_empty() {
-        return Err(ProtoError::Malformed(format!("{} trailing bytes", rest.len())));
+        return Err(ProtoError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
     }
     Ok(v)
 }
@@ -61,7 +64,10 @@ pub struct FrameCodec<In, Out> {
 
 impl<In, Out> FrameCodec<In, Out> {
     pub fn new(max_frame: usize) -> Self {
-        FrameCodec { max_frame, _types: PhantomData }
+        FrameCodec {
+            max_frame,
+            _types: PhantomData,
+        }
     }
 
     pub fn max_frame(&self) -> usize {
@@ -85,7 +91,10 @@ impl<In: WireMessage, Out> Decoder for FrameCodec<In, Out> {
         }
         let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
         if len > self.max_frame {
-            return Err(ProtoError::FrameTooLarge { len, max: self.max_frame });
+            return Err(ProtoError::FrameTooLarge {
+                len,
+                max: self.max_frame,
+            });
         }
         if len == 0 {
             return Err(ProtoError::Malformed("empty frame".into()));
@@ -122,7 +131,10 @@ impl<In, Out: WireMessage> Encoder<Out> for FrameCodec<In, Out> {
         let len = dst.len() - start - LEN_PREFIX;
         if len > self.max_frame {
             dst.truncate(start);
-            return Err(ProtoError::FrameTooLarge { len, max: self.max_frame });
+            return Err(ProtoError::FrameTooLarge {
+                len,
+                max: self.max_frame,
+            });
         }
         dst[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
         Ok(())
@@ -141,48 +153,81 @@ mod tests {
         let mut codec = Codec::new(1024);
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 1, 2][..]);
         let err = codec.decode(&mut buf).unwrap_err();
-        assert!(matches!(err, ProtoError::FrameTooLarge { len: 0xffff_ffff, max: 1024 }));
-        assert!(buf.capacity() < 1 << 20, "must not pre-allocate the announced length");
+        assert!(matches!(
+            err,
+            ProtoError::FrameTooLarge {
+                len: 0xffff_ffff,
+                max: 1024
+            }
+        ));
+        assert!(
+            buf.capacity() < 1 << 20,
+            "must not pre-allocate the announced length"
+        );
     }
 
     #[test]
     fn truncated_frame_at_eof_is_an_error() {
         let mut codec = Codec::new(1024);
         let mut buf = BytesMut::new();
-        codec.encode(control::Request::ListGroups, &mut buf).unwrap();
+        codec
+            .encode(control::Request::ListGroups, &mut buf)
+            .unwrap();
         buf.truncate(buf.len() - 1);
         assert!(codec.decode(&mut buf).unwrap().is_none());
-        assert!(matches!(codec.decode_eof(&mut buf), Err(ProtoError::Truncated { .. })));
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(ProtoError::Truncated { .. })
+        ));
     }
 
     #[test]
     fn garbage_body_is_malformed() {
         let mut codec = Codec::new(1024);
         let mut buf = BytesMut::from(&[0, 0, 0, 3, 0xee, 0xee, 0xee][..]);
-        assert!(matches!(codec.decode(&mut buf), Err(ProtoError::Malformed(_))));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(ProtoError::Malformed(_))
+        ));
     }
 
     #[test]
     fn empty_frame_is_malformed() {
         let mut codec = Codec::new(1024);
         let mut buf = BytesMut::from(&[0, 0, 0, 0][..]);
-        assert!(matches!(codec.decode(&mut buf), Err(ProtoError::Malformed(_))));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(ProtoError::Malformed(_))
+        ));
     }
 
     #[test]
     fn encoder_refuses_frames_over_the_limit() {
         let mut codec = Codec::new(8);
         let mut buf = BytesMut::new();
-        let big = control::Request::CreateGroup { group: "x".repeat(100) };
-        assert!(matches!(codec.encode(big, &mut buf), Err(ProtoError::FrameTooLarge { .. })));
-        assert!(buf.is_empty(), "a refused frame leaves nothing half-written");
+        let big = control::Request::CreateGroup {
+            group: "x".repeat(100),
+        };
+        assert!(matches!(
+            codec.encode(big, &mut buf),
+            Err(ProtoError::FrameTooLarge { .. })
+        ));
+        assert!(
+            buf.is_empty(),
+            "a refused frame leaves nothing half-written"
+        );
     }
 
     #[test]
     fn frames_split_across_reads_reassemble() {
         let mut codec = Codec::new(1024);
         let mut whole = BytesMut::new();
-        codec.encode(control::Request::ListFiles { group: "g1".into() }, &mut whole).unwrap();
+        codec
+            .encode(
+                control::Request::ListFiles { group: "g1".into() },
+                &mut whole,
+            )
+            .unwrap();
         codec.encode(control::Request::Logout, &mut whole).unwrap();
         let mut buf = BytesMut::new();
         let mut out = vec![];
@@ -192,6 +237,12 @@ mod tests {
                 out.push(m);
             }
         }
-        assert_eq!(out, vec![control::Request::ListFiles { group: "g1".into() }, control::Request::Logout]);
+        assert_eq!(
+            out,
+            vec![
+                control::Request::ListFiles { group: "g1".into() },
+                control::Request::Logout
+            ]
+        );
     }
 }

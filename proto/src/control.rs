@@ -11,23 +11,55 @@ use crate::types::{FileSummary, GroupSummary, Sha1Hash};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum Request {
-    CreateUser { user: String, password: String },
-    Login { user: String, password: String },
+    CreateUser {
+        user: String,
+        password: String,
+    },
+    Login {
+        user: String,
+        password: String,
+    },
     Logout,
-    CreateGroup { group: String },
-    JoinGroup { group: String },
-    LeaveGroup { group: String },
-    ListRequests { group: String },
-    AcceptRequest { group: String, user: String },
-    RejectRequest { group: String, user: String },
+    CreateGroup {
+        group: String,
+    },
+    JoinGroup {
+        group: String,
+    },
+    LeaveGroup {
+        group: String,
+    },
+    ListRequests {
+        group: String,
+    },
+    AcceptRequest {
+        group: String,
+        user: String,
+    },
+    RejectRequest {
+        group: String,
+        user: String,
+    },
     ListGroups,
-    ListFiles { group: String },
+    ListFiles {
+        group: String,
+    },
     /// `path` is absolute: the CLI resolves it against its own working directory.
-    UploadFile { path: PathBuf, group: String },
+    UploadFile {
+        path: PathBuf,
+        group: String,
+    },
     /// `dest` is absolute: an existing directory (the file keeps its name) or a file path.
-    DownloadFile { group: String, file: String, dest: PathBuf },
+    DownloadFile {
+        group: String,
+        file: String,
+        dest: PathBuf,
+    },
     ShowDownloads,
-    StopShare { group: String, file: String },
+    StopShare {
+        group: String,
+        file: String,
+    },
     /// Daemon status: who is logged in, tracker connection, counts.
     Status,
 }
@@ -60,11 +92,19 @@ impl Request {
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum Response {
     /// Success with nothing to return but a sentence for the user.
-    Done { message: String },
+    Done {
+        message: String,
+    },
     LoggedIn(LoginReport),
     Groups(Vec<GroupSummary>),
-    Requests { group: String, users: Vec<String> },
-    Files { group: String, files: Vec<FileSummary> },
+    Requests {
+        group: String,
+        users: Vec<String>,
+    },
+    Files {
+        group: String,
+        files: Vec<FileSummary>,
+    },
     Uploaded(FileSummary),
     DownloadStarted(DownloadStatus),
     Downloads(Vec<DownloadStatus>),
@@ -171,7 +211,10 @@ pub enum ErrorKind {
 
 impl Response {
     pub fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
-        Response::Error(ErrorReply { kind, message: message.into() })
+        Response::Error(ErrorReply {
+            kind,
+            message: message.into(),
+        })
     }
 }
 

@@ -72,7 +72,10 @@ pub fn check_preamble(p: &[u8; PREAMBLE_LEN], link: Link, ours: u16) -> Result<(
     let got = p[MAGIC.len()];
     if got != link as u8 {
         let got = Link::from_u8(got).map_or_else(|| format!("unknown ({got})"), |l| l.to_string());
-        return Err(HandshakeError::WrongLink { expected: link, got });
+        return Err(HandshakeError::WrongLink {
+            expected: link,
+            got,
+        });
     }
     let theirs = u16::from_be_bytes([p[MAGIC.len() + 1], p[MAGIC.len() + 2]]);
     if theirs != ours {
@@ -90,16 +93,24 @@ where
 }
 
 /// Like [`handshake`] with an explicit version (tests use it to simulate old/new peers).
-pub async fn handshake_with_version<S>(io: &mut S, link: Link, version: u16) -> Result<(), HandshakeError>
+pub async fn handshake_with_version<S>(
+    io: &mut S,
+    link: Link,
+    version: u16,
+) -> Result<(), HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    io.write_all(&preamble(link, version)).await.map_err(HandshakeError::Io)?;
+    io.write_all(&preamble(link, version))
+        .await
+        .map_err(HandshakeError::Io)?;
     io.flush().await.map_err(HandshakeError::Io)?;
     let mut theirs = [0u8; PREAMBLE_LEN];
     match io.read_exact(&mut theirs).await {
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(HandshakeError::Closed),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(HandshakeError::Closed)
+        }
         Err(e) => return Err(HandshakeError::Io(e)),
     }
     check_preamble(&theirs, link, version)
@@ -133,7 +144,10 @@ mod tests {
     #[tokio::test]
     async fn wrong_link_and_garbage_are_rejected() {
         let (mut a, mut b) = tokio::io::duplex(64);
-        let (ra, _) = tokio::join!(handshake(&mut a, Link::Tracker), handshake(&mut b, Link::Peer));
+        let (ra, _) = tokio::join!(
+            handshake(&mut a, Link::Tracker),
+            handshake(&mut b, Link::Peer)
+        );
         assert!(matches!(ra, Err(HandshakeError::WrongLink { .. })));
 
         let (mut a, mut b) = tokio::io::duplex(64);

@@ -14,7 +14,10 @@ pub enum NameError {
     #[error("{kind} name is longer than {max} bytes")]
     TooLong { kind: &'static str, max: usize },
     #[error("{kind} name may not contain {what}")]
-    BadChar { kind: &'static str, what: &'static str },
+    BadChar {
+        kind: &'static str,
+        what: &'static str,
+    },
     #[error("{kind} name may not be '.' or '..'")]
     Dots { kind: &'static str },
 }

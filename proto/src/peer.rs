@@ -23,21 +23,40 @@ pub const TAG_PIECE: u8 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum PeerMsg {
-    Hello { ticket: Ticket },
-    Welcome { have: Bitfield },
-    Refused { reason: String },
+    Hello {
+        ticket: Ticket,
+    },
+    Welcome {
+        have: Bitfield,
+    },
+    Refused {
+        reason: String,
+    },
     /// The sender has verified `piece` since its last bitfield.
-    Have { piece: u32 },
-    Request { piece: u32 },
+    Have {
+        piece: u32,
+    },
+    Request {
+        piece: u32,
+    },
     /// The downloader no longer needs `piece` (endgame: another peer delivered it).
-    Cancel { piece: u32 },
+    Cancel {
+        piece: u32,
+    },
     /// The sender does not have `piece` (or stopped sharing the file).
-    NoPiece { piece: u32 },
+    NoPiece {
+        piece: u32,
+    },
     /// Piece data. Never postcard-encoded: see the module docs.
     #[serde(skip)]
     Piece {
         piece: u32,
-        #[cfg_attr(test, proptest(strategy = "proptest::collection::vec(proptest::num::u8::ANY, 0..300).prop_map(Bytes::from)"))]
+        #[cfg_attr(
+            test,
+            proptest(
+                strategy = "proptest::collection::vec(proptest::num::u8::ANY, 0..300).prop_map(Bytes::from)"
+            )
+        )]
         data: Bytes,
     },
 }
@@ -67,7 +86,9 @@ impl WireMessage for PeerMsg {
                 let piece = body.get_u32();
                 Ok(PeerMsg::Piece { piece, data: body })
             }
-            Some(TAG_PIECE) => Err(ProtoError::Malformed("piece frame shorter than its header".into())),
+            Some(TAG_PIECE) => Err(ProtoError::Malformed(
+                "piece frame shorter than its header".into(),
+            )),
             Some(t) => Err(ProtoError::Malformed(format!("unknown peer frame tag {t}"))),
             None => Err(ProtoError::Malformed("empty peer frame".into())),
         }

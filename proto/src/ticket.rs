@@ -56,7 +56,11 @@ impl Ticket {
 
     /// Check signature and expiry; returns the claims if the ticket is good at `now_unix`.
     pub fn verify(&self, key: &VerifyingKey, now_unix: u64) -> Result<&TicketClaims, TicketError> {
-        let sig: [u8; 64] = self.signature.as_slice().try_into().map_err(|_| TicketError::BadSignature)?;
+        let sig: [u8; 64] = self
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| TicketError::BadSignature)?;
         key.verify(&signed_bytes(&self.claims), &Signature::from_bytes(&sig))
             .map_err(|_| TicketError::BadSignature)?;
         if now_unix > self.claims.expires_unix {
@@ -92,11 +96,23 @@ mod tests {
         let key = SigningKey::generate(&mut rand::rngs::OsRng);
         let other = SigningKey::generate(&mut rand::rngs::OsRng);
         let mut t = Ticket::sign(claims(), &key);
-        assert_eq!(t.verify(&key.verifying_key(), 1001), Err(TicketError::Expired));
-        assert_eq!(t.verify(&other.verifying_key(), 0), Err(TicketError::BadSignature));
+        assert_eq!(
+            t.verify(&key.verifying_key(), 1001),
+            Err(TicketError::Expired)
+        );
+        assert_eq!(
+            t.verify(&other.verifying_key(), 0),
+            Err(TicketError::BadSignature)
+        );
         t.claims.group = "g2".into();
-        assert_eq!(t.verify(&key.verifying_key(), 0), Err(TicketError::BadSignature));
+        assert_eq!(
+            t.verify(&key.verifying_key(), 0),
+            Err(TicketError::BadSignature)
+        );
         t.signature.truncate(10);
-        assert_eq!(t.verify(&key.verifying_key(), 0), Err(TicketError::BadSignature));
+        assert_eq!(
+            t.verify(&key.verifying_key(), 0),
+            Err(TicketError::BadSignature)
+        );
     }
 }

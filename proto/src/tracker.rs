@@ -18,25 +18,58 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum Call {
-    CreateUser { user: String, password: String },
+    CreateUser {
+        user: String,
+        password: String,
+    },
     /// `peer_addr` is where this daemon serves pieces; an unspecified IP (0.0.0.0) is replaced
     /// by the address the tracker sees the connection come from.
-    Login { user: String, password: String, peer_addr: String },
+    Login {
+        user: String,
+        password: String,
+        peer_addr: String,
+    },
     Logout,
-    CreateGroup { group: String },
+    CreateGroup {
+        group: String,
+    },
     ListGroups,
-    JoinGroup { group: String },
-    LeaveGroup { group: String },
-    ListRequests { group: String },
-    AcceptRequest { group: String, user: String },
-    RejectRequest { group: String, user: String },
-    ListFiles { group: String },
+    JoinGroup {
+        group: String,
+    },
+    LeaveGroup {
+        group: String,
+    },
+    ListRequests {
+        group: String,
+    },
+    AcceptRequest {
+        group: String,
+        user: String,
+    },
+    RejectRequest {
+        group: String,
+        user: String,
+    },
+    ListFiles {
+        group: String,
+    },
     /// Register (or re-announce) that this session holds `meta`; `complete` is false while it
     /// is still downloading (partial seeding).
-    Share { group: String, meta: FileMeta, complete: bool },
-    StopShare { group: String, file: String },
+    Share {
+        group: String,
+        meta: FileMeta,
+        complete: bool,
+    },
+    StopShare {
+        group: String,
+        file: String,
+    },
     /// Everything needed to download: metadata, piece hashes, online holders, and a ticket.
-    GetFile { group: String, file: String },
+    GetFile {
+        group: String,
+        file: String,
+    },
     /// Keeps the session online; sent every `heartbeat_secs`.
     Heartbeat,
 }
@@ -97,11 +130,16 @@ pub enum ErrorCode {
 
 impl Response {
     pub fn err(code: ErrorCode, message: impl Into<String>) -> Response {
-        Response::Error { code, message: message.into() }
+        Response::Error {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn ok(message: impl Into<String>) -> Response {
-        Response::Ok { message: message.into() }
+        Response::Ok {
+            message: message.into(),
+        }
     }
 }
 

@@ -9,9 +9,16 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum TrackerInfoError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} line {line}: {msg}")]
-    Parse { path: String, line: usize, msg: String },
+    Parse {
+        path: String,
+        line: usize,
+        msg: String,
+    },
     #[error("{path} lists no tracker")]
     Empty { path: String },
 }
@@ -24,7 +31,11 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<SocketAddr>, TrackerInfoError
         .map(|(i, l)| (i + 1, l.trim()))
         .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
         .collect();
-    let perr = |line: usize, msg: String| TrackerInfoError::Parse { path: path.to_string(), line, msg };
+    let perr = |line: usize, msg: String| TrackerInfoError::Parse {
+        path: path.to_string(),
+        line,
+        msg,
+    };
     let mut out = vec![];
     let mut i = 0;
     while i < lines.len() {
@@ -34,21 +45,32 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<SocketAddr>, TrackerInfoError
             i += 1;
             continue;
         }
-        let ip: std::net::IpAddr = l.parse().map_err(|_| perr(n, format!("'{l}' is not an IP address")))?;
-        let (pn, p) = *lines.get(i + 1).ok_or_else(|| perr(n, "IP address without a port line".into()))?;
-        let port: u16 = p.parse().map_err(|_| perr(pn, format!("'{p}' is not a port number")))?;
+        let ip: std::net::IpAddr = l
+            .parse()
+            .map_err(|_| perr(n, format!("'{l}' is not an IP address")))?;
+        let (pn, p) = *lines
+            .get(i + 1)
+            .ok_or_else(|| perr(n, "IP address without a port line".into()))?;
+        let port: u16 = p
+            .parse()
+            .map_err(|_| perr(pn, format!("'{p}' is not a port number")))?;
         out.push(SocketAddr::new(ip, port));
         i += 2;
     }
     if out.is_empty() {
-        return Err(TrackerInfoError::Empty { path: path.to_string() });
+        return Err(TrackerInfoError::Empty {
+            path: path.to_string(),
+        });
     }
     Ok(out)
 }
 
 pub fn load(path: &Path) -> Result<Vec<SocketAddr>, TrackerInfoError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| TrackerInfoError::Read { path: p.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| TrackerInfoError::Read {
+        path: p.clone(),
+        source,
+    })?;
     parse(&text, &p)
 }
 
@@ -59,7 +81,13 @@ mod tests {
     #[test]
     fn seed_format() {
         let v = parse("127.0.0.1\n5000\n127.0.0.1\n6000\n", "t").unwrap();
-        assert_eq!(v, vec!["127.0.0.1:5000".parse().unwrap(), "127.0.0.1:6000".parse().unwrap()]);
+        assert_eq!(
+            v,
+            vec![
+                "127.0.0.1:5000".parse().unwrap(),
+                "127.0.0.1:6000".parse().unwrap()
+            ]
+        );
     }
 
     #[test]

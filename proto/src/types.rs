@@ -78,7 +78,10 @@ impl FileMeta {
     pub fn check(&self) -> Result<(), String> {
         crate::names::validate_file_name(&self.name).map_err(|e| e.to_string())?;
         if !(crate::MIN_PIECE_SIZE..=crate::MAX_PIECE_SIZE).contains(&self.piece_size) {
-            return Err(format!("piece size {} is outside the allowed range", self.piece_size));
+            return Err(format!(
+                "piece size {} is outside the allowed range",
+                self.piece_size
+            ));
         }
         if Self::piece_count_for(self.size, self.piece_size) as usize != self.pieces.len() {
             return Err(format!(
@@ -148,7 +151,10 @@ pub struct Bitfield {
 
 impl Bitfield {
     pub fn new(len: u32) -> Self {
-        Bitfield { len, bits: vec![0; (len as usize).div_ceil(8)] }
+        Bitfield {
+            len,
+            bits: vec![0; (len as usize).div_ceil(8)],
+        }
     }
 
     pub fn full(len: u32) -> Self {
@@ -173,7 +179,11 @@ impl Bitfield {
     }
 
     pub fn get(&self, i: u32) -> bool {
-        i < self.len && self.bits.get(i as usize / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
+        i < self.len
+            && self
+                .bits
+                .get(i as usize / 8)
+                .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
     }
 
     pub fn set(&mut self, i: u32) {
