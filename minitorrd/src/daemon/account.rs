@@ -8,7 +8,7 @@ use ed25519_dalek::VerifyingKey;
 use minitorr_proto::control::{ErrorKind, LoginReport, Response, ShareRef};
 use minitorr_proto::tracker::{self, Call};
 
-use super::{unexpected, Daemon, DownloadEntry, Reply};
+use super::{fail, unexpected, Daemon, DownloadEntry, Reply};
 use crate::sharing::hasher::{hash_file, FileStamp};
 use crate::sharing::SharedFile;
 use crate::state::{RecordState, ShareRecord};
@@ -23,7 +23,7 @@ impl Daemon {
             } else {
                 format!("logged in as {}; log out first", s.user)
             };
-            return Err(Response::error(ErrorKind::Refused, msg));
+            return Err(fail(ErrorKind::Refused, msg));
         }
         let call = Call::Login {
             user: user.clone(),
@@ -34,9 +34,8 @@ impl Daemon {
             tracker::Response::LoggedIn(g) => g,
             other => return Err(unexpected(other)),
         };
-        let key = VerifyingKey::from_bytes(&grant.tracker_key).map_err(|_| {
-            Response::error(ErrorKind::Internal, "tracker sent an invalid public key")
-        })?;
+        let key = VerifyingKey::from_bytes(&grant.tracker_key)
+            .map_err(|_| fail(ErrorKind::Internal, "tracker sent an invalid public key"))?;
         let session = Session {
             user: grant.user.clone(),
             token: grant.token,
@@ -69,8 +68,7 @@ impl Daemon {
         *self.session.write().expect("lock") = None;
         let tracker_note = match self.call_with(Some(&session.token), Call::Logout).await {
             Ok(_) => String::new(),
-            Err(Response::Error(e)) => format!(" (tracker: {})", e.message),
-            Err(_) => String::new(),
+            Err(e) => format!(" (tracker: {})", e.message),
         };
         let state = self.state.lock().await;
         self.save_state(&state).await;
@@ -159,7 +157,7 @@ impl Daemon {
                 meta: rec.meta.clone(),
                 complete: true,
             };
-            if let Err(Response::Error(e)) = self.call_with(Some(&session.token), call).await {
+            if let Err(e) = self.call_with(Some(&session.token), call).await {
                 report
                     .problems
                     .push(format!("{what}: tracker refused: {}", e.message));
@@ -244,7 +242,7 @@ impl Daemon {
                     group: rec.group,
                     file: rec.meta.name,
                 }),
-                Err(Response::Error(e)) => {
+                Err(e) => {
                     report.problems.push(format!(
                         "download of {} in {} not resumed: {}",
                         rec.meta.name, rec.group, e.message
@@ -254,7 +252,6 @@ impl Daemon {
                         .expect("lock")
                         .push(DownloadEntry::Record(rec));
                 }
-                Err(_) => {}
             }
         }
     }

@@ -3,23 +3,23 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use minitorr_proto::control::{DownloadState, DownloadStatus, ErrorKind, Response};
+use minitorr_proto::control::{DownloadState, DownloadStatus, ErrorKind, ErrorReply, Response};
 use minitorr_proto::names::validate_file_name;
 use minitorr_proto::tracker::{self, Call};
 use minitorr_proto::types::{FileSummary, Sha1Hash};
 
-use super::{unexpected, Daemon, DownloadEntry, Reply};
+use super::{fail, unexpected, Daemon, DownloadEntry, Reply};
 use crate::download::{Download, DownloadEnv, Outcome};
 use crate::sharing::hasher::{hash_file, FileStamp};
 use crate::sharing::SharedFile;
 use crate::state::{DownloadRecord, RecordState, ShareRecord};
 
-fn invalid(msg: impl Into<String>) -> Response {
-    Response::error(ErrorKind::InvalidInput, msg)
+fn invalid(msg: impl Into<String>) -> ErrorReply {
+    fail(ErrorKind::InvalidInput, msg)
 }
 
-fn refused(msg: impl Into<String>) -> Response {
-    Response::error(ErrorKind::Refused, msg)
+fn refused(msg: impl Into<String>) -> ErrorReply {
+    fail(ErrorKind::Refused, msg)
 }
 
 impl Daemon {
@@ -184,7 +184,7 @@ impl Daemon {
             other => return Err(unexpected(other)),
         };
         details.meta.check().map_err(|e| {
-            Response::error(
+            fail(
                 ErrorKind::Internal,
                 format!("tracker sent bad metadata: {e}"),
             )
@@ -300,7 +300,7 @@ impl Daemon {
             .await
         {
             Ok(_) => {}
-            Err(Response::Error(e)) if e.kind == ErrorKind::NotFound && had_locally => {}
+            Err(e) if e.kind == ErrorKind::NotFound && had_locally => {}
             Err(e) => return Err(e),
         }
         let mut state = self.state.lock().await;

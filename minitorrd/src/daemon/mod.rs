@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use ed25519_dalek::VerifyingKey;
 use tokio::task::JoinHandle;
 
-use minitorr_proto::control::{DaemonStatus, ErrorKind, Request, Response};
+use minitorr_proto::control::{DaemonStatus, ErrorKind, ErrorReply, Request, Response};
 use minitorr_proto::tracker::{self, Call, ErrorCode};
 
 use crate::blocking::BlockingPool;
@@ -47,7 +47,7 @@ pub struct Daemon {
 }
 
 /// A control-level error reply, built from whatever went wrong.
-pub type Reply<T> = Result<T, Response>;
+pub type Reply<T> = Result<T, ErrorReply>;
 
 impl Daemon {
     pub fn new(cfg: Config, peer_addr: SocketAddr, state: StateFile) -> Arc<Daemon> {
@@ -107,7 +107,7 @@ impl Daemon {
             Request::StopShare { group, file } => self.stop_share(group, file).await,
             Request::Status => Ok(self.status()),
         };
-        let resp = result.unwrap_or_else(|e| e);
+        let resp = result.unwrap_or_else(Response::Error);
         if let Response::Error(e) = &resp {
             tracing::info!(command = name, kind = ?e.kind, message = %e.message, "request refused");
         }
@@ -130,7 +130,7 @@ impl Daemon {
 
     pub(crate) fn current_session(&self) -> Reply<Session> {
         self.session.read().expect("lock").clone().ok_or_else(|| {
-            Response::error(
+            fail(
                 ErrorKind::NotLoggedIn,
                 "not logged in; run: minitorrctl login <user_id>",
             )
@@ -151,10 +151,7 @@ impl Daemon {
         match self.tracker.call(token, call).await {
             Ok(tracker::Response::Error { code, message }) => Err(tracker_error(code, message)),
             Ok(resp) => Ok(resp),
-            Err(e) => Err(Response::error(
-                ErrorKind::TrackerUnavailable,
-                e.to_string(),
-            )),
+            Err(e) => Err(fail(ErrorKind::TrackerUnavailable, e.to_string())),
         }
     }
 
@@ -193,8 +190,16 @@ impl Daemon {
     }
 }
 
+/// A control-level error.
+pub(crate) fn fail(kind: ErrorKind, message: impl Into<String>) -> ErrorReply {
+    ErrorReply {
+        kind,
+        message: message.into(),
+    }
+}
+
 /// Map the tracker's error codes onto what the CLI reports (and its exit status).
-pub(crate) fn tracker_error(code: ErrorCode, message: String) -> Response {
+pub(crate) fn tracker_error(code: ErrorCode, message: String) -> ErrorReply {
     let kind = match code {
         ErrorCode::BadRequest => ErrorKind::InvalidInput,
         ErrorCode::InvalidSession => ErrorKind::NotLoggedIn,
@@ -206,11 +211,11 @@ pub(crate) fn tracker_error(code: ErrorCode, message: String) -> Response {
         | ErrorCode::Conflict
         | ErrorCode::RateLimited => ErrorKind::Refused,
     };
-    Response::error(kind, message)
+    fail(kind, message)
 }
 
-pub(crate) fn unexpected(resp: tracker::Response) -> Response {
-    Response::error(
+pub(crate) fn unexpected(resp: tracker::Response) -> ErrorReply {
+    fail(
         ErrorKind::Internal,
         format!("unexpected tracker answer: {resp:?}"),
     )
