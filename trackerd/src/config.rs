@@ -31,6 +31,14 @@ pub struct Config {
     pub ticket_ttl_secs: u64,
     pub handshake_timeout_secs: u64,
     pub idle_timeout_secs: u64,
+    /// PEM certificate chain for TLS on the tracker link (with `tls_key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain TCP on a non-loopback address (no TLS): passwords cross the network in clear.
+    pub allow_plaintext: bool,
 }
 
 /// The config file as written: every key optional.
@@ -48,6 +56,9 @@ pub struct FileConfig {
     pub ticket_ttl_secs: Option<u64>,
     pub handshake_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub allow_plaintext: Option<bool>,
 }
 
 /// Command-line values that take part in precedence.
@@ -59,6 +70,9 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub tracker_info: Option<PathBuf>,
     pub tracker_no: Option<usize>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Error)]
@@ -205,6 +219,34 @@ pub fn resolve(
         .or(file.database_url)
         .unwrap_or_else(|| crate::store::default_database_url(&state_dir));
 
+    let tls_cert = cli
+        .tls_cert
+        .clone()
+        .or_else(|| env("TRACKERD_TLS_CERT").map(PathBuf::from))
+        .or(file.tls_cert);
+    let tls_key = cli
+        .tls_key
+        .clone()
+        .or_else(|| env("TRACKERD_TLS_KEY").map(PathBuf::from))
+        .or(file.tls_key);
+    let allow_plaintext = if cli.allow_plaintext {
+        true
+    } else if let Some(v) = env("TRACKERD_ALLOW_PLAINTEXT") {
+        match v.as_str() {
+            "1" | "true" | "yes" => true,
+            "0" | "false" | "no" => false,
+            _ => {
+                return Err(ConfigError::Env {
+                    var: "TRACKERD_ALLOW_PLAINTEXT",
+                    value: v,
+                    what: "boolean (true or false)",
+                })
+            }
+        }
+    } else {
+        file.allow_plaintext.unwrap_or(false)
+    };
+
     let config = Config {
         listen,
         state_dir,
@@ -219,6 +261,9 @@ pub fn resolve(
             .handshake_timeout_secs
             .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
         idle_timeout_secs: file.idle_timeout_secs.unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS),
+        tls_cert,
+        tls_key,
+        allow_plaintext,
     };
     config.validate()?;
     Ok(config)
@@ -249,6 +294,9 @@ impl Config {
                 "session_ttl_secs ({}) must be at least peer_timeout_secs ({})",
                 self.session_ttl_secs, self.peer_timeout_secs
             ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad("tls_cert and tls_key go together: set both (TLS) or neither".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return bad(format!("log_level '{}': {e}", self.log_level));

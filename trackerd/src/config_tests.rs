@@ -257,6 +257,7 @@ fn example_config_documents_every_key_and_is_all_defaults() {
         "ticket_ttl_secs",
         "handshake_timeout_secs",
         "idle_timeout_secs",
+        "allow_plaintext",
     ] {
         assert!(
             uncommented.contains(&format!("{key} = ")),
@@ -270,4 +271,53 @@ fn example_config_documents_every_key_and_is_all_defaults() {
     );
     assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
     assert_eq!(c.session_ttl_secs, DEFAULT_SESSION_TTL_SECS);
+    assert!(!c.allow_plaintext && c.tls_cert.is_none());
+    for key in ["tls_cert", "tls_key"] {
+        assert!(
+            text.contains(&format!("#{key} = ")),
+            "contrib/trackerd.toml lacks {key}"
+        );
+    }
+}
+
+#[test]
+fn tls_settings_flag_beats_env_beats_file_and_go_in_pairs() {
+    let file = parse_file(
+        "tls_cert = \"/f/c.pem\"\ntls_key = \"/f/k.pem\"\nallow_plaintext = true\n",
+        "t",
+    )
+    .unwrap();
+    let c = resolve(&Overrides::default(), &no_env, Some(file.clone())).unwrap();
+    assert_eq!(c.tls_cert, Some(PathBuf::from("/f/c.pem")));
+    assert!(c.allow_plaintext);
+    let env = env_of(&[
+        ("TRACKERD_TLS_CERT", "/e/c.pem"),
+        ("TRACKERD_ALLOW_PLAINTEXT", "false"),
+    ]);
+    let c = resolve(&Overrides::default(), &env, Some(file.clone())).unwrap();
+    assert_eq!(c.tls_cert, Some(PathBuf::from("/e/c.pem")));
+    assert_eq!(c.tls_key, Some(PathBuf::from("/f/k.pem")));
+    assert!(!c.allow_plaintext, "env beats file");
+    let cli = Overrides {
+        tls_key: Some("/c/k.pem".into()),
+        allow_plaintext: true,
+        ..Default::default()
+    };
+    let c = resolve(&cli, &env, Some(file)).unwrap();
+    assert_eq!(c.tls_key, Some(PathBuf::from("/c/k.pem")));
+    assert!(c.allow_plaintext, "flag beats env");
+
+    let only_cert = parse_file("tls_cert = \"/f/c.pem\"\n", "t").unwrap();
+    let e = resolve(&Overrides::default(), &no_env, Some(only_cert))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tls_cert and tls_key"), "{e}");
+    let e = resolve(
+        &Overrides::default(),
+        &env_of(&[("TRACKERD_ALLOW_PLAINTEXT", "maybe")]),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("TRACKERD_ALLOW_PLAINTEXT"), "{e}");
 }

@@ -14,6 +14,7 @@ pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod store;
+pub mod tls;
 
 /// Database connections per tracker process.
 pub const DB_POOL_SIZE: u32 = 8;

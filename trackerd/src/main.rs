@@ -1,5 +1,6 @@
 //! `trackerd [--config FILE] [--listen ADDR] [--state-dir DIR] [--database-url URL]
-//! [--print-config] [TRACKER_INFO [TRACKER_NO]]`
+//! [--tls-cert PEM --tls-key PEM] [--allow-plaintext] [--print-config]
+//! [--print-cert-fingerprint] [TRACKER_INFO [TRACKER_NO]]`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,9 +38,23 @@ struct Cli {
     /// sqlite://… or postgres://… [env: TRACKERD_DATABASE_URL].
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+    /// TLS certificate chain, PEM [env: TRACKERD_TLS_CERT]; needs --tls-key.
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key, PEM [env: TRACKERD_TLS_KEY].
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain TCP on a non-loopback address (passwords in clear!)
+    /// [env: TRACKERD_ALLOW_PLAINTEXT].
+    #[arg(long)]
+    allow_plaintext: bool,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Print the SHA-256 fingerprint of the configured TLS certificate (what daemons pin as
+    /// tracker_cert_sha256) and exit.
+    #[arg(long)]
+    print_cert_fingerprint: bool,
     /// Seed-style tracker list (IP and port lines); the listen address is entry TRACKER_NO.
     tracker_info: Option<PathBuf>,
     /// Which entry of TRACKER_INFO this tracker is (1-based).
@@ -61,6 +76,9 @@ fn load_config(cli: &Cli) -> Result<(Config, Option<(PathBuf, bool)>)> {
         database_url: cli.database_url.clone(),
         tracker_info: cli.tracker_info.clone(),
         tracker_no: cli.tracker_no,
+        tls_cert: cli.tls_cert.clone(),
+        tls_key: cli.tls_key.clone(),
+        allow_plaintext: cli.allow_plaintext,
     };
     let path = config::config_path(&overrides, &env);
     let file = match &path {
@@ -123,6 +141,23 @@ async fn run(
     config_path: Option<(PathBuf, bool)>,
     log: ReloadHandle,
 ) -> Result<()> {
+    // TLS or the plaintext policy first: a refused configuration must not touch the database.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let acceptor = trackerd::tls::acceptor(cert, key)?;
+            tracing::info!(
+                cert = %cert.display(),
+                sha256 = %trackerd::tls::fingerprint_file(cert)?,
+                "tracker link uses TLS"
+            );
+            Some(acceptor)
+        }
+        _ => {
+            let warning = trackerd::tls::plaintext_allowed(config.listen, config.allow_plaintext)?;
+            tracing::warn!("{warning}");
+            None
+        }
+    };
     if store::is_sqlite_url(&config.database_url) {
         store::create_state_dir(&config.state_dir)?;
     }
@@ -158,10 +193,11 @@ async fn run(
     );
     trackerd::shutdown::notify_ready();
 
-    server::serve(
+    server::serve_with_tls(
         listener,
         service,
         ServerOptions::from_config(&config),
+        tls,
         shutdown,
     )
     .await;
@@ -183,6 +219,13 @@ fn main() -> ExitCode {
         let (config, config_path) = load_config(&cli)?;
         if cli.print_config {
             print!("{}", config.to_toml());
+            return Ok(());
+        }
+        if cli.print_cert_fingerprint {
+            let cert = config.tls_cert.as_ref().context(
+                "no TLS certificate configured (tls_cert in trackerd.toml, --tls-cert or TRACKERD_TLS_CERT)",
+            )?;
+            println!("{}", trackerd::tls::fingerprint_file(cert)?);
             return Ok(());
         }
         let log = init_logging(&config.log_level)?;

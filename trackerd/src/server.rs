@@ -1,4 +1,5 @@
-//! TCP front end: accept, handshake, then one request → one response per frame.
+//! TCP front end: accept, TLS (when configured), handshake, then one request → one response
+//! per frame.
 //!
 //! Each connection is its own task; the only shared state is the service (DB pool and a
 //! short-held rate-limiter lock), so a slow or hostile client only ever holds up itself. A
@@ -11,7 +12,9 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use minitorr_proto::{handshake, links, Link};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio::sync::Semaphore;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +50,18 @@ pub async fn serve(
     opts: ServerOptions,
     shutdown: CancellationToken,
 ) {
+    serve_with_tls(listener, service, opts, None, shutdown).await
+}
+
+/// [`serve`], with every connection wrapped in TLS when `tls` is given (the TLS handshake counts
+/// against the handshake timeout like the protocol preamble).
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    service: Arc<Service>,
+    opts: ServerOptions,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     let tasks = TaskTracker::new();
     loop {
@@ -68,9 +83,27 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let (service, shutdown) = (service.clone(), shutdown.clone());
+        let (service, shutdown, tls) = (service.clone(), shutdown.clone(), tls.clone());
         tasks.spawn(async move {
-            connection(stream, peer, &service, opts, &shutdown).await;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => connection(stream, peer, &service, opts, &shutdown).await,
+                Some(tls) => {
+                    // Shutdown must not wait for a client stuck in the TLS handshake either.
+                    let accept = tokio::time::timeout(opts.handshake_timeout, tls.accept(stream));
+                    let accepted = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        r = accept => r,
+                    };
+                    match accepted {
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out; closing"),
+                        Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
+                        Ok(Ok(tls_stream)) => {
+                            connection(tls_stream, peer, &service, opts, &shutdown).await
+                        }
+                    }
+                }
+            }
             drop(slot);
         });
     }
@@ -87,14 +120,13 @@ pub async fn serve(
     }
 }
 
-async fn connection(
-    mut stream: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     service: &Service,
     opts: ServerOptions,
     shutdown: &CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
     // Shutdown must not wait for a client that has not even finished its handshake.
     let greeting = tokio::time::timeout(
         opts.handshake_timeout,

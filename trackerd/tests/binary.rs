@@ -24,6 +24,9 @@ fn trackerd() -> Command {
         "NOTIFY_SOCKET",
         "CONFIGURATION_DIRECTORY",
         "STATE_DIRECTORY",
+        "TRACKERD_TLS_CERT",
+        "TRACKERD_TLS_KEY",
+        "TRACKERD_ALLOW_PLAINTEXT",
     ] {
         c.env_remove(var);
     }
@@ -84,6 +87,53 @@ fn config_errors_exit_nonzero_with_a_clear_message() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn plaintext_on_a_network_address_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("0.0.0.0:{}", free_port());
+    let out = trackerd()
+        .args(["--listen", &listen, "--state-dir"])
+        .arg(dir.path().join("s"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refusing") && err.contains("not a loopback") && err.contains("tls_cert"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("s").exists(),
+        "a refused start must not create the database"
+    );
+}
+
+#[test]
+fn print_cert_fingerprint_prints_the_sha256_of_the_certificate() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let out = trackerd()
+        .arg("--print-cert-fingerprint")
+        .env("TRACKERD_TLS_CERT", &cert)
+        .env("TRACKERD_TLS_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed.trim(), hex::encode(Sha256::digest(ck.cert.der())));
+
+    let out = trackerd().arg("--print-cert-fingerprint").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no TLS certificate configured"),
+        "{out:?}"
+    );
 }
 
 #[test]
