@@ -30,6 +30,9 @@ pub fn part_path_for(dest: &Path) -> PathBuf {
 
 pub struct PartFile {
     file: File,
+    /// Writers take turns: concurrent pwrites to one file only contend on the inode lock in
+    /// the kernel (spinning there cost ~6 % CPU in profiles); hashing stays parallel.
+    write_turn: std::sync::Mutex<()>,
     path: PathBuf,
     meta: Arc<FileMeta>,
 }
@@ -52,6 +55,7 @@ impl PartFile {
         Ok((
             PartFile {
                 file,
+                write_turn: std::sync::Mutex::new(()),
                 path: path.to_path_buf(),
                 meta,
             },
@@ -64,6 +68,7 @@ impl PartFile {
     }
 
     pub fn write_piece(&self, piece: u32, data: &[u8]) -> io::Result<()> {
+        let _turn = self.write_turn.lock().unwrap_or_else(|e| e.into_inner());
         self.file.write_all_at(data, self.meta.piece_offset(piece))
     }
 

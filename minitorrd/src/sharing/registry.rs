@@ -31,6 +31,8 @@ pub struct SharedFile {
     path: RwLock<PathBuf>,
     file: File,
     have: Mutex<Bitfield>,
+    /// Pieces set in `have` (kept so completion is O(1) per piece).
+    have_count: std::sync::atomic::AtomicU32,
     complete: AtomicBool,
     /// Stamp of a complete on-disk file; serving stops if the file changes under us.
     stamp: Mutex<Option<FileStamp>>,
@@ -70,7 +72,9 @@ impl SharedFile {
         let file = File::open(&path)?;
         let (have_tx, _) = broadcast::channel(256);
         let complete = have.is_complete();
+        let have_count = std::sync::atomic::AtomicU32::new(have.count());
         Ok(Arc::new(SharedFile {
+            have_count,
             group,
             meta,
             path: RwLock::new(path),
@@ -115,7 +119,8 @@ impl SharedFile {
         let mut have = self.have.lock().expect("lock");
         if !have.get(piece) {
             have.set(piece);
-            if have.is_complete() {
+            let count = self.have_count.fetch_add(1, Ordering::AcqRel) + 1;
+            if count == have.len() {
                 self.complete.store(true, Ordering::Release);
             }
             let _ = self.have_tx.send(piece);
@@ -144,6 +149,11 @@ impl SharedFile {
             }
         }
         true
+    }
+
+    /// The open file, for zero-copy sends of verified pieces.
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// Read one piece (blocking: call from the blocking pool).

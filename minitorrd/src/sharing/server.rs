@@ -9,14 +9,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::{Buf, BufMut, BytesMut};
 use ed25519_dalek::VerifyingKey;
 use futures::{SinkExt, StreamExt};
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, Notify, Semaphore};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Decoder, Encoder, Framed};
 use tokio_util::sync::CancellationToken;
 
-use minitorr_proto::peer::PeerMsg;
+use minitorr_proto::peer::{PeerMsg, TAG_PIECE};
 use minitorr_proto::{handshake, links, Link};
 
 use super::{SharedFile, Shares};
@@ -128,7 +130,10 @@ async fn serve_requests(
     mut have_rx: broadcast::Receiver<u32>,
     srv: &PeerServer,
 ) -> anyhow::Result<()> {
-    let (mut sink, mut stream) = framed.split();
+    // From here on the socket is driven by hand: piece data goes from the page cache to the
+    // socket with sendfile(2) (no copy through our memory), which Framed cannot do.
+    let parts = framed.into_parts();
+    let stream = Arc::new(parts.io);
     let queue = Arc::new(Mutex::new(VecDeque::<u32>::new()));
     let wake = Arc::new(Notify::new());
     let closed = Arc::new(AtomicBool::new(false));
@@ -136,49 +141,30 @@ async fn serve_requests(
     // Reader: queue requests, apply cancels. Runs beside the writer so a Cancel can overtake
     // queued requests and reading never waits for disk or the rate limiter.
     let reader = {
-        let (queue, wake, closed) = (queue.clone(), wake.clone(), closed.clone());
+        let (queue, wake, closed, stream) =
+            (queue.clone(), wake.clone(), closed.clone(), stream.clone());
         let n = shared.meta.piece_count();
+        let mut buf = parts.read_buf;
         tokio::spawn(async move {
-            while let Some(msg) = stream.next().await {
-                match msg {
-                    Ok(PeerMsg::Request { piece }) if piece < n => {
-                        let mut q = queue.lock().expect("lock");
-                        if q.len() >= MAX_QUEUED {
-                            tracing::info!("peer exceeded the request queue; closing");
-                            break;
-                        }
-                        q.push_back(piece);
-                        drop(q);
-                        wake.notify_one();
-                    }
-                    Ok(PeerMsg::Cancel { piece }) => {
-                        queue.lock().expect("lock").retain(|&p| p != piece)
-                    }
-                    Ok(PeerMsg::Request { piece }) => {
-                        tracing::info!(piece, "peer asked for a piece out of range; closing");
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::debug!(error = %e, "bad frame from peer");
-                        break;
-                    }
-                }
+            if let Err(e) = read_requests(&stream, &mut buf, n, &queue, &wake).await {
+                tracing::debug!(error = %e, "peer reader stopped");
             }
             closed.store(true, Ordering::Release);
             wake.notify_one();
         })
     };
 
+    let mut out = BytesMut::new();
+    let mut codec = links::peer();
     let result = async {
         loop {
             // Tell the peer about pieces we verified meanwhile (partial seeding).
             loop {
                 match have_rx.try_recv() {
-                    Ok(piece) => sink.feed(PeerMsg::Have { piece }).await?,
+                    Ok(piece) => codec.encode(PeerMsg::Have { piece }, &mut out)?,
                     Err(broadcast::error::TryRecvError::Lagged(_)) => {
                         for piece in shared.have().iter_set() {
-                            sink.feed(PeerMsg::Have { piece }).await?;
+                            codec.encode(PeerMsg::Have { piece }, &mut out)?;
                         }
                     }
                     Err(_) => break,
@@ -188,22 +174,31 @@ async fn serve_requests(
             match next {
                 Some(piece) => {
                     if !shared.has_piece(piece) || !shared.still_valid() {
-                        sink.send(PeerMsg::NoPiece { piece }).await?;
+                        codec.encode(PeerMsg::NoPiece { piece }, &mut out)?;
                         continue;
                     }
-                    let len = shared.meta.piece_len(piece) as usize;
-                    srv.upload_limit.acquire(len).await;
-                    let f = shared.clone();
-                    let data = srv.pool.run(move || f.read_piece(piece)).await?;
-                    sink.send(PeerMsg::Piece { piece, data }).await?;
+                    let len = shared.meta.piece_len(piece);
+                    srv.upload_limit.acquire(len as usize).await;
+                    // Frame header by hand (same layout the codec decodes), then the bytes.
+                    out.put_u32(len + 5);
+                    out.put_u8(TAG_PIECE);
+                    out.put_u32(piece);
+                    write_all(&stream, &mut out).await?;
+                    send_file_range(
+                        &stream,
+                        shared.file(),
+                        shared.meta.piece_offset(piece),
+                        len as usize,
+                    )
+                    .await?;
                 }
                 None if closed.load(Ordering::Acquire) => return Ok(()),
                 None => {
-                    sink.flush().await?;
+                    write_all(&stream, &mut out).await?;
                     tokio::select! {
                         _ = wake.notified() => {}
                         r = have_rx.recv() => match r {
-                            Ok(piece) => sink.send(PeerMsg::Have { piece }).await?,
+                            Ok(piece) => codec.encode(PeerMsg::Have { piece }, &mut out)?,
                             Err(broadcast::error::RecvError::Lagged(_)) => {}
                             Err(broadcast::error::RecvError::Closed) => return Ok(()),
                         },
@@ -215,4 +210,83 @@ async fn serve_requests(
     .await;
     reader.abort();
     result
+}
+
+async fn read_requests(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    n: u32,
+    queue: &Mutex<VecDeque<u32>>,
+    wake: &Notify,
+) -> anyhow::Result<()> {
+    let mut codec = links::peer();
+    loop {
+        while let Some(msg) = codec.decode(buf)? {
+            match msg {
+                PeerMsg::Request { piece } if piece < n => {
+                    let mut q = queue.lock().expect("lock");
+                    anyhow::ensure!(q.len() < MAX_QUEUED, "peer exceeded the request queue");
+                    q.push_back(piece);
+                    drop(q);
+                    wake.notify_one();
+                }
+                PeerMsg::Request { piece } => {
+                    anyhow::bail!("peer asked for piece {piece}, out of range")
+                }
+                PeerMsg::Cancel { piece } => queue.lock().expect("lock").retain(|&p| p != piece),
+                _ => {}
+            }
+        }
+        buf.reserve(16 * 1024);
+        stream.readable().await?;
+        match stream.try_read_buf(buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Write and drain `buf` completely.
+async fn write_all(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(buf) {
+            Ok(n) => buf.advance(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Send `len` bytes of `file` at `offset` straight from the page cache (sendfile).
+async fn send_file_range(
+    stream: &TcpStream,
+    file: &std::fs::File,
+    offset: u64,
+    len: usize,
+) -> std::io::Result<()> {
+    let mut off = offset as i64;
+    let mut left = len;
+    while left > 0 {
+        stream.writable().await?;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            nix::sys::sendfile::sendfile64(stream, file, Some(&mut off), left)
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "shared file shrank",
+                ))
+            }
+            Ok(n) => left -= n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
