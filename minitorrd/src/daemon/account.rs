@@ -9,9 +9,10 @@ use minitorr_proto::control::{ErrorKind, LoginReport, Response, ShareRef};
 use minitorr_proto::tracker::{self, Call};
 
 use super::{fail, unexpected, Daemon, DownloadEntry, Reply};
+use crate::download::storage::part_path_for;
 use crate::sharing::hasher::{hash_file, FileStamp};
 use crate::sharing::SharedFile;
-use crate::state::{RecordState, ShareRecord};
+use crate::state::{DownloadRecord, RecordState, ShareRecord};
 use crate::tracker::Session;
 
 impl Daemon {
@@ -212,6 +213,92 @@ impl Daemon {
         Ok(())
     }
 
+    /// A download recorded as running whose destination holds a finished file and no partial
+    /// file: mark it complete and share it if its SHA1 matches, else failed (never overwritten).
+    async fn adopt_finished(
+        &self,
+        session: &Session,
+        mut rec: DownloadRecord,
+        report: &mut LoginReport,
+    ) -> DownloadRecord {
+        let (path, name, ps) = (rec.dest.clone(), rec.meta.name.clone(), rec.meta.piece_size);
+        let hashed = self.pool.run(move || hash_file(&path, &name, ps)).await;
+        let what = format!("{} in {}", rec.meta.name, rec.group);
+        let stamp = match hashed {
+            Ok((meta, stamp)) if meta.sha1 == rec.meta.sha1 => stamp,
+            Ok(_) => {
+                let why = format!(
+                    "{} exists with other content; not overwriting it",
+                    rec.dest.display()
+                );
+                report.problems.push(format!("download of {what}: {why}"));
+                rec.state = RecordState::Failed;
+                rec.error = Some(why);
+                return self.save_download_record(session, rec, None).await;
+            }
+            Err(e) => {
+                let why = format!("cannot read {}: {e}", rec.dest.display());
+                report.problems.push(format!("download of {what}: {why}"));
+                rec.state = RecordState::Failed;
+                rec.error = Some(why);
+                return self.save_download_record(session, rec, None).await;
+            }
+        };
+        rec.state = RecordState::Complete;
+        rec.error = None;
+        let share = ShareRecord {
+            group: rec.group.clone(),
+            path: rec.dest.clone(),
+            stamp,
+            meta: rec.meta.clone(),
+        };
+        let call = Call::Share {
+            group: rec.group.clone(),
+            meta: rec.meta.clone(),
+            complete: true,
+        };
+        match self.call_with(Some(&session.token), call).await {
+            Ok(_) => match SharedFile::complete(
+                rec.group.clone(),
+                Arc::new(rec.meta.clone()),
+                rec.dest.clone(),
+                stamp,
+            ) {
+                Ok(f) => {
+                    self.shares.insert(f);
+                    report.reshared.push(ShareRef {
+                        group: rec.group.clone(),
+                        file: rec.meta.name.clone(),
+                    });
+                }
+                Err(e) => report
+                    .problems
+                    .push(format!("{what}: cannot open {}: {e}", rec.dest.display())),
+            },
+            Err(e) => report
+                .problems
+                .push(format!("{what}: tracker refused: {}", e.message)),
+        }
+        tracing::info!(file = %rec.meta.name, group = %rec.group, "adopted a download finished before a crash");
+        self.save_download_record(session, rec, Some(share)).await
+    }
+
+    async fn save_download_record(
+        &self,
+        session: &Session,
+        rec: DownloadRecord,
+        share: Option<ShareRecord>,
+    ) -> DownloadRecord {
+        let mut state = self.state.lock().await;
+        let u = state.user(&session.user);
+        u.upsert_download(rec.clone());
+        if let Some(share) = share {
+            u.upsert_share(share);
+        }
+        self.save_state(&state).await;
+        rec
+    }
+
     /// Resume unfinished downloads; list finished ones for show_downloads.
     async fn restore_downloads(self: &Arc<Self>, session: &Session, report: &mut LoginReport) {
         let records = self
@@ -223,6 +310,16 @@ impl Daemon {
             .clone();
         for rec in records {
             if rec.state != RecordState::Downloading {
+                self.downloads
+                    .lock()
+                    .expect("lock")
+                    .push(DownloadEntry::Record(rec));
+                continue;
+            }
+            if rec.dest.is_file() && !part_path_for(&rec.dest).exists() {
+                // Killed after the finished file was moved into place but before the state
+                // was saved: adopt the file if it is the right one, never download it again.
+                let rec = self.adopt_finished(session, rec, report).await;
                 self.downloads
                     .lock()
                     .expect("lock")

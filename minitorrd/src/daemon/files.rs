@@ -218,7 +218,12 @@ impl Daemon {
         }
         {
             let mut list = self.downloads.lock().expect("lock");
-            list.retain(|e| !matches!(e, DownloadEntry::Record(r) if r.dest == dest));
+            // A new attempt replaces what show_downloads listed for this destination before
+            // (a remembered record, or a failed/finished run of this process).
+            list.retain(|e| match e {
+                DownloadEntry::Record(r) => r.dest != dest,
+                DownloadEntry::Live(d) => !(d.dest == dest && d.is_finished()),
+            });
             list.push(DownloadEntry::Live(dl.clone()));
         }
         let env = Arc::new(DownloadEnv {
