@@ -124,7 +124,7 @@ enum HashMsg {
 }
 
 /// Out-of-order pieces kept in memory at most; beyond this they are read back from disk.
-const PENDING_BUDGET: usize = 16 * 1024 * 1024;
+const PENDING_BUDGET: usize = 8 * 1024 * 1024;
 
 /// Computes the whole-file SHA1 on its own thread, in file order, while the download runs.
 /// Verified pieces are handed over with their bytes (no second read in the common case); the
