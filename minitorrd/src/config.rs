@@ -44,6 +44,20 @@ pub struct Args {
     /// Tracker address (repeatable, tried in order); alternative to TRACKER_INFO.
     #[arg(long = "tracker", env = "MINITORRD_TRACKERS", value_delimiter = ',')]
     pub trackers: Vec<SocketAddr>,
+    /// Speak TLS to the trackers (implied by --tracker-ca / --tracker-cert-sha256).
+    #[arg(long, env = "MINITORRD_TRACKER_TLS", value_parser = clap::builder::FalseyValueParser::new())]
+    pub tracker_tls: bool,
+    /// Trust the tracker certificate through this PEM file (a CA, or the tracker's own
+    /// self-signed certificate).
+    #[arg(long, env = "MINITORRD_TRACKER_CA", value_name = "PEM")]
+    pub tracker_ca: Option<PathBuf>,
+    /// Accept only a tracker certificate with this SHA-256 fingerprint (hex; several separated
+    /// by commas). `trackerd --print-cert-fingerprint` prints it.
+    #[arg(long, env = "MINITORRD_TRACKER_CERT_SHA256", value_name = "HEX")]
+    pub tracker_cert_sha256: Option<String>,
+    /// Allow plain TCP to a tracker that is not on a loopback address (passwords in clear!).
+    #[arg(long, env = "MINITORRD_ALLOW_PLAINTEXT", value_parser = clap::builder::FalseyValueParser::new())]
+    pub allow_plaintext: bool,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -78,6 +92,19 @@ pub struct Config {
     pub max_upload_rate: u64,
     /// Download rate limit in bytes per second over all downloads (0 = unlimited).
     pub max_download_rate: u64,
+    /// TLS to the trackers (turned on by `tracker_ca` or `tracker_cert_sha256`).
+    pub tracker_tls: bool,
+    /// PEM file to trust the tracker certificate by: a CA, or the tracker's own certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracker_ca: Option<PathBuf>,
+    /// Pinned SHA-256 fingerprint(s) of the tracker certificate(s), hex, comma-separated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracker_cert_sha256: Option<String>,
+    /// Plain TCP to a tracker that is not on a loopback address.
+    pub allow_plaintext: bool,
+    /// The TLS client built from the keys above by [`Config::load`].
+    #[serde(skip)]
+    pub tracker_tls_client: Option<crate::tracker::TlsClient>,
 }
 
 impl Default for Config {
@@ -95,6 +122,11 @@ impl Default for Config {
             max_pipeline_depth: 8,
             max_upload_rate: 0,
             max_download_rate: 0,
+            tracker_tls: false,
+            tracker_ca: None,
+            tracker_cert_sha256: None,
+            allow_plaintext: false,
+            tracker_tls_client: None,
         }
     }
 }
@@ -128,6 +160,21 @@ impl Config {
         if let Some(t) = &args.tracker_info {
             cfg.tracker_info = Some(t.clone());
         }
+        if args.tracker_tls {
+            cfg.tracker_tls = true;
+        }
+        if let Some(p) = &args.tracker_ca {
+            cfg.tracker_ca = Some(p.clone());
+        }
+        if let Some(f) = &args.tracker_cert_sha256 {
+            cfg.tracker_cert_sha256 = Some(f.clone());
+        }
+        if args.allow_plaintext {
+            cfg.allow_plaintext = true;
+        }
+        if cfg.tracker_ca.is_some() || cfg.tracker_cert_sha256.is_some() {
+            cfg.tracker_tls = true;
+        }
         if cfg.trackers.is_empty() {
             cfg.trackers = match &cfg.tracker_info {
                 Some(p) => minitorr_proto::tracker_info::load(p)?,
@@ -137,6 +184,14 @@ impl Config {
             };
         }
         cfg.validate()?;
+        if cfg.tracker_tls {
+            let client = crate::tracker::TlsClient::new(
+                cfg.tracker_ca.as_deref(),
+                cfg.tracker_cert_sha256.as_deref(),
+            )
+            .map_err(ConfigError::Invalid)?;
+            cfg.tracker_tls_client = Some(client);
+        }
         Ok(cfg)
     }
 
@@ -161,7 +216,30 @@ impl Config {
                 "max_peers_per_download ≥ 1 and max_pipeline_depth ≥ 2".into(),
             ));
         }
+        if !self.tracker_tls && !self.allow_plaintext {
+            if let Some(remote) = self.trackers.iter().find(|a| !a.ip().is_loopback()) {
+                return Err(ConfigError::Invalid(format!(
+                    "tracker {remote} is not on a loopback address and the tracker link is not \
+                     encrypted: set tracker_cert_sha256 (or tracker_ca) to use TLS, or \
+                     allow_plaintext = true to send passwords and tokens in clear"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// What to warn about the tracker link at startup: plain TCP.
+    pub fn tracker_link_warning(&self) -> Option<String> {
+        if self.tracker_tls {
+            return None;
+        }
+        Some(if self.trackers.iter().all(|a| a.ip().is_loopback()) {
+            "tracker link is not encrypted (plain TCP to a loopback tracker)".to_string()
+        } else {
+            "tracker link is not encrypted: allow_plaintext = true; passwords and session \
+             tokens cross the network in clear"
+                .to_string()
+        })
     }
 
     pub fn state_file(&self) -> PathBuf {
@@ -229,6 +307,93 @@ mod tests {
             ..Config::default()
         };
         assert!(cfg.validate().is_err());
+    }
+
+    fn load(argv: &[&str]) -> Result<Config, ConfigError> {
+        Config::load(&Args::try_parse_from(argv).unwrap())
+    }
+
+    #[test]
+    fn plaintext_to_a_remote_tracker_needs_allow_plaintext() {
+        let e = load(&["minitorrd", "--tracker", "127.0.0.1:5000,10.0.0.5:5000"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("10.0.0.5:5000")
+                && e.contains("not encrypted")
+                && e.contains("allow_plaintext"),
+            "{e}"
+        );
+        let cfg = load(&[
+            "minitorrd",
+            "--tracker",
+            "10.0.0.5:5000",
+            "--allow-plaintext",
+        ])
+        .unwrap();
+        assert!(cfg
+            .tracker_link_warning()
+            .unwrap()
+            .contains("not encrypted"));
+        let cfg = load(&["minitorrd", "--tracker", "127.0.0.1:5000"]).unwrap();
+        assert!(cfg.tracker_link_warning().unwrap().contains("loopback"));
+        assert!(cfg.tracker_tls_client.is_none());
+    }
+
+    #[test]
+    fn a_pin_or_a_ca_turns_tls_on() {
+        let pin = "ab".repeat(32);
+        let cfg = load(&[
+            "minitorrd",
+            "--tracker",
+            "10.0.0.5:5000",
+            "--tracker-cert-sha256",
+            &pin,
+        ])
+        .unwrap();
+        assert!(cfg.tracker_tls && cfg.tracker_tls_client.is_some());
+        assert_eq!(cfg.tracker_link_warning(), None);
+        let text = cfg.to_toml();
+        assert!(text.contains("tracker_tls = true"), "{text}");
+        assert!(text.contains(&pin), "{text}");
+        let back = Config::from_toml(&text, "x").unwrap();
+        assert_eq!(back.tracker_cert_sha256.as_deref(), Some(pin.as_str()));
+
+        // TLS without anything to trust the tracker by, or a bad pin: refused at load.
+        let e = load(&["minitorrd", "--tracker-tls"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tracker_cert_sha256"), "{e}");
+        let e = load(&["minitorrd", "--tracker-cert-sha256", "abc"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a SHA-256 fingerprint"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("m.toml");
+        std::fs::write(
+            &f,
+            "trackers = [\"10.0.0.5:5000\"]\ntracker_ca = \"/nonexistent/ca.pem\"\n",
+        )
+        .unwrap();
+        let e = load(&["minitorrd", "--config", f.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+    }
+
+    #[test]
+    fn example_config_parses_and_names_the_tls_keys() {
+        let text = include_str!("../../contrib/minitorrd.toml");
+        Config::from_toml(text, "contrib/minitorrd.toml").unwrap();
+        for key in [
+            "tracker_tls",
+            "tracker_ca",
+            "tracker_cert_sha256",
+            "allow_plaintext",
+        ] {
+            assert!(text.contains(&format!("#{key} = ")), "{key} undocumented");
+        }
     }
 
     #[test]

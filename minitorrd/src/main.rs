@@ -40,6 +40,9 @@ fn main() -> std::process::ExitCode {
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
+    if let Some(w) = cfg.tracker_link_warning() {
+        tracing::warn!("{w}");
+    }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(run(cfg, config_path(&args), log_handle)) {
         Ok(()) => std::process::ExitCode::SUCCESS,

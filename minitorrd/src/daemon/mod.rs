@@ -52,7 +52,7 @@ pub type Reply<T> = Result<T, ErrorReply>;
 impl Daemon {
     pub fn new(cfg: Config, peer_addr: SocketAddr, state: StateFile) -> Arc<Daemon> {
         Arc::new(Daemon {
-            tracker: Arc::new(TrackerLink::new(cfg.trackers.clone())),
+            tracker: Arc::new(TrackerLink::from_config(&cfg)),
             session: RwLock::new(None),
             tracker_key: Arc::new(RwLock::new(None)),
             shares: Arc::new(Shares::default()),

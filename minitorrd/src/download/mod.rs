@@ -256,7 +256,15 @@ impl Download {
                     addr.clone(),
                 );
                 let id = next_id;
-                tasks.spawn(async move { (addr, peer::run_peer(dl, id, info, ticket, env).await) });
+                tasks.spawn(async move {
+                    // A bug in one peer task must not leave the peer counted as connected forever.
+                    let run =
+                        std::panic::AssertUnwindSafe(peer::run_peer(dl, id, info, ticket, env));
+                    let exit = futures::FutureExt::catch_unwind(run)
+                        .await
+                        .unwrap_or_else(|_| peer::PeerExit::Gone("peer task panicked".into()));
+                    (addr, exit)
+                });
             }
 
             tokio::select! {

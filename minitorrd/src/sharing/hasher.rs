@@ -1,5 +1,5 @@
 //! Hashing a file for sharing: one sequential read, whole-file SHA1 and piece SHA1s computed at
-//! once on two threads from the same buffers (SHA1 runs ~1.5 GB/s per core, so two passes on
+//! once on their own threads from the same buffers (SHA1 runs ~1.5 GB/s per core, so two passes on
 //! one core would double the time to share).
 
 use std::fs::File;
@@ -72,44 +72,53 @@ pub fn hash_file(path: &Path, name: &str, piece_size: u32) -> io::Result<(FileMe
     let mut file = File::open(path)?;
     let ps = piece_size as usize;
     let chunk = ps * (4 * 1024 * 1024 / ps).max(1);
-    const BUFFERS: usize = 3;
+    const BUFFERS: usize = 4;
 
     let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
     for _ in 0..BUFFERS {
         free_tx.send(vec![0u8; chunk]).expect("receiver alive");
     }
-    let (full_tx, full_rx) = mpsc::sync_channel::<Arc<PooledBuf>>(BUFFERS);
+    let (piece_tx, piece_rx) = mpsc::sync_channel::<Arc<PooledBuf>>(BUFFERS);
+    let (whole_tx, whole_rx) = mpsc::sync_channel::<Arc<PooledBuf>>(BUFFERS);
 
+    // Three threads: a reader (the copy out of the page cache), the whole-file SHA1 and the
+    // piece SHA1s, each buffer shared by both hashers and recycled once both are done.
     let (whole, pieces, size) = std::thread::scope(|s| -> io::Result<_> {
         let piece_hasher = s.spawn(move || {
             let mut pieces = Vec::new();
-            for buf in full_rx {
+            for buf in piece_rx {
                 pieces.extend(buf.data.chunks(ps).map(sha1_of));
             }
             pieces
         });
+        let reader = s.spawn(move || -> io::Result<u64> {
+            let mut size = 0u64;
+            loop {
+                let mut data = free_rx.recv().expect("buffers always come back");
+                data.resize(chunk, 0);
+                let n = read_full(&mut file, &mut data)?;
+                if n == 0 {
+                    return Ok(size);
+                }
+                data.truncate(n);
+                size += n as u64;
+                let buf = Arc::new(PooledBuf {
+                    data,
+                    home: free_tx.clone(),
+                });
+                if piece_tx.send(buf.clone()).is_err() || whole_tx.send(buf).is_err() {
+                    return Ok(size);
+                }
+                if n < chunk {
+                    return Ok(size);
+                }
+            }
+        });
         let mut whole = Sha1::new();
-        let mut size = 0u64;
-        loop {
-            let mut data = free_rx.recv().expect("buffers always come back");
-            data.resize(chunk, 0);
-            let n = read_full(&mut file, &mut data)?;
-            if n == 0 {
-                break;
-            }
-            data.truncate(n);
-            size += n as u64;
-            let buf = Arc::new(PooledBuf {
-                data,
-                home: free_tx.clone(),
-            });
-            full_tx.send(buf.clone()).expect("piece hasher alive");
+        for buf in whole_rx {
             whole.update(&buf.data);
-            if n < chunk {
-                break;
-            }
         }
-        drop(full_tx);
+        let size = reader.join().expect("reader does not panic")?;
         let pieces = piece_hasher.join().expect("piece hasher does not panic");
         Ok((Sha1Hash(whole.finalize().into()), pieces, size))
     })?;

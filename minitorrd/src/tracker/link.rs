@@ -2,6 +2,10 @@
 //! a fresh connection, trying each tracker of the list in order starting with the current one.
 //! (A mutating request whose reply was lost may thus be applied twice; every tracker call is
 //! idempotent or answers "already exists", which the caller reports.)
+//!
+//! A connection is TCP, then TLS when configured (see [`super::tls`]), then the Minitorr
+//! handshake, then frames. Each step is bounded by a timeout, so a tracker that does not speak
+//! the same (TLS or plain) language is an error, never a hang.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,7 +15,9 @@ use futures::{SinkExt, StreamExt};
 use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
+use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
+use tokio_util::either::Either;
 
 use minitorr_proto::codec::FrameCodec;
 use minitorr_proto::tracker::{Call, Request, Response};
@@ -20,7 +26,10 @@ use minitorr_proto::{handshake, links, HandshakeError, Link, ProtoError};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Conn = Framed<TcpStream, FrameCodec<Response, Request>>;
+use super::tls::TlsClient;
+
+type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+type Conn = Framed<Stream, FrameCodec<Response, Request>>;
 
 #[derive(Debug, Error)]
 pub enum TrackerError {
@@ -32,6 +41,8 @@ pub enum TrackerError {
 
 pub struct TrackerLink {
     addrs: Vec<SocketAddr>,
+    /// TLS settings, or `None` for plain TCP.
+    tls: Option<TlsClient>,
     conn: Mutex<Option<Conn>>,
     current: AtomicUsize,
     connected: AtomicBool,
@@ -50,10 +61,21 @@ enum WireError {
 }
 
 impl TrackerLink {
+    /// Plain TCP to `addrs`.
     pub fn new(addrs: Vec<SocketAddr>) -> TrackerLink {
+        Self::with_tls(addrs, None)
+    }
+
+    /// The trackers and TLS settings of the daemon's configuration.
+    pub fn from_config(cfg: &crate::config::Config) -> TrackerLink {
+        Self::with_tls(cfg.trackers.clone(), cfg.tracker_tls_client.clone())
+    }
+
+    pub fn with_tls(addrs: Vec<SocketAddr>, tls: Option<TlsClient>) -> TrackerLink {
         assert!(!addrs.is_empty(), "config guarantees at least one tracker");
         TrackerLink {
             addrs,
+            tls,
             conn: Mutex::new(None),
             current: AtomicUsize::new(0),
             connected: AtomicBool::new(false),
@@ -117,7 +139,7 @@ impl TrackerLink {
         for k in 0..self.addrs.len() {
             let i = (start + k) % self.addrs.len();
             let addr = self.addrs[i];
-            match connect(addr).await {
+            match connect(addr, self.tls.as_ref()).await {
                 Ok(conn) => {
                     if i != start % self.addrs.len() {
                         tracing::info!(tracker = %addr, "failed over to tracker");
@@ -154,13 +176,24 @@ enum ConnectError {
     Timeout,
     #[error("{0}")]
     Handshake(HandshakeError),
+    #[error("{0}")]
+    Tls(String),
 }
 
-async fn connect(addr: SocketAddr) -> Result<Conn, ConnectError> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+async fn connect(addr: SocketAddr, tls: Option<&TlsClient>) -> Result<Conn, ConnectError> {
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout)??;
-    stream.set_nodelay(true)?;
+    tcp.set_nodelay(true)?;
+    let mut stream: Stream = match tls {
+        None => Either::Left(tcp),
+        Some(tls) => Either::Right(
+            tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(addr, tcp))
+                .await
+                .map_err(|_| ConnectError::Tls("TLS handshake with the tracker timed out".into()))?
+                .map_err(ConnectError::Tls)?,
+        ),
+    };
     tokio::time::timeout(CONNECT_TIMEOUT, handshake(&mut stream, Link::Tracker))
         .await
         .map_err(|_| ConnectError::Timeout)?

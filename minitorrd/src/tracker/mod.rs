@@ -3,6 +3,8 @@
 
 mod link;
 mod session;
+pub mod tls;
 
 pub use link::{TrackerError, TrackerLink};
 pub use session::Session;
+pub use tls::TlsClient;
