@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Regenerate the shipped shell completions and man pages of minitorrctl from the binary, so
-# they always match its clap definition. minitorrctl/tests/shipped.rs fails when they are stale.
+# Regenerate the shipped shell completions and man pages of minitorrctl, and the man pages
+# trackerd.8 and minitorrd.1, from the binaries, so they always match their clap definitions.
+# minitorrctl/tests/shipped.rs and tests/tests/packaging.rs fail when they are stale.
 #
-#   contrib/gen-completions.sh                 # builds minitorrctl (debug) first
-#   MINITORRCTL=path/to/minitorrctl contrib/gen-completions.sh
+#   contrib/gen-completions.sh                 # builds the three binaries (debug) first
+#   MINITORRCTL=… TRACKERD=… MINITORRD=… contrib/gen-completions.sh
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${MINITORRCTL:-}
-if [ -z "$bin" ]; then
-    cargo build --quiet --manifest-path "$root/Cargo.toml" -p minitorrctl
-    bin="${CARGO_TARGET_DIR:-$root/target}/debug/minitorrctl"
+trackerd=${TRACKERD:-}
+minitorrd=${MINITORRD:-}
+if [ -z "$bin" ] || [ -z "$trackerd" ] || [ -z "$minitorrd" ]; then
+    cargo build --quiet --manifest-path "$root/Cargo.toml" -p minitorrctl -p trackerd -p minitorrd --bins
+    out="${CARGO_TARGET_DIR:-$root/target}/debug"
+    bin=${bin:-$out/minitorrctl}
+    trackerd=${trackerd:-$out/trackerd}
+    minitorrd=${minitorrd:-$out/minitorrd}
 fi
 
 # Output must not depend on who runs this.
@@ -25,4 +31,6 @@ run completions fish > "$comp/minitorrctl.fish"
 # Remove pages of commands that no longer exist.
 rm -f "$man"/minitorrctl*.1
 run man "$man"
+"$trackerd" --generate-man "$man"
+"$minitorrd" --generate-man "$man"
 echo "regenerated $(ls "$comp" | wc -l) completion scripts and $(ls "$man" | wc -l) man pages"

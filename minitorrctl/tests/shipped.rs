@@ -54,7 +54,8 @@ fn shipped_man_pages_are_current() {
         std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.ends_with(".1"))
+            // contrib/man also holds the daemons' pages (checked by the e2e packaging tests).
+            .filter(|n| n.starts_with("minitorrctl") && n.ends_with(".1"))
             .collect()
     };
     let shipped_dir = contrib().join("man");

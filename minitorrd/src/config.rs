@@ -61,6 +61,9 @@ pub struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Write the man page minitorrd.1 into DIR and exit (used by contrib/gen-completions.sh).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub generate_man: Option<PathBuf>,
     /// Address to serve pieces to other peers on (the seed's `<IP>:<PORT>`).
     #[arg(env = "MINITORRD_LISTEN")]
     pub addr: Option<SocketAddr>,

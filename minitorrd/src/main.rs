@@ -22,6 +22,15 @@ type LogHandle = reload::Handle<EnvFilter, Registry>;
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.generate_man {
+        return match write_man_page(dir) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("minitorrd: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let cfg = match Config::load(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -51,6 +60,15 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `DIR/minitorrd.1` from the clap definition (hidden options are left out).
+fn write_man_page(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let path = dir.join("minitorrd.1");
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Args::command()).render(&mut out)?;
+    std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))
 }
 
 async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyhow::Result<()> {

@@ -55,6 +55,9 @@ struct Cli {
     /// tracker_cert_sha256) and exit.
     #[arg(long)]
     print_cert_fingerprint: bool,
+    /// Write the man page trackerd.8 into DIR and exit (used by contrib/gen-completions.sh).
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_man: Option<PathBuf>,
     /// Seed-style tracker list (IP and port lines); the listen address is entry TRACKER_NO.
     tracker_info: Option<PathBuf>,
     /// Which entry of TRACKER_INFO this tracker is (1-based).
@@ -213,9 +216,23 @@ async fn run(
     Ok(())
 }
 
+/// `DIR/trackerd.8` from the clap definition (hidden options are left out).
+fn write_man_page(dir: &std::path::Path) -> Result<()> {
+    use clap::CommandFactory;
+    let path = dir.join("trackerd.8");
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command().name("trackerd"))
+        .section("8")
+        .render(&mut out)?;
+    std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = (|| -> Result<()> {
+        if let Some(dir) = &cli.generate_man {
+            return write_man_page(dir);
+        }
         let (config, config_path) = load_config(&cli)?;
         if cli.print_config {
             print!("{}", config.to_toml());
