@@ -451,3 +451,77 @@ pub fn stderr_of(out: &Output) -> String {
 pub fn stdout_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The workspace root (where contrib/ and Cargo.toml are).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The directory holding the built binaries (`target/debug` or `target/release`).
+pub fn bin_dir() -> PathBuf {
+    bin("trackerd").parent().unwrap().to_path_buf()
+}
+
+/// `systemd-analyze`, or `None` when it is not installed and the caller may skip
+/// (`MINITORR_SKIP_SYSTEMD_ANALYZE=1`). Without that variable a missing tool is a failure:
+/// CI (`.ci/run`) installs systemd.
+pub fn systemd_analyze() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("systemd-analyze"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("MINITORR_SKIP_SYSTEMD_ANALYZE").is_some(),
+            "systemd-analyze not found: install systemd (apt-get install systemd) or set \
+             MINITORR_SKIP_SYSTEMD_ANALYZE=1 to skip the unit checks"
+        );
+        eprintln!("systemd-analyze not installed: skipped (MINITORR_SKIP_SYSTEMD_ANALYZE)");
+    }
+    found
+}
+
+/// A fake systemd notification socket (`$NOTIFY_SOCKET`): a Unix datagram socket the test owns.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    sock: std::os::unix::net::UnixDatagram,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path, name: &str) -> NotifySocket {
+        let path = dir.join(name);
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        NotifySocket { path, sock }
+    }
+
+    /// The next notification, or `None` if none arrives within `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<String> {
+        self.sock.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.sock.recv(&mut buf) {
+                Ok(n) => return Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
+                Err(e) => panic!("notify socket: {e}"),
+            }
+        }
+    }
+
+    /// Wait for a notification; panic with `what` if none arrives in `timeout`.
+    pub fn expect(&self, what: &str, timeout: Duration) -> String {
+        self.recv(timeout)
+            .unwrap_or_else(|| panic!("no sd_notify message within {timeout:?}: expected {what}"))
+    }
+}
