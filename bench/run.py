@@ -1,0 +1,950 @@
+#!/usr/bin/env python3
+"""Minitorr benchmark: one command, results in bench/results/latest.{md,json}.
+
+  bench/run.py                       full run: 1 GiB, 3 runs after a warm-up, libtorrent, netlab, perf
+  bench/run.py --quick               64 MiB, 1 run, no libtorrent/netlab/perf, 3 and 10 seeders (< 1 min)
+  bench/run.py --quick --profile debug --no-build --out DIR     what the CI test runs
+
+Scenarios (see docs/BENCHMARKS.md):
+  upload      upload_file time (hash + register) vs the single-core SHA1 limit
+  loopback    download from 1 and 3 seeders on 127.0.0.1, minitorr vs libtorrent (TCP, tuned)
+  netlab      the same in network namespaces, seeders capped at 200 Mbit/s each
+  resources   peak RSS, CPU seconds, first piece of the downloading minitorrd (loopback runs)
+  many_peers  10 vs 100 seeders, ~100 vs ~1000 small files: download time/CPU, list_files time
+  profile     perf profile of the downloading minitorrd, 1 seeder on loopback (full mode)
+
+Python 3.11 standard library only. libtorrent runs under /usr/bin/python3 (bench/lt_peer.py).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+NETLAB = Path(os.environ.get("MT_NETLAB", ROOT.parent / "shared" / "netlab" / "netlab")).resolve()
+NETLAB_PREFIX = os.environ.get("MT_BENCH_NETLAB_PREFIX", "mtbench")
+LT_PYTHON = "/usr/bin/python3"
+MiB = 1 << 20
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PIECE = 512 * 1024
+
+PROCS: list[subprocess.Popen] = []
+NETLAB_UP = False
+
+
+def log(*a):
+    print("[bench]", *a, file=sys.stderr, flush=True)
+
+
+def parse_size(s: str) -> int:
+    s = s.strip()
+    units = {"gib": 1 << 30, "g": 1 << 30, "mib": MiB, "m": MiB, "kib": 1024, "k": 1024, "": 1}
+    num = s.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    return int(float(num) * units[s[len(num):].lower()])
+
+
+def human(n: int) -> str:
+    return f"{n / (1 << 30):g} GiB" if n >= 1 << 30 else f"{n / MiB:g} MiB"
+
+
+def stats(values: list[float]) -> dict:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"median": None, "min": None, "max": None, "n": 0, "values": []}
+    return {
+        "median": statistics.median(vals),
+        "min": min(vals),
+        "max": max(vals),
+        "n": len(vals),
+        "values": [round(v, 4) for v in vals],
+    }
+
+
+def ratio(a, b):
+    return None if a in (None, 0) or b in (None, 0) else a / b
+
+
+# ---------------------------------------------------------------- processes
+
+
+def child_env(work: Path) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MINITORR", "TRACKERD", "RUST_LOG"))}
+    env["XDG_CONFIG_HOME"] = str(work / "xdg-config")  # never pick up a user's config file
+    env["XDG_RUNTIME_DIR"] = str(work)
+    env["NO_COLOR"] = "1"
+    return env
+
+
+def spawn(cmd, log_path: Path, env, stdin=subprocess.DEVNULL, stdout=None) -> subprocess.Popen:
+    lf = open(log_path, "ab")
+    p = subprocess.Popen([str(c) for c in cmd], stdin=stdin, stdout=stdout or lf, stderr=lf,
+                         env=env, start_new_session=True)
+    PROCS.append(p)
+    return p
+
+
+def stop(p: subprocess.Popen, timeout=5.0):
+    if p.poll() is None:
+        try:
+            p.terminate()
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    if p in PROCS:
+        PROCS.remove(p)
+
+
+def cleanup():
+    for p in list(PROCS):
+        try:
+            stop(p, 3)
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            pass
+    netlab_down()
+
+
+def netlab(*args, check=True):
+    env = dict(os.environ, MT_NETLAB_PREFIX=NETLAB_PREFIX)
+    return subprocess.run([str(NETLAB), *map(str, args)], env=env, check=check,
+                          capture_output=True, text=True)
+
+
+def netlab_down():
+    global NETLAB_UP
+    if NETLAB_UP:
+        netlab("down", check=False)
+        NETLAB_UP = False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of a process, seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_status_kb(pid: int, key: str) -> int | None:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def wait_for(what, pred, timeout=20.0, every=0.02):
+    t = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > t:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
+# ---------------------------------------------------------------- minitorr cluster
+
+
+class CtlError(RuntimeError):
+    def __init__(self, args, doc, code):
+        super().__init__(f"minitorrctl {' '.join(map(str, args))} -> exit {code}: {doc}")
+        self.doc, self.code = doc, code
+
+
+class Net:
+    """Where processes run: 127.0.0.1 (host prefix empty) or netlab hosts 10.77.0.I."""
+
+    def __init__(self, lab: bool):
+        self.lab = lab
+
+    def ip(self, host: int) -> str:
+        return f"10.77.0.{host}" if self.lab else "127.0.0.1"
+
+    def prefix(self, host: int) -> list:
+        return [NETLAB, "exec", host] if self.lab else []
+
+    def port(self, base: int) -> int:
+        return base if self.lab else free_port()
+
+
+class Daemon:
+    def __init__(self, name, d: Path, sock: Path, proc, addr):
+        self.name, self.dir, self.sock, self.proc, self.addr = name, d, sock, proc, addr
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+
+class Cluster:
+    def __init__(self, bins: Path, work: Path, net: Net, tracker_host=1, log_level=None):
+        self.bins, self.work, self.net = bins, work, net
+        self.env = child_env(work)
+        (work / "xdg-config").mkdir(parents=True, exist_ok=True)
+        self.daemons: list[Daemon] = []
+        self.log_level = log_level
+        self.next_port = 7000
+        tport = net.port(5600)
+        self.tracker_addr = f"{net.ip(tracker_host)}:{tport}"
+        tdir = work / "tracker"
+        tdir.mkdir(parents=True)
+        self.tracker = spawn(
+            [*net.prefix(tracker_host), bins / "trackerd", "--listen", self.tracker_addr,
+             "--state-dir", tdir], work / "trackerd.log", self.env)
+        if not net.lab:
+            def up():
+                try:
+                    socket.create_connection(("127.0.0.1", tport), 0.2).close()
+                    return True
+                except OSError:
+                    return False
+            wait_for("trackerd", up)
+        self.owner: Daemon | None = None
+        self.groups: set[str] = set()
+
+    def start_daemon(self, name: str, host: int = 1) -> Daemon:
+        d = self.work / name
+        d.mkdir(parents=True, exist_ok=True)
+        sock = d / "ctl.sock"
+        self.next_port += 1
+        addr = f"{self.net.ip(host)}:{self.net.port(self.next_port)}"
+        cmd = [*self.net.prefix(host), self.bins / "minitorrd", "--socket", sock,
+               "--state-dir", d / "state", "--tracker", self.tracker_addr]
+        if self.log_level:
+            (d / "minitorrd.toml").write_text(f'log_level = "{self.log_level}"\n')
+            cmd += ["--config", d / "minitorrd.toml"]
+        p = spawn([*cmd, addr], d / "minitorrd.log", self.env)
+        wait_for(f"{name} control socket", lambda: sock.exists() or p.poll() is not None)
+        if p.poll() is not None:
+            raise RuntimeError(f"minitorrd {name} exited: {(d / 'minitorrd.log').read_text()[-2000:]}")
+        dm = Daemon(name, d, sock, p, addr)
+        self.daemons.append(dm)
+        return dm
+
+    def ctl(self, d: Daemon, *args, timeout=600):
+        cmd = [self.bins / "minitorrctl", "--socket", d.sock, "--json", *args]
+        r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+                           env=self.env, timeout=timeout, stdin=subprocess.DEVNULL)
+        try:
+            doc = json.loads(r.stdout)
+        except json.JSONDecodeError:
+            doc = {"raw": r.stdout, "stderr": r.stderr}
+        if r.returncode != 0:
+            raise CtlError(args, doc, r.returncode)
+        return doc
+
+    def join(self, d: Daemon, groups: list[str]):
+        """Register and log in `d` (user = its name), make it a member of `groups`."""
+        for attempt in range(100):  # the tracker may still be starting (netlab: no port probe)
+            try:
+                self.ctl(d, "create_user", d.name, "pw-" + d.name)
+                break
+            except CtlError as e:
+                if "tracker" not in json.dumps(e.doc) or attempt == 99:
+                    raise
+                time.sleep(0.1)
+        self.ctl(d, "login", d.name, "pw-" + d.name)
+        if self.owner is None:
+            self.owner = d
+        for g in groups:
+            if g not in self.groups:
+                self.ctl(self.owner, "create_group", g)
+                self.groups.add(g)
+            if d is not self.owner:
+                self.ctl(d, "join_group", g)
+                self.ctl(self.owner, "accept_request", g, d.name)
+
+    def stop_daemon(self, d: Daemon):
+        try:
+            self.ctl(d, "logout", timeout=10)  # so the tracker stops handing it out at once
+        except Exception:  # noqa: BLE001
+            pass
+        stop(d.proc)
+        self.daemons.remove(d)
+
+    def shutdown(self):
+        for d in list(self.daemons):
+            stop(d.proc)
+        stop(self.tracker)
+
+
+def find_download(doc, group, name):
+    for dl in doc.get("downloads", []):
+        if dl["group"] == group and dl["file"] == name:
+            return dl
+    return None
+
+
+def mt_download(cl: Cluster, name: str, host: int, group: str, fname: str, size: int,
+                perf_out: Path | None = None, poll=0.05, timeout=600) -> dict:
+    """One cold download by a fresh minitorrd: wall time, elapsed_ms, first_piece_ms, CPU, RSS."""
+    d = cl.start_daemon(name, host)
+    try:
+        cl.join(d, [group])
+        dest = d.dir / "in"
+        dest.mkdir()
+        perf = None
+        if perf_out:
+            perf = subprocess.Popen(["perf", "record", "-g", "-o", str(perf_out), "-p", str(d.pid)],
+                                    stdout=subprocess.DEVNULL, stderr=open(d.dir / "perf.log", "wb"))
+            time.sleep(0.5)
+        cpu0, hwm0 = proc_cpu(d.pid), proc_status_kb(d.pid, "VmHWM")
+        t0 = time.perf_counter()
+        cl.ctl(d, "download_file", group, fname, dest)
+        deadline = t0 + timeout
+        while True:
+            dl = find_download(cl.ctl(d, "show_downloads"), group, fname)
+            if dl and dl["state"] == "complete":
+                break
+            if dl and dl["state"] == "failed":
+                raise RuntimeError(f"download failed: {dl.get('error')}")
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"download timed out: {dl}")
+            time.sleep(poll)
+        wall = time.perf_counter() - t0
+        cpu = proc_cpu(d.pid) - cpu0
+        hwm = proc_status_kb(d.pid, "VmHWM")
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(60)
+        got = (dest / fname).stat().st_size
+        if got != size or dl["bytes_done"] != size:
+            raise RuntimeError(f"downloaded {got} bytes, bytes_done {dl['bytes_done']}, want {size}")
+        return {
+            "wall_s": wall,
+            "elapsed_s": dl["elapsed_ms"] / 1000,
+            "first_piece_s": None if dl["first_piece_ms"] is None else dl["first_piece_ms"] / 1000,
+            "cpu_s": cpu,
+            "peak_rss_mib": hwm / 1024,
+            "rss_before_mib": hwm0 / 1024,
+            "mbps": size * 8 / 1e6 / (dl["elapsed_ms"] / 1000),
+            "peers": {p["user"]: p["bytes_received"] for p in dl["peers"]},
+        }
+    finally:
+        cl.stop_daemon(d)
+        shutil.rmtree(d.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- libtorrent
+
+
+class LtSwarm:
+    """libtorrent seeders (seed mode, separate processes) on 127.0.0.1 and cold downloaders."""
+
+    def __init__(self, work: Path, data: Path, n_seeders: int, env):
+        self.work, self.env = work / "lt", env
+        self.work.mkdir()
+        self.torrent = self.work / "data.torrent"
+        subprocess.run([LT_PYTHON, BENCH / "lt_peer.py", "make_torrent", data, self.torrent, PIECE],
+                       check=True, env=env)
+        self.seeders, self.addrs = [], []
+        for i in range(n_seeders):
+            addr = f"127.0.0.1:{free_port()}"
+            p = spawn([LT_PYTHON, BENCH / "lt_peer.py", "seed", self.torrent, data.parent, addr],
+                      self.work / f"seed{i}.log", env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            line = p.stdout.readline().decode().strip()
+            if line != "ready":
+                raise RuntimeError(f"libtorrent seeder {i} failed: {(self.work / f'seed{i}.log').read_text()}")
+            self.seeders.append(p)
+            self.addrs.append(addr)
+
+    def download(self, n_peers: int, tag: str) -> dict:
+        dest = self.work / f"dl-{tag}"
+        dest.mkdir()
+        try:
+            r = subprocess.run(
+                [LT_PYTHON, BENCH / "lt_peer.py", "download", self.torrent, dest,
+                 f"127.0.0.1:{free_port()}", *self.addrs[:n_peers]],
+                capture_output=True, text=True, env=self.env, timeout=600)
+            if r.returncode != 0:
+                raise RuntimeError(f"libtorrent download failed: {r.stderr[-2000:]}")
+            j = json.loads(r.stdout.strip().splitlines()[-1])
+            j["mbps"] = j["bytes"] * 8 / 1e6 / j["elapsed_s"]
+            j["peak_rss_mib"] = j["peak_rss_kb"] / 1024
+            return j
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
+
+    def shutdown(self):
+        for p in self.seeders:
+            stop(p)
+
+
+def libtorrent_available() -> tuple[bool, str]:
+    if not Path(LT_PYTHON).exists():
+        return False, f"{LT_PYTHON} not found"
+    r = subprocess.run([LT_PYTHON, BENCH / "lt_peer.py", "version"], capture_output=True, text=True)
+    if r.returncode == 0:
+        return True, r.stdout.strip()
+    log("python3-libtorrent missing; trying apt-get install -y python3-libtorrent")
+    subprocess.run(["apt-get", "install", "-y", "python3-libtorrent"], capture_output=True)
+    r = subprocess.run([LT_PYTHON, BENCH / "lt_peer.py", "version"], capture_output=True, text=True)
+    if r.returncode == 0:
+        return True, r.stdout.strip()
+    return False, "python3-libtorrent not importable by /usr/bin/python3 and apt-get install failed"
+
+
+# ---------------------------------------------------------------- setup
+
+
+def machine_info() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines()
+                  if l.startswith("model name")), platform.processor())
+    flags = next((l for l in cpuinfo.splitlines() if l.startswith("flags")), "")
+
+    def git(*a):
+        r = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True)
+        return r.stdout.strip()
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "sha_ni": " sha_ni" in flags,
+        "mem_total_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30), 1),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "loadavg_start": list(os.getloadavg()),
+    }
+
+
+def build(profile: str, want_examples: bool):
+    cmd = ["cargo", "build", "--bins"] + (["--release"] if profile == "release" else [])
+    log("building:", " ".join(cmd))
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    if want_examples:
+        # own target dir: the example's dev-dependencies would change feature unification and
+        # rebuild the benchmarked binaries in target/release otherwise
+        subprocess.run(["cargo", "build", "--release", "--example", "hash_file", "-p", "minitorrd",
+                        "--target-dir", ROOT / "target" / "bench-example"], cwd=ROOT, check=True)
+    tgt = ROOT / "target" / "bench-sha1"
+    r = subprocess.run(["cargo", "build", "--release", "--offline", "--target-dir", tgt],
+                       cwd=BENCH / "sha1-limit", capture_output=True, text=True)
+    if r.returncode != 0:
+        r = subprocess.run(["cargo", "build", "--release", "--target-dir", tgt],
+                           cwd=BENCH / "sha1-limit", capture_output=True, text=True)
+    if r.returncode != 0:
+        log("sha1-limit did not build; the upload scenario falls back to python hashlib:", r.stderr[-500:])
+
+
+def make_data(data_dir: Path, size: int, tag: str) -> Path:
+    """A random file, written once (cached across runs in data_dir) and read into page cache."""
+    d = data_dir / tag
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / f"{tag}-{size}.bin"
+    if not p.exists() or p.stat().st_size != size:
+        log(f"writing {human(size)} of random data to {p}")
+        tmp = p.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            left = size
+            while left:
+                n = min(left, 16 * MiB)
+                f.write(os.urandom(n))
+                left -= n
+        tmp.rename(p)
+    with open(p, "rb") as f:  # warm the page cache
+        while f.read(16 * MiB):
+            pass
+    return p
+
+
+def sha1_limit(path: Path) -> dict:
+    exe = ROOT / "target" / "bench-sha1" / "release" / "sha1-limit"
+    if exe.exists():
+        r = subprocess.run([exe, path, "3"], capture_output=True, text=True, check=True)
+        j = json.loads(r.stdout)
+        j["method"] = "Rust sha1 0.10 (same crate as minitorrd), one thread (bench/sha1-limit)"
+        return j
+    import hashlib
+    best_mem = best_file = float("inf")
+    buf = os.urandom(64 * MiB)
+    for _ in range(3):
+        t = time.perf_counter()
+        hashlib.sha1(buf).digest()
+        best_mem = min(best_mem, time.perf_counter() - t)
+        t = time.perf_counter()
+        h = hashlib.sha1()
+        with open(path, "rb") as f:
+            while chunk := f.read(MiB):
+                h.update(chunk)
+        best_file = min(best_file, time.perf_counter() - t)
+    size = path.stat().st_size
+    return {"mem_gbps": len(buf) / best_mem / 1e9, "file_gbps": size / best_file / 1e9,
+            "file_bytes": size, "file_secs": best_file,
+            "method": "python hashlib (OpenSSL), one thread (sha1-limit not built)"}
+
+
+def hash_file_example(path: Path) -> dict | None:
+    exe = ROOT / "target" / "bench-example" / "release" / "examples" / "hash_file"
+    if not exe.exists():
+        return None
+    r = subprocess.run([exe, path], capture_output=True, text=True)
+    if r.returncode != 0:
+        return None
+    secs = [float(l.split()[0]) for l in r.stdout.splitlines() if l.strip()]
+    return {"best_s": min(secs), "gbps": path.stat().st_size / min(secs) / 1e9}
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+def scenario_upload_and_loopback(a, bins, work, data: Path, size: int, res: dict):
+    """Scenarios 1, 2 and 4: one tracker and 3 seeders on 127.0.0.1."""
+    cl = Cluster(bins, work / "loop", Net(False))
+    try:
+        seeders = [cl.start_daemon(f"s{i}") for i in range(1, 4)]
+        cl.join(seeders[0], ["one", "three"])
+        for s in seeders[1:]:
+            cl.join(s, ["three"])
+
+        # 1. upload_file: the first seeder shares the file in group "one" again and again (each
+        # upload hashes the whole file), after one warm-up.
+        log("upload_file ...")
+        times = []
+        for i in range(a.runs + a.warmup):
+            t = time.perf_counter()
+            doc = cl.ctl(seeders[0], "upload_file", data, "one")
+            if i >= a.warmup:
+                times.append(time.perf_counter() - t)
+        assert doc["file"]["size"] == size, doc
+        limit = sha1_limit(data)
+        up = {"size": size, "upload_file_s": stats(times), "sha1_limit": limit,
+              "sha1_limit_s": size / (limit["mem_gbps"] * 1e9),
+              "hash_file_example": hash_file_example(data) if a.profile == "release" else None}
+        up["ratio_vs_sha1_limit"] = ratio(up["upload_file_s"]["median"], up["sha1_limit_s"])
+        up["upload_gbps"] = size / up["upload_file_s"]["median"] / 1e9
+        res["upload"] = up
+
+        for s in seeders:
+            cl.ctl(s, "upload_file", data, "three")
+
+        lt_swarm, lt_note = None, "skipped (--no-libtorrent / --quick)"
+        if a.libtorrent:
+            ok, why = libtorrent_available()
+            if ok:
+                lt_note = f"libtorrent {why} (python3-libtorrent), TCP only, tuned"
+                lt_swarm = LtSwarm(work, data, 3, cl.env)
+            else:
+                lt_note = f"skipped: {why}"
+
+        # 2. downloads, interleaved per round so machine noise hits every column alike.
+        runs = {"minitorr_1": [], "minitorr_3": [], "libtorrent_1": [], "libtorrent_3": []}
+        for rnd in range(a.runs + a.warmup):
+            warm = rnd < a.warmup
+            for key, group, n in (("minitorr_1", "one", 1), ("minitorr_3", "three", 3)):
+                log(f"loopback round {rnd}{' (warm-up)' if warm else ''}: minitorr, {n} seeder(s)")
+                r = mt_download(cl, f"d{rnd}{n}", 1, group, data.name, size)
+                if not warm:
+                    runs[key].append(r)
+            if lt_swarm:
+                for key, n in (("libtorrent_1", 1), ("libtorrent_3", 3)):
+                    log(f"loopback round {rnd}: libtorrent, {n} seeder(s)")
+                    r = lt_swarm.download(n, f"{rnd}-{n}")
+                    if not warm:
+                        runs[key].append(r)
+        if lt_swarm:
+            lt_swarm.shutdown()
+
+        lb = {"size": size, "libtorrent": lt_note}
+        for key, rs in runs.items():
+            if rs:
+                lb[key] = {
+                    "time_s": stats([r["elapsed_s"] for r in rs]),
+                    "wall_s": stats([r.get("wall_s") for r in rs]),
+                    "mbps": stats([r["mbps"] for r in rs]),
+                    "first_piece_s": stats([r["first_piece_s"] for r in rs]),
+                    "cpu_s": stats([r["cpu_s"] for r in rs]),
+                    "peak_rss_mib": stats([r["peak_rss_mib"] for r in rs]),
+                    "per_peer_bytes_last_run": rs[-1].get("peers"),
+                }
+        med = {k: lb[k]["time_s"]["median"] for k in runs if k in lb}
+        lb["ratios"] = {
+            "minitorr_vs_libtorrent_1_seeder": ratio(med.get("libtorrent_1"), med.get("minitorr_1")),
+            "minitorr_vs_libtorrent_3_seeders": ratio(med.get("libtorrent_3"), med.get("minitorr_3")),
+            "minitorr_3_vs_1_seeders_speedup": ratio(med.get("minitorr_1"), med.get("minitorr_3")),
+            "libtorrent_3_vs_1_seeders_speedup": ratio(med.get("libtorrent_1"), med.get("libtorrent_3")),
+        }
+        res["loopback"] = lb
+        res["resources"] = {
+            k: {
+                "peak_rss_mib": lb[k]["peak_rss_mib"],
+                "cpu_s": lb[k]["cpu_s"],
+                "first_piece_ms": stats([None if r["first_piece_s"] is None else r["first_piece_s"] * 1000
+                                         for r in runs[k]]),
+                "cpu_s_per_gib": stats([r["cpu_s"] / (size / (1 << 30)) for r in runs[k]]),
+            }
+            for k in ("minitorr_1", "minitorr_3") if k in lb
+        }
+
+        # profile: one more 1-seeder download with perf attached to the downloader.
+        if a.perf:
+            res["profile"] = profile_download(a, cl, data, size)
+    finally:
+        cl.shutdown()
+
+
+def profile_download(a, cl, data, size) -> dict:
+    if not shutil.which("perf"):
+        return {"skipped": "perf not installed (apt-get install linux-perf)"}
+    out = a.out / "perf-1seeder.data"
+    log("perf: profiling a 1-seeder loopback download")
+    try:
+        r = mt_download(cl, "dperf", 1, "one", data.name, size, perf_out=out)
+    except Exception as e:  # noqa: BLE001
+        return {"skipped": f"perf run failed: {e}"}
+    rep = subprocess.run(["perf", "report", "-i", str(out), "--stdio", "--no-children", "-g", "none",
+                          "--percent-limit", "0.5", "--sort", "dso,symbol"],
+                         capture_output=True, text=True)
+    (a.out / "perf-1seeder.txt").write_text(rep.stdout)
+    repg = subprocess.run(["perf", "report", "-i", str(out), "--stdio", "--no-children"],
+                          capture_output=True, text=True)
+    (a.out / "perf-1seeder-callgraph.txt").write_text("\n".join(repg.stdout.splitlines()[:400]))
+    top = []
+    for line in rep.stdout.splitlines():
+        s = line.strip()
+        if s.endswith("%") or not s or s.startswith("#") or "%" not in s:
+            continue
+        parts = s.split(None, 3)
+        if len(parts) >= 4 and parts[0].endswith("%"):
+            top.append({"pct": float(parts[0].rstrip("%")), "dso": parts[1],
+                        "symbol": parts[3].strip()})
+    out.unlink(missing_ok=True)
+    return {"download_s": r["elapsed_s"], "top": top[:25],
+            "report": "perf-1seeder.txt (flat), perf-1seeder-callgraph.txt (first 400 lines)"}
+
+
+def scenario_netlab(a, bins, work, data_dir, res: dict):
+    if not a.netlab:
+        res["netlab"] = {"skipped": "--no-netlab / --quick"}
+        return
+    if os.geteuid() != 0 or not NETLAB.exists():
+        res["netlab"] = {"skipped": f"needs root and {NETLAB}"}
+        return
+    global NETLAB_UP
+    size = a.netlab_size
+    data = make_data(data_dir, size, "netlab")
+    netlab("down", check=False)
+    log(f"netlab up 5 {a.netlab_rate} (prefix {NETLAB_PREFIX})")
+    netlab("up", 5, a.netlab_rate)
+    NETLAB_UP = True
+    cl = Cluster(bins, work / "lab", Net(True), tracker_host=1)
+    try:
+        seeders = [cl.start_daemon(f"s{i}", host=1 + i) for i in range(1, 4)]
+        cl.join(seeders[0], ["one", "three"])
+        for s in seeders[1:]:
+            cl.join(s, ["three"])
+        cl.ctl(seeders[0], "upload_file", data, "one")
+        for s in seeders:
+            cl.ctl(s, "upload_file", data, "three")
+        runs = {1: [], 3: []}
+        for rnd in range(a.netlab_runs + a.warmup):
+            for n, group in ((1, "one"), (3, "three")):
+                log(f"netlab round {rnd}: {n} seeder(s)")
+                r = mt_download(cl, f"d{rnd}{n}", 5, group, data.name, size)
+                if rnd >= a.warmup:
+                    runs[n].append(r)
+        nl = {"size": size, "rate_per_seeder": a.netlab_rate,
+              "hosts": "10.77.0.1 tracker, .2-.4 seeders, .5 downloader"}
+        for n, rs in runs.items():
+            nl[f"minitorr_{n}"] = {
+                "time_s": stats([r["elapsed_s"] for r in rs]),
+                "mbps": stats([r["mbps"] for r in rs]),
+                "per_peer_bytes_last_run": rs[-1]["peers"],
+            }
+        cap = parse_rate_mbit(a.netlab_rate)
+        m1, m3 = nl["minitorr_1"]["mbps"]["median"], nl["minitorr_3"]["mbps"]["median"]
+        nl["ratios"] = {"speedup_3_vs_1": ratio(m3, m1),
+                        "fraction_of_cap_1": ratio(m1, cap), "fraction_of_cap_3": ratio(m3, 3 * cap)}
+        res["netlab"] = nl
+    finally:
+        cl.shutdown()
+        netlab_down()
+
+
+def parse_rate_mbit(rate: str) -> float | None:
+    r = rate.lower()
+    for suf, mul in (("gbit", 1000), ("mbit", 1), ("kbit", 0.001)):
+        if r.endswith(suf):
+            return float(r[: -len(suf)]) * mul
+    return None
+
+
+def scenario_many_peers(a, bins, work, data_dir, res: dict):
+    """Scenario 5: grow from N1 to N2 seeders (each with a few small files), fetch a file held
+    by every seeder, time list_files over the whole group."""
+    counts = a.many_seeders
+    size = a.many_size
+    cl = Cluster(bins, work / "many", Net(False))
+    rows = []
+    pool = cf.ThreadPoolExecutor(8)
+    try:
+        files_dir = work / "many" / "files"
+        files_dir.mkdir(parents=True)
+        seeders: list[Daemon] = []
+        for n in counts:
+            log(f"many_peers: {n} seeders, {a.small_files} small files each")
+            t_setup = time.perf_counter()
+            new = [cl.start_daemon(f"m{i}") for i in range(len(seeders), n)]
+            if cl.owner is None:
+                cl.join(new[0], ["many"])
+                rest = new[1:]
+            else:
+                rest = new
+            list(pool.map(lambda d: cl.join(d, ["many"]), rest))
+            seeders += new
+            big = make_data(data_dir, size, f"many{n}")
+
+            def share(d: Daemon):
+                for j in range(a.small_files):
+                    p = files_dir / f"{d.name}-{j}.bin"
+                    p.write_bytes(os.urandom(4096 + (hash((d.name, j)) % 60000)))
+                    cl.ctl(d, "upload_file", p, "many")
+
+            list(pool.map(share, new))
+            list(pool.map(lambda d: cl.ctl(d, "upload_file", big, "many"), seeders))
+            setup_s = time.perf_counter() - t_setup
+            lf = []
+            for _ in range(5):
+                t = time.perf_counter()
+                doc = cl.ctl(cl.owner, "list_files", "many")
+                lf.append(time.perf_counter() - t)
+            nfiles = len(doc["files"])
+            held = next(f for f in doc["files"] if f["name"] == big.name)
+            dls = []
+            for rnd in range(a.runs + a.warmup):
+                r = mt_download(cl, f"md{n}-{rnd}", 1, "many", big.name, size)
+                if rnd >= a.warmup:
+                    dls.append(r)
+            rows.append({
+                "seeders": n, "files_in_group": nfiles, "seeders_online": held["seeders_online"],
+                "setup_s": setup_s,
+                "list_files_s": stats(lf),
+                "download_s": stats([r["elapsed_s"] for r in dls]),
+                "download_cpu_s": stats([r["cpu_s"] for r in dls]),
+                "download_peak_rss_mib": stats([r["peak_rss_mib"] for r in dls]),
+                "first_piece_s": stats([r["first_piece_s"] for r in dls]),
+                "peers_used_last_run": len([v for v in dls[-1]["peers"].values() if v > 0]),
+                "peers_listed_last_run": len(dls[-1]["peers"]),
+            })
+        mp = {"size": size, "small_files_per_seeder": a.small_files, "rows": rows}
+        if len(rows) >= 2:
+            f, l = rows[0], rows[-1]
+            mp["growth"] = {
+                "seeders": l["seeders"] / f["seeders"],
+                "download_time": ratio(l["download_s"]["median"], f["download_s"]["median"]),
+                "download_cpu": ratio(l["download_cpu_s"]["median"], f["download_cpu_s"]["median"]),
+                "list_files_time": ratio(l["list_files_s"]["median"], f["list_files_s"]["median"]),
+            }
+        res["many_peers"] = mp
+    finally:
+        pool.shutdown()
+        cl.shutdown()
+
+
+# ---------------------------------------------------------------- report
+
+
+def fmt(v, unit="", nd=2):
+    if v is None:
+        return "–"
+    return f"{v:.{nd}f}{unit}"
+
+
+def cell(st, unit="", nd=2, mul=1.0):
+    if not st or st.get("median") is None:
+        return "–"
+    return (f"{st['median'] * mul:.{nd}f}{unit} ({st['min'] * mul:.{nd}f}–{st['max'] * mul:.{nd}f})"
+            if st["n"] > 1 else f"{st['median'] * mul:.{nd}f}{unit}")
+
+
+def markdown(r: dict) -> str:
+    m, s = r["meta"], r["scenarios"]
+    L = [f"# Minitorr benchmark — {m['date']}", "",
+         f"- machine: {m['nproc']} cores, {m['cpu_model']}, kernel {m['kernel']}, "
+         f"SHA-NI {'yes' if m['sha_ni'] else 'no'}, {m['mem_total_gib']} GiB RAM",
+         f"- commit {m['git_commit'][:12]}{' (dirty)' if m['git_dirty'] else ''}, profile `{m['profile']}`",
+         f"- load average at start {m['loadavg_start']}, at end {m.get('loadavg_end')}",
+         f"- command: `{m['command']}`; median (min–max) of {m['runs']} run(s) after {m['warmup']} warm-up",
+         f"- total bench time {fmt(m.get('total_s'), ' s', 0)}", ""]
+    up = s.get("upload")
+    if up:
+        L += ["## 1. upload_file (hash + register)", "",
+              "| size | upload_file | single-core SHA1 limit | upload / limit | our hasher alone (hash_file example) |",
+              "|---|---|---|---|---|",
+              f"| {human(up['size'])} | {cell(up['upload_file_s'], ' s', 3)} | "
+              f"{fmt(up['sha1_limit_s'], ' s', 3)} ({up['sha1_limit']['mem_gbps']:.2f} GB/s in memory; "
+              f"{up['sha1_limit']['file_gbps']:.2f} GB/s read+hash) | {fmt(up['ratio_vs_sha1_limit'], '×')} | "
+              f"{fmt((up.get('hash_file_example') or {}).get('best_s'), ' s', 3)} |", "",
+              f"SHA1 limit measured with: {up['sha1_limit']['method']}.", ""]
+    lb = s.get("loopback")
+    if lb:
+        L += [f"## 2. Download {human(lb['size'])} on 127.0.0.1", "",
+              f"libtorrent: {lb['libtorrent']}.", "",
+              "| engine | seeders | time (s) | MB/s | first piece (ms) | downloader CPU (s) | downloader peak RSS (MiB) |",
+              "|---|---|---|---|---|---|---|"]
+        for key in ("minitorr_1", "minitorr_3", "libtorrent_1", "libtorrent_3"):
+            if key in lb:
+                e = lb[key]
+                eng, n = key.split("_")
+                L.append(f"| {eng} | {n} | {cell(e['time_s'], '', 2)} | "
+                         f"{cell(e['mbps'], '', 0, 1 / 8)} | {cell(e['first_piece_s'], '', 0, 1000)} | "
+                         f"{cell(e['cpu_s'], '', 2)} | {cell(e['peak_rss_mib'], '', 0)} |")
+        rt = lb["ratios"]
+        L += ["", "| ratio | value | target |", "|---|---|---|",
+              f"| minitorr vs libtorrent throughput, 1 seeder | {fmt(rt['minitorr_vs_libtorrent_1_seeder'], '×')} | ≥ 1.3× |",
+              f"| minitorr vs libtorrent throughput, 3 seeders | {fmt(rt['minitorr_vs_libtorrent_3_seeders'], '×')} | ≥ 1.5× |",
+              f"| minitorr 3 seeders vs 1 (speed-up) | {fmt(rt['minitorr_3_vs_1_seeders_speedup'], '×')} | ≥ 0.95× |",
+              f"| libtorrent 3 seeders vs 1 (speed-up) | {fmt(rt['libtorrent_3_vs_1_seeders_speedup'], '×')} | |",
+              "", "Time: minitorr `elapsed_ms` from `show_downloads`; libtorrent add_torrent → "
+              "torrent_finished. Wall time incl. control socket round trips and 50 ms polling: "
+              + ", ".join(f"{k} {cell(lb[k]['wall_s'], ' s', 2)}" for k in ("minitorr_1", "minitorr_3") if k in lb),
+              ""]
+    nl = s.get("netlab")
+    if nl:
+        L += ["## 3. Network namespaces (netlab)", ""]
+        if "skipped" in nl:
+            L += [f"Skipped: {nl['skipped']}.", ""]
+        else:
+            L += [f"{human(nl['size'])}, each host's egress capped at {nl['rate_per_seeder']} ({nl['hosts']}).", "",
+                  "| seeders | time (s) | aggregate Mbit/s |", "|---|---|---|",
+                  f"| 1 | {cell(nl['minitorr_1']['time_s'])} | {cell(nl['minitorr_1']['mbps'], '', 0)} |",
+                  f"| 3 | {cell(nl['minitorr_3']['time_s'])} | {cell(nl['minitorr_3']['mbps'], '', 0)} |", "",
+                  f"Speed-up 3 vs 1: {fmt(nl['ratios']['speedup_3_vs_1'], '×')} (target ≥ 2.7×); "
+                  f"3 seeders reach {fmt((nl['ratios']['fraction_of_cap_3'] or 0) * 100, ' %', 0)} of 3 × cap "
+                  f"(target ≥ 90 %); 1 seeder {fmt((nl['ratios']['fraction_of_cap_1'] or 0) * 100, ' %', 0)} of its cap.", ""]
+    rs = s.get("resources")
+    if rs:
+        L += ["## 4. Downloading minitorrd: memory, CPU, first piece (loopback runs above)", "",
+              "| seeders | peak RSS (MiB) | CPU (s) | CPU s per GiB | first piece (ms) |", "|---|---|---|---|---|"]
+        for k, v in rs.items():
+            L.append(f"| {k.split('_')[1]} | {cell(v['peak_rss_mib'], '', 0)} | {cell(v['cpu_s'])} | "
+                     f"{cell(v['cpu_s_per_gib'])} | {cell(v['first_piece_ms'], '', 0)} |")
+        L += ["", "Targets: peak RSS ≤ 64 MiB; first piece ≤ 50 ms.", ""]
+    mp = s.get("many_peers")
+    if mp:
+        L += [f"## 5. Many peers, many small files ({human(mp['size'])} file held by every seeder, "
+              f"{mp['small_files_per_seeder']} small files per seeder)", "",
+              "| seeders | files in group | list_files (s) | download (s) | downloader CPU (s) | first piece (ms) | peers used | setup (s) |",
+              "|---|---|---|---|---|---|---|---|"]
+        for row in mp["rows"]:
+            L.append(f"| {row['seeders']} | {row['files_in_group']} | {cell(row['list_files_s'], '', 3)} | "
+                     f"{cell(row['download_s'])} | {cell(row['download_cpu_s'])} | "
+                     f"{cell(row['first_piece_s'], '', 0, 1000)} | {row['peers_used_last_run']}/{row['peers_listed_last_run']} | "
+                     f"{row['setup_s']:.1f} |")
+        if "growth" in mp:
+            g = mp["growth"]
+            L += ["", f"Growth for {g['seeders']:g}× seeders/files: download time {fmt(g['download_time'], '×')}, "
+                      f"downloader CPU {fmt(g['download_cpu'], '×')}, list_files {fmt(g['list_files_time'], '×')}."]
+        L += [""]
+    pf = s.get("profile")
+    if pf:
+        L += ["## Profile: downloading minitorrd, 1 seeder, loopback (perf, self time)", ""]
+        if "skipped" in pf:
+            L += [f"Skipped: {pf['skipped']}.", ""]
+        else:
+            L += [f"Download under perf took {pf['download_s']:.2f} s. Full reports: {pf['report']}.", "",
+                  "| self % | DSO | symbol |", "|---|---|---|"]
+            L += [f"| {t['pct']:.2f} | {t['dso']} | `{t['symbol'][:110]}` |" for t in pf["top"][:20]]
+            L += [""]
+    return "\n".join(L) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=parse_size, default=None, help="loopback file size (default 1GiB; quick 64MiB)")
+    ap.add_argument("--runs", type=int, default=None, help="measured runs per case (default 3; quick 1)")
+    ap.add_argument("--warmup", type=int, default=None, help="warm-up runs (default 1; quick 0)")
+    ap.add_argument("--quick", action="store_true", help="small and fast: for CI and smoke tests")
+    ap.add_argument("--profile", choices=["release", "debug"], default="release", help="which binaries")
+    ap.add_argument("--no-build", action="store_true", help="use already built binaries")
+    ap.add_argument("--out", type=Path, default=BENCH / "results", help="where latest.{md,json} go")
+    ap.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "minitorr-bench-data",
+                    help="cache of the random test files (written once, reused)")
+    ap.add_argument("--no-libtorrent", dest="libtorrent", action="store_false", default=None)
+    ap.add_argument("--no-netlab", dest="netlab", action="store_false", default=None)
+    ap.add_argument("--no-perf", dest="perf", action="store_false", default=None)
+    ap.add_argument("--netlab-size", type=parse_size, default=parse_size("256MiB"))
+    ap.add_argument("--netlab-rate", default="200mbit")
+    ap.add_argument("--netlab-runs", type=int, default=None)
+    ap.add_argument("--many-seeders", default=None, help="seeder counts, e.g. 10,100 (quick: 3,10)")
+    ap.add_argument("--many-size", type=parse_size, default=None, help="file held by every seeder (64MiB; quick 4MiB)")
+    ap.add_argument("--small-files", type=int, default=None, help="small files per seeder (10; quick 3)")
+    ap.add_argument("--only", default="", help="comma list of scenarios: loopback,netlab,many_peers")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    a = ap.parse_args()
+    q = a.quick
+    a.size = a.size or parse_size("64MiB" if q else "1GiB")
+    a.runs = a.runs if a.runs is not None else (1 if q else 3)
+    a.warmup = a.warmup if a.warmup is not None else (0 if q else 1)
+    a.netlab_runs = a.netlab_runs if a.netlab_runs is not None else a.runs
+    a.libtorrent = (not q) if a.libtorrent is None else a.libtorrent
+    a.netlab = (not q) if a.netlab is None else a.netlab
+    a.perf = (not q) if a.perf is None else a.perf
+    a.many_seeders = [int(x) for x in (a.many_seeders or ("3,10" if q else "10,100")).split(",")]
+    a.many_size = a.many_size or parse_size("4MiB" if q else "64MiB")
+    a.small_files = a.small_files if a.small_files is not None else (3 if q else 10)
+    only = set(filter(None, a.only.split(",")))
+    a.out = a.out.resolve()
+    a.out.mkdir(parents=True, exist_ok=True)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    t_start = time.perf_counter()
+    meta = machine_info()
+    meta.update({"profile": a.profile, "runs": a.runs, "warmup": a.warmup, "quick": q,
+                 "command": " ".join(["bench/run.py", *sys.argv[1:]])})
+    if not a.no_build:
+        build(a.profile, a.profile == "release")
+    bins = ROOT / "target" / a.profile
+    for b in ("trackerd", "minitorrd", "minitorrctl"):
+        if not (bins / b).exists():
+            sys.exit(f"{bins / b} missing: build first (cargo build --bins{' --release' if a.profile == 'release' else ''})")
+
+    work = Path(tempfile.mkdtemp(prefix="minitorr-bench."))
+    res: dict = {}
+    try:
+        if not only or "loopback" in only:
+            data = make_data(a.data_dir, a.size, "loopback")
+            scenario_upload_and_loopback(a, bins, work, data, a.size, res)
+        if not only or "netlab" in only:
+            scenario_netlab(a, bins, work, a.data_dir, res)
+        if not only or "many_peers" in only:
+            scenario_many_peers(a, bins, work, a.data_dir, res)
+    except BaseException:
+        log(f"FAILED; logs kept in {work}")
+        a.keep = True
+        raise
+    finally:
+        cleanup()
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    meta["loadavg_end"] = list(os.getloadavg())
+    meta["total_s"] = time.perf_counter() - t_start
+    report = {"meta": meta, "scenarios": res}
+    (a.out / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    (a.out / "latest.md").write_text(markdown(report))
+    log(f"wrote {a.out / 'latest.md'} and latest.json in {meta['total_s']:.0f} s")
+    print((a.out / "latest.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
