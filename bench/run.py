@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -87,6 +88,7 @@ def child_env(work: Path) -> dict:
     env["XDG_CONFIG_HOME"] = str(work / "xdg-config")  # never pick up a user's config file
     env["XDG_RUNTIME_DIR"] = str(work)
     env["NO_COLOR"] = "1"
+    env["MT_NETLAB_PREFIX"] = NETLAB_PREFIX  # `netlab exec` prefixes run with this env
     return env
 
 
@@ -197,6 +199,10 @@ class Cluster:
     def __init__(self, bins: Path, work: Path, net: Net, tracker_host=1, log_level=None):
         self.bins, self.work, self.net = bins, work, net
         self.env = child_env(work)
+        if net.lab:
+            # namespaces are not loopback: plain TCP to the tracker must be allowed explicitly
+            # (env vars, so binaries from before that check still start)
+            self.env.update(MINITORRD_ALLOW_PLAINTEXT="1", TRACKERD_ALLOW_PLAINTEXT="1")
         (work / "xdg-config").mkdir(parents=True, exist_ok=True)
         self.daemons: list[Daemon] = []
         self.log_level = log_level
@@ -352,7 +358,7 @@ class LtSwarm:
         self.work, self.env = work / "lt", env
         self.work.mkdir()
         self.torrent = self.work / "data.torrent"
-        subprocess.run([LT_PYTHON, BENCH / "lt_peer.py", "make_torrent", data, self.torrent, PIECE],
+        subprocess.run([LT_PYTHON, BENCH / "lt_peer.py", "make_torrent", str(data), str(self.torrent), str(PIECE)],
                        check=True, env=env)
         self.seeders, self.addrs = [], []
         for i in range(n_seeders):
@@ -370,8 +376,8 @@ class LtSwarm:
         dest.mkdir()
         try:
             r = subprocess.run(
-                [LT_PYTHON, BENCH / "lt_peer.py", "download", self.torrent, dest,
-                 f"127.0.0.1:{free_port()}", *self.addrs[:n_peers]],
+                [str(x) for x in [LT_PYTHON, BENCH / "lt_peer.py", "download", self.torrent, dest,
+                                  f"127.0.0.1:{free_port()}", *self.addrs[:n_peers]]],
                 capture_output=True, text=True, env=self.env, timeout=600)
             if r.returncode != 0:
                 raise RuntimeError(f"libtorrent download failed: {r.stderr[-2000:]}")
@@ -390,12 +396,12 @@ class LtSwarm:
 def libtorrent_available() -> tuple[bool, str]:
     if not Path(LT_PYTHON).exists():
         return False, f"{LT_PYTHON} not found"
-    r = subprocess.run([LT_PYTHON, BENCH / "lt_peer.py", "version"], capture_output=True, text=True)
+    r = subprocess.run([LT_PYTHON, str(BENCH / "lt_peer.py"), "version"], capture_output=True, text=True)
     if r.returncode == 0:
         return True, r.stdout.strip()
     log("python3-libtorrent missing; trying apt-get install -y python3-libtorrent")
     subprocess.run(["apt-get", "install", "-y", "python3-libtorrent"], capture_output=True)
-    r = subprocess.run([LT_PYTHON, BENCH / "lt_peer.py", "version"], capture_output=True, text=True)
+    r = subprocess.run([LT_PYTHON, str(BENCH / "lt_peer.py"), "version"], capture_output=True, text=True)
     if r.returncode == 0:
         return True, r.stdout.strip()
     return False, "python3-libtorrent not importable by /usr/bin/python3 and apt-get install failed"
@@ -470,7 +476,7 @@ def make_data(data_dir: Path, size: int, tag: str) -> Path:
 def sha1_limit(path: Path) -> dict:
     exe = ROOT / "target" / "bench-sha1" / "release" / "sha1-limit"
     if exe.exists():
-        r = subprocess.run([exe, path, "3"], capture_output=True, text=True, check=True)
+        r = subprocess.run([str(exe), str(path), "3"], capture_output=True, text=True, check=True)
         j = json.loads(r.stdout)
         j["method"] = "Rust sha1 0.10 (same crate as minitorrd), one thread (bench/sha1-limit)"
         return j
@@ -497,7 +503,7 @@ def hash_file_example(path: Path) -> dict | None:
     exe = ROOT / "target" / "bench-example" / "release" / "examples" / "hash_file"
     if not exe.exists():
         return None
-    r = subprocess.run([exe, path], capture_output=True, text=True)
+    r = subprocess.run([str(exe), str(path)], capture_output=True, text=True)
     if r.returncode != 0:
         return None
     secs = [float(l.split()[0]) for l in r.stdout.splitlines() if l.strip()]
@@ -623,10 +629,10 @@ def profile_download(a, cl, data, size) -> dict:
         s = line.strip()
         if s.endswith("%") or not s or s.startswith("#") or "%" not in s:
             continue
-        parts = s.split(None, 3)
-        if len(parts) >= 4 and parts[0].endswith("%"):
+        parts = re.split(r"\s{2,}", s)  # "42.16%  [kernel.kallsyms]  [k] symbol   -   -"
+        if len(parts) >= 3 and parts[0].endswith("%"):
             top.append({"pct": float(parts[0].rstrip("%")), "dso": parts[1],
-                        "symbol": parts[3].strip()})
+                        "symbol": re.sub(r"^\[.\]\s*", "", parts[2]).strip()})
     out.unlink(missing_ok=True)
     return {"download_s": r["elapsed_s"], "top": top[:25],
             "report": "perf-1seeder.txt (flat), perf-1seeder-callgraph.txt (first 400 lines)"}
@@ -876,6 +882,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small and fast: for CI and smoke tests")
     ap.add_argument("--profile", choices=["release", "debug"], default="release", help="which binaries")
     ap.add_argument("--no-build", action="store_true", help="use already built binaries")
+    ap.add_argument("--bin-dir", type=Path, default=None,
+                    help="where trackerd/minitorrd/minitorrctl are (default target/<profile>)")
     ap.add_argument("--out", type=Path, default=BENCH / "results", help="where latest.{md,json} go")
     ap.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "minitorr-bench-data",
                     help="cache of the random test files (written once, reused)")
@@ -914,7 +922,7 @@ def main():
                  "command": " ".join(["bench/run.py", *sys.argv[1:]])})
     if not a.no_build:
         build(a.profile, a.profile == "release")
-    bins = ROOT / "target" / a.profile
+    bins = (a.bin_dir or ROOT / "target" / a.profile).resolve()
     for b in ("trackerd", "minitorrd", "minitorrctl"):
         if not (bins / b).exists():
             sys.exit(f"{bins / b} missing: build first (cargo build --bins{' --release' if a.profile == 'release' else ''})")
