@@ -141,7 +141,10 @@ mod tests {
         let (c, k, _) = self_signed(dir.path());
         let missing = dir.path().join("nope.pem");
         let e = acceptor_err(&missing, &k);
-        assert!(e.contains("cannot read the TLS certificate") && e.contains("nope.pem"), "{e}");
+        assert!(
+            e.contains("cannot read the TLS certificate") && e.contains("nope.pem"),
+            "{e}"
+        );
         let e = acceptor_err(&c, &missing);
         assert!(e.contains("cannot read the TLS key"), "{e}");
         // A key file that holds a certificate only.
