@@ -82,6 +82,7 @@ fn log_file(dir: &Path, name: &str) -> std::fs::File {
 pub struct Tracker {
     pub dir: PathBuf,
     pub addr: SocketAddr,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -92,10 +93,16 @@ impl Tracker {
     }
 
     pub fn start_at(dir: &Path, addr: SocketAddr) -> Tracker {
+        Self::start_with(dir, addr, &[])
+    }
+
+    /// A trackerd with extra command-line arguments (e.g. `--database-url`, `--tls-cert`).
+    pub fn start_with(dir: &Path, addr: SocketAddr, extra_args: &[&str]) -> Tracker {
         std::fs::create_dir_all(dir).unwrap();
         let mut t = Tracker {
             dir: dir.to_path_buf(),
             addr,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
         t.spawn();
@@ -108,6 +115,7 @@ impl Tracker {
             .arg(self.addr.to_string())
             .arg("--state-dir")
             .arg(self.dir.join("state"))
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .env_remove("TRACKERD_CONFIG")
             .stdout(Stdio::null())

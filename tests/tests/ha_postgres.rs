@@ -1,0 +1,333 @@
+//! Tracker high availability on a real PostgreSQL: two trackerd processes on one database, the
+//! daemons configured with both; `kill -9` of the first mid-session loses no acknowledged
+//! write, the daemons carry on through the second without logging in again, and a download
+//! that was running keeps running.
+//!
+//! Needs a PostgreSQL server: set `MINITORR_TEST_POSTGRES` to the URL of a role that may create
+//! databases (`.ci/run` starts one and sets it). Without it these tests print why and pass.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use minitorr_e2e::*;
+use serde_json::Value;
+
+const ENV: &str = "MINITORR_TEST_POSTGRES";
+const MIB: usize = 1024 * 1024;
+
+/// The admin URL, or `None` (with a message that bypasses the test harness's capture) to skip.
+fn postgres() -> Option<String> {
+    match std::env::var(ENV).ok().filter(|v| !v.is_empty()) {
+        Some(url) => Some(url),
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{ENV} is not set under CI: .ci/run must start PostgreSQL for these tests"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: tracker HA test needs PostgreSQL; set {ENV}=postgres://USER:PASSWORD@127.0.0.1:PORT/postgres \
+                 (a role with CREATEDB; .ci/run starts one)"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh database of its own for one test, dropped afterwards.
+struct TestDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+fn psql(url: &str, sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .arg(url)
+        .args(["-v", "ON_ERROR_STOP=1", "-qtAc", sql])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run psql (PostgreSQL client) for {ENV}: {e}"))
+}
+
+impl TestDb {
+    fn create(admin: &str) -> TestDb {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "minitorr_ha_{}_{}_{:08x}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst),
+            rand::random::<u32>()
+        );
+        let out = psql(admin, &format!("CREATE DATABASE {name}"));
+        assert!(
+            out.status.success(),
+            "CREATE DATABASE {name} on {admin}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Same server and credentials, other database (the URL's path).
+        let (base, query) = match admin.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (admin, String::new()),
+        };
+        let slash = base.rfind('/').expect("URL with a database path");
+        assert!(slash > "postgres://".len(), "{ENV} must name a database");
+        let url = format!("{}/{name}{query}", &base[..slash]);
+        TestDb {
+            admin: admin.to_string(),
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = psql(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+fn addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+/// Two trackers on `db`, each with its own (unused) state dir.
+fn two_trackers(dir: &Path, db: &TestDb) -> (Tracker, Tracker) {
+    let args = ["--database-url", db.url.as_str()];
+    let a = Tracker::start_with(&dir.join("tracker-a"), addr(), &args);
+    let b = Tracker::start_with(&dir.join("tracker-b"), addr(), &args);
+    (a, b)
+}
+
+fn names(v: &Value, list: &str, key: Option<&str>) -> Vec<String> {
+    v[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list} in {v}"))
+        .iter()
+        .map(|x| match key {
+            Some(k) => x[k].as_str().unwrap().to_owned(),
+            None => x.as_str().unwrap().to_owned(),
+        })
+        .collect()
+}
+
+fn tracker_of(p: &Peer) -> String {
+    p.json(&["status"])["tracker"].as_str().unwrap().to_owned()
+}
+
+fn login_count(p: &Peer) -> usize {
+    p.log().matches("logged in").count()
+}
+
+#[test]
+fn kill9_of_one_tracker_loses_no_acknowledged_write_and_sessions_move_to_the_other() {
+    let Some(admin) = postgres() else { return };
+    let db = TestDb::create(&admin);
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut ta, tb) = two_trackers(tmp.path(), &db);
+    let both = [ta.addr, tb.addr];
+    let alice = Peer::start_with(&tmp.path().join("alice"), &both, &[]);
+    let bob = Peer::start_with(&tmp.path().join("bob"), &both, &[]);
+
+    // Through tracker A: accounts, groups, a request accepted and one left pending, an upload.
+    user(&alice, "alice");
+    user(&bob, "bob");
+    group_with(&alice, "g1", &[(&bob, "bob")]);
+    alice.ok(&["create_group", "g2"]);
+    bob.ok(&["join_group", "g2"]);
+    let file = tmp.path().join("alice").join("notes.bin");
+    let sha = random_file(&file, 300_000);
+    alice.ok(&["upload_file", file.to_str().unwrap(), "g1"]);
+    assert_eq!(tracker_of(&alice), ta.addr.to_string());
+    assert_eq!(tracker_of(&bob), ta.addr.to_string());
+    let logins = (login_count(&alice), login_count(&bob));
+
+    // Writes keep coming while A dies: every create_group that was acknowledged must exist.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let writer = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        let sock = alice.socket.clone();
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let g = format!("burst{i}");
+                let out = ctl_at(&sock, &["create_group", &g]);
+                if out.status.success() {
+                    acked.lock().unwrap().push(g);
+                }
+                i += 1;
+            }
+            i
+        })
+    };
+    wait_until("some acknowledged writes", Duration::from_secs(30), || {
+        acked.lock().unwrap().len() >= 5
+    });
+    ta.kill9();
+    let killed_at = acked.lock().unwrap().len();
+    wait_until(
+        "writes acknowledged through B after the kill",
+        Duration::from_secs(30),
+        || acked.lock().unwrap().len() >= killed_at + 5,
+    );
+    stop.store(true, Ordering::SeqCst);
+    let attempted = writer.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() + 2 >= attempted,
+        "at most the in-flight call may fail: {acked:?} of {attempted}"
+    );
+
+    // Both daemons are on B now (bob notices at his next heartbeat), same user, no second login.
+    for (p, who) in [(&alice, "alice"), (&bob, "bob")] {
+        wait_until("the daemon to move to B", Duration::from_secs(30), || {
+            tracker_of(p) == tb.addr.to_string()
+        });
+        let st = p.json(&["status"]);
+        assert_eq!(st["tracker"], tb.addr.to_string(), "{who}: {st}");
+        assert_eq!(st["user"], who, "{st}");
+        assert_eq!(st["tracker_connected"], true, "{st}");
+    }
+    assert_eq!(
+        (login_count(&alice), login_count(&bob)),
+        logins,
+        "nobody logged in again"
+    );
+
+    // A daemon that only ever knew B sees everything that was acknowledged through A.
+    let carol = Peer::start_with(&tmp.path().join("carol"), &[tb.addr], &[]);
+    let e = carol.fails(1, &["create_user", "alice", "another-password"]);
+    assert!(e.contains("exists"), "alice's account survived: {e}");
+    user(&carol, "carol");
+    let groups = carol.json(&["list_groups"]);
+    let listed = names(&groups, "groups", Some("name"));
+    for g in ["g1", "g2"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(acked.iter().cloned())
+    {
+        assert!(listed.contains(&g), "{g} acknowledged but lost: {groups}");
+    }
+    let g1 = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "g1")
+        .unwrap()
+        .clone();
+    assert_eq!(g1["owner"], "alice", "{g1}");
+
+    // bob's accepted membership: he lists g1's files (members only) and sees alice's upload
+    // with her online as its seeder (her heartbeats now go to B).
+    wait_until("alice seeds through B", Duration::from_secs(30), || {
+        let v = bob.json(&["list_files", "g1"]);
+        v["files"][0]["seeders_online"].as_u64() == Some(1)
+    });
+    let v = bob.json(&["list_files", "g1"]);
+    assert_eq!(v["files"][0]["name"], "notes.bin", "{v}");
+    assert_eq!(v["files"][0]["sha1"], sha.as_str(), "{v}");
+    // bob's pending request to g2 is still pending.
+    let req = alice.json(&["list_requests", "g2"]);
+    assert_eq!(names(&req, "users", None), vec!["bob".to_string()], "{req}");
+
+    // And the service goes on through B: carol joins, alice accepts, carol downloads.
+    carol.ok(&["join_group", "g1"]);
+    alice.ok(&["accept_request", "g1", "carol"]);
+    let dest = tmp.path().join("carol").join("out");
+    std::fs::create_dir_all(&dest).unwrap();
+    carol.ok(&["download_file", "g1", "notes.bin", dest.to_str().unwrap()]);
+    let d = carol.wait_download("g1", "notes.bin", Duration::from_secs(60));
+    assert_eq!(d["state"], "complete", "{d}");
+    assert_eq!(sha1_file(&dest.join("notes.bin")), sha);
+    assert!(
+        alice.log().contains("failed over to tracker"),
+        "{}",
+        alice.log_tail(30)
+    );
+    drop(tb);
+}
+
+#[test]
+fn a_download_running_when_its_tracker_is_killed_completes() {
+    let Some(admin) = postgres() else { return };
+    let db = TestDb::create(&admin);
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut ta, tb) = two_trackers(tmp.path(), &db);
+    let both = [ta.addr, tb.addr];
+
+    // A seeder capped at 1 MiB/s: the 6 MiB download is still running when A dies.
+    let sdir = tmp.path().join("seed");
+    std::fs::create_dir_all(&sdir).unwrap();
+    let cfg = sdir.join("minitorrd.toml");
+    std::fs::write(&cfg, format!("max_upload_rate = {}\n", MIB)).unwrap();
+    let seed = Peer::start_with(&sdir, &both, &["--config", cfg.to_str().unwrap()]);
+    let leech = Peer::start_with(&tmp.path().join("leech"), &both, &[]);
+    user(&seed, "seed");
+    user(&leech, "leech");
+    group_with(&seed, "g", &[(&leech, "leech")]);
+    let size = 6 * MIB + 4321;
+    let src = sdir.join("big.bin");
+    let sha = random_file(&src, size);
+    seed.ok(&["upload_file", src.to_str().unwrap(), "g"]);
+
+    let dest = tmp.path().join("leech").join("out");
+    std::fs::create_dir_all(&dest).unwrap();
+    leech.ok(&["download_file", "g", "big.bin", dest.to_str().unwrap()]);
+    let done = |p: &Peer| -> u64 {
+        let v = p.json(&["show_downloads"]);
+        v["downloads"][0]["bytes_done"].as_u64().unwrap_or(0)
+    };
+    wait_until("the download under way", Duration::from_secs(30), || {
+        done(&leech) > 0
+    });
+    let at_kill = done(&leech);
+    assert!(
+        at_kill < size as u64,
+        "finished before the kill: pick a lower cap"
+    );
+    ta.kill9();
+    let killed = Instant::now();
+
+    let d = leech.wait_download("g", "big.bin", Duration::from_secs(90));
+    assert_eq!(d["state"], "complete", "{d}\n{}", leech.log_tail(40));
+    assert_eq!(sha1_file(&dest.join("big.bin")), sha, "byte-identical");
+    assert!(
+        killed.elapsed() > Duration::from_secs(1),
+        "the download really was running across the kill ({at_kill} of {size} bytes then)"
+    );
+
+    // Both daemons are on B, same sessions; the seeder re-announced there, so a newcomer that
+    // only knows B finds it online.
+    for p in [&seed, &leech] {
+        wait_until("the daemon on B", Duration::from_secs(30), || {
+            tracker_of(p) == tb.addr.to_string()
+        });
+    }
+    let newcomer = Peer::start_with(&tmp.path().join("new"), &[tb.addr], &[]);
+    user(&newcomer, "new");
+    newcomer.ok(&["join_group", "g"]);
+    seed.ok(&["accept_request", "g", "new"]);
+    wait_until(
+        "the seeder online through B",
+        Duration::from_secs(30),
+        || {
+            let v = newcomer.json(&["list_files", "g"]);
+            v["files"][0]["seeders_online"].as_u64().unwrap_or(0) >= 1
+        },
+    );
+    assert!(
+        seed.log().contains("re-announced shares"),
+        "{}",
+        seed.log_tail(30)
+    );
+    drop(tb);
+}
