@@ -39,7 +39,11 @@ fn round_trip(tmp: &Path, a: &Peer, b: &Peer, name: &str, size: usize) {
     let d = b.wait_download("g1", name, Duration::from_secs(30));
     assert_eq!(d["state"], "complete", "{name}: {d}");
     let got = out.join(name);
-    assert_eq!(std::fs::metadata(&got).unwrap().len(), size as u64, "{name}");
+    assert_eq!(
+        std::fs::metadata(&got).unwrap().len(),
+        size as u64,
+        "{name}"
+    );
     assert_eq!(sha1_file(&got), sha, "{name}");
     assert!(!out.join(format!(".{name}.minitorr-part")).exists());
 }
@@ -238,7 +242,11 @@ fn a_download_never_writes_outside_its_destination_directory() {
         assert_eq!(d["state"], "failed", "{d}");
         assert!(d["error"].as_str().unwrap().contains("exists"), "{d}");
     } else {
-        assert!(stderr_of(&started).contains("exists"), "{}", stderr_of(&started));
+        assert!(
+            stderr_of(&started).contains("exists"),
+            "{}",
+            stderr_of(&started)
+        );
     }
     assert!(!nowhere.exists(), "nothing written through the symlink");
     assert!(std::fs::symlink_metadata(trap2.join("g.bin"))
