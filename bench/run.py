@@ -620,10 +620,11 @@ def profile_download(a, cl, data, size) -> dict:
     rep = subprocess.run(["perf", "report", "-i", str(out), "--stdio", "--no-children", "-g", "none",
                           "--percent-limit", "0.5", "--sort", "dso,symbol"],
                          capture_output=True, text=True)
-    (a.out / "perf-1seeder.txt").write_text(rep.stdout)
+    (a.out / "perf-1seeder.txt").write_text("\n".join(l.rstrip() for l in rep.stdout.splitlines()) + "\n")
     repg = subprocess.run(["perf", "report", "-i", str(out), "--stdio", "--no-children"],
                           capture_output=True, text=True)
-    (a.out / "perf-1seeder-callgraph.txt").write_text("\n".join(repg.stdout.splitlines()[:400]))
+    (a.out / "perf-1seeder-callgraph.txt").write_text(
+        "\n".join(l.rstrip() for l in repg.stdout.splitlines()[:400]) + "\n")
     top = []
     for line in rep.stdout.splitlines():
         s = line.strip()
