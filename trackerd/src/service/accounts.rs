@@ -50,6 +50,11 @@ impl Service {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Fail> {
+        let _slot = self
+            .hash_slots
+            .acquire()
+            .await
+            .map_err(|e| Fail::Other(format!("hashing slots closed: {e}")))?;
         tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| Fail::Other(format!("hashing task failed: {e}")))

@@ -78,6 +78,10 @@ pub struct Service {
     /// A hash of our own cost to verify against when the user does not exist, so that "no such
     /// user" takes as long as "wrong password" and does not reveal which names exist.
     dummy_phc: String,
+    /// Password hashes computed at once. Each argon2 run holds `m_cost` (19 MiB by default) and
+    /// a core: unbounded, a burst of logins (or a hostile client) grows memory without limit
+    /// and starves every other request of CPU. Excess logins wait their turn.
+    hash_slots: tokio::sync::Semaphore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +153,9 @@ impl Service {
             limiter: Mutex::new(RateLimiter::default()),
             clock,
             dummy_phc,
+            hash_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         })
     }
 
