@@ -9,7 +9,7 @@ use minitorr_proto::tracker::{self, Call};
 use minitorr_proto::types::{FileSummary, Sha1Hash};
 
 use super::{fail, unexpected, Daemon, DownloadEntry, Reply};
-use crate::download::{Download, DownloadEnv, Outcome};
+use crate::download::{storage, Download, DownloadEnv, Outcome};
 use crate::sharing::hasher::{hash_file, FileStamp};
 use crate::sharing::SharedFile;
 use crate::state::{DownloadRecord, RecordState, ShareRecord};
@@ -58,8 +58,9 @@ impl Daemon {
             .await?
         {
             if files.iter().any(|f| f.name == name && f.size != md.len()) {
+                // Different size, so certainly different content: say so without hashing.
                 return Err(refused(format!(
-                    "{group} already has {name} with a different SHA1"
+                    "{group} already has {name} with different content (a different size)"
                 )));
             }
         }
@@ -251,6 +252,18 @@ impl Daemon {
             Outcome::Failed(e) => (RecordState::Failed, Some(e.clone())),
             Outcome::Paused => return,
         };
+        if outcome == Outcome::Completed {
+            // The file is in place and verified; make it durable before the state file says
+            // so (a power loss before this point is caught by re-verification at login).
+            let dest = dl.dest.clone();
+            match tokio::task::spawn_blocking(move || storage::sync_to_disk(&dest)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot flush the finished download to disk")
+                }
+                Err(e) => tracing::warn!(error = %e, "flush task failed"),
+            }
+        }
         let mut state = self.state.lock().await;
         let u = state.user(user);
         u.upsert_download(DownloadRecord {

@@ -79,6 +79,9 @@ pub struct Download {
     whole: Mutex<Option<WholeFileHasher>>,
     picker: Mutex<Picker>,
     progress: Mutex<Progress>,
+    /// Pieces requested or being verified, over all peers: bounds the download's memory
+    /// whatever the number of peers (each slot is at most one piece in our buffers).
+    slots: Arc<tokio::sync::Semaphore>,
     /// Woken when a piece verifies (peers cancel duplicates, coordinator checks completion).
     changed: Notify,
     started: Instant,
@@ -115,6 +118,7 @@ impl Download {
             have.clone(),
         )?;
         let part = Arc::new(part);
+        let slots = memory_slots(meta.piece_size);
         let whole = WholeFileHasher::start(part.clone())?;
         for i in have.iter_set() {
             whole.piece(i, None);
@@ -128,6 +132,7 @@ impl Download {
             shared,
             part,
             whole: Mutex::new(Some(whole)),
+            slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             changed: Notify::new(),
             started: Instant::now(),
             cancel: CancellationToken::new(),
@@ -463,6 +468,11 @@ impl Download {
                 .bad_pieces += 1;
         }
     }
+}
+
+/// Pieces a download may hold in memory at once: 16 MiB worth, at least 4.
+fn memory_slots(piece_size: u32) -> usize {
+    ((16 * 1024 * 1024) / piece_size as usize).max(4)
 }
 
 fn describe_unavailable(pieces: &[u32]) -> String {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Framed;
 
 use minitorr_proto::peer::PeerMsg;
@@ -93,7 +94,9 @@ async fn session(
     dl.picker.lock().expect("lock").add_peer(id, have);
 
     let n = dl.meta.piece_count();
-    let mut inflight: HashMap<u32, Instant> = HashMap::new();
+    // A request holds one of the download's memory slots until its piece is verified or given
+    // up (dropping the permit releases it).
+    let mut inflight: HashMap<u32, OwnedSemaphorePermit> = HashMap::new();
     let mut verifying = FuturesUnordered::new();
     let mut bad = 0u32;
     let mut depth = 2usize;
@@ -107,12 +110,15 @@ async fn session(
         // buffers we hold, and that is what bounds memory per peer.
         let mut sent = false;
         while inflight.len() + verifying.len() < depth {
+            let Ok(slot) = dl.slots.clone().try_acquire_owned() else {
+                break;
+            };
             let Some(piece) = dl.next_piece(id) else {
                 break;
             };
             env.limit.acquire(dl.meta.piece_len(piece) as usize).await;
             framed.feed(PeerMsg::Request { piece }).await?;
-            inflight.insert(piece, Instant::now());
+            inflight.insert(piece, slot);
             sent = true;
         }
         if sent {
@@ -130,11 +136,11 @@ async fn session(
                 last_heard = Instant::now();
                 match msg {
                     Some(Ok(PeerMsg::Piece { piece, data })) => {
-                        if inflight.remove(&piece).is_none() || piece >= n {
+                        let Some(slot) = inflight.remove(&piece) else {
                             continue; // cancelled or never asked: ignore
-                        }
+                        };
                         window_bytes += data.len() as u64;
-                        verifying.push(verify_and_write(dl.clone(), env, piece, data));
+                        verifying.push(verify_and_write(dl.clone(), env, piece, data, slot));
                     }
                     Some(Ok(PeerMsg::Have { piece })) if piece < n => {
                         dl.picker.lock().expect("lock").peer_has(id, piece);
@@ -203,6 +209,7 @@ async fn verify_and_write(
     env: &DownloadEnv,
     piece: u32,
     data: Bytes,
+    _slot: OwnedSemaphorePermit,
 ) -> Verified {
     let expected = dl.meta.pieces[piece as usize];
     if data.len() != dl.meta.piece_len(piece) as usize {
