@@ -120,7 +120,7 @@ impl Default for Config {
             state_dir: defaults::default_state_dir(),
             log_level: "info".into(),
             piece_size: 512 * 1024,
-            max_peers_per_download: 8,
+            max_peers_per_download: 32,
             max_incoming_peers: 128,
             max_pipeline_depth: 8,
             max_upload_rate: 0,
