@@ -192,6 +192,12 @@ impl Bitfield {
         }
     }
 
+    pub fn clear(&mut self, i: u32) {
+        if i < self.len {
+            self.bits[i as usize / 8] &= !(0x80 >> (i % 8));
+        }
+    }
+
     pub fn count(&self) -> u32 {
         (0..self.len).filter(|&i| self.get(i)).count() as u32
     }
@@ -232,6 +238,9 @@ mod tests {
         b.set(0);
         b.set(10); // out of range: ignored
         assert!(b.get(9) && b.get(0) && !b.get(10));
+        b.clear(0);
+        assert!(!b.get(0));
+        b.set(0);
         assert_eq!(b.count(), 2);
         assert_eq!(b.iter_set().collect::<Vec<_>>(), vec![0, 9]);
         assert!(Bitfield::full(10).is_complete());

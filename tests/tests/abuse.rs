@@ -192,7 +192,7 @@ fn slow_loris_crowd_on_the_peer_port_only_delays_downloads_by_the_handshake_time
 }
 
 #[test]
-#[ignore = "bug: an unauthenticated client that keeps re-opening connections holds all max_incoming_peers (128) slots of the peer port; real downloaders are turned away at accept and the download fails after the stall timeout (minitorrd/src/sharing/server.rs: pre-handshake connections count against the same cap, no per-address limit)"]
+
 fn persistent_slow_loris_on_the_peer_port_does_not_stop_downloads() {
     let (d, _took, ok) = download_under_peer_port_loris(true);
     assert!(ok, "{d}");

@@ -84,7 +84,7 @@ fn unicode_long_and_spaced_names_round_trip() {
 }
 
 #[test]
-#[ignore = "bug: names of 241..=255 bytes upload fine but download_file fails with 'File name too long (os error 36)': the part file '.NAME.minitorr-part' exceeds NAME_MAX (minitorrd/src/download/storage.rs part_path_for)"]
+
 fn names_of_241_to_255_bytes_download_too() {
     let tmp = tempfile::tempdir().unwrap();
     let (_t, a, b) = pair(tmp.path());

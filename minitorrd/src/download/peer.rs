@@ -147,7 +147,7 @@ async fn session(
                     }
                     Some(Ok(PeerMsg::NoPiece { piece })) => {
                         if inflight.remove(&piece).is_some() {
-                            dl.piece_rejected(piece, id, &info.addr, false);
+                            dl.picker.lock().expect("lock").peer_lacks(id, piece);
                         }
                     }
                     Some(Ok(PeerMsg::Refused { reason })) => return Ok(PeerExit::Gone(format!("refused: {reason}"))),

@@ -94,6 +94,19 @@ impl Picker {
         }
     }
 
+    /// The peer said it does not have `piece` after all (`NoPiece`: it stopped sharing, or its
+    /// file changed): never ask it for that piece again.
+    pub fn peer_lacks(&mut self, peer: PeerId, piece: u32) {
+        if let Some(have) = self.peers.get_mut(&peer) {
+            if have.get(piece) {
+                have.clear(piece);
+                self.availability[piece as usize] =
+                    self.availability[piece as usize].saturating_sub(1);
+            }
+        }
+        self.drop_requester(piece, peer);
+    }
+
     /// The peer is gone: its in-flight pieces become missing again (unless others have them).
     pub fn remove_peer(&mut self, peer: PeerId) {
         if let Some(have) = self.peers.remove(&peer) {
@@ -297,6 +310,22 @@ mod tests {
         let mut got = vec![p.pick(1, &mut rng).unwrap(), p.pick(1, &mut rng).unwrap()];
         got.sort();
         assert_eq!(got, vec![0, 1]);
+        p.check_invariants();
+    }
+
+    #[test]
+    fn a_peer_answering_no_piece_is_not_asked_again() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut p = Picker::new(&Bitfield::new(1));
+        p.add_peer(1, Bitfield::full(1));
+        assert_eq!(p.pick(1, &mut rng), Some(0));
+        p.peer_lacks(1, 0);
+        assert_eq!(
+            p.pick(1, &mut rng),
+            None,
+            "no tight loop on the same refusing peer"
+        );
+        assert_eq!(p.unavailable(), vec![0]);
         p.check_invariants();
     }
 

@@ -20,13 +20,28 @@ use minitorr_proto::types::{Bitfield, FileMeta, Sha1Hash};
 
 use crate::sharing::hasher::sha1_of;
 
-/// `dir/.name.minitorr-part`: hidden, and never mistaken for the finished file.
+/// `dir/.name.minitorr-part`: hidden, and never mistaken for the finished file. A name too
+/// long for that (file names may be 255 bytes, the file system's limit too) gets a shortened
+/// prefix plus a hash of the whole name, so the part file is still unique and stable across
+/// restarts (resume finds it again).
 pub fn part_path_for(dest: &Path) -> PathBuf {
+    const NAME_MAX: usize = 255;
+    const SUFFIX: &str = ".minitorr-part";
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    dest.with_file_name(format!(".{name}.minitorr-part"))
+    let plain = format!(".{name}{SUFFIX}");
+    if plain.len() <= NAME_MAX {
+        return dest.with_file_name(plain);
+    }
+    let tag = &sha1_of(name.as_bytes()).to_hex()[..16];
+    let room = NAME_MAX - 1 - 1 - tag.len() - SUFFIX.len(); // ".", "~"
+    let mut cut = room;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    dest.with_file_name(format!(".{}~{tag}{SUFFIX}", &name[..cut]))
 }
 
 pub struct PartFile {
@@ -290,6 +305,28 @@ mod tests {
         part.finish(&dest).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), data);
         assert!(!pp.exists());
+    }
+
+    #[test]
+    fn part_names_stay_within_name_max_and_distinct() {
+        let long_a = format!("{}a.bin", "é".repeat(125));
+        let long_b = format!("{}b.bin", "é".repeat(125));
+        assert!(long_a.len() <= 255);
+        let pa = part_path_for(&Path::new("/d").join(&long_a));
+        let pb = part_path_for(&Path::new("/d").join(&long_b));
+        for p in [&pa, &pb] {
+            let n = p.file_name().unwrap().to_str().unwrap();
+            assert!(
+                n.len() <= 255 && n.starts_with('.') && n.ends_with(".minitorr-part"),
+                "{n}"
+            );
+        }
+        assert_ne!(pa, pb);
+        assert_eq!(pa, part_path_for(&Path::new("/d").join(&long_a)), "stable");
+        assert_eq!(
+            part_path_for(Path::new("/d/x.iso")),
+            Path::new("/d/.x.iso.minitorr-part")
+        );
     }
 
     #[test]

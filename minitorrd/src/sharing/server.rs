@@ -38,8 +38,39 @@ pub struct PeerServer {
     pub max_incoming: usize,
 }
 
+/// Connections that have not yet presented a valid ticket, at most this many at once. A new
+/// one evicts the oldest: real peers authenticate within milliseconds, so only clients that
+/// connect and say nothing are pushed out, and they cannot crowd out real downloaders.
+const MAX_UNAUTHENTICATED: usize = 64;
+
+#[derive(Default)]
+struct Unauthenticated {
+    next_id: u64,
+    waiting: VecDeque<(u64, CancellationToken)>,
+}
+
+impl Unauthenticated {
+    fn register(&mut self) -> (u64, CancellationToken) {
+        if self.waiting.len() >= MAX_UNAUTHENTICATED {
+            if let Some((_, oldest)) = self.waiting.pop_front() {
+                oldest.cancel();
+            }
+        }
+        self.next_id += 1;
+        let token = CancellationToken::new();
+        self.waiting.push_back((self.next_id, token.clone()));
+        (self.next_id, token)
+    }
+
+    fn done(&mut self, id: u64) {
+        self.waiting.retain(|(i, _)| *i != id);
+    }
+}
+
 pub async fn serve_peers(listener: TcpListener, srv: Arc<PeerServer>, shutdown: CancellationToken) {
+    // Slots for authenticated peers being served; unauthenticated ones are bounded separately.
     let slots = Arc::new(Semaphore::new(srv.max_incoming));
+    let unauthenticated = Arc::new(Mutex::new(Unauthenticated::default()));
     loop {
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -52,20 +83,43 @@ pub async fn serve_peers(listener: TcpListener, srv: Arc<PeerServer>, shutdown: 
             },
             _ = shutdown.cancelled() => return,
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, "too many peer connections; refusing");
-            continue;
-        };
-        let srv = srv.clone();
-        let shutdown = shutdown.clone();
+        let (id, evicted) = unauthenticated.lock().expect("lock").register();
+        let (srv, slots, unauthenticated, shutdown) = (
+            srv.clone(),
+            slots.clone(),
+            unauthenticated.clone(),
+            shutdown.clone(),
+        );
         tokio::spawn(async move {
+            let authenticated = tokio::select! {
+                r = authenticate(stream, &srv) => r,
+                _ = evicted.cancelled() => Err(anyhow::anyhow!("evicted before authenticating")),
+                _ = shutdown.cancelled() => return,
+            };
+            unauthenticated.lock().expect("lock").done(id);
+            let (mut framed, shared) = match authenticated {
+                Ok(Some(x)) => x,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "peer connection ended before authenticating");
+                    return;
+                }
+            };
+            let Ok(_permit) = slots.try_acquire_owned() else {
+                tracing::warn!(%addr, "too many peers being served; refusing");
+                let _ = framed
+                    .send(PeerMsg::Refused {
+                        reason: "busy: too many peers, try later".into(),
+                    })
+                    .await;
+                return;
+            };
             tokio::select! {
-                r = serve_one(stream, &srv) => if let Err(e) = r {
+                r = welcome_and_serve(framed, shared, &srv) => if let Err(e) = r {
                     tracing::debug!(%addr, error = %e, "peer connection ended");
                 },
                 _ = shutdown.cancelled() => {}
             }
-            drop(permit);
         });
     }
 }
@@ -78,7 +132,11 @@ fn now_unix() -> u64 {
 
 type PeerFramed = Framed<TcpStream, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>;
 
-async fn serve_one(mut stream: TcpStream, srv: &PeerServer) -> anyhow::Result<()> {
+/// Handshake and ticket. `Ok(None)`: the peer left or was refused (and told why).
+async fn authenticate(
+    mut stream: TcpStream,
+    srv: &PeerServer,
+) -> anyhow::Result<Option<(PeerFramed, Arc<SharedFile>)>> {
     stream.set_nodelay(true)?;
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, Link::Peer)).await??;
     let mut framed = Framed::new(stream, links::peer());
@@ -87,17 +145,26 @@ async fn serve_one(mut stream: TcpStream, srv: &PeerServer) -> anyhow::Result<()
         Some(Ok(PeerMsg::Hello { ticket })) => ticket,
         Some(Ok(other)) => anyhow::bail!("expected Hello, got {other:?}"),
         Some(Err(e)) => return Err(e.into()),
-        None => return Ok(()),
+        None => return Ok(None),
     };
-    let shared = match admit(srv, &ticket) {
-        Ok(s) => s,
+    match admit(srv, &ticket) {
+        Ok(shared) => {
+            tracing::debug!(user = %ticket.claims.user, file = %shared.meta.name, "serving peer");
+            Ok(Some((framed, shared)))
+        }
         Err(reason) => {
             tracing::info!(user = %ticket.claims.user, %reason, "refused peer");
             framed.send(PeerMsg::Refused { reason }).await?;
-            return Ok(());
+            Ok(None)
         }
-    };
-    tracing::debug!(user = %ticket.claims.user, file = %shared.meta.name, "serving peer");
+    }
+}
+
+async fn welcome_and_serve(
+    mut framed: PeerFramed,
+    shared: Arc<SharedFile>,
+    srv: &PeerServer,
+) -> anyhow::Result<()> {
     let have_rx = shared.subscribe();
     framed
         .send(PeerMsg::Welcome {
