@@ -533,3 +533,51 @@ impl NotifySocket {
             .unwrap_or_else(|| panic!("no sd_notify message within {timeout:?}: expected {what}"))
     }
 }
+
+/// A minitorrd whose uploads are capped at `upload_bytes_per_sec`, so a download from it is
+/// slow enough to act on half-way (kill it, kill the downloader, …).
+pub fn capped_peer(dir: &Path, tracker: &Tracker, upload_bytes_per_sec: u64) -> Peer {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = dir.join("minitorrd.toml");
+    std::fs::write(&cfg, format!("max_upload_rate = {upload_bytes_per_sec}\n")).unwrap();
+    Peer::start_with(dir, &[tracker.addr], &["--config", cfg.to_str().unwrap()])
+}
+
+/// The `show_downloads --json` entry of a download, if there is one.
+pub fn download_entry(peer: &Peer, group: &str, file: &str) -> Option<serde_json::Value> {
+    let v = peer.json(&["show_downloads"]);
+    v["downloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["group"] == group && d["file"] == file)
+        .cloned()
+}
+
+/// Verified bytes of a download so far (0 when it is not listed).
+pub fn bytes_done(peer: &Peer, group: &str, file: &str) -> u64 {
+    download_entry(peer, group, file).map_or(0, |d| d["bytes_done"].as_u64().unwrap())
+}
+
+/// Online full seeders of a file, as `list_files` reports them.
+pub fn seeders(peer: &Peer, group: &str, file: &str) -> u64 {
+    let v = peer.json(&["list_files", group]);
+    v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == file)
+        .map_or(0, |f| f["seeders_online"].as_u64().unwrap())
+}
+
+/// Pending join requests of a group, as `list_requests` reports them.
+pub fn requests(peer: &Peer, group: &str) -> Vec<String> {
+    let v = peer.json(&["list_requests", group]);
+    assert_eq!(v["group"], group, "{v}");
+    v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().to_owned())
+        .collect()
+}

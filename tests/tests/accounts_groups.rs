@@ -22,17 +22,6 @@ fn must_group(peer: &Peer, name: &str) -> Value {
         .unwrap_or_else(|| panic!("{name} missing from list_groups: {:?}", groups(peer)))
 }
 
-fn requests(peer: &Peer, g: &str) -> Vec<String> {
-    let v = peer.json(&["list_requests", g]);
-    assert_eq!(v["group"], g, "{v}");
-    v["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u.as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// Start column (in chars) of `word` in `line`.
 fn col(line: &str, word: &str) -> usize {
     let byte = line

@@ -18,16 +18,6 @@ fn group(peer: &Peer, name: &str) -> Value {
         .unwrap_or_else(|| panic!("{name} missing from list_groups after the restart: {v}"))
 }
 
-fn requests(peer: &Peer, g: &str) -> Vec<String> {
-    let v = peer.json(&["list_requests", g]);
-    v["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u.as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// `kill -9` the tracker right after the last acknowledged reply and start it again on the same
 /// state dir and port.
 fn crash_and_restart(tracker: &mut Tracker) {

@@ -11,38 +11,6 @@ use minitorr_e2e::*;
 const MIB: usize = 1024 * 1024;
 const LONG: Duration = Duration::from_secs(60);
 
-/// A minitorrd whose uploads are capped (so a download is slow enough to act on mid-way).
-fn capped_peer(dir: &Path, tracker: &Tracker, upload_bytes_per_sec: u64) -> Peer {
-    std::fs::create_dir_all(dir).unwrap();
-    let cfg = dir.join("minitorrd.toml");
-    std::fs::write(&cfg, format!("max_upload_rate = {upload_bytes_per_sec}\n")).unwrap();
-    Peer::start_with(dir, &[tracker.addr], &["--config", cfg.to_str().unwrap()])
-}
-
-fn download_entry(peer: &Peer, group: &str, file: &str) -> Option<serde_json::Value> {
-    let v = peer.json(&["show_downloads"]);
-    v["downloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["group"] == group && d["file"] == file)
-        .cloned()
-}
-
-fn bytes_done(peer: &Peer, group: &str, file: &str) -> u64 {
-    download_entry(peer, group, file).map_or(0, |d| d["bytes_done"].as_u64().unwrap())
-}
-
-fn seeders(peer: &Peer, group: &str, file: &str) -> u64 {
-    let v = peer.json(&["list_files", group]);
-    v["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == file)
-        .map_or(0, |f| f["seeders_online"].as_u64().unwrap())
-}
-
 fn peer_stats(d: &serde_json::Value, user: &str) -> Option<serde_json::Value> {
     d["peers"]
         .as_array()

@@ -1,42 +1,12 @@
 //! File sharing end to end: upload, multi-peer download, integrity, partial seeding, resume.
 //! Real trackerd + minitorrd processes on 127.0.0.1, driven through minitorrctl.
 
-use std::path::Path;
 use std::time::Duration;
 
 use minitorr_e2e::*;
 
 const MIB: usize = 1024 * 1024;
 const LONG: Duration = Duration::from_secs(90);
-
-/// A minitorrd whose uploads are capped (so a download is slow enough to act on mid-way).
-fn capped_peer(dir: &Path, tracker: &Tracker, upload_bytes_per_sec: u64) -> Peer {
-    std::fs::create_dir_all(dir).unwrap();
-    let cfg = dir.join("minitorrd.toml");
-    std::fs::write(&cfg, format!("max_upload_rate = {upload_bytes_per_sec}\n")).unwrap();
-    Peer::start_with(dir, &[tracker.addr], &["--config", cfg.to_str().unwrap()])
-}
-
-fn bytes_done(peer: &Peer, group: &str, file: &str) -> u64 {
-    let v = peer.json(&["show_downloads"]);
-    v["downloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["group"] == group && d["file"] == file)
-        .map(|d| d["bytes_done"].as_u64().unwrap())
-        .unwrap_or(0)
-}
-
-fn seeders(peer: &Peer, group: &str, file: &str) -> u64 {
-    let v = peer.json(&["list_files", group]);
-    v["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == file)
-        .map_or(0, |f| f["seeders_online"].as_u64().unwrap())
-}
 
 #[test]
 fn three_seeders_serve_one_download_byte_identical() {
