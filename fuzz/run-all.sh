@@ -35,12 +35,16 @@ if ! nice -n "$nice_lvl" cargo fuzz build -O --sanitizer "$san" >build.log 2>&1;
   exit 2
 fi
 mkdir -p logs
+triple=$(rustc -vV | sed -n 's/^host: //p')
 
 run_one() {
   local t=$1
-  mkdir -p "corpus/$t" "seeds/$t"
+  mkdir -p "corpus/$t" "seeds/$t" "artifacts/$t"
   local start=$SECONDS
-  nice -n "$nice_lvl" cargo fuzz run -O --sanitizer "$san" "$t" "corpus/$t" "seeds/$t" -- \
+  # The binary built above, run directly (what `cargo fuzz run -O` would run), so a source
+  # change elsewhere in the tree during a long run does not trigger a rebuild mid-way.
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_odr_violation=0} nice -n "$nice_lvl" \
+    "target/$triple/release/$t" -artifact_prefix="artifacts/$t/" "corpus/$t" "seeds/$t" \
     -max_total_time="$secs" -timeout=10 -print_final_stats=1 >"logs/$t.log" 2>&1
   echo "$? $((SECONDS - start))" >"logs/$t.rc"
 }
