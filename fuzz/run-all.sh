@@ -9,6 +9,7 @@
 #   SANITIZER=address|none   (default address; `none` if ASan is unavailable)
 #   TARGETS="a b"     subset of targets (default: all, from `cargo fuzz list`)
 #   NICE=10           niceness of the fuzz processes
+#   FUZZ_ARGS="..."   extra libFuzzer flags (e.g. "-max_len=65536 -rss_limit_mb=4096")
 #
 # Corpora grow in fuzz/corpus/<target> (gitignored), seeded from fuzz/seeds/<target>; logs go to
 # fuzz/logs/<target>.log; a crash is written to fuzz/artifacts/<target>/ and named in the summary.
@@ -45,7 +46,7 @@ run_one() {
   # change elsewhere in the tree during a long run does not trigger a rebuild mid-way.
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_odr_violation=0} nice -n "$nice_lvl" \
     "target/$triple/release/$t" -artifact_prefix="artifacts/$t/" "corpus/$t" "seeds/$t" \
-    -max_total_time="$secs" -timeout=10 -print_final_stats=1 >"logs/$t.log" 2>&1
+    -max_total_time="$secs" -timeout=10 -print_final_stats=1 ${FUZZ_ARGS:-} >"logs/$t.log" 2>&1
   echo "$? $((SECONDS - start))" >"logs/$t.rc"
 }
 
