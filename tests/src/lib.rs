@@ -7,7 +7,7 @@
 pub mod fakepeer;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -88,8 +88,23 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn start(dir: &Path) -> Tracker {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        Self::start_at(dir, addr)
+        std::fs::create_dir_all(dir).unwrap();
+        // A free port can be taken by a parallel test between free_port() and the bind: retry.
+        for _ in 0..5 {
+            let mut t = Tracker {
+                dir: dir.to_path_buf(),
+                addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+                extra_args: vec![],
+                child: None,
+            };
+            if t.try_spawn().is_ok() {
+                return t;
+            }
+        }
+        panic!(
+            "trackerd did not start after 5 ports:\n{}",
+            std::fs::read_to_string(dir.join("trackerd.log")).unwrap_or_default()
+        )
     }
 
     pub fn start_at(dir: &Path, addr: SocketAddr) -> Tracker {
@@ -110,6 +125,15 @@ impl Tracker {
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}\n{}", self.log());
+        }
+    }
+
+    /// Start trackerd and wait until *it* listens (its log says so; a connect alone could reach
+    /// another test's process that took the port) or exits.
+    fn try_spawn(&mut self) -> Result<(), String> {
+        let before = self.log().matches("listening on").count();
         let child = Command::new(bin("trackerd"))
             .arg("--listen")
             .arg(self.addr.to_string())
@@ -123,10 +147,30 @@ impl Tracker {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let addr = self.addr;
-        wait_until("trackerd to listen", Duration::from_secs(20), || {
-            TcpStream::connect(addr).is_ok()
-        });
+        let start = Instant::now();
+        loop {
+            if self.log().matches("listening on").count() > before {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(format!(
+                    "trackerd on {} exited during start-up ({status})",
+                    self.addr
+                ));
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                return Err(format!(
+                    "trackerd on {} did not listen within 20 s",
+                    self.addr
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The seed's tracker_info.txt naming this tracker.
@@ -179,20 +223,33 @@ impl Peer {
 
     pub fn start_with(dir: &Path, trackers: &[SocketAddr], extra_args: &[&str]) -> Peer {
         std::fs::create_dir_all(dir).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut p = Peer {
-            dir: dir.to_path_buf(),
-            socket: dir.join("ctl.sock"),
-            addr,
-            trackers: trackers.to_vec(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            child: None,
-        };
-        p.spawn();
-        p
+        // Retry on another port if a parallel test took ours before minitorrd bound it.
+        for _ in 0..5 {
+            let mut p = Peer {
+                dir: dir.to_path_buf(),
+                socket: dir.join("ctl.sock"),
+                addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+                trackers: trackers.to_vec(),
+                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                child: None,
+            };
+            if p.try_spawn().is_ok() {
+                return p;
+            }
+        }
+        panic!(
+            "minitorrd did not start after 5 ports:\n{}",
+            std::fs::read_to_string(dir.join("minitorrd.log")).unwrap_or_default()
+        )
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}\n{}", self.log_tail(30));
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         let trackers = self
             .trackers
             .iter()
@@ -215,10 +272,27 @@ impl Peer {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let sock = self.socket.clone();
-        wait_until("minitorrd control socket", Duration::from_secs(20), || {
-            std::os::unix::net::UnixStream::connect(&sock).is_ok()
-        });
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(format!(
+                    "minitorrd on {} exited during start-up ({status})",
+                    self.addr
+                ));
+            }
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                return Err("minitorrd control socket did not appear within 20 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Run minitorrctl against this daemon.
