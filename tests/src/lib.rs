@@ -133,7 +133,8 @@ impl Tracker {
     /// Start trackerd and wait until *it* listens (its log says so; a connect alone could reach
     /// another test's process that took the port) or exits.
     fn try_spawn(&mut self) -> Result<(), String> {
-        let before = self.log().matches("listening on").count();
+        let marker = format!("listening on {}", self.addr);
+        let before = self.log().matches(&marker).count();
         let child = Command::new(bin("trackerd"))
             .arg("--listen")
             .arg(self.addr.to_string())
@@ -149,7 +150,7 @@ impl Tracker {
         self.child = Some(child);
         let start = Instant::now();
         loop {
-            if self.log().matches("listening on").count() > before {
+            if self.log().matches(&marker).count() > before {
                 return Ok(());
             }
             if let Some(status) = self
