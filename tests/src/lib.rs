@@ -70,6 +70,29 @@ fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
+/// Wait until a freshly spawned daemon is `ready`, or report that it exited (e.g. its port was
+/// taken meanwhile) or took longer than 20 s. An exited child is cleared from `child`.
+fn await_start(
+    child: &mut Option<Child>,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            *child = None;
+            return Err(format!("{what} exited during start-up ({status})"));
+        }
+        if ready() {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            return Err(format!("{what} did not become ready within 20 s"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn log_file(dir: &Path, name: &str) -> std::fs::File {
     std::fs::OpenOptions::new()
         .create(true)
@@ -148,30 +171,12 @@ impl Tracker {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let start = Instant::now();
-        loop {
-            if self.log().matches(&marker).count() > before {
-                return Ok(());
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                return Err(format!(
-                    "trackerd on {} exited during start-up ({status})",
-                    self.addr
-                ));
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                return Err(format!(
-                    "trackerd on {} did not listen within 20 s",
-                    self.addr
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.dir.join("trackerd.log");
+        let what = format!("trackerd on {}", self.addr);
+        await_start(&mut self.child, &what, || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.matches(&marker).count() > before
+        })
     }
 
     /// The seed's tracker_info.txt naming this tracker.
@@ -273,27 +278,11 @@ impl Peer {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                return Err(format!(
-                    "minitorrd on {} exited during start-up ({status})",
-                    self.addr
-                ));
-            }
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                return Ok(());
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                return Err("minitorrd control socket did not appear within 20 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("minitorrd on {}", self.addr);
+        let socket = self.socket.clone();
+        await_start(&mut self.child, &what, || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        })
     }
 
     /// Run minitorrctl against this daemon.
