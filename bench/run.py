@@ -552,21 +552,24 @@ def scenario_upload_and_loopback(a, bins, work, data: Path, size: int, res: dict
             else:
                 lt_note = f"skipped: {why}"
 
-        # 2. downloads, interleaved per round so machine noise hits every column alike.
+        # 2. downloads, interleaved per round so machine noise hits every column alike; the
+        # order rotates each round so no case always runs first after the previous round's
+        # clean-up (one slow spell must not land on one column only).
         runs = {"minitorr_1": [], "minitorr_3": [], "libtorrent_1": [], "libtorrent_3": []}
-        for rnd in range(a.runs + a.warmup):
+        cases = [("minitorr_1", "one", 1), ("minitorr_3", "three", 3)]
+        if lt_swarm:
+            cases += [("libtorrent_1", None, 1), ("libtorrent_3", None, 3)]
+        for rnd in range(a.loopback_runs + a.warmup):
             warm = rnd < a.warmup
-            for key, group, n in (("minitorr_1", "one", 1), ("minitorr_3", "three", 3)):
-                log(f"loopback round {rnd}{' (warm-up)' if warm else ''}: minitorr, {n} seeder(s)")
-                r = mt_download(cl, f"d{rnd}{n}", 1, group, data.name, size)
+            k = rnd % len(cases)
+            for key, group, n in cases[k:] + cases[:k]:
+                log(f"loopback round {rnd}{' (warm-up)' if warm else ''}: {key.split('_')[0]}, {n} seeder(s)")
+                if group:
+                    r = mt_download(cl, f"d{rnd}{n}", 1, group, data.name, size)
+                else:
+                    r = lt_swarm.download(n, f"{rnd}-{n}")
                 if not warm:
                     runs[key].append(r)
-            if lt_swarm:
-                for key, n in (("libtorrent_1", 1), ("libtorrent_3", 3)):
-                    log(f"loopback round {rnd}: libtorrent, {n} seeder(s)")
-                    r = lt_swarm.download(n, f"{rnd}-{n}")
-                    if not warm:
-                        runs[key].append(r)
         if lt_swarm:
             lt_swarm.shutdown()
 
@@ -588,6 +591,14 @@ def scenario_upload_and_loopback(a, bins, work, data: Path, size: int, res: dict
             "minitorr_vs_libtorrent_3_seeders": ratio(med.get("libtorrent_3"), med.get("minitorr_3")),
             "minitorr_3_vs_1_seeders_speedup": ratio(med.get("minitorr_1"), med.get("minitorr_3")),
             "libtorrent_3_vs_1_seeders_speedup": ratio(med.get("libtorrent_1"), med.get("libtorrent_3")),
+        }
+        # The same ratios round by round: each round's cases ran minutes apart at most, so
+        # these show how steady a ratio is, not only its median.
+        lb["ratios_per_round"] = {
+            name: [ratio(b["elapsed_s"], a_["elapsed_s"]) for a_, b in zip(runs[x], runs[y])]
+            for name, x, y in (("minitorr_vs_libtorrent_1_seeder", "minitorr_1", "libtorrent_1"),
+                               ("minitorr_vs_libtorrent_3_seeders", "minitorr_3", "libtorrent_3"))
+            if runs[x] and runs[y]
         }
         res["loopback"] = lb
         res["resources"] = {
@@ -790,7 +801,8 @@ def markdown(r: dict) -> str:
          f"SHA-NI {'yes' if m['sha_ni'] else 'no'}, {m['mem_total_gib']} GiB RAM",
          f"- commit {m['git_commit'][:12]}{' (dirty)' if m['git_dirty'] else ''}, profile `{m['profile']}`",
          f"- load average at start {m['loadavg_start']}, at end {m.get('loadavg_end')}",
-         f"- command: `{m['command']}`; median (min–max) of {m['runs']} run(s) after {m['warmup']} warm-up",
+         f"- command: `{m['command']}`; median (min–max) of {m['runs']} run(s) after {m['warmup']} warm-up"
+         f" ({m.get('loopback_runs', m['runs'])} rounds for the loopback downloads)",
          f"- total bench time {fmt(m.get('total_s'), ' s', 0)}", ""]
     up = s.get("upload")
     if up:
@@ -821,6 +833,8 @@ def markdown(r: dict) -> str:
               f"| minitorr vs libtorrent throughput, 3 seeders | {fmt(rt['minitorr_vs_libtorrent_3_seeders'], '×')} | ≥ 1.5× |",
               f"| minitorr 3 seeders vs 1 (speed-up) | {fmt(rt['minitorr_3_vs_1_seeders_speedup'], '×')} | ≥ 0.95× |",
               f"| libtorrent 3 seeders vs 1 (speed-up) | {fmt(rt['libtorrent_3_vs_1_seeders_speedup'], '×')} | |",
+              *([""] + [f"Per round, {k.replace('_', ' ')}: " + ", ".join(fmt(v, '×') for v in vs)
+                        for k, vs in lb.get("ratios_per_round", {}).items()]),
               "", "Time: minitorr `elapsed_ms` from `show_downloads`; libtorrent add_torrent → "
               "torrent_finished. Wall time incl. control socket round trips and 50 ms polling: "
               + ", ".join(f"{k} {cell(lb[k]['wall_s'], ' s', 2)}" for k in ("minitorr_1", "minitorr_3") if k in lb),
@@ -894,6 +908,8 @@ def main():
     ap.add_argument("--netlab-size", type=parse_size, default=parse_size("256MiB"))
     ap.add_argument("--netlab-rate", default="200mbit")
     ap.add_argument("--netlab-runs", type=int, default=None)
+    ap.add_argument("--loopback-runs", type=int, default=None,
+                    help="measured rounds of the loopback downloads (default 5; quick: --runs)")
     ap.add_argument("--many-seeders", default=None, help="seeder counts, e.g. 10,100 (quick: 3,10)")
     ap.add_argument("--many-size", type=parse_size, default=None, help="file held by every seeder (64MiB; quick 4MiB)")
     ap.add_argument("--small-files", type=int, default=None, help="small files per seeder (10; quick 3)")
@@ -905,6 +921,7 @@ def main():
     a.runs = a.runs if a.runs is not None else (1 if q else 3)
     a.warmup = a.warmup if a.warmup is not None else (0 if q else 1)
     a.netlab_runs = a.netlab_runs if a.netlab_runs is not None else a.runs
+    a.loopback_runs = a.loopback_runs if a.loopback_runs is not None else (a.runs if q else max(a.runs, 5))
     a.libtorrent = (not q) if a.libtorrent is None else a.libtorrent
     a.netlab = (not q) if a.netlab is None else a.netlab
     a.perf = (not q) if a.perf is None else a.perf
@@ -919,7 +936,7 @@ def main():
         signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     t_start = time.perf_counter()
     meta = machine_info()
-    meta.update({"profile": a.profile, "runs": a.runs, "warmup": a.warmup, "quick": q,
+    meta.update({"profile": a.profile, "runs": a.runs, "loopback_runs": a.loopback_runs, "warmup": a.warmup, "quick": q,
                  "command": " ".join(["bench/run.py", *sys.argv[1:]])})
     if not a.no_build:
         build(a.profile, a.profile == "release")
