@@ -803,6 +803,8 @@ def markdown(r: dict) -> str:
          f"- load average at start {m['loadavg_start']}, at end {m.get('loadavg_end')}",
          f"- command: `{m['command']}`; median (min–max) of {m['runs']} run(s) after {m['warmup']} warm-up"
          f" ({m.get('loopback_runs', m['runs'])} rounds for the loopback downloads)",
+         *([f"- **background load: {m['background_load']} busy-looping process(es) ran throughout**"]
+           if m.get("background_load") else []),
          f"- total bench time {fmt(m.get('total_s'), ' s', 0)}", ""]
     up = s.get("upload")
     if up:
@@ -915,6 +917,9 @@ def main():
     ap.add_argument("--small-files", type=int, default=None, help="small files per seeder (10; quick 3)")
     ap.add_argument("--only", default="", help="comma list of scenarios: loopback,netlab,many_peers")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    ap.add_argument("--background-load", type=int, default=0, metavar="N",
+                    help="keep N busy-looping processes running during the whole bench (a noisy "
+                         "neighbour: how the ratios hold when CPU is scarce)")
     a = ap.parse_args()
     q = a.quick
     a.size = a.size or parse_size("64MiB" if q else "1GiB")
@@ -936,7 +941,8 @@ def main():
         signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     t_start = time.perf_counter()
     meta = machine_info()
-    meta.update({"profile": a.profile, "runs": a.runs, "loopback_runs": a.loopback_runs, "warmup": a.warmup, "quick": q,
+    meta.update({"profile": a.profile, "runs": a.runs, "loopback_runs": a.loopback_runs,
+                 "background_load": a.background_load, "warmup": a.warmup, "quick": q,
                  "command": " ".join(["bench/run.py", *sys.argv[1:]])})
     if not a.no_build:
         build(a.profile, a.profile == "release")
@@ -948,6 +954,8 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="minitorr-bench."))
     res: dict = {}
     try:
+        for i in range(a.background_load):
+            spawn([sys.executable, "-c", "while True: pass"], work / f"busy{i}.log", os.environ.copy())
         if not only or "loopback" in only:
             data = make_data(a.data_dir, a.size, "loopback")
             scenario_upload_and_loopback(a, bins, work, data, a.size, res)
