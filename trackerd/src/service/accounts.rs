@@ -6,7 +6,7 @@ use minitorr_proto::names::{self, MAX_PASSWORD_LEN};
 use minitorr_proto::tracker::{ErrorCode, LoginGrant, Response};
 
 use super::{fail, valid, Caller, Fail, Outcome, Service};
-use crate::auth::{self, PasswordHasher};
+use crate::auth;
 
 const WRONG_CREDENTIALS: &str = "wrong user id or password";
 
@@ -107,8 +107,9 @@ impl Service {
         let stored = self.store.password_hash(&user).await?;
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_phc.clone());
+        let hasher = self.hasher.clone();
         let ok = self
-            .blocking(move || PasswordHasher::verify(&phc, &password))
+            .blocking(move || hasher.verify(&phc, &password))
             .await?
             && known;
         {

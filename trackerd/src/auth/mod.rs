@@ -3,71 +3,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use thiserror::Error;
 
-#[derive(Debug, Error)]
-pub enum AuthError {
-    #[error("password hashing failed: {0}")]
-    Hash(String),
-    #[error("invalid argon2 parameters: {0}")]
-    Params(String),
-}
+mod password;
 
-/// Argon2id with configurable cost. Verification reads the cost from the stored PHC string, so
-/// hashes made with other parameters (e.g. after a cost increase) still verify.
-#[derive(Clone)]
-pub struct PasswordHasher {
-    params: Params,
-}
-
-impl Default for PasswordHasher {
-    /// The argon2 crate's default (OWASP-recommended) cost.
-    fn default() -> Self {
-        PasswordHasher {
-            params: Params::default(),
-        }
-    }
-}
-
-impl PasswordHasher {
-    /// A deliberately cheap hasher for tests (8 KiB, 1 pass): never use it in production.
-    pub fn insecure_fast() -> Self {
-        PasswordHasher {
-            params: Params::new(8, 1, 1, None).expect("valid argon2 params"),
-        }
-    }
-
-    pub fn with_params(m_cost_kib: u32, t_cost: u32, p_cost: u32) -> Result<Self, AuthError> {
-        let params = Params::new(m_cost_kib, t_cost, p_cost, None)
-            .map_err(|e| AuthError::Params(e.to_string()))?;
-        Ok(PasswordHasher { params })
-    }
-
-    /// PHC string (`$argon2id$v=19$m=…`) with a fresh random salt. CPU-heavy: call it from
-    /// `spawn_blocking`.
-    pub fn hash(&self, password: &str) -> Result<String, AuthError> {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| AuthError::Hash(e.to_string()))
-    }
-
-    /// True if `password` matches the PHC string; a malformed stored hash never matches.
-    pub fn verify(phc: &str, password: &str) -> bool {
-        match PasswordHash::new(phc) {
-            Ok(h) => Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok(),
-            Err(_) => false,
-        }
-    }
-}
+pub use password::{AuthError, PasswordHasher};
 
 /// A new session token (32 random bytes, hex) — handed to the client, never stored.
 pub fn new_token() -> String {
@@ -162,17 +104,6 @@ mod tests {
 
     const IP1: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const IP2: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
-
-    #[test]
-    fn hash_verifies_only_the_right_password() {
-        let h = PasswordHasher::insecure_fast();
-        let phc = h.hash("s3cret").unwrap();
-        assert!(phc.starts_with("$argon2id$"));
-        assert!(PasswordHasher::verify(&phc, "s3cret"));
-        assert!(!PasswordHasher::verify(&phc, "s3creT"));
-        assert!(!PasswordHasher::verify("garbage", "s3cret"));
-        assert_ne!(phc, h.hash("s3cret").unwrap(), "salt must be random");
-    }
 
     #[test]
     fn tokens_are_random_and_hashed() {
