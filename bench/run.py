@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Minitorr benchmark: one command, results in bench/results/latest.{md,json}.
 
-  bench/run.py                       full run: 1 GiB, 3 runs after a warm-up, libtorrent, netlab, perf
+  bench/run.py                       full run: 1 GiB, 3 runs (loopback downloads: 5 rotated rounds) after a warm-up, libtorrent, netlab, perf
   bench/run.py --quick               64 MiB, 1 run, no libtorrent/netlab/perf, 3 and 10 seeders (< 1 min)
   bench/run.py --quick --profile debug --no-build --out DIR     what the CI test runs
 
