@@ -11,7 +11,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::password_hash::{self, Output, ParamsString, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::rngs::OsRng;
 use thiserror::Error;
@@ -66,27 +66,20 @@ impl PasswordHasher {
     pub fn hash(&self, password: &str) -> Result<String, AuthError> {
         let fail = |e: &dyn std::fmt::Display| AuthError::Hash(e.to_string());
         let salt = SaltString::generate(&mut OsRng);
-        let mut salt_buf = [0u8; 64];
-        let salt_bytes = salt
-            .as_salt()
-            .decode_b64(&mut salt_buf)
-            .map_err(|e| fail(&e))?;
-        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone());
         let len = self
             .params
             .output_len()
             .unwrap_or(Params::DEFAULT_OUTPUT_LEN);
-        let mut out = vec![0u8; len];
-        self.with_memory(&self.params, |mem| {
-            argon.hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, mem)
-        })
-        .map_err(|e| fail(&e))?;
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone());
+        let out = self
+            .raw(&argon, &self.params, password, salt.as_salt(), len)
+            .map_err(|e| fail(&e))?;
         let phc = PasswordHash {
             algorithm: Algorithm::Argon2id.ident(),
             version: Some(Version::V0x13.into()),
             params: ParamsString::try_from(&self.params).map_err(|e| fail(&e))?,
             salt: Some(salt.as_salt()),
-            hash: Some(Output::new(&out).map_err(|e| fail(&e))?),
+            hash: Some(out),
         };
         Ok(phc.to_string())
     }
@@ -106,16 +99,32 @@ impl PasswordHasher {
             None => Version::default(),
         };
         let params = Params::try_from(&parsed).ok()?;
-        let mut salt_buf = [0u8; 64];
-        let salt = parsed.salt?.decode_b64(&mut salt_buf).ok()?;
         let argon = Argon2::new(algorithm, version, params.clone());
-        let mut out = vec![0u8; expected.len()];
-        self.with_memory(&params, |mem| {
-            argon.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, mem)
-        })
-        .ok()?;
+        let out = self
+            .raw(&argon, &params, password, parsed.salt?, expected.len())
+            .ok()?;
         // Output's equality is constant-time.
-        Some(Output::new(&out).ok()? == expected)
+        Some(out == expected)
+    }
+
+    /// The raw argon2 output of `len` bytes for `password` and `salt`, computed on pooled
+    /// working memory.
+    fn raw(
+        &self,
+        argon: &Argon2,
+        params: &Params,
+        password: &str,
+        salt: Salt,
+        len: usize,
+    ) -> password_hash::Result<Output> {
+        let mut salt_buf = [0u8; Salt::MAX_LENGTH];
+        let salt = salt.decode_b64(&mut salt_buf)?;
+        Output::init_with(len, |out| {
+            self.with_memory(params, |mem| {
+                argon.hash_password_into_with_memory(password.as_bytes(), salt, out, mem)
+            })
+            .map_err(password_hash::Error::from)
+        })
     }
 
     /// Run `f` on working memory for `params`: a pooled block when it is the configured cost
