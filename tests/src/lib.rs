@@ -70,6 +70,22 @@ fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
+/// Start a daemon with `spawn` on a free loopback port. A free port can be taken by a parallel
+/// test between `free_port()` and the daemon's bind, so a failed start is retried on another
+/// port, five times, before the test fails with the daemon's log.
+fn on_a_free_port<T>(what: &str, log: &Path, mut spawn: impl FnMut(SocketAddr) -> Option<T>) -> T {
+    for _ in 0..5 {
+        let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        if let Some(daemon) = spawn(addr) {
+            return daemon;
+        }
+    }
+    panic!(
+        "{what} did not start after 5 ports:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    )
+}
+
 /// Wait until a freshly spawned daemon is `ready`, or report that it exited (e.g. its port was
 /// taken meanwhile) or took longer than 20 s. An exited child is cleared from `child`.
 fn await_start(
@@ -112,22 +128,15 @@ pub struct Tracker {
 impl Tracker {
     pub fn start(dir: &Path) -> Tracker {
         std::fs::create_dir_all(dir).unwrap();
-        // A free port can be taken by a parallel test between free_port() and the bind: retry.
-        for _ in 0..5 {
+        on_a_free_port("trackerd", &dir.join("trackerd.log"), |addr| {
             let mut t = Tracker {
                 dir: dir.to_path_buf(),
-                addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+                addr,
                 extra_args: vec![],
                 child: None,
             };
-            if t.try_spawn().is_ok() {
-                return t;
-            }
-        }
-        panic!(
-            "trackerd did not start after 5 ports:\n{}",
-            std::fs::read_to_string(dir.join("trackerd.log")).unwrap_or_default()
-        )
+            t.try_spawn().is_ok().then_some(t)
+        })
     }
 
     pub fn start_at(dir: &Path, addr: SocketAddr) -> Tracker {
@@ -229,24 +238,17 @@ impl Peer {
 
     pub fn start_with(dir: &Path, trackers: &[SocketAddr], extra_args: &[&str]) -> Peer {
         std::fs::create_dir_all(dir).unwrap();
-        // Retry on another port if a parallel test took ours before minitorrd bound it.
-        for _ in 0..5 {
+        on_a_free_port("minitorrd", &dir.join("minitorrd.log"), |addr| {
             let mut p = Peer {
                 dir: dir.to_path_buf(),
                 socket: dir.join("ctl.sock"),
-                addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+                addr,
                 trackers: trackers.to_vec(),
                 extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
                 child: None,
             };
-            if p.try_spawn().is_ok() {
-                return p;
-            }
-        }
-        panic!(
-            "minitorrd did not start after 5 ports:\n{}",
-            std::fs::read_to_string(dir.join("minitorrd.log")).unwrap_or_default()
-        )
+            p.try_spawn().is_ok().then_some(p)
+        })
     }
 
     fn spawn(&mut self) {

@@ -25,6 +25,22 @@ fn crash_and_restart(tracker: &mut Tracker) {
     tracker.restart();
 }
 
+/// SIGTERM makes trackerd exit with status 0 within 3 s (`while` says in what situation).
+fn stops_cleanly_on_sigterm(tracker: &mut Tracker, while_: &str) {
+    let (status, took) = tracker
+        .terminate_within(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("trackerd ignored SIGTERM for 10 s\n{}", tracker.log()));
+    assert!(
+        status.success(),
+        "trackerd exited with {status:?} on SIGTERM\n{}",
+        tracker.log()
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "trackerd took {took:?} to stop on SIGTERM {while_}"
+    );
+}
+
 #[test]
 fn acknowledged_accounts_groups_and_requests_survive_kill9() {
     let dir = tempfile::tempdir().unwrap();
@@ -158,18 +174,7 @@ fn trackerd_sigterm_exits_0_promptly_with_daemons_connected() {
     group_with(&alice, "g1", &[(&bob, "bob")]);
     bob.ok(&["list_groups"]); // both daemons hold an open tracker connection now
 
-    let (status, took) = tracker
-        .terminate_within(Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("trackerd ignored SIGTERM for 10 s\n{}", tracker.log()));
-    assert!(
-        status.success(),
-        "trackerd exited with {status:?} on SIGTERM\n{}",
-        tracker.log()
-    );
-    assert!(
-        took < Duration::from_secs(3),
-        "trackerd took {took:?} to stop on SIGTERM"
-    );
+    stops_cleanly_on_sigterm(&mut tracker, "with daemons connected");
 
     // The daemons report the tracker as unavailable (exit 1), not a hang or a crash.
     let start = Instant::now();
@@ -200,16 +205,8 @@ fn trackerd_sigterm_is_not_held_up_by_a_silent_connection() {
     // A client that connected but never sent its preamble.
     let _silent = TcpStream::connect(tracker.addr).unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    let (status, took) = tracker
-        .terminate_within(Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("trackerd ignored SIGTERM for 10 s\n{}", tracker.log()));
-    assert!(
-        status.success(),
-        "trackerd exited with {status:?} on SIGTERM\n{}",
-        tracker.log()
-    );
-    assert!(
-        took < Duration::from_secs(3),
-        "trackerd took {took:?} to stop on SIGTERM while a client sat silent before its handshake"
+    stops_cleanly_on_sigterm(
+        &mut tracker,
+        "while a client sat silent before its handshake",
     );
 }
