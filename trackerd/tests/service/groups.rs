@@ -3,6 +3,13 @@ use minitorr_proto::types::{GroupSummary, Membership};
 
 use super::*;
 
+fn accept(group: &str, user: &str) -> Call {
+    Call::AcceptRequest {
+        group: g(group),
+        user: g(user),
+    }
+}
+
 fn g(name: &str) -> String {
     name.to_string()
 }
@@ -149,14 +156,7 @@ async fn create_join_accept_reject_flow() {
     let v = groups(&h, &bob).await;
     assert_eq!(v[0].membership, Membership::Pending);
 
-    h.ok(
-        &alice,
-        Call::AcceptRequest {
-            group: g("g1"),
-            user: g("bob"),
-        },
-    )
-    .await;
+    h.ok(&alice, accept("g1", "bob")).await;
     h.ok(
         &alice,
         Call::RejectRequest {
@@ -288,32 +288,11 @@ async fn owner_leaving_hands_over_to_longest_standing_member() {
         h.ok(t, Call::JoinGroup { group: g("g1") }).await;
     }
     h.advance(10);
-    h.ok(
-        &alice,
-        Call::AcceptRequest {
-            group: g("g1"),
-            user: g("dave"),
-        },
-    )
-    .await;
+    h.ok(&alice, accept("g1", "dave")).await;
     h.advance(10);
     // carol is accepted before bob within the same second: join order decides, not the name.
-    h.ok(
-        &alice,
-        Call::AcceptRequest {
-            group: g("g1"),
-            user: g("carol"),
-        },
-    )
-    .await;
-    h.ok(
-        &alice,
-        Call::AcceptRequest {
-            group: g("g1"),
-            user: g("bob"),
-        },
-    )
-    .await;
+    h.ok(&alice, accept("g1", "carol")).await;
+    h.ok(&alice, accept("g1", "bob")).await;
 
     let m = h.ok(&alice, Call::LeaveGroup { group: g("g1") }).await;
     assert_eq!(m, "left g1; dave is now its owner");
