@@ -425,6 +425,18 @@ pub fn group_with(owner: &Peer, group: &str, members: &[(&Peer, &str)]) {
     }
 }
 
+/// The most common start: a tracker in `dir/tracker`, daemons `alice` and `bob` logged in as
+/// users of those names, and group `g1` owned by alice with bob a member.
+pub fn alice_and_bob_in_g1(dir: &Path) -> (Tracker, Peer, Peer) {
+    let tracker = Tracker::start(&dir.join("tracker"));
+    let alice = Peer::start(&dir.join("alice"), &tracker);
+    let bob = Peer::start(&dir.join("bob"), &tracker);
+    user(&alice, "alice");
+    user(&bob, "bob");
+    group_with(&alice, "g1", &[(&bob, "bob")]);
+    (tracker, alice, bob)
+}
+
 /// Run minitorrctl against an arbitrary socket path (which may not exist).
 pub fn ctl_at(socket: &Path, args: &[&str]) -> Output {
     Command::new(bin("minitorrctl"))

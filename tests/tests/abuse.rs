@@ -150,12 +150,7 @@ fn slow_loris_on_trackerd_and_the_control_socket_does_not_starve_real_clients() 
 /// on her peer port; bob downloads. Returns bob's final download entry and how long it took.
 fn download_under_peer_port_loris(reopen: bool) -> (serde_json::Value, Duration, bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let tracker = Tracker::start(&tmp.path().join("t"));
-    let mut alice = Peer::start(&tmp.path().join("alice"), &tracker);
-    let bob = Peer::start(&tmp.path().join("bob"), &tracker);
-    user(&alice, "alice");
-    user(&bob, "bob");
-    group_with(&alice, "g1", &[(&bob, "bob")]);
+    let (_tracker, mut alice, bob) = alice_and_bob_in_g1(tmp.path());
     let f = tmp.path().join("alice").join("f.bin");
     let sha = random_file(&f, 2 * 1024 * 1024);
     alice.ok(&["upload_file", f.to_str().unwrap(), "g1"]);

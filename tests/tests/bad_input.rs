@@ -276,12 +276,7 @@ fn minitorrd_control_socket_survives_bad_clients() {
 #[test]
 fn minitorrd_peer_port_survives_bad_clients() {
     let dir = tempfile::tempdir().unwrap();
-    let tracker = Tracker::start(&dir.path().join("tracker"));
-    let mut alice = Peer::start(&dir.path().join("alice"), &tracker);
-    let bob = Peer::start(&dir.path().join("bob"), &tracker);
-    user(&alice, "alice");
-    user(&bob, "bob");
-    group_with(&alice, "g1", &[(&bob, "bob")]);
+    let (_tracker, mut alice, bob) = alice_and_bob_in_g1(dir.path());
     let shared = alice.dir.join("a.bin");
     let sha = random_file(&shared, 300 * 1024);
     alice.ok(&["upload_file", shared.to_str().unwrap(), "g1"]);

@@ -120,12 +120,7 @@ fn second_daemon_on_the_same_socket_refuses_and_leaves_the_first_alone() {
 #[test]
 fn sigterm_stops_minitorrd_cleanly_and_removes_its_socket() {
     let dir = tempfile::tempdir().unwrap();
-    let tracker = Tracker::start(&dir.path().join("tracker"));
-    let mut alice = Peer::start(&dir.path().join("alice"), &tracker);
-    let bob = Peer::start(&dir.path().join("bob"), &tracker);
-    user(&alice, "alice");
-    user(&bob, "bob");
-    group_with(&alice, "g1", &[(&bob, "bob")]);
+    let (_tracker, mut alice, bob) = alice_and_bob_in_g1(dir.path());
 
     let status = alice
         .terminate_within(Duration::from_secs(10))

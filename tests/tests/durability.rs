@@ -129,12 +129,7 @@ fn acknowledged_accounts_groups_and_requests_survive_kill9() {
 #[test]
 fn leave_and_hand_over_survive_kill9() {
     let dir = tempfile::tempdir().unwrap();
-    let mut tracker = Tracker::start(&dir.path().join("tracker"));
-    let alice = Peer::start(&dir.path().join("alice"), &tracker);
-    let bob = Peer::start(&dir.path().join("bob"), &tracker);
-    user(&alice, "alice");
-    user(&bob, "bob");
-    group_with(&alice, "g1", &[(&bob, "bob")]);
+    let (mut tracker, alice, bob) = alice_and_bob_in_g1(dir.path());
     alice.ok(&["create_group", "solo"]);
     alice.ok(&["leave_group", "solo"]);
     alice.ok(&["leave_group", "g1"]);
@@ -166,12 +161,7 @@ fn leave_and_hand_over_survive_kill9() {
 #[test]
 fn trackerd_sigterm_exits_0_promptly_with_daemons_connected() {
     let dir = tempfile::tempdir().unwrap();
-    let mut tracker = Tracker::start(&dir.path().join("tracker"));
-    let alice = Peer::start(&dir.path().join("alice"), &tracker);
-    let bob = Peer::start(&dir.path().join("bob"), &tracker);
-    user(&alice, "alice");
-    user(&bob, "bob");
-    group_with(&alice, "g1", &[(&bob, "bob")]);
+    let (mut tracker, alice, bob) = alice_and_bob_in_g1(dir.path());
     bob.ok(&["list_groups"]); // both daemons hold an open tracker connection now
 
     stops_cleanly_on_sigterm(&mut tracker, "with daemons connected");
