@@ -1,7 +1,7 @@
 //! A hand-driven peer built from the codec crate: it logs in to the tracker like a daemon,
 //! announces a file, and then serves whatever the test wants — e.g. corrupted pieces.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -35,7 +35,15 @@ pub struct TrackerClient {
 
 impl TrackerClient {
     pub async fn connect(addr: SocketAddr) -> TrackerClient {
-        let mut s = TcpStream::connect(addr).await.unwrap();
+        Self::connect_from(addr, "127.0.0.1".parse().unwrap()).await
+    }
+
+    /// Connect from source address `from` (any 127.x.y.z works on loopback), so per-address
+    /// limits can be told apart from per-user ones.
+    pub async fn connect_from(addr: SocketAddr, from: IpAddr) -> TrackerClient {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::new(from, 0)).unwrap();
+        let mut s = sock.connect(addr).await.unwrap();
         handshake(&mut s, Link::Tracker).await.unwrap();
         TrackerClient {
             conn: Framed::new(s, links::tracker_client()),
@@ -55,17 +63,30 @@ impl TrackerClient {
     }
 
     pub async fn login(&mut self, user: &str, password: &str, peer_addr: SocketAddr) {
-        match self
+        match self.try_login(user, password, peer_addr).await {
+            Response::LoggedIn(_) => {}
+            other => panic!("login failed: {other:?}"),
+        }
+    }
+
+    /// Log in and keep the token if it worked; the tracker's answer either way.
+    pub async fn try_login(
+        &mut self,
+        user: &str,
+        password: &str,
+        peer_addr: SocketAddr,
+    ) -> Response {
+        let r = self
             .call(Call::Login {
                 user: user.into(),
                 password: password.into(),
                 peer_addr: peer_addr.to_string(),
             })
-            .await
-        {
-            Response::LoggedIn(g) => self.token = Some(g.token),
-            other => panic!("login failed: {other:?}"),
+            .await;
+        if let Response::LoggedIn(g) = &r {
+            self.token = Some(g.token.clone());
         }
+        r
     }
 }
 

@@ -11,7 +11,7 @@ use futures::{SinkExt, StreamExt};
 use minitorr_e2e::*;
 use minitorr_proto::peer::PeerMsg;
 use minitorr_proto::ticket::Ticket;
-use minitorr_proto::tracker::{Call, ErrorCode, Request, Response};
+use minitorr_proto::tracker::{Call, ErrorCode, Response};
 use minitorr_proto::{handshake, links, Link};
 use tokio_util::codec::Framed;
 
@@ -53,53 +53,14 @@ impl Drop for ConfiguredTracker {
     }
 }
 
-/// A raw tracker client whose connection comes from `from` (any 127.x.y.z works on loopback),
-/// so per-address rate limiting can be told apart from per-user.
-struct Raw {
-    conn: Framed<tokio::net::TcpStream, minitorr_proto::FrameCodec<Response, Request>>,
-    token: Option<String>,
-}
+/// A raw tracker client (its `connect_from` picks the source address, so per-address rate
+/// limiting can be told apart from per-user).
+type Raw = fakepeer::TrackerClient;
 
-impl Raw {
-    async fn connect_from(tracker: SocketAddr, from: IpAddr) -> Raw {
-        let sock = tokio::net::TcpSocket::new_v4().unwrap();
-        sock.bind(SocketAddr::new(from, 0)).unwrap();
-        let mut s = sock.connect(tracker).await.unwrap();
-        handshake(&mut s, Link::Tracker).await.unwrap();
-        Raw {
-            conn: Framed::new(s, links::tracker_client()),
-            token: None,
-        }
-    }
-
-    async fn connect(tracker: SocketAddr) -> Raw {
-        Self::connect_from(tracker, "127.0.0.1".parse().unwrap()).await
-    }
-
-    async fn call(&mut self, call: Call) -> Response {
-        self.conn
-            .send(Request {
-                token: self.token.clone(),
-                call,
-            })
-            .await
-            .unwrap();
-        self.conn.next().await.unwrap().unwrap()
-    }
-
-    async fn login(&mut self, user: &str, password: &str) -> Response {
-        let r = self
-            .call(Call::Login {
-                user: user.into(),
-                password: password.into(),
-                peer_addr: "127.0.0.1:9".into(),
-            })
-            .await;
-        if let Response::LoggedIn(g) = &r {
-            self.token = Some(g.token.clone());
-        }
-        r
-    }
+/// Log in as `user` from a fixed (unused) peer address; the tracker's answer.
+async fn login(c: &mut Raw, user: &str, password: &str) -> Response {
+    c.try_login(user, password, "127.0.0.1:9".parse().unwrap())
+        .await
 }
 
 fn code(r: &Response) -> Option<ErrorCode> {
@@ -177,7 +138,7 @@ fn seeders_refuse_expired_altered_and_foreign_tickets_and_out_of_range_pieces() 
     let ticket = rt.block_on(async {
         let mut m = Raw::connect(tracker.addr).await;
         assert!(matches!(
-            m.login("mallory", "pw-m").await,
+            login(&mut m, "mallory", "pw-m").await,
             Response::LoggedIn(_)
         ));
         m.call(Call::JoinGroup { group: "g1".into() }).await;
@@ -282,7 +243,7 @@ fn outsiders_non_members_and_pending_members_get_nothing() {
         // Logged in but pending (asked to join, not accepted) — the same as a non-member.
         let mut p = Raw::connect(tracker.addr).await;
         assert!(matches!(
-            p.login("pending", "pw-p").await,
+            login(&mut p, "pending", "pw-p").await,
             Response::LoggedIn(_)
         ));
         p.call(Call::JoinGroup { group: "g1".into() }).await;
@@ -311,7 +272,7 @@ fn outsiders_non_members_and_pending_members_get_nothing() {
         // withdraw somebody else's share.
         let mut m = Raw::connect(tracker.addr).await;
         assert!(matches!(
-            m.login("member", "pw-x").await,
+            login(&mut m, "member", "pw-x").await,
             Response::LoggedIn(_)
         ));
         m.call(Call::JoinGroup { group: "g1".into() }).await;
@@ -376,7 +337,7 @@ fn session_tokens_are_random_revoked_on_logout_and_expire() {
         // Random: two logins of the same user get unrelated 256-bit tokens.
         let mut tokens = Vec::new();
         for _ in 0..2 {
-            c.login("u", "pw-u").await;
+            login(&mut c, "u", "pw-u").await;
             tokens.push(c.token.clone().unwrap());
         }
         assert_ne!(tokens[0], tokens[1]);
@@ -429,14 +390,14 @@ fn failed_logins_are_rate_limited_per_user_and_per_address() {
         // Per user: five wrong passwords for `victim` from 127.0.0.2 …
         let mut guesser = Raw::connect_from(tracker.addr, ip("127.0.0.2")).await;
         for i in 0..5 {
-            let r = guesser.login("victim", &format!("guess{i}")).await;
+            let r = login(&mut guesser, "victim", &format!("guess{i}")).await;
             assert_eq!(code(&r), Some(ErrorCode::AuthFailed), "{r:?}");
         }
-        let r = guesser.login("victim", "pw-victim").await;
+        let r = login(&mut guesser, "victim", "pw-victim").await;
         assert_eq!(code(&r), Some(ErrorCode::RateLimited), "{r:?}");
         // … block `victim` from any address, even with the right password, for a while …
         let mut elsewhere = Raw::connect_from(tracker.addr, ip("127.0.0.3")).await;
-        let r = elsewhere.login("victim", "pw-victim").await;
+        let r = login(&mut elsewhere, "victim", "pw-victim").await;
         match &r {
             Response::Error {
                 code: ErrorCode::RateLimited,
@@ -446,28 +407,28 @@ fn failed_logins_are_rate_limited_per_user_and_per_address() {
         }
         // … but not other users from other addresses.
         assert!(matches!(
-            elsewhere.login("other", "pw-other").await,
+            login(&mut elsewhere, "other", "pw-other").await,
             Response::LoggedIn(_)
         ));
         // Per address: five failures spread over five names from 127.0.0.4 block that address
         // for every user (correct passwords included), and only that address.
         let mut sprayer = Raw::connect_from(tracker.addr, ip("127.0.0.4")).await;
         for i in 0..5 {
-            let r = sprayer.login(&format!("name{i}"), "123456").await;
+            let r = login(&mut sprayer, &format!("name{i}"), "123456").await;
             assert_eq!(code(&r), Some(ErrorCode::AuthFailed), "{r:?}");
         }
-        let r = sprayer.login("third", "pw-third").await;
+        let r = login(&mut sprayer, "third", "pw-third").await;
         assert_eq!(code(&r), Some(ErrorCode::RateLimited), "{r:?}");
         let mut fine = Raw::connect_from(tracker.addr, ip("127.0.0.5")).await;
         assert!(matches!(
-            fine.login("third", "pw-third").await,
+            login(&mut fine, "third", "pw-third").await,
             Response::LoggedIn(_)
         ));
         // An unknown user and a wrong password get the same answer.
         let mut probe = Raw::connect_from(tracker.addr, ip("127.0.0.6")).await;
         let (a, b) = (
-            probe.login("nosuchuser", "x").await,
-            probe.login("other", "x").await,
+            login(&mut probe, "nosuchuser", "x").await,
+            login(&mut probe, "other", "x").await,
         );
         assert_eq!(a, b, "no user enumeration through login");
     });
