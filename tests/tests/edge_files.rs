@@ -10,20 +10,9 @@ use minitorr_proto::tracker::{Call, ErrorCode, Response};
 
 const PIECE: usize = 512 * 1024;
 
-/// Tracker + two daemons `a` (uploader) and `b` (downloader) in group g1.
-fn pair(tmp: &Path) -> (Tracker, Peer, Peer) {
-    let tracker = Tracker::start(&tmp.join("t"));
-    let a = Peer::start(&tmp.join("a"), &tracker);
-    let b = Peer::start(&tmp.join("b"), &tracker);
-    user(&a, "a");
-    user(&b, "b");
-    group_with(&a, "g1", &[(&b, "b")]);
-    (tracker, a, b)
-}
-
 /// Share `name` (of `size` random bytes) from `a`, download it with `b`, check it byte for byte.
 fn round_trip(tmp: &Path, a: &Peer, b: &Peer, name: &str, size: usize) {
-    let src = tmp.join("a").join(name);
+    let src = tmp.join("alice").join(name);
     let sha = random_file(&src, size);
     let up = a.json(&["upload_file", src.to_str().unwrap(), "g1"]);
     assert_eq!(up["file"]["name"], name, "{up}");
@@ -33,7 +22,7 @@ fn round_trip(tmp: &Path, a: &Peer, b: &Peer, name: &str, size: usize) {
         size.div_ceil(PIECE) as u64,
         "piece count of a {size}-byte file: {up}"
     );
-    let out = tmp.join("b");
+    let out = tmp.join("bob");
     // `--`: a name may start with a dash.
     b.ok(&["download_file", "--", "g1", name, out.to_str().unwrap()]);
     let d = b.wait_download("g1", name, Duration::from_secs(30));
@@ -51,7 +40,7 @@ fn round_trip(tmp: &Path, a: &Peer, b: &Peer, name: &str, size: usize) {
 #[test]
 fn empty_one_byte_and_exact_multiple_of_the_piece_size() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_t, a, b) = pair(tmp.path());
+    let (_t, a, b) = alice_and_bob_in_g1(tmp.path());
     round_trip(tmp.path(), &a, &b, "empty.bin", 0);
     round_trip(tmp.path(), &a, &b, "one.bin", 1);
     round_trip(tmp.path(), &a, &b, "exact.bin", 3 * PIECE);
@@ -62,7 +51,7 @@ fn empty_one_byte_and_exact_multiple_of_the_piece_size() {
 #[test]
 fn unicode_long_and_spaced_names_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_t, a, b) = pair(tmp.path());
+    let (_t, a, b) = alice_and_bob_in_g1(tmp.path());
     // 240 bytes: the longest name whose hidden part file (".NAME.minitorr-part") still fits
     // in NAME_MAX; see the ignored test below for longer ones.
     let long = format!("{}.bin", "é".repeat(118)); // 236 + 4
@@ -87,7 +76,7 @@ fn unicode_long_and_spaced_names_round_trip() {
 
 fn names_of_241_to_255_bytes_download_too() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_t, a, b) = pair(tmp.path());
+    let (_t, a, b) = alice_and_bob_in_g1(tmp.path());
     let longest = format!("{}.bin", "x".repeat(251)); // 255 bytes: NAME_MAX
     round_trip(tmp.path(), &a, &b, &longest, 10_000);
     let unicode = format!("{}.bin", "é".repeat(125)); // 254 bytes
@@ -110,8 +99,8 @@ fn refused(peer: &Peer, args: &[&str]) -> String {
 #[test]
 fn refused_names_give_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let (tracker, a, b) = pair(tmp.path());
-    let dest = tmp.path().join("b");
+    let (tracker, a, b) = alice_and_bob_in_g1(tmp.path());
+    let dest = tmp.path().join("bob");
 
     // Control side: file names with a path in them, dots, control characters; over-long ids.
     for (bad, word) in [
@@ -134,7 +123,7 @@ fn refused_names_give_clear_errors() {
         assert!(err.contains("user name"), "{bad:?}: {err}");
     }
     // A local file whose name is not a valid shared name (a newline) cannot be uploaded.
-    let nl = tmp.path().join("a").join("line\nbreak.bin");
+    let nl = tmp.path().join("alice").join("line\nbreak.bin");
     random_file(&nl, 10);
     let err = a.fails(1, &["upload_file", nl.to_str().unwrap(), "g1"]);
     assert!(err.contains("control"), "{err}");
@@ -147,7 +136,7 @@ fn refused_names_give_clear_errors() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut c = fakepeer::TrackerClient::connect(tracker.addr).await;
-        c.login("a", "pw-of-someone", "127.0.0.1:9".parse().unwrap())
+        c.login("alice", "pw-of-someone", "127.0.0.1:9".parse().unwrap())
             .await;
         for bad in ["../../etc/passwd", "a/b", "..", "nul\0byte", "/abs"] {
             let meta = fakepeer::meta_for(bad, b"x", 16 * 1024);
@@ -188,17 +177,17 @@ fn refused_names_give_clear_errors() {
 #[test]
 fn a_download_never_writes_outside_its_destination_directory() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_t, a, b) = pair(tmp.path());
-    let src = tmp.path().join("a").join("f.bin");
+    let (_t, a, b) = alice_and_bob_in_g1(tmp.path());
+    let src = tmp.path().join("alice").join("f.bin");
     let sha = random_file(&src, 5000);
     a.ok(&["upload_file", src.to_str().unwrap(), "g1"]);
 
     // The destination directory is the only place written: the file, and while running, its
     // hidden part file. A destination given as a path with `..` is resolved by the filesystem
     // like any path the user types; the *file name* part always comes from the validated name.
-    let inner = tmp.path().join("b").join("inner");
+    let inner = tmp.path().join("bob").join("inner");
     std::fs::create_dir_all(&inner).unwrap();
-    let before: Vec<_> = std::fs::read_dir(tmp.path().join("b"))
+    let before: Vec<_> = std::fs::read_dir(tmp.path().join("bob"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
@@ -206,7 +195,7 @@ fn a_download_never_writes_outside_its_destination_directory() {
     let d = b.wait_download("g1", "f.bin", Duration::from_secs(20));
     assert_eq!(d["state"], "complete", "{d}");
     assert_eq!(sha1_file(&inner.join("f.bin")), sha);
-    let after: Vec<_> = std::fs::read_dir(tmp.path().join("b"))
+    let after: Vec<_> = std::fs::read_dir(tmp.path().join("bob"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
@@ -220,7 +209,7 @@ fn a_download_never_writes_outside_its_destination_directory() {
     // A symlink planted at the destination name is not followed: the file exists, so refused.
     let target = tmp.path().join("victim.txt");
     std::fs::write(&target, b"precious").unwrap();
-    let trap = tmp.path().join("b").join("trap");
+    let trap = tmp.path().join("bob").join("trap");
     std::fs::create_dir(&trap).unwrap();
     std::os::unix::fs::symlink(&target, trap.join("f.bin")).unwrap();
     let err = b.fails(1, &["download_file", "g1", "f.bin", trap.to_str().unwrap()]);
@@ -230,9 +219,9 @@ fn a_download_never_writes_outside_its_destination_directory() {
     // A dangling symlink (pointing where no file is yet) is not followed either: the finished
     // file is linked into place with link(2), which never follows or replaces an existing entry.
     let nowhere = tmp.path().join("created-through-a-symlink");
-    let trap2 = tmp.path().join("b").join("trap2");
+    let trap2 = tmp.path().join("bob").join("trap2");
     std::fs::create_dir(&trap2).unwrap();
-    let src2 = tmp.path().join("a").join("g.bin");
+    let src2 = tmp.path().join("alice").join("g.bin");
     random_file(&src2, 5000);
     a.ok(&["upload_file", src2.to_str().unwrap(), "g1"]);
     std::os::unix::fs::symlink(&nowhere, trap2.join("g.bin")).unwrap();
@@ -262,9 +251,9 @@ fn a_download_never_writes_outside_its_destination_directory() {
 #[ignore = "slow: 3 GiB through the whole pipeline; run with --ignored"]
 fn multi_gib_sparse_file_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_t, a, b) = pair(tmp.path());
+    let (_t, a, b) = alice_and_bob_in_g1(tmp.path());
     let size: u64 = 3 << 30;
-    let src = tmp.path().join("a").join("huge.img");
+    let src = tmp.path().join("alice").join("huge.img");
     let f = std::fs::File::create(&src).unwrap();
     f.set_len(size).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&f, b"head", 0).unwrap();
@@ -275,7 +264,7 @@ fn multi_gib_sparse_file_round_trip() {
     let hashed = t0.elapsed();
     assert_eq!(up["file"]["size"], size, "{up}");
     let t1 = Instant::now();
-    let out = tmp.path().join("b");
+    let out = tmp.path().join("bob");
     b.ok(&["download_file", "g1", "huge.img", out.to_str().unwrap()]);
     let d = b.wait_download("g1", "huge.img", Duration::from_secs(600));
     let took = t1.elapsed();
