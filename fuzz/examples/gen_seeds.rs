@@ -37,6 +37,7 @@ fn ticket() -> Ticket {
             file_sha1: Sha1Hash([7; 20]),
             expires_unix: 1_900_000_000,
         },
+        key: [9; 32],
         signature: vec![0x5a; 64],
     }
 }
@@ -136,7 +137,10 @@ fn main() {
             tracker::Response::LoggedIn(tracker::LoginGrant {
                 token: "tok".into(),
                 user: "alice".into(),
-                tracker_key: [3; 32],
+                tracker_keys: vec![minitorr_proto::ticket::TicketKey {
+                    public: [3; 32],
+                    valid_until: Some(1_700_000_000),
+                }],
                 heartbeat_secs: 5,
                 peer_addr: "127.0.0.1:7001".into(),
             }),

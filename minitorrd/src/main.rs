@@ -94,7 +94,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyho
     let shutdown = CancellationToken::new();
     let server = Arc::new(PeerServer {
         shares: daemon.shares(),
-        tracker_key: daemon.tracker_key(),
+        ticket_keys: daemon.ticket_keys(),
         pool: daemon.pool(),
         upload_limit: upload_limit.clone(),
         max_incoming,

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ticket::Ticket;
+use crate::ticket::{Ticket, TicketKey};
 use crate::types::{FileMeta, FileSummary, GroupSummary, PeerInfo};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +72,9 @@ pub enum Call {
     },
     /// Keeps the session online; sent every `heartbeat_secs`.
     Heartbeat,
+    /// The currently valid ticket-signing public keys (answered with `TicketKeys`): a seeder
+    /// asks when a ticket names a key it does not know, and now and then to learn retirements.
+    TicketKeys,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +86,7 @@ pub enum Response {
     Requests(Vec<String>),
     Files(Vec<FileSummary>),
     File(FileDetails),
+    TicketKeys(Vec<TicketKey>),
     Error { code: ErrorCode, message: String },
 }
 
@@ -91,8 +95,9 @@ pub enum Response {
 pub struct LoginGrant {
     pub token: String,
     pub user: String,
-    /// The tracker's Ed25519 public key, to verify download tickets offline.
-    pub tracker_key: [u8; 32],
+    /// The ticket-signing public keys valid now (every tracker's current key, plus keys being
+    /// retired after a rotation), to verify download tickets offline.
+    pub tracker_keys: Vec<TicketKey>,
     /// How often the daemon must send `Heartbeat` to stay listed as online.
     pub heartbeat_secs: u32,
     /// This session's peer address as the tracker will hand it out.

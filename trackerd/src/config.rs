@@ -31,6 +31,12 @@ pub struct Config {
     pub ticket_ttl_secs: u64,
     pub handshake_timeout_secs: u64,
     pub idle_timeout_secs: u64,
+    /// The Ed25519 private key this tracker signs download tickets with (created 0600 on
+    /// first start). A systemd credential named `ticket-signing-key` takes precedence.
+    pub signing_key_file: PathBuf,
+    /// After `trackerd rotate-key`, how long tickets signed with the old key keep verifying.
+    /// At least `ticket_ttl_secs`, so no ticket handed out before the rotation is cut short.
+    pub key_overlap_secs: u64,
     /// PEM certificate chain for TLS on the tracker link (with `tls_key`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
@@ -56,6 +62,8 @@ pub struct FileConfig {
     pub ticket_ttl_secs: Option<u64>,
     pub handshake_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
+    pub signing_key_file: Option<PathBuf>,
+    pub key_overlap_secs: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub allow_plaintext: Option<bool>,
@@ -70,6 +78,7 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub tracker_info: Option<PathBuf>,
     pub tracker_no: Option<usize>,
+    pub signing_key_file: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub allow_plaintext: bool,
@@ -107,6 +116,10 @@ pub const DEFAULT_SESSION_TTL_SECS: u64 = 7 * 24 * 3600;
 pub const DEFAULT_TICKET_TTL_SECS: u64 = 3600;
 pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 5;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 120;
+/// File name of the ticket-signing key in the state directory.
+pub const SIGNING_KEY_FILE_NAME: &str = "ticket-signing.key";
+/// Default rotation overlap beyond the ticket lifetime: margin for clocks that disagree a bit.
+pub const KEY_OVERLAP_MARGIN_SECS: u64 = 300;
 /// File name looked up in `$CONFIGURATION_DIRECTORY`.
 pub const CONFIG_FILE_NAME: &str = "trackerd.toml";
 
@@ -219,6 +232,14 @@ pub fn resolve(
         .or(file.database_url)
         .unwrap_or_else(|| crate::store::default_database_url(&state_dir));
 
+    let signing_key_file = cli
+        .signing_key_file
+        .clone()
+        .or_else(|| env("TRACKERD_SIGNING_KEY_FILE").map(PathBuf::from))
+        .or(file.signing_key_file)
+        .unwrap_or_else(|| state_dir.join(SIGNING_KEY_FILE_NAME));
+    let ticket_ttl_secs = file.ticket_ttl_secs.unwrap_or(DEFAULT_TICKET_TTL_SECS);
+
     let tls_cert = cli
         .tls_cert
         .clone()
@@ -256,11 +277,15 @@ pub fn resolve(
         heartbeat_secs: file.heartbeat_secs.unwrap_or(DEFAULT_HEARTBEAT_SECS),
         peer_timeout_secs: file.peer_timeout_secs.unwrap_or(DEFAULT_PEER_TIMEOUT_SECS),
         session_ttl_secs: file.session_ttl_secs.unwrap_or(DEFAULT_SESSION_TTL_SECS),
-        ticket_ttl_secs: file.ticket_ttl_secs.unwrap_or(DEFAULT_TICKET_TTL_SECS),
+        ticket_ttl_secs,
         handshake_timeout_secs: file
             .handshake_timeout_secs
             .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
         idle_timeout_secs: file.idle_timeout_secs.unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS),
+        signing_key_file,
+        key_overlap_secs: file
+            .key_overlap_secs
+            .unwrap_or(ticket_ttl_secs.saturating_add(KEY_OVERLAP_MARGIN_SECS)),
         tls_cert,
         tls_key,
         allow_plaintext,
@@ -293,6 +318,12 @@ impl Config {
             return bad(format!(
                 "session_ttl_secs ({}) must be at least peer_timeout_secs ({})",
                 self.session_ttl_secs, self.peer_timeout_secs
+            ));
+        }
+        if self.key_overlap_secs < self.ticket_ttl_secs {
+            return bad(format!(
+                "key_overlap_secs ({}) must be at least ticket_ttl_secs ({}), or tickets handed out just before a key rotation stop working early",
+                self.key_overlap_secs, self.ticket_ttl_secs
             ));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {

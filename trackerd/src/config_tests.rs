@@ -113,6 +113,12 @@ fn precedence_flag_over_env_over_file_over_default() {
     };
     let c = resolve(&cli, &env_of(&[("TRACKERD_STATE_DIR", "/e")]), None).unwrap();
     assert_eq!(c.database_url, "sqlite:///s/tracker.db?mode=rwc");
+    assert_eq!(
+        c.signing_key_file,
+        PathBuf::from("/s/ticket-signing.key"),
+        "the key file follows the state dir"
+    );
+    assert_eq!(c.key_overlap_secs, c.ticket_ttl_secs + 300);
     let c = resolve(
         &cli,
         &env_of(&[("TRACKERD_DATABASE_URL", "postgres://db/t")]),
@@ -320,4 +326,29 @@ fn tls_settings_flag_beats_env_beats_file_and_go_in_pairs() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("TRACKERD_ALLOW_PLAINTEXT"), "{e}");
+}
+
+#[test]
+fn key_file_precedence_and_overlap_floor() {
+    let file = parse_file(
+        "signing_key_file = \"/f.key\"\nticket_ttl_secs = 60\nkey_overlap_secs = 60\n",
+        "t",
+    )
+    .unwrap();
+    let env = env_of(&[("TRACKERD_SIGNING_KEY_FILE", "/e.key")]);
+    let c = resolve(&Overrides::default(), &env, Some(file.clone())).unwrap();
+    assert_eq!(c.signing_key_file, PathBuf::from("/e.key"), "env beats file");
+    assert_eq!(c.key_overlap_secs, 60);
+    let cli = Overrides {
+        signing_key_file: Some("/c.key".into()),
+        ..Default::default()
+    };
+    let c = resolve(&cli, &env, Some(file)).unwrap();
+    assert_eq!(c.signing_key_file, PathBuf::from("/c.key"), "flag beats env");
+
+    let short = parse_file("ticket_ttl_secs = 60\nkey_overlap_secs = 59\n", "t").unwrap();
+    let e = resolve(&Overrides::default(), &env_of(&[]), Some(short))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("key_overlap_secs (59) must be at least ticket_ttl_secs (60)"), "{e}");
 }

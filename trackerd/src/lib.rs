@@ -6,10 +6,11 @@
 //!
 //! Layers: [`server`] (sockets, framing, limits) → [`service`] (rules, one request at a time)
 //! → [`store`] (all SQL). [`config`] resolves the settings, [`auth`] hashes passwords and
-//! limits guessing, [`shutdown`] handles signals and systemd.
+//! limits guessing, [`keys`] holds the ticket-signing key (a file, never the database), [`shutdown`] handles signals and systemd.
 
 pub mod auth;
 pub mod config;
+pub mod keys;
 pub mod server;
 pub mod service;
 pub mod shutdown;

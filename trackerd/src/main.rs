@@ -1,6 +1,9 @@
 //! `trackerd [--config FILE] [--listen ADDR] [--state-dir DIR] [--database-url URL]
-//! [--tls-cert PEM --tls-key PEM] [--allow-plaintext] [--print-config]
-//! [--print-cert-fingerprint] [TRACKER_INFO [TRACKER_NO]]`
+//! [--signing-key-file FILE] [--tls-cert PEM --tls-key PEM] [--allow-plaintext]
+//! [--print-config] [--print-cert-fingerprint] [TRACKER_INFO [TRACKER_NO]]`
+//!
+//! `trackerd [--config FILE] [--state-dir DIR] [--database-url URL] [--signing-key-file FILE]
+//! rotate-key [--overlap-secs N]`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -23,21 +26,28 @@ use trackerd::store::{self, Store};
 
 /// Minitorr tracker: accounts, groups, and who shares which file.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(version, subcommand_precedence_over_arg = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML config file (must exist). Default: $TRACKERD_CONFIG, else
     /// $CONFIGURATION_DIRECTORY/trackerd.toml if present.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Address to listen on [env: TRACKERD_LISTEN] [default: 127.0.0.1:5000].
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Directory for the database [env: TRACKERD_STATE_DIR].
-    #[arg(long, value_name = "DIR")]
+    /// Directory for the database and the key file [env: TRACKERD_STATE_DIR].
+    #[arg(long, value_name = "DIR", global = true)]
     state_dir: Option<PathBuf>,
     /// sqlite://… or postgres://… [env: TRACKERD_DATABASE_URL].
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", global = true)]
     database_url: Option<String>,
+    /// Private key that signs download tickets; created (mode 0600) if missing
+    /// [env: TRACKERD_SIGNING_KEY_FILE] [default: STATE_DIR/ticket-signing.key]. The systemd
+    /// credential `ticket-signing-key` takes precedence.
+    #[arg(long, value_name = "FILE", global = true)]
+    signing_key_file: Option<PathBuf>,
     /// TLS certificate chain, PEM [env: TRACKERD_TLS_CERT]; needs --tls-key.
     #[arg(long, value_name = "PEM")]
     tls_cert: Option<PathBuf>,
@@ -65,6 +75,19 @@ struct Cli {
     tracker_no: Option<usize>,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a new ticket-signing key: new tickets are signed with it (a running trackerd on
+    /// this host switches within a second), tickets signed with the old key keep verifying for
+    /// the overlap, then the old key is retired.
+    RotateKey {
+        /// How long the old key stays valid, in seconds [default: key_overlap_secs from the
+        /// config]; at least ticket_ttl_secs.
+        #[arg(long, value_name = "SECS")]
+        overlap_secs: Option<u64>,
+    },
+}
+
 type ReloadHandle = reload::Handle<EnvFilter, Registry>;
 
 fn env(key: &str) -> Option<String> {
@@ -79,6 +102,7 @@ fn load_config(cli: &Cli) -> Result<(Config, Option<(PathBuf, bool)>)> {
         database_url: cli.database_url.clone(),
         tracker_info: cli.tracker_info.clone(),
         tracker_no: cli.tracker_no,
+        signing_key_file: cli.signing_key_file.clone(),
         tls_cert: cli.tls_cert.clone(),
         tls_key: cli.tls_key.clone(),
         allow_plaintext: cli.allow_plaintext,
@@ -167,6 +191,14 @@ async fn run(
     let db = Store::open(&config.database_url, trackerd::DB_POOL_SIZE)
         .await
         .with_context(|| format!("cannot open the database {}", config.database_url))?;
+    let key_source = trackerd::keys::KeySource::choose(&config.signing_key_file, &env);
+    let key = trackerd::keys::load_signing_key(
+        &db,
+        &key_source,
+        (service::system_clock())(),
+        config.ticket_ttl_secs,
+    )
+    .await?;
     let timing = Timing {
         heartbeat_secs: config.heartbeat_secs,
         peer_timeout_secs: config.peer_timeout_secs,
@@ -174,11 +206,12 @@ async fn run(
         ticket_ttl_secs: config.ticket_ttl_secs,
     };
     let service = Arc::new(
-        Service::new(
+        Service::with_signing_key(
             db.clone(),
             timing,
             PasswordHasher::default(),
             service::system_clock(),
+            key,
         )
         .await?,
     );
@@ -186,6 +219,11 @@ async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let shutdown = CancellationToken::new();
+    tokio::spawn(trackerd::keys::watch(
+        service.clone(),
+        key_source,
+        shutdown.clone(),
+    ));
     trackerd::shutdown::install(shutdown.clone(), move || {
         reload_log_level(&config_path, &log)
     })
@@ -213,6 +251,40 @@ async fn run(
         tracing::warn!("database connections still busy; exiting anyway (committed data is safe)");
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `trackerd rotate-key`: runs beside (or without) the serving trackerd on this host.
+async fn rotate_key(config: Config, overlap_secs: Option<u64>) -> Result<()> {
+    let overlap = overlap_secs.unwrap_or(config.key_overlap_secs);
+    anyhow::ensure!(
+        overlap >= config.ticket_ttl_secs,
+        "--overlap-secs {overlap} is shorter than ticket_ttl_secs ({}): tickets handed out just before the rotation would stop working early",
+        config.ticket_ttl_secs
+    );
+    if store::is_sqlite_url(&config.database_url) {
+        store::create_state_dir(&config.state_dir)?;
+    }
+    let db = Store::open(&config.database_url, 2)
+        .await
+        .with_context(|| format!("cannot open the database {}", config.database_url))?;
+    let source = trackerd::keys::KeySource::File(config.signing_key_file.clone());
+    let now = (service::system_clock())();
+    let r = trackerd::keys::rotate(&db, &source, now, config.ticket_ttl_secs, overlap).await;
+    db.close().await;
+    let r = r?;
+    use trackerd::keys::key_id;
+    println!(
+        "new ticket-signing key {} written to {}",
+        key_id(&r.new),
+        config.signing_key_file.display()
+    );
+    println!(
+        "old key {} keeps verifying for {overlap} s (until unix time {}), then is retired",
+        key_id(&r.old),
+        r.old_valid_until
+    );
+    println!("a trackerd running with this key file switches within a second; one using a systemd credential needs the credential replaced and a restart");
     Ok(())
 }
 
@@ -247,6 +319,9 @@ fn main() -> ExitCode {
         }
         let log = init_logging(&config.log_level)?;
         let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+        if let Some(Command::RotateKey { overlap_secs }) = cli.command {
+            return rt.block_on(rotate_key(config, overlap_secs));
+        }
         rt.block_on(run(config, config_path, log))
     })();
     match result {

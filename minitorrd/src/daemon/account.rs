@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ed25519_dalek::VerifyingKey;
-
 use minitorr_proto::control::{ErrorKind, LoginReport, Response, ShareRef};
 use minitorr_proto::tracker::{self, Call};
 
@@ -14,6 +12,9 @@ use crate::sharing::hasher::{hash_file, FileStamp};
 use crate::sharing::SharedFile;
 use crate::state::{DownloadRecord, RecordState, ShareRecord};
 use crate::tracker::Session;
+
+/// Every this many heartbeats the ticket-key list is fetched again (30 s by default).
+const KEY_REFRESH_HEARTBEATS: u32 = 6;
 
 impl Daemon {
     pub(super) async fn login(self: &Arc<Self>, user: String, password: String) -> Reply<Response> {
@@ -35,16 +36,14 @@ impl Daemon {
             tracker::Response::LoggedIn(g) => g,
             other => return Err(unexpected(other)),
         };
-        let key = VerifyingKey::from_bytes(&grant.tracker_key)
-            .map_err(|_| fail(ErrorKind::Internal, "tracker sent an invalid public key"))?;
         let session = Session {
             user: grant.user.clone(),
             token: grant.token,
-            tracker_key: key,
             heartbeat_secs: grant.heartbeat_secs.max(1),
             peer_addr: grant.peer_addr,
         };
-        *self.tracker_key.write().expect("lock") = Some(key);
+        self.ticket_keys
+            .set(grant.tracker_keys, self.tracker.clone(), session.token.clone());
         *self.session.write().expect("lock") = Some(session.clone());
         self.start_heartbeat(session.clone());
         tracing::info!(user = %session.user, peer_addr = %session.peer_addr, "logged in");
@@ -87,9 +86,15 @@ impl Daemon {
             let mut seen_generation = None;
             let mut tick =
                 tokio::time::interval(Duration::from_secs(session.heartbeat_secs as u64));
+            let mut beats: u32 = 0;
             loop {
                 tick.tick().await;
                 let Some(d) = me.upgrade() else { return };
+                // Learn retired (and new) ticket keys without waiting for an unknown one.
+                beats = beats.wrapping_add(1);
+                if beats % KEY_REFRESH_HEARTBEATS == 0 {
+                    d.ticket_keys.refresh(true).await;
+                }
                 match d.tracker.call(Some(&session.token), Call::Heartbeat).await {
                     Ok(tracker::Response::Ok { .. }) => {
                         // A new tracker connection (restart or failover): re-announce our shares.

@@ -9,7 +9,6 @@ mod groups;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
-use ed25519_dalek::VerifyingKey;
 use tokio::task::JoinHandle;
 
 use minitorr_proto::control::{DaemonStatus, ErrorKind, ErrorReply, Request, Response};
@@ -21,7 +20,7 @@ use crate::download::Download;
 use crate::ratelimit::RateLimiter;
 use crate::sharing::Shares;
 use crate::state::{DownloadRecord, StateFile};
-use crate::tracker::{Session, TrackerLink};
+use crate::tracker::{Session, TicketKeys, TrackerLink};
 
 /// A download shown by show_downloads: running in this process, or remembered from before.
 pub enum DownloadEntry {
@@ -33,8 +32,8 @@ pub struct Daemon {
     pub(crate) cfg: Config,
     pub(crate) tracker: Arc<TrackerLink>,
     pub(crate) session: RwLock<Option<Session>>,
-    /// Shared with the peer server, which verifies tickets with it.
-    pub(crate) tracker_key: Arc<RwLock<Option<VerifyingKey>>>,
+    /// The tracker's ticket keys; shared with the peer server, which verifies tickets with them.
+    pub(crate) ticket_keys: Arc<TicketKeys>,
     pub(crate) shares: Arc<Shares>,
     pub(crate) downloads: Mutex<Vec<DownloadEntry>>,
     pub(crate) state: tokio::sync::Mutex<StateFile>,
@@ -54,7 +53,7 @@ impl Daemon {
         Arc::new(Daemon {
             tracker: Arc::new(TrackerLink::from_config(&cfg)),
             session: RwLock::new(None),
-            tracker_key: Arc::new(RwLock::new(None)),
+            ticket_keys: Arc::new(TicketKeys::default()),
             shares: Arc::new(Shares::default()),
             downloads: Mutex::new(Vec::new()),
             state: tokio::sync::Mutex::new(state),
@@ -71,8 +70,8 @@ impl Daemon {
         self.shares.clone()
     }
 
-    pub fn tracker_key(&self) -> Arc<RwLock<Option<VerifyingKey>>> {
-        self.tracker_key.clone()
+    pub fn ticket_keys(&self) -> Arc<TicketKeys> {
+        self.ticket_keys.clone()
     }
 
     /// Apply a new download rate limit (SIGHUP).
@@ -186,7 +185,7 @@ impl Daemon {
             }
         }
         self.shares.clear();
-        *self.tracker_key.write().expect("lock") = None;
+        self.ticket_keys.clear();
     }
 }
 

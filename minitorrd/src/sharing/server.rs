@@ -1,16 +1,15 @@
 //! Serving pieces to other group members.
 //!
 //! A peer must present a ticket signed by the tracker for (user, group, file, sha1); we verify
-//! it offline with the tracker's key from our login. Requests name pieces of that one file, so
+//! it offline with the tracker's keys from our login (refreshed if a ticket names a new key). Requests name pieces of that one file, so
 //! nothing but what was shared can ever be read.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use ed25519_dalek::VerifyingKey;
 use futures::{SinkExt, StreamExt};
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
@@ -31,8 +30,9 @@ const MAX_QUEUED: usize = 64;
 
 pub struct PeerServer {
     pub shares: Arc<Shares>,
-    /// The tracker key of the current login; `None` while logged out (nothing is served).
-    pub tracker_key: Arc<RwLock<Option<VerifyingKey>>>,
+    /// The tracker's ticket keys of the current login; empty while logged out (nothing is
+    /// served).
+    pub ticket_keys: Arc<crate::tracker::TicketKeys>,
     pub pool: BlockingPool,
     pub upload_limit: Arc<RateLimiter>,
     pub max_incoming: usize,
@@ -124,12 +124,6 @@ pub async fn serve_peers(listener: TcpListener, srv: Arc<PeerServer>, shutdown: 
     }
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 type PeerFramed = Framed<TcpStream, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>;
 
 /// Handshake and ticket. `Ok(None)`: the peer left or was refused (and told why).
@@ -147,7 +141,7 @@ async fn authenticate(
         Some(Err(e)) => return Err(e.into()),
         None => return Ok(None),
     };
-    match admit(srv, &ticket) {
+    match admit(srv, &ticket).await {
         Ok(shared) => {
             tracing::debug!(user = %ticket.claims.user, file = %shared.meta.name, "serving peer");
             Ok(Some((framed, shared)))
@@ -175,12 +169,11 @@ async fn welcome_and_serve(
 }
 
 /// Decide whether a ticket opens one of our shares.
-fn admit(
+async fn admit(
     srv: &PeerServer,
     ticket: &minitorr_proto::ticket::Ticket,
 ) -> Result<Arc<SharedFile>, String> {
-    let key = (*srv.tracker_key.read().expect("lock")).ok_or("this peer is not logged in")?;
-    let claims = ticket.verify(&key, now_unix()).map_err(|e| e.to_string())?;
+    let claims = srv.ticket_keys.verify(ticket).await?;
     let shared = srv
         .shares
         .get(&claims.group, &claims.file_name)

@@ -1,12 +1,8 @@
-use ed25519_dalek::VerifyingKey;
-
 /// The logged-in user's session, as granted by the tracker.
 #[derive(Clone)]
 pub struct Session {
     pub user: String,
     pub token: String,
-    /// Verifies download tickets presented by other peers.
-    pub tracker_key: VerifyingKey,
     pub heartbeat_secs: u32,
     /// Our peer address as the tracker hands it out (used to skip ourselves in peer lists).
     pub peer_addr: String,

@@ -136,11 +136,12 @@ impl Service {
                 self.expired_before(),
             )
             .await?;
+        let tracker_keys = self.ticket_keys().await?;
         tracing::info!(user, peer_addr, "logged in");
         Ok(Response::LoggedIn(LoginGrant {
             token,
             user,
-            tracker_key: self.key.verifying_key().to_bytes(),
+            tracker_keys,
             heartbeat_secs: self.timing.heartbeat_secs,
             peer_addr,
         }))

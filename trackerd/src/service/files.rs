@@ -1,7 +1,7 @@
 //! Files: list, share, stop sharing, get details with peers and a download ticket.
 
 use minitorr_proto::names;
-use minitorr_proto::ticket::{Ticket, TicketClaims};
+use minitorr_proto::ticket::TicketClaims;
 use minitorr_proto::tracker::{ErrorCode, FileDetails, Response};
 use minitorr_proto::types::FileMeta;
 
@@ -98,7 +98,7 @@ impl Service {
             file_sha1: meta.sha1,
             expires_unix: self.now() + self.timing.ticket_ttl_secs,
         };
-        let ticket = Ticket::sign(claims, &self.key);
+        let ticket = self.sign_ticket(claims);
         Ok(Response::File(FileDetails {
             group: group.to_string(),
             meta,

@@ -26,10 +26,11 @@ mod files;
 mod groups;
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use minitorr_proto::ticket::{Ticket, TicketClaims, TicketKey, MAX_TICKET_KEYS};
 use minitorr_proto::tracker::{Call, ErrorCode, Request, Response};
 
 use crate::auth::{PasswordHasher, RateLimiter};
@@ -68,9 +69,15 @@ impl Default for Timing {
     }
 }
 
+/// The key new tickets are signed with, and when the database says it retires.
+struct Signer {
+    key: SigningKey,
+    retire_at: Option<u64>,
+}
+
 pub struct Service {
     store: Store,
-    key: SigningKey,
+    signer: RwLock<Signer>,
     timing: Timing,
     hasher: PasswordHasher,
     limiter: Mutex<RateLimiter>,
@@ -124,22 +131,31 @@ struct Caller {
 }
 
 impl Service {
-    /// Build the service on an opened store, loading (or creating) the shared signing key.
+    /// A service signing with a fresh random key (tests and tools; nothing persists it).
+    /// trackerd itself uses [`Service::with_signing_key`] with its key file.
     pub async fn new(
         store: Store,
         timing: Timing,
         hasher: PasswordHasher,
         clock: Clock,
     ) -> Result<Service, InitError> {
-        let candidate = SigningKey::generate(&mut rand::rngs::OsRng);
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        Self::with_signing_key(store, timing, hasher, clock, key).await
+    }
+
+    /// Build the service on an opened store, signing tickets with `key` (from the key file,
+    /// see [`crate::keys`]); its public half is published in the database.
+    pub async fn with_signing_key(
+        store: Store,
+        timing: Timing,
+        hasher: PasswordHasher,
+        clock: Clock,
+        key: SigningKey,
+    ) -> Result<Service, InitError> {
         let now = clock() as i64;
-        let hex = store
-            .signing_key_hex(&hex::encode(candidate.to_bytes()), now)
-            .await?;
-        let mut secret = [0u8; 32];
-        hex::decode_to_slice(&hex, &mut secret)
-            .map_err(|e| StoreError::Corrupt(format!("tracker signing key: {e}")))?;
-        let key = SigningKey::from_bytes(&secret);
+        let public_hex = hex::encode(key.verifying_key().to_bytes());
+        store.publish_ticket_key(&public_hex, now).await?;
+        let retire_at = retire_time(store.ticket_key(&public_hex).await?);
         let h = hasher.clone();
         let dummy_phc = tokio::task::spawn_blocking(move || h.hash("not anyone's password"))
             .await
@@ -147,7 +163,7 @@ impl Service {
             .map_err(|e| InitError::Hash(e.to_string()))?;
         Ok(Service {
             store,
-            key,
+            signer: RwLock::new(Signer { key, retire_at }),
             timing,
             hasher,
             limiter: Mutex::new(RateLimiter::default()),
@@ -159,9 +175,66 @@ impl Service {
         })
     }
 
-    /// Public half of the ticket-signing key.
+    /// Public half of the key new tickets are signed with.
     pub fn verifying_key(&self) -> VerifyingKey {
-        self.key.verifying_key()
+        self.signer.read().expect("lock").key.verifying_key()
+    }
+
+    /// Sign new tickets with `key` from now on (a rotated key file); publishes it if needed.
+    pub async fn use_signing_key(&self, key: SigningKey) -> Result<(), StoreError> {
+        let public_hex = hex::encode(key.verifying_key().to_bytes());
+        self.store
+            .publish_ticket_key(&public_hex, self.now() as i64)
+            .await?;
+        let retire_at = retire_time(self.store.ticket_key(&public_hex).await?);
+        *self.signer.write().expect("lock") = Signer { key, retire_at };
+        Ok(())
+    }
+
+    /// Re-read when our signing key retires (set by `rotate-key`, possibly from another
+    /// process): tickets are never issued to outlive their key.
+    pub async fn refresh_signer(&self) -> Result<(), StoreError> {
+        let public = self.verifying_key().to_bytes();
+        let state = self.store.ticket_key(&hex::encode(public)).await?;
+        let retire_at = retire_time(state).or(if state.is_none() {
+            // Our key was removed from the table (retired long ago and forgotten).
+            Some(0)
+        } else {
+            None
+        });
+        let mut signer = self.signer.write().expect("lock");
+        if signer.key.verifying_key().to_bytes() == public {
+            if retire_at.is_some_and(|t| t < self.now()) && signer.retire_at != retire_at {
+                tracing::error!(
+                    key = %crate::keys::key_id(&public),
+                    "this tracker's signing key is retired: seeders refuse its tickets; install the current key file or run `trackerd rotate-key`"
+                );
+            }
+            signer.retire_at = retire_at;
+        }
+        Ok(())
+    }
+
+    /// Sign `claims` with the current key; the expiry is cut to the key's retirement.
+    fn sign_ticket(&self, mut claims: TicketClaims) -> Ticket {
+        let signer = self.signer.read().expect("lock");
+        if let Some(t) = signer.retire_at {
+            claims.expires_unix = claims.expires_unix.min(t);
+        }
+        Ticket::sign(claims, &signer.key)
+    }
+
+    /// The public keys whose tickets verify now (every tracker's; seeders accept any).
+    async fn ticket_keys(&self) -> Result<Vec<TicketKey>, Fail> {
+        let rows = self.store.valid_ticket_keys(self.now() as i64).await?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for row in rows.into_iter().take(MAX_TICKET_KEYS) {
+            keys.push(TicketKey {
+                public: crate::store::public_from_hex(&row.public_hex)?,
+                valid_until: row.retire_at.map(|t| t.max(0) as u64),
+            });
+        }
+        Ok(keys)
     }
 
     pub fn store(&self) -> &Store {
@@ -227,6 +300,7 @@ impl Service {
             }
             Call::Logout => self.logout(caller).await,
             Call::Heartbeat => self.heartbeat(caller).await,
+            Call::TicketKeys => Ok(Response::TicketKeys(self.ticket_keys().await?)),
             Call::CreateGroup { group } => self.create_group(caller, &group).await,
             Call::ListGroups => self.list_groups(caller).await,
             Call::JoinGroup { group } => self.join_group(caller, &group).await,
@@ -267,6 +341,11 @@ impl Service {
     }
 }
 
+/// `ticket_keys` row state → retirement time (`None`: not scheduled or not published).
+fn retire_time(state: Option<Option<i64>>) -> Option<u64> {
+    state.flatten().map(|t| t.max(0) as u64)
+}
+
 fn call_name(c: &Call) -> &'static str {
     match c {
         Call::CreateUser { .. } => "create_user",
@@ -284,5 +363,6 @@ fn call_name(c: &Call) -> &'static str {
         Call::StopShare { .. } => "stop_share",
         Call::GetFile { .. } => "get_file",
         Call::Heartbeat => "heartbeat",
+        Call::TicketKeys => "ticket_keys",
     }
 }

@@ -13,6 +13,7 @@
 
 mod files;
 mod groups;
+mod keys;
 mod sessions;
 mod users;
 
@@ -25,6 +26,7 @@ use thiserror::Error;
 
 pub use files::ShareOutcome;
 pub use groups::{AcceptOutcome, GroupState, JoinOutcome, LeaveOutcome};
+pub use keys::{public_from_hex, PublicKeyRow};
 pub use sessions::SessionRow;
 
 /// How long SQLite waits for another writer before giving up with "database is locked".
@@ -76,7 +78,7 @@ pub fn default_database_url(state_dir: &Path) -> String {
     )
 }
 
-/// Create `dir` (and parents) readable only by us: it holds password hashes and the signing key.
+/// Create `dir` (and parents) readable only by us: it holds password hashes and the ticket-signing key file.
 pub fn create_state_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let err = |source| StoreError::StateDir {
@@ -138,23 +140,6 @@ impl Store {
 
     async fn begin(&self) -> Result<Transaction<'static, Any>> {
         Ok(self.pool.begin_with(self.begin_write).await?)
-    }
-
-    /// The tracker's Ed25519 secret key (hex). The first tracker to ask creates it from
-    /// `candidate_hex`; later ones (or other trackers on the same database) read that one back.
-    pub async fn signing_key_hex(&self, candidate_hex: &str, now: i64) -> Result<String> {
-        sqlx::query(
-            "INSERT INTO tracker_key (id, secret_hex, created) VALUES (1, $1, $2) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(candidate_hex)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        let hex: String = sqlx::query_scalar("SELECT secret_hex FROM tracker_key WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(hex)
     }
 }
 
@@ -218,18 +203,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(fk, 1);
-    }
-
-    #[tokio::test]
-    async fn signing_key_is_created_once_and_shared() {
-        let (dir, store) = temp_store().await;
-        assert_eq!(store.signing_key_hex("aa", 1).await.unwrap(), "aa");
-        assert_eq!(store.signing_key_hex("bb", 2).await.unwrap(), "aa");
-        store.close().await;
-        let again = Store::open(&default_database_url(dir.path()), 1)
-            .await
-            .unwrap();
-        assert_eq!(again.signing_key_hex("cc", 3).await.unwrap(), "aa");
     }
 
     #[test]

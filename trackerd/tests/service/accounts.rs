@@ -83,7 +83,13 @@ async fn login_grant_carries_key_heartbeat_and_effective_address() {
         g.peer_addr, "127.0.0.1:7009",
         "unspecified IP replaced by the source IP"
     );
-    assert_eq!(g.tracker_key, h.svc.verifying_key().to_bytes());
+    assert_eq!(
+        g.tracker_keys,
+        vec![minitorr_proto::ticket::TicketKey {
+            public: h.svc.verifying_key().to_bytes(),
+            valid_until: None
+        }]
+    );
     assert_eq!(g.heartbeat_secs, 5);
     assert_eq!(g.token.len(), 64);
     let g2 = h.login_at("alice", "10.9.9.9:7010").await;

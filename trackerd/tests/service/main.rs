@@ -3,6 +3,7 @@
 mod accounts;
 mod files;
 mod groups;
+mod keys;
 mod restart;
 
 use std::net::IpAddr;
@@ -23,6 +24,8 @@ pub struct Harness {
     pub url: String,
     pub svc: Arc<Service>,
     pub clock: Arc<AtomicU64>,
+    /// The signing key (as if read from the key file), kept across `reopen`.
+    pub key: ed25519_dalek::SigningKey,
 }
 
 /// Env var naming an admin PostgreSQL URL (e.g. `postgres://postgres@localhost/postgres`).
@@ -60,19 +63,21 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(AtomicU64::new(T0));
         let url = database_url(dir.path()).await;
-        let svc = open(&url, &clock).await;
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let svc = open(&url, &clock, &key).await;
         Harness {
             dir,
             url,
             svc,
             clock,
+            key,
         }
     }
 
     /// Drop the service and open a fresh one on the same database file (a restart).
     pub async fn reopen(self) -> Harness {
         self.svc.store().close().await;
-        let svc = open(&self.url, &self.clock).await;
+        let svc = open(&self.url, &self.clock, &self.key).await;
         Harness { svc, ..self }
     }
 
@@ -180,14 +185,15 @@ impl Harness {
     }
 }
 
-async fn open(url: &str, clock: &Arc<AtomicU64>) -> Arc<Service> {
+async fn open(url: &str, clock: &Arc<AtomicU64>, key: &ed25519_dalek::SigningKey) -> Arc<Service> {
     let db = Store::open(url, 4).await.unwrap();
     let c = clock.clone();
-    let svc = Service::new(
+    let svc = Service::with_signing_key(
         db,
         Timing::default(),
         PasswordHasher::insecure_fast(),
         Arc::new(move || c.load(Ordering::SeqCst)),
+        key.clone(),
     )
     .await
     .unwrap();
