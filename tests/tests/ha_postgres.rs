@@ -331,3 +331,111 @@ fn a_download_running_when_its_tracker_is_killed_completes() {
     );
     drop(tb);
 }
+
+/// Present `ticket` to the seeder at `addr`; its first answer.
+async fn hello(
+    addr: SocketAddr,
+    ticket: minitorr_proto::ticket::Ticket,
+) -> minitorr_proto::peer::PeerMsg {
+    use futures::{SinkExt, StreamExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    minitorr_proto::handshake(&mut s, minitorr_proto::Link::Peer)
+        .await
+        .unwrap();
+    let mut f = tokio_util::codec::Framed::new(s, minitorr_proto::links::peer());
+    f.send(minitorr_proto::peer::PeerMsg::Hello { ticket })
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), f.next())
+        .await
+        .expect("seeder answers Hello")
+        .unwrap()
+        .unwrap()
+}
+
+/// Each trackerd signs with its own key file; the database publishes both public keys. A
+/// ticket from either tracker opens a share at a seeder logged in at either — including one
+/// that logged in before the other tracker (and its key) existed.
+#[test]
+fn two_trackers_sign_with_their_own_keys_and_every_seeder_accepts_both() {
+    use minitorr_proto::tracker::{Call, Response};
+    let Some(admin) = postgres() else { return };
+    let db = TestDb::create(&admin);
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["--database-url", db.url.as_str()];
+    let ta = Tracker::start_with(&tmp.path().join("tracker-a"), addr(), &args);
+    let s1 = Peer::start_with(&tmp.path().join("s1"), &[ta.addr], &[]);
+    user(&s1, "s1");
+    s1.ok(&["create_group", "g"]);
+    let src = tmp.path().join("s1/f.bin");
+    let sha = random_file(&src, 700 * 1024);
+    s1.ok(&["upload_file", src.to_str().unwrap(), "g"]);
+
+    // B (and its key) appear after s1 logged in at A.
+    let tb = Tracker::start_with(&tmp.path().join("tracker-b"), addr(), &args);
+    let key_a = std::fs::read_to_string(ta.dir.join("state/ticket-signing.key")).unwrap();
+    let key_b = std::fs::read_to_string(tb.dir.join("state/ticket-signing.key")).unwrap();
+    assert_ne!(key_a, key_b, "each tracker has its own key file");
+    let secret_rows = psql(&db.url, "SELECT count(*) FROM tracker_key");
+    assert_eq!(String::from_utf8_lossy(&secret_rows.stdout).trim(), "0");
+    let published = psql(&db.url, "SELECT public_hex FROM ticket_keys");
+    let published = String::from_utf8_lossy(&published.stdout).to_string();
+    assert_eq!(published.lines().count(), 2, "{published}");
+    assert!(!published.contains(key_a.trim()) && !published.contains(key_b.trim()));
+
+    // A real download through B (ticket signed by B's key) from s1, which only knew A's key.
+    let s2 = Peer::start_with(&tmp.path().join("s2"), &[tb.addr], &[]);
+    user(&s2, "s2");
+    s2.ok(&["join_group", "g"]);
+    s1.ok(&["accept_request", "g", "s2"]);
+    let dest = tmp.path().join("s2/out");
+    std::fs::create_dir_all(&dest).unwrap();
+    s2.ok(&["download_file", "g", "f.bin", dest.to_str().unwrap()]);
+    let d = s2.wait_download("g", "f.bin", Duration::from_secs(60));
+    assert_eq!(d["state"], "complete", "{d}\n{}", s2.log_tail(30));
+    assert_eq!(sha1_file(&dest.join("f.bin")), sha);
+
+    // Now both seed it. Tickets from A and from B, each shown to both seeders.
+    s1.ok(&["create_user", "m", "pw-m"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut tickets = Vec::new();
+    for (i, t) in [&ta, &tb].into_iter().enumerate() {
+        let ticket = rt.block_on(async {
+            let mut c = fakepeer::TrackerClient::connect(t.addr).await;
+            c.login("m", "pw-m", "127.0.0.1:9".parse().unwrap()).await;
+            if i == 0 {
+                c.call(Call::JoinGroup { group: "g".into() }).await;
+            }
+            c
+        });
+        if i == 0 {
+            s1.ok(&["accept_request", "g", "m"]);
+        }
+        let mut c = ticket;
+        let ticket = rt.block_on(async {
+            match c
+                .call(Call::GetFile {
+                    group: "g".into(),
+                    file: "f.bin".into(),
+                })
+                .await
+            {
+                Response::File(d) => d.ticket,
+                other => panic!("{other:?}"),
+            }
+        });
+        tickets.push(ticket);
+    }
+    assert_ne!(tickets[0].key, tickets[1].key, "signed by different keys");
+    for t in &tickets {
+        for seeder in [&s1, &s2] {
+            let m = rt.block_on(hello(seeder.addr, t.clone()));
+            assert!(
+                matches!(m, minitorr_proto::peer::PeerMsg::Welcome { .. }),
+                "ticket by {} at {}: {m:?}",
+                hex::encode(&t.key[..8]),
+                seeder.addr
+            );
+        }
+    }
+}
