@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate the shipped shell completions and man pages of minitorrctl, and the man pages
-# trackerd.8 and minitorrd.1, from the binaries, so they always match their clap definitions.
+# trackerd.8 (with trackerd-rotate-key.8) and minitorrd.1, from the binaries, so they always match their clap definitions.
 # minitorrctl/tests/shipped.rs and tests/tests/packaging.rs fail when they are stale.
 #
 #   contrib/gen-completions.sh                 # builds the three binaries (debug) first

@@ -16,7 +16,7 @@
 #   share/bash-completion/completions/minitorrctl
 #   share/zsh/site-functions/_minitorrctl
 #   share/fish/vendor_completions.d/minitorrctl.fish
-#   share/man/man1/{minitorrctl*,minitorrd}.1 share/man/man8/trackerd.8
+#   share/man/man1/{minitorrctl*,minitorrd}.1 share/man/man8/trackerd*.8
 # The units name /usr/local/bin/…; with another prefix their ExecStart= and documentation paths
 # are rewritten to match. Nothing outside PREFIX is touched and no service is started.
 set -euo pipefail

@@ -58,6 +58,7 @@ fn install_sh_fills_destdir_with_the_usual_tree() {
         "share/man/man1/minitorrctl-upload_file.1",
         "share/man/man1/minitorrd.1",
         "share/man/man8/trackerd.8",
+        "share/man/man8/trackerd-rotate-key.8",
     ];
     for f in files {
         assert_eq!(mode(&top.join(f)), 0o644, "{f}");
@@ -164,12 +165,16 @@ fn install_sh_rejects_bad_arguments() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// trackerd.8 and minitorrd.1 in contrib/man are generated from the clap definitions
+/// trackerd.8, trackerd-rotate-key.8 and minitorrd.1 in contrib/man are generated from the clap definitions
 /// (`contrib/gen-completions.sh`); this fails when a flag changed but the pages did not.
 #[test]
 fn shipped_daemon_man_pages_are_current() {
     let fresh = tempfile::tempdir().unwrap();
-    for (b, page) in [("trackerd", "trackerd.8"), ("minitorrd", "minitorrd.1")] {
+    for (b, page) in [
+        ("trackerd", "trackerd.8"),
+        ("trackerd", "trackerd-rotate-key.8"),
+        ("minitorrd", "minitorrd.1"),
+    ] {
         let out = Command::new(bin(b))
             .arg("--generate-man")
             .arg(fresh.path())

@@ -139,7 +139,10 @@ pub fn read_key_file(path: &Path, credential: bool) -> Result<SigningKey, KeyErr
         return Err(KeyError::NotRegular { path: shown });
     }
     let mode = meta.mode() & 0o7777;
-    if mode & 0o077 != 0 {
+    // systemd may grant the service user read access to a credential through an ACL, whose
+    // mask shows in the group bits; the credentials directory is private to the unit anyway.
+    let forbidden = if credential { 0o007 } else { 0o077 };
+    if mode & forbidden != 0 {
         return Err(KeyError::Permissive { path: shown, mode });
     }
     let me = euid();

@@ -26,7 +26,11 @@ use trackerd::store::{self, Store};
 
 /// Minitorr tracker: accounts, groups, and who shares which file.
 #[derive(Parser, Debug)]
-#[command(version, subcommand_precedence_over_arg = true)]
+#[command(
+    version,
+    subcommand_precedence_over_arg = true,
+    disable_help_subcommand = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -77,9 +81,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Make a new ticket-signing key: new tickets are signed with it (a running trackerd on
-    /// this host switches within a second), tickets signed with the old key keep verifying for
-    /// the overlap, then the old key is retired.
+    /// Replace this tracker's ticket-signing key, keeping the old one valid for an overlap.
+    ///
+    /// Writes a new key file (mode 0600, atomically by rename) and publishes its public key in
+    /// the database; a trackerd running with this key file signs with it within a second.
+    /// Tickets signed with the old key keep verifying for the overlap, then the old key is
+    /// retired and refused everywhere. Run it with the same --config/--state-dir/--database-url
+    /// as the serving trackerd. With a systemd credential: give --signing-key-file the
+    /// credential's source file, then restart the unit.
     RotateKey {
         /// How long the old key stays valid, in seconds [default: key_overlap_secs from the
         /// config]; at least ticket_ttl_secs.
@@ -288,15 +297,27 @@ async fn rotate_key(config: Config, overlap_secs: Option<u64>) -> Result<()> {
     Ok(())
 }
 
-/// `DIR/trackerd.8` from the clap definition (hidden options are left out).
+/// `DIR/trackerd.8` and `DIR/trackerd-rotate-key.8` from the clap definition (hidden options
+/// are left out).
 fn write_man_page(dir: &std::path::Path) -> Result<()> {
     use clap::CommandFactory;
-    let path = dir.join("trackerd.8");
-    let mut out = Vec::new();
-    clap_mangen::Man::new(Cli::command().name("trackerd"))
-        .section("8")
-        .render(&mut out)?;
-    std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))
+    let mut cmd = Cli::command().name("trackerd");
+    // Propagate global options (--config, --state-dir, …) into the subcommands' pages.
+    cmd.build();
+    let mut pages = vec![("trackerd.8".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands() {
+        // clap wants a 'static name; this runs once, in a process that exits right after.
+        let name: &'static str = Box::leak(format!("trackerd-{}", sub.get_name()).into());
+        let sub = sub.clone().name(name).version(env!("CARGO_PKG_VERSION"));
+        pages.push((format!("{name}.8"), sub));
+    }
+    for (file, cmd) in pages {
+        let path = dir.join(&file);
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd).section("8").render(&mut out)?;
+        std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
