@@ -194,16 +194,17 @@ mod tests {
         assert!(t_old.verify_with(&keys, 500).is_ok());
         assert_eq!(t_old.verify_with(&keys, 501), Err(TicketError::RetiredKey));
         assert!(t_new.verify_with(&keys, 999).is_ok());
-        assert_eq!(t_new.verify_with(&keys[..1], 0), Err(TicketError::UnknownKey));
+        assert_eq!(
+            t_new.verify_with(&keys[..1], 0),
+            Err(TicketError::UnknownKey)
+        );
         // Claiming a listed key does not help a ticket signed by another one.
         let foreign = SigningKey::generate(&mut rand::rngs::OsRng);
         let mut forged = Ticket::sign(claims(), &foreign);
         forged.key = new.verifying_key().to_bytes();
         assert_eq!(forged.verify_with(&keys, 0), Err(TicketError::BadSignature));
         let mut t = t_new;
-        assert_eq!(
-            t.verify(&key.verifying_key(), 0),
-            Err(TicketError::BadSignature)
-        );
+        t.signature.truncate(10);
+        assert_eq!(t.verify_with(&keys, 0), Err(TicketError::BadSignature));
     }
 }

@@ -291,7 +291,9 @@ fn the_key_file_is_created_0600_and_unsafe_key_files_stop_trackerd() {
         assert_refuses_to_start(&dir, &[], "is owned by uid 65534");
         std::os::unix::fs::chown(&path, Some(0), None).unwrap();
     } else {
-        eprintln!("NOTE: not root; the foreign-owner case is covered by trackerd's unit tests only");
+        eprintln!(
+            "NOTE: not root; the foreign-owner case is covered by trackerd's unit tests only"
+        );
     }
 
     // Fixed: it starts again with the same key.
@@ -362,15 +364,25 @@ fn rotate_key_while_daemons_run_keeps_old_tickets_for_the_overlap_then_retires_t
     wait_until(
         "the tracker to sign with the new key",
         Duration::from_secs(10),
-        || s.tracker.log().contains("now signing tickets with the new key"),
+        || {
+            s.tracker
+                .log()
+                .contains("now signing tickets with the new key")
+        },
     );
     let new_ticket = s.ticket();
     assert_eq!(new_ticket.key, new_key.verifying_key().to_bytes());
 
     // During the overlap: the old ticket still opens the share; the new one opens it at a
     // seeder that logged in before the rotation (it learns the new key from the tracker).
-    assert_welcome(&s.hello(old_ticket.clone()), "old-key ticket in the overlap");
-    assert_welcome(&s.hello(new_ticket), "new-key ticket at a seeder from before");
+    assert_welcome(
+        &s.hello(old_ticket.clone()),
+        "old-key ticket in the overlap",
+    );
+    assert_welcome(
+        &s.hello(new_ticket),
+        "new-key ticket at a seeder from before",
+    );
     // A real download by a daemon from before the rotation, served by one from before.
     let dest = s._tmp.path().join("b/got.bin");
     b.ok(&["download_file", "g1", "secret.bin", dest.to_str().unwrap()]);
@@ -390,7 +402,9 @@ fn rotate_key_while_daemons_run_keeps_old_tickets_for_the_overlap_then_retires_t
     let reason = assert_refused(&s.hello(old_ticket), "old ticket after the overlap");
     // Expired, or its key already dropped from the seeder's refreshed list: refused either way.
     assert!(
-        reason.contains("expired") || reason.contains("retired") || reason.contains("does not know"),
+        reason.contains("expired")
+            || reason.contains("retired")
+            || reason.contains("does not know"),
         "{reason}"
     );
     let reason = assert_refused(&s.hello(leaked), "old key after the overlap");
@@ -440,7 +454,10 @@ fn a_database_that_holds_the_old_key_is_migrated_to_the_key_file() {
         log.contains("moved the ticket-signing key out of the database into the key file"),
         "{log}"
     );
-    assert!(log.contains("rotate-key"), "the log recommends a rotation: {log}");
+    assert!(
+        log.contains("rotate-key"),
+        "the log recommends a rotation: {log}"
+    );
     let path = key_file(&tracker);
     assert_eq!(read_key(&path).to_bytes(), legacy.to_bytes());
     assert_eq!(
@@ -485,7 +502,10 @@ fn a_database_that_holds_the_old_key_is_migrated_to_the_key_file() {
         }
     });
     assert_eq!(ticket.key, legacy.verifying_key().to_bytes());
-    assert_welcome(&rt.block_on(hello(a.addr, ticket)), "ticket from the migrated key");
+    assert_welcome(
+        &rt.block_on(hello(a.addr, ticket)),
+        "ticket from the migrated key",
+    );
     let started = Instant::now();
     // A second start finds nothing left to migrate.
     tracker.restart();

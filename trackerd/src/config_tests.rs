@@ -337,18 +337,29 @@ fn key_file_precedence_and_overlap_floor() {
     .unwrap();
     let env = env_of(&[("TRACKERD_SIGNING_KEY_FILE", "/e.key")]);
     let c = resolve(&Overrides::default(), &env, Some(file.clone())).unwrap();
-    assert_eq!(c.signing_key_file, PathBuf::from("/e.key"), "env beats file");
+    assert_eq!(
+        c.signing_key_file,
+        PathBuf::from("/e.key"),
+        "env beats file"
+    );
     assert_eq!(c.key_overlap_secs, 60);
     let cli = Overrides {
         signing_key_file: Some("/c.key".into()),
         ..Default::default()
     };
     let c = resolve(&cli, &env, Some(file)).unwrap();
-    assert_eq!(c.signing_key_file, PathBuf::from("/c.key"), "flag beats env");
+    assert_eq!(
+        c.signing_key_file,
+        PathBuf::from("/c.key"),
+        "flag beats env"
+    );
 
     let short = parse_file("ticket_ttl_secs = 60\nkey_overlap_secs = 59\n", "t").unwrap();
     let e = resolve(&Overrides::default(), &env_of(&[]), Some(short))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("key_overlap_secs (59) must be at least ticket_ttl_secs (60)"), "{e}");
+    assert!(
+        e.contains("key_overlap_secs (59) must be at least ticket_ttl_secs (60)"),
+        "{e}"
+    );
 }

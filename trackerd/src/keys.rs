@@ -230,9 +230,7 @@ pub fn replace_key_file(path: &Path, key: &SigningKey) -> Result<(), KeyError> {
 fn load_or_create(source: &KeySource) -> Result<(SigningKey, bool), KeyError> {
     match source {
         KeySource::Credential(p) => match read_key_file(p, true) {
-            Err(KeyError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
+            Err(KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 Err(KeyError::MissingCredential {
                     path: p.display().to_string(),
                 })
@@ -240,9 +238,7 @@ fn load_or_create(source: &KeySource) -> Result<(SigningKey, bool), KeyError> {
             r => r.map(|k| (k, false)),
         },
         KeySource::File(p) => match read_key_file(p, false) {
-            Err(KeyError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
+            Err(KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 let key = SigningKey::generate(&mut rand::rngs::OsRng);
                 match write_new_key_file(p, &key) {
                     Ok(()) => Ok((key, true)),
@@ -288,7 +284,8 @@ pub async fn migrate_legacy_key(
         }
         _ => false,
     };
-    let same = !moved && matches!(read_key_file(path, matches!(source, KeySource::Credential(_))), Ok(k) if k.verifying_key().to_bytes() == public);
+    let same = !moved
+        && matches!(read_key_file(path, matches!(source, KeySource::Credential(_))), Ok(k) if k.verifying_key().to_bytes() == public);
     if !moved && !same {
         store
             .retire_ticket_key(&hex::encode(public), (now + ticket_ttl_secs) as i64)
@@ -420,8 +417,12 @@ pub async fn watch(service: Arc<Service>, source: KeySource, shutdown: Cancellat
                         if key.verifying_key() != service.verifying_key() {
                             let id = key_id(&key.verifying_key().to_bytes());
                             match service.use_signing_key(key).await {
-                                Ok(()) => tracing::info!(key = %id, "key file changed: now signing tickets with the new key"),
-                                Err(e) => tracing::error!(error = %e, "cannot switch to the new signing key; will retry"),
+                                Ok(()) => {
+                                    tracing::info!(key = %id, "key file changed: now signing tickets with the new key")
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot switch to the new signing key; will retry")
+                                }
                             }
                         }
                     }
@@ -495,8 +496,9 @@ mod tests {
             std::fs::set_permissions(&real, std::fs::Permissions::from_mode(mode)).unwrap();
             let e = read_key_file(&real, false).unwrap_err();
             assert!(
-                e.to_string()
-                    .contains(&format!("mode {mode:04o}: it must not be readable or writable by group or others")),
+                e.to_string().contains(&format!(
+                    "mode {mode:04o}: it must not be readable or writable by group or others"
+                )),
                 "{e}"
             );
         }

@@ -42,8 +42,11 @@ impl Daemon {
             heartbeat_secs: grant.heartbeat_secs.max(1),
             peer_addr: grant.peer_addr,
         };
-        self.ticket_keys
-            .set(grant.tracker_keys, self.tracker.clone(), session.token.clone());
+        self.ticket_keys.set(
+            grant.tracker_keys,
+            self.tracker.clone(),
+            session.token.clone(),
+        );
         *self.session.write().expect("lock") = Some(session.clone());
         self.start_heartbeat(session.clone());
         tracing::info!(user = %session.user, peer_addr = %session.peer_addr, "logged in");
@@ -91,8 +94,9 @@ impl Daemon {
                 tick.tick().await;
                 let Some(d) = me.upgrade() else { return };
                 // Learn retired (and new) ticket keys without waiting for an unknown one.
-                beats = beats.wrapping_add(1);
-                if beats % KEY_REFRESH_HEARTBEATS == 0 {
+                beats += 1;
+                if beats == KEY_REFRESH_HEARTBEATS {
+                    beats = 0;
                     d.ticket_keys.refresh(true).await;
                 }
                 match d.tracker.call(Some(&session.token), Call::Heartbeat).await {

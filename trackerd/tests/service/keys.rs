@@ -110,9 +110,15 @@ async fn rotation_keeps_old_tickets_valid_for_the_overlap_then_retires_the_old_k
     let before = ticket(&h, &alice).await;
     assert_eq!(before.key, old_public);
 
-    let r = keys::rotate(h.svc.store(), &KeySource::File(path.clone()), h.now(), 3600, 3600)
-        .await
-        .unwrap();
+    let r = keys::rotate(
+        h.svc.store(),
+        &KeySource::File(path.clone()),
+        h.now(),
+        3600,
+        3600,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.old, old_public);
     assert_eq!(r.old_valid_until, h.now() + 3600);
     let new_key = keys::read_key_file(&path, false).unwrap();
@@ -229,7 +235,10 @@ async fn two_trackers_on_one_database_accept_each_others_tickets() {
     let list = ticket_keys(&h, &grant.token).await;
     assert_eq!(list.len(), 2);
     t2.verify_with(&list, h.now()).unwrap();
-    ticket(&h, &alice).await.verify_with(&list, h.now()).unwrap();
+    ticket(&h, &alice)
+        .await
+        .verify_with(&list, h.now())
+        .unwrap();
     svc2.store().close().await;
 }
 
@@ -251,7 +260,11 @@ async fn a_key_stored_in_the_database_moves_to_the_key_file() {
     let key = keys::load_signing_key(store, &KeySource::File(path.clone()), h.now(), 3600)
         .await
         .unwrap();
-    assert_eq!(key.to_bytes(), legacy.to_bytes(), "the same key keeps signing");
+    assert_eq!(
+        key.to_bytes(),
+        legacy.to_bytes(),
+        "the same key keeps signing"
+    );
     assert_eq!(
         keys::read_key_file(&path, false).unwrap().to_bytes(),
         legacy.to_bytes()
