@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use proto::control::{Request, Response};
 use proto::handshake::Link;
+use proto::private_dir;
 use proto::ProtoError;
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
@@ -57,10 +58,31 @@ impl Client {
         }
     }
 
+    /// Connect, check who is listening, then handshake. Nothing is written to the socket
+    /// before both checks pass:
+    /// * its directory is private ([`proto::private_dir`]): owned by us, mode 0700 (root may
+    ///   use another user's private directory, to administer that user's daemon);
+    /// * the listening process runs as that same uid (SO_PEERCRED, the kernel's word): a
+    ///   socket swapped for another user's, or a root daemon for a user's CLI, is refused.
     async fn connect(&self) -> Result<UnixStream, Failure> {
+        let expected = self.check_socket_dir()?;
         let mut stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|e| Failure::connect(&self.socket, &e))?;
+        let peer = stream
+            .peer_cred()
+            .map_err(|e| Failure::untrusted(&self.socket, format!("cannot tell who listens ({e})")))?
+            .uid();
+        if let Some(expected) = expected {
+            if peer != expected {
+                return Err(Failure::untrusted(
+                    &self.socket,
+                    format!(
+                        "it is owned by uid {peer}, not you (uid {expected}); someone else may be listening there"
+                    ),
+                ));
+            }
+        }
         match tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
             proto::handshake(&mut stream, Link::Control),
@@ -77,6 +99,25 @@ impl Client {
             Ok(Ok(())) => {}
         }
         Ok(stream)
+    }
+
+    /// The uid the daemon must run as, after checking the socket's directory; `None` if the
+    /// directory does not exist (then connecting fails and says so).
+    fn check_socket_dir(&self) -> Result<Option<u32>, Failure> {
+        let dir = match self.socket.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let me = private_dir::own_uid();
+        let owner = match std::fs::symlink_metadata(dir) {
+            Ok(md) => std::os::unix::fs::MetadataExt::uid(&md),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Failure::connect(&self.socket, &e)),
+        };
+        let expected = if me == 0 { owner } else { me };
+        private_dir::check_private_dir(dir, expected)
+            .map_err(|e| Failure::untrusted(&self.socket, e))?;
+        Ok(Some(expected))
     }
 
     fn lost(&self, e: ProtoError) -> Failure {
