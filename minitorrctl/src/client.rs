@@ -60,12 +60,13 @@ impl Client {
 
     /// Connect, check who is listening, then handshake. Nothing is written to the socket
     /// before both checks pass:
-    /// * its directory is private ([`proto::private_dir`]): owned by us, mode 0700 (root may
-    ///   use another user's private directory, to administer that user's daemon);
-    /// * the listening process runs as that same uid (SO_PEERCRED, the kernel's word): a
-    ///   socket swapped for another user's, or a root daemon for a user's CLI, is refused.
+    /// * its directory is private ([`proto::private_dir`]): owned by us, mode 0700;
+    /// * the listening process runs as our uid (SO_PEERCRED, the kernel's word): a socket
+    ///   swapped for another user's is refused, and so is a root daemon for a user's CLI (a
+    ///   daemon only serves its own user anyway). Root administering a user's daemon runs
+    ///   minitorrctl as that user (`runuser -u USER -- minitorrctl …`).
     async fn connect(&self) -> Result<UnixStream, Failure> {
-        let expected = self.check_socket_dir()?;
+        self.check_socket_dir()?;
         let mut stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|e| Failure::connect(&self.socket, &e))?;
@@ -73,15 +74,14 @@ impl Client {
             .peer_cred()
             .map_err(|e| Failure::untrusted(&self.socket, format!("cannot tell who listens ({e})")))?
             .uid();
-        if let Some(expected) = expected {
-            if peer != expected {
-                return Err(Failure::untrusted(
-                    &self.socket,
-                    format!(
-                        "it is owned by uid {peer}, not you (uid {expected}); someone else may be listening there"
-                    ),
-                ));
-            }
+        let me = private_dir::own_uid();
+        if peer != me {
+            return Err(Failure::untrusted(
+                &self.socket,
+                format!(
+                    "it is owned by uid {peer}, not you (uid {me}); someone else may be listening there"
+                ),
+            ));
         }
         match tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
@@ -101,23 +101,22 @@ impl Client {
         Ok(stream)
     }
 
-    /// The uid the daemon must run as, after checking the socket's directory; `None` if the
-    /// directory does not exist (then connecting fails and says so).
-    fn check_socket_dir(&self) -> Result<Option<u32>, Failure> {
+    /// The socket's directory must be private to us. A missing directory passes (connecting
+    /// then fails and says so).
+    fn check_socket_dir(&self) -> Result<(), Failure> {
         let dir = match self.socket.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
         let me = private_dir::own_uid();
-        let owner = match std::fs::symlink_metadata(dir) {
-            Ok(md) => std::os::unix::fs::MetadataExt::uid(&md),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        match std::fs::symlink_metadata(dir) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Failure::connect(&self.socket, &e)),
-        };
-        let expected = if me == 0 { owner } else { me };
-        private_dir::check_private_dir(dir, expected)
+        }
+        private_dir::check_private_dir(dir, me)
             .map_err(|e| Failure::untrusted(&self.socket, e))?;
-        Ok(Some(expected))
+        Ok(())
     }
 
     fn lost(&self, e: ProtoError) -> Failure {
