@@ -299,9 +299,16 @@ fn a_socket_directory_that_is_not_private_is_refused_by_both_sides() {
     chmod(&alice.dir, 0o700);
     alice.ok(&["status"]);
 
-    // A directory owned by another uid, whoever listens in it.
-    let err = stderr_of(&ctl_at(&theirs.join("minitorrd.sock"), &["status"]));
-    assert!(err.contains("owned by uid 65534"), "{err}");
+    // A directory owned by another uid, whoever listens in it (even a process of ours).
+    let sock = theirs.join("minitorrd.sock");
+    let _listening = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let out = ctl_at(&sock, &["status"]);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("refusing to talk to") && err.contains("owned by uid 65534"),
+        "{err}"
+    );
 }
 
 /// The finding: another user listens on the socket path first. Here the listener binds the

@@ -243,7 +243,13 @@ impl PartFile {
                 check_own_single_file(&fd, &path)?;
                 (fd, true)
             }
-            Err(e) => return Err(dir.io("create", &name)(e)),
+            Err(e) => {
+                return Err(StorageError::Io {
+                    what: "write in",
+                    path: dir.path.clone(),
+                    source: e.into(),
+                })
+            }
         };
         let file = File::from(fd);
         let len_err = |source| StorageError::Io {
