@@ -72,7 +72,9 @@ impl Client {
             .map_err(|e| Failure::connect(&self.socket, &e))?;
         let peer = stream
             .peer_cred()
-            .map_err(|e| Failure::untrusted(&self.socket, format!("cannot tell who listens ({e})")))?
+            .map_err(|e| {
+                Failure::untrusted(&self.socket, format!("cannot tell who listens ({e})"))
+            })?
             .uid();
         let me = private_dir::own_uid();
         if peer != me {
@@ -113,8 +115,7 @@ impl Client {
         if std::fs::symlink_metadata(&self.socket).is_err() {
             return Ok(());
         }
-        private_dir::check_private_dir(dir, me)
-            .map_err(|e| Failure::untrusted(&self.socket, e))?;
+        private_dir::check_private_dir(dir, me).map_err(|e| Failure::untrusted(&self.socket, e))?;
         Ok(())
     }
 

@@ -28,7 +28,9 @@ pub enum PrivateDirError {
         owner: u32,
         expected: u32,
     },
-    #[error("{dir} has mode {mode:04o}, which lets other users in; it must be 0700 (chmod 700 {dir})")]
+    #[error(
+        "{dir} has mode {mode:04o}, which lets other users in; it must be 0700 (chmod 700 {dir})"
+    )]
     TooOpen { dir: PathBuf, mode: u32 },
     #[error("cannot check {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },

@@ -69,7 +69,10 @@ fn planted_part_files_are_never_written_through() {
     chmod(&shared, 0o777);
     let part = shared.join(".keys.txt.minitorr-part");
     let dl = |why: &str| {
-        let err = bob.fails(1, &["download_file", "g1", "keys.txt", shared.to_str().unwrap()]);
+        let err = bob.fails(
+            1,
+            &["download_file", "g1", "keys.txt", shared.to_str().unwrap()],
+        );
         assert!(
             err.contains(".keys.txt.minitorr-part") && err.contains(why) && err.contains("planted"),
             "expected a refusal naming the part file and '{why}':\n{err}"
@@ -153,20 +156,30 @@ fn a_destination_directory_owned_by_another_user_is_refused() {
     std::fs::create_dir(&theirs).unwrap();
     chmod(&theirs, 0o777);
     chown_nobody(&theirs);
-    let err = bob.fails(1, &["download_file", "g1", "f.bin", theirs.to_str().unwrap()]);
+    let err = bob.fails(
+        1,
+        &["download_file", "g1", "f.bin", theirs.to_str().unwrap()],
+    );
     assert!(
         err.contains(theirs.to_str().unwrap()) && err.contains("owned by uid 65534"),
         "{err}"
     );
     // Also when named as the destination *file*'s directory, and through a symlink of ours.
     let target = theirs.join("renamed.bin");
-    let err = bob.fails(1, &["download_file", "g1", "f.bin", target.to_str().unwrap()]);
+    let err = bob.fails(
+        1,
+        &["download_file", "g1", "f.bin", target.to_str().unwrap()],
+    );
     assert!(err.contains("owned by uid 65534"), "{err}");
     let link = tmp.path().join("bob").join("link-to-theirs");
     std::os::unix::fs::symlink(&theirs, &link).unwrap();
     let err = bob.fails(1, &["download_file", "g1", "f.bin", link.to_str().unwrap()]);
     assert!(err.contains("owned by uid 65534"), "{err}");
-    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0, "nothing created");
+    assert_eq!(
+        std::fs::read_dir(&theirs).unwrap().count(),
+        0,
+        "nothing created"
+    );
 }
 
 /// A tmpfs mounted for one test, unmounted when dropped.
@@ -177,7 +190,13 @@ impl Tmpfs {
         need_root("mount -t tmpfs");
         std::fs::create_dir_all(dir).unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(dir)
             .output()
             .unwrap();
@@ -208,17 +227,37 @@ fn a_file_larger_than_the_free_space_is_refused_up_front() {
     let small = Tmpfs::mount(&tmp.path().join("bob").join("small"), "16m");
     // 24 MiB claimed (and real): more than the 16 MiB filesystem holds.
     share(tmp.path(), &alice, "big.bin", 24 * 1024 * 1024);
-    let err = bob.fails(1, &["download_file", "g1", "big.bin", small.0.to_str().unwrap()]);
+    let err = bob.fails(
+        1,
+        &["download_file", "g1", "big.bin", small.0.to_str().unwrap()],
+    );
     assert!(
         err.contains("not enough free space") && err.contains(small.0.to_str().unwrap()),
         "{err}"
     );
     assert!(small.used() < 1024 * 1024, "{} bytes used", small.used());
-    assert_eq!(std::fs::read_dir(&small.0).unwrap().count(), 0, "nothing created");
+    assert_eq!(
+        std::fs::read_dir(&small.0).unwrap().count(),
+        0,
+        "nothing created"
+    );
 
     // Close to the limit: 15.5 MiB leaves less than the 5 % (0.8 MiB) reserve.
-    share(tmp.path(), &alice, "almost.bin", 15 * 1024 * 1024 + 512 * 1024);
-    let err = bob.fails(1, &["download_file", "g1", "almost.bin", small.0.to_str().unwrap()]);
+    share(
+        tmp.path(),
+        &alice,
+        "almost.bin",
+        15 * 1024 * 1024 + 512 * 1024,
+    );
+    let err = bob.fails(
+        1,
+        &[
+            "download_file",
+            "g1",
+            "almost.bin",
+            small.0.to_str().unwrap(),
+        ],
+    );
     assert!(err.contains("must stay free"), "{err}");
 
     // A file that fits downloads normally.
@@ -249,7 +288,10 @@ fn daemon_refuses(tmp: &Path, socket: &Path) -> String {
         .output()
         .unwrap();
     let err = stderr_of(&out);
-    assert!(!out.status.success(), "minitorrd started on {socket:?}:\n{err}");
+    assert!(
+        !out.status.success(),
+        "minitorrd started on {socket:?}:\n{err}"
+    );
     err
 }
 
@@ -264,7 +306,10 @@ fn a_socket_directory_that_is_not_private_is_refused_by_both_sides() {
     std::fs::create_dir(&open).unwrap();
     chmod(&open, 0o777);
     let err = daemon_refuses(tmp.path(), &open.join("minitorrd.sock"));
-    assert!(err.contains(open.to_str().unwrap()) && err.contains("0777"), "{err}");
+    assert!(
+        err.contains(open.to_str().unwrap()) && err.contains("0777"),
+        "{err}"
+    );
     assert!(!open.join("minitorrd.sock").exists());
 
     let theirs = tmp.path().join("theirs");
@@ -367,4 +412,40 @@ print("received %d %s" % (len(got), got.hex()), flush=True)
     let got = lines.next().unwrap().unwrap();
     assert_eq!(got, "received 0 ", "the listener received bytes");
     let _ = listener.wait();
+}
+
+/// A shared path swapped, while the user is logged out, for a symlink to another file with the
+/// same size and mtime (`cp -p`: what a cheap size+mtime check cannot tell apart) is not
+/// followed at the next login: the share is withdrawn and reported, nothing is served.
+#[test]
+fn a_shared_path_swapped_for_a_symlink_is_not_shared_again_at_login() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_t, alice, bob) = alice_and_bob_in_g1(tmp.path());
+    let src = tmp.path().join("alice").join("report.bin");
+    random_file(&src, 200_000);
+    alice.ok(&["upload_file", src.to_str().unwrap(), "g1"]);
+    assert_eq!(seeders(&bob, "g1", "report.bin"), 1);
+    alice.ok(&["logout"]);
+
+    let secret = tmp.path().join("alice").join("secret.bin");
+    let cp = Command::new("cp")
+        .arg("-p")
+        .arg(&src)
+        .arg(&secret)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    std::fs::remove_file(&src).unwrap();
+    std::os::unix::fs::symlink(&secret, &src).unwrap();
+
+    let out = alice.ok(&["login", "alice", "pw-of-someone"]);
+    assert!(
+        out.contains("report.bin") && out.contains("symbolic link"),
+        "the swapped share is reported: {out}"
+    );
+    assert_eq!(
+        seeders(&bob, "g1", "report.bin"),
+        0,
+        "nothing served through the link"
+    );
 }

@@ -337,9 +337,15 @@ fn resolve_destination(dest: &Path) -> Reply<PathBuf> {
         .ok_or_else(|| invalid(format!("{} does not name a file", dest.display())))?;
     let real = std::fs::canonicalize(dir).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            invalid(format!("destination directory {} does not exist", dir.display()))
+            invalid(format!(
+                "destination directory {} does not exist",
+                dir.display()
+            ))
         } else {
-            invalid(format!("cannot use destination directory {}: {e}", dir.display()))
+            invalid(format!(
+                "cannot use destination directory {}: {e}",
+                dir.display()
+            ))
         }
     })?;
     storage::DestDir::open(&real).map_err(storage_reply)?;

@@ -133,13 +133,12 @@ impl Download {
         );
         let part = Arc::new(part);
         let slots = memory_slots(meta.piece_size);
-        let whole = WholeFileHasher::start(part.clone()).map_err(|source| {
-            storage::StorageError::Io {
+        let whole =
+            WholeFileHasher::start(part.clone()).map_err(|source| storage::StorageError::Io {
                 what: "start hashing",
                 path: part.path().to_path_buf(),
                 source,
-            }
-        })?;
+            })?;
         for i in have.iter_set() {
             whole.piece(i, None);
         }

@@ -95,7 +95,9 @@ impl DestDir {
             rustix::io::Errno::NOENT => StorageError::NoDir { dir: dir.clone() },
             // O_DIRECTORY|O_NOFOLLOW on a symlink to a directory reports ENOTDIR.
             rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP
-                if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) =>
+                if path
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_symlink()) =>
             {
                 StorageError::DirIsLink { dir: dir.clone() }
             }
@@ -155,7 +157,11 @@ impl DestDir {
         rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
     }
 
-    fn io(&self, what: &'static str, name: &OsStr) -> impl FnOnce(rustix::io::Errno) -> StorageError {
+    fn io(
+        &self,
+        what: &'static str,
+        name: &OsStr,
+    ) -> impl FnOnce(rustix::io::Errno) -> StorageError {
         let path = self.path.join(name);
         move |e| StorageError::Io {
             what,
@@ -234,12 +240,12 @@ impl PartFile {
                 // Resume. NONBLOCK so a planted FIFO cannot hang us before the type check.
                 let fd = rustix::fs::openat(&dir.fd, &name, rw | OFlags::NONBLOCK, Mode::empty())
                     .map_err(|e| match e {
-                        rustix::io::Errno::LOOP => StorageError::Planted {
-                            path: path.clone(),
-                            why: "it is a symbolic link".into(),
-                        },
-                        e => dir.io("open", &name)(e),
-                    })?;
+                    rustix::io::Errno::LOOP => StorageError::Planted {
+                        path: path.clone(),
+                        why: "it is a symbolic link".into(),
+                    },
+                    e => dir.io("open", &name)(e),
+                })?;
                 check_own_single_file(&fd, &path)?;
                 (fd, true)
             }
@@ -556,7 +562,6 @@ mod tests {
         }
     }
 
-
     fn ddir(p: &Path) -> DestDir {
         DestDir::open(p).unwrap()
     }
@@ -572,7 +577,9 @@ mod tests {
         let pp = dir.path().join(".f.minitorr-part");
 
         std::os::unix::fs::symlink(&victim, &pp).unwrap();
-        let e = PartFile::open(ddir(dir.path()), "f".as_ref(), meta.clone()).err().unwrap();
+        let e = PartFile::open(ddir(dir.path()), "f".as_ref(), meta.clone())
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         std::fs::remove_file(&pp).unwrap();
 
@@ -584,12 +591,16 @@ mod tests {
         std::fs::remove_file(&pp).unwrap();
 
         std::fs::hard_link(&victim, &pp).unwrap();
-        let e = PartFile::open(ddir(dir.path()), "f".as_ref(), meta.clone()).err().unwrap();
+        let e = PartFile::open(ddir(dir.path()), "f".as_ref(), meta.clone())
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("2 hard links"), "{e}");
         std::fs::remove_file(&pp).unwrap();
 
         nix::unistd::mkfifo(&pp, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let e = PartFile::open(ddir(dir.path()), "f".as_ref(), meta.clone()).err().unwrap();
+        let e = PartFile::open(ddir(dir.path()), "f".as_ref(), meta.clone())
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("not a regular file"), "{e}");
         std::fs::remove_file(&pp).unwrap();
 
