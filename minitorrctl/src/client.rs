@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use proto::control::{Request, Response};
 use proto::handshake::Link;
+use proto::private_dir;
 use proto::ProtoError;
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
@@ -57,10 +58,33 @@ impl Client {
         }
     }
 
+    /// Connect, check who is listening, then handshake. Nothing is written to the socket
+    /// before both checks pass:
+    /// * its directory is private ([`proto::private_dir`]): owned by us, mode 0700;
+    /// * the listening process runs as our uid (SO_PEERCRED, the kernel's word): a socket
+    ///   swapped for another user's is refused, and so is a root daemon for a user's CLI (a
+    ///   daemon only serves its own user anyway). Root administering a user's daemon runs
+    ///   minitorrctl as that user (`runuser -u USER -- minitorrctl …`).
     async fn connect(&self) -> Result<UnixStream, Failure> {
+        self.check_socket_dir()?;
         let mut stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|e| Failure::connect(&self.socket, &e))?;
+        let peer = stream
+            .peer_cred()
+            .map_err(|e| {
+                Failure::untrusted(&self.socket, format!("cannot tell who listens ({e})"))
+            })?
+            .uid();
+        let me = private_dir::own_uid();
+        if peer != me {
+            return Err(Failure::untrusted(
+                &self.socket,
+                format!(
+                    "it is owned by uid {peer}, not you (uid {me}); someone else may be listening there"
+                ),
+            ));
+        }
         match tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
             proto::handshake(&mut stream, Link::Control),
@@ -77,6 +101,22 @@ impl Client {
             Ok(Ok(())) => {}
         }
         Ok(stream)
+    }
+
+    /// The socket's directory must be private to us. With no socket there at all this
+    /// passes: connecting then fails with the usual "is minitorrd running?" (and a socket
+    /// appearing in between is caught by the SO_PEERCRED check).
+    fn check_socket_dir(&self) -> Result<(), Failure> {
+        let dir = match self.socket.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let me = private_dir::own_uid();
+        if std::fs::symlink_metadata(&self.socket).is_err() {
+            return Ok(());
+        }
+        private_dir::check_private_dir(dir, me).map_err(|e| Failure::untrusted(&self.socket, e))?;
+        Ok(())
     }
 
     fn lost(&self, e: ProtoError) -> Failure {

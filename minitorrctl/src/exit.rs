@@ -132,6 +132,16 @@ impl Failure {
         Failure::new(Status::Unreachable, kind, message)
     }
 
+    /// The socket's directory or the process listening on it is not the user's own: nothing
+    /// (not even the handshake, let alone a password) was sent.
+    pub fn untrusted(socket: &Path, why: impl std::fmt::Display) -> Failure {
+        Failure::new(
+            Status::Unreachable,
+            "untrusted_socket",
+            format!("refusing to talk to {}: {why}", socket.display()),
+        )
+    }
+
     pub fn handshake_timeout(socket: &Path, secs: u64) -> Failure {
         Failure::new(
             Status::Unreachable,

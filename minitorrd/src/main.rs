@@ -1,4 +1,3 @@
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -72,11 +71,10 @@ fn write_man_page(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyhow::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&cfg.state_dir)
-        .with_context(|| format!("cannot create state dir {}", cfg.state_dir.display()))?;
+    // The state dir records what we share and where downloads go: ours alone, 0700 (created
+    // so if missing; another user's directory or one open to others is refused).
+    minitorr_proto::private_dir::ensure_private_dir(&cfg.state_dir)
+        .with_context(|| format!("unsafe state dir {}", cfg.state_dir.display()))?;
     let state = StateFile::load(&cfg.state_file()).context("cannot load saved state")?;
     let peers = TcpListener::bind(cfg.listen).await.with_context(|| {
         format!(

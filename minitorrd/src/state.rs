@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -66,7 +67,15 @@ impl StateFile {
     pub fn save(&self, path: &Path) -> io::Result<()> {
         let tmp = path.with_extension("json.tmp");
         {
-            let mut f = File::create(&tmp)?;
+            // 0600, and never through a link planted at the temp name (the state dir is
+            // checked to be ours and 0700 at startup; this holds even if it were not).
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&tmp)?;
             f.write_all(&serde_json::to_vec(self).map_err(io::Error::other)?)?;
             f.sync_all()?;
         }
@@ -126,6 +135,8 @@ mod tests {
             stamp: FileStamp {
                 size: 1,
                 mtime_ns: 5,
+                dev: 0,
+                ino: 0,
             },
             meta: meta.clone(),
         });
@@ -135,6 +146,8 @@ mod tests {
             stamp: FileStamp {
                 size: 1,
                 mtime_ns: 6,
+                dev: 0,
+                ino: 0,
             },
             meta,
         });

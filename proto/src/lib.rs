@@ -18,6 +18,7 @@ pub mod error;
 pub mod handshake;
 pub mod names;
 pub mod peer;
+pub mod private_dir;
 pub mod ticket;
 pub mod tracker;
 pub mod tracker_info;

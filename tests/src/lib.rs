@@ -221,6 +221,12 @@ impl Drop for Tracker {
     }
 }
 
+/// Make `dir` mode 0700 (what a control socket's directory must be).
+pub fn private_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
 /// A real minitorrd with its own socket, state dir and peer port.
 pub struct Peer {
     pub dir: PathBuf,
@@ -238,6 +244,9 @@ impl Peer {
 
     pub fn start_with(dir: &Path, trackers: &[SocketAddr], extra_args: &[&str]) -> Peer {
         std::fs::create_dir_all(dir).unwrap();
+        // The control socket lives here: its directory must be private (0700), or both
+        // minitorrd and minitorrctl refuse it.
+        private_dir(dir);
         on_a_free_port("minitorrd", &dir.join("minitorrd.log"), |addr| {
             let mut p = Peer {
                 dir: dir.to_path_buf(),

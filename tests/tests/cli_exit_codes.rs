@@ -60,6 +60,9 @@ fn usage_errors_exit_2() {
 #[test]
 fn no_daemon_exits_3_and_says_how_to_start_it() {
     let dir = tempfile::tempdir().unwrap();
+    // A private directory, as a socket's must be (else minitorrctl refuses it, see
+    // local_safety.rs): what is tested here is a missing or stale socket.
+    private_dir(dir.path());
     let missing = dir.path().join("minitorrd.sock");
     for args in [
         &["list_groups"][..],

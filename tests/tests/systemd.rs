@@ -176,6 +176,8 @@ fn expect_clean_stop(notify: &NotifySocket, who: &str, mut child: Child) {
 fn both_daemons_notify_ready_when_accepting_and_stopping_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    // minitorrd's control socket goes here: its directory must be private.
+    private_dir(d);
 
     // trackerd: READY=1 only after the database is open and the port is bound.
     let tracker_notify = NotifySocket::bind(d, "tracker-notify.sock");

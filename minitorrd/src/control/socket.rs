@@ -1,9 +1,10 @@
 //! Binding the control socket safely and serving it.
 //!
-//! * The parent directory is created 0700 and the socket chmod-ed 0600 right after bind.
+//! * The parent directory must be ours with mode 0700 (created so if missing, refused
+//!   otherwise) and the socket is chmod-ed 0600 right after bind.
 //! * A socket file left by a dead daemon is replaced; one a live daemon answers on is an error.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use minitorr_proto::control::{ErrorKind, Response};
+use minitorr_proto::private_dir::{ensure_private_dir, PrivateDirError};
 use minitorr_proto::{handshake, links, Link};
 
 use super::authorize;
@@ -24,6 +26,13 @@ use crate::daemon::Daemon;
 pub enum SocketError {
     #[error("minitorrd already running on {0}")]
     AlreadyRunning(PathBuf),
+    #[error("refusing to use control socket {path}: {source}")]
+    UnsafeDir {
+        path: PathBuf,
+        source: PrivateDirError,
+    },
+    #[error("refusing to use control socket {0}: something other than a socket is at that name; remove it")]
+    NotASocket(PathBuf),
     #[error("cannot create control socket {path}: {source}")]
     Io {
         path: PathBuf,
@@ -31,21 +40,26 @@ pub enum SocketError {
     },
 }
 
+/// Bind the control socket at `path`. Its directory must be ours alone (created 0700 if
+/// missing; refused if another user owns it or it lets others in — they could swap the socket
+/// for their own and collect passwords), see [`minitorr_proto::private_dir`].
 pub async fn bind_control_socket(path: &Path) -> Result<UnixListener, SocketError> {
     let io = |source| SocketError::Io {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    ensure_private_dir(dir).map_err(|source| SocketError::UnsafeDir {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if let Ok(md) = path.symlink_metadata() {
+        if !md.file_type().is_socket() {
+            return Err(SocketError::NotASocket(path.to_path_buf()));
         }
-    }
-    if path.exists() {
         // Probe: a live daemon answers; a stale file refuses the connection.
         match tokio::time::timeout(Duration::from_secs(1), UnixStream::connect(path)).await {
             Ok(Ok(_)) => return Err(SocketError::AlreadyRunning(path.to_path_buf())),

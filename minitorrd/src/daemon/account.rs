@@ -325,7 +325,7 @@ impl Daemon {
                     .push(DownloadEntry::Record(rec));
                 continue;
             }
-            if rec.dest.is_file() && !part_path_for(&rec.dest).exists() {
+            if rec.dest.is_file() && part_path_for(&rec.dest).symlink_metadata().is_err() {
                 // Killed after the finished file was moved into place but before the state
                 // was saved: adopt the file if it is the right one, never download it again.
                 let rec = self.adopt_finished(session, rec, report).await;

@@ -25,6 +25,9 @@ fn refused(msg: impl Into<String>) -> ErrorReply {
 impl Daemon {
     pub(super) async fn upload_file(&self, path: PathBuf, group: String) -> Reply<Response> {
         let session = self.current_session()?;
+        // Record the real path: later opens (serving, re-checking at login) never follow a
+        // symlink at the file's name, so the name recorded must be the file itself.
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
         let md = std::fs::metadata(&path)
             .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
         if md.is_dir() {
@@ -127,14 +130,10 @@ impl Daemon {
         } else {
             dest
         };
-        let dir = dest.parent().unwrap_or(Path::new("/"));
-        if !dir.is_dir() {
-            return Err(invalid(format!(
-                "destination directory {} does not exist",
-                dir.display()
-            )));
-        }
-        if dest.exists() {
+        let dest = resolve_destination(&dest)?;
+        // Something at the name in any form (file, symlink — even dangling —, FIFO) is never
+        // replaced; the final link would fail anyway, this just says so before downloading.
+        if dest.symlink_metadata().is_ok() {
             return Err(refused(format!(
                 "{} already exists; not overwriting it",
                 dest.display()
@@ -198,12 +197,7 @@ impl Daemon {
         let meta = Arc::new(details.meta.clone());
         let dl = Download::prepare(group.clone(), meta.clone(), dest.clone(), &self.pool)
             .await
-            .map_err(|e| {
-                invalid(format!(
-                    "cannot write in {}: {e}",
-                    dest.parent().unwrap_or(Path::new("/")).display()
-                ))
-            })?;
+            .map_err(storage_reply)?;
         self.shares.insert(dl.shared.clone());
         {
             let mut state = self.state.lock().await;
@@ -245,7 +239,7 @@ impl Daemon {
         Ok(dl)
     }
 
-    async fn download_ended(&self, user: &str, dl: &Download, outcome: Outcome) {
+    async fn download_ended(&self, user: &str, dl: &Arc<Download>, outcome: Outcome) {
         tracing::info!(file = %dl.meta.name, group = %dl.group, ?outcome, "download ended");
         let (state_now, error) = match &outcome {
             Outcome::Completed => (RecordState::Complete, None),
@@ -255,8 +249,8 @@ impl Daemon {
         if outcome == Outcome::Completed {
             // The file is in place and verified; make it durable before the state file says
             // so (a power loss before this point is caught by re-verification at login).
-            let dest = dl.dest.clone();
-            match tokio::task::spawn_blocking(move || storage::sync_to_disk(&dest)).await {
+            let d = dl.clone();
+            match tokio::task::spawn_blocking(move || d.sync_to_disk()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "cannot flush the finished download to disk")
@@ -327,6 +321,44 @@ impl Daemon {
         Ok(Response::Done {
             message: format!("stopped sharing {file} in {group}"),
         })
+    }
+}
+
+/// `dest` with its directory resolved to a real path (the user may name it through links of
+/// their own), checked up front as the download will check it again on its own handle: it
+/// must exist and be owned by the uid minitorrd runs as (see [`storage::DestDir::open`]).
+fn resolve_destination(dest: &Path) -> Reply<PathBuf> {
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("/"),
+    };
+    let name = dest
+        .file_name()
+        .ok_or_else(|| invalid(format!("{} does not name a file", dest.display())))?;
+    let real = std::fs::canonicalize(dir).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            invalid(format!(
+                "destination directory {} does not exist",
+                dir.display()
+            ))
+        } else {
+            invalid(format!(
+                "cannot use destination directory {}: {e}",
+                dir.display()
+            ))
+        }
+    })?;
+    storage::DestDir::open(&real).map_err(storage_reply)?;
+    Ok(real.join(name))
+}
+
+/// A refusal to store (directory not ours, no room, planted part file) is `Refused`; an I/O
+/// failure is `InvalidInput` as before (mostly: a path the user cannot write to).
+fn storage_reply(e: storage::StorageError) -> ErrorReply {
+    if e.is_refusal() {
+        refused(e.to_string())
+    } else {
+        invalid(e.to_string())
     }
 }
 

@@ -39,7 +39,7 @@ use crate::tracker::TrackerLink;
 
 use picker::{PeerId, Picker};
 use progress::Progress;
-use storage::{PartFile, WholeFileHasher};
+use storage::{DestDir, PartFile, WholeFileHasher};
 
 /// Re-ask the tracker for peers at least this often (new partial seeders, fresh ticket).
 const REFRESH_EVERY: Duration = Duration::from_secs(15);
@@ -90,20 +90,28 @@ pub struct Download {
 
 impl Download {
     /// Open (or resume) the partial file next to `dest`. Resuming re-verifies every piece on
-    /// disk, so a crash mid-write can never leave a bad piece counted as done.
+    /// disk, so a crash mid-write can never leave a bad piece counted as done. Refused (see
+    /// [`storage::StorageError`]) if the directory is not ours, the filesystem lacks room,
+    /// or something other than our own part file sits at the part file's name.
     pub async fn prepare(
         group: String,
         meta: Arc<FileMeta>,
         dest: PathBuf,
         pool: &BlockingPool,
-    ) -> std::io::Result<Arc<Download>> {
-        let part_path = storage::part_path_for(&dest);
+    ) -> Result<Arc<Download>, storage::StorageError> {
         let m = meta.clone();
+        let d = dest.clone();
         let (part, have) = pool
-            .run(move || -> std::io::Result<_> {
-                let (part, existed) = PartFile::open(&part_path, m.clone())?;
+            .run(move || -> Result<_, storage::StorageError> {
+                let dir = DestDir::open(d.parent().unwrap_or(std::path::Path::new("/")))?;
+                let name = d.file_name().unwrap_or_default();
+                let (part, existed) = PartFile::open(dir, name, m.clone())?;
                 let have = if existed {
-                    part.scan()?
+                    part.scan().map_err(|source| storage::StorageError::Io {
+                        what: "read",
+                        path: part.path().to_path_buf(),
+                        source,
+                    })?
                 } else {
                     minitorr_proto::types::Bitfield::new(m.piece_count())
                 };
@@ -111,15 +119,26 @@ impl Download {
             })
             .await?;
         let bytes_done = have.iter_set().map(|i| meta.piece_len(i) as u64).sum();
+        let io = |source| storage::StorageError::Io {
+            what: "open",
+            path: part.path().to_path_buf(),
+            source,
+        };
         let shared = SharedFile::partial(
             group.clone(),
             meta.clone(),
             part.path().to_path_buf(),
+            part.try_clone_file().map_err(io)?,
             have.clone(),
-        )?;
+        );
         let part = Arc::new(part);
         let slots = memory_slots(meta.piece_size);
-        let whole = WholeFileHasher::start(part.clone())?;
+        let whole =
+            WholeFileHasher::start(part.clone()).map_err(|source| storage::StorageError::Io {
+                what: "start hashing",
+                path: part.path().to_path_buf(),
+                source,
+            })?;
         for i in have.iter_set() {
             whole.piece(i, None);
         }
@@ -137,6 +156,11 @@ impl Download {
             started: Instant::now(),
             cancel: CancellationToken::new(),
         }))
+    }
+
+    /// Flush the finished file and its directory entry to disk (blocking).
+    pub fn sync_to_disk(&self) -> std::io::Result<()> {
+        self.part.sync_to_disk()
     }
 
     pub fn pieces_done(&self) -> u32 {
@@ -410,15 +434,14 @@ impl Download {
                         meta.sha1.short()
                     ));
                 }
-                if dest.exists() {
-                    return Err(format!(
-                        "{} appeared meanwhile; not overwriting it",
-                        dest.display()
-                    ));
-                }
-                part.finish(&dest)
-                    .map_err(|e| format!("cannot move the file into place: {e}"))?;
-                FileStamp::of(&dest).map_err(|e| e.to_string())
+                let name = dest.file_name().unwrap_or_default();
+                part.finish(name).map_err(|e| match e {
+                    storage::StorageError::Exists { path } => {
+                        format!("{} appeared meanwhile; not overwriting it", path.display())
+                    }
+                    e => format!("cannot move the file into place: {e}"),
+                })?;
+                part.stamp().map_err(|e| e.to_string())
             })
             .await?;
         self.shared.completed_at(&self.dest, stamp);

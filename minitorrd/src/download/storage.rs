@@ -2,10 +2,20 @@
 //! so finishing is a link, not a copy), preallocated to the exact size (disk-full shows up at
 //! start, not at 90 %), written at piece offsets, and moved into place only after the
 //! whole-file SHA1 (computed alongside by [`WholeFileHasher`]) matches.
+//!
+//! Local safety (docs/SECURITY.md, "local attacker"): the destination may be a directory other
+//! users can write into, so nothing here ever resolves a name twice or follows a link planted
+//! there. The directory is opened once ([`DestDir`], `O_NOFOLLOW`, must be ours); every file
+//! operation is relative to that handle: the part file is created with
+//! `O_CREAT|O_EXCL|O_NOFOLLOW` mode 0600, an existing one is reused only if it is a regular file
+//! we own with a single link, and the finished file is *our inode* linked in under the final
+//! name with `linkat` (fails if the name exists; never replaces, never follows).
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,27 +23,165 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
 use sha1::{Digest, Sha1};
+use thiserror::Error;
 
+use minitorr_proto::private_dir::own_uid;
 use minitorr_proto::types::{Bitfield, FileMeta, Sha1Hash};
 
-use crate::sharing::hasher::sha1_of;
+use crate::sharing::hasher::{sha1_of, FileStamp};
 
-/// `dir/.name.minitorr-part`: hidden, and never mistaken for the finished file. A name too
-/// long for that (file names may be 255 bytes, the file system's limit too) gets a shortened
-/// prefix plus a hash of the whole name, so the part file is still unique and stable across
-/// restarts (resume finds it again).
-pub fn part_path_for(dest: &Path) -> PathBuf {
+/// Space left free on the destination's filesystem after a download: 5 % of its size, at most
+/// 64 MiB. Big disks keep 64 MiB (enough for the system to keep working); tiny filesystems
+/// (a 16 MiB tmpfs) keep a proportionate 5 % instead of being unusable.
+pub const RESERVE_MAX: u64 = 64 * 1024 * 1024;
+pub const RESERVE_PERCENT: u64 = 5;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("destination directory {dir} does not exist")]
+    NoDir { dir: PathBuf },
+    #[error("destination {dir} is not a directory")]
+    NotADir { dir: PathBuf },
+    #[error("destination directory {dir} is a symbolic link; give its real path")]
+    DirIsLink { dir: PathBuf },
+    #[error("destination directory {dir} is owned by uid {owner}, not by uid {me} that minitorrd runs as; downloads only go into directories you own")]
+    DirNotOwned { dir: PathBuf, owner: u32, me: u32 },
+    #[error("not enough free space in {dir} for {file}: it needs {need} more bytes, the filesystem has {free} free and {reserve} must stay free; free some space or choose another destination")]
+    NoSpace {
+        dir: PathBuf,
+        file: String,
+        need: u64,
+        free: u64,
+        reserve: u64,
+    },
+    #[error("refusing to use {path}: {why}; it was not created by this download (someone else may have planted it) — remove it and download again")]
+    Planted { path: PathBuf, why: String },
+    #[error("{path} already exists; not overwriting it")]
+    Exists { path: PathBuf },
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl StorageError {
+    /// A refusal on purpose (as opposed to an I/O failure).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(
+            self,
+            StorageError::Io { .. } | StorageError::NoDir { .. } | StorageError::NotADir { .. }
+        )
+    }
+}
+
+/// The directory a download lands in, opened once (`O_DIRECTORY|O_NOFOLLOW`) and checked to
+/// be owned by the uid minitorrd runs as. All later operations are relative to this handle, so
+/// swapping the path (or a component of it) for a link afterwards changes nothing.
+#[derive(Debug)]
+pub struct DestDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl DestDir {
+    pub fn open(path: &Path) -> Result<DestDir, StorageError> {
+        let dir = path.to_path_buf();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
+            rustix::io::Errno::NOENT => StorageError::NoDir { dir: dir.clone() },
+            // O_DIRECTORY|O_NOFOLLOW on a symlink to a directory reports ENOTDIR.
+            rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP
+                if path
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
+                StorageError::DirIsLink { dir: dir.clone() }
+            }
+            rustix::io::Errno::NOTDIR => StorageError::NotADir { dir: dir.clone() },
+            e => StorageError::Io {
+                what: "open directory",
+                path: dir.clone(),
+                source: e.into(),
+            },
+        })?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| StorageError::Io {
+            what: "stat",
+            path: dir.clone(),
+            source: e.into(),
+        })?;
+        let me = own_uid();
+        if st.st_uid != me {
+            return Err(StorageError::DirNotOwned {
+                dir,
+                owner: st.st_uid,
+                me,
+            });
+        }
+        Ok(DestDir { fd, path: dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Refuse a download of `size` bytes if it would eat into the reserve. `held` bytes are
+    /// already allocated to the file (a part file being resumed) and need no new space.
+    pub fn check_space(&self, file: &str, size: u64, held: u64) -> Result<(), StorageError> {
+        let vfs = rustix::fs::fstatvfs(&self.fd).map_err(|e| StorageError::Io {
+            what: "check free space in",
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+        let total = vfs.f_blocks.saturating_mul(vfs.f_frsize);
+        let reserve = (total / 100 * RESERVE_PERCENT).min(RESERVE_MAX);
+        let need = size.saturating_sub(held);
+        if need.saturating_add(reserve) > free {
+            return Err(StorageError::NoSpace {
+                dir: self.path.clone(),
+                file: file.to_string(),
+                need,
+                free,
+                reserve,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether something (anything, even a dangling link) is at `name` in this directory.
+    pub fn entry_exists(&self, name: &OsStr) -> bool {
+        rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    fn io(
+        &self,
+        what: &'static str,
+        name: &OsStr,
+    ) -> impl FnOnce(rustix::io::Errno) -> StorageError {
+        let path = self.path.join(name);
+        move |e| StorageError::Io {
+            what,
+            path,
+            source: e.into(),
+        }
+    }
+}
+
+/// `.name.minitorr-part`: hidden, and never mistaken for the finished file. A name too long
+/// for that (file names may be 255 bytes, the file system's limit too) gets a shortened prefix
+/// plus a hash of the whole name, so the part file is still unique and stable across restarts
+/// (resume finds it again).
+pub fn part_name_for(name: &OsStr) -> OsString {
     const NAME_MAX: usize = 255;
     const SUFFIX: &str = ".minitorr-part";
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = name.to_string_lossy().into_owned();
     let plain = format!(".{name}{SUFFIX}");
     if plain.len() <= NAME_MAX {
-        return dest.with_file_name(plain);
+        return plain.into();
     }
     let tag = &sha1_of(name.as_bytes()).to_hex()[..16];
     let room = NAME_MAX - 1 - 1 - tag.len() - SUFFIX.len(); // ".", "~"
@@ -41,7 +189,12 @@ pub fn part_path_for(dest: &Path) -> PathBuf {
     while !name.is_char_boundary(cut) {
         cut -= 1;
     }
-    dest.with_file_name(format!(".{}~{tag}{SUFFIX}", &name[..cut]))
+    format!(".{}~{tag}{SUFFIX}", &name[..cut]).into()
+}
+
+/// `dir/.name.minitorr-part` for `dir/name` (see [`part_name_for`]).
+pub fn part_path_for(dest: &Path) -> PathBuf {
+    dest.with_file_name(part_name_for(dest.file_name().unwrap_or_default()))
 }
 
 pub struct PartFile {
@@ -49,30 +202,78 @@ pub struct PartFile {
     /// Writers take turns: concurrent pwrites to one file only contend on the inode lock in
     /// the kernel (spinning there cost ~6 % CPU in profiles); hashing stays parallel.
     write_turn: std::sync::Mutex<()>,
+    dir: DestDir,
+    name: OsString,
     path: PathBuf,
     meta: Arc<FileMeta>,
 }
 
 impl PartFile {
-    /// Open the partial file, creating and preallocating it if needed. Returns whether it existed
-    /// (then its pieces must be re-verified before use).
-    pub fn open(path: &Path, meta: Arc<FileMeta>) -> io::Result<(PartFile, bool)> {
-        let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        if file.metadata()?.len() != meta.size {
-            file.set_len(0)?;
-            preallocate(&file, meta.size)?;
+    /// Open the partial file for `dest_name` in `dir`, creating and preallocating it if needed
+    /// (after checking the filesystem has room). Returns whether it existed (then its pieces
+    /// must be re-verified before use).
+    pub fn open(
+        dir: DestDir,
+        dest_name: &OsStr,
+        meta: Arc<FileMeta>,
+    ) -> Result<(PartFile, bool), StorageError> {
+        let name = part_name_for(dest_name);
+        let path = dir.path.join(&name);
+        // Bytes an existing part file already holds need no new space.
+        let held = match rustix::fs::statat(&dir.fd, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                (st.st_blocks as u64).saturating_mul(512)
+            }
+            _ => 0,
+        };
+        dir.check_space(&meta.name, meta.size, held)?;
+
+        let rw = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let (fd, existed) = match rustix::fs::openat(
+            &dir.fd,
+            &name,
+            rw | OFlags::CREATE | OFlags::EXCL,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => (fd, false),
+            Err(rustix::io::Errno::EXIST) => {
+                // Resume. NONBLOCK so a planted FIFO cannot hang us before the type check.
+                let fd = rustix::fs::openat(&dir.fd, &name, rw | OFlags::NONBLOCK, Mode::empty())
+                    .map_err(|e| match e {
+                    rustix::io::Errno::LOOP => StorageError::Planted {
+                        path: path.clone(),
+                        why: "it is a symbolic link".into(),
+                    },
+                    e => dir.io("open", &name)(e),
+                })?;
+                check_own_single_file(&fd, &path)?;
+                (fd, true)
+            }
+            Err(e) => {
+                return Err(StorageError::Io {
+                    what: "write in",
+                    path: dir.path.clone(),
+                    source: e.into(),
+                })
+            }
+        };
+        let file = File::from(fd);
+        let len_err = |source| StorageError::Io {
+            what: "allocate",
+            path: path.clone(),
+            source,
+        };
+        if file.metadata().map_err(len_err)?.len() != meta.size {
+            file.set_len(0).map_err(len_err)?;
+            preallocate(&file, meta.size).map_err(len_err)?;
         }
         Ok((
             PartFile {
                 file,
                 write_turn: std::sync::Mutex::new(()),
-                path: path.to_path_buf(),
+                dir,
+                name,
+                path,
                 meta,
             },
             existed,
@@ -81,6 +282,12 @@ impl PartFile {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A second handle on the same open file (for serving pieces while downloading): never
+    /// a re-open by name.
+    pub fn try_clone_file(&self) -> io::Result<File> {
+        self.file.try_clone()
     }
 
     pub fn write_piece(&self, piece: u32, data: &[u8]) -> io::Result<()> {
@@ -106,35 +313,127 @@ impl PartFile {
         Ok(have)
     }
 
-    /// Move into place without ever replacing an existing file. Not fsynced here: flushing a
-    /// large file waits for the disk (1.7 s per GiB on our CI disks), so it happens after the
-    /// download is reported complete ([`sync_to_disk`]) and before the completion is recorded
-    /// in the state file; after a power loss in between, login re-verifies the file's SHA1.
-    pub fn finish(&self, dest: &Path) -> io::Result<()> {
-        std::fs::hard_link(&self.path, dest)?;
-        std::fs::remove_file(&self.path)
+    /// Stamp (size, mtime, device, inode) of the open file.
+    pub fn stamp(&self) -> io::Result<FileStamp> {
+        FileStamp::of_file(&self.file)
+    }
+
+    /// Move into place without ever replacing an existing file: the inode we wrote (not
+    /// whatever the part name points at now) gets the final name via `linkat`, which fails if
+    /// the name exists in any form (file, link, FIFO). Then the part name is removed if it is
+    /// still ours. Not fsynced here: flushing a large file waits for the disk (1.7 s per GiB
+    /// on our CI disks), so it happens after the download is reported complete
+    /// ([`PartFile::sync_to_disk`]) and before the completion is recorded in the state file;
+    /// after a power loss in between, login re-verifies the file's SHA1.
+    pub fn finish(&self, dest_name: &OsStr) -> Result<(), StorageError> {
+        let dest = self.dir.path.join(dest_name);
+        let exists = |e: rustix::io::Errno, io: &dyn Fn(rustix::io::Errno) -> StorageError| {
+            if e == rustix::io::Errno::EXIST {
+                StorageError::Exists { path: dest.clone() }
+            } else {
+                io(e)
+            }
+        };
+        // /proc/self/fd/N with AT_SYMLINK_FOLLOW links the open file itself (what
+        // AT_EMPTY_PATH does, without needing CAP_DAC_READ_SEARCH).
+        let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        match rustix::fs::linkat(
+            CWD,
+            proc_path.as_str(),
+            &self.dir.fd,
+            dest_name,
+            AtFlags::SYMLINK_FOLLOW,
+        ) {
+            Ok(()) => {}
+            // Our inode has no name left (someone removed or replaced the part file in a
+            // directory they can write into): nothing safe to link; the download fails.
+            Err(rustix::io::Errno::NOENT) if Path::new("/proc/self/fd").exists() => {
+                return Err(StorageError::Planted {
+                    path: self.path.clone(),
+                    why: "it was removed or replaced during the download".into(),
+                });
+            }
+            Err(rustix::io::Errno::NOENT) => {
+                // No /proc: link by name, after checking the name is still our inode (a
+                // narrow race, and only in a directory others can write into).
+                if !self.name_is_ours(&self.name) {
+                    return Err(StorageError::Planted {
+                        path: self.path.clone(),
+                        why: "it was replaced during the download".into(),
+                    });
+                }
+                rustix::fs::linkat(
+                    &self.dir.fd,
+                    &self.name,
+                    &self.dir.fd,
+                    dest_name,
+                    AtFlags::empty(),
+                )
+                .map_err(|e| exists(e, &|e| self.dir.io("link", dest_name)(e)))?;
+            }
+            Err(e) => return Err(exists(e, &|e| self.dir.io("link", dest_name)(e))),
+        }
+        if self.name_is_ours(&self.name) {
+            rustix::fs::unlinkat(&self.dir.fd, &self.name, AtFlags::empty())
+                .map_err(self.dir.io("remove", &self.name))?;
+        }
+        Ok(())
+    }
+
+    /// Flush the finished file and its directory entry to disk (blocking).
+    pub fn sync_to_disk(&self) -> io::Result<()> {
+        self.file.sync_data()?;
+        rustix::fs::fsync(&self.dir.fd)?;
+        Ok(())
+    }
+
+    /// Is `name` in our directory the very file we have open?
+    fn name_is_ours(&self, name: &OsStr) -> bool {
+        let (Ok(there), Ok(mine)) = (
+            rustix::fs::statat(&self.dir.fd, name, AtFlags::SYMLINK_NOFOLLOW),
+            rustix::fs::fstat(self.file.as_fd()),
+        ) else {
+            return false;
+        };
+        there.st_dev == mine.st_dev && there.st_ino == mine.st_ino
     }
 }
 
-/// Flush a finished download and its directory entry to disk (blocking).
-pub fn sync_to_disk(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_data()?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
+/// A part file we are about to resume must be one this daemon created: a regular file (not a
+/// FIFO or device), owned by us, with one link (a hard link to someone's file would make our
+/// writes land in it).
+fn check_own_single_file(fd: &OwnedFd, path: &Path) -> Result<(), StorageError> {
+    let st = rustix::fs::fstat(fd).map_err(|e| StorageError::Io {
+        what: "stat",
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    let why = if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        Some("it is not a regular file".to_string())
+    } else if st.st_uid != own_uid() {
+        Some(format!("it is owned by uid {}, not by you", st.st_uid))
+    } else if st.st_nlink != 1 {
+        Some(format!("it has {} hard links", st.st_nlink))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(StorageError::Planted {
+            path: path.to_path_buf(),
+            why,
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn preallocate(file: &File, size: u64) -> io::Result<()> {
     if size == 0 {
         return Ok(());
     }
-    use nix::fcntl::{fallocate, FallocateFlags};
-    use std::os::fd::AsRawFd;
-    match fallocate(file.as_raw_fd(), FallocateFlags::empty(), 0, size as i64) {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size) {
         Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EOPNOTSUPP) => file.set_len(size),
-        Err(e) => Err(io::Error::from(e)),
+        Err(rustix::io::Errno::OPNOTSUPP) => file.set_len(size),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -251,6 +550,7 @@ fn hash_in_order(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn meta_for(data: &[u8], ps: u32) -> FileMeta {
         FileMeta {
@@ -262,6 +562,122 @@ mod tests {
         }
     }
 
+    fn ddir(p: &Path) -> DestDir {
+        DestDir::open(p).unwrap()
+    }
+
+    /// Every kind of thing planted at the part file's name is refused, and the file it points
+    /// at (if any) is left untouched.
+    #[test]
+    fn planted_part_files_are_refused_and_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(meta_for(&[7u8; 40_000], 16 * 1024));
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"secret").unwrap();
+        let pp = dir.path().join(".f.minitorr-part");
+
+        std::os::unix::fs::symlink(&victim, &pp).unwrap();
+        let e = PartFile::open(ddir(dir.path()), "f".as_ref(), meta.clone())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        std::fs::remove_file(&pp).unwrap();
+
+        // Dangling link: O_EXCL does not create through it.
+        let nowhere = dir.path().join("nowhere");
+        std::os::unix::fs::symlink(&nowhere, &pp).unwrap();
+        assert!(PartFile::open(ddir(dir.path()), "f".as_ref(), meta.clone()).is_err());
+        assert!(!nowhere.exists(), "created a file through a dangling link");
+        std::fs::remove_file(&pp).unwrap();
+
+        std::fs::hard_link(&victim, &pp).unwrap();
+        let e = PartFile::open(ddir(dir.path()), "f".as_ref(), meta.clone())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("2 hard links"), "{e}");
+        std::fs::remove_file(&pp).unwrap();
+
+        nix::unistd::mkfifo(&pp, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = PartFile::open(ddir(dir.path()), "f".as_ref(), meta.clone())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        std::fs::remove_file(&pp).unwrap();
+
+        assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
+    }
+
+    /// The final name is linked to the inode we wrote, never to what the part name holds now,
+    /// and a symlink at the final name is not followed.
+    #[test]
+    fn finish_links_our_inode_and_never_follows_the_final_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![3u8; 20_000];
+        let meta = Arc::new(meta_for(&data, 16 * 1024));
+        let (part, _) = PartFile::open(ddir(dir.path()), "f".as_ref(), meta.clone()).unwrap();
+        part.write_piece(0, &data[..16 * 1024]).unwrap();
+        part.write_piece(1, &data[16 * 1024..]).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"secret").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("f")).unwrap();
+        assert!(matches!(
+            part.finish("f".as_ref()),
+            Err(StorageError::Exists { .. })
+        ));
+        assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
+        std::fs::remove_file(dir.path().join("f")).unwrap();
+
+        // Someone hard-links our part file elsewhere and swaps the part name for their own
+        // file: our inode still lands (theirs is never linked in nor removed).
+        let pp = dir.path().join(".f.minitorr-part");
+        let keep = dir.path().join("keep");
+        std::fs::hard_link(&pp, &keep).unwrap();
+        std::fs::remove_file(&pp).unwrap();
+        std::fs::write(&pp, b"attacker").unwrap();
+        part.finish("f".as_ref()).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), data);
+        assert_eq!(std::fs::read(&pp).unwrap(), b"attacker");
+
+        // Our inode with no name left: refused, nothing linked.
+        let (part, _) = PartFile::open(ddir(dir.path()), "g".as_ref(), meta).unwrap();
+        let pg = dir.path().join(".g.minitorr-part");
+        std::fs::remove_file(&pg).unwrap();
+        std::fs::write(&pg, b"attacker").unwrap();
+        let e = part.finish("g".as_ref()).unwrap_err();
+        assert!(e.to_string().contains("removed or replaced"), "{e}");
+        assert!(!dir.path().join("g").exists());
+    }
+
+    #[test]
+    fn directories_of_other_users_and_links_to_directories_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        assert!(matches!(
+            DestDir::open(&link),
+            Err(StorageError::DirIsLink { .. })
+        ));
+        if own_uid() == 0 {
+            let theirs = dir.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let e = DestDir::open(&theirs).unwrap_err();
+            assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_file_larger_than_the_free_space_is_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = meta_for(b"x", 16 * 1024);
+        meta.size = u64::MAX / 2;
+        let e = PartFile::open(ddir(dir.path()), "f".as_ref(), Arc::new(meta))
+            .err()
+            .unwrap();
+        assert!(matches!(e, StorageError::NoSpace { .. }), "{e}");
+        assert!(!dir.path().join(".f.minitorr-part").exists());
+    }
+
     #[test]
     fn out_of_order_writes_resume_scan_and_finish() {
         let dir = tempfile::tempdir().unwrap();
@@ -269,8 +685,13 @@ mod tests {
         let meta = Arc::new(meta_for(&data, 16 * 1024));
         let dest = dir.path().join("f");
         let pp = part_path_for(&dest);
-        let (part, existed) = PartFile::open(&pp, meta.clone()).unwrap();
+        let (part, existed) = PartFile::open(ddir(dir.path()), "f".as_ref(), meta.clone()).unwrap();
         assert!(!existed);
+        assert_eq!(
+            std::fs::metadata(&pp).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "part files are private"
+        );
         assert_eq!(
             std::fs::metadata(&pp).unwrap().len(),
             data.len() as u64,
@@ -283,7 +704,7 @@ mod tests {
         }
         drop(part);
         // Reopen as after a crash: exactly the written pieces verify.
-        let (part, existed) = PartFile::open(&pp, meta.clone()).unwrap();
+        let (part, existed) = PartFile::open(ddir(dir.path()), "f".as_ref(), meta.clone()).unwrap();
         assert!(existed);
         let have = part.scan().unwrap();
         assert_eq!(have.iter_set().collect::<Vec<_>>(), vec![0, 3, 6]);
@@ -302,7 +723,7 @@ mod tests {
             hasher.piece(i, bytes);
         }
         assert_eq!(hasher.finish().unwrap(), meta.sha1);
-        part.finish(&dest).unwrap();
+        part.finish("f".as_ref()).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), data);
         assert!(!pp.exists());
     }
@@ -335,8 +756,11 @@ mod tests {
         let meta = Arc::new(meta_for(b"hello", 16 * 1024));
         let dest = dir.path().join("f");
         std::fs::write(&dest, b"mine").unwrap();
-        let (part, _) = PartFile::open(&part_path_for(&dest), meta).unwrap();
-        assert!(part.finish(&dest).is_err());
+        let (part, _) = PartFile::open(ddir(dir.path()), "f".as_ref(), meta).unwrap();
+        assert!(matches!(
+            part.finish("f".as_ref()),
+            Err(StorageError::Exists { .. })
+        ));
         assert_eq!(std::fs::read(&dest).unwrap(), b"mine");
     }
 }

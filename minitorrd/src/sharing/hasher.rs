@@ -7,33 +7,79 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use minitorr_proto::types::{FileMeta, Sha1Hash};
 
-/// Size and modification time: cheap evidence that a shared file is unchanged.
+/// Size, modification time and identity (device, inode): cheap evidence that a shared file is
+/// unchanged *and is still the same file* — a path swapped for another file or a symlink to
+/// one (say, a secret of ours) never matches, so it is re-hashed, not served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileStamp {
     pub size: u64,
     pub mtime_ns: i128,
+    /// 0 in state files written before identity was recorded: such a stamp never matches, so
+    /// the file is re-hashed once at the next login and the new stamp saved.
+    #[serde(default)]
+    pub dev: u64,
+    #[serde(default)]
+    pub ino: u64,
 }
 
 impl FileStamp {
+    /// Stamp of the entry at `path` itself (a symlink is stamped as a link, never followed).
     pub fn of(path: &Path) -> io::Result<FileStamp> {
-        let md = std::fs::metadata(path)?;
-        let mtime_ns = md
-            .modified()?
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i128)
-            .unwrap_or(0);
-        Ok(FileStamp {
-            size: md.len(),
-            mtime_ns,
-        })
+        Ok(Self::from_metadata(&std::fs::symlink_metadata(path)?))
     }
+
+    pub fn of_file(file: &File) -> io::Result<FileStamp> {
+        Ok(Self::from_metadata(&file.metadata()?))
+    }
+
+    fn from_metadata(md: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            size: md.len(),
+            mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+            dev: md.dev(),
+            ino: md.ino(),
+        }
+    }
+}
+
+/// Open a file we share without following a symlink at its last component, and check it is a
+/// regular file. (The user named the path when sharing; what sits there later may have been
+/// swapped by someone who can write into its directory.)
+pub fn open_shared(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags())
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                io::Error::other(format!(
+                    "{} is now a symbolic link; not following it",
+                    path.display()
+                ))
+            } else {
+                e
+            }
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
+/// O_NOFOLLOW | O_NONBLOCK (a FIFO planted at the name must not hang the open).
+fn libc_flags() -> i32 {
+    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32
 }
 
 pub fn sha1_of(data: &[u8]) -> Sha1Hash {
@@ -68,8 +114,8 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Hash `path` as file `name` with `piece_size` pieces. Blocking: run it on the blocking pool.
 pub fn hash_file(path: &Path, name: &str, piece_size: u32) -> io::Result<(FileMeta, FileStamp)> {
-    let stamp_before = FileStamp::of(path)?;
-    let mut file = File::open(path)?;
+    let mut file = open_shared(path)?;
+    let stamp_before = FileStamp::of_file(&file)?;
     let ps = piece_size as usize;
     let chunk = ps * (4 * 1024 * 1024 / ps).max(1);
     const BUFFERS: usize = 4;
@@ -123,6 +169,7 @@ pub fn hash_file(path: &Path, name: &str, piece_size: u32) -> io::Result<(FileMe
         Ok((Sha1Hash(whole.finalize().into()), pieces, size))
     })?;
 
+    // The path must still name the file we read (same inode, unchanged).
     let stamp_after = FileStamp::of(path)?;
     if stamp_after != stamp_before || size != stamp_after.size {
         return Err(io::Error::other(

@@ -41,39 +41,50 @@ pub struct SharedFile {
 }
 
 impl SharedFile {
-    /// A complete file on disk, shared as-is.
+    /// A complete file on disk, shared as-is. Opened without following a symlink, and only
+    /// if it is the very file `stamp` describes (same device and inode, size and mtime): a
+    /// path swapped for another file since it was stamped is refused, never served.
     pub fn complete(
         group: String,
         meta: Arc<FileMeta>,
         path: PathBuf,
         stamp: FileStamp,
     ) -> io::Result<Arc<Self>> {
+        let file = super::hasher::open_shared(&path)?;
+        if FileStamp::of_file(&file)? != stamp {
+            return Err(io::Error::other(format!(
+                "{} is no longer the file that was shared",
+                path.display()
+            )));
+        }
         let have = Bitfield::full(meta.piece_count());
-        Self::build(group, meta, path, have, Some(stamp))
+        Ok(Self::build(group, meta, path, file, have, Some(stamp)))
     }
 
-    /// A file being downloaded: starts with the pieces already verified in `have`.
+    /// A file being downloaded: starts with the pieces already verified in `have`. `file` is
+    /// a handle on the open part file (never re-opened by name).
     pub fn partial(
         group: String,
         meta: Arc<FileMeta>,
         part_path: PathBuf,
+        file: File,
         have: Bitfield,
-    ) -> io::Result<Arc<Self>> {
-        Self::build(group, meta, part_path, have, None)
+    ) -> Arc<Self> {
+        Self::build(group, meta, part_path, file, have, None)
     }
 
     fn build(
         group: String,
         meta: Arc<FileMeta>,
         path: PathBuf,
+        file: File,
         have: Bitfield,
         stamp: Option<FileStamp>,
-    ) -> io::Result<Arc<Self>> {
-        let file = File::open(&path)?;
+    ) -> Arc<Self> {
         let (have_tx, _) = broadcast::channel(256);
         let complete = have.is_complete();
         let have_count = std::sync::atomic::AtomicU32::new(have.count());
-        Ok(Arc::new(SharedFile {
+        Arc::new(SharedFile {
             have_count,
             group,
             meta,
@@ -84,7 +95,7 @@ impl SharedFile {
             stamp: Mutex::new(stamp),
             stale: AtomicBool::new(false),
             have_tx,
-        }))
+        })
     }
 
     pub fn key(&self) -> ShareKey {
