@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod preauth;
 pub mod server;
 pub mod service;
 pub mod shutdown;

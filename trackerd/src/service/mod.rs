@@ -258,6 +258,11 @@ impl Service {
         }
     }
 
+    /// Whether `token` is a live session (a database error counts as no).
+    pub async fn session_is_valid(&self, token: &str) -> bool {
+        self.authenticate(Some(token)).await.is_ok()
+    }
+
     async fn authenticate(&self, token: Option<&str>) -> Result<Caller, Fail> {
         let Some(token) = token else {
             return fail(ErrorCode::InvalidSession, "not logged in");
