@@ -503,6 +503,20 @@ impl Tracker {
             .as_mut()
             .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
+
+    /// (resident set now, peak resident set since start), in KiB, from /proc/PID/status.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
 }
 
 impl Peer {
