@@ -48,8 +48,10 @@ fn effective_peer_addr(announced: &str, source: IpAddr) -> Result<SocketAddr, Fa
 }
 
 /// How long a login waits for its user name or address to have room (attempts in flight at
-/// the limit, none blocked) before it is refused.
-const LOGIN_QUEUE_WAIT: Duration = Duration::from_secs(10);
+/// the limit, none blocked) before it is refused. Generous: a burst of legitimate logins from
+/// one address (a NAT, an office starting up) queues here at hashing speed (one hash per core
+/// runs at a time anyway), and should not be refused for it.
+const LOGIN_QUEUE_WAIT: Duration = Duration::from_secs(60);
 
 /// An admitted login attempt. Dropped without [`LoginAttempt::succeeded`] — a wrong password,
 /// a database error, or the request's task cancelled half-way — it is reported as failed, so no
