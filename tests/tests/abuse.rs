@@ -535,8 +535,8 @@ fn outsiders_stalling_in_huge_requests_cost_the_tracker_no_memory() {
     worst = worst.max(served(&alice, &["list_groups"]));
     let (rss_after, peak) = tracker.memory_kib();
     eprintln!(
-        "300 stalled 16 MiB requests: {} connected, most body bytes taken by the tracker {} \
-         (it reads {} bytes before refusing; the rest sits in socket buffers), closed {closed}; \
+        "300 stalled 16 MiB requests: {} connected, at most {} body bytes written before the \
+         close (socket buffers; the tracker reads <= {} of them), closed {closed}; \
          tracker RSS {rss_before} KiB before, {rss_after} KiB after, peak {peak} KiB; \
          slowest real command {worst:?}",
         conns.len(),

@@ -236,7 +236,7 @@ impl EvictionLog {
         self.since_last += n as u64;
         if self
             .last
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+            .map_or(true, |t| t.elapsed() >= Duration::from_secs(10))
         {
             tracing::warn!(
                 evicted = self.since_last,
