@@ -169,6 +169,12 @@ impl RateLimiter {
         }
     }
 
+    /// The attempt ended before any password was tested (e.g. the database was unreachable):
+    /// it counts for nothing, like a success.
+    pub fn abandoned(&mut self, attempt: Attempt) {
+        self.succeeded(attempt);
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.len()

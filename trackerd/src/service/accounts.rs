@@ -64,12 +64,23 @@ struct LoginAttempt {
 }
 
 impl LoginAttempt {
+    /// The password was right.
     fn succeeded(mut self) {
         if let Some(a) = self.attempt.take() {
             self.limiter
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .succeeded(a);
+        }
+    }
+
+    /// No password was tested (the user lookup failed): the attempt counts for nothing.
+    fn abandon(mut self) {
+        if let Some(a) = self.attempt.take() {
+            self.limiter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .abandoned(a);
         }
     }
 }
@@ -179,7 +190,14 @@ impl Service {
         // as a failure until the password proved right, so parallel logins cannot all slip
         // past the limit before the first failure is recorded.
         let attempt = self.admit_login(&user, source).await?;
-        let stored = self.store.password_hash(&user).await?;
+        let stored = match self.store.password_hash(&user).await {
+            Ok(s) => s,
+            Err(e) => {
+                // No password was tested: a database outage must not lock users out.
+                attempt.abandon();
+                return Err(e.into());
+            }
+        };
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_phc.clone());
         let hasher = self.hasher.clone();
