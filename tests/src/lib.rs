@@ -542,6 +542,18 @@ impl Peer {
     }
 }
 
+/// Raise this process's open-file limit to its hard limit (daemons started afterwards inherit
+/// it) and return the new soft limit. Tests that open thousands of connections need it: a
+/// default soft limit is often 1,024.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
 /// stderr of an Output, lossily.
 pub fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -567,6 +567,14 @@ fn outsiders_stalling_in_huge_requests_cost_the_tracker_no_memory() {
 /// in all, 64 per address) by closing the oldest, so the crowd only pushes itself out.
 #[test]
 fn a_preamble_only_crowd_larger_than_the_connection_cap_does_not_lock_clients_out() {
+    // 4,600 connections stay open on our side: make sure we may hold them (and trackerd its
+    // share), scaling the crowd down only if the hard limit forces it.
+    let fds = raise_fd_limit();
+    let many = 4100u32.min(fds.saturating_sub(1600) as u32);
+    assert!(
+        many > 1100,
+        "this test needs RLIMIT_NOFILE >= 2,800 to open a crowd larger than the cap (have {fds})"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let mut tracker = Tracker::start(&tmp.path().join("t"));
     let alice = Peer::start(&tmp.path().join("alice"), &tracker);
@@ -576,7 +584,7 @@ fn a_preamble_only_crowd_larger_than_the_connection_cap_does_not_lock_clients_ou
     let rt = tokio::runtime::Runtime::new().unwrap();
     let crowd = rt.spawn(async move {
         let mut conns = vec![];
-        for i in 0..4100u32 {
+        for i in 0..many {
             let from = Ipv4Addr::new(127, 0, 4, 1 + (i % 100) as u8).into();
             conns.extend(fakepeer::outsider::preamble_only(addr, from).await);
         }
@@ -621,7 +629,11 @@ fn a_preamble_only_crowd_larger_than_the_connection_cap_does_not_lock_clients_ou
         "preamble-only crowd: {opened} opened, {open} still open after it; {n} real commands \
          meanwhile, slowest {worst:?}"
     );
-    assert!(opened >= 4000, "the crowd itself ran: {opened} connections");
+    assert!(
+        opened as u32 >= many + 400,
+        "the crowd itself ran: {opened} of {} connections",
+        many + 500
+    );
     assert!(open <= 1024, "{open} unauthenticated connections kept");
     // And they do not stay: none outlives the handshake timeout.
     std::thread::sleep(HANDSHAKE_TIMEOUT);
