@@ -41,6 +41,16 @@ pub fn decode_postcard<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T,
     Ok(v)
 }
 
+/// Decode a postcard value from the *start* of `bytes`, ignoring what follows. For peeking at
+/// the leading field of a body that has not fully arrived (trackerd reads the session token of
+/// a large request before agreeing to buffer the rest).
+pub fn decode_postcard_prefix<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, ProtoError> {
+    let (v, _rest) = postcard::take_from_bytes(bytes)?;
+    Ok(v)
+}
+
 /// Implements [`WireMessage`] for serde types as a plain postcard body.
 #[macro_export]
 macro_rules! postcard_wire {

@@ -128,3 +128,63 @@ pub async fn serve_garbage(listener: TcpListener, meta: FileMeta) {
         });
     }
 }
+
+/// Hostile clients of the tracker port that never log in (an outsider needs no account).
+pub mod outsider {
+    use std::net::{IpAddr, SocketAddr};
+    use std::time::Duration;
+
+    use minitorr_proto::handshake::preamble;
+    use minitorr_proto::{Link, PROTOCOL_VERSION};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Connect to `addr` from `from` (any 127.x.y.z on loopback) and send the tracker preamble,
+    /// nothing more. `None` if the connection was refused or reset at once.
+    pub async fn preamble_only(addr: SocketAddr, from: IpAddr) -> Option<TcpStream> {
+        let sock = tokio::net::TcpSocket::new_v4().ok()?;
+        sock.bind(SocketAddr::new(from, 0)).ok()?;
+        let mut s = sock.connect(addr).await.ok()?;
+        s.write_all(&preamble(Link::Tracker, PROTOCOL_VERSION))
+            .await
+            .ok()?;
+        Some(s)
+    }
+
+    /// Preamble, then the length prefix of an `announced`-byte request (no session token: the
+    /// body starts with a `None` tag) and up to `body` bytes of it, written in 64 KiB chunks
+    /// while the tracker takes them (each chunk given `patience`). Returns the connection,
+    /// still open from our side, and how many body bytes the tracker accepted.
+    pub async fn stalled_frame(
+        addr: SocketAddr,
+        from: IpAddr,
+        announced: u32,
+        body: usize,
+        patience: Duration,
+    ) -> Option<(TcpStream, usize)> {
+        let mut s = preamble_only(addr, from).await?;
+        s.write_all(&announced.to_be_bytes()).await.ok()?;
+        let chunk = vec![0u8; 64 * 1024];
+        let mut sent = 0;
+        while sent < body {
+            let n = chunk.len().min(body - sent);
+            match tokio::time::timeout(patience, s.write_all(&chunk[..n])).await {
+                Ok(Ok(())) => sent += n,
+                _ => break, // refused (reset) or not read any more: stall here
+            }
+        }
+        Some((s, sent))
+    }
+
+    /// True once the tracker has closed `s` (EOF or reset); reads and drops what it sent.
+    pub async fn closed_by_server(s: &mut TcpStream, wait: Duration) -> bool {
+        let mut b = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(wait, s.read(&mut b)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue, // its preamble or an error answer
+            }
+        }
+    }
+}

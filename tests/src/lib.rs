@@ -512,6 +512,20 @@ impl Tracker {
             .as_mut()
             .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
+
+    /// (resident set now, peak resident set since start), in KiB, from /proc/PID/status.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
 }
 
 impl Peer {
@@ -535,6 +549,18 @@ impl Peer {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("minitorrd.log")).unwrap_or_default()
     }
+}
+
+/// Raise this process's open-file limit to its hard limit (daemons started afterwards inherit
+/// it) and return the new soft limit. Tests that open thousands of connections need it: a
+/// default soft limit is often 1,024.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
 }
 
 /// stderr of an Output, lossily.

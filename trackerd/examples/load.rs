@@ -390,7 +390,21 @@ async fn main() {
         .unwrap()
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Every simulated daemon connects from 127.0.0.1 and they all log in at once: raise the
+    // pre-login caps per source as an operator would for a large NAT (the defaults allow 64
+    // not-yet-logged-in connections per address).
+    let config = state.path().join("trackerd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "max_unauthenticated = {n}\nmax_unauthenticated_per_source = {n}\n",
+            n = o.clients.max(64)
+        ),
+    )
+    .unwrap();
     let mut child = Command::new(&o.trackerd)
+        .arg("--config")
+        .arg(&config)
         .arg("--listen")
         .arg(addr.to_string())
         .arg("--state-dir")

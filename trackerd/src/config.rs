@@ -37,6 +37,15 @@ pub struct Config {
     /// After `trackerd rotate-key`, how long tickets signed with the old key keep verifying.
     /// At least `ticket_ttl_secs`, so no ticket handed out before the rotation is cut short.
     pub key_overlap_secs: u64,
+    // Limits before authentication (see server.rs and preauth.rs).
+    /// Largest request accepted from a connection that has not logged in yet (bytes).
+    pub max_frame_before_login: usize,
+    /// Connections that have not logged in yet, all sources together.
+    pub max_unauthenticated: usize,
+    /// Connections that have not logged in yet from one IPv4 address or IPv6 /64.
+    pub max_unauthenticated_per_source: usize,
+    /// Request bytes buffered for connections that have not logged in yet, all together.
+    pub max_unauthenticated_bytes: usize,
     /// PEM certificate chain for TLS on the tracker link (with `tls_key`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
@@ -64,6 +73,10 @@ pub struct FileConfig {
     pub idle_timeout_secs: Option<u64>,
     pub signing_key_file: Option<PathBuf>,
     pub key_overlap_secs: Option<u64>,
+    pub max_frame_before_login: Option<usize>,
+    pub max_unauthenticated: Option<usize>,
+    pub max_unauthenticated_per_source: Option<usize>,
+    pub max_unauthenticated_bytes: Option<usize>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub allow_plaintext: Option<bool>,
@@ -120,6 +133,15 @@ pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 120;
 pub const SIGNING_KEY_FILE_NAME: &str = "ticket-signing.key";
 /// Default rotation overlap beyond the ticket lifetime: margin for clocks that disagree a bit.
 pub const KEY_OVERLAP_MARGIN_SECS: u64 = 300;
+/// A maximal `Login` (64-byte name, 1024-byte password, an address) is about 1.2 KiB.
+pub const DEFAULT_MAX_FRAME_BEFORE_LOGIN: usize = 4096;
+/// The smallest `max_frame_before_login` accepted: below it a valid `Login` may not fit.
+pub const MIN_FRAME_BEFORE_LOGIN: usize = 2048;
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 1024;
+/// Room for a few dozen daemons behind one address (a NAT, or every test on 127.0.0.1)
+/// connecting at once.
+pub const DEFAULT_MAX_UNAUTHENTICATED_PER_SOURCE: usize = 64;
+pub const DEFAULT_MAX_UNAUTHENTICATED_BYTES: usize = 4 * 1024 * 1024;
 /// File name looked up in `$CONFIGURATION_DIRECTORY`.
 pub const CONFIG_FILE_NAME: &str = "trackerd.toml";
 
@@ -286,6 +308,18 @@ pub fn resolve(
         key_overlap_secs: file
             .key_overlap_secs
             .unwrap_or(ticket_ttl_secs.saturating_add(KEY_OVERLAP_MARGIN_SECS)),
+        max_frame_before_login: file
+            .max_frame_before_login
+            .unwrap_or(DEFAULT_MAX_FRAME_BEFORE_LOGIN),
+        max_unauthenticated: file
+            .max_unauthenticated
+            .unwrap_or(DEFAULT_MAX_UNAUTHENTICATED),
+        max_unauthenticated_per_source: file
+            .max_unauthenticated_per_source
+            .unwrap_or(DEFAULT_MAX_UNAUTHENTICATED_PER_SOURCE),
+        max_unauthenticated_bytes: file
+            .max_unauthenticated_bytes
+            .unwrap_or(DEFAULT_MAX_UNAUTHENTICATED_BYTES),
         tls_cert,
         tls_key,
         allow_plaintext,
@@ -303,10 +337,28 @@ impl Config {
             ("ticket_ttl_secs", self.ticket_ttl_secs),
             ("handshake_timeout_secs", self.handshake_timeout_secs),
             ("idle_timeout_secs", self.idle_timeout_secs),
+            ("max_unauthenticated", self.max_unauthenticated as u64),
+            (
+                "max_unauthenticated_per_source",
+                self.max_unauthenticated_per_source as u64,
+            ),
         ] {
             if v == 0 {
                 return bad(format!("{key} must be at least 1"));
             }
+        }
+        let max_frame = minitorr_proto::MAX_MESSAGE_FRAME;
+        if !(MIN_FRAME_BEFORE_LOGIN..=max_frame).contains(&self.max_frame_before_login) {
+            return bad(format!(
+                "max_frame_before_login ({}) must be between {MIN_FRAME_BEFORE_LOGIN} (a login must fit) and {max_frame}",
+                self.max_frame_before_login
+            ));
+        }
+        if self.max_unauthenticated_bytes < self.max_frame_before_login {
+            return bad(format!(
+                "max_unauthenticated_bytes ({}) must be at least max_frame_before_login ({})",
+                self.max_unauthenticated_bytes, self.max_frame_before_login
+            ));
         }
         if self.peer_timeout_secs <= u64::from(self.heartbeat_secs) {
             return bad(format!(

@@ -70,6 +70,15 @@ fn defaults() {
         ),
         (3600, 5, 120)
     );
+    assert_eq!(
+        (
+            c.max_frame_before_login,
+            c.max_unauthenticated,
+            c.max_unauthenticated_per_source,
+            c.max_unauthenticated_bytes
+        ),
+        (4096, 1024, 64, 4 << 20)
+    );
     let c = resolve(&Overrides::default(), &no_env, None).unwrap();
     assert!(
         c.state_dir.ends_with("minitorr/tracker"),
@@ -263,6 +272,10 @@ fn example_config_documents_every_key_and_is_all_defaults() {
         "ticket_ttl_secs",
         "handshake_timeout_secs",
         "idle_timeout_secs",
+        "max_frame_before_login",
+        "max_unauthenticated",
+        "max_unauthenticated_per_source",
+        "max_unauthenticated_bytes",
         "allow_plaintext",
     ] {
         assert!(
@@ -361,5 +374,39 @@ fn key_file_precedence_and_overlap_floor() {
     assert!(
         e.contains("key_overlap_secs (59) must be at least ticket_ttl_secs (60)"),
         "{e}"
+    );
+}
+
+#[test]
+fn pre_login_limits_are_checked() {
+    let bad = |text: &str| {
+        let file = parse_file(text, "t").unwrap();
+        resolve(&Overrides::default(), &no_env, Some(file))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(bad("max_frame_before_login = 100").contains("a login must fit"));
+    assert!(bad("max_frame_before_login = 999999999").contains("must be between"));
+    assert!(bad("max_unauthenticated = 0").contains("at least 1"));
+    assert!(bad("max_unauthenticated_per_source = 0").contains("at least 1"));
+    assert!(
+        bad("max_frame_before_login = 8192\nmax_unauthenticated_bytes = 4096")
+            .contains("at least max_frame_before_login")
+    );
+    let file = parse_file(
+        "max_frame_before_login = 8192\nmax_unauthenticated = 10\nmax_unauthenticated_per_source = 2\nmax_unauthenticated_bytes = 65536\n",
+        "t",
+    )
+    .unwrap();
+    let c = resolve(&Overrides::default(), &no_env, Some(file)).unwrap();
+    let o = crate::server::ServerOptions::from_config(&c);
+    assert_eq!(o.max_frame_before_login, 8192);
+    assert_eq!(
+        o.unauthenticated,
+        crate::preauth::Limits {
+            max_total: 10,
+            max_per_source: 2,
+            max_bytes: 65536
+        }
     );
 }

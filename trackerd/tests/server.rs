@@ -32,6 +32,7 @@ fn opts() -> ServerOptions {
         handshake_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(30),
         drain_timeout: Duration::from_secs(5),
+        ..ServerOptions::default()
     }
 }
 
@@ -274,4 +275,214 @@ async fn shutdown_answers_the_request_in_flight_then_stops() {
     );
     // And what was acknowledged is in the database.
     assert!(srv.store.password_hash("late").await.unwrap().is_some());
+}
+
+/// Handshake, then send the start of a frame announcing `len` bytes (`sent` of them) and stall.
+async fn partial_frame(addr: SocketAddr, len: u32, sent: usize) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    handshake(&mut s, Link::Tracker).await.unwrap();
+    let mut bytes = len.to_be_bytes().to_vec();
+    bytes.resize(4 + sent, 0); // a body starting with a `None` token
+    s.write_all(&bytes).await.unwrap();
+    s
+}
+
+/// A client that created `user` and logged in; returns it and its token.
+async fn logged_in(addr: SocketAddr, user: &str) -> (Client, String) {
+    let mut c = client(addr).await;
+    ask(
+        &mut c,
+        Call::CreateUser {
+            user: user.into(),
+            password: "pw".into(),
+        },
+    )
+    .await;
+    let r = ask(
+        &mut c,
+        Call::Login {
+            user: user.into(),
+            password: "pw".into(),
+            peer_addr: "127.0.0.1:7001".into(),
+        },
+    )
+    .await;
+    let Response::LoggedIn(g) = r else {
+        panic!("{r:?}")
+    };
+    (c, g.token)
+}
+
+#[tokio::test]
+async fn before_login_only_small_requests_are_read() {
+    let srv = start(opts(), PasswordHasher::insecure_fast()).await;
+    // A 16 MiB header with a token-less body: answered InvalidSession and closed, after reading
+    // no more than the start of the body.
+    let mut s = partial_frame(srv.addr, 16 << 20, 1000).await;
+    let got = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(!got.is_empty(), "an answer before the close");
+    // A 4 KiB + 1 request without a token is refused the same way.
+    let mut c = client(srv.addr).await;
+    c.send(Request {
+        token: None,
+        call: Call::CreateUser {
+            user: "x".into(),
+            password: "p".repeat(5000),
+        },
+    })
+    .await
+    .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), c.next()).await {
+        Ok(Some(Ok(Response::Error { code, message }))) => {
+            assert_eq!(code, minitorr_proto::tracker::ErrorCode::InvalidSession);
+            assert!(message.contains("log in first"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !matches!(c.next().await, Some(Ok(_))),
+        "then closed (possibly reset: the rest of the request was never read)"
+    );
+
+    // After login, a large request on the same connection is read and answered.
+    let (mut c, token) = logged_in(srv.addr, "alice").await;
+    c.send(Request {
+        token: Some(token.clone()),
+        call: Call::CreateGroup {
+            group: "g".repeat(1 << 20),
+        },
+    })
+    .await
+    .unwrap();
+    let r = c.next().await.unwrap().unwrap();
+    assert!(matches!(r, Response::Error { .. }), "{r:?}");
+    // A reconnecting daemon's first request may be large too: its valid token admits it.
+    let mut fresh = client(srv.addr).await;
+    fresh
+        .send(Request {
+            token: Some(token.clone()),
+            call: Call::CreateGroup {
+                group: "g".repeat(1 << 20),
+            },
+        })
+        .await
+        .unwrap();
+    let r = fresh.next().await.unwrap().unwrap();
+    assert!(
+        matches!(&r, Response::Error { code, .. } if *code == minitorr_proto::tracker::ErrorCode::BadRequest),
+        "{r:?}"
+    );
+    fresh
+        .send(Request {
+            token: Some(token),
+            call: Call::ListGroups,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        fresh.next().await.unwrap().unwrap(),
+        Response::Groups(_)
+    ));
+    // A forged token does not.
+    let mut forged = client(srv.addr).await;
+    forged
+        .send(Request {
+            token: Some("00".repeat(32)),
+            call: Call::CreateGroup {
+                group: "g".repeat(1 << 20),
+            },
+        })
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), forged.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r, Some(Ok(Response::Error { code, .. })) if *code == minitorr_proto::tracker::ErrorCode::InvalidSession),
+        "{r:?}"
+    );
+    srv.stop.cancel();
+    srv.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stalled_request_before_login_is_dropped_after_the_handshake_timeout() {
+    let srv = start(opts(), PasswordHasher::insecure_fast()).await;
+    // Preamble done, then half a small request, then nothing: gone after the handshake timeout
+    // (1 s here) although the idle timeout is 30 s.
+    let mut s = partial_frame(srv.addr, 1000, 500).await;
+    let t = Instant::now();
+    read_until_closed(&mut s, Duration::from_secs(10)).await;
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // A logged-in client is held to the idle timeout instead.
+    let (mut c, token) = logged_in(srv.addr, "alice").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.send(Request {
+        token: Some(token),
+        call: Call::ListGroups,
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        c.next().await.unwrap().unwrap(),
+        Response::Groups(_)
+    ));
+    srv.stop.cancel();
+    srv.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_crowd_that_never_logs_in_only_pushes_itself_out() {
+    let srv = start(
+        ServerOptions {
+            handshake_timeout: Duration::from_secs(60),
+            unauthenticated: trackerd::preauth::Limits {
+                max_total: 16,
+                max_per_source: 8,
+                max_bytes: 64 * 1024,
+            },
+            ..opts()
+        },
+        PasswordHasher::insecure_fast(),
+    )
+    .await;
+    // Logged in before the crowd: never counted, never evicted.
+    let (mut early, token) = logged_in(srv.addr, "early").await;
+    // 200 connections that finish the preamble and then say nothing (from one source, and then
+    // from many: 127.0.0.0/8 is all loopback), with a handshake timeout of 60 s.
+    let mut crowd = vec![];
+    for i in 0..200u32 {
+        let from = std::net::Ipv4Addr::from(0x7f00_0100 + i % 50);
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::new(from.into(), 0)).unwrap();
+        let mut s = sock.connect(srv.addr).await.unwrap();
+        handshake(&mut s, Link::Tracker).await.unwrap();
+        crowd.push(s);
+    }
+    // A newcomer is served at once.
+    assert_serves(srv.addr, "late").await;
+    early
+        .send(Request {
+            token: Some(token),
+            call: Call::ListGroups,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        early.next().await.unwrap().unwrap(),
+        Response::Groups(_)
+    ));
+    // Of the crowd, at most 16 are still open.
+    let mut open = 0;
+    for s in crowd.iter_mut() {
+        let mut b = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(20), s.read(&mut b)).await {
+            Err(_) => open += 1,         // still waiting: open
+            Ok(Ok(0)) | Ok(Err(_)) => {} // closed
+            Ok(Ok(_)) => panic!("nothing to say to the crowd"),
+        }
+    }
+    assert!(open <= 16, "{open} unauthenticated connections still open");
+    srv.stop.cancel();
+    srv.task.await.unwrap();
 }

@@ -61,6 +61,7 @@ async fn start() -> Running {
         handshake_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(30),
         drain_timeout: Duration::from_secs(2),
+        ..ServerOptions::default()
     };
     tokio::spawn(serve_with_tls(
         listener,

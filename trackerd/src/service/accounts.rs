@@ -1,12 +1,14 @@
 //! Accounts and sessions: create_user, login, logout, heartbeat.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use minitorr_proto::names::{self, MAX_PASSWORD_LEN};
 use minitorr_proto::tracker::{ErrorCode, LoginGrant, Response};
 
 use super::{fail, valid, Caller, Fail, Outcome, Service};
-use crate::auth;
+use crate::auth::{self, RateLimiter, Refusal};
 
 const WRONG_CREDENTIALS: &str = "wrong user id or password";
 
@@ -45,7 +47,98 @@ fn effective_peer_addr(announced: &str, source: IpAddr) -> Result<SocketAddr, Fa
     Ok(addr)
 }
 
+/// How long a login waits for its user name or address to have room (attempts in flight at
+/// the limit, none blocked) before it is refused. Generous: a burst of legitimate logins from
+/// one address (a NAT, an office starting up) queues here at hashing speed (one hash per core
+/// runs at a time anyway), and should not be refused for it.
+const LOGIN_QUEUE_WAIT: Duration = Duration::from_secs(60);
+
+/// An admitted login attempt. Dropped without [`LoginAttempt::succeeded`] — a wrong password,
+/// a database error, or the request's task cancelled half-way — it is reported as failed, so no
+/// path can test a password without it counting.
+struct LoginAttempt {
+    limiter: Arc<Mutex<RateLimiter>>,
+    done: Arc<tokio::sync::Notify>,
+    clock: super::Clock,
+    attempt: Option<auth::Attempt>,
+}
+
+impl LoginAttempt {
+    /// The password was right.
+    fn succeeded(mut self) {
+        if let Some(a) = self.attempt.take() {
+            self.limiter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .succeeded(a);
+        }
+    }
+
+    /// No password was tested (the user lookup failed): the attempt counts for nothing.
+    fn abandon(mut self) {
+        if let Some(a) = self.attempt.take() {
+            self.limiter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .abandoned(a);
+        }
+    }
+}
+
+impl Drop for LoginAttempt {
+    fn drop(&mut self) {
+        if let Some(a) = self.attempt.take() {
+            let now = (self.clock)();
+            self.limiter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .failed(a, now);
+        }
+        self.done.notify_waiters();
+    }
+}
+
 impl Service {
+    /// Admit a login attempt for `user` from `source`, waiting (up to [`LOGIN_QUEUE_WAIT`])
+    /// while the limiter says attempts in flight fill the allowance; refused when blocked.
+    async fn admit_login(&self, user: &str, source: IpAddr) -> Result<LoginAttempt, Fail> {
+        let deadline = tokio::time::Instant::now() + LOGIN_QUEUE_WAIT;
+        loop {
+            // Registered before looking, so an attempt finishing in between is not missed.
+            let finished = self.login_done.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            let admitted = self
+                .limiter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .reserve(user, source, self.now());
+            match admitted {
+                Ok(attempt) => {
+                    return Ok(LoginAttempt {
+                        limiter: self.limiter.clone(),
+                        done: self.login_done.clone(),
+                        clock: self.clock.clone(),
+                        attempt: Some(attempt),
+                    })
+                }
+                Err(Refusal::Blocked(secs)) => {
+                    return fail(
+                        ErrorCode::RateLimited,
+                        format!("too many failed logins: try again in {secs} s"),
+                    )
+                }
+                Err(Refusal::Busy) => {}
+            }
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                return fail(
+                    ErrorCode::RateLimited,
+                    "too many logins in progress for this user or address: try again later",
+                );
+            }
+        }
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
@@ -93,37 +186,35 @@ impl Service {
         check_password(&password)?;
         let addr = effective_peer_addr(&peer_addr, source)?;
         let now = self.now();
-        if let Err(secs) = self
-            .limiter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .check(&user, source, now)
-        {
-            return fail(
-                ErrorCode::RateLimited,
-                format!("too many failed logins: try again in {secs} s"),
-            );
-        }
-        let stored = self.store.password_hash(&user).await?;
+        // Admit the attempt before looking anything up or waiting for a hashing slot: it counts
+        // as a failure until the password proved right, so parallel logins cannot all slip
+        // past the limit before the first failure is recorded.
+        let attempt = self.admit_login(&user, source).await?;
+        let stored = match self.store.password_hash(&user).await {
+            Ok(s) => s,
+            Err(e) => {
+                // No password was tested: a database outage must not lock users out.
+                attempt.abandon();
+                return Err(e.into());
+            }
+        };
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_phc.clone());
         let hasher = self.hasher.clone();
+        let checks = self.password_checks.clone();
         let ok = self
-            .blocking(move || hasher.verify(&phc, &password))
+            .blocking(move || {
+                checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                hasher.verify(&phc, &password)
+            })
             .await?
             && known;
-        {
-            let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-            if !ok {
-                limiter.record_failure(&user, source, now);
-            } else {
-                limiter.record_success(&user);
-            }
-        }
         if !ok {
+            // Dropping `attempt` reports it as failed.
             tracing::info!(user, %source, "failed login");
             return fail(ErrorCode::AuthFailed, WRONG_CREDENTIALS);
         }
+        attempt.succeeded();
         let token = auth::new_token();
         let peer_addr = addr.to_string();
         let token_hash = auth::token_hash(&token);

@@ -26,6 +26,7 @@ mod files;
 mod groups;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -80,7 +81,9 @@ pub struct Service {
     signer: RwLock<Signer>,
     timing: Timing,
     hasher: PasswordHasher,
-    limiter: Mutex<RateLimiter>,
+    limiter: Arc<Mutex<RateLimiter>>,
+    /// Signalled whenever a login attempt finishes, for attempts waiting on a busy key.
+    login_done: Arc<tokio::sync::Notify>,
     clock: Clock,
     /// A hash of our own cost to verify against when the user does not exist, so that "no such
     /// user" takes as long as "wrong password" and does not reveal which names exist.
@@ -89,6 +92,9 @@ pub struct Service {
     /// a core: unbounded, a burst of logins (or a hostile client) grows memory without limit
     /// and starves every other request of CPU. Excess logins wait their turn.
     hash_slots: tokio::sync::Semaphore,
+    /// Passwords verified against a stored (or the dummy) hash since start: what a guesser got
+    /// to try. Read by tests and useful as a metric.
+    password_checks: Arc<AtomicU64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,12 +172,14 @@ impl Service {
             signer: RwLock::new(Signer { key, retire_at }),
             timing,
             hasher,
-            limiter: Mutex::new(RateLimiter::default()),
+            limiter: Arc::default(),
+            login_done: Arc::default(),
             clock,
             dummy_phc,
             hash_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
+            password_checks: Arc::default(),
         })
     }
 
@@ -235,6 +243,11 @@ impl Service {
             });
         }
         Ok(keys)
+    }
+
+    /// How many login passwords have been verified since start (right or wrong).
+    pub fn password_checks(&self) -> u64 {
+        self.password_checks.load(Ordering::Relaxed)
     }
 
     pub fn store(&self) -> &Store {
@@ -317,6 +330,11 @@ impl Service {
             Call::StopShare { group, file } => self.stop_share(caller, &group, &file).await,
             Call::GetFile { group, file } => self.get_file(caller, &group, &file).await,
         }
+    }
+
+    /// Whether `token` is a live session (a database error counts as no).
+    pub async fn session_is_valid(&self, token: &str) -> bool {
+        self.authenticate(Some(token)).await.is_ok()
     }
 
     async fn authenticate(&self, token: Option<&str>) -> Result<Caller, Fail> {

@@ -157,6 +157,88 @@ async fn failed_logins_are_rate_limited_per_user_and_per_ip() {
     ));
 }
 
+/// `n` logins for alice at once, all wrong but one (the right one is number `right_at`), from
+/// one address or from `n` different ones. Returns (wrong passwords answered AuthFailed,
+/// right one let in, passwords the service verified).
+async fn parallel_logins(n: usize, right_at: usize, many_addresses: bool) -> (usize, bool, u64) {
+    let h = Harness::new().await;
+    h.user("alice").await;
+    let before = h.svc.password_checks();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let svc = h.svc.clone();
+            let ip: std::net::IpAddr = if many_addresses {
+                std::net::Ipv4Addr::from(0xc000_0200 + i as u32).into()
+            } else {
+                LOCAL
+            };
+            let password = if i == right_at {
+                "alice-pw".to_string()
+            } else {
+                format!("guess-{i}")
+            };
+            tokio::spawn(async move {
+                let r = svc
+                    .handle(
+                        Request {
+                            token: None,
+                            call: login("alice", &password),
+                        },
+                        ip,
+                    )
+                    .await;
+                (i == right_at, r)
+            })
+        })
+        .collect();
+    let (mut wrong_checked, mut let_in) = (0, false);
+    for t in tasks {
+        match t.await.unwrap() {
+            (
+                false,
+                Response::Error {
+                    code: ErrorCode::AuthFailed,
+                    ..
+                },
+            ) => wrong_checked += 1,
+            (true, Response::LoggedIn(_)) => let_in = true,
+            (
+                _,
+                Response::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                },
+            ) => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    (wrong_checked, let_in, h.svc.password_checks() - before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_logins_cannot_check_more_passwords_than_the_limit() {
+    use trackerd::auth::MAX_FAILURES;
+    for (n, right_at, many) in [
+        (60, 59, false),
+        (60, 2, false),
+        (500, 250, true),
+        (500, 0, true),
+    ] {
+        let (wrong, let_in, checked) = parallel_logins(n, right_at, many).await;
+        eprintln!(
+            "{n} parallel logins (right one #{right_at}, many addresses: {many}): \
+             {wrong} wrong passwords checked, {checked} verified in all, right one let in: {let_in}"
+        );
+        assert!(wrong <= MAX_FAILURES, "{wrong} wrong passwords checked");
+        assert!(
+            checked as usize <= MAX_FAILURES + 1,
+            "{checked} passwords verified in all (at most 5 wrong + the right one)"
+        );
+        assert_eq!(checked as usize, wrong + usize::from(let_in));
+        assert!(wrong > 0, "the limiter admits some attempts");
+    }
+}
+
 #[tokio::test]
 async fn calls_need_a_live_token() {
     let h = Harness::new().await;
