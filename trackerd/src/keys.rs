@@ -321,15 +321,7 @@ pub async fn load_signing_key(
     let (key, created) = load_or_create(source)?;
     let public = key.verifying_key().to_bytes();
     let hex_pub = hex::encode(public);
-    if let Some(Some(at)) = store.ticket_key(&hex_pub).await? {
-        if at < now as i64 {
-            return Err(KeyError::Retired {
-                id: key_id(&public),
-                path: source.path().display().to_string(),
-                at,
-            });
-        }
-    }
+    not_retired(store, &key, source.path(), now).await?;
     store.publish_ticket_key(&hex_pub, now as i64).await?;
     if created {
         tracing::info!(key = %key_id(&public), file = %source.path().display(), "created a new ticket-signing key");
@@ -337,6 +329,30 @@ pub async fn load_signing_key(
         tracing::info!(key = %key_id(&public), file = %source.path().display(), "loaded the ticket-signing key");
     }
     Ok(key)
+}
+
+/// Refuse a key the database says is retired.
+async fn not_retired(
+    store: &Store,
+    key: &SigningKey,
+    path: &Path,
+    now: u64,
+) -> Result<(), KeyError> {
+    let public = key.verifying_key().to_bytes();
+    if let Some(Some(at)) = store.ticket_key(&hex::encode(public)).await? {
+        if at < now as i64 {
+            return Err(KeyError::Retired {
+                id: key_id(&public),
+                path: path.display().to_string(),
+                at,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn service_now() -> u64 {
+    (crate::service::system_clock())()
 }
 
 /// What `rotate-key` did.
@@ -414,6 +430,14 @@ pub async fn watch(service: Arc<Service>, source: KeySource, shutdown: Cancellat
                 match read_key_file(path, false) {
                     Ok(key) => {
                         seen = now_stamp;
+                        if let Err(e) =
+                            not_retired(service.store(), &key, path, service_now()).await
+                        {
+                            // E.g. an old key file restored from a backup: its tickets would be
+                            // refused everywhere.
+                            tracing::error!(error = %e, "key file changed but cannot be used; still signing with the previous key");
+                            continue;
+                        }
                         if key.verifying_key() != service.verifying_key() {
                             let id = key_id(&key.verifying_key().to_bytes());
                             match service.use_signing_key(key).await {

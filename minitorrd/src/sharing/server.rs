@@ -1,8 +1,8 @@
 //! Serving pieces to other group members.
 //!
 //! A peer must present a ticket signed by the tracker for (user, group, file, sha1); we verify
-//! it offline with the tracker's keys from our login (refreshed if a ticket names a new key). Requests name pieces of that one file, so
-//! nothing but what was shared can ever be read.
+//! it offline with the tracker's keys from our login (refreshed if a ticket names a new key).
+//! Requests name pieces of that one file, so nothing but what was shared can ever be read.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -139,3 +139,146 @@ impl TicketKeys {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use ed25519_dalek::SigningKey;
+    use futures::{SinkExt, StreamExt};
+    use minitorr_proto::types::Sha1Hash;
+    use minitorr_proto::{handshake, links, Link};
+
+    /// A tracker that answers only `TicketKeys`, with whatever list the test sets, and counts.
+    struct FakeTracker {
+        keys: Arc<Mutex<Vec<TicketKey>>>,
+        calls: Arc<AtomicUsize>,
+        link: Arc<TrackerLink>,
+    }
+
+    async fn fake_tracker(keys: Vec<TicketKey>) -> FakeTracker {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let keys = Arc::new(Mutex::new(keys));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (k, c) = (keys.clone(), calls.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (k, c) = (k.clone(), c.clone());
+                tokio::spawn(async move {
+                    handshake(&mut s, Link::Tracker).await.unwrap();
+                    let mut f = tokio_util::codec::Framed::new(s, links::tracker_server());
+                    while let Some(Ok(req)) = f.next().await {
+                        assert_eq!(req.call, Call::TicketKeys);
+                        assert_eq!(req.token.as_deref(), Some("tok"));
+                        c.fetch_add(1, Ordering::SeqCst);
+                        let list = k.lock().unwrap().clone();
+                        f.send(Response::TicketKeys(list)).await.unwrap();
+                    }
+                });
+            }
+        });
+        FakeTracker {
+            keys,
+            calls,
+            link: Arc::new(TrackerLink::new(vec![addr])),
+        }
+    }
+
+    fn key() -> SigningKey {
+        SigningKey::generate(&mut rand::rngs::OsRng)
+    }
+
+    fn listed(k: &SigningKey, valid_until: Option<u64>) -> TicketKey {
+        TicketKey {
+            public: k.verifying_key().to_bytes(),
+            valid_until,
+        }
+    }
+
+    fn ticket(k: &SigningKey) -> Ticket {
+        Ticket::sign(
+            TicketClaims {
+                user: "bob".into(),
+                group: "g".into(),
+                file_name: "f".into(),
+                file_sha1: Sha1Hash([1; 20]),
+                expires_unix: now_unix() + 3600,
+            },
+            k,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_key_unknown_at_login_is_learned_from_the_tracker_once() {
+        let (old, new) = (key(), key());
+        let t = fake_tracker(vec![listed(&old, None), listed(&new, None)]).await;
+        let keys = TicketKeys::default();
+        keys.set(vec![listed(&old, None)], t.link.clone(), "tok".into());
+        keys.verify(&ticket(&old)).await.unwrap();
+        assert_eq!(t.calls.load(Ordering::SeqCst), 0, "known key: no call");
+        keys.verify(&ticket(&new)).await.unwrap();
+        assert_eq!(t.calls.load(Ordering::SeqCst), 1);
+        keys.verify(&ticket(&new)).await.unwrap();
+        assert_eq!(t.calls.load(Ordering::SeqCst), 1, "learned");
+    }
+
+    #[tokio::test]
+    async fn made_up_key_ids_cost_the_tracker_at_most_one_call_per_gap() {
+        let known = key();
+        let t = fake_tracker(vec![listed(&known, None)]).await;
+        let keys = Arc::new(TicketKeys::default());
+        keys.set(vec![listed(&known, None)], t.link.clone(), "tok".into());
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let keys = keys.clone();
+            tasks.push(tokio::spawn(
+                async move { keys.verify(&ticket(&key())).await },
+            ));
+        }
+        for task in tasks {
+            let e = task.await.unwrap().unwrap_err();
+            assert!(e.contains("does not know"), "{e}");
+        }
+        let calls = t.calls.load(Ordering::SeqCst);
+        // One per started MIN_REFRESH_GAP at most (generous for a loaded machine).
+        let allowed = 1 + (started.elapsed().as_secs() / MIN_REFRESH_GAP.as_secs()) as usize;
+        assert!(
+            (1..=allowed).contains(&calls),
+            "{calls} tracker calls for 50 forged tickets"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_periodic_refresh_learns_retirements_and_logout_stops_everything() {
+        let (old, new) = (key(), key());
+        let t = fake_tracker(vec![]).await;
+        let keys = TicketKeys::default();
+        keys.set(
+            vec![listed(&old, None), listed(&new, None)],
+            t.link.clone(),
+            "tok".into(),
+        );
+        keys.verify(&ticket(&old)).await.unwrap();
+        // The tracker retired the old key (rotation overlap over).
+        *t.keys.lock().unwrap() = vec![listed(&old, Some(now_unix() - 10)), listed(&new, None)];
+        keys.refresh(true).await;
+        let e = keys.verify(&ticket(&old)).await.unwrap_err();
+        assert!(e.contains("retired"), "{e}");
+        keys.verify(&ticket(&new)).await.unwrap();
+
+        keys.clear();
+        let before = t.calls.load(Ordering::SeqCst);
+        let e = keys.verify(&ticket(&key())).await.unwrap_err();
+        assert!(e.contains("not logged in"), "{e}");
+        keys.refresh(true).await;
+        assert_eq!(
+            t.calls.load(Ordering::SeqCst),
+            before,
+            "no calls when logged out"
+        );
+    }
+}
