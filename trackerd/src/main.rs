@@ -180,7 +180,8 @@ async fn run(
             PasswordHasher::default(),
             service::system_clock(),
         )
-        .await?,
+        .await?
+        .with_policy(config.policy()),
     );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
