@@ -248,6 +248,27 @@ pub fn validate_file_name(s: &str) -> Result<(), NameError> {
     check("file", s, MAX_FILE_NAME_LEN, true)
 }
 
+/// `s` with every character that could hide or reorder text on a terminal (bidi controls,
+/// invisible characters, control characters other than newline and tab) written as `<U+XXXX>`,
+/// for echoing input that was refused (or names stored before these rules) safely.
+pub fn escape_for_display(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let hidden = is_bidi_control(c)
+            || is_default_ignorable(c)
+            || is_blank_lookalike(c)
+            || (c.is_control() && c != '\n' && c != '\t');
+        if hidden {
+            out.push('<');
+            out.push_str(&code(c));
+            out.push('>');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Only the structural rules (no NFC or look-alike checks), for *addressing* a file entry
 /// stored before those rules existed, so that its group owner can still remove it. Such a
 /// name is never accepted for anything new.
@@ -357,6 +378,13 @@ mod tests {
         assert!(matches!(e, NameError::OddSpace { ch: '\u{A0}', .. }), "{e:?}");
         assert!(file_name("a\u{3000}b.txt").is_err());
         file_name("a b.txt").unwrap();
+    }
+
+    #[test]
+    fn escaping_for_display_shows_hidden_characters() {
+        assert_eq!(escape_for_display("bob\u{202E}x\u{200B}"), "bob<U+202E>x<U+200B>");
+        assert_eq!(escape_for_display("a\u{1b}[31m\n"), "a<U+001B>[31m\n");
+        assert_eq!(escape_for_display("café 日本"), "café 日本");
     }
 
     #[test]
