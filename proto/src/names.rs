@@ -161,7 +161,7 @@ fn check_lookalikes(kind: &'static str, s: &str) -> Result<(), NameError> {
     for word in s.split(|c: char| !c.is_alphanumeric()) {
         let mut seen = AugmentedScriptSet::default();
         for ch in word.chars() {
-            let mut next = seen.clone();
+            let mut next = seen;
             next.intersect_with(AugmentedScriptSet::for_char(ch));
             if next.is_empty() {
                 // Name the odd one out: in a word with plain Latin letters that is the first
@@ -362,8 +362,18 @@ mod tests {
             }
         );
         assert!(e.to_string().contains("U+202E"), "{e}");
-        assert!(!e.to_string().contains("evil"), "errors never echo the name");
-        for ch in ['\u{200B}', '\u{200D}', '\u{FEFF}', '\u{2060}', '\u{AD}', '\u{E0041}'] {
+        assert!(
+            !e.to_string().contains("evil"),
+            "errors never echo the name"
+        );
+        for ch in [
+            '\u{200B}',
+            '\u{200D}',
+            '\u{FEFF}',
+            '\u{2060}',
+            '\u{AD}',
+            '\u{E0041}',
+        ] {
             let e = user(&format!("bob{ch}")).unwrap_err();
             assert_eq!(e, NameError::Invisible { kind: "user", ch }, "{ch:?}");
             assert!(e.to_string().contains(&code(ch)));
@@ -375,14 +385,20 @@ mod tests {
             ));
         }
         let e = file_name("a\u{A0}b.txt").unwrap_err();
-        assert!(matches!(e, NameError::OddSpace { ch: '\u{A0}', .. }), "{e:?}");
+        assert!(
+            matches!(e, NameError::OddSpace { ch: '\u{A0}', .. }),
+            "{e:?}"
+        );
         assert!(file_name("a\u{3000}b.txt").is_err());
         file_name("a b.txt").unwrap();
     }
 
     #[test]
     fn escaping_for_display_shows_hidden_characters() {
-        assert_eq!(escape_for_display("bob\u{202E}x\u{200B}"), "bob<U+202E>x<U+200B>");
+        assert_eq!(
+            escape_for_display("bob\u{202E}x\u{200B}"),
+            "bob<U+202E>x<U+200B>"
+        );
         assert_eq!(escape_for_display("a\u{1b}[31m\n"), "a<U+001B>[31m\n");
         assert_eq!(escape_for_display("café 日本"), "café 日本");
     }

@@ -66,7 +66,10 @@ fn the_owner_removes_a_bogus_registration_and_the_real_upload_then_succeeds() {
     );
     // Only the owner may remove it.
     let err = bob.fails(1, &["remove_file", "g1", "report.bin"]);
-    assert!(err.contains("only the owner of g1 can remove its files"), "{err}");
+    assert!(
+        err.contains("only the owner of g1 can remove its files"),
+        "{err}"
+    );
     let out = alice.ok(&["remove_file", "g1", "report.bin"]);
     assert!(
         out.contains("removed report.bin from g1 (1 holder dropped)"),
@@ -107,8 +110,14 @@ fn upload_under_another_name_is_kept_across_logins() {
     assert_eq!(v["file"]["name"], "report 2026.bin", "{v}");
     assert_eq!(file_names(&bob, "g1"), ["report 2026.bin"]);
     // A bad --name is a usage error, like any other name.
-    let err = alice.fails(2, &["upload_file", src.to_str().unwrap(), "g1", "--name", "a/b"]);
-    assert!(err.contains("file name may not contain path separators"), "{err}");
+    let err = alice.fails(
+        2,
+        &["upload_file", src.to_str().unwrap(), "g1", "--name", "a/b"],
+    );
+    assert!(
+        err.contains("file name may not contain path separators"),
+        "{err}"
+    );
 
     // Logging in again shares it again under the chosen name, from the same path.
     alice.ok(&["logout"]);
@@ -207,7 +216,10 @@ fn a_member_cannot_make_the_tracker_hand_out_someone_elses_address() {
         let addrs: Vec<String> = peers.into_iter().map(|p| p.addr).collect();
         assert!(addrs.contains(&"127.0.0.1:1234".to_string()), "{addrs:?}");
         assert!(addrs.contains(&"127.0.0.7:1234".to_string()), "{addrs:?}");
-        assert!(!addrs.iter().any(|a| a.starts_with("10.9.9.9")), "{addrs:?}");
+        assert!(
+            !addrs.iter().any(|a| a.starts_with("10.9.9.9")),
+            "{addrs:?}"
+        );
     });
 }
 
@@ -230,7 +242,10 @@ fn look_alike_user_names_are_refused_with_clear_messages() {
         err.contains("user name contains the bidirectional control character U+202E"),
         "{err}"
     );
-    assert!(!err.contains('\u{202E}'), "the error does not echo the character");
+    assert!(
+        !err.contains('\u{202E}'),
+        "the error does not echo the character"
+    );
     assert!(err.contains("bob<U+202E>nimda"), "{err}");
     let err = peer.fails(2, &["create_user", "bob\u{200B}", "pw-123456"]);
     assert!(err.contains("invisible character U+200B"), "{err}");

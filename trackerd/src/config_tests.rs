@@ -258,6 +258,12 @@ fn example_config_documents_every_key_and_is_all_defaults() {
         "handshake_timeout_secs",
         "idle_timeout_secs",
         "allow_plaintext",
+        "quota_files_per_group",
+        "quota_files",
+        "quota_bytes",
+        "quota_pieces",
+        "max_pieces_per_file",
+        "trust_announced_peer_addr",
     ] {
         assert!(
             uncommented.contains(&format!("{key} = ")),
@@ -272,6 +278,7 @@ fn example_config_documents_every_key_and_is_all_defaults() {
     assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
     assert_eq!(c.session_ttl_secs, DEFAULT_SESSION_TTL_SECS);
     assert!(!c.allow_plaintext && c.tls_cert.is_none());
+    assert_eq!(c.policy(), crate::service::Policy::default());
     for key in ["tls_cert", "tls_key"] {
         assert!(
             text.contains(&format!("#{key} = ")),
@@ -320,4 +327,25 @@ fn tls_settings_flag_beats_env_beats_file_and_go_in_pairs() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("TRACKERD_ALLOW_PLAINTEXT"), "{e}");
+}
+
+#[test]
+fn quotas_come_from_the_file_and_must_be_positive() {
+    let file = parse_file(
+        "quota_files_per_group = 3\nmax_pieces_per_file = 99\ntrust_announced_peer_addr = true\n",
+        "t",
+    )
+    .unwrap();
+    let c = resolve(&Overrides::default(), &no_env, Some(file)).unwrap();
+    let p = c.policy();
+    assert_eq!(p.quota.files_per_group, 3);
+    assert_eq!(p.quota.files, DEFAULT_QUOTA_FILES);
+    assert_eq!(p.max_pieces_per_file, 99);
+    assert!(p.trust_announced_peer_addr);
+    let zero = parse_file("quota_bytes = 0\n", "t").unwrap();
+    let e = resolve(&Overrides::default(), &no_env, Some(zero)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid configuration: quota_bytes must be at least 1"
+    );
 }

@@ -427,12 +427,18 @@ mod tests {
         // 64 GiB at 512 KiB is exactly 128 Ki pieces: still fine.
         assert_eq!(piece_size_for(64 << 30, 512 * kib), 512 * kib);
         assert_eq!(piece_size_for((64 << 30) + 1, 512 * kib), 1024 * kib);
-        assert_eq!(piece_size_for(1 << 40, 512 * kib), minitorr_proto::MAX_PIECE_SIZE);
+        assert_eq!(
+            piece_size_for(1 << 40, 512 * kib),
+            minitorr_proto::MAX_PIECE_SIZE
+        );
         assert_eq!(
             FileMeta::piece_count_for(1 << 40, piece_size_for(1 << 40, 16 * kib)),
             128 * 1024
         );
         // Beyond what the maximum piece size allows, the count grows (the tracker decides).
-        assert_eq!(piece_size_for(4 << 40, 512 * kib), minitorr_proto::MAX_PIECE_SIZE);
+        assert_eq!(
+            piece_size_for(4 << 40, 512 * kib),
+            minitorr_proto::MAX_PIECE_SIZE
+        );
     }
 }

@@ -26,7 +26,11 @@ fn check_password(password: &str) -> Result<(), Fail> {
 /// connection flood aimed at it. When the operator trusts announced addresses (daemons behind
 /// a NAT or a proxy the tracker cannot see through), the announced one is used, with an
 /// unspecified IP (0.0.0.0, ::) still replaced by the source.
-fn effective_peer_addr(announced: &str, source: IpAddr, trust_announced: bool) -> Result<SocketAddr, Fail> {
+fn effective_peer_addr(
+    announced: &str,
+    source: IpAddr,
+    trust_announced: bool,
+) -> Result<SocketAddr, Fail> {
     let mut addr: SocketAddr = match announced.parse() {
         Ok(a) => a,
         Err(_) => {

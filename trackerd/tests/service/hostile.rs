@@ -65,10 +65,15 @@ async fn the_owner_removes_a_bogus_registration_and_the_real_file_goes_in() {
             ErrorCode::Conflict,
         )
         .await;
-    assert!(m.contains("upload_file --name") && m.contains("remove_file"), "{m}");
+    assert!(
+        m.contains("upload_file --name") && m.contains("remove_file"),
+        "{m}"
+    );
 
     // Only the owner may remove it; outsiders and unknown names get the usual answers.
-    let m = h.err(&bob, remove("g1", "report.pdf"), ErrorCode::Forbidden).await;
+    let m = h
+        .err(&bob, remove("g1", "report.pdf"), ErrorCode::Forbidden)
+        .await;
     assert_eq!(
         m,
         "only the owner of g1 can remove its files; stop sharing yours with stop_share"
@@ -84,7 +89,8 @@ async fn the_owner_removes_a_bogus_registration_and_the_real_file_goes_in() {
 
     let m = h.ok(&alice, remove("g1", "report.pdf")).await;
     assert_eq!(m, "removed report.pdf from g1 (2 holders dropped)");
-    h.err(&bob, get("g1", "report.pdf"), ErrorCode::NotFound).await;
+    h.err(&bob, get("g1", "report.pdf"), ErrorCode::NotFound)
+        .await;
     // Every holder's share went with it.
     h.err(
         &carol,
@@ -98,7 +104,10 @@ async fn the_owner_removes_a_bogus_registration_and_the_real_file_goes_in() {
     h.ok(&alice, share("g1", meta("report.pdf", 40_000, 1), true))
         .await;
     let p = peers(&h, &bob, "g1", "report.pdf").await;
-    assert_eq!(p.iter().map(|p| p.user.as_str()).collect::<Vec<_>>(), ["alice"]);
+    assert_eq!(
+        p.iter().map(|p| p.user.as_str()).collect::<Vec<_>>(),
+        ["alice"]
+    );
     // bob's daemon re-announcing its bogus version now conflicts with the real one.
     h.err(
         &bob,
@@ -118,7 +127,14 @@ async fn an_entry_stored_before_names_were_normalised_can_still_be_removed() {
         let out = h
             .svc
             .store()
-            .share("g1", "alice", &meta(name, 10, 3), true, T0 as i64, &Quota::UNLIMITED)
+            .share(
+                "g1",
+                "alice",
+                &meta(name, 10, 3),
+                true,
+                T0 as i64,
+                &Quota::UNLIMITED,
+            )
             .await
             .unwrap();
         assert_eq!(out, trackerd::store::ShareOutcome::Shared);
@@ -126,7 +142,10 @@ async fn an_entry_stored_before_names_were_normalised_can_still_be_removed() {
     // Typed in NFC, the NFD entry is still found (the name as given is tried, then its NFC form).
     h.ok(&alice, remove("g1", "cafe\u{301}.txt")).await;
     h.ok(&alice, remove("g1", "a\u{200B}.txt")).await;
-    match h.call(Some(&alice), Call::ListFiles { group: "g1".into() }).await {
+    match h
+        .call(Some(&alice), Call::ListFiles { group: "g1".into() })
+        .await
+    {
         Response::Files(f) => assert!(f.is_empty(), "{f:?}"),
         other => panic!("{other:?}"),
     }
@@ -169,7 +188,11 @@ async fn quotas_bound_what_one_member_registers() {
     h.ok(&bob, share("g1", meta("f1", 10, 1), true)).await;
     h.ok(&bob, share("g1", meta("f2", 10, 2), true)).await;
     let m = h
-        .err(&bob, share("g1", meta("f3", 10, 3), true), ErrorCode::QuotaExceeded)
+        .err(
+            &bob,
+            share("g1", meta("f3", 10, 3), true),
+            ErrorCode::QuotaExceeded,
+        )
         .await;
     assert_eq!(
         m,
@@ -178,7 +201,11 @@ async fn quotas_bound_what_one_member_registers() {
     h.ok(&bob, share("g2", meta("f3", 10, 3), true)).await;
     h.ok(&bob, share("g2", meta("f4", 10, 4), true)).await;
     let m = h
-        .err(&bob, share("g3", meta("f5", 10, 5), true), ErrorCode::QuotaExceeded)
+        .err(
+            &bob,
+            share("g3", meta("f5", 10, 5), true),
+            ErrorCode::QuotaExceeded,
+        )
         .await;
     assert_eq!(
         m,
@@ -218,7 +245,11 @@ async fn quotas_bound_what_one_member_registers() {
     h.ok(&alice, share("g2", meta("p2", 40 * 16384, 9), true))
         .await;
     let m = h
-        .err(&alice, share("g1", meta("p3", 20 * 16384, 10), true), ErrorCode::QuotaExceeded)
+        .err(
+            &alice,
+            share("g1", meta("p3", 20 * 16384, 10), true),
+            ErrorCode::QuotaExceeded,
+        )
         .await;
     assert_eq!(
         m,
@@ -275,7 +306,10 @@ async fn peers_are_listed_at_the_address_their_connection_came_from() {
         .collect();
     assert!(addrs.contains(&"192.0.2.5:1234".to_string()), "{addrs:?}");
     assert!(addrs.contains(&"127.0.0.1:1234".to_string()), "{addrs:?}");
-    assert!(!addrs.iter().any(|a| a.starts_with("10.9.9.9")), "{addrs:?}");
+    assert!(
+        !addrs.iter().any(|a| a.starts_with("10.9.9.9")),
+        "{addrs:?}"
+    );
 }
 
 #[tokio::test]
@@ -304,14 +338,23 @@ async fn look_alike_names_are_refused_and_nfd_is_nfc() {
         password: "pw-123456".into(),
     };
     h.user("alice").await;
-    let m = expect_err(h.call(None, create("\u{430}lice")).await, ErrorCode::BadRequest);
+    let m = expect_err(
+        h.call(None, create("\u{430}lice")).await,
+        ErrorCode::BadRequest,
+    );
     assert_eq!(
         m,
         "user name mixes scripts within one word (U+0430 is Cyrillic, mixed with Latin), so it can imitate another name"
     );
-    let m = expect_err(h.call(None, create("bob\u{202E}")).await, ErrorCode::BadRequest);
+    let m = expect_err(
+        h.call(None, create("bob\u{202E}")).await,
+        ErrorCode::BadRequest,
+    );
     assert!(m.contains("U+202E") && m.contains("bidirectional"), "{m}");
-    let m = expect_err(h.call(None, create("bob\u{200B}")).await, ErrorCode::BadRequest);
+    let m = expect_err(
+        h.call(None, create("bob\u{200B}")).await,
+        ErrorCode::BadRequest,
+    );
     assert_eq!(m, "user name contains the invisible character U+200B");
 
     // A user created in NFD is the NFC user; logging in either way works.
@@ -337,7 +380,13 @@ async fn look_alike_names_are_refused_and_nfd_is_nfc() {
         other => panic!("{other:?}"),
     };
     // Groups and files too: shared as NFD, found as NFC, one entry.
-    h.ok(&jose, Call::CreateGroup { group: "caf\u{E9}".into() }).await;
+    h.ok(
+        &jose,
+        Call::CreateGroup {
+            group: "caf\u{E9}".into(),
+        },
+    )
+    .await;
     h.err(
         &jose,
         Call::CreateGroup {
@@ -346,12 +395,23 @@ async fn look_alike_names_are_refused_and_nfd_is_nfc() {
         ErrorCode::AlreadyExists,
     )
     .await;
-    h.ok(&jose, share("cafe\u{301}", meta("cafe\u{301}.txt", 10, 1), true))
-        .await;
-    h.ok(&jose, share("caf\u{E9}", meta("caf\u{E9}.txt", 10, 1), true))
-        .await;
+    h.ok(
+        &jose,
+        share("cafe\u{301}", meta("cafe\u{301}.txt", 10, 1), true),
+    )
+    .await;
+    h.ok(
+        &jose,
+        share("caf\u{E9}", meta("caf\u{E9}.txt", 10, 1), true),
+    )
+    .await;
     match h
-        .call(Some(&jose), Call::ListFiles { group: "caf\u{E9}".into() })
+        .call(
+            Some(&jose),
+            Call::ListFiles {
+                group: "caf\u{E9}".into(),
+            },
+        )
         .await
     {
         Response::Files(f) => {
@@ -360,7 +420,10 @@ async fn look_alike_names_are_refused_and_nfd_is_nfc() {
         }
         other => panic!("{other:?}"),
     }
-    match h.call(Some(&jose), get("cafe\u{301}", "cafe\u{301}.txt")).await {
+    match h
+        .call(Some(&jose), get("cafe\u{301}", "cafe\u{301}.txt"))
+        .await
+    {
         Response::File(d) => assert_eq!(d.meta.name, "caf\u{E9}.txt"),
         other => panic!("{other:?}"),
     }
@@ -371,5 +434,8 @@ async fn look_alike_names_are_refused_and_nfd_is_nfc() {
             ErrorCode::BadRequest,
         )
         .await;
-    assert!(m.starts_with("file name contains the bidirectional control character U+202E"), "{m}");
+    assert!(
+        m.starts_with("file name contains the bidirectional control character U+202E"),
+        "{m}"
+    );
 }
