@@ -248,16 +248,19 @@ pub fn validate_file_name(s: &str) -> Result<(), NameError> {
     check("file", s, MAX_FILE_NAME_LEN, true)
 }
 
+/// True for characters that reorder or hide text on a terminal: bidi controls and invisible
+/// (default-ignorable or blank) characters.
+pub fn is_hidden(c: char) -> bool {
+    is_bidi_control(c) || is_default_ignorable(c) || is_blank_lookalike(c)
+}
+
 /// `s` with every character that could hide or reorder text on a terminal (bidi controls,
 /// invisible characters, control characters other than newline and tab) written as `<U+XXXX>`,
 /// for echoing input that was refused (or names stored before these rules) safely.
 pub fn escape_for_display(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        let hidden = is_bidi_control(c)
-            || is_default_ignorable(c)
-            || is_blank_lookalike(c)
-            || (c.is_control() && c != '\n' && c != '\t');
+        let hidden = is_hidden(c) || (c.is_control() && c != '\n' && c != '\t');
         if hidden {
             out.push('<');
             out.push_str(&code(c));
