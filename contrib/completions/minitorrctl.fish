@@ -43,6 +43,7 @@ complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "upload_file
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "download_file" -d 'Start downloading a file of a group'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "show_downloads" -d 'Show downloads: [D] downloading, [C] complete, [F] failed'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "stop_share" -d 'Stop sharing one of your files in a group'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "remove_file" -d 'Remove a file from a group you own, whoever shares it'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "status" -d 'Show who is logged in, the tracker connection and counts'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "wait" -d 'Wait for a download that is already running to finish (for scripts)'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "completions" -d 'Print a shell completion script on stdout'
@@ -91,6 +92,7 @@ complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_files" -l s
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_files" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_files" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_files" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -l name -d 'Share it under this name instead of its own file name' -r
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -s h -l help -d 'Print help'
@@ -109,6 +111,10 @@ complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand stop_share" -l s
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand stop_share" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand stop_share" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand stop_share" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_file" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_file" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_file" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_file" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand status" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand status" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand status" -s h -l help -d 'Print help'

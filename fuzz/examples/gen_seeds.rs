@@ -73,6 +73,7 @@ fn main() {
             C::UploadFile {
                 path: "/tmp/a.iso".into(),
                 group: "g1".into(),
+                name: None,
             },
             C::DownloadFile {
                 group: "g1".into(),

@@ -178,14 +178,20 @@ pub enum Command {
     #[command(
         name = "upload_file",
         after_help = "The path is made absolute against the current directory; the file stays \
-            where it is and is served from there.\n\n\
-            Example:\n  minitorrctl upload_file ./a.iso g1"
+            where it is and is served from there. Names are shared in Unicode NFC form; a \
+            name the group already has with other content is refused: use --name, or ask the \
+            group's owner to remove_file the old entry.\n\n\
+            Example:\n  minitorrctl upload_file ./a.iso g1\n  \
+            minitorrctl upload_file ./a.iso g1 --name a-2026.iso"
     )]
     UploadFile {
         /// File to share
         file_path: PathBuf,
         #[arg(value_parser = group_id)]
         group_id: String,
+        /// Share it under this name instead of its own file name
+        #[arg(long, value_name = "NAME", value_parser = file_name)]
+        name: Option<String>,
     },
 
     /// Start downloading a file of a group
@@ -223,7 +229,24 @@ pub enum Command {
     StopShare {
         #[arg(value_parser = group_id)]
         group_id: String,
-        #[arg(value_parser = file_name)]
+        #[arg(value_parser = legacy_file_name)]
+        file_name: String,
+    },
+
+    /// Remove a file from a group you own, whoever shares it
+    #[command(
+        name = "remove_file",
+        after_help = "Only the group's owner may do this. The file entry and every member's \
+            share of it are removed, so a wrong or bogus registration no longer blocks the \
+            name; members who still have the file can share it again. The files on members' \
+            disks are not touched.\n\n\
+            Example:\n  minitorrctl remove_file g1 a.iso"
+    )]
+    RemoveFile {
+        #[arg(value_parser = group_id)]
+        group_id: String,
+        /// Name of the file in the group (as list_files shows it)
+        #[arg(value_parser = legacy_file_name)]
         file_name: String,
     },
 
@@ -279,20 +302,25 @@ pub enum Shell {
 }
 
 // Names are checked here with the protocol's own rules, so a typo is a usage error (exit 2)
-// before anything is sent, with the same wording the daemon would use.
+// before anything is sent, with the same wording the daemon would use. They are sent in
+// Unicode NFC form: `café` typed precomposed or decomposed is one name.
 
 fn user_id(s: &str) -> Result<String, String> {
-    proto::names::validate_user(s).map_err(|e| e.to_string())?;
-    Ok(s.to_owned())
+    proto::names::user(s).map_err(|e| e.to_string())
 }
 
 fn group_id(s: &str) -> Result<String, String> {
-    proto::names::validate_group(s).map_err(|e| e.to_string())?;
-    Ok(s.to_owned())
+    proto::names::group(s).map_err(|e| e.to_string())
 }
 
 fn file_name(s: &str) -> Result<String, String> {
-    proto::names::validate_file_name(s).map_err(|e| e.to_string())?;
+    proto::names::file_name(s).map_err(|e| e.to_string())
+}
+
+/// For commands that address an existing entry, which may predate the NFC and look-alike
+/// rules (stop_share, remove_file): sent as typed; the tracker also tries the NFC form.
+fn legacy_file_name(s: &str) -> Result<String, String> {
+    proto::names::validate_legacy_file_name(s).map_err(|e| e.to_string())?;
     Ok(s.to_owned())
 }
 
@@ -318,9 +346,30 @@ mod tests {
             cli.command,
             Command::UploadFile {
                 file_path: "a.iso".into(),
-                group_id: "g1".into()
+                group_id: "g1".into(),
+                name: None,
             }
         );
+        let cli = parse(&["upload_file", "a.iso", "g1", "--name", "cafe\u{301}.iso"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Command::UploadFile {
+                file_path: "a.iso".into(),
+                group_id: "g1".into(),
+                name: Some("caf\u{e9}.iso".into()),
+            },
+            "names are sent in NFC"
+        );
+        let cli = parse(&["remove_file", "g1", "a.iso"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Command::RemoveFile {
+                group_id: "g1".into(),
+                file_name: "a.iso".into(),
+            }
+        );
+        let e = parse(&["create_user", "\u{430}lice", "pw"]).unwrap_err();
+        assert!(e.to_string().contains("U+0430 is Cyrillic"), "{e}");
         let cli = parse(&["accept_request", "g1", "bob"]).unwrap();
         assert_eq!(
             cli.command,

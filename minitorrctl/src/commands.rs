@@ -99,9 +99,11 @@ pub fn plan(cmd: Command, cwd: &Path, passwords: &mut dyn PasswordSource) -> Res
         Command::UploadFile {
             file_path,
             group_id,
+            name,
         } => Request::UploadFile {
             path: resolve_path(cwd, &file_path)?,
             group: group_id,
+            name,
         },
         Command::DownloadFile {
             group_id,
@@ -127,6 +129,13 @@ pub fn plan(cmd: Command, cwd: &Path, passwords: &mut dyn PasswordSource) -> Res
             group_id,
             file_name,
         } => Request::StopShare {
+            group: group_id,
+            file: file_name,
+        },
+        Command::RemoveFile {
+            group_id,
+            file_name,
+        } => Request::RemoveFile {
             group: group_id,
             file: file_name,
         },
@@ -159,7 +168,7 @@ pub async fn run(cli: &Cli, plan: Plan) -> Result<String, Failure> {
     match plan {
         Plan::Send(request) => {
             let spinner = match &request {
-                Request::UploadFile { path, group } => {
+                Request::UploadFile { path, group, .. } => {
                     progress::spinner(format!("hashing and sharing {} in {group}", path.display()))
                 }
                 _ => None,
@@ -402,7 +411,8 @@ mod tests {
             p,
             Plan::Send(Request::UploadFile {
                 path: "/home/alice/work/iso/a.iso".into(),
-                group: "g1".into()
+                group: "g1".into(),
+                name: None,
             })
         );
         let (p, _) = plan_of(&["upload_file", "/srv/b.iso", "g1"]);
@@ -410,7 +420,8 @@ mod tests {
             p,
             Plan::Send(Request::UploadFile {
                 path: "/srv/b.iso".into(),
-                group: "g1".into()
+                group: "g1".into(),
+                name: None,
             })
         );
     }

@@ -187,6 +187,7 @@ pub fn error_kind_name(kind: ErrorKind) -> &'static str {
         ErrorKind::NotFound => "not_found",
         ErrorKind::InvalidInput => "invalid_input",
         ErrorKind::TrackerUnavailable => "tracker_unavailable",
+        ErrorKind::QuotaExceeded => "quota_exceeded",
         ErrorKind::Internal => "internal",
     }
 }
@@ -198,9 +199,14 @@ fn hint_for(kind: ErrorKind, request: &Request) -> Option<String> {
             "check that trackerd is running and tracker_info lists it".into()
         }
         (ErrorKind::Internal, _) => "see minitorrd's log for details".into(),
+        (ErrorKind::QuotaExceeded, _) => {
+            "stop sharing files you no longer need (stop_share), or ask the tracker's operator for a bigger quota".into()
+        }
         (
             ErrorKind::NotFound,
-            Request::DownloadFile { group, .. } | Request::StopShare { group, .. },
+            Request::DownloadFile { group, .. }
+            | Request::StopShare { group, .. }
+            | Request::RemoveFile { group, .. },
         ) => {
             format!("see what is shared: minitorrctl list_files {group}")
         }
@@ -280,6 +286,7 @@ mod tests {
             ErrorKind::NotFound,
             ErrorKind::InvalidInput,
             ErrorKind::TrackerUnavailable,
+            ErrorKind::QuotaExceeded,
             ErrorKind::Internal,
         ] {
             let f = Failure::refused(

@@ -101,14 +101,22 @@ fn usage_error(e: clap::Error, json: bool) -> ExitCode {
             .as_str()
             .map(str::to_owned)
             .unwrap_or_else(|| "invalid usage".into());
-        let msg = e.to_string();
+        let msg = proto::names::escape_for_display(&e.to_string());
         let message = msg
             .lines()
             .find_map(|l| l.strip_prefix("error: "))
             .map_or(first_line, str::to_owned);
         print_stdout(&json::render_error(&Failure::usage(message)));
     }
-    let _ = e.print();
+    // clap quotes the refused value; one carrying a bidi override or invisible characters
+    // must not reach the terminal as is (it would reorder or hide the message around it).
+    let text = e.to_string();
+    let safe = proto::names::escape_for_display(&text);
+    if safe == text {
+        let _ = e.print();
+    } else {
+        eprint!("{safe}");
+    }
     ExitCode::from(e.exit_code() as u8)
 }
 

@@ -53,12 +53,16 @@ pub struct DownloadRecord {
 impl StateFile {
     pub fn load(path: &Path) -> io::Result<StateFile> {
         match fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            }),
+            Ok(bytes) => {
+                let mut state: StateFile = serde_json::from_slice(&bytes).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                state.normalize_names();
+                Ok(state)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StateFile::default()),
             Err(e) => Err(e),
         }
@@ -84,6 +88,22 @@ impl StateFile {
             File::open(dir)?.sync_all()?;
         }
         Ok(())
+    }
+
+    /// Shared names are NFC since names were normalised; a state file written before may hold
+    /// an NFD name (a file uploaded from its NFD path). Re-sharing it under the NFC form keeps
+    /// the local registry's key equal to the tracker's (the files on disk keep their names).
+    fn normalize_names(&mut self) {
+        for u in self.users.values_mut() {
+            let metas = u
+                .shares
+                .iter_mut()
+                .map(|s| &mut s.meta)
+                .chain(u.downloads.iter_mut().map(|d| &mut d.meta));
+            for meta in metas {
+                meta.name = minitorr_proto::names::nfc(&meta.name);
+            }
+        }
     }
 
     pub fn user(&mut self, user: &str) -> &mut UserState {
@@ -160,5 +180,38 @@ mod tests {
         );
         assert_eq!(back.users["alice"].shares[0].path, PathBuf::from("/y/a"));
         assert!(!path.with_extension("json.tmp").exists());
+    }
+
+    #[test]
+    fn names_from_older_state_files_are_loaded_in_nfc() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut st = StateFile::default();
+        st.user("alice").upsert_share(ShareRecord {
+            group: "g1".into(),
+            path: "/x/cafe\u{301}".into(),
+            stamp: FileStamp {
+                size: 1,
+                mtime_ns: 5,
+                dev: 0,
+                ino: 0,
+            },
+            meta: FileMeta {
+                name: "cafe\u{301}".into(),
+                size: 1,
+                piece_size: 16384,
+                sha1: Sha1Hash([1; 20]),
+                pieces: vec![Sha1Hash([2; 20])],
+            },
+        });
+        st.save(&path).unwrap();
+        let back = StateFile::load(&path).unwrap();
+        let rec = &back.users["alice"].shares[0];
+        assert_eq!(rec.meta.name, "caf\u{e9}");
+        assert_eq!(
+            rec.path,
+            PathBuf::from("/x/cafe\u{301}"),
+            "the path is untouched"
+        );
     }
 }

@@ -44,10 +44,12 @@ pub enum Request {
     ListFiles {
         group: String,
     },
-    /// `path` is absolute: the CLI resolves it against its own working directory.
+    /// `path` is absolute: the CLI resolves it against its own working directory. `name` is
+    /// the name to share it under (default: the path's file name).
     UploadFile {
         path: PathBuf,
         group: String,
+        name: Option<String>,
     },
     /// `dest` is absolute: an existing directory (the file keeps its name) or a file path.
     DownloadFile {
@@ -57,6 +59,11 @@ pub enum Request {
     },
     ShowDownloads,
     StopShare {
+        group: String,
+        file: String,
+    },
+    /// Group owner only: remove a file entry from the group, whoever shares it.
+    RemoveFile {
         group: String,
         file: String,
     },
@@ -83,6 +90,7 @@ impl Request {
             Request::DownloadFile { .. } => "download_file",
             Request::ShowDownloads => "show_downloads",
             Request::StopShare { .. } => "stop_share",
+            Request::RemoveFile { .. } => "remove_file",
             Request::Status => "status",
         }
     }
@@ -205,6 +213,8 @@ pub enum ErrorKind {
     InvalidInput,
     /// No tracker could be reached.
     TrackerUnavailable,
+    /// The tracker's per-member quota would be exceeded.
+    QuotaExceeded,
     /// A bug or I/O failure inside the daemon.
     Internal,
 }

@@ -22,8 +22,10 @@ pub enum Call {
         user: String,
         password: String,
     },
-    /// `peer_addr` is where this daemon serves pieces; an unspecified IP (0.0.0.0) is replaced
-    /// by the address the tracker sees the connection come from.
+    /// `peer_addr` is where this daemon serves pieces. Only its port is used: the tracker hands
+    /// out the IP it sees the connection come from, unless its operator trusts announced
+    /// addresses (`trust_announced_peer_addr`), in which case an unspecified IP (0.0.0.0) is
+    /// still replaced by the connection's.
     Login {
         user: String,
         password: String,
@@ -62,6 +64,12 @@ pub enum Call {
         complete: bool,
     },
     StopShare {
+        group: String,
+        file: String,
+    },
+    /// The group owner removes a file entry and every member's share of it (a bogus or
+    /// unwanted registration). Answers `Ok`; `Forbidden` for anyone but the owner.
+    RemoveFile {
         group: String,
         file: String,
     },
@@ -130,6 +138,9 @@ pub enum ErrorCode {
     /// Conflicts with existing state (same name, different content).
     Conflict,
     RateLimited,
+    /// A per-member quota of the tracker (files, bytes or pieces registered; pieces per file)
+    /// would be exceeded; the message says which and the limit.
+    QuotaExceeded,
     Internal,
 }
 

@@ -461,6 +461,7 @@ fn oversized_fields_in_well_formed_frames_are_refused_and_the_connection_survive
             Ctl::UploadFile {
                 path: PathBuf::from("/".to_string() + &"p".repeat(1 << 20)),
                 group: "g1".into(),
+                name: None,
             },
             Ctl::CreateGroup {
                 group: "g".repeat(1 << 20),

@@ -54,6 +54,13 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Serve plain TCP on a non-loopback address (no TLS): passwords cross the network in clear.
     pub allow_plaintext: bool,
+    // Per-member quotas and the announced-address switch (see contrib/trackerd.toml).
+    pub quota_files_per_group: u64,
+    pub quota_files: u64,
+    pub quota_bytes: u64,
+    pub quota_pieces: u64,
+    pub max_pieces_per_file: u32,
+    pub trust_announced_peer_addr: bool,
 }
 
 /// The config file as written: every key optional.
@@ -80,6 +87,12 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub allow_plaintext: Option<bool>,
+    pub quota_files_per_group: Option<u64>,
+    pub quota_files: Option<u64>,
+    pub quota_bytes: Option<u64>,
+    pub quota_pieces: Option<u64>,
+    pub max_pieces_per_file: Option<u32>,
+    pub trust_announced_peer_addr: Option<bool>,
 }
 
 /// Command-line values that take part in precedence.
@@ -142,6 +155,18 @@ pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 1024;
 /// connecting at once.
 pub const DEFAULT_MAX_UNAUTHENTICATED_PER_SOURCE: usize = 64;
 pub const DEFAULT_MAX_UNAUTHENTICATED_BYTES: usize = 4 * 1024 * 1024;
+/// File entries one member may register in one group.
+pub const DEFAULT_QUOTA_FILES_PER_GROUP: u64 = 1000;
+/// File entries one member may register in all groups.
+pub const DEFAULT_QUOTA_FILES: u64 = 10_000;
+/// Sum of the sizes of one member's entries: 16 TiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 16 << 40;
+/// Sum of the piece counts of one member's entries: 4 Mi pieces = 160 MiB of piece hashes in
+/// the database (each hash is stored as 40 hex digits).
+pub const DEFAULT_QUOTA_PIECES: u64 = 4 << 20;
+/// Pieces per file entry: 256 Ki = 5 MiB of hashes on the wire; 2 TiB with 8 MiB pieces,
+/// 128 GiB with minitorrd's default 512 KiB (it picks bigger pieces for bigger files).
+pub const DEFAULT_MAX_PIECES_PER_FILE: u32 = 256 * 1024;
 /// File name looked up in `$CONFIGURATION_DIRECTORY`.
 pub const CONFIG_FILE_NAME: &str = "trackerd.toml";
 
@@ -323,6 +348,16 @@ pub fn resolve(
         tls_cert,
         tls_key,
         allow_plaintext,
+        quota_files_per_group: file
+            .quota_files_per_group
+            .unwrap_or(DEFAULT_QUOTA_FILES_PER_GROUP),
+        quota_files: file.quota_files.unwrap_or(DEFAULT_QUOTA_FILES),
+        quota_bytes: file.quota_bytes.unwrap_or(DEFAULT_QUOTA_BYTES),
+        quota_pieces: file.quota_pieces.unwrap_or(DEFAULT_QUOTA_PIECES),
+        max_pieces_per_file: file
+            .max_pieces_per_file
+            .unwrap_or(DEFAULT_MAX_PIECES_PER_FILE),
+        trust_announced_peer_addr: file.trust_announced_peer_addr.unwrap_or(false),
     };
     config.validate()?;
     Ok(config)
@@ -342,6 +377,11 @@ impl Config {
                 "max_unauthenticated_per_source",
                 self.max_unauthenticated_per_source as u64,
             ),
+            ("quota_files_per_group", self.quota_files_per_group),
+            ("quota_files", self.quota_files),
+            ("quota_bytes", self.quota_bytes),
+            ("quota_pieces", self.quota_pieces),
+            ("max_pieces_per_file", u64::from(self.max_pieces_per_file)),
         ] {
             if v == 0 {
                 return bad(format!("{key} must be at least 1"));
@@ -385,6 +425,20 @@ impl Config {
             return bad(format!("log_level '{}': {e}", self.log_level));
         }
         Ok(())
+    }
+
+    /// What members may do, for [`crate::service::Service::with_policy`].
+    pub fn policy(&self) -> crate::service::Policy {
+        crate::service::Policy {
+            quota: crate::store::Quota {
+                files_per_group: self.quota_files_per_group,
+                files: self.quota_files,
+                bytes: self.quota_bytes,
+                pieces: self.quota_pieces,
+            },
+            max_pieces_per_file: self.max_pieces_per_file,
+            trust_announced_peer_addr: self.trust_announced_peer_addr,
+        }
     }
 
     /// TOML text of the effective configuration.

@@ -276,6 +276,12 @@ fn example_config_documents_every_key_and_is_all_defaults() {
         "max_unauthenticated",
         "max_unauthenticated_per_source",
         "max_unauthenticated_bytes",
+        "quota_files_per_group",
+        "quota_files",
+        "quota_bytes",
+        "quota_pieces",
+        "max_pieces_per_file",
+        "trust_announced_peer_addr",
         "allow_plaintext",
     ] {
         assert!(
@@ -408,5 +414,26 @@ fn pre_login_limits_are_checked() {
             max_per_source: 2,
             max_bytes: 65536
         }
+    );
+}
+
+#[test]
+fn quotas_come_from_the_file_and_must_be_positive() {
+    let file = parse_file(
+        "quota_files_per_group = 3\nmax_pieces_per_file = 99\ntrust_announced_peer_addr = true\n",
+        "t",
+    )
+    .unwrap();
+    let c = resolve(&Overrides::default(), &no_env, Some(file)).unwrap();
+    let p = c.policy();
+    assert_eq!(p.quota.files_per_group, 3);
+    assert_eq!(p.quota.files, DEFAULT_QUOTA_FILES);
+    assert_eq!(p.max_pieces_per_file, 99);
+    assert!(p.trust_announced_peer_addr);
+    let zero = parse_file("quota_bytes = 0\n", "t").unwrap();
+    let e = resolve(&Overrides::default(), &no_env, Some(zero)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid configuration: quota_bytes must be at least 1"
     );
 }

@@ -222,7 +222,8 @@ async fn run(
             service::system_clock(),
             key,
         )
-        .await?,
+        .await?
+        .with_policy(config.policy()),
     );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -88,14 +88,23 @@ fn plural(n: u64, one: &str, many: &str) -> String {
 }
 
 /// Strings from the daemon (and through it, from the tracker and other users) are printed to a
-/// terminal: replace control characters so nothing can inject escape sequences.
+/// terminal: replace control characters so nothing can inject escape sequences, and show bidi
+/// controls and invisible characters as `<U+XXXX>` so that a name stored before trackers
+/// refused them cannot reorder a line or pass for another name.
 pub fn clean(s: &str) -> Cow<'_, str> {
-    if s.chars().any(char::is_control) {
-        Cow::Owned(
-            s.chars()
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect(),
-        )
+    use proto::names::is_hidden;
+    if s.chars().any(|c| c.is_control() || is_hidden(c)) {
+        let mut out = String::with_capacity(s.len() + 8);
+        for c in s.chars() {
+            if c.is_control() {
+                out.push('?');
+            } else if is_hidden(c) {
+                out.push_str(&format!("<U+{:04X}>", c as u32));
+            } else {
+                out.push(c);
+            }
+        }
+        Cow::Owned(out)
     } else {
         Cow::Borrowed(s)
     }
@@ -543,6 +552,10 @@ mod tests {
     fn control_characters_are_neutralised() {
         assert_eq!(clean("a\x1b[31mb\n"), "a?[31mb?");
         assert!(matches!(clean("plain"), Cow::Borrowed(_)));
+        // Names stored before trackers refused them: shown, not obeyed.
+        assert_eq!(clean("invoice\u{202E}fdp.exe"), "invoice<U+202E>fdp.exe");
+        assert_eq!(clean("bob\u{200B}"), "bob<U+200B>");
+        assert!(matches!(clean("café 日本"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use minitorr_proto::control::{DownloadState, DownloadStatus, ErrorKind, ErrorReply, Response};
-use minitorr_proto::names::validate_file_name;
+use minitorr_proto::names::{self, validate_file_name};
 use minitorr_proto::tracker::{self, Call};
-use minitorr_proto::types::{FileSummary, Sha1Hash};
+use minitorr_proto::types::{FileMeta, FileSummary, Sha1Hash};
 
 use super::{fail, unexpected, Daemon, DownloadEntry, Reply};
 use crate::download::{storage, Download, DownloadEnv, Outcome};
@@ -23,7 +23,16 @@ fn refused(msg: impl Into<String>) -> ErrorReply {
 }
 
 impl Daemon {
-    pub(super) async fn upload_file(&self, path: PathBuf, group: String) -> Reply<Response> {
+    /// Share the file at `path` in `group` under `name` (already NFC-normalised and checked),
+    /// or under the path's own file name. The file stays where it is, under its own name: a
+    /// file whose name is in NFD on disk is shared (and downloaded by others) under the NFC
+    /// form, and the share record keeps the shared name apart from the path.
+    pub(super) async fn upload_file(
+        &self,
+        path: PathBuf,
+        group: String,
+        name: Option<String>,
+    ) -> Reply<Response> {
         let session = self.current_session()?;
         // Record the real path: later opens (serving, re-checking at login) never follow a
         // symlink at the file's name, so the name recorded must be the file itself.
@@ -41,17 +50,19 @@ impl Daemon {
         }
         std::fs::File::open(&path)
             .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "{} has no usable (UTF-8) file name",
-                    path.display()
-                ))
-            })?
-            .to_string();
-        validate_file_name(&name).map_err(|e| invalid(e.to_string()))?;
+        let name = match name {
+            Some(n) => n,
+            None => {
+                let own = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+                    invalid(format!(
+                        "{} has no usable (UTF-8) file name; give one with --name",
+                        path.display()
+                    ))
+                })?;
+                names::file_name(own)
+                    .map_err(|e| invalid(format!("{e}; share it under another name with --name")))?
+            }
+        };
 
         // Fail fast (before hashing gigabytes) if the group is unknown or we are not a member.
         if let tracker::Response::Files(files) = self
@@ -63,12 +74,18 @@ impl Daemon {
             if files.iter().any(|f| f.name == name && f.size != md.len()) {
                 // Different size, so certainly different content: say so without hashing.
                 return Err(refused(format!(
-                    "{group} already has {name} with different content (a different size)"
+                    "{group} already has {name} with different content (a different size); \
+                     share yours under another name (--name), or ask the group's owner to \
+                     remove it (remove_file)"
                 )));
             }
         }
 
-        let (p, n, ps) = (path.clone(), name.clone(), self.cfg.piece_size);
+        let (p, n, ps) = (
+            path.clone(),
+            name.clone(),
+            piece_size_for(md.len(), self.cfg.piece_size),
+        );
         let (meta, stamp) = self
             .pool
             .run(move || hash_file(&p, &n, ps))
@@ -362,6 +379,51 @@ fn storage_reply(e: storage::StorageError) -> ErrorReply {
     }
 }
 
+impl Daemon {
+    /// Group owner: remove a file entry from the group at the tracker, whoever shares it. If
+    /// we shared it ourselves, we stop serving it too.
+    pub(super) async fn remove_file(&self, group: String, file: String) -> Reply<Response> {
+        let session = self.current_session()?;
+        let message = match self
+            .call(Call::RemoveFile {
+                group: group.clone(),
+                file: file.clone(),
+            })
+            .await?
+        {
+            tracker::Response::Ok { message } => message,
+            other => return Err(unexpected(other)),
+        };
+        let spellings = [file.clone(), names::nfc(&file)];
+        if self.live_download(&group, &file).is_none() {
+            let mut state = self.state.lock().await;
+            for f in &spellings {
+                self.shares.remove(&group, f);
+                state.user(&session.user).remove_share(&group, f);
+            }
+            self.save_state(&state).await;
+        }
+        tracing::info!(%file, %group, "file removed from the group");
+        Ok(Response::Done { message })
+    }
+}
+
+/// The piece size to hash a file of `size` bytes with: the configured one, doubled until the
+/// file has at most [`MAX_PIECES_PREFERRED`] pieces (up to the protocol's maximum). Trackers
+/// bound the pieces per file (256 Ki by default), not file sizes, so big files need big pieces.
+fn piece_size_for(size: u64, configured: u32) -> u32 {
+    let mut ps = configured;
+    while FileMeta::piece_count_for(size, ps) > MAX_PIECES_PREFERRED
+        && ps < minitorr_proto::MAX_PIECE_SIZE
+    {
+        ps = (ps * 2).min(minitorr_proto::MAX_PIECE_SIZE);
+    }
+    ps
+}
+
+/// Half of trackerd's default `max_pieces_per_file`: 1 TiB fits with 8 MiB pieces.
+const MAX_PIECES_PREFERRED: u32 = 128 * 1024;
+
 fn record_status(r: &DownloadRecord) -> DownloadStatus {
     let complete = r.state == RecordState::Complete;
     DownloadStatus {
@@ -383,5 +445,32 @@ fn record_status(r: &DownloadRecord) -> DownloadStatus {
         error: r.error.clone(),
         first_piece_ms: None,
         elapsed_ms: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_files_get_bigger_pieces() {
+        let kib = 1024u32;
+        assert_eq!(piece_size_for(1 << 30, 512 * kib), 512 * kib);
+        // 64 GiB at 512 KiB is exactly 128 Ki pieces: still fine.
+        assert_eq!(piece_size_for(64 << 30, 512 * kib), 512 * kib);
+        assert_eq!(piece_size_for((64 << 30) + 1, 512 * kib), 1024 * kib);
+        assert_eq!(
+            piece_size_for(1 << 40, 512 * kib),
+            minitorr_proto::MAX_PIECE_SIZE
+        );
+        assert_eq!(
+            FileMeta::piece_count_for(1 << 40, piece_size_for(1 << 40, 16 * kib)),
+            128 * 1024
+        );
+        // Beyond what the maximum piece size allows, the count grows (the tracker decides).
+        assert_eq!(
+            piece_size_for(4 << 40, 512 * kib),
+            minitorr_proto::MAX_PIECE_SIZE
+        );
     }
 }

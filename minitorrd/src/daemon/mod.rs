@@ -5,6 +5,7 @@
 mod account;
 mod files;
 mod groups;
+mod names;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -84,8 +85,12 @@ impl Daemon {
     }
 
     /// Answer one control request. Never panics on user input; every failure is a `Response::Error`.
-    pub async fn handle(self: &Arc<Self>, req: Request) -> Response {
+    pub async fn handle(self: &Arc<Self>, mut req: Request) -> Response {
         let name = req.command_name();
+        if let Err(e) = names::normalize(&mut req) {
+            tracing::info!(command = name, message = %e.message, "request refused");
+            return Response::Error(e);
+        }
         let result = match req {
             Request::CreateUser { user, password } => self.create_user(user, password).await,
             Request::Login { user, password } => self.login(user, password).await,
@@ -98,12 +103,13 @@ impl Daemon {
             Request::RejectRequest { group, user } => self.reject_request(group, user).await,
             Request::ListGroups => self.list_groups().await,
             Request::ListFiles { group } => self.list_files(group).await,
-            Request::UploadFile { path, group } => self.upload_file(path, group).await,
+            Request::UploadFile { path, group, name } => self.upload_file(path, group, name).await,
             Request::DownloadFile { group, file, dest } => {
                 self.download_file(group, file, dest).await
             }
             Request::ShowDownloads => Ok(self.show_downloads()),
             Request::StopShare { group, file } => self.stop_share(group, file).await,
+            Request::RemoveFile { group, file } => self.remove_file(group, file).await,
             Request::Status => Ok(self.status()),
         };
         let resp = result.unwrap_or_else(Response::Error);
@@ -204,6 +210,7 @@ pub(crate) fn tracker_error(code: ErrorCode, message: String) -> ErrorReply {
         ErrorCode::InvalidSession => ErrorKind::NotLoggedIn,
         ErrorCode::NotFound => ErrorKind::NotFound,
         ErrorCode::Internal => ErrorKind::Internal,
+        ErrorCode::QuotaExceeded => ErrorKind::QuotaExceeded,
         ErrorCode::AuthFailed
         | ErrorCode::AlreadyExists
         | ErrorCode::Forbidden

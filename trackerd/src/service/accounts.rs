@@ -22,9 +22,17 @@ fn check_password(password: &str) -> Result<(), Fail> {
     Ok(())
 }
 
-/// The address handed to downloaders: the announced one, with an unspecified IP (0.0.0.0, ::)
-/// replaced by the address this connection comes from.
-fn effective_peer_addr(announced: &str, source: IpAddr) -> Result<SocketAddr, Fail> {
+/// The address handed to downloaders. By default only the announced *port* is used, with the
+/// IP this connection comes from: otherwise any member could make the tracker hand out an
+/// arbitrary `host:port` as a seeder of their files, and turn every downloader into a
+/// connection flood aimed at it. When the operator trusts announced addresses (daemons behind
+/// a NAT or a proxy the tracker cannot see through), the announced one is used, with an
+/// unspecified IP (0.0.0.0, ::) still replaced by the source.
+fn effective_peer_addr(
+    announced: &str,
+    source: IpAddr,
+    trust_announced: bool,
+) -> Result<SocketAddr, Fail> {
     let mut addr: SocketAddr = match announced.parse() {
         Ok(a) => a,
         Err(_) => {
@@ -40,7 +48,7 @@ fn effective_peer_addr(announced: &str, source: IpAddr) -> Result<SocketAddr, Fa
             format!("peer address '{announced}' has no port"),
         );
     }
-    if addr.ip().is_unspecified() {
+    if !trust_announced || addr.ip().is_unspecified() {
         // A v4 client seen through a dual-stack socket shows up as ::ffff:a.b.c.d.
         addr.set_ip(source.to_canonical());
     }
@@ -184,7 +192,7 @@ impl Service {
     ) -> Outcome {
         valid(names::validate_user(&user))?;
         check_password(&password)?;
-        let addr = effective_peer_addr(&peer_addr, source)?;
+        let addr = effective_peer_addr(&peer_addr, source, self.policy.trust_announced_peer_addr)?;
         let now = self.now();
         // Admit the attempt before looking anything up or waiting for a hashing slot: it counts
         // as a failure until the password proved right, so parallel logins cannot all slip
@@ -264,32 +272,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unspecified_peer_ip_is_replaced_by_the_source() {
+    fn the_observed_ip_is_used_unless_announced_ones_are_trusted() {
         let src: IpAddr = "192.0.2.7".parse().unwrap();
-        assert_eq!(
-            effective_peer_addr("0.0.0.0:7001", src)
-                .unwrap()
-                .to_string(),
-            "192.0.2.7:7001"
-        );
-        assert_eq!(
-            effective_peer_addr("[::]:7001", src).unwrap().to_string(),
-            "192.0.2.7:7001"
-        );
-        let mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
-        assert_eq!(
-            effective_peer_addr("0.0.0.0:1", mapped)
-                .unwrap()
-                .to_string(),
-            "192.0.2.9:1"
-        );
-        assert_eq!(
-            effective_peer_addr("10.1.1.1:7001", src)
-                .unwrap()
-                .to_string(),
-            "10.1.1.1:7001"
-        );
-        assert!(effective_peer_addr("somewhere", src).is_err());
-        assert!(effective_peer_addr("10.1.1.1:0", src).is_err());
+        let eff = |a: &str, src: IpAddr, trust: bool| {
+            effective_peer_addr(a, src, trust).map(|a| a.to_string())
+        };
+        for trust in [false, true] {
+            assert_eq!(eff("0.0.0.0:7001", src, trust).unwrap(), "192.0.2.7:7001");
+            assert_eq!(eff("[::]:7001", src, trust).unwrap(), "192.0.2.7:7001");
+            let mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
+            assert_eq!(eff("0.0.0.0:1", mapped, trust).unwrap(), "192.0.2.9:1");
+            assert!(eff("somewhere", src, trust).is_err());
+            assert!(eff("10.1.1.1:0", src, trust).is_err());
+        }
+        // Default: the announced IP is ignored, its port kept.
+        assert_eq!(eff("10.1.1.1:7001", src, false).unwrap(), "192.0.2.7:7001");
+        assert_eq!(eff("[2001:db8::1]:9", src, false).unwrap(), "192.0.2.7:9");
+        // Trusted: believed as announced.
+        assert_eq!(eff("10.1.1.1:7001", src, true).unwrap(), "10.1.1.1:7001");
     }
 }

@@ -1,4 +1,5 @@
-//! Files: list, share, stop sharing, get details with peers and a download ticket.
+//! Files: list, share (within quotas), stop sharing, remove (owner), get details with peers
+//! and a download ticket.
 
 use minitorr_proto::names;
 use minitorr_proto::ticket::TicketClaims;
@@ -6,7 +7,7 @@ use minitorr_proto::tracker::{ErrorCode, FileDetails, Response};
 use minitorr_proto::types::FileMeta;
 
 use super::{fail, valid, Caller, Fail, Outcome, Service};
-use crate::store::ShareOutcome;
+use crate::store::{RemoveOutcome, ShareOutcome};
 
 impl Service {
     /// `NotFound` for an unknown group, `Forbidden` for a non-member.
@@ -37,6 +38,19 @@ impl Service {
         complete: bool,
     ) -> Outcome {
         self.require_member(caller, group).await?;
+        // The cheap bound first: the piece list is what makes an entry big in the database.
+        let max_pieces = self.policy.max_pieces_per_file;
+        if meta.pieces.len() as u64 > u64::from(max_pieces) {
+            return fail(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "quota exceeded: {} has {} pieces; this tracker allows at most {max_pieces} \
+                     per file (use bigger pieces)",
+                    meta.name,
+                    meta.pieces.len()
+                ),
+            );
+        }
         if let Err(e) = meta.check() {
             return fail(ErrorCode::BadRequest, e);
         }
@@ -48,16 +62,25 @@ impl Service {
         }
         let user = &caller.session.user;
         let name = &meta.name;
-        match self.store.share(group, user, &meta, complete, self.now() as i64).await? {
+        let now = self.now() as i64;
+        match self.store.share(group, user, &meta, complete, now, &self.policy.quota).await? {
             // The membership was checked above; this means the user left in between.
             ShareOutcome::NotMember => fail(ErrorCode::Forbidden, format!("you are not a member of {group}")),
-            ShareOutcome::DifferentSha1 => {
-                fail(ErrorCode::Conflict, format!("{group} already has {name} with a different SHA1"))
-            }
+            ShareOutcome::DifferentSha1 => fail(
+                ErrorCode::Conflict,
+                format!(
+                    "{group} already has {name} with a different SHA1; share yours under another \
+                     name (upload_file --name), or ask the group's owner to remove it (remove_file)"
+                ),
+            ),
             ShareOutcome::DifferentLayout => fail(
                 ErrorCode::Conflict,
                 format!("{group} already has {name} with the same SHA1 but a different size or piece size"),
             ),
+            ShareOutcome::QuotaExceeded(q) => {
+                tracing::info!(user, group, file = name, %q, "quota exceeded");
+                fail(ErrorCode::QuotaExceeded, format!("quota exceeded: {q}"))
+            }
             ShareOutcome::Shared => {
                 tracing::debug!(user, group, file = name, complete, "shared");
                 Ok(Response::ok(format!("sharing {name} in {group}")))
@@ -66,19 +89,49 @@ impl Service {
     }
 
     pub(super) async fn stop_share(&self, caller: &Caller, group: &str, file: &str) -> Outcome {
-        valid(names::validate_group(group))?;
-        valid(names::validate_file_name(file))?;
-        if !self
-            .store
-            .stop_share(group, file, &caller.session.user)
-            .await?
-        {
+        // `file` may be a legacy (pre-NFC) spelling: try it as given, then normalised.
+        let user = &caller.session.user;
+        let mut stopped = self.store.stop_share(group, file, user).await?;
+        if !stopped {
+            if let Some(n) = nfc_if_different(file) {
+                stopped = self.store.stop_share(group, &n, user).await?;
+            }
+        }
+        if !stopped {
             return fail(
                 ErrorCode::NotFound,
                 format!("you are not sharing {file} in {group}"),
             );
         }
         Ok(Response::ok(format!("stopped sharing {file} in {group}")))
+    }
+
+    /// The group owner removes a file entry and all its shares, whoever registered it: a bogus
+    /// registration (wrong hashes under a wanted name) must not block the real file for good.
+    pub(super) async fn remove_file(&self, caller: &Caller, group: &str, file: &str) -> Outcome {
+        let owner = &caller.session.user;
+        let alt = nfc_if_different(file);
+        match self.store.remove_file(group, owner, file, alt.as_deref()).await? {
+            RemoveOutcome::NoGroup => fail(ErrorCode::NotFound, format!("no group {group}")),
+            RemoveOutcome::NotOwner { .. } => fail(
+                ErrorCode::Forbidden,
+                format!(
+                    "only the owner of {group} can remove its files; stop sharing yours with stop_share"
+                ),
+            ),
+            RemoveOutcome::NoFile => fail(ErrorCode::NotFound, format!("{group} has no file {file}")),
+            RemoveOutcome::Removed(removed) => {
+                // Revocation hook: this is where a `FileRemoved { group, file }` event goes to
+                // the daemons of `removed.holders`, so they stop serving it at once.
+                tracing::info!(owner, group, file = removed.name, holders = ?removed.holders, "file removed by the group owner");
+                let n = removed.holders.len();
+                Ok(Response::ok(format!(
+                    "removed {} from {group} ({n} holder{} dropped)",
+                    removed.name,
+                    if n == 1 { "" } else { "s" }
+                )))
+            }
+        }
     }
 
     pub(super) async fn get_file(&self, caller: &Caller, group: &str, file: &str) -> Outcome {
@@ -106,4 +159,10 @@ impl Service {
             ticket,
         }))
     }
+}
+
+/// The NFC form of `name`, if it differs (a legacy name typed as stored, or not).
+fn nfc_if_different(name: &str) -> Option<String> {
+    let n = names::nfc(name);
+    (n != name).then_some(n)
 }

@@ -15,15 +15,20 @@
 //!   whose membership began first, by a per-group join counter (so two members accepted within
 //!   the same second are still ordered; the creator is number 1). When the last member leaves,
 //!   the group is deleted with its pending requests and files.
+//! * Every name in a request is brought to Unicode NFC and checked (look-alike characters
+//!   refused) before anything else, in `names`.
 //! * Files are keyed by (group, name). Sharing a name that exists with a different SHA1 (or the
 //!   same SHA1 with a different piece layout) is a `Conflict`; the same file adds the user as a
-//!   holder. `GetFile` returns the online holders (complete ones first) and a signed ticket.
+//!   holder. A new entry counts against its registering member's quota ([`Policy`]); only the
+//!   group owner can remove an entry (`RemoveFile`) with every share of it. `GetFile` returns
+//!   the online holders (complete ones first) and a signed ticket.
 //! * Every mutation is answered only after its transaction committed. Database failures become
 //!   `Internal` (logged); client input never panics.
 
 mod accounts;
 mod files;
 mod groups;
+mod names;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +40,7 @@ use minitorr_proto::ticket::{Ticket, TicketClaims, TicketKey, MAX_TICKET_KEYS};
 use minitorr_proto::tracker::{Call, ErrorCode, Request, Response};
 
 use crate::auth::{PasswordHasher, RateLimiter};
-use crate::store::{SessionRow, Store, StoreError};
+use crate::store::{Quota, SessionRow, Store, StoreError};
 
 /// Source of "now" in unix seconds; injectable so tests can move time without sleeping.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -76,9 +81,38 @@ struct Signer {
     retire_at: Option<u64>,
 }
 
+/// What the operator allows members (from the config): quotas on what one member may
+/// register, and whether the peer address a daemon announces is believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub quota: Quota,
+    /// Most pieces (hence piece hashes: 20 bytes on the wire, 40 in the database) one file
+    /// entry may have. Bounds the metadata, not the file size: bigger pieces, bigger files.
+    pub max_pieces_per_file: u32,
+    /// Hand out the IP a daemon announces instead of the one its connection comes from.
+    pub trust_announced_peer_addr: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        use crate::config::*;
+        Policy {
+            quota: Quota {
+                files_per_group: DEFAULT_QUOTA_FILES_PER_GROUP,
+                files: DEFAULT_QUOTA_FILES,
+                bytes: DEFAULT_QUOTA_BYTES,
+                pieces: DEFAULT_QUOTA_PIECES,
+            },
+            max_pieces_per_file: DEFAULT_MAX_PIECES_PER_FILE,
+            trust_announced_peer_addr: false,
+        }
+    }
+}
+
 pub struct Service {
     store: Store,
     signer: RwLock<Signer>,
+    policy: Policy,
     timing: Timing,
     hasher: PasswordHasher,
     limiter: Arc<Mutex<RateLimiter>>,
@@ -170,6 +204,7 @@ impl Service {
         Ok(Service {
             store,
             signer: RwLock::new(Signer { key, retire_at }),
+            policy: Policy::default(),
             timing,
             hasher,
             limiter: Arc::default(),
@@ -181,6 +216,12 @@ impl Service {
             ),
             password_checks: Arc::default(),
         })
+    }
+
+    /// Replace the default [`Policy`] (quotas, announced addresses) with the configured one.
+    pub fn with_policy(mut self, policy: Policy) -> Service {
+        self.policy = policy;
+        self
     }
 
     /// Public half of the key new tickets are signed with.
@@ -291,7 +332,8 @@ impl Service {
         }
     }
 
-    async fn dispatch(&self, req: Request, peer_ip: IpAddr) -> Outcome {
+    async fn dispatch(&self, mut req: Request, peer_ip: IpAddr) -> Outcome {
+        names::normalize(&mut req.call)?;
         match req.call {
             Call::CreateUser { user, password } => self.create_user(user, password).await,
             Call::Login {
@@ -328,6 +370,7 @@ impl Service {
                 complete,
             } => self.share(caller, &group, meta, complete).await,
             Call::StopShare { group, file } => self.stop_share(caller, &group, &file).await,
+            Call::RemoveFile { group, file } => self.remove_file(caller, &group, &file).await,
             Call::GetFile { group, file } => self.get_file(caller, &group, &file).await,
         }
     }
@@ -379,6 +422,7 @@ fn call_name(c: &Call) -> &'static str {
         Call::ListFiles { .. } => "list_files",
         Call::Share { .. } => "share",
         Call::StopShare { .. } => "stop_share",
+        Call::RemoveFile { .. } => "remove_file",
         Call::GetFile { .. } => "get_file",
         Call::Heartbeat => "heartbeat",
         Call::TicketKeys => "ticket_keys",

@@ -16,6 +16,8 @@ pub enum ShareOutcome {
     DifferentSha1,
     /// Same content hash but a different size or piece layout: peers could not exchange pieces.
     DifferentLayout,
+    /// A new entry would exceed the registering member's quota.
+    QuotaExceeded(QuotaExceeded),
     Shared,
 }
 
@@ -63,9 +65,156 @@ pub(super) async fn drop_unshared_files(
     Ok(())
 }
 
+/// What one member may register (file entries they created and that still exist). Becoming
+/// one more holder of an existing entry is free: it costs the database one small row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// File entries per member in one group.
+    pub files_per_group: u64,
+    /// File entries per member in all groups.
+    pub files: u64,
+    /// Sum of the sizes of a member's entries.
+    pub bytes: u64,
+    /// Sum of the piece counts of a member's entries (each piece hash is 40 bytes of database).
+    pub pieces: u64,
+}
+
+impl Quota {
+    /// No limit at all (tests of other things, and tools).
+    pub const UNLIMITED: Quota = Quota {
+        files_per_group: u64::MAX,
+        files: u64::MAX,
+        bytes: u64::MAX,
+        pieces: u64::MAX,
+    };
+}
+
+/// Which quota a new entry would exceed, with what the member has and the limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaExceeded {
+    FilesPerGroup { have: u64, limit: u64 },
+    Files { have: u64, limit: u64 },
+    Bytes { have: u64, adding: u64, limit: u64 },
+    Pieces { have: u64, adding: u64, limit: u64 },
+}
+
+impl std::fmt::Display for QuotaExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QuotaExceeded::FilesPerGroup { have, limit } => write!(
+                f,
+                "you registered {have} files in this group; the limit is {limit} per member"
+            ),
+            QuotaExceeded::Files { have, limit } => write!(
+                f,
+                "you registered {have} files in all groups; the limit is {limit} per member"
+            ),
+            QuotaExceeded::Bytes { have, adding, limit } => write!(
+                f,
+                "your files already claim {have} bytes; {adding} more would pass the limit of {limit} bytes per member"
+            ),
+            QuotaExceeded::Pieces { have, adding, limit } => write!(
+                f,
+                "your files already have {have} pieces; {adding} more would pass the limit of {limit} pieces per member"
+            ),
+        }
+    }
+}
+
+/// Entries `user` registered: (in `group`, in total, total bytes, total pieces).
+async fn registered_by(
+    tx: &mut Transaction<'static, Any>,
+    user: &str,
+    group: &str,
+) -> Result<(u64, u64, u64, u64)> {
+    // PostgreSQL's SUM of BIGINT is NUMERIC, hence the casts. Piece counts are derived from the hex list's length (40 digits per piece): LENGTH works
+    // on both backends, and storing a count column would be one more thing to keep in sync.
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(CASE WHEN group_name = $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+           CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(size), 0) AS BIGINT), \
+           CAST(COALESCE(SUM(LENGTH(pieces) / 40), 0) AS BIGINT) \
+         FROM files WHERE registered_by = $1",
+    )
+    .bind(user)
+    .bind(group)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((
+        to_u64(row.try_get::<i64, _>(0)?, "file count")?,
+        to_u64(row.try_get::<i64, _>(1)?, "file count")?,
+        to_u64(row.try_get::<i64, _>(2)?, "byte total")?,
+        to_u64(row.try_get::<i64, _>(3)?, "piece total")?,
+    ))
+}
+
+fn over_quota(
+    quota: &Quota,
+    (in_group, files, bytes, pieces): (u64, u64, u64, u64),
+    meta: &FileMeta,
+) -> Option<QuotaExceeded> {
+    let adding_pieces = meta.pieces.len() as u64;
+    if in_group >= quota.files_per_group {
+        Some(QuotaExceeded::FilesPerGroup {
+            have: in_group,
+            limit: quota.files_per_group,
+        })
+    } else if files >= quota.files {
+        Some(QuotaExceeded::Files {
+            have: files,
+            limit: quota.files,
+        })
+    } else if bytes.saturating_add(meta.size) > quota.bytes {
+        Some(QuotaExceeded::Bytes {
+            have: bytes,
+            adding: meta.size,
+            limit: quota.bytes,
+        })
+    } else if pieces.saturating_add(adding_pieces) > quota.pieces {
+        Some(QuotaExceeded::Pieces {
+            have: pieces,
+            adding: adding_pieces,
+            limit: quota.pieces,
+        })
+    } else {
+        None
+    }
+}
+
+async fn existing_file(
+    tx: &mut Transaction<'static, Any>,
+    group: &str,
+    name: &str,
+) -> Result<Option<sqlx::any::AnyRow>> {
+    Ok(sqlx::query(
+        "SELECT sha1, size, piece_size, pieces FROM files WHERE group_name = $1 AND name = $2",
+    )
+    .bind(group)
+    .bind(name)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// A file entry removed by the group owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedFile {
+    /// The name as stored (NFC, or a legacy spelling).
+    pub name: String,
+    /// Users whose shares were dropped with it (their daemons should stop serving it).
+    pub holders: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveOutcome {
+    NoGroup,
+    NotOwner { owner: String },
+    NoFile,
+    Removed(RemovedFile),
+}
+
 impl Store {
     /// Register that `user` holds `meta` in `group` (complete or partially), creating the file
-    /// entry if it is new. Membership is checked in the same transaction.
+    /// entry if it is new (within `quota`, counted against `user`). Membership is checked in
+    /// the same transaction.
     pub async fn share(
         &self,
         group: &str,
@@ -73,10 +222,10 @@ impl Store {
         meta: &FileMeta,
         complete: bool,
         now: i64,
+        quota: &Quota,
     ) -> Result<ShareOutcome> {
         let size = to_i64(meta.size, "file size")?;
         let sha1 = meta.sha1.to_hex();
-        let pieces = pieces_to_hex(&meta.pieces);
         let mut tx = self.begin().await?;
         let member: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM group_members WHERE group_name = $1 AND user_name = $2",
@@ -88,33 +237,37 @@ impl Store {
         if member == 0 {
             return Ok(ShareOutcome::NotMember);
         }
-        // Insert-if-absent, then compare with whatever is there (ours or an earlier sharer's).
-        sqlx::query(
-            "INSERT INTO files (group_name, name, size, piece_size, sha1, pieces, created) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (group_name, name) DO NOTHING",
-        )
-        .bind(group)
-        .bind(&meta.name)
-        .bind(size)
-        .bind(i64::from(meta.piece_size))
-        .bind(&sha1)
-        .bind(&pieces)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(
-            "SELECT sha1, size, piece_size, pieces FROM files WHERE group_name = $1 AND name = $2",
-        )
-        .bind(group)
-        .bind(&meta.name)
-        .fetch_one(&mut *tx)
-        .await?;
+        let mut row = existing_file(&mut tx, group, &meta.name).await?;
+        if row.is_none() {
+            // A new entry: only now is the quota (and the hex encoding of the piece list)
+            // worth the work.
+            if let Some(q) = over_quota(quota, registered_by(&mut tx, user, group).await?, meta) {
+                return Ok(ShareOutcome::QuotaExceeded(q));
+            }
+            sqlx::query(
+                "INSERT INTO files (group_name, name, size, piece_size, sha1, pieces, created, registered_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (group_name, name) DO NOTHING",
+            )
+            .bind(group)
+            .bind(&meta.name)
+            .bind(size)
+            .bind(i64::from(meta.piece_size))
+            .bind(&sha1)
+            .bind(pieces_to_hex(&meta.pieces))
+            .bind(now)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+            // Ours, or one registered by someone else in between: compare with it either way.
+            row = existing_file(&mut tx, group, &meta.name).await?;
+        }
+        let row = row.ok_or_else(|| StoreError::Corrupt("file entry vanished".into()))?;
         if row.try_get::<String, _>(0)? != sha1 {
             return Ok(ShareOutcome::DifferentSha1);
         }
         if row.try_get::<i64, _>(1)? != size
             || row.try_get::<i64, _>(2)? != i64::from(meta.piece_size)
-            || row.try_get::<String, _>(3)? != pieces
+            || row.try_get::<String, _>(3)? != pieces_to_hex(&meta.pieces)
         {
             return Ok(ShareOutcome::DifferentLayout);
         }
@@ -131,6 +284,55 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(ShareOutcome::Shared)
+    }
+
+    /// The owner of `group` (`owner`, checked in the transaction) removes the entry `file`
+    /// (tried as given, then as `alt`, e.g. its NFC form) and every share of it.
+    pub async fn remove_file(
+        &self,
+        group: &str,
+        owner: &str,
+        file: &str,
+        alt: Option<&str>,
+    ) -> Result<RemoveOutcome> {
+        let mut tx = self.begin().await?;
+        let stored_owner: Option<String> =
+            sqlx::query_scalar("SELECT owner FROM group_info WHERE name = $1")
+                .bind(group)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match stored_owner {
+            None => return Ok(RemoveOutcome::NoGroup),
+            Some(o) if o != owner => return Ok(RemoveOutcome::NotOwner { owner: o }),
+            Some(_) => {}
+        }
+        for name in std::iter::once(file).chain(alt) {
+            let holders: Vec<String> = sqlx::query_scalar(
+                "SELECT user_name FROM shares WHERE group_name = $1 AND file_name = $2 ORDER BY user_name",
+            )
+            .bind(group)
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM shares WHERE group_name = $1 AND file_name = $2")
+                .bind(group)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            let done = sqlx::query("DELETE FROM files WHERE group_name = $1 AND name = $2")
+                .bind(group)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() > 0 {
+                tx.commit().await?;
+                return Ok(RemoveOutcome::Removed(RemovedFile {
+                    name: name.to_string(),
+                    holders,
+                }));
+            }
+        }
+        Ok(RemoveOutcome::NoFile)
     }
 
     /// Remove `user`'s share of `file`; the file goes too if nobody else shares it.

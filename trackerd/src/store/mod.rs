@@ -24,7 +24,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Transaction};
 use thiserror::Error;
 
-pub use files::ShareOutcome;
+pub use files::{Quota, QuotaExceeded, RemoveOutcome, RemovedFile, ShareOutcome};
 pub use groups::{AcceptOutcome, GroupState, JoinOutcome, LeaveOutcome};
 pub use keys::{public_from_hex, PublicKeyRow};
 pub use sessions::SessionRow;

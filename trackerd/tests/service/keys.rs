@@ -208,7 +208,7 @@ async fn two_trackers_on_one_database_accept_each_others_tickets() {
     assert_eq!(grant.tracker_keys.len(), 1);
 
     let key2 = new_key();
-    let svc2 = open(&h.url, &h.clock, &key2).await;
+    let svc2 = open(&h.url, &h.clock, &key2, h.policy).await;
     let t2 = match svc2
         .handle(
             Request {

@@ -3,6 +3,7 @@
 mod accounts;
 mod files;
 mod groups;
+mod hostile;
 mod keys;
 mod restart;
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use minitorr_proto::tracker::{Call, ErrorCode, LoginGrant, Request, Response};
 use minitorr_proto::types::{FileMeta, Sha1Hash};
 use trackerd::auth::PasswordHasher;
-use trackerd::service::{Service, Timing};
+use trackerd::service::{Policy, Service, Timing};
 use trackerd::store::{self, Store};
 
 pub const T0: u64 = 1_700_000_000;
@@ -26,6 +27,7 @@ pub struct Harness {
     pub clock: Arc<AtomicU64>,
     /// The signing key (as if read from the key file), kept across `reopen`.
     pub key: ed25519_dalek::SigningKey,
+    pub policy: Policy,
 }
 
 /// Env var naming an admin PostgreSQL URL (e.g. `postgres://postgres@localhost/postgres`).
@@ -60,24 +62,30 @@ async fn database_url(dir: &std::path::Path) -> String {
 
 impl Harness {
     pub async fn new() -> Harness {
+        Harness::with_policy(Policy::default()).await
+    }
+
+    /// A harness whose service runs with `policy` (quotas, announced addresses).
+    pub async fn with_policy(policy: Policy) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(AtomicU64::new(T0));
         let url = database_url(dir.path()).await;
         let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-        let svc = open(&url, &clock, &key).await;
+        let svc = open(&url, &clock, &key, policy).await;
         Harness {
             dir,
             url,
             svc,
             clock,
             key,
+            policy,
         }
     }
 
     /// Drop the service and open a fresh one on the same database file (a restart).
     pub async fn reopen(self) -> Harness {
         self.svc.store().close().await;
-        let svc = open(&self.url, &self.clock, &self.key).await;
+        let svc = open(&self.url, &self.clock, &self.key, self.policy).await;
         Harness { svc, ..self }
     }
 
@@ -90,13 +98,18 @@ impl Harness {
     }
 
     pub async fn call(&self, token: Option<&str>, call: Call) -> Response {
+        self.call_from(LOCAL, token, call).await
+    }
+
+    /// A call arriving on a connection from `source`.
+    pub async fn call_from(&self, source: IpAddr, token: Option<&str>, call: Call) -> Response {
         self.svc
             .handle(
                 Request {
                     token: token.map(str::to_string),
                     call,
                 },
-                LOCAL,
+                source,
             )
             .await
     }
@@ -185,7 +198,12 @@ impl Harness {
     }
 }
 
-async fn open(url: &str, clock: &Arc<AtomicU64>, key: &ed25519_dalek::SigningKey) -> Arc<Service> {
+async fn open(
+    url: &str,
+    clock: &Arc<AtomicU64>,
+    key: &ed25519_dalek::SigningKey,
+    policy: Policy,
+) -> Arc<Service> {
     let db = Store::open(url, 4).await.unwrap();
     let c = clock.clone();
     let svc = Service::with_signing_key(
@@ -196,7 +214,8 @@ async fn open(url: &str, clock: &Arc<AtomicU64>, key: &ed25519_dalek::SigningKey
         key.clone(),
     )
     .await
-    .unwrap();
+    .unwrap()
+    .with_policy(policy);
     Arc::new(svc)
 }
 
