@@ -72,6 +72,20 @@ pub enum Call {
     },
     /// Keeps the session online; sent every `heartbeat_secs`.
     Heartbeat,
+    /// Owner only: `user` stops being a member exactly as if they had left (their shares in the
+    /// group are withdrawn).
+    RemoveMember {
+        group: String,
+        user: String,
+    },
+    /// Turn this connection into an event stream (see [`Event`]): the tracker answers
+    /// `Subscribed`, then pushes `Events` frames (an empty one as a keepalive) until the
+    /// connection closes. `after` resumes after the last event id seen on a previous
+    /// subscription; `None` starts with events committed from now on. Sent on a connection of its
+    /// own: no other call is answered on it afterwards.
+    Subscribe {
+        after: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +98,38 @@ pub enum Response {
     Files(Vec<FileSummary>),
     File(FileDetails),
     Error { code: ErrorCode, message: String },
+    /// Answer to `Subscribe`: events with ids above `after` follow.
+    Subscribed { after: u64 },
+    /// Pushed on a subscription, in id order; empty = keepalive.
+    Events(Vec<Event>),
+}
+
+/// Something that happened to a group, pushed to the daemons of its members (at the time of the
+/// event) over a `Subscribe` connection. Ids increase strictly in commit order across every
+/// tracker sharing the database, so `after` is a complete resume point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct Event {
+    pub id: u64,
+    pub kind: EventKind,
+}
+
+/// New kinds go at the end (postcard encodes the variant index). Holder events (issue #11:
+/// a holder came online / went away) are meant to be added here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum EventKind {
+    /// `user` is no longer a member of `group` (left, or removed by the owner): tickets naming
+    /// them for this group must stop opening anything.
+    MemberGone { group: String, user: String },
+    /// `group` no longer exists.
+    GroupDeleted { group: String },
+    /// The entry `file` of `group` is gone (removed by the owner, or nobody shares it any more).
+    FileRemoved { group: String, file: String },
+    /// Events after the subscriber's `after` were pruned before it came back: it cannot know
+    /// what it missed and must act as if everything was revoked (seeders close every peer
+    /// connection; downloaders reconnect with fresh tickets).
+    Resync,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,8 +22,11 @@
 //!   `Internal` (logged); client input never panics.
 
 mod accounts;
+mod events;
 mod files;
 mod groups;
+
+pub use events::{Subscription, POLL_EVERY as EVENT_POLL_EVERY, RETENTION_SECS as EVENT_RETENTION_SECS};
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -82,6 +85,8 @@ pub struct Service {
     /// a core: unbounded, a burst of logins (or a hostile client) grows memory without limit
     /// and starves every other request of CPU. Excess logins wait their turn.
     hash_slots: tokio::sync::Semaphore,
+    /// Wakes event subscribers (see `events`).
+    events: Arc<events::EventHub>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +150,9 @@ impl Service {
             .await
             .map_err(|e| InitError::Hash(e.to_string()))?
             .map_err(|e| InitError::Hash(e.to_string()))?;
+        let events = events::EventHub::new(store.last_event_id().await?);
         Ok(Service {
+            events,
             store,
             key,
             timing,
@@ -185,17 +192,33 @@ impl Service {
     /// Answer one request. `peer_ip` is the connection's source address.
     pub async fn handle(&self, req: Request, peer_ip: IpAddr) -> Response {
         let what = call_name(&req.call);
-        match self.dispatch(req, peer_ip).await {
+        // Calls that may write revocation events (see `store::events`).
+        let emits = matches!(
+            req.call,
+            Call::LeaveGroup { .. } | Call::RemoveMember { .. } | Call::StopShare { .. }
+        );
+        let result = self.dispatch(req, peer_ip).await;
+        if emits && result.is_ok() {
+            self.events_committed().await;
+        }
+        match result {
             Ok(r) => r,
-            Err(Fail::Client(code, message)) => Response::err(code, message),
-            Err(Fail::Store(e)) => {
+            Err(f) => self.answer_failure(what, f),
+        }
+    }
+
+    /// The response for a failed call; our own failures are logged and answered `Internal`.
+    fn answer_failure(&self, what: &str, f: Fail) -> Response {
+        match f {
+            Fail::Client(code, message) => Response::err(code, message),
+            Fail::Store(e) => {
                 tracing::error!(call = what, error = %e, "request failed");
                 Response::err(
                     ErrorCode::Internal,
                     "internal tracker error (see the tracker log)",
                 )
             }
-            Err(Fail::Other(e)) => {
+            Fail::Other(e) => {
                 tracing::error!(call = what, error = %e, "request failed");
                 Response::err(
                     ErrorCode::Internal,
@@ -242,6 +265,11 @@ impl Service {
             } => self.share(caller, &group, meta, complete).await,
             Call::StopShare { group, file } => self.stop_share(caller, &group, &file).await,
             Call::GetFile { group, file } => self.get_file(caller, &group, &file).await,
+            Call::RemoveMember { group, user } => self.remove_member(caller, &group, &user).await,
+            Call::Subscribe { .. } => fail(
+                ErrorCode::BadRequest,
+                "subscribe needs a connection of its own (the server streams events on it)",
+            ),
         }
     }
 
@@ -284,5 +312,7 @@ fn call_name(c: &Call) -> &'static str {
         Call::StopShare { .. } => "stop_share",
         Call::GetFile { .. } => "get_file",
         Call::Heartbeat => "heartbeat",
+        Call::RemoveMember { .. } => "remove_member",
+        Call::Subscribe { .. } => "subscribe",
     }
 }

@@ -11,6 +11,7 @@
 //! connection committed in between, while `IMMEDIATE` takes the write lock up front and waits
 //! for it under `busy_timeout`.
 
+mod events;
 mod files;
 mod groups;
 mod sessions;
@@ -24,7 +25,7 @@ use sqlx::{Any, AnyPool, Transaction};
 use thiserror::Error;
 
 pub use files::ShareOutcome;
-pub use groups::{AcceptOutcome, GroupState, JoinOutcome, LeaveOutcome};
+pub use groups::{AcceptOutcome, GroupState, JoinOutcome, LeaveOutcome, RemoveOutcome};
 pub use sessions::SessionRow;
 
 /// How long SQLite waits for another writer before giving up with "database is locked".
