@@ -62,6 +62,11 @@ pub enum Request {
     },
     /// Daemon status: who is logged in, tracker connection, counts.
     Status,
+    /// Owner only: `user` loses membership of `group` as if they had left.
+    RemoveMember {
+        group: String,
+        user: String,
+    },
 }
 
 impl Request {
@@ -84,6 +89,7 @@ impl Request {
             Request::ShowDownloads => "show_downloads",
             Request::StopShare { .. } => "stop_share",
             Request::Status => "status",
+            Request::RemoveMember { .. } => "remove_member",
         }
     }
 }

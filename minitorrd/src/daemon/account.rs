@@ -47,6 +47,7 @@ impl Daemon {
         *self.tracker_key.write().expect("lock") = Some(key);
         *self.session.write().expect("lock") = Some(session.clone());
         self.start_heartbeat(session.clone());
+        self.start_events(&session);
         tracing::info!(user = %session.user, peer_addr = %session.peer_addr, "logged in");
 
         let mut report = LoginReport {
@@ -79,6 +80,44 @@ impl Daemon {
                 session.user
             ),
         })
+    }
+
+    /// Subscribe to the tracker's events for this login and apply them to what we serve: a
+    /// member gone, a group deleted or a file entry removed closes the affected peer
+    /// connections at once (and what we ourselves may no longer share stops being served).
+    fn start_events(self: &Arc<Self>, session: &Session) {
+        let me = Arc::downgrade(self);
+        let user = session.user.clone();
+        let on_event = move |ev: tracker::EventKind| {
+            let Some(d) = me.upgrade() else { return };
+            let closed = d.live.apply(&ev, &user);
+            match &ev {
+                tracker::EventKind::MemberGone { group, user: gone } if *gone == user => {
+                    d.shares.remove_group(group);
+                }
+                tracker::EventKind::GroupDeleted { group } => d.shares.remove_group(group),
+                tracker::EventKind::FileRemoved { group, file } => {
+                    // A running download's partial share is its own business (it re-announces).
+                    if d.shares.get(group, file).is_some_and(|f| f.is_complete())
+                        && d.live_download(group, file).is_none()
+                    {
+                        d.shares.remove(group, file);
+                    }
+                }
+                _ => {}
+            }
+            if closed > 0 {
+                tracing::info!(closed, event = ?ev, "revoked: closed peer connections");
+            }
+        };
+        let task = crate::tracker::subscribe_events(
+            self.tracker.clone(),
+            session.token.clone(),
+            on_event,
+        );
+        if let Some(old) = self.events.lock().expect("lock").replace(tokio::spawn(task)) {
+            old.abort();
+        }
     }
 
     fn start_heartbeat(self: &Arc<Self>, session: Session) {

@@ -1,10 +1,12 @@
 //! The daemon's side of the tracker link: one persistent connection, failover across the
 //! configured trackers, and the session (token) kept for the logged-in user.
 
+mod events;
 mod link;
 mod session;
 pub mod tls;
 
+pub use events::subscribe_events;
 pub use link::{TrackerError, TrackerLink};
 pub use session::Session;
 pub use tls::TlsClient;

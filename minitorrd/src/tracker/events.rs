@@ -1,0 +1,90 @@
+//! The event subscription: a second tracker connection on which the tracker pushes revocation
+//! events (`Call::Subscribe`, `Response::Events`).
+//!
+//! Kept alive for the whole login: on any failure (tracker gone, no keepalive for
+//! [`DEAD_AFTER`], a refused subscription) it reconnects — to the tracker the request link
+//! uses, or the next reachable one — and resumes after the last event id it saw, so a failover
+//! loses nothing. Logout aborts the task; login starts a new one with the new token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use minitorr_proto::tracker::{Call, ErrorCode, EventKind, Request, Response};
+
+use super::link::Conn;
+use super::TrackerLink;
+
+/// The tracker sends a keepalive every 15 s; three missed ones mean the link is dead.
+const DEAD_AFTER: Duration = Duration::from_secs(45);
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Run forever (until aborted): deliver every event for the session `token` to `on_event`, in
+/// order, each once per subscription (a reconnect resumes after the last one delivered).
+pub async fn subscribe_events(
+    link: Arc<TrackerLink>,
+    token: String,
+    on_event: impl Fn(EventKind) + Send + Sync,
+) {
+    let mut cursor: Option<u64> = None;
+    let mut backoff = RETRY_MIN;
+    loop {
+        let Err(e) = stream(&link, &token, &mut cursor, &mut backoff, &on_event).await;
+        tracing::warn!(error = %e, "event subscription lost; reconnecting");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RETRY_MAX);
+    }
+}
+
+/// One subscription connection, until it fails. The retry backoff resets once the tracker
+/// accepted the subscription.
+async fn stream(
+    link: &TrackerLink,
+    token: &str,
+    cursor: &mut Option<u64>,
+    backoff: &mut Duration,
+    on_event: &(impl Fn(EventKind) + Send + Sync),
+) -> anyhow::Result<std::convert::Infallible> {
+    let mut conn: Conn = link.open_dedicated().await?;
+    conn.send(Request {
+        token: Some(token.to_string()),
+        call: Call::Subscribe { after: *cursor },
+    })
+    .await?;
+    match next(&mut conn).await? {
+        Response::Subscribed { after } => {
+            if cursor.is_none() {
+                *cursor = Some(after);
+            }
+        }
+        Response::Error {
+            code: ErrorCode::InvalidSession,
+            message,
+        } => anyhow::bail!("tracker refused the subscription: {message} (log in again)"),
+        other => anyhow::bail!("unexpected answer to subscribe: {other:?}"),
+    }
+    *backoff = RETRY_MIN;
+    tracing::debug!(after = ?cursor, "subscribed to tracker events");
+    loop {
+        match next(&mut conn).await? {
+            Response::Events(events) => {
+                for ev in events {
+                    tracing::info!(id = ev.id, event = ?ev.kind, "tracker event");
+                    *cursor = Some(ev.id);
+                    on_event(ev.kind);
+                }
+            }
+            Response::Error { message, .. } => anyhow::bail!("tracker ended the subscription: {message}"),
+            other => anyhow::bail!("unexpected frame on the event stream: {other:?}"),
+        }
+    }
+}
+
+async fn next(conn: &mut Conn) -> anyhow::Result<Response> {
+    match tokio::time::timeout(DEAD_AFTER, conn.next()).await {
+        Err(_) => anyhow::bail!("no keepalive from the tracker for {DEAD_AFTER:?}"),
+        Ok(None) => anyhow::bail!("tracker closed the event stream"),
+        Ok(Some(r)) => Ok(r?),
+    }
+}
