@@ -1,6 +1,7 @@
 //! Service tests against a real SQLite file in a temp dir, with an injected clock.
 
 mod accounts;
+mod events;
 mod files;
 mod groups;
 mod restart;
@@ -180,7 +181,7 @@ impl Harness {
     }
 }
 
-async fn open(url: &str, clock: &Arc<AtomicU64>) -> Arc<Service> {
+pub async fn open(url: &str, clock: &Arc<AtomicU64>) -> Arc<Service> {
     let db = Store::open(url, 4).await.unwrap();
     let c = clock.clone();
     let svc = Service::new(
