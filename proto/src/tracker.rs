@@ -81,8 +81,9 @@ pub enum Call {
     /// Turn this connection into an event stream (see [`Event`]): the tracker answers
     /// `Subscribed`, then pushes `Events` frames (an empty one as a keepalive) until the
     /// connection closes. `after` resumes after the last event id seen on a previous
-    /// subscription; `None` starts with events committed from now on. Sent on a connection of its
-    /// own: no other call is answered on it afterwards.
+    /// subscription; `None` replays every event still retained (the tracker keeps them at least
+    /// as long as a ticket lives), then continues with new ones. Sent on a connection of its own:
+    /// no other call is answered on it afterwards.
     Subscribe {
         after: Option<u64>,
     },
@@ -98,8 +99,10 @@ pub enum Response {
     Files(Vec<FileSummary>),
     File(FileDetails),
     Error { code: ErrorCode, message: String },
-    /// Answer to `Subscribe`: events with ids above `after` follow.
-    Subscribed { after: u64 },
+    /// Answer to `Subscribe`: events with ids above `after` follow; those up to `head` had
+    /// already happened when the subscription started (history: replayed so a seeder that just
+    /// started still refuses tickets issued before a revocation), later ones are news.
+    Subscribed { after: u64, head: u64 },
     /// Pushed on a subscription, in id order; empty = keepalive.
     Events(Vec<Event>),
 }
@@ -111,6 +114,9 @@ pub enum Response {
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct Event {
     pub id: u64,
+    /// Unix seconds (tracker clock) when it was committed: tickets issued at or before this
+    /// are revoked by it.
+    pub at_unix: u64,
     pub kind: EventKind,
 }
 

@@ -10,6 +10,7 @@ use futures::SinkExt;
 use minitorr_e2e::fakepeer::{open_peer, open_served, time_to_close, FakeMember, PeerConn};
 use minitorr_e2e::*;
 use minitorr_proto::peer::PeerMsg;
+use minitorr_proto::ticket::Ticket;
 
 /// What the tests assert; the design target is 1 s.
 const PROMPTLY: Duration = Duration::from_secs(10);
@@ -54,11 +55,22 @@ fn setup(dir: &Path, tracker_toml: &str, seeder_toml: &str) -> (Tracker, Peer, F
     (tracker, alice, mallory, rt)
 }
 
-fn open(rt: &tokio::runtime::Runtime, alice: &Peer, m: &mut FakeMember) -> PeerConn {
+/// A served connection, and the ticket that opened it.
+fn open(rt: &tokio::runtime::Runtime, alice: &Peer, m: &mut FakeMember) -> (PeerConn, Ticket) {
     rt.block_on(async {
         let t = m.ticket("g1", FILE).await;
-        open_served(alice.addr, t).await
+        (open_served(alice.addr, t.clone()).await, t)
     })
+}
+
+/// The departed member reconnecting with the ticket she still holds (its signature and expiry
+/// are fine) is refused: the seeder remembers the revocation.
+fn old_ticket_refused(rt: &tokio::runtime::Runtime, alice: &Peer, ticket: Ticket) {
+    let (_c, first) = rt.block_on(open_peer(alice.addr, ticket));
+    match first {
+        PeerMsg::Refused { reason } => assert!(reason.contains("revoked"), "{reason}"),
+        other => panic!("old ticket still opens a connection: {other:?}"),
+    }
 }
 
 /// Assert `conn` closes within PROMPTLY of `since` (taken just before the action, so the
@@ -81,10 +93,11 @@ fn closes_promptly(
 fn leaving_the_group_closes_the_members_open_connections() {
     let dir = tempfile::tempdir().unwrap();
     let (_t, alice, mut mallory, rt) = setup(dir.path(), "", "");
-    let mut conn = open(&rt, &alice, &mut mallory);
+    let (mut conn, ticket) = open(&rt, &alice, &mut mallory);
     let t0 = Instant::now();
     rt.block_on(mallory.leave("g1"));
     closes_promptly(&rt, &mut conn, t0, "leave_group");
+    old_ticket_refused(&rt, &alice, ticket);
     // And the old ticket opens nothing any more? It still verifies (it is signed) — but the
     // seeder learnt of the departure: that is what the event is for. A new connection with it
     // is served only until ticket expiry at worst; documented in SECURITY.md.
@@ -94,7 +107,7 @@ fn leaving_the_group_closes_the_members_open_connections() {
 fn removal_by_the_owner_closes_the_members_open_connections() {
     let dir = tempfile::tempdir().unwrap();
     let (_t, alice, mut mallory, rt) = setup(dir.path(), "", "");
-    let mut conn = open(&rt, &alice, &mut mallory);
+    let (mut conn, ticket) = open(&rt, &alice, &mut mallory);
     // A second connection for another member stays open: only mallory's go.
     let carol = Peer::start(&dir.path().join("carol"), &_t);
     user(&carol, "carol");
@@ -103,6 +116,18 @@ fn removal_by_the_owner_closes_the_members_open_connections() {
     let t0 = Instant::now();
     alice.ok(&["remove_member", "g1", "mallory"]);
     closes_promptly(&rt, &mut conn, t0, "remove_member");
+    old_ticket_refused(&rt, &alice, ticket.clone());
+    // Still refused after the seeder restarts: it replays the tracker's retained events.
+    let mut alice = alice;
+    alice.restart();
+    let report = alice.ok(&["login", "alice", "pw-of-someone"]);
+    assert!(report.contains(FILE), "not shared again after login: {report}");
+    // The replay runs right after login (tens of ms); give it time on a loaded machine.
+    wait_until("the old ticket is refused again", PROMPTLY, || {
+        let (_c, first) = rt.block_on(open_peer(alice.addr, ticket.clone()));
+        matches!(first, PeerMsg::Refused { .. })
+    });
+    old_ticket_refused(&rt, &alice, ticket);
     // Mallory is no member any more: the tracker gives her no ticket.
     let r = rt.block_on(mallory.tracker.call(minitorr_proto::tracker::Call::GetFile {
         group: "g1".into(),
@@ -120,7 +145,7 @@ fn removal_by_the_owner_closes_the_members_open_connections() {
 fn stop_share_on_the_seeder_closes_open_connections() {
     let dir = tempfile::tempdir().unwrap();
     let (_t, alice, mut mallory, rt) = setup(dir.path(), "", "");
-    let mut conn = open(&rt, &alice, &mut mallory);
+    let (mut conn, _) = open(&rt, &alice, &mut mallory);
     let t0 = Instant::now();
     alice.ok(&["stop_share", "g1", FILE]);
     closes_promptly(&rt, &mut conn, t0, "stop_share");
@@ -130,7 +155,7 @@ fn stop_share_on_the_seeder_closes_open_connections() {
 fn logout_of_the_seeder_closes_open_connections() {
     let dir = tempfile::tempdir().unwrap();
     let (_t, alice, mut mallory, rt) = setup(dir.path(), "", "");
-    let mut conn = open(&rt, &alice, &mut mallory);
+    let (mut conn, _) = open(&rt, &alice, &mut mallory);
     let t0 = Instant::now();
     alice.ok(&["logout"]);
     closes_promptly(&rt, &mut conn, t0, "logout");

@@ -43,6 +43,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     tracing::debug!(%peer, user = sub.user(), after = sub.cursor(), "event subscriber");
     let mut next = Response::Subscribed {
         after: sub.cursor(),
+        head: sub.head(),
     };
     loop {
         match tokio::time::timeout(SEND_TIMEOUT, framed.send(next)).await {

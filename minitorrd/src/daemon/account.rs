@@ -88,10 +88,16 @@ impl Daemon {
     fn start_events(self: &Arc<Self>, session: &Session) {
         let me = Arc::downgrade(self);
         let user = session.user.clone();
-        let on_event = move |ev: tracker::EventKind| {
+        let on_event = move |ev: &tracker::Event, news: bool| {
             let Some(d) = me.upgrade() else { return };
-            let closed = d.live.apply(&ev, &user);
-            match &ev {
+            let closed = d.live.apply(&ev.kind, ev.at_unix, &user, news);
+            if closed > 0 {
+                tracing::info!(closed, event = ?ev.kind, "revoked: closed peer connections");
+            }
+            if !news {
+                return; // history: only remembered, so old tickets stay refused
+            }
+            match &ev.kind {
                 tracker::EventKind::MemberGone { group, user: gone } if *gone == user => {
                     d.shares.remove_group(group);
                 }
@@ -105,9 +111,6 @@ impl Daemon {
                     }
                 }
                 _ => {}
-            }
-            if closed > 0 {
-                tracing::info!(closed, event = ?ev, "revoked: closed peer connections");
             }
         };
         let task = crate::tracker::subscribe_events(

@@ -11,6 +11,11 @@
 //! * its ticket expires without a `Renew` ([`LiveConn::renew`]);
 //! * the peer has sent no request for the idle timeout ([`LiveConn::touch`]).
 //!
+//! Events also leave a mark ([`LiveConns::is_revoked`]): a ticket issued at or before the
+//! revocation stays refused for new connections, although its signature and expiry are fine
+//! (the departed member could otherwise just reconnect with it). The daemon replays the
+//! tracker's retained events at login, so this survives restarts.
+//!
 //! Per-address and per-user caps are enforced at registration, so one member (or one address)
 //! can never hold every serving slot.
 
@@ -56,6 +61,8 @@ impl std::fmt::Display for CloseReason {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    #[error("access revoked: not a member any more, or the file or group is gone")]
+    Revoked,
     #[error("busy: too many connections from your address ({0}), try later")]
     PerAddress(usize),
     #[error("busy: too many connections for your user ({0}), try later")]
@@ -73,13 +80,73 @@ struct Entry {
     user: String,
     group: String,
     file: String,
+    /// The admitted ticket's issue time; a renewal does not change what the connection is for,
+    /// so revocation compares against the first ticket.
+    issued_unix: u64,
     cancel: CancellationToken,
 }
+
+/// What an event revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Revoked {
+    Member { group: String, user: String },
+    Group { group: String },
+    File { group: String, file: String },
+}
+
+impl Revoked {
+    fn of(event: &EventKind) -> Option<Revoked> {
+        Some(match event.clone() {
+            EventKind::MemberGone { group, user } => Revoked::Member { group, user },
+            EventKind::GroupDeleted { group } => Revoked::Group { group },
+            EventKind::FileRemoved { group, file } => Revoked::File { group, file },
+            EventKind::Resync => return None,
+        })
+    }
+
+    fn covers(&self, group: &str, user: &str, file: &str) -> bool {
+        match self {
+            Revoked::Member { group: g, user: u } => g == group && u == user,
+            Revoked::Group { group: g } => g == group,
+            Revoked::File { group: g, file: f } => g == group && f == file,
+        }
+    }
+}
+
+/// Revocations remembered at most (oldest forgotten first) and for at most this long: far more
+/// than a ticket lives by default (1 h).
+const MAX_REVOKED: usize = 100_000;
+const REVOKED_KEEP_SECS: u64 = 7 * 24 * 3600;
 
 #[derive(Default)]
 struct Inner {
     next_id: u64,
     conns: HashMap<u64, Entry>,
+    /// Latest revocation time (tracker clock, unix s) of each revoked thing.
+    revoked: HashMap<Revoked, u64>,
+}
+
+impl Inner {
+    fn is_revoked(&self, c: &TicketClaims) -> bool {
+        self.revoked
+            .iter()
+            .any(|(r, at)| c.issued_unix <= *at && r.covers(&c.group, &c.user, &c.file_name))
+    }
+
+    fn remember(&mut self, r: Revoked, at: u64) {
+        let now = unix_now();
+        if self.revoked.len() >= MAX_REVOKED {
+            self.revoked
+                .retain(|_, t| t.saturating_add(REVOKED_KEEP_SECS) > now);
+        }
+        if self.revoked.len() >= MAX_REVOKED {
+            if let Some(oldest) = self.revoked.iter().min_by_key(|(_, t)| **t).map(|(r, _)| r.clone()) {
+                self.revoked.remove(&oldest);
+            }
+        }
+        let t = self.revoked.entry(r).or_insert(at);
+        *t = (*t).max(at);
+    }
 }
 
 pub struct LiveConns {
@@ -110,10 +177,11 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `claims` with the expiry blanked, for "same ticket apart from expiry" comparisons (so claims
-/// added later are compared too without anyone remembering to list them here).
-fn sans_expiry(claims: &TicketClaims) -> TicketClaims {
+/// `claims` with issue and expiry times blanked, for "same ticket apart from its lifetime"
+/// comparisons (so claims added later are compared too without anyone listing them here).
+fn sans_times(claims: &TicketClaims) -> TicketClaims {
     TicketClaims {
+        issued_unix: 0,
         expires_unix: 0,
         ..claims.clone()
     }
@@ -140,6 +208,9 @@ impl LiveConns {
     ) -> Result<Arc<LiveConn>, Refusal> {
         let limits = *self.limits.lock().expect("lock");
         let mut inner = self.inner.lock().expect("lock");
+        if inner.is_revoked(claims) {
+            return Err(Refusal::Revoked);
+        }
         let (mut from_addr, mut from_user) = (0, 0);
         for e in inner.conns.values() {
             from_addr += usize::from(e.addr == addr);
@@ -161,6 +232,7 @@ impl LiveConns {
                 user: claims.user.clone(),
                 group: claims.group.clone(),
                 file: claims.file_name.clone(),
+                issued_unix: claims.issued_unix,
                 cancel: cancel.clone(),
             },
         );
@@ -189,20 +261,40 @@ impl LiveConns {
         n
     }
 
-    /// A tracker event. `me` is this daemon's user: when *we* are gone from a group, everything
-    /// we serve in it stops too.
-    pub fn apply(&self, event: &EventKind, me: &str) -> usize {
-        match event {
-            EventKind::MemberGone { group, user } if user == me => {
-                self.close_where(|e| &e.group == group)
+    /// A tracker event committed at `at_unix` (tracker clock): close the connections it
+    /// revokes — those whose ticket was issued at or before it — and refuse such tickets from
+    /// now on. `me` is this daemon's user: when *we* are gone from a group, everything we serve
+    /// in it stops too (only for `news`: a replayed old event may predate our re-joining).
+    /// Replaying an old event is otherwise harmless: newer tickets are not affected.
+    pub fn apply(&self, event: &EventKind, at_unix: u64, me: &str, news: bool) -> usize {
+        let Some(revoked) = Revoked::of(event) else {
+            return self.close_all(); // Resync: we cannot know what we missed.
+        };
+        let mut inner = self.inner.lock().expect("lock");
+        inner.remember(revoked.clone(), at_unix);
+        // We ourselves are gone from the group (news, not a replay from before our re-join):
+        // we may serve nothing there any more, whoever asks.
+        let ours = match &revoked {
+            Revoked::Member { group, user } if user == me && news => Some(group.clone()),
+            _ => None,
+        };
+        let mut n = 0;
+        for e in inner.conns.values() {
+            let hit = match &ours {
+                Some(group) => &e.group == group,
+                None => revoked.covers(&e.group, &e.user, &e.file) && e.issued_unix <= at_unix,
+            };
+            if hit {
+                e.cancel.cancel();
+                n += 1;
             }
-            EventKind::MemberGone { group, user } => {
-                self.close_where(|e| &e.group == group && &e.user == user)
-            }
-            EventKind::GroupDeleted { group } => self.close_where(|e| &e.group == group),
-            EventKind::FileRemoved { group, file } => self.close_file(group, file),
-            EventKind::Resync => self.close_all(),
         }
+        n
+    }
+
+    /// Would a ticket with `claims` be refused because of a revocation we heard of?
+    pub fn is_revoked(&self, claims: &TicketClaims) -> bool {
+        self.inner.lock().expect("lock").is_revoked(claims)
     }
 
     /// This daemon stopped sharing `file` in `group`.
@@ -239,7 +331,7 @@ impl LiveConn {
     /// A fresh ticket (already verified by the caller) for this connection: it must carry the
     /// same claims apart from the expiry. A later expiry extends the connection's life.
     pub fn renew(&self, claims: &TicketClaims) -> Result<(), RenewError> {
-        if sans_expiry(claims) != sans_expiry(&self.claims) {
+        if sans_times(claims) != sans_times(&self.claims) {
             return Err(RenewError::OtherClaims);
         }
         self.expires_unix
@@ -313,6 +405,7 @@ mod tests {
             group: group.into(),
             file_name: file.into(),
             file_sha1: Sha1Hash([1; 20]),
+            issued_unix: unix_now() - 10,
             expires_unix: unix_now() + 600,
         }
     }
@@ -332,7 +425,7 @@ mod tests {
             group: "g1".into(),
             user: "bob".into(),
         };
-        assert_eq!(reg.apply(&gone, "alice"), 1);
+        assert_eq!(reg.apply(&gone, unix_now(), "alice", true), 1);
         assert!(bob_a.cancel.is_cancelled());
         assert!(!bob_g2.cancel.is_cancelled() && !carol_a.cancel.is_cancelled());
 
@@ -340,12 +433,12 @@ mod tests {
             group: "g1".into(),
             file: "b".into(),
         };
-        reg.apply(&removed, "alice");
+        reg.apply(&removed, unix_now(), "alice", true);
         assert!(carol_b.cancel.is_cancelled() && !carol_a.cancel.is_cancelled());
 
-        reg.apply(&EventKind::GroupDeleted { group: "g1".into() }, "alice");
+        reg.apply(&EventKind::GroupDeleted { group: "g1".into() }, unix_now(), "alice", true);
         assert!(carol_a.cancel.is_cancelled() && !bob_g2.cancel.is_cancelled());
-        reg.apply(&EventKind::Resync, "alice");
+        reg.apply(&EventKind::Resync, unix_now(), "alice", true);
         assert!(bob_g2.cancel.is_cancelled());
     }
 
@@ -358,7 +451,7 @@ mod tests {
             group: "g1".into(),
             user: "alice".into(),
         };
-        assert_eq!(reg.apply(&gone, "alice"), 1);
+        assert_eq!(reg.apply(&gone, unix_now(), "alice", true), 1);
         assert!(bob.cancel.is_cancelled() && !other.cancel.is_cancelled());
     }
 
@@ -463,5 +556,41 @@ mod tests {
         assert_eq!(conn.closed().await, CloseReason::Idle);
         // Closed 60 s after the last request, not after registration.
         assert!(start.elapsed() >= Duration::from_secs(59), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn a_revoked_ticket_stays_refused_but_a_newer_one_is_served() {
+        let reg = LiveConns::new(limits());
+        let old = claims("bob", "g1", "a");
+        let at = unix_now();
+        let gone = EventKind::MemberGone {
+            group: "g1".into(),
+            user: "bob".into(),
+        };
+        reg.apply(&gone, at, "alice", true);
+        assert_eq!(reg.register(ip(1), &old).err(), Some(Refusal::Revoked));
+        // Other groups and users are unaffected.
+        assert!(reg.register(ip(1), &claims("bob", "g2", "a")).is_ok());
+        assert!(reg.register(ip(1), &claims("carol", "g1", "a")).is_ok());
+        // Bob re-joined later and got a ticket issued after the event: served.
+        let newer = TicketClaims {
+            issued_unix: at + 1,
+            ..old.clone()
+        };
+        assert!(reg.register(ip(1), &newer).is_ok());
+        // A replayed (older) event does not close connections with newer tickets.
+        let conn = reg.register(ip(2), &newer).unwrap();
+        assert_eq!(reg.apply(&gone, at, "alice", false), 0);
+        assert!(!conn.cancel.is_cancelled());
+        // Group deleted and file removed are remembered too.
+        reg.apply(&EventKind::GroupDeleted { group: "g3".into() }, at, "alice", true);
+        assert!(reg.is_revoked(&claims("carol", "g3", "x")));
+        let f = EventKind::FileRemoved {
+            group: "g1".into(),
+            file: "z".into(),
+        };
+        reg.apply(&f, at, "alice", true);
+        assert!(reg.is_revoked(&claims("carol", "g1", "z")));
+        assert!(!reg.is_revoked(&claims("carol", "g1", "a")));
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use minitorr_proto::tracker::{Call, ErrorCode, EventKind, Request, Response};
+use minitorr_proto::tracker::{Call, ErrorCode, Event, Request, Response};
 
 use super::link::Conn;
 use super::TrackerLink;
@@ -21,16 +21,19 @@ const RETRY_MIN: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Run forever (until aborted): deliver every event for the session `token` to `on_event`, in
-/// order, each once per subscription (a reconnect resumes after the last one delivered).
+/// order, each once (a reconnect resumes after the last one delivered). The first subscription
+/// replays the events the tracker still retains; `on_event`'s flag is false for those (history:
+/// they happened before this login) and true for news.
 pub async fn subscribe_events(
     link: Arc<TrackerLink>,
     token: String,
-    on_event: impl Fn(EventKind) + Send + Sync,
+    on_event: impl Fn(&Event, bool) + Send + Sync,
 ) {
+    let mut head: Option<u64> = None;
     let mut cursor: Option<u64> = None;
     let mut backoff = RETRY_MIN;
     loop {
-        let Err(e) = stream(&link, &token, &mut cursor, &mut backoff, &on_event).await;
+        let Err(e) = stream(&link, &token, &mut cursor, &mut head, &mut backoff, &on_event).await;
         tracing::warn!(error = %e, "event subscription lost; reconnecting");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(RETRY_MAX);
@@ -43,8 +46,9 @@ async fn stream(
     link: &TrackerLink,
     token: &str,
     cursor: &mut Option<u64>,
+    head: &mut Option<u64>,
     backoff: &mut Duration,
-    on_event: &(impl Fn(EventKind) + Send + Sync),
+    on_event: &(impl Fn(&Event, bool) + Send + Sync),
 ) -> anyhow::Result<std::convert::Infallible> {
     let mut conn: Conn = link.open_dedicated().await?;
     conn.send(Request {
@@ -53,9 +57,11 @@ async fn stream(
     })
     .await?;
     match next(&mut conn).await? {
-        Response::Subscribed { after } => {
+        Response::Subscribed { after, head: h } => {
+            // Only the first subscription of a login has history; resumptions are all news.
             if cursor.is_none() {
                 *cursor = Some(after);
+                *head = Some(h);
             }
         }
         Response::Error {
@@ -70,9 +76,10 @@ async fn stream(
         match next(&mut conn).await? {
             Response::Events(events) => {
                 for ev in events {
-                    tracing::info!(id = ev.id, event = ?ev.kind, "tracker event");
+                    let news = head.is_none_or(|h| ev.id > h);
+                    tracing::info!(id = ev.id, event = ?ev.kind, news, "tracker event");
                     *cursor = Some(ev.id);
-                    on_event(ev.kind);
+                    on_event(&ev, news);
                 }
             }
             Response::Error { message, .. } => anyhow::bail!("tracker ended the subscription: {message}"),

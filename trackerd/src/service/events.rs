@@ -18,20 +18,24 @@ use crate::store::Store;
 
 /// How often a tracker looks for events committed by the other trackers of its database.
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
-/// Events older than this are pruned; a daemon away longer gets `Resync`.
+/// Events are kept at least this long, and at least a ticket's lifetime (plus a minute): a
+/// daemon that (re)starts replays them, so a ticket issued before a revocation is refused for
+/// as long as it could be valid. A daemon away longer than the retention gets `Resync`.
 pub const RETENTION_SECS: i64 = 3600;
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Events sent in one frame at most (a long backlog goes out in several).
 const BATCH: u32 = 256;
 
 pub(crate) struct EventHub {
+    retention_secs: i64,
     last: watch::Sender<u64>,
     poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl EventHub {
-    pub(crate) fn new(last: u64) -> Arc<EventHub> {
+    pub(crate) fn new(last: u64, ticket_ttl_secs: u64) -> Arc<EventHub> {
         Arc::new(EventHub {
+            retention_secs: RETENTION_SECS.max(ticket_ttl_secs.saturating_add(60) as i64),
             last: watch::channel(last).0,
             poller: Mutex::new(None),
         })
@@ -80,7 +84,7 @@ impl EventHub {
             }
             if last_prune.elapsed() >= PRUNE_EVERY {
                 last_prune = Instant::now();
-                let before = super::system_clock()() as i64 - RETENTION_SECS;
+                let before = super::system_clock()() as i64 - self.retention_secs;
                 match store.prune_events(before).await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(pruned = n, "old events pruned"),
@@ -98,6 +102,7 @@ pub struct Subscription {
     token_hash: String,
     cursor: u64,
     resync: bool,
+    head: u64,
     wake: watch::Receiver<u64>,
 }
 
@@ -109,6 +114,11 @@ impl Subscription {
 
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// The last event id committed when the subscription started.
+    pub fn head(&self) -> u64 {
+        self.head
     }
 }
 
@@ -124,7 +134,9 @@ impl Service {
             let caller = self.authenticate(token).await?;
             let last = self.store.last_event_id().await?;
             let (cursor, resync) = match after {
-                None => (last, false),
+                // Everything retained: a fresh daemon learns the revocations its seeders must
+                // still enforce. Nothing to resync: it had no state to miss.
+                None => (0, false),
                 // An id we never handed out (another database?): start over, conservatively.
                 Some(a) if a > last => (last, true),
                 Some(a) => (a, self.store.events_lost_after(a).await?),
@@ -134,6 +146,7 @@ impl Service {
                 token_hash: caller.token_hash,
                 cursor,
                 resync,
+                head: last,
                 wake: self.events.subscribe(&self.store),
             })
         }
@@ -152,6 +165,7 @@ impl Service {
             tracing::info!(user = %sub.user, "subscriber missed pruned events; asking it to resync");
             return Ok(vec![Event {
                 id: sub.cursor,
+                at_unix: super::system_clock()(),
                 kind: EventKind::Resync,
             }]);
         }

@@ -150,7 +150,7 @@ impl Service {
             .await
             .map_err(|e| InitError::Hash(e.to_string()))?
             .map_err(|e| InitError::Hash(e.to_string()))?;
-        let events = events::EventHub::new(store.last_event_id().await?);
+        let events = events::EventHub::new(store.last_event_id().await?, timing.ticket_ttl_secs);
         Ok(Service {
             events,
             store,

@@ -113,7 +113,7 @@ impl Store {
     /// Up to `limit` events after `after` that `user` may see, oldest first.
     pub async fn events_for(&self, user: &str, after: u64, limit: u32) -> Result<Vec<Event>> {
         let rows = sqlx::query(
-            "SELECT e.id, e.kind, e.group_name, e.user_name, e.file_name \
+            "SELECT e.id, e.kind, e.group_name, e.user_name, e.file_name, e.created \
              FROM events e JOIN event_recipients r ON r.event_id = e.id \
              WHERE r.user_name = $1 AND e.id > $2 ORDER BY e.id LIMIT $3",
         )
@@ -126,6 +126,7 @@ impl Store {
             .map(|r| {
                 Ok(Event {
                     id: to_u64(r.try_get(0)?, "event id")?,
+                    at_unix: to_u64(r.try_get(5)?, "event time")?,
                     kind: from_columns(
                         &r.try_get::<String, _>(1)?,
                         r.try_get(2)?,

@@ -209,6 +209,24 @@ async fn subscribing_needs_a_live_session_and_ends_with_it() {
     expect_err(end, ErrorCode::InvalidSession);
 }
 
+/// A daemon that (re)starts subscribes without a cursor and gets the retained history, marked
+/// as such by `head`, so its seeders keep refusing tickets issued before a revocation.
+#[tokio::test]
+async fn a_fresh_subscriber_replays_retained_events_up_to_head() {
+    let h = Harness::new().await;
+    let (alice, bob) = (h.user("alice").await, h.user("bob").await);
+    h.group("g1", &alice, &[&bob]).await;
+    h.ok(&bob, Call::LeaveGroup { group: "g1".into() }).await;
+    let mut s = sub(&h, &alice).await;
+    assert_eq!(s.cursor(), 0);
+    assert!(s.head() >= 1);
+    let got = h.svc.next_events(&mut s, PATIENT).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].kind, gone("g1", "bob"));
+    assert!(got[0].id <= s.head());
+    assert!(got[0].at_unix > 0);
+}
+
 /// Two trackers on one database: an event committed through one reaches a subscriber of the
 /// other (by its poll of the shared event table).
 #[tokio::test]
