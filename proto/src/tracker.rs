@@ -92,17 +92,25 @@ pub enum Call {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum Response {
-    Ok { message: String },
+    Ok {
+        message: String,
+    },
     LoggedIn(LoginGrant),
     Groups(Vec<GroupSummary>),
     Requests(Vec<String>),
     Files(Vec<FileSummary>),
     File(FileDetails),
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
     /// Answer to `Subscribe`: events with ids above `after` follow; those up to `head` had
     /// already happened when the subscription started (history: replayed so a seeder that just
     /// started still refuses tickets issued before a revocation), later ones are news.
-    Subscribed { after: u64, head: u64 },
+    Subscribed {
+        after: u64,
+        head: u64,
+    },
     /// Pushed on a subscription, in id order; empty = keepalive.
     Events(Vec<Event>),
 }

@@ -159,14 +159,21 @@ impl FakeMember {
 
     /// Ask to join `group` (the owner must accept).
     pub async fn join(&mut self, group: &str) {
-        let r = self.tracker.call(Call::JoinGroup { group: group.into() }).await;
+        let r = self
+            .tracker
+            .call(Call::JoinGroup {
+                group: group.into(),
+            })
+            .await;
         assert!(matches!(r, Response::Ok { .. }), "join {group}: {r:?}");
     }
 
     pub async fn leave(&mut self, group: &str) {
         let r = self
             .tracker
-            .call(Call::LeaveGroup { group: group.into() })
+            .call(Call::LeaveGroup {
+                group: group.into(),
+            })
             .await;
         assert!(matches!(r, Response::Ok { .. }), "leave {group}: {r:?}");
     }
@@ -224,11 +231,12 @@ pub async fn open_served(seeder: SocketAddr, ticket: minitorr_proto::ticket::Tic
 
 /// How long until the seeder closes `conn` (EOF or reset), reading and dropping whatever it
 /// sends meanwhile; `None` if it is still open after `limit`.
-pub async fn time_to_close(conn: &mut PeerConn, limit: std::time::Duration) -> Option<std::time::Duration> {
+pub async fn time_to_close(
+    conn: &mut PeerConn,
+    limit: std::time::Duration,
+) -> Option<std::time::Duration> {
     let start = std::time::Instant::now();
-    let closed = async {
-        while let Some(Ok(_)) = conn.next().await {}
-    };
+    let closed = async { while let Some(Ok(_)) = conn.next().await {} };
     tokio::time::timeout(limit, closed)
         .await
         .ok()

@@ -25,7 +25,11 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// Tracker (with `tracker_toml` as its config), seeder alice sharing FILE in g1, and mallory, a
 /// hand-driven member of g1.
-fn setup(dir: &Path, tracker_toml: &str, seeder_toml: &str) -> (Tracker, Peer, FakeMember, tokio::runtime::Runtime) {
+fn setup(
+    dir: &Path,
+    tracker_toml: &str,
+    seeder_toml: &str,
+) -> (Tracker, Peer, FakeMember, tokio::runtime::Runtime) {
     let tdir = dir.join("tracker");
     std::fs::create_dir_all(&tdir).unwrap();
     let cfg = tdir.join("trackerd.toml");
@@ -39,7 +43,11 @@ fn setup(dir: &Path, tracker_toml: &str, seeder_toml: &str) -> (Tracker, Peer, F
     std::fs::create_dir_all(&adir).unwrap();
     let acfg = adir.join("minitorrd.toml");
     std::fs::write(&acfg, seeder_toml).unwrap();
-    let alice = Peer::start_with(&adir, &[tracker.addr], &["--config", acfg.to_str().unwrap()]);
+    let alice = Peer::start_with(
+        &adir,
+        &[tracker.addr],
+        &["--config", acfg.to_str().unwrap()],
+    );
     user(&alice, "alice");
     alice.ok(&["create_group", "g1"]);
     let path = dir.join(FILE);
@@ -121,7 +129,10 @@ fn removal_by_the_owner_closes_the_members_open_connections() {
     let mut alice = alice;
     alice.restart();
     let report = alice.ok(&["login", "alice", "pw-of-someone"]);
-    assert!(report.contains(FILE), "not shared again after login: {report}");
+    assert!(
+        report.contains(FILE),
+        "not shared again after login: {report}"
+    );
     // The replay runs right after login (tens of ms); give it time on a loaded machine.
     wait_until("the old ticket is refused again", PROMPTLY, || {
         let (_c, first) = rt.block_on(open_peer(alice.addr, ticket.clone()));
@@ -129,10 +140,14 @@ fn removal_by_the_owner_closes_the_members_open_connections() {
     });
     old_ticket_refused(&rt, &alice, ticket);
     // Mallory is no member any more: the tracker gives her no ticket.
-    let r = rt.block_on(mallory.tracker.call(minitorr_proto::tracker::Call::GetFile {
-        group: "g1".into(),
-        file: FILE.into(),
-    }));
+    let r = rt.block_on(
+        mallory
+            .tracker
+            .call(minitorr_proto::tracker::Call::GetFile {
+                group: "g1".into(),
+                file: FILE.into(),
+            }),
+    );
     assert!(
         matches!(r, minitorr_proto::tracker::Response::Error { .. }),
         "{r:?}"
@@ -165,11 +180,7 @@ fn logout_of_the_seeder_closes_open_connections() {
 fn an_expired_ticket_closes_the_connection_unless_renewed_with_a_matching_one() {
     let dir = tempfile::tempdir().unwrap();
     let ttl = 3;
-    let (_t, alice, mut mallory, rt) = setup(
-        dir.path(),
-        &format!("ticket_ttl_secs = {ttl}\n"),
-        "",
-    );
+    let (_t, alice, mut mallory, rt) = setup(dir.path(), &format!("ticket_ttl_secs = {ttl}\n"), "");
     // A second file in the group, so a ticket for it can be tried as a bogus renewal.
     let other = dir.path().join("other.bin");
     random_file(&other, 100_000);
@@ -203,10 +214,16 @@ fn an_expired_ticket_closes_the_connection_unless_renewed_with_a_matching_one() 
             .unwrap()
             .as_secs();
         let plain_closed = plain_closed.expect("connection with an expired ticket still open");
-        assert!(bogus_closed.is_some(), "a renewal for another file extended the connection");
+        assert!(
+            bogus_closed.is_some(),
+            "a renewal for another file extended the connection"
+        );
         eprintln!("ticket expiry (ttl {ttl} s): connection closed {plain_closed:?} after opening");
         // Not before the ticket expired (a second of clock granularity aside)...
-        assert!(now + 1 >= expires, "closed before expiry: now {now}, expires {expires}");
+        assert!(
+            now + 1 >= expires,
+            "closed before expiry: now {now}, expires {expires}"
+        );
         // ...while the renewed one is still served after twice the TTL.
         renewed.send(PeerMsg::Request { piece: 1 }).await.unwrap();
         let got = tokio::time::timeout(Duration::from_secs(10), async {
@@ -241,12 +258,27 @@ fn a_download_longer_than_the_ticket_ttl_keeps_its_connection_by_renewing() {
     let dest = dir.path().join("bob-dl");
     std::fs::create_dir_all(&dest).unwrap();
     let started = std::time::Instant::now();
-    bob.ok(&["download_file", "g1", FILE, dest.to_str().unwrap(), "--wait"]);
+    bob.ok(&[
+        "download_file",
+        "g1",
+        FILE,
+        dest.to_str().unwrap(),
+        "--wait",
+    ]);
     let took = started.elapsed();
-    assert_eq!(sha1_file(&dest.join(FILE)), sha1_file(&dir.path().join(FILE)));
-    assert!(took > Duration::from_secs(ttl), "download too fast to prove anything: {took:?}");
+    assert_eq!(
+        sha1_file(&dest.join(FILE)),
+        sha1_file(&dir.path().join(FILE))
+    );
+    assert!(
+        took > Duration::from_secs(ttl),
+        "download too fast to prove anything: {took:?}"
+    );
     let log = alice.log();
-    assert!(log.contains("ticket renewed"), "no renewal seen in the seeder's log");
+    assert!(
+        log.contains("ticket renewed"),
+        "no renewal seen in the seeder's log"
+    );
     assert!(
         !log.contains("ticket expired"),
         "a connection was closed for expiry although the downloader renews:\n{}",
@@ -286,8 +318,17 @@ fn one_member_with_many_idle_connections_does_not_starve_another() {
     alice.ok(&["accept_request", "g1", "bob"]);
     let dest = dir.path().join("bob-dl");
     std::fs::create_dir_all(&dest).unwrap();
-    bob.ok(&["download_file", "g1", FILE, dest.to_str().unwrap(), "--wait"]);
-    assert_eq!(sha1_file(&dest.join(FILE)), sha1_file(&dir.path().join(FILE)));
+    bob.ok(&[
+        "download_file",
+        "g1",
+        FILE,
+        dest.to_str().unwrap(),
+        "--wait",
+    ]);
+    assert_eq!(
+        sha1_file(&dest.join(FILE)),
+        sha1_file(&dir.path().join(FILE))
+    );
 
     // And the idle ones are closed by the idle timeout (3 s here).
     rt.block_on(async {

@@ -113,12 +113,14 @@ impl Daemon {
                 _ => {}
             }
         };
-        let task = crate::tracker::subscribe_events(
-            self.tracker.clone(),
-            session.token.clone(),
-            on_event,
-        );
-        if let Some(old) = self.events.lock().expect("lock").replace(tokio::spawn(task)) {
+        let task =
+            crate::tracker::subscribe_events(self.tracker.clone(), session.token.clone(), on_event);
+        if let Some(old) = self
+            .events
+            .lock()
+            .expect("lock")
+            .replace(tokio::spawn(task))
+        {
             old.abort();
         }
     }

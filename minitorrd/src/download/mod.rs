@@ -327,7 +327,8 @@ impl Download {
             };
             // Refresh early enough that the new ticket reaches the seeders before the old one
             // expires (ticket TTLs shorter than REFRESH_EVERY exist).
-            let ticket_due = unix_now() >= renew_at && last_refresh.elapsed() >= Duration::from_secs(1);
+            let ticket_due =
+                unix_now() >= renew_at && last_refresh.elapsed() >= Duration::from_secs(1);
             if last_refresh.elapsed() >= refresh_due || ticket_due {
                 last_refresh = Instant::now();
                 match self.refresh(&env).await {

@@ -140,7 +140,12 @@ impl Inner {
                 .retain(|_, t| t.saturating_add(REVOKED_KEEP_SECS) > now);
         }
         if self.revoked.len() >= MAX_REVOKED {
-            if let Some(oldest) = self.revoked.iter().min_by_key(|(_, t)| **t).map(|(r, _)| r.clone()) {
+            if let Some(oldest) = self
+                .revoked
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(r, _)| r.clone())
+            {
                 self.revoked.remove(&oldest);
             }
         }
@@ -436,7 +441,12 @@ mod tests {
         reg.apply(&removed, unix_now(), "alice", true);
         assert!(carol_b.cancel.is_cancelled() && !carol_a.cancel.is_cancelled());
 
-        reg.apply(&EventKind::GroupDeleted { group: "g1".into() }, unix_now(), "alice", true);
+        reg.apply(
+            &EventKind::GroupDeleted { group: "g1".into() },
+            unix_now(),
+            "alice",
+            true,
+        );
         assert!(carol_a.cancel.is_cancelled() && !bob_g2.cancel.is_cancelled());
         reg.apply(&EventKind::Resync, unix_now(), "alice", true);
         assert!(bob_g2.cancel.is_cancelled());
@@ -555,7 +565,11 @@ mod tests {
         let start = Instant::now();
         assert_eq!(conn.closed().await, CloseReason::Idle);
         // Closed 60 s after the last request, not after registration.
-        assert!(start.elapsed() >= Duration::from_secs(59), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_secs(59),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]
@@ -583,7 +597,12 @@ mod tests {
         assert_eq!(reg.apply(&gone, at, "alice", false), 0);
         assert!(!conn.cancel.is_cancelled());
         // Group deleted and file removed are remembered too.
-        reg.apply(&EventKind::GroupDeleted { group: "g3".into() }, at, "alice", true);
+        reg.apply(
+            &EventKind::GroupDeleted { group: "g3".into() },
+            at,
+            "alice",
+            true,
+        );
         assert!(reg.is_revoked(&claims("carol", "g3", "x")));
         let f = EventKind::FileRemoved {
             group: "g1".into(),

@@ -116,7 +116,11 @@ pub async fn serve_peers(listener: TcpListener, srv: Arc<PeerServer>, shutdown: 
                 Ok(l) => l,
                 Err(refusal) => {
                     tracing::info!(%addr, user = %claims.user, %refusal, "refused peer");
-                    let _ = framed.send(PeerMsg::Refused { reason: refusal.to_string() }).await;
+                    let _ = framed
+                        .send(PeerMsg::Refused {
+                            reason: refusal.to_string(),
+                        })
+                        .await;
                     return;
                 }
             };
@@ -214,10 +218,15 @@ fn admit(
 /// connection was admitted for pushes back its expiry. Anything else is ignored (logged): the
 /// connection then ends when its current ticket expires.
 fn renew(srv: &PeerServer, live: &LiveConn, ticket: &minitorr_proto::ticket::Ticket) {
-    let checked = admit(srv, ticket).and_then(|_| live.renew(&ticket.claims).map_err(|e| e.to_string()));
+    let checked =
+        admit(srv, ticket).and_then(|_| live.renew(&ticket.claims).map_err(|e| e.to_string()));
     match checked {
-        Ok(()) => tracing::debug!(user = %ticket.claims.user, until = live.expires_unix(), "ticket renewed"),
-        Err(reason) => tracing::info!(user = %ticket.claims.user, %reason, "ticket renewal refused"),
+        Ok(()) => {
+            tracing::debug!(user = %ticket.claims.user, until = live.expires_unix(), "ticket renewed")
+        }
+        Err(reason) => {
+            tracing::info!(user = %ticket.claims.user, %reason, "ticket renewal refused")
+        }
     }
 }
 

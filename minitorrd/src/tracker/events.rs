@@ -33,7 +33,15 @@ pub async fn subscribe_events(
     let mut cursor: Option<u64> = None;
     let mut backoff = RETRY_MIN;
     loop {
-        let Err(e) = stream(&link, &token, &mut cursor, &mut head, &mut backoff, &on_event).await;
+        let Err(e) = stream(
+            &link,
+            &token,
+            &mut cursor,
+            &mut head,
+            &mut backoff,
+            &on_event,
+        )
+        .await;
         tracing::warn!(error = %e, "event subscription lost; reconnecting");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(RETRY_MAX);
@@ -82,7 +90,9 @@ async fn stream(
                     on_event(&ev, news);
                 }
             }
-            Response::Error { message, .. } => anyhow::bail!("tracker ended the subscription: {message}"),
+            Response::Error { message, .. } => {
+                anyhow::bail!("tracker ended the subscription: {message}")
+            }
             other => anyhow::bail!("unexpected frame on the event stream: {other:?}"),
         }
     }

@@ -174,10 +174,7 @@ impl Service {
             loop {
                 // Mark the current value seen *before* reading, so a commit in between wakes us.
                 sub.wake.borrow_and_update();
-                let events = self
-                    .store
-                    .events_for(&sub.user, sub.cursor, BATCH)
-                    .await?;
+                let events = self.store.events_for(&sub.user, sub.cursor, BATCH).await?;
                 if let Some(last) = events.last() {
                     sub.cursor = last.id;
                     return Ok(events);

@@ -26,7 +26,9 @@ mod events;
 mod files;
 mod groups;
 
-pub use events::{Subscription, POLL_EVERY as EVENT_POLL_EVERY, RETENTION_SECS as EVENT_RETENTION_SECS};
+pub use events::{
+    Subscription, POLL_EVERY as EVENT_POLL_EVERY, RETENTION_SECS as EVENT_RETENTION_SECS,
+};
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};

@@ -4,8 +4,8 @@
 //! inside the same transaction as the change, so two trackers on one database cannot both act
 //! on a stale view.
 
-use minitorr_proto::types::{GroupSummary, Membership};
 use minitorr_proto::tracker::EventKind;
+use minitorr_proto::types::{GroupSummary, Membership};
 use sqlx::{Any, Row, Transaction};
 
 use super::{events, Result, Store};
@@ -248,7 +248,12 @@ impl Store {
     /// The owner `owner` removes `user` from `group`: exactly what `leave_group` does for
     /// `user` (shares withdrawn, files nobody shares any more dropped), decided in the same
     /// transaction as the ownership check. The owner cannot remove themselves (that is leaving).
-    pub async fn remove_member(&self, group: &str, owner: &str, user: &str) -> Result<RemoveOutcome> {
+    pub async fn remove_member(
+        &self,
+        group: &str,
+        owner: &str,
+        user: &str,
+    ) -> Result<RemoveOutcome> {
         let mut tx = self.begin().await?;
         let outcome = match state_in(&mut tx, group, owner).await? {
             None => RemoveOutcome::NoGroup,

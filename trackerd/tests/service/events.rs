@@ -72,8 +72,15 @@ async fn removal_by_the_owner_reaches_the_members_and_the_removed_only() {
     h.err(&carol, remove("bob"), ErrorCode::Forbidden).await;
     h.err(&alice, remove("alice"), ErrorCode::BadRequest).await;
     h.err(&alice, remove("dave"), ErrorCode::NotFound).await;
-    h.err(&alice, Call::RemoveMember { group: "nope".into(), user: "bob".into() }, ErrorCode::NotFound)
-        .await;
+    h.err(
+        &alice,
+        Call::RemoveMember {
+            group: "nope".into(),
+            user: "bob".into(),
+        },
+        ErrorCode::NotFound,
+    )
+    .await;
 
     assert_eq!(h.ok(&alice, remove("bob")).await, "removed bob from g1");
     // Bob's shares in g1 are withdrawn like on leave_group: the file nobody shares goes.
@@ -90,13 +97,20 @@ async fn removal_by_the_owner_reaches_the_members_and_the_removed_only() {
     }
     assert_eq!(drain(&h.svc, &mut sb).await, vec![gone("g1", "bob")]);
     nothing(&h.svc, &mut sd).await;
-    match h.call(Some(&alice), Call::ListFiles { group: "g1".into() }).await {
+    match h
+        .call(Some(&alice), Call::ListFiles { group: "g1".into() })
+        .await
+    {
         Response::Files(f) => assert!(f.is_empty(), "{f:?}"),
         other => panic!("{other:?}"),
     }
     // Bob is out: no more tickets for him.
-    h.err(&bob, Call::ListFiles { group: "g1".into() }, ErrorCode::Forbidden)
-        .await;
+    h.err(
+        &bob,
+        Call::ListFiles { group: "g1".into() },
+        ErrorCode::Forbidden,
+    )
+    .await;
     h.err(&alice, remove("bob"), ErrorCode::NotFound).await;
 }
 
@@ -128,8 +142,10 @@ async fn stop_share_of_the_last_holder_pushes_file_removed() {
     let h = Harness::new().await;
     let (alice, bob) = (h.user("alice").await, h.user("bob").await);
     h.group("g1", &alice, &[&bob]).await;
-    h.ok(&alice, share("g1", meta("a.bin", 40_000, 1), true)).await;
-    h.ok(&bob, share("g1", meta("a.bin", 40_000, 1), false)).await;
+    h.ok(&alice, share("g1", meta("a.bin", 40_000, 1), true))
+        .await;
+    h.ok(&bob, share("g1", meta("a.bin", 40_000, 1), false))
+        .await;
     let mut sb = sub(&h, &bob).await;
     let stop = Call::StopShare {
         group: "g1".into(),
@@ -196,13 +212,22 @@ async fn a_subscriber_resumes_where_it_left_and_learns_when_events_were_lost() {
 async fn subscribing_needs_a_live_session_and_ends_with_it() {
     let h = Harness::new().await;
     let alice = h.user("alice").await;
-    let r = h.svc.subscribe(Some("not-a-token"), None).await.err().unwrap();
+    let r = h
+        .svc
+        .subscribe(Some("not-a-token"), None)
+        .await
+        .err()
+        .unwrap();
     expect_err(r, ErrorCode::InvalidSession);
     let r = h.svc.subscribe(None, None).await.err().unwrap();
     expect_err(r, ErrorCode::InvalidSession);
     // Through the request/response path it is refused: it needs a connection of its own.
-    h.err(&alice, Call::Subscribe { after: None }, ErrorCode::BadRequest)
-        .await;
+    h.err(
+        &alice,
+        Call::Subscribe { after: None },
+        ErrorCode::BadRequest,
+    )
+    .await;
     let mut s = sub(&h, &alice).await;
     h.ok(&alice, Call::Logout).await;
     let end = h.svc.next_events(&mut s, QUIET).await.err().unwrap();
