@@ -102,13 +102,12 @@ impl Daemon {
                     d.shares.remove_group(group);
                 }
                 tracker::EventKind::GroupDeleted { group } => d.shares.remove_group(group),
-                tracker::EventKind::FileRemoved { group, file } => {
-                    // A running download's partial share is its own business (it re-announces).
+                // A running download's partial share is its own business (it re-announces).
+                tracker::EventKind::FileRemoved { group, file }
                     if d.shares.get(group, file).is_some_and(|f| f.is_complete())
-                        && d.live_download(group, file).is_none()
-                    {
-                        d.shares.remove(group, file);
-                    }
+                        && d.live_download(group, file).is_none() =>
+                {
+                    d.shares.remove(group, file);
                 }
                 _ => {}
             }
