@@ -58,6 +58,9 @@ _minitorrctl() {
             minitorrctl,reject_request)
                 cmd="minitorrctl__subcmd__reject_request"
                 ;;
+            minitorrctl,remove_member)
+                cmd="minitorrctl__subcmd__remove_member"
+                ;;
             minitorrctl,show_downloads)
                 cmd="minitorrctl__subcmd__show_downloads"
                 ;;
@@ -80,7 +83,7 @@ _minitorrctl() {
 
     case "${cmd}" in
         minitorrctl)
-            opts="-h -V --socket --json --help --version create_user login logout create_group join_group leave_group list_requests accept_request reject_request list_groups list_files upload_file download_file show_downloads stop_share status wait completions man"
+            opts="-h -V --socket --json --help --version create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share status wait completions man"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -336,6 +339,24 @@ _minitorrctl() {
             return 0
             ;;
         minitorrctl__subcmd__reject_request)
+            opts="-h -V --socket --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        minitorrctl__subcmd__remove_member)
             opts="-h -V --socket --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
