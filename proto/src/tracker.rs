@@ -111,7 +111,8 @@ pub enum Response {
         after: u64,
         head: u64,
     },
-    /// Pushed on a subscription, in id order; empty = keepalive.
+    /// Pushed on a subscription, in id order. Empty: a keepalive; the first empty one also
+    /// means the history (events up to `head`) has been delivered.
     Events(Vec<Event>),
 }
 

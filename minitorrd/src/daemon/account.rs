@@ -15,6 +15,9 @@ use crate::sharing::SharedFile;
 use crate::state::{DownloadRecord, RecordState, ShareRecord};
 use crate::tracker::Session;
 
+/// How long login waits for the tracker's retained events before serving peers anyway.
+const HISTORY_WAIT: Duration = Duration::from_secs(3);
+
 impl Daemon {
     pub(super) async fn login(self: &Arc<Self>, user: String, password: String) -> Reply<Response> {
         let _guard = self.login_lock.lock().await;
@@ -44,10 +47,16 @@ impl Daemon {
             heartbeat_secs: grant.heartbeat_secs.max(1),
             peer_addr: grant.peer_addr,
         };
-        *self.tracker_key.write().expect("lock") = Some(key);
         *self.session.write().expect("lock") = Some(session.clone());
         self.start_heartbeat(session.clone());
-        self.start_events(&session);
+        // Serve peers (tickets verify only with the key) once the tracker's retained events are
+        // replayed, so a ticket revoked while we were away is refused from the first
+        // connection. Bounded: a tracker that cannot stream events must not block logins.
+        let history = self.start_events(&session);
+        if tokio::time::timeout(HISTORY_WAIT, history).await.is_err() {
+            tracing::warn!("tracker events not replayed in time; serving peers anyway");
+        }
+        *self.tracker_key.write().expect("lock") = Some(key);
         tracing::info!(user = %session.user, peer_addr = %session.peer_addr, "logged in");
 
         let mut report = LoginReport {
@@ -85,7 +94,8 @@ impl Daemon {
     /// Subscribe to the tracker's events for this login and apply them to what we serve: a
     /// member gone, a group deleted or a file entry removed closes the affected peer
     /// connections at once (and what we ourselves may no longer share stops being served).
-    fn start_events(self: &Arc<Self>, session: &Session) {
+    fn start_events(self: &Arc<Self>, session: &Session) -> tokio::sync::oneshot::Receiver<()> {
+        let (history_tx, history_rx) = tokio::sync::oneshot::channel();
         let me = Arc::downgrade(self);
         let user = session.user.clone();
         let on_event = move |ev: &tracker::Event, news: bool| {
@@ -112,8 +122,12 @@ impl Daemon {
                 _ => {}
             }
         };
-        let task =
-            crate::tracker::subscribe_events(self.tracker.clone(), session.token.clone(), on_event);
+        let task = crate::tracker::subscribe_events(
+            self.tracker.clone(),
+            session.token.clone(),
+            on_event,
+            history_tx,
+        );
         if let Some(old) = self
             .events
             .lock()
@@ -122,6 +136,7 @@ impl Daemon {
         {
             old.abort();
         }
+        history_rx
     }
 
     fn start_heartbeat(self: &Arc<Self>, session: Session) {

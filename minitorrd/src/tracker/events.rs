@@ -28,8 +28,10 @@ pub async fn subscribe_events(
     link: Arc<TrackerLink>,
     token: String,
     on_event: impl Fn(&Event, bool) + Send + Sync,
+    history_done: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut head: Option<u64> = None;
+    let mut history_done = Some(history_done);
     let mut cursor: Option<u64> = None;
     let mut backoff = RETRY_MIN;
     loop {
@@ -38,6 +40,7 @@ pub async fn subscribe_events(
             &token,
             &mut cursor,
             &mut head,
+            &mut history_done,
             &mut backoff,
             &on_event,
         )
@@ -55,6 +58,7 @@ async fn stream(
     token: &str,
     cursor: &mut Option<u64>,
     head: &mut Option<u64>,
+    history_done: &mut Option<tokio::sync::oneshot::Sender<()>>,
     backoff: &mut Duration,
     on_event: &(impl Fn(&Event, bool) + Send + Sync),
 ) -> anyhow::Result<std::convert::Infallible> {
@@ -82,6 +86,12 @@ async fn stream(
     tracing::debug!(after = ?cursor, "subscribed to tracker events");
     loop {
         match next(&mut conn).await? {
+            // The first empty batch: history replayed (later ones are keepalives).
+            Response::Events(events) if events.is_empty() => {
+                if let Some(done) = history_done.take() {
+                    let _ = done.send(());
+                }
+            }
             Response::Events(events) => {
                 for ev in events {
                     let news = head.is_none_or(|h| ev.id > h);

@@ -103,6 +103,8 @@ pub struct Subscription {
     cursor: u64,
     resync: bool,
     head: u64,
+    /// An empty batch was sent once everything up to `head` was delivered.
+    caught_up: bool,
     wake: watch::Receiver<u64>,
 }
 
@@ -147,6 +149,7 @@ impl Service {
                 cursor,
                 resync,
                 head: last,
+                caught_up: false,
                 wake: self.events.subscribe(&self.store),
             })
         }
@@ -155,7 +158,7 @@ impl Service {
     }
 
     /// The next events for `sub`, waiting up to `wait` for some; empty when none came (time for
-    /// a keepalive). An error (the session ended, or the database failed) ends the subscription.
+    /// a keepalive) — and once, without waiting, when the history up to `head` is delivered. An error (the session ended, or the database failed) ends the subscription.
     pub async fn next_events(
         &self,
         sub: &mut Subscription,
@@ -178,6 +181,12 @@ impl Service {
                 if let Some(last) = events.last() {
                     sub.cursor = last.id;
                     return Ok(events);
+                }
+                if !sub.caught_up {
+                    // Tell the subscriber the history is replayed (an empty batch), so it can
+                    // start trusting its revocation list.
+                    sub.caught_up = true;
+                    return Ok(vec![]);
                 }
                 match tokio::time::timeout_at(deadline, sub.wake.changed()).await {
                     Ok(Ok(())) => continue,

@@ -229,6 +229,8 @@ async fn subscribing_needs_a_live_session_and_ends_with_it() {
     )
     .await;
     let mut s = sub(&h, &alice).await;
+    // No history: the "caught up" marker (an empty batch) comes at once.
+    assert!(h.svc.next_events(&mut s, PATIENT).await.unwrap().is_empty());
     h.ok(&alice, Call::Logout).await;
     let end = h.svc.next_events(&mut s, QUIET).await.err().unwrap();
     expect_err(end, ErrorCode::InvalidSession);
@@ -250,6 +252,10 @@ async fn a_fresh_subscriber_replays_retained_events_up_to_head() {
     assert_eq!(got[0].kind, gone("g1", "bob"));
     assert!(got[0].id <= s.head());
     assert!(got[0].at_unix > 0);
+    // Then the "history delivered" marker, without waiting.
+    let t = std::time::Instant::now();
+    assert!(h.svc.next_events(&mut s, PATIENT).await.unwrap().is_empty());
+    assert!(t.elapsed() < PATIENT);
 }
 
 /// Two trackers on one database: an event committed through one reaches a subscriber of the
