@@ -61,6 +61,9 @@ _minitorrctl() {
             minitorrctl,remove_file)
                 cmd="minitorrctl__subcmd__remove_file"
                 ;;
+            minitorrctl,remove_member)
+                cmd="minitorrctl__subcmd__remove_member"
+                ;;
             minitorrctl,show_downloads)
                 cmd="minitorrctl__subcmd__show_downloads"
                 ;;
@@ -83,7 +86,7 @@ _minitorrctl() {
 
     case "${cmd}" in
         minitorrctl)
-            opts="-h -V --socket --json --help --version create_user login logout create_group join_group leave_group list_requests accept_request reject_request list_groups list_files upload_file download_file show_downloads stop_share remove_file status wait completions man"
+            opts="-h -V --socket --json --help --version create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file status wait completions man"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -357,6 +360,24 @@ _minitorrctl() {
             return 0
             ;;
         minitorrctl__subcmd__remove_file)
+            opts="-h -V --socket --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        minitorrctl__subcmd__remove_member)
             opts="-h -V --socket --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

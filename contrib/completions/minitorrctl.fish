@@ -37,6 +37,7 @@ complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "leave_group
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "list_requests" -d 'List pending join requests of a group you own, one user per line'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "accept_request" -d 'Let a user into a group you own'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "reject_request" -d 'Turn down a user\'s request to join a group you own'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "remove_member" -d 'Remove a member from a group you own (their shares there are withdrawn and their open downloads from other members are cut)'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "list_groups" -d 'List all groups in the network and your relation to each'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "list_files" -d 'List the files shared in a group'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "upload_file" -d 'Share a local file with a group (it is hashed first, which takes a while for big files)'
@@ -84,6 +85,10 @@ complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand reject_request" 
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand reject_request" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand reject_request" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand reject_request" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_member" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_member" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_member" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_member" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_groups" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_groups" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_groups" -s h -l help -d 'Print help'

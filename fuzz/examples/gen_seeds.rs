@@ -35,6 +35,7 @@ fn ticket() -> Ticket {
             group: "g1".into(),
             file_name: "a.iso".into(),
             file_sha1: Sha1Hash([7; 20]),
+            issued_unix: 1_899_996_400,
             expires_unix: 1_900_000_000,
         },
         key: [9; 32],

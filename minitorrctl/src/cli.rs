@@ -160,6 +160,19 @@ pub enum Command {
         user_id: String,
     },
 
+    /// Remove a member from a group you own (their shares there are withdrawn and their open
+    /// downloads from other members are cut)
+    #[command(
+        name = "remove_member",
+        after_help = "Example:\n  minitorrctl remove_member g1 mallory"
+    )]
+    RemoveMember {
+        #[arg(value_parser = group_id)]
+        group_id: String,
+        #[arg(value_parser = user_id)]
+        user_id: String,
+    },
+
     /// List all groups in the network and your relation to each
     #[command(name = "list_groups")]
     ListGroups,

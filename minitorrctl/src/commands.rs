@@ -94,6 +94,10 @@ pub fn plan(cmd: Command, cwd: &Path, passwords: &mut dyn PasswordSource) -> Res
             group: group_id,
             user: user_id,
         },
+        Command::RemoveMember { group_id, user_id } => Request::RemoveMember {
+            group: group_id,
+            user: user_id,
+        },
         Command::ListGroups => Request::ListGroups,
         Command::ListFiles { group_id } => Request::ListFiles { group: group_id },
         Command::UploadFile {

@@ -89,6 +89,13 @@ pub struct Config {
     pub max_peers_per_download: usize,
     /// Incoming peer connections served at once.
     pub max_incoming_peers: usize,
+    /// An incoming peer connection on which the peer requested nothing for this many seconds is
+    /// closed (it frees its slot; a downloader that needs more reconnects).
+    pub peer_idle_timeout_secs: u64,
+    /// Incoming peer connections served at once to one IP address.
+    pub max_peers_per_addr: usize,
+    /// Incoming peer connections served at once to one user (whatever their addresses).
+    pub max_peers_per_user: usize,
     /// Largest number of piece requests in flight to one peer (adapts between 2 and this).
     pub max_pipeline_depth: usize,
     /// Upload rate limit in bytes per second over all peers (0 = unlimited).
@@ -122,6 +129,9 @@ impl Default for Config {
             piece_size: 512 * 1024,
             max_peers_per_download: 32,
             max_incoming_peers: 128,
+            peer_idle_timeout_secs: 60,
+            max_peers_per_addr: 64,
+            max_peers_per_user: 16,
             max_pipeline_depth: 8,
             max_upload_rate: 0,
             max_download_rate: 0,
@@ -219,6 +229,15 @@ impl Config {
                 "max_peers_per_download ≥ 1 and max_pipeline_depth ≥ 2".into(),
             ));
         }
+        if self.peer_idle_timeout_secs == 0
+            || self.max_peers_per_addr == 0
+            || self.max_peers_per_user == 0
+        {
+            return Err(ConfigError::Invalid(
+                "peer_idle_timeout_secs, max_peers_per_addr and max_peers_per_user must be ≥ 1"
+                    .into(),
+            ));
+        }
         if !self.tracker_tls && !self.allow_plaintext {
             if let Some(remote) = self.trackers.iter().find(|a| !a.ip().is_loopback()) {
                 return Err(ConfigError::Invalid(format!(
@@ -243,6 +262,15 @@ impl Config {
              tokens cross the network in clear"
                 .to_string()
         })
+    }
+
+    /// The seeder's limits on open peer connections.
+    pub fn live_limits(&self) -> crate::sharing::live::LiveLimits {
+        crate::sharing::live::LiveLimits {
+            idle_timeout: std::time::Duration::from_secs(self.peer_idle_timeout_secs),
+            max_per_addr: self.max_peers_per_addr,
+            max_per_user: self.max_peers_per_user,
+        }
     }
 
     pub fn state_file(&self) -> PathBuf {

@@ -96,6 +96,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyho
         pool: daemon.pool(),
         upload_limit: upload_limit.clone(),
         max_incoming,
+        live: daemon.live(),
     });
     tokio::spawn(serve_peers(peers, server, shutdown.clone()));
     tokio::spawn(serve_control(control, daemon.clone(), shutdown.clone()));
@@ -143,6 +144,7 @@ fn reload(path: &Option<PathBuf>, log: &LogHandle, upload: &RateLimiter, daemon:
         }
     }
     upload.set_rate(cfg.max_upload_rate);
+    daemon.live().set_limits(cfg.live_limits());
     daemon.set_download_rate(cfg.max_download_rate);
     tracing::info!(log_level = %cfg.log_level, max_upload_rate = cfg.max_upload_rate, max_download_rate = cfg.max_download_rate, "SIGHUP: configuration reloaded");
 }

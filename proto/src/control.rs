@@ -69,6 +69,11 @@ pub enum Request {
     },
     /// Daemon status: who is logged in, tracker connection, counts.
     Status,
+    /// Owner only: `user` loses membership of `group` as if they had left.
+    RemoveMember {
+        group: String,
+        user: String,
+    },
 }
 
 impl Request {
@@ -92,6 +97,7 @@ impl Request {
             Request::StopShare { .. } => "stop_share",
             Request::RemoveFile { .. } => "remove_file",
             Request::Status => "status",
+            Request::RemoveMember { .. } => "remove_member",
         }
     }
 }

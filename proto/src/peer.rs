@@ -47,6 +47,13 @@ pub enum PeerMsg {
     NoPiece {
         piece: u32,
     },
+    /// Downloader → seeder on an open connection: a fresh ticket for the same user, group, file
+    /// and content, to push back the connection's expiry. The seeder checks it like `Hello`'s
+    /// and compares every claim except the expiry; anything else is ignored (the connection
+    /// then closes when the old ticket expires).
+    Renew {
+        ticket: Ticket,
+    },
     /// Piece data. Never postcard-encoded: see the module docs.
     #[serde(skip)]
     Piece {

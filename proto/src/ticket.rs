@@ -26,6 +26,9 @@ pub struct TicketClaims {
     pub group: String,
     pub file_name: String,
     pub file_sha1: Sha1Hash,
+    /// Unix seconds (tracker clock) when the ticket was signed: a seeder that learnt the user
+    /// was revoked at time T refuses tickets issued at or before T (see `tracker::Event`).
+    pub issued_unix: u64,
     /// Unix seconds after which the ticket is refused.
     pub expires_unix: u64,
 }
@@ -139,6 +142,7 @@ mod tests {
             group: "g1".into(),
             file_name: "a.iso".into(),
             file_sha1: Sha1Hash([7; 20]),
+            issued_unix: 900,
             expires_unix: 1000,
         }
     }

@@ -83,19 +83,80 @@ pub enum Call {
     /// The currently valid ticket-signing public keys (answered with `TicketKeys`): a seeder
     /// asks when a ticket names a key it does not know, and now and then to learn retirements.
     TicketKeys,
+    /// Owner only: `user` stops being a member exactly as if they had left (their shares in the
+    /// group are withdrawn).
+    RemoveMember {
+        group: String,
+        user: String,
+    },
+    /// Turn this connection into an event stream (see [`Event`]): the tracker answers
+    /// `Subscribed`, then pushes `Events` frames (an empty one as a keepalive) until the
+    /// connection closes. `after` resumes after the last event id seen on a previous
+    /// subscription; `None` replays every event still retained (the tracker keeps them at least
+    /// as long as a ticket lives), then continues with new ones. Sent on a connection of its own:
+    /// no other call is answered on it afterwards.
+    Subscribe {
+        after: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum Response {
-    Ok { message: String },
+    Ok {
+        message: String,
+    },
     LoggedIn(LoginGrant),
     Groups(Vec<GroupSummary>),
     Requests(Vec<String>),
     Files(Vec<FileSummary>),
     File(FileDetails),
     TicketKeys(Vec<TicketKey>),
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    /// Answer to `Subscribe`: events with ids above `after` follow; those up to `head` had
+    /// already happened when the subscription started (history: replayed so a seeder that just
+    /// started still refuses tickets issued before a revocation), later ones are news.
+    Subscribed {
+        after: u64,
+        head: u64,
+    },
+    /// Pushed on a subscription, in id order. Empty: a keepalive; the first empty one also
+    /// means the history (events up to `head`) has been delivered.
+    Events(Vec<Event>),
+}
+
+/// Something that happened to a group, pushed to the daemons of its members (at the time of the
+/// event) over a `Subscribe` connection. Ids increase strictly in commit order across every
+/// tracker sharing the database, so `after` is a complete resume point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct Event {
+    pub id: u64,
+    /// Unix seconds (tracker clock) when it was committed: tickets issued at or before this
+    /// are revoked by it.
+    pub at_unix: u64,
+    pub kind: EventKind,
+}
+
+/// New kinds go at the end (postcard encodes the variant index). Holder events (issue #11:
+/// a holder came online / went away) are meant to be added here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum EventKind {
+    /// `user` is no longer a member of `group` (left, or removed by the owner): tickets naming
+    /// them for this group must stop opening anything.
+    MemberGone { group: String, user: String },
+    /// `group` no longer exists.
+    GroupDeleted { group: String },
+    /// The entry `file` of `group` is gone (removed by the owner, or nobody shares it any more).
+    FileRemoved { group: String, file: String },
+    /// Events after the subscriber's `after` were pruned before it came back: it cannot know
+    /// what it missed and must act as if everything was revoked (seeders close every peer
+    /// connection; downloaders reconnect with fresh tickets).
+    Resync,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -188,3 +188,116 @@ pub mod outsider {
         }
     }
 }
+/// A hostile (or just hand-driven) group member: a raw tracker session that gets tickets, and
+/// raw peer connections that hold them open to a seeder.
+pub struct FakeMember {
+    pub tracker: TrackerClient,
+}
+
+/// A peer connection as a downloader sees it.
+pub type PeerConn = Framed<TcpStream, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>;
+
+impl FakeMember {
+    /// Create `user` (password `<user>-pw`) on the tracker at `addr` and log in. The peer
+    /// address announced is a port nobody listens on: this member only downloads.
+    pub async fn create(addr: SocketAddr, user: &str) -> FakeMember {
+        let mut tracker = TrackerClient::connect(addr).await;
+        let password = format!("{user}-pw");
+        let r = tracker
+            .call(Call::CreateUser {
+                user: user.into(),
+                password: password.clone(),
+            })
+            .await;
+        assert!(matches!(r, Response::Ok { .. }), "create {user}: {r:?}");
+        tracker
+            .login(user, &password, "127.0.0.1:9".parse().unwrap())
+            .await;
+        FakeMember { tracker }
+    }
+
+    /// Ask to join `group` (the owner must accept).
+    pub async fn join(&mut self, group: &str) {
+        let r = self
+            .tracker
+            .call(Call::JoinGroup {
+                group: group.into(),
+            })
+            .await;
+        assert!(matches!(r, Response::Ok { .. }), "join {group}: {r:?}");
+    }
+
+    pub async fn leave(&mut self, group: &str) {
+        let r = self
+            .tracker
+            .call(Call::LeaveGroup {
+                group: group.into(),
+            })
+            .await;
+        assert!(matches!(r, Response::Ok { .. }), "leave {group}: {r:?}");
+    }
+
+    /// A fresh ticket for `file` of `group`.
+    pub async fn ticket(&mut self, group: &str, file: &str) -> minitorr_proto::ticket::Ticket {
+        match self
+            .tracker
+            .call(Call::GetFile {
+                group: group.into(),
+                file: file.into(),
+            })
+            .await
+        {
+            Response::File(d) => d.ticket,
+            other => panic!("get_file {group}/{file}: {other:?}"),
+        }
+    }
+}
+
+/// Connect to a seeder and say `Hello` with `ticket`; returns the connection and its first answer
+/// (`Welcome` or `Refused`).
+pub async fn open_peer(
+    seeder: SocketAddr,
+    ticket: minitorr_proto::ticket::Ticket,
+) -> (PeerConn, PeerMsg) {
+    let mut s = TcpStream::connect(seeder).await.unwrap();
+    handshake(&mut s, Link::Peer).await.unwrap();
+    let mut f = Framed::new(s, links::peer());
+    f.send(PeerMsg::Hello { ticket }).await.unwrap();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), f.next())
+        .await
+        .expect("seeder answers Hello")
+        .expect("seeder did not close")
+        .expect("well-formed answer");
+    (f, first)
+}
+
+/// Open a connection that is really being served: `Welcome`, then piece 0 requested and received.
+pub async fn open_served(seeder: SocketAddr, ticket: minitorr_proto::ticket::Ticket) -> PeerConn {
+    let (mut f, first) = open_peer(seeder, ticket).await;
+    assert!(matches!(first, PeerMsg::Welcome { .. }), "{first:?}");
+    f.send(PeerMsg::Request { piece: 0 }).await.unwrap();
+    loop {
+        let m = tokio::time::timeout(std::time::Duration::from_secs(10), f.next())
+            .await
+            .expect("piece 0 arrives")
+            .expect("open")
+            .expect("well-formed");
+        if matches!(m, PeerMsg::Piece { piece: 0, .. }) {
+            return f;
+        }
+    }
+}
+
+/// How long until the seeder closes `conn` (EOF or reset), reading and dropping whatever it
+/// sends meanwhile; `None` if it is still open after `limit`.
+pub async fn time_to_close(
+    conn: &mut PeerConn,
+    limit: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let start = std::time::Instant::now();
+    let closed = async { while let Some(Ok(_)) = conn.next().await {} };
+    tokio::time::timeout(limit, closed)
+        .await
+        .ok()
+        .map(|()| start.elapsed())
+}

@@ -439,3 +439,44 @@ fn two_trackers_sign_with_their_own_keys_and_every_seeder_accepts_both() {
         }
     }
 }
+
+/// Revocation across trackers: the seeder's daemon is subscribed to tracker B only; the member
+/// leaves through tracker A. The event row written by A reaches B's subscriber (B polls the
+/// shared event table every 250 ms) and the seeder closes the member's open connection.
+#[test]
+fn an_event_committed_through_one_tracker_reaches_a_daemon_subscribed_to_the_other() {
+    use minitorr_e2e::fakepeer::{open_served, time_to_close, FakeMember};
+    let Some(admin) = postgres() else { return };
+    let db = TestDb::create(&admin);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_trackers(dir.path(), &db);
+    let seeder = Peer::start(&dir.path().join("seeder"), &b);
+    user(&seeder, "alice");
+    seeder.ok(&["create_group", "g1"]);
+    let file = dir.path().join("f.bin");
+    random_file(&file, MIB);
+    seeder.ok(&["upload_file", file.to_str().unwrap(), "g1"]);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut mallory = rt.block_on(async {
+        let mut m = FakeMember::create(a.addr, "mallory").await;
+        m.join("g1").await;
+        m
+    });
+    seeder.ok(&["accept_request", "g1", "mallory"]);
+    let took = rt.block_on(async {
+        let t = mallory.ticket("g1", "f.bin").await;
+        let mut conn = open_served(seeder.addr, t).await;
+        let t0 = Instant::now();
+        mallory.leave("g1").await;
+        time_to_close(&mut conn, Duration::from_secs(10))
+            .await
+            .expect("connection still open 10 s after leaving through the other tracker");
+        t0.elapsed()
+    });
+    eprintln!("cross-tracker revocation latency: {took:?}");
+    assert!(tracker_of(&seeder).ends_with(&b.addr.port().to_string()));
+}

@@ -444,6 +444,7 @@ fn peers_refuse_forged_tickets() {
             group: "g1".into(),
             file_name: "secret.bin".into(),
             file_sha1: sha,
+            issued_unix: 0,
             expires_unix: u64::MAX,
         };
         let mut s = tokio::net::TcpStream::connect(a.addr).await.unwrap();

@@ -16,6 +16,7 @@ pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod store;
+pub mod subscription;
 pub mod tls;
 
 /// Database connections per tracker process.

@@ -435,6 +435,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok(Some(Ok(r))) => r,
         };
+        // Revocation events: this connection becomes a push stream (see `subscription`).
+        if let minitorr_proto::tracker::Call::Subscribe { after } = request.call {
+            crate::subscription::serve(&mut framed, request.token, after, service, peer, shutdown)
+                .await;
+            break;
+        }
         let response = service.handle(request, peer.ip()).await;
         // A client that stops reading must not pin this task forever.
         match tokio::time::timeout(opts.idle_timeout, framed.send(response)).await {

@@ -15,6 +15,8 @@ use crate::tracker::Session;
 
 /// Every this many heartbeats the ticket-key list is fetched again (30 s by default).
 const KEY_REFRESH_HEARTBEATS: u32 = 6;
+/// How long login waits for the tracker's retained events before serving peers anyway.
+const HISTORY_WAIT: Duration = Duration::from_secs(3);
 
 impl Daemon {
     pub(super) async fn login(self: &Arc<Self>, user: String, password: String) -> Reply<Response> {
@@ -42,13 +44,20 @@ impl Daemon {
             heartbeat_secs: grant.heartbeat_secs.max(1),
             peer_addr: grant.peer_addr,
         };
+        *self.session.write().expect("lock") = Some(session.clone());
+        self.start_heartbeat(session.clone());
+        // Serve peers (tickets verify only with the key) once the tracker's retained events are
+        // replayed, so a ticket revoked while we were away is refused from the first
+        // connection. Bounded: a tracker that cannot stream events must not block logins.
+        let history = self.start_events(&session);
+        if tokio::time::timeout(HISTORY_WAIT, history).await.is_err() {
+            tracing::warn!("tracker events not replayed in time; serving peers anyway");
+        }
         self.ticket_keys.set(
             grant.tracker_keys,
             self.tracker.clone(),
             session.token.clone(),
         );
-        *self.session.write().expect("lock") = Some(session.clone());
-        self.start_heartbeat(session.clone());
         tracing::info!(user = %session.user, peer_addr = %session.peer_addr, "logged in");
 
         let mut report = LoginReport {
@@ -81,6 +90,54 @@ impl Daemon {
                 session.user
             ),
         })
+    }
+
+    /// Subscribe to the tracker's events for this login and apply them to what we serve: a
+    /// member gone, a group deleted or a file entry removed closes the affected peer
+    /// connections at once (and what we ourselves may no longer share stops being served).
+    fn start_events(self: &Arc<Self>, session: &Session) -> tokio::sync::oneshot::Receiver<()> {
+        let (history_tx, history_rx) = tokio::sync::oneshot::channel();
+        let me = Arc::downgrade(self);
+        let user = session.user.clone();
+        let on_event = move |ev: &tracker::Event, news: bool| {
+            let Some(d) = me.upgrade() else { return };
+            let closed = d.live.apply(&ev.kind, ev.at_unix, &user, news);
+            if closed > 0 {
+                tracing::info!(closed, event = ?ev.kind, "revoked: closed peer connections");
+            }
+            if !news {
+                return; // history: only remembered, so old tickets stay refused
+            }
+            match &ev.kind {
+                tracker::EventKind::MemberGone { group, user: gone } if *gone == user => {
+                    d.shares.remove_group(group);
+                }
+                tracker::EventKind::GroupDeleted { group } => d.shares.remove_group(group),
+                // A running download's partial share is its own business (it re-announces).
+                tracker::EventKind::FileRemoved { group, file }
+                    if d.shares.get(group, file).is_some_and(|f| f.is_complete())
+                        && d.live_download(group, file).is_none() =>
+                {
+                    d.shares.remove(group, file);
+                }
+                _ => {}
+            }
+        };
+        let task = crate::tracker::subscribe_events(
+            self.tracker.clone(),
+            session.token.clone(),
+            on_event,
+            history_tx,
+        );
+        if let Some(old) = self
+            .events
+            .lock()
+            .expect("lock")
+            .replace(tokio::spawn(task))
+        {
+            old.abort();
+        }
+        history_rx
     }
 
     fn start_heartbeat(self: &Arc<Self>, session: Session) {

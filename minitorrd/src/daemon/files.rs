@@ -166,7 +166,7 @@ impl Daemon {
         Ok(Response::DownloadStarted(dl.status()))
     }
 
-    fn live_download(&self, group: &str, file: &str) -> Option<Arc<Download>> {
+    pub(super) fn live_download(&self, group: &str, file: &str) -> Option<Arc<Download>> {
         self.downloads
             .lock()
             .expect("lock")
@@ -321,6 +321,8 @@ impl Daemon {
             )));
         }
         let had_locally = self.shares.remove(&group, &file).is_some();
+        // Connections already serving it close now, not when the peer next asks.
+        self.live.close_file(&group, &file);
         match self
             .call(Call::StopShare {
                 group: group.clone(),

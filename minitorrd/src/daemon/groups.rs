@@ -51,6 +51,7 @@ impl Daemon {
         .await?;
         // The tracker dropped our shares in the group; stop serving them and forget them.
         self.shares.remove_group(&group);
+        self.live.close_group(&group);
         let user = self.current_session()?.user;
         let mut state = self.state.lock().await;
         state.user(&user).shares.retain(|s| s.group != group);
@@ -77,6 +78,17 @@ impl Daemon {
         })
         .await?;
         done(format!("{user} is now a member of {group}"))
+    }
+
+    /// Owner only: `user` loses membership like leave_group; the tracker pushes the change to
+    /// every member's daemon, whose seeders close `user`'s connections in the group.
+    pub(super) async fn remove_member(&self, group: String, user: String) -> Reply<Response> {
+        self.call(Call::RemoveMember {
+            group: group.clone(),
+            user: user.clone(),
+        })
+        .await?;
+        done(format!("removed {user} from {group}"))
     }
 
     pub(super) async fn reject_request(&self, group: String, user: String) -> Reply<Response> {

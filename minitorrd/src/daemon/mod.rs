@@ -19,6 +19,7 @@ use crate::blocking::BlockingPool;
 use crate::config::Config;
 use crate::download::Download;
 use crate::ratelimit::RateLimiter;
+use crate::sharing::live::LiveConns;
 use crate::sharing::Shares;
 use crate::state::{DownloadRecord, StateFile};
 use crate::tracker::{Session, TicketKeys, TrackerLink};
@@ -42,6 +43,10 @@ pub struct Daemon {
     pub(crate) download_limit: Arc<RateLimiter>,
     pub(crate) peer_addr: SocketAddr,
     pub(crate) heartbeat: Mutex<Option<JoinHandle<()>>>,
+    /// The tracker event subscription of the current login (see `tracker::subscribe_events`).
+    pub(crate) events: Mutex<Option<JoinHandle<()>>>,
+    /// Peer connections we serve, closed on revocation (shared with the peer server).
+    pub(crate) live: Arc<LiveConns>,
     /// Login, logout and shutdown never interleave.
     pub(crate) login_lock: tokio::sync::Mutex<()>,
 }
@@ -62,6 +67,8 @@ impl Daemon {
             download_limit: Arc::new(RateLimiter::new(cfg.max_download_rate)),
             peer_addr,
             heartbeat: Mutex::new(None),
+            events: Mutex::new(None),
+            live: LiveConns::new(cfg.live_limits()),
             login_lock: tokio::sync::Mutex::new(()),
             cfg,
         })
@@ -73,6 +80,10 @@ impl Daemon {
 
     pub fn ticket_keys(&self) -> Arc<TicketKeys> {
         self.ticket_keys.clone()
+    }
+
+    pub fn live(&self) -> Arc<LiveConns> {
+        self.live.clone()
     }
 
     /// Apply a new download rate limit (SIGHUP).
@@ -110,6 +121,7 @@ impl Daemon {
             Request::ShowDownloads => Ok(self.show_downloads()),
             Request::StopShare { group, file } => self.stop_share(group, file).await,
             Request::RemoveFile { group, file } => self.remove_file(group, file).await,
+            Request::RemoveMember { group, user } => self.remove_member(group, user).await,
             Request::Status => Ok(self.status()),
         };
         let resp = result.unwrap_or_else(Response::Error);
@@ -185,6 +197,9 @@ impl Daemon {
         if let Some(h) = self.heartbeat.lock().expect("lock").take() {
             h.abort();
         }
+        if let Some(h) = self.events.lock().expect("lock").take() {
+            h.abort();
+        }
         for entry in self.downloads.lock().expect("lock").drain(..) {
             if let DownloadEntry::Live(d) = entry {
                 d.pause();
@@ -192,6 +207,11 @@ impl Daemon {
         }
         self.shares.clear();
         self.ticket_keys.clear();
+        // Open peer connections too, not just new ones (revocation is live).
+        let closed = self.live.close_all();
+        if closed > 0 {
+            tracing::info!(closed, "closed every peer connection");
+        }
     }
 }
 

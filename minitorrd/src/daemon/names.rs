@@ -26,7 +26,9 @@ pub(super) fn normalize(req: &mut Request) -> Result<(), ErrorReply> {
         | Request::LeaveGroup { group }
         | Request::ListRequests { group }
         | Request::ListFiles { group } => norm(group, names::group),
-        Request::AcceptRequest { group, user } | Request::RejectRequest { group, user } => {
+        Request::AcceptRequest { group, user }
+        | Request::RejectRequest { group, user }
+        | Request::RemoveMember { group, user } => {
             norm(group, names::group)?;
             norm(user, names::user)
         }

@@ -236,7 +236,10 @@ impl Download {
     }
 
     async fn coordinate(self: Arc<Self>, env: Arc<DownloadEnv>, details: FileDetails) -> Outcome {
-        let mut ticket = details.ticket;
+        // Peer tasks watch the current ticket and renew their connections with each fresh one
+        // (seeders close a connection whose ticket expired).
+        let mut renew_at = renew_time(&details.ticket);
+        let (ticket_tx, tickets) = tokio::sync::watch::channel(details.ticket);
         let mut known: HashMap<String, PeerInfo> = HashMap::new();
         self.learn_peers(&env, details.peers, &mut known);
         let mut tasks: JoinSet<(String, peer::PeerExit)> = JoinSet::new();
@@ -281,7 +284,7 @@ impl Download {
                     self.clone(),
                     env.clone(),
                     info.clone(),
-                    ticket.clone(),
+                    tickets.clone(),
                     addr.clone(),
                 );
                 let id = next_id;
@@ -346,11 +349,16 @@ impl Download {
             } else {
                 REFRESH_EVERY
             };
-            if last_refresh.elapsed() >= refresh_due {
+            // Refresh early enough that the new ticket reaches the seeders before the old one
+            // expires (ticket TTLs shorter than REFRESH_EVERY exist).
+            let ticket_due =
+                unix_now() >= renew_at && last_refresh.elapsed() >= Duration::from_secs(1);
+            if last_refresh.elapsed() >= refresh_due || ticket_due {
                 last_refresh = Instant::now();
                 match self.refresh(&env).await {
                     Ok(d) => {
-                        ticket = d.ticket;
+                        renew_at = renew_time(&d.ticket);
+                        ticket_tx.send_replace(d.ticket);
                         self.learn_peers(&env, d.peers, &mut known);
                     }
                     Err(e) => {
@@ -514,3 +522,19 @@ fn describe_unavailable(pieces: &[u32]) -> String {
 
 /// Carries a ticket for the peer tasks (kept here so peer.rs needs no tracker types).
 pub type PeerTicket = Ticket;
+
+/// The latest ticket of a download; peer tasks send `Renew` when it changes.
+pub type PeerTickets = tokio::sync::watch::Receiver<Ticket>;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// When to ask for a fresh ticket: with a third of its lifetime left (at least 1 s).
+fn renew_time(t: &Ticket) -> u64 {
+    let now = unix_now();
+    let left = t.claims.expires_unix.saturating_sub(now);
+    t.claims.expires_unix.saturating_sub((left / 3).max(1))
+}

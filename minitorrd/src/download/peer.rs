@@ -17,7 +17,7 @@ use minitorr_proto::types::PeerInfo;
 use minitorr_proto::{handshake, links, Link};
 
 use super::picker::PeerId;
-use super::{Download, DownloadEnv, PeerTicket};
+use super::{Download, DownloadEnv, PeerTicket, PeerTickets};
 use crate::sharing::hasher::sha1_of;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -50,10 +50,10 @@ pub async fn run_peer(
     dl: Arc<Download>,
     id: PeerId,
     info: PeerInfo,
-    ticket: PeerTicket,
+    tickets: PeerTickets,
     env: Arc<DownloadEnv>,
 ) -> PeerExit {
-    match session(&dl, id, &info, ticket, &env).await {
+    match session(&dl, id, &info, tickets, &env).await {
         Ok(exit) => exit,
         Err(e) => PeerExit::Gone(e.to_string()),
     }
@@ -84,9 +84,12 @@ async fn session(
     dl: &Arc<Download>,
     id: PeerId,
     info: &PeerInfo,
-    ticket: PeerTicket,
+    mut tickets: PeerTickets,
     env: &DownloadEnv,
 ) -> anyhow::Result<PeerExit> {
+    let ticket = tickets.borrow_and_update().clone();
+    // The expiry the seeder knows for this connection: a fresher ticket is sent as `Renew`.
+    let mut expires = ticket.claims.expires_unix;
     let (mut framed, have) = connect(&info.addr, ticket).await?;
     if have.len() != dl.meta.piece_count() || !have.is_well_formed() {
         anyhow::bail!("bitfield of the wrong size");
@@ -168,6 +171,13 @@ async fn session(
                 }
                 Verified::WriteFailed(e) => return Ok(PeerExit::Fatal(e)),
             },
+            Ok(()) = tickets.changed() => {
+                let ticket = tickets.borrow_and_update().clone();
+                if ticket.claims.expires_unix > expires {
+                    expires = ticket.claims.expires_unix;
+                    framed.send(PeerMsg::Renew { ticket }).await?;
+                }
+            }
             _ = dl.changed.notified() => {}
             _ = tick.tick() => {}
             _ = dl.cancel.cancelled() => return Ok(PeerExit::Done),

@@ -1,6 +1,7 @@
 //! What this daemon shares, and serving it to other peers.
 
 pub mod hasher;
+pub mod live;
 mod registry;
 mod server;
 

@@ -18,8 +18,10 @@ use tokio_util::codec::{Decoder, Encoder, Framed};
 use tokio_util::sync::CancellationToken;
 
 use minitorr_proto::peer::{PeerMsg, TAG_PIECE};
+use minitorr_proto::ticket::TicketClaims;
 use minitorr_proto::{handshake, links, Link};
 
+use super::live::{LiveConn, LiveConns};
 use super::{SharedFile, Shares};
 use crate::blocking::BlockingPool;
 use crate::ratelimit::RateLimiter;
@@ -36,6 +38,8 @@ pub struct PeerServer {
     pub pool: BlockingPool,
     pub upload_limit: Arc<RateLimiter>,
     pub max_incoming: usize,
+    /// Open connections, for revocation, idle timeout and per-address/per-user caps.
+    pub live: Arc<LiveConns>,
 }
 
 /// Connections that have not yet presented a valid ticket, at most this many at once. A new
@@ -97,11 +101,26 @@ pub async fn serve_peers(listener: TcpListener, srv: Arc<PeerServer>, shutdown: 
                 _ = shutdown.cancelled() => return,
             };
             unauthenticated.lock().expect("lock").done(id);
-            let (mut framed, shared) = match authenticated {
+            let (mut framed, shared, claims) = match authenticated {
                 Ok(Some(x)) => x,
                 Ok(None) => return,
                 Err(e) => {
                     tracing::debug!(%addr, error = %e, "peer connection ended before authenticating");
+                    return;
+                }
+            };
+            // Revocation (sharing/live.rs): from here the connection lives only while `live`
+            // says so — events, stop_share, logout, ticket expiry, idleness — and counts
+            // against the per-address and per-user caps.
+            let live = match srv.live.register(addr.ip(), &claims) {
+                Ok(l) => l,
+                Err(refusal) => {
+                    tracing::info!(%addr, user = %claims.user, %refusal, "refused peer");
+                    let _ = framed
+                        .send(PeerMsg::Refused {
+                            reason: refusal.to_string(),
+                        })
+                        .await;
                     return;
                 }
             };
@@ -115,9 +134,12 @@ pub async fn serve_peers(listener: TcpListener, srv: Arc<PeerServer>, shutdown: 
                 return;
             };
             tokio::select! {
-                r = welcome_and_serve(framed, shared, &srv) => if let Err(e) = r {
+                r = welcome_and_serve(framed, shared, &srv, &live) => if let Err(e) = r {
                     tracing::debug!(%addr, error = %e, "peer connection ended");
                 },
+                why = live.closed() => {
+                    tracing::info!(%addr, user = %claims.user, file = %claims.file_name, %why, "closing peer connection");
+                }
                 _ = shutdown.cancelled() => {}
             }
         });
@@ -130,7 +152,7 @@ type PeerFramed = Framed<TcpStream, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>
 async fn authenticate(
     mut stream: TcpStream,
     srv: &PeerServer,
-) -> anyhow::Result<Option<(PeerFramed, Arc<SharedFile>)>> {
+) -> anyhow::Result<Option<(PeerFramed, Arc<SharedFile>, TicketClaims)>> {
     stream.set_nodelay(true)?;
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, Link::Peer)).await??;
     let mut framed = Framed::new(stream, links::peer());
@@ -144,7 +166,7 @@ async fn authenticate(
     match admit(srv, &ticket).await {
         Ok(shared) => {
             tracing::debug!(user = %ticket.claims.user, file = %shared.meta.name, "serving peer");
-            Ok(Some((framed, shared)))
+            Ok(Some((framed, shared, ticket.claims)))
         }
         Err(reason) => {
             tracing::info!(user = %ticket.claims.user, %reason, "refused peer");
@@ -157,7 +179,8 @@ async fn authenticate(
 async fn welcome_and_serve(
     mut framed: PeerFramed,
     shared: Arc<SharedFile>,
-    srv: &PeerServer,
+    srv: &Arc<PeerServer>,
+    live: &Arc<LiveConn>,
 ) -> anyhow::Result<()> {
     let have_rx = shared.subscribe();
     framed
@@ -165,7 +188,7 @@ async fn welcome_and_serve(
             have: shared.have(),
         })
         .await?;
-    serve_requests(framed, shared, have_rx, srv).await
+    serve_requests(framed, shared, have_rx, srv, live).await
 }
 
 /// Decide whether a ticket opens one of our shares.
@@ -184,11 +207,30 @@ async fn admit(
     Ok(shared)
 }
 
+/// `PeerMsg::Renew`: a ticket that `admit` would accept now and that names exactly what the
+/// connection was admitted for pushes back its expiry. Anything else is ignored (logged): the
+/// connection then ends when its current ticket expires.
+async fn renew(srv: &PeerServer, live: &LiveConn, ticket: &minitorr_proto::ticket::Ticket) {
+    let checked = match admit(srv, ticket).await {
+        Ok(_) => live.renew(&ticket.claims).map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(()) => {
+            tracing::debug!(user = %ticket.claims.user, until = live.expires_unix(), "ticket renewed")
+        }
+        Err(reason) => {
+            tracing::info!(user = %ticket.claims.user, %reason, "ticket renewal refused")
+        }
+    }
+}
+
 async fn serve_requests(
     framed: PeerFramed,
     shared: Arc<SharedFile>,
     mut have_rx: broadcast::Receiver<u32>,
-    srv: &PeerServer,
+    srv: &Arc<PeerServer>,
+    live: &Arc<LiveConn>,
 ) -> anyhow::Result<()> {
     // From here on the socket is driven by hand: piece data goes from the page cache to the
     // socket with sendfile(2) (no copy through our memory), which Framed cannot do.
@@ -203,15 +245,19 @@ async fn serve_requests(
     let reader = {
         let (queue, wake, closed, stream) =
             (queue.clone(), wake.clone(), closed.clone(), stream.clone());
+        let (srv, live) = (srv.clone(), live.clone());
         let n = shared.meta.piece_count();
         let mut buf = parts.read_buf;
-        tokio::spawn(async move {
-            if let Err(e) = read_requests(&stream, &mut buf, n, &queue, &wake).await {
+        // Aborted when this future is dropped too (a revoked or idle connection is dropped
+        // mid-serve): the reader holds the socket, which must close now, not when the peer
+        // next writes.
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            if let Err(e) = read_requests(&stream, &mut buf, n, &queue, &wake, &srv, &live).await {
                 tracing::debug!(error = %e, "peer reader stopped");
             }
             closed.store(true, Ordering::Release);
             wake.notify_one();
-        })
+        }))
     };
 
     let mut out = BytesMut::new();
@@ -278,12 +324,15 @@ async fn read_requests(
     n: u32,
     queue: &Mutex<VecDeque<u32>>,
     wake: &Notify,
+    srv: &PeerServer,
+    live: &LiveConn,
 ) -> anyhow::Result<()> {
     let mut codec = links::peer();
     loop {
         while let Some(msg) = codec.decode(buf)? {
             match msg {
                 PeerMsg::Request { piece } if piece < n => {
+                    live.touch();
                     let mut q = queue.lock().expect("lock");
                     anyhow::ensure!(q.len() < MAX_QUEUED, "peer exceeded the request queue");
                     q.push_back(piece);
@@ -294,6 +343,7 @@ async fn read_requests(
                     anyhow::bail!("peer asked for piece {piece}, out of range")
                 }
                 PeerMsg::Cancel { piece } => queue.lock().expect("lock").retain(|&p| p != piece),
+                PeerMsg::Renew { ticket } => renew(srv, live, &ticket).await,
                 _ => {}
             }
         }

@@ -206,6 +206,7 @@ mod tests {
                 file_name: "f".into(),
                 file_sha1: Sha1Hash([1; 20]),
                 expires_unix: now_unix() + 3600,
+                issued_unix: now_unix(),
             },
             k,
         )

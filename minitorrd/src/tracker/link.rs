@@ -29,7 +29,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 use super::tls::TlsClient;
 
 type Stream = Either<TcpStream, TlsStream<TcpStream>>;
-type Conn = Framed<Stream, FrameCodec<Response, Request>>;
+pub(super) type Conn = Framed<Stream, FrameCodec<Response, Request>>;
 
 #[derive(Debug, Error)]
 pub enum TrackerError {
@@ -131,6 +131,28 @@ impl TrackerLink {
                 })
             }
         }
+    }
+
+    /// A connection of its own (the event subscription streams on it), to the tracker in use
+    /// or, failing that, the next reachable one in the list. Leaves the request connection and
+    /// the current-tracker choice alone.
+    pub(super) async fn open_dedicated(&self) -> Result<Conn, TrackerError> {
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = String::new();
+        for k in 0..self.addrs.len() {
+            let addr = self.addrs[(start + k) % self.addrs.len()];
+            match connect(addr, self.tls.as_ref()).await {
+                Ok(conn) => return Ok(conn),
+                Err(ConnectError::Handshake(e @ HandshakeError::VersionMismatch { .. })) => {
+                    return Err(TrackerError::Incompatible(e))
+                }
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        Err(TrackerError::Unreachable {
+            tried: format!("{} tracker(s)", self.addrs.len()),
+            last,
+        })
     }
 
     async fn connect_any(&self) -> Result<Conn, TrackerError> {

@@ -1,11 +1,13 @@
 //! The daemon's side of the tracker link: one persistent connection, failover across the
 //! configured trackers, and the session (token) kept for the logged-in user.
 
+mod events;
 mod keys;
 mod link;
 mod session;
 pub mod tls;
 
+pub use events::subscribe_events;
 pub use keys::TicketKeys;
 pub use link::{TrackerError, TrackerLink};
 pub use session::Session;

@@ -149,6 +149,7 @@ impl Service {
             group: group.to_string(),
             file_name: meta.name.clone(),
             file_sha1: meta.sha1,
+            issued_unix: self.now(),
             expires_unix: self.now() + self.timing.ticket_ttl_secs,
         };
         let ticket = self.sign_ticket(claims);

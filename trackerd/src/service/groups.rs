@@ -4,7 +4,7 @@ use minitorr_proto::names;
 use minitorr_proto::tracker::{ErrorCode, Response};
 
 use super::{fail, valid, Caller, Outcome, Service};
-use crate::store::{AcceptOutcome, GroupState, JoinOutcome, LeaveOutcome};
+use crate::store::{AcceptOutcome, GroupState, JoinOutcome, LeaveOutcome, RemoveMemberOutcome};
 
 impl Service {
     pub(super) async fn create_group(&self, caller: &Caller, group: &str) -> Outcome {
@@ -136,6 +136,31 @@ impl Service {
                 Ok(Response::ok(format!(
                     "left {group}; it had no other member and was deleted"
                 )))
+            }
+        }
+    }
+
+    /// The owner removes `user` from `group` (same effect as `user` leaving).
+    pub(super) async fn remove_member(&self, caller: &Caller, group: &str, user: &str) -> Outcome {
+        valid(names::validate_group(group))?;
+        valid(names::validate_user(user))?;
+        let owner = &caller.session.user;
+        match self.store.remove_member(group, owner, user).await? {
+            RemoveMemberOutcome::NoGroup => fail(ErrorCode::NotFound, format!("no group {group}")),
+            RemoveMemberOutcome::NotOwner => {
+                fail(ErrorCode::Forbidden, format!("not the owner of {group}"))
+            }
+            RemoveMemberOutcome::IsOwner => fail(
+                ErrorCode::BadRequest,
+                format!("you own {group}: use leave_group to leave it"),
+            ),
+            RemoveMemberOutcome::NotMember => fail(
+                ErrorCode::NotFound,
+                format!("{user} is not a member of {group}"),
+            ),
+            RemoveMemberOutcome::Removed => {
+                tracing::info!(group, user, owner, "member removed by the owner");
+                Ok(Response::ok(format!("removed {user} from {group}")))
             }
         }
     }

@@ -26,9 +26,14 @@
 //!   `Internal` (logged); client input never panics.
 
 mod accounts;
+mod events;
 mod files;
 mod groups;
 mod names;
+
+pub use events::{
+    Subscription, POLL_EVERY as EVENT_POLL_EVERY, RETENTION_SECS as EVENT_RETENTION_SECS,
+};
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,6 +134,8 @@ pub struct Service {
     /// Passwords verified against a stored (or the dummy) hash since start: what a guesser got
     /// to try. Read by tests and useful as a metric.
     password_checks: Arc<AtomicU64>,
+    /// Wakes event subscribers (see `events`).
+    events: Arc<events::EventHub>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,7 +208,9 @@ impl Service {
             .await
             .map_err(|e| InitError::Hash(e.to_string()))?
             .map_err(|e| InitError::Hash(e.to_string()))?;
+        let events = events::EventHub::new(store.last_event_id().await?, timing.ticket_ttl_secs);
         Ok(Service {
+            events,
             store,
             signer: RwLock::new(Signer { key, retire_at }),
             policy: Policy::default(),
@@ -312,17 +321,33 @@ impl Service {
     /// Answer one request. `peer_ip` is the connection's source address.
     pub async fn handle(&self, req: Request, peer_ip: IpAddr) -> Response {
         let what = call_name(&req.call);
-        match self.dispatch(req, peer_ip).await {
+        // Calls that may write revocation events (see `store::events`).
+        let emits = matches!(
+            req.call,
+            Call::LeaveGroup { .. } | Call::RemoveMember { .. } | Call::StopShare { .. }
+        );
+        let result = self.dispatch(req, peer_ip).await;
+        if emits && result.is_ok() {
+            self.events_committed().await;
+        }
+        match result {
             Ok(r) => r,
-            Err(Fail::Client(code, message)) => Response::err(code, message),
-            Err(Fail::Store(e)) => {
+            Err(f) => self.answer_failure(what, f),
+        }
+    }
+
+    /// The response for a failed call; our own failures are logged and answered `Internal`.
+    fn answer_failure(&self, what: &str, f: Fail) -> Response {
+        match f {
+            Fail::Client(code, message) => Response::err(code, message),
+            Fail::Store(e) => {
                 tracing::error!(call = what, error = %e, "request failed");
                 Response::err(
                     ErrorCode::Internal,
                     "internal tracker error (see the tracker log)",
                 )
             }
-            Err(Fail::Other(e)) => {
+            Fail::Other(e) => {
                 tracing::error!(call = what, error = %e, "request failed");
                 Response::err(
                     ErrorCode::Internal,
@@ -372,6 +397,11 @@ impl Service {
             Call::StopShare { group, file } => self.stop_share(caller, &group, &file).await,
             Call::RemoveFile { group, file } => self.remove_file(caller, &group, &file).await,
             Call::GetFile { group, file } => self.get_file(caller, &group, &file).await,
+            Call::RemoveMember { group, user } => self.remove_member(caller, &group, &user).await,
+            Call::Subscribe { .. } => fail(
+                ErrorCode::BadRequest,
+                "subscribe needs a connection of its own (the server streams events on it)",
+            ),
         }
     }
 
@@ -426,5 +456,7 @@ fn call_name(c: &Call) -> &'static str {
         Call::GetFile { .. } => "get_file",
         Call::Heartbeat => "heartbeat",
         Call::TicketKeys => "ticket_keys",
+        Call::RemoveMember { .. } => "remove_member",
+        Call::Subscribe { .. } => "subscribe",
     }
 }

@@ -36,13 +36,19 @@ fn legacy_file(s: &str) -> Result<(), Fail> {
 pub(super) fn normalize(call: &mut Call) -> Result<(), Fail> {
     match call {
         Call::CreateUser { user: u, .. } | Call::Login { user: u, .. } => user(u),
-        Call::Logout | Call::ListGroups | Call::Heartbeat | Call::TicketKeys => Ok(()),
+        Call::Logout
+        | Call::ListGroups
+        | Call::Heartbeat
+        | Call::TicketKeys
+        | Call::Subscribe { .. } => Ok(()),
         Call::CreateGroup { group: g }
         | Call::JoinGroup { group: g }
         | Call::LeaveGroup { group: g }
         | Call::ListRequests { group: g }
         | Call::ListFiles { group: g } => group(g),
-        Call::AcceptRequest { group: g, user: u } | Call::RejectRequest { group: g, user: u } => {
+        Call::AcceptRequest { group: g, user: u }
+        | Call::RejectRequest { group: g, user: u }
+        | Call::RemoveMember { group: g, user: u } => {
             group(g)?;
             user(u)
         }

@@ -50,18 +50,28 @@ fn sha1_from_hex(s: &str) -> Result<Sha1Hash> {
         .map_err(|e| StoreError::Corrupt(format!("file sha1 {s:?}: {e}")))
 }
 
-/// Remove files of `group` that nobody shares any more.
+/// Remove files of `group` that nobody shares any more, recording a `FileRemoved` event for
+/// each (so partial holders still serving it hear about it). Call it last in a transaction (it
+/// takes the event id lock).
 pub(super) async fn drop_unshared_files(
     tx: &mut Transaction<'static, Any>,
     group: &str,
 ) -> Result<()> {
-    sqlx::query(
+    let gone: Vec<String> = sqlx::query_scalar(
         "DELETE FROM files WHERE group_name = $1 AND NOT EXISTS \
-           (SELECT 1 FROM shares s WHERE s.group_name = files.group_name AND s.file_name = files.name)",
+           (SELECT 1 FROM shares s WHERE s.group_name = files.group_name AND s.file_name = files.name) \
+         RETURNING name",
     )
     .bind(group)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
+    for file in gone {
+        let kind = minitorr_proto::tracker::EventKind::FileRemoved {
+            group: group.to_string(),
+            file,
+        };
+        super::events::emit(tx, &kind, &[]).await?;
+    }
     Ok(())
 }
 

@@ -4,10 +4,11 @@
 //! inside the same transaction as the change, so two trackers on one database cannot both act
 //! on a stale view.
 
+use minitorr_proto::tracker::EventKind;
 use minitorr_proto::types::{GroupSummary, Membership};
 use sqlx::{Any, Row, Transaction};
 
-use super::{Result, Store};
+use super::{events, Result, Store};
 
 /// The caller's relation to one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,44 +240,103 @@ impl Store {
             Some(s) if !s.is_member => return Ok(LeaveOutcome::NotMember),
             Some(s) => s,
         };
-        sqlx::query("DELETE FROM group_members WHERE group_name = $1 AND user_name = $2")
-            .bind(group)
-            .bind(user)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM shares WHERE group_name = $1 AND user_name = $2")
-            .bind(group)
-            .bind(user)
-            .execute(&mut *tx)
-            .await?;
-        super::files::drop_unshared_files(&mut tx, group).await?;
-        let next: Option<String> = sqlx::query_scalar(
-            "SELECT user_name FROM group_members WHERE group_name = $1 ORDER BY seq, joined, user_name LIMIT 1",
-        )
-        .bind(group)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let outcome = match next {
-            None => {
-                sqlx::query("DELETE FROM group_info WHERE name = $1")
-                    .bind(group)
-                    .execute(&mut *tx)
-                    .await?;
-                LeaveOutcome::GroupDeleted
-            }
-            Some(next) if state.owner == user => {
-                sqlx::query("UPDATE group_info SET owner = $2 WHERE name = $1")
-                    .bind(group)
-                    .bind(&next)
-                    .execute(&mut *tx)
-                    .await?;
-                LeaveOutcome::Left {
-                    new_owner: Some(next),
+        let outcome = drop_member(&mut tx, group, user, &state.owner).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// The owner `owner` removes `user` from `group`: exactly what `leave_group` does for
+    /// `user` (shares withdrawn, files nobody shares any more dropped), decided in the same
+    /// transaction as the ownership check. The owner cannot remove themselves (that is leaving).
+    pub async fn remove_member(
+        &self,
+        group: &str,
+        owner: &str,
+        user: &str,
+    ) -> Result<RemoveMemberOutcome> {
+        let mut tx = self.begin().await?;
+        let outcome = match state_in(&mut tx, group, owner).await? {
+            None => RemoveMemberOutcome::NoGroup,
+            Some(s) if s.owner != owner => RemoveMemberOutcome::NotOwner,
+            Some(_) if user == owner => RemoveMemberOutcome::IsOwner,
+            Some(s) => match state_in(&mut tx, group, user).await? {
+                Some(u) if u.is_member => {
+                    drop_member(&mut tx, group, user, &s.owner).await?;
+                    RemoveMemberOutcome::Removed
                 }
-            }
-            Some(_) => LeaveOutcome::Left { new_owner: None },
+                _ => RemoveMemberOutcome::NotMember,
+            },
         };
         tx.commit().await?;
         Ok(outcome)
     }
+}
+
+/// Result of an owner removing a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveMemberOutcome {
+    NoGroup,
+    NotOwner,
+    /// The owner named themselves.
+    IsOwner,
+    NotMember,
+    Removed,
+}
+
+/// Take `user` (a member) out of `group` whose owner is `owner`, recording the revocation
+/// events. Event writes come last: they take the event id lock (see `events::emit`).
+async fn drop_member(
+    tx: &mut Transaction<'static, Any>,
+    group: &str,
+    user: &str,
+    owner: &str,
+) -> Result<LeaveOutcome> {
+    sqlx::query("DELETE FROM group_members WHERE group_name = $1 AND user_name = $2")
+        .bind(group)
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM shares WHERE group_name = $1 AND user_name = $2")
+        .bind(group)
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
+    let next: Option<String> = sqlx::query_scalar(
+        "SELECT user_name FROM group_members WHERE group_name = $1 ORDER BY seq, joined, user_name LIMIT 1",
+    )
+    .bind(group)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let gone = EventKind::MemberGone {
+        group: group.to_string(),
+        user: user.to_string(),
+    };
+    let outcome = match next {
+        None => {
+            sqlx::query("DELETE FROM group_info WHERE name = $1")
+                .bind(group)
+                .execute(&mut **tx)
+                .await?;
+            events::emit(tx, &gone, &[user]).await?;
+            let deleted = EventKind::GroupDeleted {
+                group: group.to_string(),
+            };
+            events::emit(tx, &deleted, &[user]).await?;
+            return Ok(LeaveOutcome::GroupDeleted);
+        }
+        Some(next) if owner == user => {
+            sqlx::query("UPDATE group_info SET owner = $2 WHERE name = $1")
+                .bind(group)
+                .bind(&next)
+                .execute(&mut **tx)
+                .await?;
+            LeaveOutcome::Left {
+                new_owner: Some(next),
+            }
+        }
+        Some(_) => LeaveOutcome::Left { new_owner: None },
+    };
+    super::files::drop_unshared_files(tx, group).await?;
+    events::emit(tx, &gone, &[user]).await?;
+    Ok(outcome)
 }

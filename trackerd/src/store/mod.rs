@@ -11,6 +11,7 @@
 //! connection committed in between, while `IMMEDIATE` takes the write lock up front and waits
 //! for it under `busy_timeout`.
 
+mod events;
 mod files;
 mod groups;
 mod keys;
@@ -25,7 +26,7 @@ use sqlx::{Any, AnyPool, Transaction};
 use thiserror::Error;
 
 pub use files::{Quota, QuotaExceeded, RemoveOutcome, RemovedFile, ShareOutcome};
-pub use groups::{AcceptOutcome, GroupState, JoinOutcome, LeaveOutcome};
+pub use groups::{AcceptOutcome, GroupState, JoinOutcome, LeaveOutcome, RemoveMemberOutcome};
 pub use keys::{public_from_hex, PublicKeyRow};
 pub use sessions::SessionRow;
 

@@ -1,6 +1,7 @@
 //! Service tests against a real SQLite file in a temp dir, with an injected clock.
 
 mod accounts;
+mod events;
 mod files;
 mod groups;
 mod hostile;
@@ -198,7 +199,7 @@ impl Harness {
     }
 }
 
-async fn open(
+pub async fn open(
     url: &str,
     clock: &Arc<AtomicU64>,
     key: &ed25519_dalek::SigningKey,

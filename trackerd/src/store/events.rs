@@ -1,0 +1,158 @@
+//! Revocation events (see `proto::tracker::Event`): written in the transaction that makes the
+//! change, read by every tracker's subscription tasks, pruned after a retention time.
+//!
+//! Ids are handed out by bumping the single `event_seq` row, which holds its row lock until the
+//! transaction ends: ids therefore commit in increasing order and without holes (a rolled-back
+//! transaction rolls its number back too), on SQLite and on a PostgreSQL shared by several
+//! trackers. A subscriber that has seen id N has seen everything up to N.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use minitorr_proto::tracker::{Event, EventKind};
+use sqlx::{Any, Row, Transaction};
+
+use super::{to_i64, to_u64, Result, Store, StoreError};
+
+/// Unix seconds, for `created` (only used to prune old events, so wall-clock time is right here
+/// even when the service runs on an injected test clock).
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn columns(kind: &EventKind) -> (&'static str, &str, &str, &str) {
+    match kind {
+        EventKind::MemberGone { group, user } => ("member_gone", group, user, ""),
+        EventKind::GroupDeleted { group } => ("group_deleted", group, "", ""),
+        EventKind::FileRemoved { group, file } => ("file_removed", group, "", file),
+        EventKind::Resync => ("resync", "", "", ""),
+    }
+}
+
+fn from_columns(kind: &str, group: String, user: String, file: String) -> Result<EventKind> {
+    Ok(match kind {
+        "member_gone" => EventKind::MemberGone { group, user },
+        "group_deleted" => EventKind::GroupDeleted { group },
+        "file_removed" => EventKind::FileRemoved { group, file },
+        other => return Err(StoreError::Corrupt(format!("unknown event kind {other:?}"))),
+    })
+}
+
+/// Record `kind` inside `tx`, visible to the current members of its group plus `also` (members
+/// that the same transaction removed). Call it last in a transaction, after every other lock is
+/// taken: the `event_seq` row lock is then held only for the commit.
+pub(super) async fn emit(
+    tx: &mut Transaction<'static, Any>,
+    kind: &EventKind,
+    also: &[&str],
+) -> Result<u64> {
+    let id: i64 =
+        sqlx::query_scalar("UPDATE event_seq SET last = last + 1 WHERE id = 1 RETURNING last")
+            .fetch_one(&mut **tx)
+            .await?;
+    let (k, group, user, file) = columns(kind);
+    sqlx::query(
+        "INSERT INTO events (id, created, kind, group_name, user_name, file_name) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(unix_now())
+    .bind(k)
+    .bind(group)
+    .bind(user)
+    .bind(file)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO event_recipients (event_id, user_name) \
+         SELECT $1, user_name FROM group_members WHERE group_name = $2 \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(group)
+    .execute(&mut **tx)
+    .await?;
+    for u in also {
+        sqlx::query(
+            "INSERT INTO event_recipients (event_id, user_name) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(*u)
+        .execute(&mut **tx)
+        .await?;
+    }
+    to_u64(id, "event id")
+}
+
+impl Store {
+    /// The id of the last committed event (0 if none ever was).
+    pub async fn last_event_id(&self) -> Result<u64> {
+        let last: i64 = sqlx::query_scalar("SELECT last FROM event_seq WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        to_u64(last, "event id")
+    }
+
+    /// Were events after `after` pruned (so a subscriber resuming there missed some)?
+    pub async fn events_lost_after(&self, after: u64) -> Result<bool> {
+        let last = self.last_event_id().await?;
+        if after >= last {
+            return Ok(false);
+        }
+        let first: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(match first {
+            None => true,
+            Some(first) => to_u64(first, "event id")? > after + 1,
+        })
+    }
+
+    /// Up to `limit` events after `after` that `user` may see, oldest first.
+    pub async fn events_for(&self, user: &str, after: u64, limit: u32) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT e.id, e.kind, e.group_name, e.user_name, e.file_name, e.created \
+             FROM events e JOIN event_recipients r ON r.event_id = e.id \
+             WHERE r.user_name = $1 AND e.id > $2 ORDER BY e.id LIMIT $3",
+        )
+        .bind(user)
+        .bind(to_i64(after, "event id")?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    id: to_u64(r.try_get(0)?, "event id")?,
+                    at_unix: to_u64(r.try_get(5)?, "event time")?,
+                    kind: from_columns(
+                        &r.try_get::<String, _>(1)?,
+                        r.try_get(2)?,
+                        r.try_get(3)?,
+                        r.try_get(4)?,
+                    )?,
+                })
+            })
+            .collect()
+    }
+
+    /// Forget events created before `before` (unix seconds); returns how many went.
+    pub async fn prune_events(&self, before: i64) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "DELETE FROM event_recipients WHERE event_id IN \
+             (SELECT id FROM events WHERE created < $1)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM events WHERE created < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,282 @@
+//! Revocation events (`Subscribe`): who gets which event, resuming, and delivery across two
+//! trackers sharing one database (SQLite file here; PostgreSQL when TRACKERD_TEST_POSTGRES is set).
+
+use std::time::Duration;
+
+use minitorr_proto::tracker::{Call, ErrorCode, EventKind, Response};
+use trackerd::service::Subscription;
+
+use super::*;
+
+const QUIET: Duration = Duration::from_millis(300);
+/// Generous: the cross-tracker poll runs every 250 ms.
+const PATIENT: Duration = Duration::from_secs(10);
+
+async fn sub(h: &Harness, token: &str) -> Subscription {
+    h.svc
+        .subscribe(Some(token), None)
+        .await
+        .unwrap_or_else(|r| panic!("subscribe: {r:?}"))
+}
+
+/// Everything `s` receives until nothing new comes for QUIET (after at least one batch).
+async fn drain(svc: &Service, s: &mut Subscription) -> Vec<EventKind> {
+    let mut out = vec![];
+    loop {
+        let wait = if out.is_empty() { PATIENT } else { QUIET };
+        let batch = svc.next_events(s, wait).await.expect("events");
+        if batch.is_empty() {
+            return out;
+        }
+        out.extend(batch.into_iter().map(|e| e.kind));
+    }
+}
+
+async fn nothing(svc: &Service, s: &mut Subscription) {
+    let got = svc.next_events(s, QUIET).await.expect("events");
+    assert!(got.is_empty(), "expected no event, got {got:?}");
+}
+
+fn gone(group: &str, user: &str) -> EventKind {
+    EventKind::MemberGone {
+        group: group.into(),
+        user: user.into(),
+    }
+}
+
+#[tokio::test]
+async fn removal_by_the_owner_reaches_the_members_and_the_removed_only() {
+    let h = Harness::new().await;
+    let (alice, bob, carol, dave) = (
+        h.user("alice").await,
+        h.user("bob").await,
+        h.user("carol").await,
+        h.user("dave").await,
+    );
+    h.group("g1", &alice, &[&bob, &carol]).await;
+    h.group("g2", &dave, &[]).await;
+    h.ok(&bob, share("g1", meta("only-bob.bin", 40_000, 3), true))
+        .await;
+    let (mut sa, mut sb, mut sc, mut sd) = (
+        sub(&h, &alice).await,
+        sub(&h, &bob).await,
+        sub(&h, &carol).await,
+        sub(&h, &dave).await,
+    );
+
+    // Only the owner may remove, and not themselves.
+    let remove = |user: &str| Call::RemoveMember {
+        group: "g1".into(),
+        user: user.into(),
+    };
+    h.err(&carol, remove("bob"), ErrorCode::Forbidden).await;
+    h.err(&alice, remove("alice"), ErrorCode::BadRequest).await;
+    h.err(&alice, remove("dave"), ErrorCode::NotFound).await;
+    h.err(
+        &alice,
+        Call::RemoveMember {
+            group: "nope".into(),
+            user: "bob".into(),
+        },
+        ErrorCode::NotFound,
+    )
+    .await;
+
+    assert_eq!(h.ok(&alice, remove("bob")).await, "removed bob from g1");
+    // Bob's shares in g1 are withdrawn like on leave_group: the file nobody shares goes.
+    let removed = EventKind::FileRemoved {
+        group: "g1".into(),
+        file: "only-bob.bin".into(),
+    };
+    // Members hear of both (the file first: it went in the same transaction); bob of himself.
+    for s in [&mut sa, &mut sc] {
+        assert_eq!(
+            drain(&h.svc, s).await,
+            vec![removed.clone(), gone("g1", "bob")]
+        );
+    }
+    assert_eq!(drain(&h.svc, &mut sb).await, vec![gone("g1", "bob")]);
+    nothing(&h.svc, &mut sd).await;
+    match h
+        .call(Some(&alice), Call::ListFiles { group: "g1".into() })
+        .await
+    {
+        Response::Files(f) => assert!(f.is_empty(), "{f:?}"),
+        other => panic!("{other:?}"),
+    }
+    // Bob is out: no more tickets for him.
+    h.err(
+        &bob,
+        Call::ListFiles { group: "g1".into() },
+        ErrorCode::Forbidden,
+    )
+    .await;
+    h.err(&alice, remove("bob"), ErrorCode::NotFound).await;
+}
+
+#[tokio::test]
+async fn leaving_pushes_member_gone_and_the_last_one_out_deletes_the_group() {
+    let h = Harness::new().await;
+    let (alice, bob) = (h.user("alice").await, h.user("bob").await);
+    h.group("g1", &alice, &[&bob]).await;
+    let (mut sa, mut sb) = (sub(&h, &alice).await, sub(&h, &bob).await);
+
+    h.ok(&bob, Call::LeaveGroup { group: "g1".into() }).await;
+    assert_eq!(drain(&h.svc, &mut sa).await, vec![gone("g1", "bob")]);
+    assert_eq!(drain(&h.svc, &mut sb).await, vec![gone("g1", "bob")]);
+
+    h.ok(&alice, Call::LeaveGroup { group: "g1".into() }).await;
+    assert_eq!(
+        drain(&h.svc, &mut sa).await,
+        vec![
+            gone("g1", "alice"),
+            EventKind::GroupDeleted { group: "g1".into() }
+        ]
+    );
+    // Bob had left already: he hears nothing of it.
+    nothing(&h.svc, &mut sb).await;
+}
+
+#[tokio::test]
+async fn stop_share_of_the_last_holder_pushes_file_removed() {
+    let h = Harness::new().await;
+    let (alice, bob) = (h.user("alice").await, h.user("bob").await);
+    h.group("g1", &alice, &[&bob]).await;
+    h.ok(&alice, share("g1", meta("a.bin", 40_000, 1), true))
+        .await;
+    h.ok(&bob, share("g1", meta("a.bin", 40_000, 1), false))
+        .await;
+    let mut sb = sub(&h, &bob).await;
+    let stop = Call::StopShare {
+        group: "g1".into(),
+        file: "a.bin".into(),
+    };
+    h.ok(&alice, stop.clone()).await;
+    // Bob still (partially) shares it: the entry stays, no event.
+    nothing(&h.svc, &mut sb).await;
+    h.ok(&bob, stop).await;
+    assert_eq!(
+        drain(&h.svc, &mut sb).await,
+        vec![EventKind::FileRemoved {
+            group: "g1".into(),
+            file: "a.bin".into()
+        }]
+    );
+}
+
+#[tokio::test]
+async fn a_subscriber_resumes_where_it_left_and_learns_when_events_were_lost() {
+    let h = Harness::new().await;
+    let (alice, bob, carol) = (
+        h.user("alice").await,
+        h.user("bob").await,
+        h.user("carol").await,
+    );
+    h.group("g1", &alice, &[&bob, &carol]).await;
+    let first = sub(&h, &alice).await;
+    let cursor = first.cursor();
+    drop(first);
+    // While alice's daemon was away:
+    h.ok(&bob, Call::LeaveGroup { group: "g1".into() }).await;
+    h.ok(
+        &alice,
+        Call::RemoveMember {
+            group: "g1".into(),
+            user: "carol".into(),
+        },
+    )
+    .await;
+    let mut again = h.svc.subscribe(Some(&alice), Some(cursor)).await.unwrap();
+    assert_eq!(
+        drain(&h.svc, &mut again).await,
+        vec![gone("g1", "bob"), gone("g1", "carol")]
+    );
+    // Nothing is delivered twice after a second resume.
+    let mut third = h
+        .svc
+        .subscribe(Some(&alice), Some(again.cursor()))
+        .await
+        .unwrap();
+    nothing(&h.svc, &mut third).await;
+
+    // Events pruned before the subscriber came back: it is told to resync.
+    h.svc.store().prune_events(i64::MAX).await.unwrap();
+    let mut late = h.svc.subscribe(Some(&alice), Some(cursor)).await.unwrap();
+    assert_eq!(drain(&h.svc, &mut late).await, vec![EventKind::Resync]);
+    // An id from nowhere (another database): resync too.
+    let mut bogus = h.svc.subscribe(Some(&alice), Some(1 << 40)).await.unwrap();
+    assert_eq!(drain(&h.svc, &mut bogus).await, vec![EventKind::Resync]);
+}
+
+#[tokio::test]
+async fn subscribing_needs_a_live_session_and_ends_with_it() {
+    let h = Harness::new().await;
+    let alice = h.user("alice").await;
+    let r = h
+        .svc
+        .subscribe(Some("not-a-token"), None)
+        .await
+        .err()
+        .unwrap();
+    expect_err(r, ErrorCode::InvalidSession);
+    let r = h.svc.subscribe(None, None).await.err().unwrap();
+    expect_err(r, ErrorCode::InvalidSession);
+    // Through the request/response path it is refused: it needs a connection of its own.
+    h.err(
+        &alice,
+        Call::Subscribe { after: None },
+        ErrorCode::BadRequest,
+    )
+    .await;
+    let mut s = sub(&h, &alice).await;
+    // No history: the "caught up" marker (an empty batch) comes at once.
+    assert!(h.svc.next_events(&mut s, PATIENT).await.unwrap().is_empty());
+    h.ok(&alice, Call::Logout).await;
+    let end = h.svc.next_events(&mut s, QUIET).await.err().unwrap();
+    expect_err(end, ErrorCode::InvalidSession);
+}
+
+/// A daemon that (re)starts subscribes without a cursor and gets the retained history, marked
+/// as such by `head`, so its seeders keep refusing tickets issued before a revocation.
+#[tokio::test]
+async fn a_fresh_subscriber_replays_retained_events_up_to_head() {
+    let h = Harness::new().await;
+    let (alice, bob) = (h.user("alice").await, h.user("bob").await);
+    h.group("g1", &alice, &[&bob]).await;
+    h.ok(&bob, Call::LeaveGroup { group: "g1".into() }).await;
+    let mut s = sub(&h, &alice).await;
+    assert_eq!(s.cursor(), 0);
+    assert!(s.head() >= 1);
+    let got = h.svc.next_events(&mut s, PATIENT).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].kind, gone("g1", "bob"));
+    assert!(got[0].id <= s.head());
+    assert!(got[0].at_unix > 0);
+    // Then the "history delivered" marker, without waiting.
+    let t = std::time::Instant::now();
+    assert!(h.svc.next_events(&mut s, PATIENT).await.unwrap().is_empty());
+    assert!(t.elapsed() < PATIENT);
+}
+
+/// Two trackers on one database: an event committed through one reaches a subscriber of the
+/// other (by its poll of the shared event table).
+#[tokio::test]
+async fn an_event_committed_on_one_tracker_reaches_subscribers_of_another() {
+    let h = Harness::new().await;
+    let other = open(&h.url, &h.clock, &h.key, h.policy).await;
+    let (alice, bob) = (h.user("alice").await, h.user("bob").await);
+    h.group("g1", &alice, &[&bob]).await;
+    let mut on_other = other.subscribe(Some(&alice), None).await.unwrap();
+    h.ok(
+        &alice,
+        Call::RemoveMember {
+            group: "g1".into(),
+            user: "bob".into(),
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(drain(&other, &mut on_other).await, vec![gone("g1", "bob")]);
+    // Delivery is by the 250 ms poll; allow for a loaded machine.
+    assert!(started.elapsed() < PATIENT, "{:?}", started.elapsed());
+}
