@@ -36,6 +36,7 @@ fn ticket() -> Ticket {
             file_name: "a.iso".into(),
             file_sha1: Sha1Hash([7; 20]),
             expires_unix: 1_900_000_000,
+            device_key: [5; 32],
         },
         signature: vec![0x5a; 64],
     }
@@ -115,6 +116,9 @@ fn main() {
                     user: "alice".into(),
                     password: "pw".into(),
                     peer_addr: "127.0.0.1:7001".into(),
+                    device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+                        .verifying_key()
+                        .to_bytes(),
                 },
             },
             req(Call::Share {

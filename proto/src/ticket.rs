@@ -3,6 +3,10 @@
 //! The tracker signs `TicketClaims` with its Ed25519 key; seeders verify offline with the
 //! tracker's public key (learned at login). So a seeder never has to ask the tracker whether a
 //! requester is a group member, and a ticket for one file opens no other file.
+//!
+//! A ticket is bound to the downloader's device key (`device_key`): the seeder admits it only
+//! on a TLS connection whose client proved possession of that key, so a sniffed or copied
+//! ticket is worthless to anyone else.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -11,7 +15,7 @@ use thiserror::Error;
 use crate::types::Sha1Hash;
 
 /// Domain separation: a signature over claims can never be replayed as anything else.
-const CONTEXT: &[u8] = b"minitorr-ticket-v1\0";
+const CONTEXT: &[u8] = b"minitorr-ticket-v2\0";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
@@ -22,6 +26,9 @@ pub struct TicketClaims {
     pub file_sha1: Sha1Hash,
     /// Unix seconds after which the ticket is refused.
     pub expires_unix: u64,
+    /// Ed25519 public key of the downloading daemon (its device key, recorded by the tracker
+    /// at login). Only a peer-link client authenticated with this key may use the ticket.
+    pub device_key: [u8; 32],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +88,7 @@ mod tests {
             file_name: "a.iso".into(),
             file_sha1: Sha1Hash([7; 20]),
             expires_unix: 1000,
+            device_key: [9; 32],
         }
     }
 
@@ -103,6 +111,13 @@ mod tests {
         assert_eq!(
             t.verify(&other.verifying_key(), 0),
             Err(TicketError::BadSignature)
+        );
+        let mut rebound = t.clone();
+        rebound.claims.device_key = [1; 32];
+        assert_eq!(
+            rebound.verify(&key.verifying_key(), 0),
+            Err(TicketError::BadSignature),
+            "the device key is covered by the signature"
         );
         t.claims.group = "g2".into();
         assert_eq!(

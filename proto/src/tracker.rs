@@ -23,11 +23,14 @@ pub enum Call {
         password: String,
     },
     /// `peer_addr` is where this daemon serves pieces; an unspecified IP (0.0.0.0) is replaced
-    /// by the address the tracker sees the connection come from.
+    /// by the address the tracker sees the connection come from. `device_key` is the daemon's
+    /// long-lived Ed25519 public key: the tracker binds this session's tickets to it and lists
+    /// it with the session's shares so downloaders can pin the holder's TLS key.
     Login {
         user: String,
         password: String,
         peer_addr: String,
+        device_key: [u8; 32],
     },
     Logout,
     CreateGroup {

@@ -262,6 +262,7 @@ fn oversized_fields_in_well_formed_frames_are_refused_and_the_connection_survive
                 user: "alice".into(),
                 password: huge.clone(),
                 peer_addr: "127.0.0.1:1".into(),
+                device_key: c.device.public_bytes(),
             },
         ] {
             let r = c.call(call).await;

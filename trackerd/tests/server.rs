@@ -93,6 +93,9 @@ async fn assert_serves(addr: SocketAddr, user: &str) {
             user: user.into(),
             password: "pw".into(),
             peer_addr: "0.0.0.0:7001".into(),
+            device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+                .verifying_key()
+                .to_bytes(),
         },
     )
     .await;

@@ -87,10 +87,22 @@ impl Service {
         user: String,
         password: String,
         peer_addr: String,
+        device_key: [u8; 32],
         source: IpAddr,
     ) -> Outcome {
         valid(names::validate_user(&user))?;
         check_password(&password)?;
+        // Tickets get bound to this key and downloaders pin it: it must be a real Ed25519
+        // public key (a weak or invalid point could never authenticate a TLS handshake).
+        match ed25519_dalek::VerifyingKey::from_bytes(&device_key) {
+            Ok(k) if !k.is_weak() => {}
+            _ => {
+                return fail(
+                    ErrorCode::BadRequest,
+                    "device_key is not a valid Ed25519 public key",
+                )
+            }
+        }
         let addr = effective_peer_addr(&peer_addr, source)?;
         let now = self.now();
         if let Err(secs) = self
@@ -132,6 +144,7 @@ impl Service {
                 &token_hash,
                 &user,
                 &peer_addr,
+                &device_key,
                 now as i64,
                 self.expired_before(),
             )

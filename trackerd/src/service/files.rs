@@ -97,6 +97,9 @@ impl Service {
             file_name: meta.name.clone(),
             file_sha1: meta.sha1,
             expires_unix: self.now() + self.timing.ticket_ttl_secs,
+            // Bound to the asking daemon: only a peer link authenticated with this key can
+            // use the ticket.
+            device_key: caller.session.device_key,
         };
         let ticket = Ticket::sign(claims, &self.key);
         Ok(Response::File(FileDetails {

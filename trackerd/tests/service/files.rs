@@ -39,6 +39,10 @@ fn peer(user: &str, addr: &str, complete: bool) -> PeerInfo {
         user: user.into(),
         addr: addr.into(),
         complete,
+        // Every session of these tests logs in with the same device key (see `login_at`).
+        device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+            .verifying_key()
+            .to_bytes(),
     }
 }
 
