@@ -245,7 +245,8 @@ fn a_holder_proving_another_key_than_the_tracker_listed_is_never_used() {
     let dest = tmp.path().join("bob");
     bob.ok(&["download_file", "g1", "f.bin", dest.to_str().unwrap()]);
     wait_until("bob refuses the impostor", Duration::from_secs(15), || {
-        bob.log().contains("does not match the key the tracker listed")
+        bob.log()
+            .contains("does not match the key the tracker listed")
     });
     assert_eq!(bytes_done(&bob, "g1", "f.bin"), 0, "nothing taken from it");
 
@@ -265,4 +266,67 @@ fn a_holder_proving_another_key_than_the_tracker_listed_is_never_used() {
         .find(|p| p["addr"] == impostor_addr.to_string())
         .map_or(0, |p| p["bytes_received"].as_u64().unwrap_or(0));
     assert_eq!(from_impostor, 0, "{d}");
+}
+
+#[test]
+fn plaintext_benchmark_mode_is_loopback_only_and_refuses_tls_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("plain.toml");
+    std::fs::write(
+        &conf,
+        "insecure_plaintext_peer_links_for_benchmarks = true\n",
+    )
+    .unwrap();
+
+    // Off loopback: the daemon does not start, and says why.
+    let tracker = Tracker::start(&tmp.path().join("t"));
+    let out = std::process::Command::new(bin("minitorrd"))
+        .arg("--config")
+        .arg(&conf)
+        .arg("--socket")
+        .arg(tmp.path().join("x.sock"))
+        .arg("--state-dir")
+        .arg(tmp.path().join("xstate"))
+        .arg("--tracker")
+        .arg(tracker.addr.to_string())
+        .arg(format!("0.0.0.0:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("insecure_plaintext_peer_links_for_benchmarks") && err.contains("loopback"),
+        "{err}"
+    );
+
+    // On loopback it runs; a TLS client meets a clear refusal, never a silent downgrade.
+    let alice = Peer::start_with(
+        &tmp.path().join("alice"),
+        &[tracker.addr],
+        &["--config", conf.to_str().unwrap()],
+    );
+    user(&alice, "alice");
+    alice.ok(&["create_group", "g1"]);
+    let f = tmp.path().join("alice").join("f.bin");
+    marked_file(&f, 100_000);
+    alice.ok(&["upload_file", f.to_str().unwrap(), "g1"]);
+    alice.ok(&["create_user", "carol", "pw-carol"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = carol(&tracker, &alice).await;
+        let d = get_file(&mut c).await;
+        let e = fakepeer::tls_connect(alice.addr, &c.device, d.peers[0].device_key)
+            .await
+            .err()
+            .expect("TLS to a plaintext daemon fails");
+        let why = minitorrd::peerlink::tls::describe(&e);
+        assert!(why.contains("did not answer with TLS"), "{why}");
+        // Plaintext to it works: this is the benchmark mode.
+        let mut plain = fakepeer::plaintext_connect(alice.addr).await.unwrap();
+        let first = fakepeer::say_hello(&mut plain, d.ticket).await;
+        assert!(matches!(first, Some(PeerMsg::Welcome { .. })), "{first:?}");
+    });
+    assert!(alice
+        .log()
+        .contains("insecure_plaintext_peer_links_for_benchmarks"));
 }

@@ -231,12 +231,23 @@ async fn authenticate_tls(
 /// Benchmark mode (loopback only): no TLS, so no device key to check the ticket against.
 async fn authenticate_plaintext(stream: TcpStream, srv: &PeerServer) -> Authenticated<TcpStream> {
     stream.set_nodelay(true)?;
-    if first_byte(&stream).await? == Some(TLS_HANDSHAKE_RECORD) {
-        anyhow::bail!(
-            "a peer tried TLS, but this daemon runs insecure_plaintext_peer_links_for_benchmarks"
-        );
-    }
     let mut stream = stream;
+    if first_byte(&stream).await? == Some(TLS_HANDSHAKE_RECORD) {
+        tracing::warn!(peer = ?stream.peer_addr().ok(), "refused a TLS peer link: this daemon runs insecure_plaintext_peer_links_for_benchmarks");
+        // Answer in plaintext so the client's TLS layer fails at once and says so ("did not
+        // answer with TLS"), then let it hang up first (closing on unread data would reset
+        // the connection before it reads the answer).
+        stream
+            .write_all(&handshake::preamble(
+                Link::Peer,
+                minitorr_proto::PROTOCOL_VERSION,
+            ))
+            .await?;
+        let mut sink = [0u8; 4096];
+        let drain = async { while stream.read(&mut sink).await.unwrap_or(0) > 0 {} };
+        let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, drain).await;
+        return Ok(None);
+    }
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, Link::Peer)).await??;
     hello(Framed::new(stream, links::peer()), srv, None).await
 }
