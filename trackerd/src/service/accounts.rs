@@ -95,7 +95,8 @@ impl Service {
         // Tickets get bound to this key and downloaders pin it: it must be a real Ed25519
         // public key (a weak or invalid point could never authenticate a TLS handshake).
         match ed25519_dalek::VerifyingKey::from_bytes(&device_key) {
-            Ok(k) if !k.is_weak() => {}
+            // Canonical encoding only (one key, one byte string), no small-order points.
+            Ok(k) if !k.is_weak() && k.to_edwards().compress().to_bytes() == device_key => {}
             _ => {
                 return fail(
                     ErrorCode::BadRequest,
