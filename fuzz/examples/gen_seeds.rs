@@ -116,9 +116,7 @@ fn main() {
                     user: "alice".into(),
                     password: "pw".into(),
                     peer_addr: "127.0.0.1:7001".into(),
-                    device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
-                        .verifying_key()
-                        .to_bytes(),
+                    device_key: [6; 32],
                 },
             },
             req(Call::Share {
