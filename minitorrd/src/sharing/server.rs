@@ -212,11 +212,15 @@ async fn authenticate_tls(
             let mut stream = stream;
             tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, Link::Peer)).await??;
             let mut framed = Framed::new(stream, links::peer());
-            framed
-                .send(PeerMsg::Refused {
-                    reason: PLAINTEXT_REFUSED.into(),
-                })
-                .await?;
+            // Answer its first frame (the Hello, never looked at), so that we do not close on
+            // unread bytes, which would reset the connection before it reads why.
+            if let Ok(Some(Ok(_))) = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next()).await {
+                framed
+                    .send(PeerMsg::Refused {
+                        reason: PLAINTEXT_REFUSED.into(),
+                    })
+                    .await?;
+            }
             return Ok(None);
         }
         Some(_) => {}
