@@ -404,9 +404,9 @@ const PIECE_HEADER: usize = 9;
 
 /// Send one piece frame after whatever is pending in `out`. Over plain TCP the bytes go from
 /// the page cache to the socket (sendfile, no copy through our memory). Otherwise (TLS) they
-/// are read into `buf` on the blocking pool — a page-cache miss must not stall the reactor —
-/// and written through the stream as one contiguous frame, so the TLS layer makes full-size
-/// records. Returns `buf` for reuse.
+/// are copied into `buf` — straight from the page cache when it holds them, on the blocking
+/// pool otherwise (a cache miss must not stall the reactor) — and written through the stream
+/// as one contiguous frame, so the TLS layer makes full-size records. Returns `buf` for reuse.
 async fn send_piece<W: PieceWrite>(
     wr: &mut W,
     out: &mut BytesMut,
@@ -430,27 +430,54 @@ async fn send_piece<W: PieceWrite>(
         wr.write_all(out).await?;
         out.clear();
     }
-    buf.clear();
-    buf.put_u32(len + 5);
-    buf.put_u8(TAG_PIECE);
-    buf.put_u32(piece);
-    buf.resize(PIECE_HEADER + len as usize, 0);
-    let file = shared.clone();
-    let (buf, read) = pool
-        .run(move || {
-            let r = file.file().read_exact_at(&mut buf[PIECE_HEADER..], offset);
-            (buf, r)
-        })
-        .await;
-    read.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "shared file shrank")
-        } else {
-            e
-        }
-    })?;
+    let total = PIECE_HEADER + len as usize;
+    if buf.len() != total {
+        buf.resize(total, 0); // zero-filled only when the piece size changes (last piece)
+    }
+    buf[..4].copy_from_slice(&(len + 5).to_be_bytes());
+    buf[4] = TAG_PIECE;
+    buf[5..PIECE_HEADER].copy_from_slice(&piece.to_be_bytes());
+    // Fast path: what the page cache holds is copied here without blocking; only the rest
+    // (a cache miss: disk I/O) goes to the blocking pool.
+    let cached = read_cached(shared.file(), &mut buf[PIECE_HEADER..], offset);
+    if PIECE_HEADER + cached < total {
+        let file = shared.clone();
+        let (b, read) = pool
+            .run(move || {
+                let at = PIECE_HEADER + cached;
+                let r = file
+                    .file()
+                    .read_exact_at(&mut buf[at..], offset + cached as u64);
+                (buf, r)
+            })
+            .await;
+        buf = b;
+        read.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "shared file shrank")
+            } else {
+                e
+            }
+        })?;
+    }
     wr.write_all(&buf).await?;
     Ok(buf)
+}
+
+/// Read into `buf` what the page cache already holds at `offset`, without ever blocking on the
+/// disk (preadv2 with RWF_NOWAIT); returns how many bytes from the start of `buf` were read (0
+/// if none are cached, or the kernel or filesystem cannot say).
+fn read_cached(file: &std::fs::File, buf: &mut [u8], offset: u64) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf[done..])];
+        let flags = rustix::io::ReadWriteFlags::NOWAIT;
+        match rustix::io::preadv2(file, &mut iov, offset + done as u64, flags) {
+            Ok(n) if n > 0 => done += n,
+            _ => break,
+        }
+    }
+    done
 }
 
 async fn read_requests<R: AsyncRead + Unpin>(
