@@ -330,3 +330,56 @@ fn plaintext_benchmark_mode_is_loopback_only_and_refuses_tls_clearly() {
         .log()
         .contains("insecure_plaintext_peer_links_for_benchmarks"));
 }
+
+#[test]
+fn a_device_key_others_can_read_or_a_planted_link_stops_the_daemon_with_a_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let tracker = Tracker::start(&tmp.path().join("t"));
+    let state = tmp.path().join("state");
+    let start = || {
+        std::process::Command::new(bin("minitorrd"))
+            .arg("--socket")
+            .arg(tmp.path().join("x.sock"))
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--tracker")
+            .arg(tracker.addr.to_string())
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .output()
+            .unwrap()
+    };
+    let key = state.join("device.key");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // A link planted where the key goes (e.g. to a key file the attacker controls).
+    let planted = tmp.path().join("attackers.key");
+    std::fs::write(&planted, fakepeer::DeviceKey::generate().public_bytes()).unwrap();
+    std::os::unix::fs::symlink(&planted, &key).unwrap();
+    let out = start();
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("symbolic link"),
+        "{}",
+        stderr_of(&out)
+    );
+    std::fs::remove_file(&key).unwrap();
+
+    // A key readable by others.
+    let generated = fakepeer::DeviceKey::load_or_create(&state).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = start();
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("chmod 600") && err.contains("device.key"),
+        "{err}"
+    );
+    // Fixed as the message says, the same key loads again (nothing was replaced).
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        fakepeer::DeviceKey::load(&key).unwrap().public_bytes(),
+        generated.public_bytes()
+    );
+}
