@@ -7,7 +7,8 @@
 
 Scenarios (see docs/BENCHMARKS.md):
   upload      upload_file time (hash + register) vs the single-core SHA1 limit
-  loopback    download from 1 and 3 seeders on 127.0.0.1, minitorr vs libtorrent (TCP, tuned)
+  loopback    download from 1 and 3 seeders on 127.0.0.1, minitorr (TLS peer links, and plaintext
+              daemons in insecure_plaintext_peer_links_for_benchmarks mode) vs libtorrent (TCP, tuned)
   netlab      the same in network namespaces, seeders capped at 200 Mbit/s each
   resources   peak RSS, CPU seconds, first piece of the downloading minitorrd (loopback runs)
   many_peers  10 vs 100 seeders, ~100 vs ~1000 small files: download time/CPU, list_files time
@@ -196,8 +197,12 @@ class Daemon:
 
 
 class Cluster:
-    def __init__(self, bins: Path, work: Path, net: Net, tracker_host=1, log_level=None):
+    def __init__(self, bins: Path, work: Path, net: Net, tracker_host=1, log_level=None,
+                 plaintext=False):
         self.bins, self.work, self.net = bins, work, net
+        # Daemons with insecure_plaintext_peer_links_for_benchmarks (loopback only): the cost
+        # of TLS on peer links is the difference to the default (encrypted) daemons.
+        self.plaintext = plaintext
         self.env = child_env(work)
         if net.lab:
             # namespaces are not loopback: plain TCP to the tracker must be allowed explicitly
@@ -233,8 +238,13 @@ class Cluster:
         addr = f"{self.net.ip(host)}:{self.net.port(self.next_port)}"
         cmd = [*self.net.prefix(host), self.bins / "minitorrd", "--socket", sock,
                "--state-dir", d / "state", "--tracker", self.tracker_addr]
+        conf = ""
         if self.log_level:
-            (d / "minitorrd.toml").write_text(f'log_level = "{self.log_level}"\n')
+            conf += f'log_level = "{self.log_level}"\n'
+        if self.plaintext:
+            conf += "insecure_plaintext_peer_links_for_benchmarks = true\n"
+        if conf:
+            (d / "minitorrd.toml").write_text(conf)
             cmd += ["--config", d / "minitorrd.toml"]
         p = spawn([*cmd, addr], d / "minitorrd.log", self.env)
         wait_for(f"{name} control socket", lambda: sock.exists() or p.poll() is not None)
@@ -543,6 +553,19 @@ def scenario_upload_and_loopback(a, bins, work, data: Path, size: int, res: dict
         for s in seeders:
             cl.ctl(s, "upload_file", data, "three")
 
+        # The same 3 seeders with plaintext peer links, in their own cluster (a daemon is
+        # either TLS or plaintext), for the side-by-side cost of encryption.
+        plain = None
+        if a.plaintext_compare:
+            plain = Cluster(bins, work / "loop-plain", Net(False), plaintext=True)
+            pseeders = [plain.start_daemon(f"p{i}") for i in range(1, 4)]
+            plain.join(pseeders[0], ["one", "three"])
+            for s in pseeders[1:]:
+                plain.join(s, ["three"])
+            plain.ctl(pseeders[0], "upload_file", data, "one")
+            for s in pseeders:
+                plain.ctl(s, "upload_file", data, "three")
+
         lt_swarm, lt_note = None, "skipped (--no-libtorrent / --quick)"
         if a.libtorrent:
             ok, why = libtorrent_available()
@@ -555,8 +578,11 @@ def scenario_upload_and_loopback(a, bins, work, data: Path, size: int, res: dict
         # 2. downloads, interleaved per round so machine noise hits every column alike; the
         # order rotates each round so no case always runs first after the previous round's
         # clean-up (one slow spell must not land on one column only).
-        runs = {"minitorr_1": [], "minitorr_3": [], "libtorrent_1": [], "libtorrent_3": []}
+        runs = {"minitorr_1": [], "minitorr_3": [], "plaintext_1": [], "plaintext_3": [],
+                "libtorrent_1": [], "libtorrent_3": []}
         cases = [("minitorr_1", "one", 1), ("minitorr_3", "three", 3)]
+        if plain:
+            cases += [("plaintext_1", "one", 1), ("plaintext_3", "three", 3)]
         if lt_swarm:
             cases += [("libtorrent_1", None, 1), ("libtorrent_3", None, 3)]
         for rnd in range(a.loopback_runs + a.warmup):
@@ -565,13 +591,16 @@ def scenario_upload_and_loopback(a, bins, work, data: Path, size: int, res: dict
             for key, group, n in cases[k:] + cases[:k]:
                 log(f"loopback round {rnd}{' (warm-up)' if warm else ''}: {key.split('_')[0]}, {n} seeder(s)")
                 if group:
-                    r = mt_download(cl, f"d{rnd}{n}", 1, group, data.name, size)
+                    c = plain if key.startswith("plaintext") else cl
+                    r = mt_download(c, f"d{rnd}{n}", 1, group, data.name, size)
                 else:
                     r = lt_swarm.download(n, f"{rnd}-{n}")
                 if not warm:
                     runs[key].append(r)
         if lt_swarm:
             lt_swarm.shutdown()
+        if plain:
+            plain.shutdown()
 
         lb = {"size": size, "libtorrent": lt_note}
         for key, rs in runs.items():
@@ -591,6 +620,10 @@ def scenario_upload_and_loopback(a, bins, work, data: Path, size: int, res: dict
             "minitorr_vs_libtorrent_3_seeders": ratio(med.get("libtorrent_3"), med.get("minitorr_3")),
             "minitorr_3_vs_1_seeders_speedup": ratio(med.get("minitorr_1"), med.get("minitorr_3")),
             "libtorrent_3_vs_1_seeders_speedup": ratio(med.get("libtorrent_1"), med.get("libtorrent_3")),
+            "plaintext_vs_libtorrent_1_seeder": ratio(med.get("libtorrent_1"), med.get("plaintext_1")),
+            "plaintext_vs_libtorrent_3_seeders": ratio(med.get("libtorrent_3"), med.get("plaintext_3")),
+            "tls_vs_plaintext_1_seeder": ratio(med.get("plaintext_1"), med.get("minitorr_1")),
+            "tls_vs_plaintext_3_seeders": ratio(med.get("plaintext_3"), med.get("minitorr_3")),
         }
         # The same ratios round by round: each round's cases ran minutes apart at most, so
         # these show how steady a ratio is, not only its median.
@@ -609,7 +642,7 @@ def scenario_upload_and_loopback(a, bins, work, data: Path, size: int, res: dict
                                          for r in runs[k]]),
                 "cpu_s_per_gib": stats([r["cpu_s"] / (size / (1 << 30)) for r in runs[k]]),
             }
-            for k in ("minitorr_1", "minitorr_3") if k in lb
+            for k in ("minitorr_1", "minitorr_3", "plaintext_1", "plaintext_3") if k in lb
         }
 
         # profile: one more 1-seeder download with perf attached to the downloader.
@@ -822,17 +855,23 @@ def markdown(r: dict) -> str:
               f"libtorrent: {lb['libtorrent']}.", "",
               "| engine | seeders | time (s) | MB/s | first piece (ms) | downloader CPU (s) | downloader peak RSS (MiB) |",
               "|---|---|---|---|---|---|---|"]
-        for key in ("minitorr_1", "minitorr_3", "libtorrent_1", "libtorrent_3"):
+        names = {"minitorr": "minitorr (TLS)", "plaintext": "minitorr (plaintext)", "libtorrent": "libtorrent"}
+        for key in ("minitorr_1", "plaintext_1", "libtorrent_1", "minitorr_3", "plaintext_3", "libtorrent_3"):
             if key in lb:
                 e = lb[key]
                 eng, n = key.split("_")
+                eng = names[eng]
                 L.append(f"| {eng} | {n} | {cell(e['time_s'], '', 2)} | "
                          f"{cell(e['mbps'], '', 0, 1 / 8)} | {cell(e['first_piece_s'], '', 0, 1000)} | "
                          f"{cell(e['cpu_s'], '', 2)} | {cell(e['peak_rss_mib'], '', 0)} |")
         rt = lb["ratios"]
         L += ["", "| ratio | value | target |", "|---|---|---|",
-              f"| minitorr vs libtorrent throughput, 1 seeder | {fmt(rt['minitorr_vs_libtorrent_1_seeder'], '×')} | ≥ 1.3× |",
-              f"| minitorr vs libtorrent throughput, 3 seeders | {fmt(rt['minitorr_vs_libtorrent_3_seeders'], '×')} | ≥ 1.5× |",
+              f"| minitorr (TLS) vs libtorrent throughput, 1 seeder | {fmt(rt['minitorr_vs_libtorrent_1_seeder'], '×')} | ≥ 1.3× |",
+              f"| minitorr (TLS) vs libtorrent throughput, 3 seeders | {fmt(rt['minitorr_vs_libtorrent_3_seeders'], '×')} | ≥ 1.5× |",
+              f"| minitorr (plaintext) vs libtorrent throughput, 1 seeder | {fmt(rt.get('plaintext_vs_libtorrent_1_seeder'), '×')} | |",
+              f"| minitorr (plaintext) vs libtorrent throughput, 3 seeders | {fmt(rt.get('plaintext_vs_libtorrent_3_seeders'), '×')} | |",
+              f"| TLS vs plaintext throughput, 1 seeder | {fmt(rt.get('tls_vs_plaintext_1_seeder'), '×')} | |",
+              f"| TLS vs plaintext throughput, 3 seeders | {fmt(rt.get('tls_vs_plaintext_3_seeders'), '×')} | |",
               f"| minitorr 3 seeders vs 1 (speed-up) | {fmt(rt['minitorr_3_vs_1_seeders_speedup'], '×')} | ≥ 0.95× |",
               f"| libtorrent 3 seeders vs 1 (speed-up) | {fmt(rt['libtorrent_3_vs_1_seeders_speedup'], '×')} | |",
               *([""] + [f"Per round, {k.replace('_', ' ')}: " + ", ".join(fmt(v, '×') for v in vs)
@@ -857,9 +896,10 @@ def markdown(r: dict) -> str:
     rs = s.get("resources")
     if rs:
         L += ["## 4. Downloading minitorrd: memory, CPU, first piece (loopback runs above)", "",
-              "| seeders | peak RSS (MiB) | CPU (s) | CPU s per GiB | first piece (ms) |", "|---|---|---|---|---|"]
+              "| peer links | seeders | peak RSS (MiB) | CPU (s) | CPU s per GiB | first piece (ms) |", "|---|---|---|---|---|---|"]
         for k, v in rs.items():
-            L.append(f"| {k.split('_')[1]} | {cell(v['peak_rss_mib'], '', 0)} | {cell(v['cpu_s'])} | "
+            link = "plaintext" if k.startswith("plaintext") else "TLS"
+            L.append(f"| {link} | {k.split('_')[1]} | {cell(v['peak_rss_mib'], '', 0)} | {cell(v['cpu_s'])} | "
                      f"{cell(v['cpu_s_per_gib'])} | {cell(v['first_piece_ms'], '', 0)} |")
         L += ["", "Targets: peak RSS ≤ 64 MiB; first piece ≤ 50 ms.", ""]
     mp = s.get("many_peers")
@@ -907,6 +947,8 @@ def main():
     ap.add_argument("--no-libtorrent", dest="libtorrent", action="store_false", default=None)
     ap.add_argument("--no-netlab", dest="netlab", action="store_false", default=None)
     ap.add_argument("--no-perf", dest="perf", action="store_false", default=None)
+    ap.add_argument("--no-plaintext", dest="plaintext_compare", action="store_false", default=True,
+                    help="skip the plaintext-peer-link daemons (loopback comparison of TLS vs plaintext)")
     ap.add_argument("--netlab-size", type=parse_size, default=parse_size("256MiB"))
     ap.add_argument("--netlab-rate", default="200mbit")
     ap.add_argument("--netlab-runs", type=int, default=None)

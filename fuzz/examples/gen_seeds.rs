@@ -37,6 +37,7 @@ fn ticket() -> Ticket {
             file_sha1: Sha1Hash([7; 20]),
             issued_unix: 1_899_996_400,
             expires_unix: 1_900_000_000,
+            device_key: [5; 32],
         },
         key: [9; 32],
         signature: vec![0x5a; 64],
@@ -118,6 +119,7 @@ fn main() {
                     user: "alice".into(),
                     password: "pw".into(),
                     peer_addr: "127.0.0.1:7001".into(),
+                    device_key: [6; 32],
                 },
             },
             req(Call::Share {

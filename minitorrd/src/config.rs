@@ -112,6 +112,10 @@ pub struct Config {
     pub tracker_cert_sha256: Option<String>,
     /// Plain TCP to a tracker that is not on a loopback address.
     pub allow_plaintext: bool,
+    /// Peer links in plain TCP, without encryption or device-key authentication, for
+    /// benchmarks only: refused unless `listen` is a loopback address. A daemon in this mode
+    /// and a normal (TLS) daemon refuse each other with a clear error.
+    pub insecure_plaintext_peer_links_for_benchmarks: bool,
     /// The TLS client built from the keys above by [`Config::load`].
     #[serde(skip)]
     pub tracker_tls_client: Option<crate::tracker::TlsClient>,
@@ -139,6 +143,7 @@ impl Default for Config {
             tracker_ca: None,
             tracker_cert_sha256: None,
             allow_plaintext: false,
+            insecure_plaintext_peer_links_for_benchmarks: false,
             tracker_tls_client: None,
         }
     }
@@ -237,6 +242,9 @@ impl Config {
                 "peer_idle_timeout_secs, max_peers_per_addr and max_peers_per_user must be ≥ 1"
                     .into(),
             ));
+        }
+        if self.insecure_plaintext_peer_links_for_benchmarks {
+            crate::peerlink::check_plaintext_allowed(self.listen).map_err(ConfigError::Invalid)?;
         }
         if !self.tracker_tls && !self.allow_plaintext {
             if let Some(remote) = self.trackers.iter().find(|a| !a.ip().is_loopback()) {

@@ -13,6 +13,7 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 use minitorrd::config::{config_path, Args, Config};
 use minitorrd::control::{bind_control_socket, serve_control};
 use minitorrd::daemon::Daemon;
+use minitorrd::peerlink::{check_plaintext_allowed, DeviceKey, PeerLinkMode, PeerTls};
 use minitorrd::ratelimit::RateLimiter;
 use minitorrd::sharing::{serve_peers, PeerServer};
 use minitorrd::state::StateFile;
@@ -76,6 +77,18 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyho
     minitorr_proto::private_dir::ensure_private_dir(&cfg.state_dir)
         .with_context(|| format!("unsafe state dir {}", cfg.state_dir.display()))?;
     let state = StateFile::load(&cfg.state_file()).context("cannot load saved state")?;
+    let device_key = DeviceKey::load_or_create(&cfg.state_dir)?;
+    let link = if cfg.insecure_plaintext_peer_links_for_benchmarks {
+        check_plaintext_allowed(cfg.listen).map_err(anyhow::Error::msg)?;
+        tracing::warn!(
+            "insecure_plaintext_peer_links_for_benchmarks: peer links are NOT encrypted or \
+             authenticated (loopback benchmarks only)"
+        );
+        PeerLinkMode::InsecurePlaintext
+    } else {
+        let tls = PeerTls::new(&device_key).context("cannot set up TLS for peer links")?;
+        PeerLinkMode::Tls(Arc::new(tls))
+    };
     let peers = TcpListener::bind(cfg.listen).await.with_context(|| {
         format!(
             "cannot serve peers on {} (another minitorrd on this port?)",
@@ -88,7 +101,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyho
 
     let upload_limit = Arc::new(RateLimiter::new(cfg.max_upload_rate));
     let max_incoming = cfg.max_incoming_peers;
-    let daemon = Daemon::new(cfg, peer_addr, state);
+    let daemon = Daemon::new(cfg, peer_addr, state, device_key, link.clone());
     let shutdown = CancellationToken::new();
     let server = Arc::new(PeerServer {
         shares: daemon.shares(),
@@ -97,6 +110,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyho
         upload_limit: upload_limit.clone(),
         max_incoming,
         live: daemon.live(),
+        link,
     });
     tokio::spawn(serve_peers(peers, server, shutdown.clone()));
     tokio::spawn(serve_control(control, daemon.clone(), shutdown.clone()));

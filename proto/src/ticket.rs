@@ -9,6 +9,10 @@
 //! its own key, and `trackerd rotate-key` keeps the old key valid for an overlap. A ticket
 //! names the public key that signed it ([`Ticket::key`]) so a seeder knows which key to check,
 //! and can tell "a key I have not heard of yet" (refresh the list) from "a bad signature".
+//!
+//! A ticket is bound to the downloader's device key (`device_key`): the seeder admits it only
+//! on a TLS connection whose client proved possession of that key, so a sniffed or copied
+//! ticket is worthless to anyone else.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -17,7 +21,7 @@ use thiserror::Error;
 use crate::types::Sha1Hash;
 
 /// Domain separation: a signature over claims can never be replayed as anything else.
-const CONTEXT: &[u8] = b"minitorr-ticket-v1\0";
+const CONTEXT: &[u8] = b"minitorr-ticket-v2\0";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
@@ -31,6 +35,9 @@ pub struct TicketClaims {
     pub issued_unix: u64,
     /// Unix seconds after which the ticket is refused.
     pub expires_unix: u64,
+    /// Ed25519 public key of the downloading daemon (its device key, recorded by the tracker
+    /// at login). Only a peer-link client authenticated with this key may use the ticket.
+    pub device_key: [u8; 32],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +151,7 @@ mod tests {
             file_sha1: Sha1Hash([7; 20]),
             issued_unix: 900,
             expires_unix: 1000,
+            device_key: [9; 32],
         }
     }
 
@@ -166,6 +174,13 @@ mod tests {
         assert_eq!(
             t.verify(&other.verifying_key(), 0),
             Err(TicketError::BadSignature)
+        );
+        let mut rebound = t.clone();
+        rebound.claims.device_key = [1; 32];
+        assert_eq!(
+            rebound.verify(&key.verifying_key(), 0),
+            Err(TicketError::BadSignature),
+            "the device key is covered by the signature"
         );
         t.claims.group = "g2".into();
         assert_eq!(

@@ -26,10 +26,14 @@ pub enum Call {
     /// out the IP it sees the connection come from, unless its operator trusts announced
     /// addresses (`trust_announced_peer_addr`), in which case an unspecified IP (0.0.0.0) is
     /// still replaced by the connection's.
+    /// `device_key` is the daemon's long-lived Ed25519 public key: the tracker binds this
+    /// session's tickets to it and lists it with the session's shares so downloaders can pin
+    /// the holder's TLS key.
     Login {
         user: String,
         password: String,
         peer_addr: String,
+        device_key: [u8; 32],
     },
     Logout,
     CreateGroup {

@@ -139,6 +139,9 @@ pub struct PeerInfo {
     /// `ip:port` where that peer's minitorrd serves pieces.
     pub addr: String,
     pub complete: bool,
+    /// The holder's device key (Ed25519 public key) as recorded at its login: the downloader
+    /// accepts the TLS peer link only if the holder proves possession of exactly this key.
+    pub device_key: [u8; 32],
 }
 
 /// Which pieces a peer holds. Bit `i` is `bits[i / 8] & (0x80 >> (i % 8))` (BitTorrent order).

@@ -1,7 +1,10 @@
 //! A hand-driven peer built from the codec crate: it logs in to the tracker like a daemon,
-//! announces a file, and then serves whatever the test wants — e.g. corrupted pieces.
+//! announces a file, and then serves whatever the test wants — e.g. corrupted pieces. Peer
+//! links are TLS with a device key of the test's choosing (minitorrd's own `peerlink` code, so
+//! the fake speaks exactly what a daemon speaks, with whatever key or ticket it is given).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -10,9 +13,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
 use minitorr_proto::peer::PeerMsg;
+use minitorr_proto::ticket::Ticket;
 use minitorr_proto::tracker::{Call, Request, Response};
 use minitorr_proto::types::{Bitfield, FileMeta, Sha1Hash};
 use minitorr_proto::{handshake, links, Link};
+pub use minitorrd::peerlink::tls::TlsStream;
+pub use minitorrd::peerlink::{DeviceKey, PeerTls};
+
+/// A peer connection after the Minitorr handshake, over any stream.
+pub type PeerConn<S> = Framed<S, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>;
 
 /// Compute the metadata minitorrd would register for `data` with `piece_size` pieces.
 pub fn meta_for(name: &str, data: &[u8], piece_size: u32) -> FileMeta {
@@ -31,6 +40,8 @@ pub fn meta_for(name: &str, data: &[u8], piece_size: u32) -> FileMeta {
 pub struct TrackerClient {
     conn: Framed<TcpStream, minitorr_proto::FrameCodec<Response, Request>>,
     pub token: Option<String>,
+    /// The device key this client logs in with (fresh per client unless replaced).
+    pub device: DeviceKey,
 }
 
 impl TrackerClient {
@@ -48,6 +59,7 @@ impl TrackerClient {
         TrackerClient {
             conn: Framed::new(s, links::tracker_client()),
             token: None,
+            device: DeviceKey::generate(),
         }
     }
 
@@ -81,6 +93,7 @@ impl TrackerClient {
                 user: user.into(),
                 password: password.into(),
                 peer_addr: peer_addr.to_string(),
+                device_key: self.device.public_bytes(),
             })
             .await;
         if let Response::LoggedIn(g) = &r {
@@ -90,14 +103,39 @@ impl TrackerClient {
     }
 }
 
-/// Serve `meta` to anyone, answering every request with random bytes of the right length.
-pub async fn serve_garbage(listener: TcpListener, meta: FileMeta) {
+/// Serve `meta` over TLS as `device`, answering every request with random bytes of the right
+/// length.
+pub async fn serve_garbage(listener: TcpListener, meta: FileMeta, device: DeviceKey) {
+    serve_tls(listener, device, meta, |_, len| {
+        let mut data = vec![0u8; len];
+        rand::thread_rng().fill_bytes(&mut data);
+        data
+    })
+    .await
+}
+
+/// Serve `meta` over TLS as `device` to any client with any ticket, piece bytes from
+/// `piece(index, len)`. Counts connections whose TLS handshake completed in `handshakes`.
+pub async fn serve_tls_counting(
+    listener: TcpListener,
+    device: DeviceKey,
+    meta: FileMeta,
+    piece: impl Fn(u32, usize) -> Vec<u8> + Send + Sync + 'static,
+    handshakes: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let tls = Arc::new(PeerTls::new(&device).unwrap());
+    let piece = Arc::new(piece);
     loop {
-        let Ok((mut s, _)) = listener.accept().await else {
+        let Ok((s, _)) = listener.accept().await else {
             return;
         };
-        let meta = meta.clone();
+        let (meta, tls, piece, handshakes) =
+            (meta.clone(), tls.clone(), piece.clone(), handshakes.clone());
         tokio::spawn(async move {
+            let Ok((mut s, _client_key)) = tls.accept(s).await else {
+                return;
+            };
+            handshakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if handshake(&mut s, Link::Peer).await.is_err() {
                 return;
             }
@@ -111,11 +149,10 @@ pub async fn serve_garbage(listener: TcpListener, meta: FileMeta) {
                 })
                 .await;
             while let Some(Ok(msg)) = f.next().await {
-                if let PeerMsg::Request { piece } = msg {
-                    let mut data = vec![0u8; meta.piece_len(piece) as usize];
-                    rand::thread_rng().fill_bytes(&mut data);
+                if let PeerMsg::Request { piece: i } = msg {
+                    let data = piece(i, meta.piece_len(i) as usize);
                     if f.send(PeerMsg::Piece {
-                        piece,
+                        piece: i,
                         data: Bytes::from(data),
                     })
                     .await
@@ -127,6 +164,126 @@ pub async fn serve_garbage(listener: TcpListener, meta: FileMeta) {
             }
         });
     }
+}
+
+/// [`serve_tls_counting`] without the count.
+pub async fn serve_tls(
+    listener: TcpListener,
+    device: DeviceKey,
+    meta: FileMeta,
+    piece: impl Fn(u32, usize) -> Vec<u8> + Send + Sync + 'static,
+) {
+    serve_tls_counting(listener, device, meta, piece, Default::default()).await
+}
+
+/// TLS to the seeder at `addr` as `device`, accepting only `seeder_key`, then the Minitorr
+/// handshake.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    device: &DeviceKey,
+    seeder_key: [u8; 32],
+) -> std::io::Result<PeerConn<TlsStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let mut s = PeerTls::new(device)
+        .map_err(std::io::Error::other)?
+        .connect(tcp, seeder_key)
+        .await?;
+    handshake(&mut s, Link::Peer)
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(Framed::new(s, links::peer()))
+}
+
+/// A plaintext peer connection (what a daemon in benchmark mode, or an old client, opens).
+pub async fn plaintext_connect(addr: SocketAddr) -> std::io::Result<PeerConn<TcpStream>> {
+    let mut s = TcpStream::connect(addr).await?;
+    handshake(&mut s, Link::Peer)
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(Framed::new(s, links::peer()))
+}
+
+/// Send `Hello` with `ticket`; the seeder's first answer (None: closed or 5 s of silence).
+pub async fn say_hello<S>(conn: &mut PeerConn<S>, ticket: Ticket) -> Option<PeerMsg>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    conn.send(PeerMsg::Hello { ticket }).await.ok()?;
+    match tokio::time::timeout(std::time::Duration::from_secs(5), conn.next()).await {
+        Ok(Some(Ok(m))) => Some(m),
+        _ => None,
+    }
+}
+
+/// After `Welcome`: request every piece of `meta` and return the file's bytes.
+pub async fn fetch_all<S>(conn: &mut PeerConn<S>, meta: &FileMeta) -> Vec<u8>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut out = vec![0u8; meta.size as usize];
+    for i in 0..meta.piece_count() {
+        conn.send(PeerMsg::Request { piece: i }).await.unwrap();
+        loop {
+            match conn.next().await {
+                Some(Ok(PeerMsg::Piece { piece, data })) if piece == i => {
+                    let at = meta.piece_offset(i) as usize;
+                    out[at..at + data.len()].copy_from_slice(&data);
+                    break;
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("piece {i}: {other:?}"),
+            }
+        }
+    }
+    out
+}
+
+/// A TCP proxy to `target` that records every byte crossing it, both directions — what a
+/// passive observer of the network sees.
+pub struct RecordingProxy {
+    pub addr: SocketAddr,
+    pub captured: Arc<Mutex<Vec<u8>>>,
+}
+
+impl RecordingProxy {
+    pub async fn start(target: SocketAddr) -> RecordingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let cap = captured.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, cap.clone()));
+                tokio::spawn(pump(sr, cw, cap.clone()));
+            }
+        });
+        RecordingProxy { addr, captured }
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    cap: Arc<Mutex<Vec<u8>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        cap.lock().unwrap().extend_from_slice(&buf[..n]);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// Hostile clients of the tracker port that never log in (an outsider needs no account).
@@ -194,8 +351,17 @@ pub struct FakeMember {
     pub tracker: TrackerClient,
 }
 
-/// A peer connection as a downloader sees it.
-pub type PeerConn = Framed<TcpStream, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>;
+/// The device keys of every `FakeMember` of this test process, by public key, and the device
+/// keys the tracker listed for holders, by address. A ticket is bound to its member's device
+/// key, so `open_peer(seeder, ticket)` can speak TLS as exactly the device the ticket names
+/// (and pin the seeder's listed key) without every call site carrying both keys around.
+static DEVICES: std::sync::LazyLock<Mutex<std::collections::HashMap<[u8; 32], DeviceKey>>> =
+    std::sync::LazyLock::new(Default::default);
+static HOLDER_KEYS: std::sync::LazyLock<Mutex<std::collections::HashMap<String, [u8; 32]>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A member's peer connection to a seeder, as a downloader sees it.
+pub type MemberConn = PeerConn<TlsStream>;
 
 impl FakeMember {
     /// Create `user` (password `<user>-pw`) on the tracker at `addr` and log in. The peer
@@ -213,6 +379,10 @@ impl FakeMember {
         tracker
             .login(user, &password, "127.0.0.1:9".parse().unwrap())
             .await;
+        DEVICES
+            .lock()
+            .unwrap()
+            .insert(tracker.device.public_bytes(), tracker.device.clone());
         FakeMember { tracker }
     }
 
@@ -247,7 +417,13 @@ impl FakeMember {
             })
             .await
         {
-            Response::File(d) => d.ticket,
+            Response::File(d) => {
+                let mut holders = HOLDER_KEYS.lock().unwrap();
+                for p in &d.peers {
+                    holders.insert(p.addr.clone(), p.device_key);
+                }
+                d.ticket
+            }
             other => panic!("get_file {group}/{file}: {other:?}"),
         }
     }
@@ -258,10 +434,19 @@ impl FakeMember {
 pub async fn open_peer(
     seeder: SocketAddr,
     ticket: minitorr_proto::ticket::Ticket,
-) -> (PeerConn, PeerMsg) {
-    let mut s = TcpStream::connect(seeder).await.unwrap();
-    handshake(&mut s, Link::Peer).await.unwrap();
-    let mut f = Framed::new(s, links::peer());
+) -> (MemberConn, PeerMsg) {
+    let device = DEVICES
+        .lock()
+        .unwrap()
+        .get(&ticket.claims.device_key)
+        .cloned()
+        .expect("ticket of a FakeMember");
+    let seeder_key = *HOLDER_KEYS
+        .lock()
+        .unwrap()
+        .get(&seeder.to_string())
+        .expect("seeder listed by the tracker in a FakeMember's ticket() call");
+    let mut f = tls_connect(seeder, &device, seeder_key).await.unwrap();
     f.send(PeerMsg::Hello { ticket }).await.unwrap();
     let first = tokio::time::timeout(std::time::Duration::from_secs(10), f.next())
         .await
@@ -272,7 +457,7 @@ pub async fn open_peer(
 }
 
 /// Open a connection that is really being served: `Welcome`, then piece 0 requested and received.
-pub async fn open_served(seeder: SocketAddr, ticket: minitorr_proto::ticket::Ticket) -> PeerConn {
+pub async fn open_served(seeder: SocketAddr, ticket: minitorr_proto::ticket::Ticket) -> MemberConn {
     let (mut f, first) = open_peer(seeder, ticket).await;
     assert!(matches!(first, PeerMsg::Welcome { .. }), "{first:?}");
     f.send(PeerMsg::Request { piece: 0 }).await.unwrap();
@@ -291,7 +476,7 @@ pub async fn open_served(seeder: SocketAddr, ticket: minitorr_proto::ticket::Tic
 /// How long until the seeder closes `conn` (EOF or reset), reading and dropping whatever it
 /// sends meanwhile; `None` if it is still open after `limit`.
 pub async fn time_to_close(
-    conn: &mut PeerConn,
+    conn: &mut MemberConn,
     limit: std::time::Duration,
 ) -> Option<std::time::Duration> {
     let start = std::time::Instant::now();

@@ -296,6 +296,11 @@ impl Peer {
         })
     }
 
+    /// This daemon's device key (read from its state dir, as the same Unix user).
+    pub fn device_key(&self) -> fakepeer::DeviceKey {
+        fakepeer::DeviceKey::load(&self.dir.join("state").join("device.key")).unwrap()
+    }
+
     /// Run minitorrctl against this daemon.
     pub fn ctl(&self, args: &[&str]) -> Output {
         Command::new(bin("minitorrctl"))

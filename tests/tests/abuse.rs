@@ -385,6 +385,7 @@ fn oversized_fields_in_well_formed_frames_are_refused_and_the_connection_survive
                 user: "alice".into(),
                 password: "p".repeat(2000),
                 peer_addr: "127.0.0.1:1".into(),
+                device_key: c.device.public_bytes(),
             })
             .await;
         assert!(

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::SinkExt;
-use minitorr_e2e::fakepeer::{open_peer, open_served, time_to_close, FakeMember, PeerConn};
+use minitorr_e2e::fakepeer::{open_peer, open_served, time_to_close, FakeMember, MemberConn};
 use minitorr_e2e::*;
 use minitorr_proto::peer::PeerMsg;
 use minitorr_proto::ticket::Ticket;
@@ -64,7 +64,7 @@ fn setup(
 }
 
 /// A served connection, and the ticket that opened it.
-fn open(rt: &tokio::runtime::Runtime, alice: &Peer, m: &mut FakeMember) -> (PeerConn, Ticket) {
+fn open(rt: &tokio::runtime::Runtime, alice: &Peer, m: &mut FakeMember) -> (MemberConn, Ticket) {
     rt.block_on(async {
         let t = m.ticket("g1", FILE).await;
         (open_served(alice.addr, t.clone()).await, t)
@@ -85,7 +85,7 @@ fn old_ticket_refused(rt: &tokio::runtime::Runtime, alice: &Peer, ticket: Ticket
 /// action's own round trips count) and report the measured latency.
 fn closes_promptly(
     rt: &tokio::runtime::Runtime,
-    conn: &mut PeerConn,
+    conn: &mut MemberConn,
     since: Instant,
     after: &str,
 ) -> Duration {

@@ -12,8 +12,6 @@ use minitorr_e2e::*;
 use minitorr_proto::peer::PeerMsg;
 use minitorr_proto::ticket::Ticket;
 use minitorr_proto::tracker::{Call, ErrorCode, Response};
-use minitorr_proto::{handshake, links, Link};
-use tokio_util::codec::Framed;
 
 /// A trackerd with a config file (short ticket and session lifetimes), killed on drop.
 struct ConfiguredTracker {
@@ -70,24 +68,19 @@ fn code(r: &Response) -> Option<ErrorCode> {
     }
 }
 
-/// Open a peer connection to `seeder` and say Hello with `ticket`; returns the connection and
-/// the seeder's first answer.
+/// The seeder's address and device key, and the device key the client proves (TLS).
+type ToSeeder<'a> = (SocketAddr, [u8; 32], &'a fakepeer::DeviceKey);
+
+/// Open a peer connection to the seeder and say Hello with `ticket`; returns the connection
+/// and the seeder's first answer.
 async fn hello(
-    seeder: SocketAddr,
+    (seeder, seeder_key, me): ToSeeder<'_>,
     ticket: Ticket,
-) -> (
-    Framed<tokio::net::TcpStream, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>,
-    PeerMsg,
-) {
-    let mut s = tokio::net::TcpStream::connect(seeder).await.unwrap();
-    handshake(&mut s, Link::Peer).await.unwrap();
-    let mut f = Framed::new(s, links::peer());
-    f.send(PeerMsg::Hello { ticket }).await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(5), f.next())
+) -> (fakepeer::PeerConn<fakepeer::TlsStream>, PeerMsg) {
+    let mut f = fakepeer::tls_connect(seeder, me, seeder_key).await.unwrap();
+    let first = fakepeer::say_hello(&mut f, ticket)
         .await
-        .expect("seeder answers Hello")
-        .unwrap()
-        .unwrap();
+        .expect("seeder answers Hello");
     (f, first)
 }
 
@@ -99,9 +92,10 @@ fn refused_because(m: &PeerMsg, word: &str) {
 }
 
 /// Ends within a few seconds without ever delivering a `Piece`.
-async fn closed_without_a_piece(
-    f: &mut Framed<tokio::net::TcpStream, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>,
-) {
+async fn closed_without_a_piece<S>(f: &mut fakepeer::PeerConn<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         match tokio::time::timeout(Duration::from_secs(5), f.next()).await {
             Err(_) => panic!("connection kept open"),
@@ -135,7 +129,7 @@ fn seeders_refuse_expired_altered_and_foreign_tickets_and_out_of_range_pieces() 
     a.ok(&["create_user", "mallory", "pw-m"]);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let ticket = rt.block_on(async {
+    let (ticket, device) = rt.block_on(async {
         let mut m = Raw::connect(tracker.addr).await;
         assert!(matches!(
             login(&mut m, "mallory", "pw-m").await,
@@ -158,16 +152,17 @@ fn seeders_refuse_expired_altered_and_foreign_tickets_and_out_of_range_pieces() 
             })
             .await
         {
-            Response::File(d) => d.ticket,
+            Response::File(d) => (d.ticket, m.device.clone()),
             other => panic!("{other:?}"),
         }
     });
+    let to_a = (a.addr, a.device_key().public_bytes(), &device);
 
     rt.block_on(async {
         // The genuine ticket works (baseline), and asking for a piece out of range closes the
         // connection without data — also u32::MAX.
         for bad_piece in [2u32, u32::MAX] {
-            let (mut f, first) = hello(a.addr, ticket.clone()).await;
+            let (mut f, first) = hello(to_a, ticket.clone()).await;
             assert!(matches!(first, PeerMsg::Welcome { .. }), "{first:?}");
             f.send(PeerMsg::Request { piece: bad_piece }).await.unwrap();
             closed_without_a_piece(&mut f).await;
@@ -188,18 +183,16 @@ fn seeders_refuse_expired_altered_and_foreign_tickets_and_out_of_range_pieces() 
         t.signature = vec![0; 64];
         edits.push(t);
         for t in edits {
-            let (_f, first) = hello(a.addr, t).await;
+            let (_f, first) = hello(to_a, t).await;
             refused_because(&first, "signature");
         }
         // Requests before Hello: no data, closed.
-        let mut s = tokio::net::TcpStream::connect(a.addr).await.unwrap();
-        handshake(&mut s, Link::Peer).await.unwrap();
-        let mut f = Framed::new(s, links::peer());
+        let mut f = fakepeer::tls_connect(to_a.0, to_a.2, to_a.1).await.unwrap();
         f.send(PeerMsg::Request { piece: 0 }).await.unwrap();
         closed_without_a_piece(&mut f).await;
         // The genuine ticket, once expired.
         tokio::time::sleep(Duration::from_millis(3200)).await;
-        let (_f, first) = hello(a.addr, ticket.clone()).await;
+        let (_f, first) = hello(to_a, ticket.clone()).await;
         refused_because(&first, "expired");
     });
     assert!(a.log().contains("refused peer"), "refusals are logged");

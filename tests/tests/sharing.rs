@@ -129,7 +129,11 @@ fn seeder_killed_mid_download_and_lying_peer_still_give_a_correct_file() {
         t.login("liar", "pw", addr).await;
         t.call(minitorr_proto::tracker::Call::JoinGroup { group: "g1".into() })
             .await;
-        tokio::spawn(fakepeer::serve_garbage(listener, meta.clone()));
+        tokio::spawn(fakepeer::serve_garbage(
+            listener,
+            meta.clone(),
+            t.device.clone(),
+        ));
         (addr, t)
     });
     a.ok(&["accept_request", "g1", "liar"]);
@@ -418,7 +422,6 @@ fn sharing_errors_are_clear() {
 
 #[test]
 fn peers_refuse_forged_tickets() {
-    use futures::{SinkExt, StreamExt};
     use minitorr_proto::peer::PeerMsg;
     use minitorr_proto::ticket::{Ticket, TicketClaims};
 
@@ -439,6 +442,7 @@ fn peers_refuse_forged_tickets() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let reply = rt.block_on(async {
         let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let me = fakepeer::DeviceKey::generate();
         let claims = TicketClaims {
             user: "mallory".into(),
             group: "g1".into(),
@@ -446,18 +450,14 @@ fn peers_refuse_forged_tickets() {
             file_sha1: sha,
             issued_unix: 0,
             expires_unix: u64::MAX,
+            device_key: me.public_bytes(),
         };
-        let mut s = tokio::net::TcpStream::connect(a.addr).await.unwrap();
-        minitorr_proto::handshake(&mut s, minitorr_proto::Link::Peer)
+        let mut fr = fakepeer::tls_connect(a.addr, &me, a.device_key().public_bytes())
             .await
             .unwrap();
-        let mut fr = tokio_util::codec::Framed::new(s, minitorr_proto::links::peer());
-        fr.send(PeerMsg::Hello {
-            ticket: Ticket::sign(claims, &key),
-        })
-        .await
-        .unwrap();
-        fr.next().await.unwrap().unwrap()
+        fakepeer::say_hello(&mut fr, Ticket::sign(claims, &key))
+            .await
+            .expect("an answer")
     });
     match reply {
         // Signed by a key the tracker never published: unknown to the seeder even after it

@@ -133,6 +133,9 @@ async fn login(conn: &mut Conn, i: usize) -> Option<String> {
             user: user(i),
             password: "load-test-password".into(),
             peer_addr: format!("127.0.0.1:{}", 10_000 + i),
+            device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+                .verifying_key()
+                .to_bytes(),
         },
     )
     .await;

@@ -583,6 +583,7 @@ mod tests {
             user: "u".into(),
             password: "p".into(),
             peer_addr: "127.0.0.1:1".into(),
+            device_key: [1; 32],
         };
         let create = Call::CreateUser {
             user: "u".into(),

@@ -272,6 +272,9 @@ async fn lifecycle_ready_reload_kill9_and_graceful_stop() {
         user: "alice".into(),
         password: "pw".into(),
         peer_addr: "127.0.0.1:7001".into(),
+        device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+            .verifying_key()
+            .to_bytes(),
     };
     assert!(matches!(call(port, login).await, Response::LoggedIn(_)));
 

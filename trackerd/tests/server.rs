@@ -94,6 +94,9 @@ async fn assert_serves(addr: SocketAddr, user: &str) {
             user: user.into(),
             password: "pw".into(),
             peer_addr: "0.0.0.0:7001".into(),
+            device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+                .verifying_key()
+                .to_bytes(),
         },
     )
     .await;
@@ -304,6 +307,9 @@ async fn logged_in(addr: SocketAddr, user: &str) -> (Client, String) {
             user: user.into(),
             password: "pw".into(),
             peer_addr: "127.0.0.1:7001".into(),
+            device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+                .verifying_key()
+                .to_bytes(),
         },
     )
     .await;

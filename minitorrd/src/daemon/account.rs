@@ -33,6 +33,7 @@ impl Daemon {
             user: user.clone(),
             password,
             peer_addr: self.peer_addr.to_string(),
+            device_key: self.device_key.public_bytes(),
         };
         let grant = match self.call_with(None, call).await? {
             tracker::Response::LoggedIn(g) => g,

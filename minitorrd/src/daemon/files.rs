@@ -246,6 +246,7 @@ impl Daemon {
             limit: self.download_limit.clone(),
             max_peers: self.cfg.max_peers_per_download,
             max_depth: self.cfg.max_pipeline_depth,
+            link: self.link.clone(),
         });
         tracing::info!(%file, %group, dest = %dest.display(), pieces = meta.piece_count(), peers = details.peers.len(), "download started");
         let (me, d, user) = (self.clone(), dl.clone(), session.user);

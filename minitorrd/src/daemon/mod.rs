@@ -18,6 +18,7 @@ use minitorr_proto::tracker::{self, Call, ErrorCode};
 use crate::blocking::BlockingPool;
 use crate::config::Config;
 use crate::download::Download;
+use crate::peerlink::{DeviceKey, PeerLinkMode};
 use crate::ratelimit::RateLimiter;
 use crate::sharing::live::LiveConns;
 use crate::sharing::Shares;
@@ -42,6 +43,9 @@ pub struct Daemon {
     pub(crate) pool: BlockingPool,
     pub(crate) download_limit: Arc<RateLimiter>,
     pub(crate) peer_addr: SocketAddr,
+    /// This daemon's device key: sent at login (tickets get bound to it) and used on peer links.
+    pub(crate) device_key: DeviceKey,
+    pub(crate) link: PeerLinkMode,
     pub(crate) heartbeat: Mutex<Option<JoinHandle<()>>>,
     /// The tracker event subscription of the current login (see `tracker::subscribe_events`).
     pub(crate) events: Mutex<Option<JoinHandle<()>>>,
@@ -55,7 +59,13 @@ pub struct Daemon {
 pub type Reply<T> = Result<T, ErrorReply>;
 
 impl Daemon {
-    pub fn new(cfg: Config, peer_addr: SocketAddr, state: StateFile) -> Arc<Daemon> {
+    pub fn new(
+        cfg: Config,
+        peer_addr: SocketAddr,
+        state: StateFile,
+        device_key: DeviceKey,
+        link: PeerLinkMode,
+    ) -> Arc<Daemon> {
         Arc::new(Daemon {
             tracker: Arc::new(TrackerLink::from_config(&cfg)),
             session: RwLock::new(None),
@@ -66,6 +76,8 @@ impl Daemon {
             pool: BlockingPool::per_core(),
             download_limit: Arc::new(RateLimiter::new(cfg.max_download_rate)),
             peer_addr,
+            device_key,
+            link,
             heartbeat: Mutex::new(None),
             events: Mutex::new(None),
             live: LiveConns::new(cfg.live_limits()),

@@ -59,6 +59,8 @@ pub struct DownloadEnv {
     pub limit: Arc<RateLimiter>,
     pub max_peers: usize,
     pub max_depth: usize,
+    /// TLS (pinning each holder to its listed device key) or loopback-benchmark plaintext.
+    pub link: crate::peerlink::PeerLinkMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +248,8 @@ impl Download {
         let mut connected: HashMap<String, PeerId> = HashMap::new();
         let mut retry_at: HashMap<String, Instant> = HashMap::new();
         let mut banned: HashSet<String> = HashSet::new();
+        // Holders that proved another key than the tracker listed, by (address, listed key).
+        let mut impostors: HashSet<(String, [u8; 32])> = HashSet::new();
         let mut next_id: PeerId = 0;
         let mut last_refresh = Instant::now();
         let mut stalled_since: Option<Instant> = None;
@@ -269,6 +273,7 @@ impl Download {
                 }
                 if connected.contains_key(addr)
                     || banned.contains(addr)
+                    || impostors.contains(&(addr.clone(), info.device_key))
                     || retry_at.get(addr).is_some_and(|t| *t > now)
                 {
                     continue;
@@ -310,6 +315,9 @@ impl Download {
                         peer::PeerExit::Liar => {
                             tracing::warn!(peer = %addr, file = %self.meta.name, "peer sent corrupt pieces repeatedly; dropped for this download");
                             banned.insert(addr);
+                        }
+                        peer::PeerExit::Impostor(listed_key) => {
+                            impostors.insert((addr, listed_key));
                         }
                         peer::PeerExit::Fatal(e) => {
                             tasks.shutdown().await;

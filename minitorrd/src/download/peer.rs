@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Framed;
@@ -18,6 +19,7 @@ use minitorr_proto::{handshake, links, Link};
 
 use super::picker::PeerId;
 use super::{Download, DownloadEnv, PeerTicket, PeerTickets};
+use crate::peerlink::PeerLinkMode;
 use crate::sharing::hasher::sha1_of;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -36,6 +38,9 @@ pub enum PeerExit {
     Gone(String),
     /// Sent corrupt data repeatedly: never again for this download.
     Liar,
+    /// Proved a device key other than the one the tracker listed for it: never again for
+    /// this download (unless the tracker lists it anew, with another key). Holds the listed key.
+    Impostor([u8; 32]),
     /// A local failure that ends the whole download (e.g. the disk is full).
     Fatal(String),
 }
@@ -59,15 +64,51 @@ pub async fn run_peer(
     }
 }
 
-async fn connect(
-    addr: &str,
+/// Open the peer link: TCP, then TLS pinned to the holder's listed device key (or plaintext in
+/// loopback benchmark mode), then the exchange over whichever stream that gave.
+async fn session(
+    dl: &Arc<Download>,
+    id: PeerId,
+    info: &PeerInfo,
+    mut tickets: PeerTickets,
+    env: &DownloadEnv,
+) -> anyhow::Result<PeerExit> {
+    let ticket = tickets.borrow_and_update().clone();
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&info.addr)).await??;
+    tcp.set_nodelay(true)?;
+    match &env.link {
+        PeerLinkMode::Tls(tls) => {
+            let stream = match tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tls.connect(tcp, info.device_key),
+            )
+            .await?
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    let why = crate::peerlink::tls::describe(&e);
+                    if why == crate::peerlink::tls::IMPOSTOR {
+                        tracing::warn!(peer = %info.addr, user = %info.user, "{why}; not downloading from it");
+                        return Ok(PeerExit::Impostor(info.device_key));
+                    }
+                    anyhow::bail!(why);
+                }
+            };
+            exchange(dl, id, info, tickets, greet(stream, ticket).await?, env).await
+        }
+        PeerLinkMode::InsecurePlaintext => {
+            exchange(dl, id, info, tickets, greet(tcp, ticket).await?, env).await
+        }
+    }
+}
+
+type PeerFramed<S> = Framed<S, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>;
+
+/// Minitorr handshake and `Hello` with our ticket; the seeder's bitfield back.
+async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     ticket: PeerTicket,
-) -> anyhow::Result<(
-    Framed<TcpStream, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>,
-    minitorr_proto::types::Bitfield,
-)> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await??;
-    stream.set_nodelay(true)?;
+) -> anyhow::Result<(PeerFramed<S>, minitorr_proto::types::Bitfield)> {
     tokio::time::timeout(CONNECT_TIMEOUT, handshake(&mut stream, Link::Peer)).await??;
     let mut framed = Framed::new(stream, links::peer());
     framed.send(PeerMsg::Hello { ticket }).await?;
@@ -80,17 +121,16 @@ async fn connect(
     }
 }
 
-async fn session(
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     dl: &Arc<Download>,
     id: PeerId,
     info: &PeerInfo,
     mut tickets: PeerTickets,
+    (mut framed, have): (PeerFramed<S>, minitorr_proto::types::Bitfield),
     env: &DownloadEnv,
 ) -> anyhow::Result<PeerExit> {
-    let ticket = tickets.borrow_and_update().clone();
     // The expiry the seeder knows for this connection: a fresher ticket is sent as `Renew`.
-    let mut expires = ticket.claims.expires_unix;
-    let (mut framed, have) = connect(&info.addr, ticket).await?;
+    let mut expires = tickets.borrow_and_update().claims.expires_unix;
     if have.len() != dl.meta.piece_count() || !have.is_well_formed() {
         anyhow::bail!("bitfield of the wrong size");
     }

@@ -412,6 +412,7 @@ mod tests {
             file_sha1: Sha1Hash([1; 20]),
             issued_unix: unix_now() - 10,
             expires_unix: unix_now() + 600,
+            device_key: [7; 32],
         }
     }
 

@@ -2,16 +2,20 @@
 //!
 //! A peer must present a ticket signed by the tracker for (user, group, file, sha1); we verify
 //! it offline with the tracker's keys from our login (refreshed if a ticket names a new key).
-//! Requests name pieces of that one file, so nothing but what was shared can ever be read.
+//! Requests name pieces of that one file, so nothing but what was shared can ever be read. The link is TLS 1.3 (peerlink/tls.rs) and the
+//! ticket must be bound to the device key the client proved in the TLS handshake, so a ticket
+//! seen or copied by anyone else opens nothing.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 use futures::{SinkExt, StreamExt};
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, Notify, Semaphore};
 use tokio_util::codec::{Decoder, Encoder, Framed};
@@ -24,6 +28,8 @@ use minitorr_proto::{handshake, links, Link};
 use super::live::{LiveConn, LiveConns};
 use super::{SharedFile, Shares};
 use crate::blocking::BlockingPool;
+use crate::peerlink::tls::{self, TlsStream};
+use crate::peerlink::{PeerLinkMode, PeerStream, PeerTls, PieceWrite, PLAINTEXT_REFUSED};
 use crate::ratelimit::RateLimiter;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,9 +44,15 @@ pub struct PeerServer {
     pub pool: BlockingPool,
     pub upload_limit: Arc<RateLimiter>,
     pub max_incoming: usize,
+    /// TLS with device keys, or plaintext for loopback benchmarks.
+    pub link: PeerLinkMode,
     /// Open connections, for revocation, idle timeout and per-address/per-user caps.
     pub live: Arc<LiveConns>,
 }
+
+/// Why a ticket presented on a TLS link is refused when it belongs to another device.
+pub const TICKET_KEY_MISMATCH: &str =
+    "ticket was issued to another device (its device key is not this connection's TLS key)";
 
 /// Connections that have not yet presented a valid ticket, at most this many at once. A new
 /// one evicts the oldest: real peers authenticate within milliseconds, so only clients that
@@ -95,67 +107,177 @@ pub async fn serve_peers(listener: TcpListener, srv: Arc<PeerServer>, shutdown: 
             shutdown.clone(),
         );
         tokio::spawn(async move {
-            let authenticated = tokio::select! {
-                r = authenticate(stream, &srv) => r,
-                _ = evicted.cancelled() => Err(anyhow::anyhow!("evicted before authenticating")),
-                _ = shutdown.cancelled() => return,
+            let done = || unauthenticated.lock().expect("lock").done(id);
+            let conn = Conn {
+                addr,
+                srv: &srv,
+                slots: &slots,
+                evicted,
+                shutdown: &shutdown,
             };
-            unauthenticated.lock().expect("lock").done(id);
-            let (mut framed, shared, claims) = match authenticated {
-                Ok(Some(x)) => x,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::debug!(%addr, error = %e, "peer connection ended before authenticating");
-                    return;
+            // One generic path per transport; everything after authentication is shared.
+            match srv.link.clone() {
+                PeerLinkMode::Tls(tls) => {
+                    conn.run(authenticate_tls(stream, &srv, &tls), done).await
                 }
-            };
-            // Revocation (sharing/live.rs): from here the connection lives only while `live`
-            // says so — events, stop_share, logout, ticket expiry, idleness — and counts
-            // against the per-address and per-user caps.
-            let live = match srv.live.register(addr.ip(), &claims) {
-                Ok(l) => l,
-                Err(refusal) => {
-                    tracing::info!(%addr, user = %claims.user, %refusal, "refused peer");
-                    let _ = framed
-                        .send(PeerMsg::Refused {
-                            reason: refusal.to_string(),
-                        })
-                        .await;
-                    return;
+                PeerLinkMode::InsecurePlaintext => {
+                    conn.run(authenticate_plaintext(stream, &srv), done).await
                 }
-            };
-            let Ok(_permit) = slots.try_acquire_owned() else {
-                tracing::warn!(%addr, "too many peers being served; refusing");
-                let _ = framed
-                    .send(PeerMsg::Refused {
-                        reason: "busy: too many peers, try later".into(),
-                    })
-                    .await;
-                return;
-            };
-            tokio::select! {
-                r = welcome_and_serve(framed, shared, &srv, &live) => if let Err(e) = r {
-                    tracing::debug!(%addr, error = %e, "peer connection ended");
-                },
-                why = live.closed() => {
-                    tracing::info!(%addr, user = %claims.user, file = %claims.file_name, %why, "closing peer connection");
-                }
-                _ = shutdown.cancelled() => {}
             }
         });
     }
 }
 
-type PeerFramed = Framed<TcpStream, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>;
+/// One accepted connection's context.
+struct Conn<'a> {
+    addr: SocketAddr,
+    srv: &'a Arc<PeerServer>,
+    slots: &'a Arc<Semaphore>,
+    evicted: CancellationToken,
+    shutdown: &'a CancellationToken,
+}
 
-/// Handshake and ticket. `Ok(None)`: the peer left or was refused (and told why).
-async fn authenticate(
-    mut stream: TcpStream,
+impl Conn<'_> {
+    /// Authenticate (evictable while unauthenticated), then take a slot and serve.
+    async fn run<S: PeerStream>(
+        self,
+        auth: impl std::future::Future<Output = Authenticated<S>>,
+        done_authenticating: impl FnOnce(),
+    ) {
+        let addr = self.addr;
+        let authenticated = tokio::select! {
+            r = auth => r,
+            _ = self.evicted.cancelled() => Err(anyhow::anyhow!("evicted before authenticating")),
+            _ = self.shutdown.cancelled() => return,
+        };
+        done_authenticating();
+        let (mut framed, shared, claims) = match authenticated {
+            Ok(Some(x)) => x,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "peer connection ended before authenticating");
+                return;
+            }
+        };
+        // Revocation (sharing/live.rs): from here the connection lives only while `live`
+        // says so — events, stop_share, logout, ticket expiry, idleness — and counts
+        // against the per-address and per-user caps.
+        let live = match self.srv.live.register(addr.ip(), &claims) {
+            Ok(l) => l,
+            Err(refusal) => {
+                tracing::info!(%addr, user = %claims.user, %refusal, "refused peer");
+                let _ = framed
+                    .send(PeerMsg::Refused {
+                        reason: refusal.to_string(),
+                    })
+                    .await;
+                return;
+            }
+        };
+        let Ok(_permit) = self.slots.clone().try_acquire_owned() else {
+            tracing::warn!(%addr, "too many peers being served; refusing");
+            let _ = framed
+                .send(PeerMsg::Refused {
+                    reason: "busy: too many peers, try later".into(),
+                })
+                .await;
+            return;
+        };
+        tokio::select! {
+            r = welcome_and_serve(framed, shared, self.srv, &live) => if let Err(e) = r {
+                tracing::debug!(%addr, error = %e, "peer connection ended");
+            },
+            why = live.closed() => {
+                tracing::info!(%addr, user = %claims.user, file = %claims.file_name, %why, "closing peer connection");
+            }
+            _ = self.shutdown.cancelled() => {}
+        }
+    }
+}
+
+type PeerFramed<S> = Framed<S, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>;
+
+/// `Ok(None)`: the peer left or was refused (and told why).
+type Authenticated<S> = anyhow::Result<Option<(PeerFramed<S>, Arc<SharedFile>, TicketClaims)>>;
+
+/// The first byte a client sends: a TLS handshake record, or our plaintext preamble.
+async fn first_byte(stream: &TcpStream) -> anyhow::Result<Option<u8>> {
+    let mut b = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut b)).await?? {
+        0 => Ok(None),
+        _ => Ok(Some(b[0])),
+    }
+}
+
+/// TLS record type of a handshake message: how every TLS client starts.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// TLS, then the Minitorr handshake and ticket inside it; the ticket must be bound to the
+/// device key the client proved in the TLS handshake.
+async fn authenticate_tls(
+    stream: TcpStream,
     srv: &PeerServer,
-) -> anyhow::Result<Option<(PeerFramed, Arc<SharedFile>, TicketClaims)>> {
+    tls: &PeerTls,
+) -> Authenticated<TlsStream> {
     stream.set_nodelay(true)?;
+    match first_byte(&stream).await? {
+        None => return Ok(None),
+        Some(b) if b == handshake::MAGIC[0] => {
+            // A plaintext client (a daemon in benchmark mode): tell it why, send nothing else.
+            tracing::warn!(peer = ?stream.peer_addr().ok(), "refused a plaintext peer link: this daemon requires TLS");
+            let mut stream = stream;
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, Link::Peer)).await??;
+            let mut framed = Framed::new(stream, links::peer());
+            // Answer its first frame (the Hello, never looked at), so that we do not close on
+            // unread bytes, which would reset the connection before it reads why.
+            if let Ok(Some(Ok(_))) = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next()).await {
+                framed
+                    .send(PeerMsg::Refused {
+                        reason: PLAINTEXT_REFUSED.into(),
+                    })
+                    .await?;
+            }
+            return Ok(None);
+        }
+        Some(_) => {}
+    }
+    let (mut stream, client_key) = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream))
+        .await?
+        .map_err(|e| anyhow::anyhow!(tls::describe(&e)))?;
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, Link::Peer)).await??;
-    let mut framed = Framed::new(stream, links::peer());
+    hello(Framed::new(stream, links::peer()), srv, Some(client_key)).await
+}
+
+/// Benchmark mode (loopback only): no TLS, so no device key to check the ticket against.
+async fn authenticate_plaintext(stream: TcpStream, srv: &PeerServer) -> Authenticated<TcpStream> {
+    stream.set_nodelay(true)?;
+    let mut stream = stream;
+    if first_byte(&stream).await? == Some(TLS_HANDSHAKE_RECORD) {
+        tracing::warn!(peer = ?stream.peer_addr().ok(), "refused a TLS peer link: this daemon runs insecure_plaintext_peer_links_for_benchmarks");
+        // Answer in plaintext so the client's TLS layer fails at once and says so ("did not
+        // answer with TLS"), then let it hang up first (closing on unread data would reset
+        // the connection before it reads the answer).
+        stream
+            .write_all(&handshake::preamble(
+                Link::Peer,
+                minitorr_proto::PROTOCOL_VERSION,
+            ))
+            .await?;
+        let mut sink = [0u8; 4096];
+        let drain = async { while stream.read(&mut sink).await.unwrap_or(0) > 0 {} };
+        let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, drain).await;
+        return Ok(None);
+    }
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, Link::Peer)).await??;
+    hello(Framed::new(stream, links::peer()), srv, None).await
+}
+
+/// Read the `Hello` and decide on its ticket.
+async fn hello<S: PeerStream>(
+    mut framed: PeerFramed<S>,
+    srv: &PeerServer,
+    client_key: Option<[u8; 32]>,
+) -> Authenticated<S> {
     let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next()).await?;
     let ticket = match hello {
         Some(Ok(PeerMsg::Hello { ticket })) => ticket,
@@ -163,7 +285,7 @@ async fn authenticate(
         Some(Err(e)) => return Err(e.into()),
         None => return Ok(None),
     };
-    match admit(srv, &ticket).await {
+    match admit(srv, &ticket, client_key.as_ref()).await {
         Ok(shared) => {
             tracing::debug!(user = %ticket.claims.user, file = %shared.meta.name, "serving peer");
             Ok(Some((framed, shared, ticket.claims)))
@@ -176,8 +298,8 @@ async fn authenticate(
     }
 }
 
-async fn welcome_and_serve(
-    mut framed: PeerFramed,
+async fn welcome_and_serve<S: PeerStream>(
+    mut framed: PeerFramed<S>,
     shared: Arc<SharedFile>,
     srv: &Arc<PeerServer>,
     live: &Arc<LiveConn>,
@@ -192,11 +314,17 @@ async fn welcome_and_serve(
 }
 
 /// Decide whether a ticket opens one of our shares.
+/// `client_key`: the device key the client proved on a TLS link (`None` only in plaintext
+/// benchmark mode); the ticket must be bound to it.
 async fn admit(
     srv: &PeerServer,
     ticket: &minitorr_proto::ticket::Ticket,
+    client_key: Option<&[u8; 32]>,
 ) -> Result<Arc<SharedFile>, String> {
     let claims = srv.ticket_keys.verify(ticket).await?;
+    if client_key.is_some_and(|k| *k != claims.device_key) {
+        return Err(TICKET_KEY_MISMATCH.into());
+    }
     let shared = srv
         .shares
         .get(&claims.group, &claims.file_name)
@@ -207,11 +335,10 @@ async fn admit(
     Ok(shared)
 }
 
-/// `PeerMsg::Renew`: a ticket that `admit` would accept now and that names exactly what the
-/// connection was admitted for pushes back its expiry. Anything else is ignored (logged): the
-/// connection then ends when its current ticket expires.
+/// `PeerMsg::Renew`: a ticket that `admit` would accept now and that names exactly what the connection was admitted for pushes back its expiry.
+/// Anything else is ignored (logged): the connection then ends when its current ticket expires.
 async fn renew(srv: &PeerServer, live: &LiveConn, ticket: &minitorr_proto::ticket::Ticket) {
-    let checked = match admit(srv, ticket).await {
+    let checked = match admit(srv, ticket, None).await {
         Ok(_) => live.renew(&ticket.claims).map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
@@ -225,34 +352,32 @@ async fn renew(srv: &PeerServer, live: &LiveConn, ticket: &minitorr_proto::ticke
     }
 }
 
-async fn serve_requests(
-    framed: PeerFramed,
+async fn serve_requests<S: PeerStream>(
+    framed: PeerFramed<S>,
     shared: Arc<SharedFile>,
     mut have_rx: broadcast::Receiver<u32>,
     srv: &Arc<PeerServer>,
     live: &Arc<LiveConn>,
 ) -> anyhow::Result<()> {
-    // From here on the socket is driven by hand: piece data goes from the page cache to the
-    // socket with sendfile(2) (no copy through our memory), which Framed cannot do.
+    // From here on the stream is driven by hand: a reader half and a writer half, so that a
+    // Cancel can overtake queued requests and reading never waits for disk or the rate
+    // limiter. Piece bytes go out by the stream's fastest way (see `send_piece`).
     let parts = framed.into_parts();
-    let stream = Arc::new(parts.io);
+    let (rd, mut wr) = parts.io.into_halves();
     let queue = Arc::new(Mutex::new(VecDeque::<u32>::new()));
     let wake = Arc::new(Notify::new());
     let closed = Arc::new(AtomicBool::new(false));
 
-    // Reader: queue requests, apply cancels. Runs beside the writer so a Cancel can overtake
-    // queued requests and reading never waits for disk or the rate limiter.
     let reader = {
-        let (queue, wake, closed, stream) =
-            (queue.clone(), wake.clone(), closed.clone(), stream.clone());
-        let (srv, live) = (srv.clone(), live.clone());
+        let (queue, wake, closed) = (queue.clone(), wake.clone(), closed.clone());
         let n = shared.meta.piece_count();
         let mut buf = parts.read_buf;
+        let (srv, live) = (srv.clone(), live.clone());
         // Aborted when this future is dropped too (a revoked or idle connection is dropped
         // mid-serve): the reader holds the socket, which must close now, not when the peer
         // next writes.
         tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-            if let Err(e) = read_requests(&stream, &mut buf, n, &queue, &wake, &srv, &live).await {
+            if let Err(e) = read_requests(rd, &mut buf, n, &queue, &wake, &srv, &live).await {
                 tracing::debug!(error = %e, "peer reader stopped");
             }
             closed.store(true, Ordering::Release);
@@ -262,6 +387,8 @@ async fn serve_requests(
 
     let mut out = BytesMut::new();
     let mut codec = links::peer();
+    // Reused piece buffer for streams that cannot sendfile (TLS): frame header + piece bytes.
+    let mut piece_buf: Vec<u8> = Vec::new();
     let result = async {
         loop {
             // Tell the peer about pieces we verified meanwhile (partial seeding).
@@ -285,22 +412,14 @@ async fn serve_requests(
                     }
                     let len = shared.meta.piece_len(piece);
                     srv.upload_limit.acquire(len as usize).await;
-                    // Frame header by hand (same layout the codec decodes), then the bytes.
-                    out.put_u32(len + 5);
-                    out.put_u8(TAG_PIECE);
-                    out.put_u32(piece);
-                    write_all(&stream, &mut out).await?;
-                    send_file_range(
-                        &stream,
-                        shared.file(),
-                        shared.meta.piece_offset(piece),
-                        len as usize,
-                    )
-                    .await?;
+                    piece_buf =
+                        send_piece(&mut wr, &mut out, piece_buf, &shared, piece, &srv.pool).await?;
                 }
                 None if closed.load(Ordering::Acquire) => return Ok(()),
                 None => {
-                    write_all(&stream, &mut out).await?;
+                    wr.write_all(&out).await?;
+                    out.clear();
+                    wr.flush().await?;
                     tokio::select! {
                         _ = wake.notified() => {}
                         r = have_rx.recv() => match r {
@@ -318,8 +437,89 @@ async fn serve_requests(
     result
 }
 
-async fn read_requests(
-    stream: &TcpStream,
+/// Length of a piece frame's header: u32 frame length, tag, u32 piece index.
+const PIECE_HEADER: usize = 9;
+
+/// Send one piece frame after whatever is pending in `out`. Over plain TCP the bytes go from
+/// the page cache to the socket (sendfile, no copy through our memory). Otherwise (TLS) they
+/// are copied into `buf` — straight from the page cache when it holds them, on the blocking
+/// pool otherwise (a cache miss must not stall the reactor) — and written through the stream
+/// as one contiguous frame, so the TLS layer makes full-size records. Returns `buf` for reuse.
+async fn send_piece<W: PieceWrite>(
+    wr: &mut W,
+    out: &mut BytesMut,
+    mut buf: Vec<u8>,
+    shared: &Arc<SharedFile>,
+    piece: u32,
+    pool: &BlockingPool,
+) -> std::io::Result<Vec<u8>> {
+    let len = shared.meta.piece_len(piece);
+    let offset = shared.meta.piece_offset(piece);
+    if let Some(sock) = wr.sendfile_socket() {
+        // Frame header by hand (same layout the codec decodes), then the bytes.
+        out.put_u32(len + 5);
+        out.put_u8(TAG_PIECE);
+        out.put_u32(piece);
+        write_all(sock, out).await?;
+        send_file_range(sock, shared.file(), offset, len as usize).await?;
+        return Ok(buf);
+    }
+    if !out.is_empty() {
+        wr.write_all(out).await?;
+        out.clear();
+    }
+    let total = PIECE_HEADER + len as usize;
+    if buf.len() != total {
+        buf.resize(total, 0); // zero-filled only when the piece size changes (last piece)
+    }
+    buf[..4].copy_from_slice(&(len + 5).to_be_bytes());
+    buf[4] = TAG_PIECE;
+    buf[5..PIECE_HEADER].copy_from_slice(&piece.to_be_bytes());
+    // Fast path: what the page cache holds is copied here without blocking; only the rest
+    // (a cache miss: disk I/O) goes to the blocking pool.
+    let cached = read_cached(shared.file(), &mut buf[PIECE_HEADER..], offset);
+    if PIECE_HEADER + cached < total {
+        let file = shared.clone();
+        let (b, read) = pool
+            .run(move || {
+                let at = PIECE_HEADER + cached;
+                let r = file
+                    .file()
+                    .read_exact_at(&mut buf[at..], offset + cached as u64);
+                (buf, r)
+            })
+            .await;
+        buf = b;
+        read.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "shared file shrank")
+            } else {
+                e
+            }
+        })?;
+    }
+    wr.write_all(&buf).await?;
+    Ok(buf)
+}
+
+/// Read into `buf` what the page cache already holds at `offset`, without ever blocking on the
+/// disk (preadv2 with RWF_NOWAIT); returns how many bytes from the start of `buf` were read (0
+/// if none are cached, or the kernel or filesystem cannot say).
+fn read_cached(file: &std::fs::File, buf: &mut [u8], offset: u64) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf[done..])];
+        let flags = rustix::io::ReadWriteFlags::NOWAIT;
+        match rustix::io::preadv2(file, &mut iov, offset + done as u64, flags) {
+            Ok(n) if n > 0 => done += n,
+            _ => break,
+        }
+    }
+    done
+}
+
+async fn read_requests<R: AsyncRead + Unpin>(
+    mut rd: R,
     buf: &mut BytesMut,
     n: u32,
     queue: &Mutex<VecDeque<u32>>,
@@ -343,17 +543,15 @@ async fn read_requests(
                     anyhow::bail!("peer asked for piece {piece}, out of range")
                 }
                 PeerMsg::Cancel { piece } => queue.lock().expect("lock").retain(|&p| p != piece),
+                // The renewal must name this connection's device key: `live.renew` compares
+                // every claim but the times with those the connection was admitted on.
                 PeerMsg::Renew { ticket } => renew(srv, live, &ticket).await,
                 _ => {}
             }
         }
         buf.reserve(16 * 1024);
-        stream.readable().await?;
-        match stream.try_read_buf(buf) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e.into()),
+        if rd.read_buf(buf).await? == 0 {
+            return Ok(());
         }
     }
 }

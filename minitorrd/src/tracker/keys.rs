@@ -207,6 +207,7 @@ mod tests {
                 file_sha1: Sha1Hash([1; 20]),
                 expires_unix: now_unix() + 3600,
                 issued_unix: now_unix(),
+                device_key: [7; 32],
             },
             k,
         )

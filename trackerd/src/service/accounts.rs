@@ -188,10 +188,23 @@ impl Service {
         user: String,
         password: String,
         peer_addr: String,
+        device_key: [u8; 32],
         source: IpAddr,
     ) -> Outcome {
         valid(names::validate_user(&user))?;
         check_password(&password)?;
+        // Tickets get bound to this key and downloaders pin it: it must be a real Ed25519
+        // public key (a weak or invalid point could never authenticate a TLS handshake).
+        match ed25519_dalek::VerifyingKey::from_bytes(&device_key) {
+            // Canonical encoding only (one key, one byte string), no small-order points.
+            Ok(k) if !k.is_weak() && k.to_edwards().compress().to_bytes() == device_key => {}
+            _ => {
+                return fail(
+                    ErrorCode::BadRequest,
+                    "device_key is not a valid Ed25519 public key",
+                )
+            }
+        }
         let addr = effective_peer_addr(&peer_addr, source, self.policy.trust_announced_peer_addr)?;
         let now = self.now();
         // Admit the attempt before looking anything up or waiting for a hashing slot: it counts
@@ -231,6 +244,7 @@ impl Service {
                 &token_hash,
                 &user,
                 &peer_addr,
+                &device_key,
                 now as i64,
                 self.expired_before(),
             )

@@ -151,6 +151,9 @@ impl Service {
             file_sha1: meta.sha1,
             issued_unix: self.now(),
             expires_unix: self.now() + self.timing.ticket_ttl_secs,
+            // Bound to the asking daemon: only a peer link authenticated with this key can
+            // use the ticket.
+            device_key: caller.session.device_key,
         };
         let ticket = self.sign_ticket(claims);
         Ok(Response::File(FileDetails {

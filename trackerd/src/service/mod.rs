@@ -365,7 +365,11 @@ impl Service {
                 user,
                 password,
                 peer_addr,
-            } => self.login(user, password, peer_addr, peer_ip).await,
+                device_key,
+            } => {
+                self.login(user, password, peer_addr, device_key, peer_ip)
+                    .await
+            }
             call => {
                 let caller = self.authenticate(req.token.as_deref()).await?;
                 self.dispatch_authenticated(&caller, call).await

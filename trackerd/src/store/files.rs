@@ -433,7 +433,7 @@ impl Store {
         exclude_token_hash: &str,
     ) -> Result<Vec<PeerInfo>> {
         let rows = sqlx::query(
-            "SELECT x.user_name, x.peer_addr, s.complete FROM shares s \
+            "SELECT x.user_name, x.peer_addr, s.complete, x.device_key FROM shares s \
              JOIN sessions x ON x.user_name = s.user_name \
              WHERE s.group_name = $1 AND s.file_name = $2 AND x.last_seen >= $3 AND x.token_hash <> $4 \
              ORDER BY s.complete DESC, x.last_seen DESC, x.user_name, x.peer_addr",
@@ -450,6 +450,7 @@ impl Store {
                     user: r.try_get(0)?,
                     addr: r.try_get(1)?,
                     complete: r.try_get::<i64, _>(2)? != 0,
+                    device_key: super::sessions::device_key_from_hex(&r.try_get::<String, _>(3)?)?,
                 })
             })
             .collect()

@@ -12,6 +12,16 @@ pub struct SessionRow {
     pub user: String,
     pub peer_addr: String,
     pub last_seen: i64,
+    /// The logged-in daemon's device key (Ed25519 public key).
+    pub device_key: [u8; 32],
+}
+
+/// Device keys are stored as 64 hex digits.
+pub(crate) fn device_key_from_hex(s: &str) -> Result<[u8; 32]> {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(s, &mut key)
+        .map_err(|e| super::StoreError::Corrupt(format!("session device key: {e}")))?;
+    Ok(key)
 }
 
 impl Store {
@@ -22,6 +32,7 @@ impl Store {
         token_hash: &str,
         user: &str,
         peer_addr: &str,
+        device_key: &[u8; 32],
         now: i64,
         expired_before: i64,
     ) -> Result<()> {
@@ -31,13 +42,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO sessions (token_hash, user_name, peer_addr, created, last_seen) \
-             VALUES ($1, $2, $3, $4, $4)",
+            "INSERT INTO sessions (token_hash, user_name, peer_addr, created, last_seen, device_key) \
+             VALUES ($1, $2, $3, $4, $4, $5)",
         )
         .bind(token_hash)
         .bind(user)
         .bind(peer_addr)
         .bind(now)
+        .bind(hex::encode(device_key))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -52,7 +64,7 @@ impl Store {
         expired_before: i64,
     ) -> Result<Option<SessionRow>> {
         let row = sqlx::query(
-            "SELECT user_name, peer_addr, last_seen FROM sessions \
+            "SELECT user_name, peer_addr, last_seen, device_key FROM sessions \
              WHERE token_hash = $1 AND last_seen >= $2",
         )
         .bind(token_hash)
@@ -64,6 +76,7 @@ impl Store {
                 user: r.try_get(0)?,
                 peer_addr: r.try_get(1)?,
                 last_seen: r.try_get(2)?,
+                device_key: device_key_from_hex(&r.try_get::<String, _>(3)?)?,
             })
         })
         .transpose()

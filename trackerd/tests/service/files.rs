@@ -39,6 +39,10 @@ fn peer(user: &str, addr: &str, complete: bool) -> PeerInfo {
         user: user.into(),
         addr: addr.into(),
         complete,
+        // Every session of these tests logs in with the same device key (see `login_at`).
+        device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+            .verifying_key()
+            .to_bytes(),
     }
 }
 
@@ -394,5 +398,47 @@ async fn rejects_invalid_names_everywhere() {
         },
     ] {
         h.err(&alice, call, ErrorCode::BadRequest).await;
+    }
+}
+
+#[tokio::test]
+async fn tickets_are_bound_to_the_callers_device_key_and_holders_listed_with_theirs() {
+    let h = Harness::new().await;
+    h.user("alice").await;
+    h.user("bob").await;
+    let key_of = |seed: u8| {
+        ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+            .verifying_key()
+            .to_bytes()
+    };
+    let login = |user: &str, device_key: [u8; 32]| Call::Login {
+        user: user.into(),
+        password: format!("{user}-pw"),
+        peer_addr: format!("127.0.0.1:{}", 8000 + user.len()),
+        device_key,
+    };
+    let token = |r: Response| match r {
+        Response::LoggedIn(g) => g.token,
+        other => panic!("{other:?}"),
+    };
+    let alice = token(h.call(None, login("alice", key_of(10))).await);
+    let bob = token(h.call(None, login("bob", key_of(20))).await);
+    h.group("g1", &alice, &[&bob]).await;
+    h.ok(&alice, share("g1", meta("a.iso", 50_000, 4), true))
+        .await;
+
+    let d = details(&h, &bob, "g1", "a.iso").await;
+    let claims = d.ticket.verify(&h.svc.verifying_key(), h.now()).unwrap();
+    assert_eq!(claims.device_key, key_of(20), "bound to the asking daemon");
+    let listed: Vec<_> = d
+        .peers
+        .iter()
+        .map(|p| (p.user.as_str(), p.device_key))
+        .collect();
+    assert!(listed.contains(&("alice", key_of(10))), "{listed:?}");
+
+    // A key that is not a usable Ed25519 public key (small order / not on the curve).
+    for bad in [[0u8; 32], [0xff; 32]] {
+        expect_err(h.call(None, login("bob", bad)).await, ErrorCode::BadRequest);
     }
 }

@@ -73,6 +73,7 @@ fn far_claims() -> TicketClaims {
         file_sha1: meta("a.iso", 40_000, 5).sha1,
         expires_unix: u64::MAX,
         issued_unix: 0,
+        device_key: [1; 32],
     }
 }
 

@@ -133,6 +133,9 @@ impl Harness {
             user: user.into(),
             password: format!("{user}-pw"),
             peer_addr: peer_addr.into(),
+            device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+                .verifying_key()
+                .to_bytes(),
         };
         match self.call(None, call).await {
             Response::LoggedIn(g) => g,

@@ -1,0 +1,96 @@
+//! The transport of peer links: the device key, TLS on top of TCP, and the stream abstraction
+//! the piece protocol runs over.
+//!
+//! The piece protocol (sharing/server.rs, download/peer.rs) is generic over [`PeerStream`], any
+//! `AsyncRead + AsyncWrite` byte stream: TCP, TLS over TCP, or later a relay. A stream may
+//! offer a faster way to send piece bytes ([`PieceWrite::sendfile_socket`]): plain TCP sends
+//! them with sendfile(2) from the page cache; TLS must encrypt them, so they are read into a
+//! buffer and written through the TLS stream.
+
+pub mod identity;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+pub use identity::{DeviceKey, DeviceKeyError};
+pub use tls::PeerTls;
+
+/// The refusal a TLS seeder sends to a plaintext client (and what tests look for).
+pub const PLAINTEXT_REFUSED: &str =
+    "this peer only accepts encrypted (TLS) peer links; plaintext connection refused";
+
+/// How this daemon's peer links run.
+#[derive(Clone, Debug)]
+pub enum PeerLinkMode {
+    /// TLS 1.3, both sides authenticated by their device keys. The only production mode.
+    Tls(Arc<PeerTls>),
+    /// Plain TCP, for benchmarks on loopback only (`insecure_plaintext_peer_links_for_benchmarks`;
+    /// the daemon refuses to start with it on any other address). Tickets still bind the
+    /// device key, but nothing proves it: anyone who can read the link can replay a ticket.
+    InsecurePlaintext,
+}
+
+impl PeerLinkMode {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, PeerLinkMode::Tls(_))
+    }
+}
+
+/// The plaintext benchmark mode may only serve on loopback: anything else is refused.
+pub fn check_plaintext_allowed(listen: SocketAddr) -> Result<(), String> {
+    if listen.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!(
+            "insecure_plaintext_peer_links_for_benchmarks is set but the peer listen address \
+             {listen} is not loopback: plaintext peer links would send file bytes and tickets \
+             in clear over the network; refusing to start"
+        ))
+    }
+}
+
+/// A byte stream a peer link can run over.
+pub trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    type Read: AsyncRead + Unpin + Send + 'static;
+    type Write: PieceWrite;
+    /// Halves for a reader and a writer running at the same time.
+    fn into_halves(self) -> (Self::Read, Self::Write);
+}
+
+/// The writing half of a peer stream.
+pub trait PieceWrite: AsyncWrite + Unpin + Send + 'static {
+    /// The raw socket, if piece bytes may go to it straight from the page cache (sendfile).
+    /// Only a stream that adds nothing to the bytes (plain TCP) may return one.
+    fn sendfile_socket(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl PeerStream for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
+    fn into_halves(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+}
+
+impl PieceWrite for OwnedWriteHalf {
+    fn sendfile_socket(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl PeerStream for tls::TlsStream {
+    type Read = ReadHalf<tls::TlsStream>;
+    type Write = WriteHalf<tls::TlsStream>;
+    fn into_halves(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
+impl PieceWrite for WriteHalf<tls::TlsStream> {}
