@@ -157,12 +157,12 @@ fn main() {
                 seeders_online: 1,
                 partial_online: 0,
             }]),
-            tracker::Response::File(tracker::FileDetails {
+            tracker::Response::File(Box::new(tracker::FileDetails {
                 group: "g1".into(),
                 meta: meta(),
                 peers: vec![],
                 ticket: ticket(),
-            }),
+            })),
             tracker::Response::err(tracker::ErrorCode::Forbidden, "not a member"),
         ],
     );

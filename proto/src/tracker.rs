@@ -114,7 +114,7 @@ pub enum Response {
     Groups(Vec<GroupSummary>),
     Requests(Vec<String>),
     Files(Vec<FileSummary>),
-    File(FileDetails),
+    File(Box<FileDetails>),
     TicketKeys(Vec<TicketKey>),
     Error {
         code: ErrorCode,

@@ -61,7 +61,7 @@ async fn get_file(c: &mut fakepeer::TrackerClient) -> FileDetails {
         })
         .await
     {
-        Response::File(d) => d,
+        Response::File(d) => *d,
         other => panic!("{other:?}"),
     }
 }

@@ -197,7 +197,7 @@ impl Daemon {
             })
             .await?
         {
-            tracker::Response::File(d) => d,
+            tracker::Response::File(d) => *d,
             other => return Err(unexpected(other)),
         };
         details.meta.check().map_err(|e| {

@@ -402,7 +402,7 @@ impl Download {
             file: self.meta.name.clone(),
         };
         match env.tracker.call(Some(&env.token), call).await {
-            Ok(Response::File(d)) if d.meta.sha1 == self.meta.sha1 => Ok(d),
+            Ok(Response::File(d)) if d.meta.sha1 == self.meta.sha1 => Ok(*d),
             Ok(Response::File(_)) => Err("the file changed on the tracker".into()),
             Ok(Response::Error { message, .. }) => Err(message),
             Ok(other) => Err(format!("unexpected tracker answer {other:?}")),

@@ -156,12 +156,12 @@ impl Service {
             device_key: caller.session.device_key,
         };
         let ticket = self.sign_ticket(claims);
-        Ok(Response::File(FileDetails {
+        Ok(Response::File(Box::new(FileDetails {
             group: group.to_string(),
             meta,
             peers,
             ticket,
-        }))
+        })))
     }
 }
 

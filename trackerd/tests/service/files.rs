@@ -29,7 +29,7 @@ async fn details(h: &Harness, token: &str, group: &str, file: &str) -> FileDetai
         )
         .await
     {
-        Response::File(d) => d,
+        Response::File(d) => *d,
         other => panic!("{other:?}"),
     }
 }
