@@ -32,7 +32,9 @@ pub use error::ProtoError;
 pub use handshake::{handshake, HandshakeError, Link};
 
 /// Version of the protocol spoken on all three links. Bump on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: TLS peer links with device keys, tickets bound to them and naming their signing key,
+/// revocation events, renewal, quotas, remove_member/remove_file (issue #10).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest frame accepted on the control and tracker links (a piece-hash list of a 100 GiB file
 /// with 512 KiB pieces is 4 MiB, so this leaves room without letting a client make us buffer GBs).
