@@ -312,3 +312,37 @@ fn cafe_in_nfc_and_nfd_is_one_file() {
     alice.ok(&["stop_share", "g1", nfc]);
     assert!(file_names(&bob, "g1").is_empty());
 }
+
+/// The owner removes an entry a member shares: the member's daemon hears it on its event
+/// subscription and forgets the share, so its next login does not register the entry again.
+#[test]
+fn a_file_the_owner_removed_is_not_shared_again_at_the_holders_next_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, alice, bob) = alice_and_bob_in_g1(dir.path());
+    let src = dir.path().join("bob/notes.bin");
+    random_file(&src, 100_000);
+    bob.ok(&["upload_file", src.to_str().unwrap(), "g1"]);
+    assert_eq!(file_names(&alice, "g1"), ["notes.bin"]);
+
+    alice.ok(&["remove_file", "g1", "notes.bin"]);
+    assert!(file_names(&alice, "g1").is_empty());
+    // The event reaches bob's daemon within moments; give it a generous margin, then log
+    // out and in again: the re-share must not bring the entry back.
+    let state = || std::fs::read_to_string(bob.dir.join("state/state.json")).unwrap_or_default();
+    let start = std::time::Instant::now();
+    while state().contains("notes.bin") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "bob's daemon still records notes.bin after 10 s:\n{}\n{}",
+            state(),
+            bob.log_tail(30)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    bob.ok(&["logout"]);
+    bob.ok(&["login", "bob", PW]);
+    assert!(
+        file_names(&alice, "g1").is_empty(),
+        "bob's next login registered the removed entry again"
+    );
+}

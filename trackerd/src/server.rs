@@ -407,7 +407,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Ok(())) => {}
     }
     tracing::debug!(%peer, "connected");
-    let Some(head) =
+    let Some((head, subscribe)) =
         before_login(&mut stream, peer, service, opts, shutdown, &unauthenticated).await
     else {
         return;
@@ -416,6 +416,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut parts = FramedParts::new::<Response>(stream, links::tracker_server());
     parts.read_buf = head;
     let mut framed = Framed::from_parts(parts);
+    // A daemon opens its event subscription as the first request of a fresh connection.
+    if let Some((token, after)) = subscribe {
+        crate::subscription::serve(&mut framed, Some(token), after, service, peer, shutdown).await;
+        return;
+    }
     loop {
         // Waiting for a request is the only point where shutdown interrupts a connection: a
         // request being handled always gets its answer.
@@ -467,7 +472,7 @@ async fn before_login<S: AsyncRead + AsyncWrite + Unpin>(
     opts: ServerOptions,
     shutdown: &CancellationToken,
     who: &Unauthenticated,
-) -> Option<BytesMut> {
+) -> Option<(BytesMut, Option<(String, Option<u64>)>)> {
     loop {
         let next = tokio::time::timeout(
             opts.handshake_timeout,
@@ -500,7 +505,7 @@ async fn before_login<S: AsyncRead + AsyncWrite + Unpin>(
                     None => false,
                 };
                 if valid {
-                    return Some(head);
+                    return Some((head, None));
                 }
                 tracing::info!(%peer, len = head.len(), "large request without a valid session before login; closing");
                 let refusal = Response::err(
@@ -514,6 +519,14 @@ async fn before_login<S: AsyncRead + AsyncWrite + Unpin>(
                 return None;
             }
             PreAuthFrame::Small(request) => {
+                // `Subscribe` with a live session turns this connection into an event stream
+                // (see `subscription`): handed to the logged-in side unanswered. Without one,
+                // the service refuses it below like any call.
+                if let (Call::Subscribe { after }, Some(token)) = (&request.call, &request.token) {
+                    if service.session_is_valid(token).await {
+                        return Some((BytesMut::new(), Some((token.clone(), *after))));
+                    }
+                }
                 let had_token = request.token.is_some();
                 let call = request.call.clone();
                 let response = service.handle(request, peer.ip()).await;
@@ -523,7 +536,7 @@ async fn before_login<S: AsyncRead + AsyncWrite + Unpin>(
                     return None;
                 }
                 if authenticated {
-                    return Some(BytesMut::new());
+                    return Some((BytesMut::new(), None));
                 }
                 if who.evicted.is_cancelled() {
                     return None;

@@ -120,6 +120,14 @@ impl Daemon {
                         && d.live_download(group, file).is_none() =>
                 {
                     d.shares.remove(group, file);
+                    // Forget it in state.json too, or the next login would register the entry
+                    // the group's owner just removed all over again.
+                    let (group, file, user) = (group.clone(), file.clone(), user.clone());
+                    tokio::spawn(async move {
+                        let mut state = d.state.lock().await;
+                        state.user(&user).remove_share(&group, &file);
+                        d.save_state(&state).await;
+                    });
                 }
                 _ => {}
             }

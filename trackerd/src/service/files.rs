@@ -121,8 +121,8 @@ impl Service {
             ),
             RemoveOutcome::NoFile => fail(ErrorCode::NotFound, format!("{group} has no file {file}")),
             RemoveOutcome::Removed(removed) => {
-                // Revocation hook: this is where a `FileRemoved { group, file }` event goes to
-                // the daemons of `removed.holders`, so they stop serving it at once.
+                // The store wrote a `FileRemoved` event in the same transaction: the holders'
+                // daemons stop serving it at once (and forget the share).
                 tracing::info!(owner, group, file = removed.name, holders = ?removed.holders, "file removed by the group owner");
                 let n = removed.holders.len();
                 Ok(Response::ok(format!(

@@ -324,7 +324,10 @@ impl Service {
         // Calls that may write revocation events (see `store::events`).
         let emits = matches!(
             req.call,
-            Call::LeaveGroup { .. } | Call::RemoveMember { .. } | Call::StopShare { .. }
+            Call::LeaveGroup { .. }
+                | Call::RemoveMember { .. }
+                | Call::StopShare { .. }
+                | Call::RemoveFile { .. }
         );
         let result = self.dispatch(req, peer_ip).await;
         if emits && result.is_ok() {

@@ -335,6 +335,13 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             if done.rows_affected() > 0 {
+                // Last, as `events::emit` asks: holders' daemons close the peer connections
+                // serving it and forget the share (and tickets for it stop opening anything).
+                let kind = minitorr_proto::tracker::EventKind::FileRemoved {
+                    group: group.to_string(),
+                    file: name.to_string(),
+                };
+                super::events::emit(&mut tx, &kind, &[]).await?;
                 tx.commit().await?;
                 return Ok(RemoveOutcome::Removed(RemovedFile {
                     name: name.to_string(),
