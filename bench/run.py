@@ -233,6 +233,7 @@ class Cluster:
     def start_daemon(self, name: str, host: int = 1) -> Daemon:
         d = self.work / name
         d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o700)  # minitorrd refuses a control-socket directory others can enter
         sock = d / "ctl.sock"
         self.next_port += 1
         addr = f"{self.net.ip(host)}:{self.net.port(self.next_port)}"

@@ -27,7 +27,7 @@ struct FakeDaemon {
 
 impl FakeDaemon {
     fn start(version: u16, mut handler: Handler) -> FakeDaemon {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let socket = dir.path().join("minitorrd.sock");
         let listener = UnixListener::bind(&socket).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -119,7 +119,7 @@ fn status(state: DownloadState, done: u64) -> DownloadStatus {
 
 #[tokio::test]
 async fn no_daemon_is_exit_3_with_a_hint() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let socket = dir.path().join("nothing.sock");
     let out = run_ctl(&socket, &["list_groups"], None, None).await;
     assert_eq!(out.status.code(), Some(3));
@@ -174,7 +174,7 @@ async fn other_protocol_version_is_exit_3_naming_both() {
 
 #[tokio::test]
 async fn something_else_on_the_socket_is_exit_3() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let socket = dir.path().join("http.sock");
     let listener = UnixListener::bind(&socket).unwrap();
     tokio::spawn(async move {
@@ -489,7 +489,7 @@ async fn show_downloads_lines_start_like_the_seed() {
 
 #[tokio::test]
 async fn daemon_hanging_up_without_answer_is_exit_3() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let socket = dir.path().join("d.sock");
     let listener = UnixListener::bind(&socket).unwrap();
     tokio::spawn(async move {
@@ -509,7 +509,7 @@ async fn daemon_hanging_up_without_answer_is_exit_3() {
 
 #[tokio::test]
 async fn usage_errors_are_exit_2_and_json_when_asked() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let socket = dir.path().join("unused.sock");
     let out = run_ctl(&socket, &["upload_file", "only-one-arg"], None, None).await;
     assert_eq!(out.status.code(), Some(2));
@@ -581,4 +581,12 @@ async fn empty_socket_variable_means_the_default_path() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A temp dir as minitorrctl accepts a socket's directory: ours, 0700 (`tempdir()` is 0755).
+fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
 }

@@ -332,25 +332,20 @@ fn a_download_running_when_its_tracker_is_killed_completes() {
     drop(tb);
 }
 
-/// Present `ticket` to the seeder at `addr`; its first answer.
+/// Present `ticket` to the seeder at `addr` (proving `seeder_key`) over TLS as `device`, the
+/// device the ticket is bound to; its first answer.
 async fn hello(
     addr: SocketAddr,
+    seeder_key: [u8; 32],
+    device: &fakepeer::DeviceKey,
     ticket: minitorr_proto::ticket::Ticket,
 ) -> minitorr_proto::peer::PeerMsg {
-    use futures::{SinkExt, StreamExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    minitorr_proto::handshake(&mut s, minitorr_proto::Link::Peer)
+    let mut f = fakepeer::tls_connect(addr, device, seeder_key)
         .await
         .unwrap();
-    let mut f = tokio_util::codec::Framed::new(s, minitorr_proto::links::peer());
-    f.send(minitorr_proto::peer::PeerMsg::Hello { ticket })
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(10), f.next())
+    fakepeer::say_hello(&mut f, ticket)
         .await
         .expect("seeder answers Hello")
-        .unwrap()
-        .unwrap()
 }
 
 /// Each trackerd signs with its own key file; the database publishes both public keys. A
@@ -424,12 +419,16 @@ fn two_trackers_sign_with_their_own_keys_and_every_seeder_accepts_both() {
                 other => panic!("{other:?}"),
             }
         });
-        tickets.push(ticket);
+        tickets.push((ticket, c.device.clone()));
     }
-    assert_ne!(tickets[0].key, tickets[1].key, "signed by different keys");
-    for t in &tickets {
+    assert_ne!(
+        tickets[0].0.key, tickets[1].0.key,
+        "signed by different keys"
+    );
+    for (t, device) in &tickets {
         for seeder in [&s1, &s2] {
-            let m = rt.block_on(hello(seeder.addr, t.clone()));
+            let seeder_key = seeder.device_key().public_bytes();
+            let m = rt.block_on(hello(seeder.addr, seeder_key, device, t.clone()));
             assert!(
                 matches!(m, minitorr_proto::peer::PeerMsg::Welcome { .. }),
                 "ticket by {} at {}: {m:?}",

@@ -10,13 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
-use futures::{SinkExt, StreamExt};
 use minitorr_e2e::*;
 use minitorr_proto::peer::PeerMsg;
 use minitorr_proto::ticket::{Ticket, TicketClaims};
 use minitorr_proto::tracker::{Call, Response};
-use minitorr_proto::{handshake, links, Link};
-use tokio_util::codec::Framed;
 
 type Raw = fakepeer::TrackerClient;
 
@@ -39,16 +36,20 @@ fn read_key(path: &Path) -> SigningKey {
 }
 
 /// Present `ticket` to `seeder`; its first answer.
-async fn hello(seeder: SocketAddr, ticket: Ticket) -> PeerMsg {
-    let mut s = tokio::net::TcpStream::connect(seeder).await.unwrap();
-    handshake(&mut s, Link::Peer).await.unwrap();
-    let mut f = Framed::new(s, links::peer());
-    f.send(PeerMsg::Hello { ticket }).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), f.next())
+/// Present `ticket` to the seeder at `seeder` (which must prove `seeder_key`) over TLS as
+/// `device` — the device the ticket is bound to, so only the signature decides.
+async fn hello(
+    seeder: SocketAddr,
+    seeder_key: [u8; 32],
+    device: &fakepeer::DeviceKey,
+    ticket: Ticket,
+) -> PeerMsg {
+    let mut f = fakepeer::tls_connect(seeder, device, seeder_key)
+        .await
+        .unwrap();
+    fakepeer::say_hello(&mut f, ticket)
         .await
         .expect("seeder answers Hello")
-        .unwrap()
-        .unwrap()
 }
 
 fn assert_welcome(m: &PeerMsg, what: &str) {
@@ -130,7 +131,9 @@ impl Setup {
     }
 
     fn hello(&self, ticket: Ticket) -> PeerMsg {
-        self.rt.block_on(hello(self.a.addr, ticket))
+        let seeder_key = self.a.device_key().public_bytes();
+        self.rt
+            .block_on(hello(self.a.addr, seeder_key, &self.mallory.device, ticket))
     }
 }
 
@@ -497,13 +500,15 @@ fn a_database_that_holds_the_old_key_is_migrated_to_the_key_file() {
             })
             .await
         {
-            Response::File(d) => d.ticket,
+            Response::File(d) => (d.ticket, m.device.clone()),
             other => panic!("{other:?}"),
         }
     });
+    let (ticket, device) = ticket;
     assert_eq!(ticket.key, legacy.verifying_key().to_bytes());
+    let seeder_key = a.device_key().public_bytes();
     assert_welcome(
-        &rt.block_on(hello(a.addr, ticket)),
+        &rt.block_on(hello(a.addr, seeder_key, &device, ticket)),
         "ticket from the migrated key",
     );
     let started = Instant::now();

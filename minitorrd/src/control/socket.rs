@@ -26,17 +26,19 @@ use crate::daemon::Daemon;
 pub enum SocketError {
     #[error("minitorrd already running on {0}")]
     AlreadyRunning(PathBuf),
-    #[error("refusing to use control socket {path}: {source}")]
+    // The reason is part of the message, not a `source`: printed with `{:#}` at the top, a
+    // source would say it twice.
+    #[error("refusing to use control socket {path}: {reason}")]
     UnsafeDir {
         path: PathBuf,
-        source: PrivateDirError,
+        reason: PrivateDirError,
     },
     #[error("refusing to use control socket {0}: something other than a socket is at that name; remove it")]
     NotASocket(PathBuf),
-    #[error("cannot create control socket {path}: {source}")]
+    #[error("cannot create control socket {path}: {reason}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
 }
 
@@ -44,17 +46,17 @@ pub enum SocketError {
 /// missing; refused if another user owns it or it lets others in — they could swap the socket
 /// for their own and collect passwords), see [`minitorr_proto::private_dir`].
 pub async fn bind_control_socket(path: &Path) -> Result<UnixListener, SocketError> {
-    let io = |source| SocketError::Io {
+    let io = |reason| SocketError::Io {
         path: path.to_path_buf(),
-        source,
+        reason,
     };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    ensure_private_dir(dir).map_err(|source| SocketError::UnsafeDir {
+    ensure_private_dir(dir).map_err(|reason| SocketError::UnsafeDir {
         path: path.to_path_buf(),
-        source,
+        reason,
     })?;
     if let Ok(md) = path.symlink_metadata() {
         if !md.file_type().is_socket() {
