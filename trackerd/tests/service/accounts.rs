@@ -14,9 +14,7 @@ fn login(user: &str, password: &str) -> Call {
         user: user.into(),
         password: password.into(),
         peer_addr: "127.0.0.1:7001".into(),
-        device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
-            .verifying_key()
-            .to_bytes(),
+        device_key: crate::device_key(),
     }
 }
 
@@ -107,9 +105,7 @@ async fn login_grant_carries_key_heartbeat_and_effective_address() {
         user: "alice".into(),
         password: "alice-pw".into(),
         peer_addr: "nowhere".into(),
-        device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
-            .verifying_key()
-            .to_bytes(),
+        device_key: crate::device_key(),
     };
     expect_err(h.call(None, bad).await, ErrorCode::BadRequest);
 }

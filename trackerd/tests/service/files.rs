@@ -40,9 +40,7 @@ fn peer(user: &str, addr: &str, complete: bool) -> PeerInfo {
         addr: addr.into(),
         complete,
         // Every session of these tests logs in with the same device key (see `login_at`).
-        device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
-            .verifying_key()
-            .to_bytes(),
+        device_key: crate::device_key(),
     }
 }
 

@@ -290,9 +290,7 @@ async fn peers_are_listed_at_the_address_their_connection_came_from() {
         user: "alice".into(),
         password: "alice-pw".into(),
         peer_addr: "10.9.9.9:1234".into(),
-        device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
-            .verifying_key()
-            .to_bytes(),
+        device_key: crate::device_key(),
     };
     let g = match h.call_from(elsewhere, None, login.clone()).await {
         Response::LoggedIn(g) => g,
@@ -374,9 +372,7 @@ async fn look_alike_names_are_refused_and_nfd_is_nfc() {
                 user: "jos\u{E9}".into(),
                 password: "pw-123456".into(),
                 peer_addr: "127.0.0.1:7100".into(),
-                device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
-                    .verifying_key()
-                    .to_bytes(),
+                device_key: crate::device_key(),
             },
         )
         .await

@@ -133,9 +133,7 @@ impl Harness {
             user: user.into(),
             password: format!("{user}-pw"),
             peer_addr: peer_addr.into(),
-            device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
-                .verifying_key()
-                .to_bytes(),
+            device_key: device_key(),
         };
         match self.call(None, call).await {
             Response::LoggedIn(g) => g,
@@ -249,4 +247,11 @@ pub fn share(group: &str, meta: FileMeta, complete: bool) -> Call {
         meta,
         complete,
     }
+}
+
+/// The device key every test session logs in with (a fixed, valid Ed25519 public key).
+pub fn device_key() -> [u8; 32] {
+    ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+        .verifying_key()
+        .to_bytes()
 }

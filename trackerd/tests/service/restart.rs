@@ -29,9 +29,7 @@ async fn state_survives_reopening_the_database() {
                 user: "bob".into(),
                 password: "bob-pw".into(),
                 peer_addr: "127.0.0.1:1".into(),
-                device_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32])
-                    .verifying_key()
-                    .to_bytes(),
+                device_key: crate::device_key(),
             }
         )
         .await,
