@@ -111,6 +111,14 @@ def set_rate(i: int, rate: str | None):
            "rate", rate, "burst", "256kb", "latency", "100ms")
 
 
+def loss_value(v) -> float:
+    """A loss option as mt-netem takes it ("1%", "0.01", 0.01) as a fraction."""
+    if v is None:
+        return 0.0
+    s = str(v).strip()
+    return float(s[:-1]) / 100 if s.endswith("%") else float(s)
+
+
 def up(n: int, rate: str | None = None, emulate: dict[int, dict] | None = None):
     """Hosts 1..n; `emulate` maps a host to mt-netem options (delay, loss, jitter, rate_mbit,
     delay_ab/delay_ba/loss_ab/loss_ba; "ab" = from the host, "ba" = towards it)."""
@@ -139,7 +147,7 @@ def up(n: int, rate: str | None = None, emulate: dict[int, dict] | None = None):
         sh("ip", "link", "set", f"{P}p{i}", "netns", sw)
         sh("ip", "-n", ns, "link", "set", f"{P}v{i}", "name", "eth0")
         sh("ip", "-n", ns, "addr", "add", f"{addr(i)}/24", "dev", "eth0")
-        if any(float(o.get(k) or 0) > 0 for o in emulate.values() for k in ("loss", "loss_ab", "loss_ba")):
+        if any(loss_value(o.get(k)) > 0 for o in emulate.values() for k in ("loss", "loss_ab", "loss_ba")):
             # Loss must hit wire-sized frames, not 64 KiB GSO super-frames: every host of an
             # emulating lab has TSO off, so TCP still queues 64 KiB buffers (GSO) but the stack
             # segments them in software before the cable (gso_max_segs 1 would make TCP queue

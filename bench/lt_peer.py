@@ -8,6 +8,13 @@ Debian's python3-libtorrent 2.0.x; bench/run.py calls it).
                                                     until stdin closes or SIGTERM
   lt_peer.py download TORRENT SAVE_DIR IP:PORT PEER [PEER...]
                                                     cold downloader; prints one JSON line
+  lt_peer.py swarm TORRENT SAVE_DIR IP:PORT PEER [PEER...]
+                                                    swarm member (bench/run.py `swarm`, `wan`):
+                                                    session up, prints "ready"; on "go" (stdin)
+                                                    adds the torrent and connects to every PEER
+                                                    (what a tracker would hand out), prints one
+                                                    JSON line when finished (per-peer bytes by
+                                                    IP), then seeds on until stdin closes
 
 Settings are libtorrent "tuned for TCP": high_performance_seed() pack, uTP off, encryption off
 (plaintext only), no DHT/LSD/UPnP/NAT-PMP, multiple connections per IP allowed, large request
@@ -153,6 +160,63 @@ def download(torrent, save_dir, listen, peers):
     )
 
 
+def swarm(torrent, save_dir, listen, peers):
+    s = settings(listen)
+    # Peers of a swarm start together: one that is not listening yet is retried soon rather
+    # than after the default 60 s (the other side also connects to us once it is up).
+    s["min_reconnect_time"] = 1
+    ses = lt.session(s)
+    wait_listening(ses)
+    ti = lt.torrent_info(torrent)
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return
+    atp = lt.add_torrent_params()
+    atp.ti = ti
+    atp.save_path = save_dir
+    atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+    cpu0 = cpu_seconds()
+    t0 = time.perf_counter()
+    h = ses.add_torrent(atp)
+    for p in peers:
+        ip, port = p.rsplit(":", 1)
+        h.connect_peer((ip, int(port)))
+    done = False
+    deadline = t0 + 900
+    last_connect = t0
+    while not done:
+        ses.wait_for_alert(20)
+        for a in ses.pop_alerts():
+            if isinstance(a, lt.torrent_finished_alert):
+                done = True
+            elif isinstance(a, lt.torrent_error_alert):
+                raise SystemExit(f"torrent error: {a.message()}")
+        if not done and h.status().is_finished:
+            done = True
+        now = time.perf_counter()
+        if not done and now - last_connect > 2:
+            # peers that joined later (staggered) are connected as a tracker announce would
+            for p in peers:
+                ip, port = p.rsplit(":", 1)
+                h.connect_peer((ip, int(port)))
+            last_connect = now
+        if now > deadline:
+            raise SystemExit("download timeout")
+    elapsed = time.perf_counter() - t0
+    by_ip = {}
+    for pi in h.get_peer_info():
+        by_ip[pi.ip[0]] = by_ip.get(pi.ip[0], 0) + pi.total_download
+    st = h.status()
+    print(json.dumps({"elapsed_s": elapsed, "bytes": ti.total_size(), "total_done": st.total_done,
+                      "cpu_s": cpu_seconds() - cpu0, "peers_bytes": by_ip, "peers": st.num_peers}),
+          flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    while not stop.wait(0.5):
+        ses.pop_alerts()
+
+
 def main():
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "version":
@@ -161,6 +225,8 @@ def main():
         make_torrent(*sys.argv[2:5])
     elif cmd == "seed":
         seed(*sys.argv[2:5])
+    elif cmd == "swarm":
+        swarm(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:])
     elif cmd == "download":
         download(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:])
     else:

@@ -37,8 +37,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-NETLAB = Path(os.environ.get("MT_NETLAB", ROOT.parent / "shared" / "netlab" / "netlab")).resolve()
 NETLAB_PREFIX = os.environ.get("MT_BENCH_NETLAB_PREFIX", "mtbench")
+# The namespace lab (bench/lab.py) works under this prefix; set before it is imported.
+os.environ["MT_NETLAB_PREFIX"] = NETLAB_PREFIX
+sys.path.insert(0, str(BENCH))
+import lab  # noqa: E402  (bench/lab.py: namespaces, tbf caps, mt-netem emulated links)
 LT_PYTHON = "/usr/bin/python3"
 MiB = 1 << 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -122,17 +125,22 @@ def cleanup():
     netlab_down()
 
 
-def netlab(*args, check=True):
-    env = dict(os.environ, MT_NETLAB_PREFIX=NETLAB_PREFIX)
-    return subprocess.run([str(NETLAB), *map(str, args)], env=env, check=check,
-                          capture_output=True, text=True)
+def netlab_up(n: int, rate: str | None, emulate: dict | None = None):
+    global NETLAB_UP
+    lab.down()
+    log(f"lab up {n} hosts, egress cap {rate or 'none'}"
+        + (f", emulated links {emulate}" if emulate else "") + f" (prefix {NETLAB_PREFIX})")
+    NETLAB_UP = True
+    lab.up(n, rate, emulate)
 
 
 def netlab_down():
     global NETLAB_UP
     if NETLAB_UP:
-        netlab("down", check=False)
-        NETLAB_UP = False
+        try:
+            lab.down()
+        finally:
+            NETLAB_UP = False
 
 
 def free_port() -> int:
@@ -181,7 +189,7 @@ class Net:
         return f"10.77.0.{host}" if self.lab else "127.0.0.1"
 
     def prefix(self, host: int) -> list:
-        return [NETLAB, "exec", host] if self.lab else []
+        return lab.exec_prefix(host) if self.lab else []
 
     def port(self, base: int) -> int:
         return base if self.lab else free_port()
@@ -688,16 +696,12 @@ def scenario_netlab(a, bins, work, data_dir, res: dict):
     if not a.netlab:
         res["netlab"] = {"skipped": "--no-netlab / --quick"}
         return
-    if os.geteuid() != 0 or not NETLAB.exists():
-        res["netlab"] = {"skipped": f"needs root and {NETLAB}"}
+    if os.geteuid() != 0:
+        res["netlab"] = {"skipped": "needs root (network namespaces)"}
         return
-    global NETLAB_UP
     size = a.netlab_size
     data = make_data(data_dir, size, "netlab")
-    netlab("down", check=False)
-    log(f"netlab up 5 {a.netlab_rate} (prefix {NETLAB_PREFIX})")
-    netlab("up", 5, a.netlab_rate)
-    NETLAB_UP = True
+    netlab_up(5, a.netlab_rate)
     cl = Cluster(bins, work / "lab", Net(True), tracker_host=1)
     try:
         seeders = [cl.start_daemon(f"s{i}", host=1 + i) for i in range(1, 4)]
@@ -812,6 +816,320 @@ def scenario_many_peers(a, bins, work, data_dir, res: dict):
         cl.shutdown()
 
 
+# ---------------------------------------------------------------- swarm and wan (namespaces)
+
+LT_PORT = 6881
+SWARM_TRACKER_HOST, SWARM_SEEDER_HOST = 1, 2
+
+
+def need_lab(name: str, a) -> str | None:
+    """Why scenario `name` cannot run here (None: it can). Asked for by --only, that is fatal."""
+    why = None
+    if os.geteuid() != 0:
+        why = "needs root (network namespaces, raw packet sockets for mt-netem)"
+    elif not shutil.which("ip"):
+        why = "needs iproute2 (ip)"
+    if why and name in a.only_set:
+        sys.exit(f"bench: scenario {name} {why}")
+    return why
+
+
+def ideal_last_finish_s(size: int, u_seed_bps: float, u_leech_bps: float, starts: list[float]) -> float:
+    """Lower bound on the last finish, counted from the first start, when every host's upload is
+    capped and downloads are not: max(F/u_s, T*, max_k t_k + F/(u_s + (N-1)·u_l)), where T*
+    is when the upload capacity that existed so far, u_s·T + u_l·Σ max(0, T - t_k), reaches
+    N·F. With every t_k = 0 this is max(F/u_s, N·F/(u_s + N·u_l)), the issue's bound."""
+    F, n = size * 8, len(starts)
+
+    def capacity(T):
+        return u_seed_bps * T + u_leech_bps * sum(max(0.0, T - t) for t in starts)
+
+    lo, hi = 0.0, 1e6
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if capacity(mid) < n * F else (lo, mid)
+    last = max(t + F / (u_seed_bps + (n - 1) * u_leech_bps) for t in starts)
+    return max(F / u_seed_bps, hi, last)
+
+
+def mt_swarm_case(cl: Cluster, seeder: Daemon, tag: str, hosts: list[int], group: str,
+                  fname: str, size: int, starts: list[float], pool, seeder_host: int) -> dict:
+    """Fresh minitorrd leechers on `hosts`, each runs `download_file --wait` at its start time."""
+    ds = [cl.start_daemon(f"{tag}l{k}", h) for k, h in enumerate(hosts)]
+    try:
+        list(pool.map(lambda d: cl.join(d, [group]), ds))
+        for d in ds:
+            (d.dir / "in").mkdir()
+        tx0 = lab.tx_bytes(seeder_host)
+        t0 = time.perf_counter()
+
+        def run(k):
+            d = ds[k]
+            wait = t0 + starts[k] - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            ts = time.perf_counter()
+            doc = cl.ctl(d, "download_file", group, fname, d.dir / "in", "--wait", timeout=900)
+            te = time.perf_counter()
+            return ts - t0, te - t0, doc["download"]
+
+        outs = list(pool.map(run, range(len(ds))))
+        tx1 = lab.tx_bytes(seeder_host)
+        got_seed = got_all = 0
+        for (_, _, dl), d in zip(outs, ds):
+            if dl["state"] != "complete" or (d.dir / "in" / fname).stat().st_size != size:
+                raise RuntimeError(f"{d.name}: download not complete: {dl}")
+            for p in dl["peers"]:
+                got_all += p["bytes_received"]
+                if p["user"] == seeder.name:
+                    got_seed += p["bytes_received"]
+        return {"start_s": [o[0] for o in outs], "end_s": [o[1] for o in outs],
+                "from_seeder": ratio(got_seed, got_all), "seeder_tx_bytes": tx1 - tx0}
+    finally:
+        list(pool.map(cl.stop_daemon, ds))
+        for d in ds:
+            shutil.rmtree(d.dir, ignore_errors=True)
+
+
+def lt_swarm_case(work: Path, torrent: Path, tag: str, hosts: list[int], size: int,
+                  starts: list[float], pool, env, seeder_host: int) -> dict:
+    """libtorrent leechers (bench/lt_peer.py swarm) on `hosts`: sessions up first, then each is
+    told "go" at its start time and connects to the seeder and every other leecher."""
+    addrs = [f"{lab.addr(h)}:{LT_PORT}" for h in hosts]
+    seed_addr = f"{lab.addr(seeder_host)}:{LT_PORT}"
+    procs, dirs = [], []
+    try:
+        for k, h in enumerate(hosts):
+            dest = work / f"lt-{tag}-{k}"
+            dest.mkdir(parents=True)
+            dirs.append(dest)
+            others = [seed_addr] + [x for j, x in enumerate(addrs) if j != k]
+            procs.append(spawn([*lab.exec_prefix(h), LT_PYTHON, BENCH / "lt_peer.py", "swarm", torrent, dest,
+                                addrs[k], *others], work / f"lt-{tag}-{k}.log", env,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        for k, p in enumerate(procs):
+            if p.stdout.readline().decode().strip() != "ready":
+                raise RuntimeError(f"libtorrent leecher {k}: {(work / f'lt-{tag}-{k}.log').read_text()[-1500:]}")
+        tx0 = lab.tx_bytes(seeder_host)
+        t0 = time.perf_counter()
+
+        def run(k):
+            wait = t0 + starts[k] - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            ts = time.perf_counter()
+            procs[k].stdin.write(b"go\n")
+            procs[k].stdin.flush()
+            line = procs[k].stdout.readline().decode()
+            te = time.perf_counter()
+            if not line.strip():
+                raise RuntimeError(f"libtorrent leecher {k} failed: {(work / f'lt-{tag}-{k}.log').read_text()[-1500:]}")
+            return ts - t0, te - t0, json.loads(line)
+
+        outs = list(pool.map(run, range(len(procs))))
+        tx1 = lab.tx_bytes(seeder_host)
+        seed_ip = lab.addr(seeder_host)
+        got_seed = sum(o[2]["peers_bytes"].get(seed_ip, 0) for o in outs)
+        got_all = sum(sum(o[2]["peers_bytes"].values()) for o in outs)
+        for _, _, j in outs:
+            if j["total_done"] != size:
+                raise RuntimeError(f"libtorrent leecher finished with {j['total_done']} of {size} bytes")
+        return {"start_s": [o[0] for o in outs], "end_s": [o[1] for o in outs],
+                "from_seeder": ratio(got_seed, got_all), "seeder_tx_bytes": tx1 - tx0}
+    finally:
+        for p in procs:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+        for p in procs:
+            stop(p)
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def swarm_summary(r: dict, size: int, ideal: float) -> dict:
+    durations = [e - s for s, e in zip(r["start_s"], r["end_s"])]
+    last = max(r["end_s"])
+    return {"last_finish_s": last, "ratio_to_ideal": last / ideal,
+            "per_leecher_s": stats(durations), "from_seeder": r["from_seeder"],
+            "seeder_tx_bytes": r["seeder_tx_bytes"], "seeder_upload_x_file": r["seeder_tx_bytes"] / size}
+
+
+def scenario_swarm(a, bins, work, data_dir, res: dict):
+    """1 seeder + N leechers, every host's upload capped (tbf), Minitorr vs libtorrent."""
+    why = need_lab("swarm", a)
+    if why:
+        res["swarm"] = {"skipped": why}
+        return
+    size = a.swarm_size
+    data = make_data(data_dir, size, "swarm")
+    rate_bps = parse_rate_mbit(a.swarm_rate) * 1e6
+    cases = [(n, 0.0) for n in a.swarm_leechers] + [(n, iv) for n, iv in a.swarm_stagger]
+    nmax = max(n for n, _ in cases)
+    lt_ok, lt_note = (libtorrent_available() if not a.lt_off else (False, "--no-libtorrent"))
+    netlab_up(nmax + 2, a.swarm_rate)
+    cl = Cluster(bins, work / "swarm", Net(True), tracker_host=SWARM_TRACKER_HOST)
+    pool = cf.ThreadPoolExecutor(nmax + 2)
+    lt_seed = None
+    out = {"size": size, "rate": a.swarm_rate, "runs": a.swarm_runs,
+           "hosts": f"10.77.0.{SWARM_TRACKER_HOST} tracker, .{SWARM_SEEDER_HOST} seeder, .3-.{nmax + 2} leechers; "
+                    f"every host's egress capped at {a.swarm_rate} (tbf)",
+           "libtorrent": f"libtorrent {lt_note} (python3-libtorrent), TCP only, tuned as on loopback; each "
+                         f"leecher is handed the seeder and every other leecher, as a tracker would"
+                         if lt_ok else f"skipped: {lt_note}",
+           "cases": []}
+    try:
+        seeder = cl.start_daemon("seed", SWARM_SEEDER_HOST)
+        cl.join(seeder, ["swarm"])
+        cl.ctl(seeder, "upload_file", data, "swarm")
+        if lt_ok:
+            torrent = work / "swarm.torrent"
+            subprocess.run([LT_PYTHON, BENCH / "lt_peer.py", "make_torrent", str(data), str(torrent), str(PIECE)],
+                           check=True, env=cl.env)
+            lt_seed = spawn([*lab.exec_prefix(SWARM_SEEDER_HOST), LT_PYTHON, BENCH / "lt_peer.py", "seed", torrent,
+                             data.parent, f"{lab.addr(SWARM_SEEDER_HOST)}:{LT_PORT}"], work / "lt-seed.log", cl.env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            if lt_seed.stdout.readline().decode().strip() != "ready":
+                raise RuntimeError(f"libtorrent seeder: {(work / 'lt-seed.log').read_text()[-1500:]}")
+        for ci, (n, iv) in enumerate(cases):
+            starts = [k * iv for k in range(n)]
+            ideal = ideal_last_finish_s(size, rate_bps, rate_bps, starts)
+            hosts = list(range(3, 3 + n))
+            row = {"leechers": n, "join_interval_s": iv, "ideal_s": ideal, "minitorr": [], "libtorrent": []}
+            for run in range(a.swarm_runs):
+                engines = ["minitorr"] + (["libtorrent"] if lt_ok else [])
+                if run % 2:
+                    engines.reverse()
+                for eng in engines:
+                    label = f"{n} leechers" + (f", one every {iv:g} s" if iv else " together")
+                    log(f"swarm: {label}, {eng}, run {run + 1}/{a.swarm_runs}")
+                    if eng == "minitorr":
+                        r = mt_swarm_case(cl, seeder, f"c{ci}r{run}", hosts, "swarm", data.name, size,
+                                          starts, pool, SWARM_SEEDER_HOST)
+                    else:
+                        r = lt_swarm_case(work / "lt", torrent, f"c{ci}r{run}", hosts, size, starts, pool,
+                                          cl.env, SWARM_SEEDER_HOST)
+                    s = swarm_summary(r, size, ideal)
+                    log(f"  last finish {s['last_finish_s']:.1f} s = {s['ratio_to_ideal']:.2f}× ideal "
+                        f"({ideal:.1f} s), {fmt((s['from_seeder'] or 0) * 100, ' %', 0)} from the seeder, "
+                        f"seeder sent {s['seeder_upload_x_file']:.2f} × F")
+                    row[eng].append(s)
+            out["cases"].append(row)
+        res["swarm"] = out
+    finally:
+        if lt_seed:
+            stop(lt_seed)
+        pool.shutdown()
+        cl.shutdown()
+        netlab_down()
+
+
+def wan_download_minitorr(cl: Cluster, name: str, host: int, group: str, fname: str, size: int) -> float:
+    d = cl.start_daemon(name, host)
+    try:
+        cl.join(d, [group])
+        (d.dir / "in").mkdir()
+        t = time.perf_counter()
+        doc = cl.ctl(d, "download_file", group, fname, d.dir / "in", "--wait", timeout=900)
+        wall = time.perf_counter() - t
+        if doc["download"]["state"] != "complete" or (d.dir / "in" / fname).stat().st_size != size:
+            raise RuntimeError(f"download not complete: {doc}")
+        return wall
+    finally:
+        cl.stop_daemon(d)
+        shutil.rmtree(d.dir, ignore_errors=True)
+
+
+def scenario_wan(a, bins, work, data_dir, res: dict):
+    """1 seeder, 1 downloader behind an emulated long link (mt-netem): Minitorr vs libtorrent vs
+    one TCP stream of the same size through the same link."""
+    why = need_lab("wan", a)
+    if why:
+        res["wan"] = {"skipped": why}
+        return
+    size = a.wan_size
+    data = make_data(data_dir, size, "wan")
+    lt_ok, lt_note = (libtorrent_available() if not a.lt_off else (False, "--no-libtorrent"))
+    torrent = work / "wan.torrent"
+    if lt_ok:
+        subprocess.run([LT_PYTHON, BENCH / "lt_peer.py", "make_torrent", str(data), str(torrent), str(PIECE)],
+                       check=True)
+    seeder_host, dl_host = 2, 3
+    out = {"size": size, "runs": a.wan_runs,
+           "hosts": "10.77.0.1 tracker, .2 seeder, .3 downloader behind mt-netem (delay and loss each way, "
+                    "no rate cap)",
+           "libtorrent": f"libtorrent {lt_note}, TCP only, tuned as on loopback" if lt_ok else f"skipped: {lt_note}",
+           "tcp_sysctls": {k: Path(f"/proc/sys/net/ipv4/{k}").read_text().split()
+                           for k in ("tcp_rmem", "tcp_wmem", "tcp_congestion_control")},
+           "rows": []}
+    for loss in a.wan_loss:
+        for delay in a.wan_delays:
+            tag = f"{delay:g}ms-{loss}"
+            netlab_up(3, None, {dl_host: {"delay": delay, "loss": loss}})
+            cl = Cluster(bins, work / f"wan-{tag}", Net(True), tracker_host=1)
+            lt_seed = None
+            try:
+                # the link first: its RTT must be 2 × delay, else nothing below means anything
+                pg = lab.ping(seeder_host, dl_host, 5, 0.2)
+                if pg["rtt_min_ms"] is None or abs(pg["rtt_min_ms"] - 2 * delay) > 2 + 0.05 * delay:
+                    raise RuntimeError(f"emulated link broken: ping {pg} for 2 × {delay} ms")
+                seeder = cl.start_daemon("seed", seeder_host)
+                cl.join(seeder, ["wan"])
+                cl.ctl(seeder, "upload_file", data, "wan")
+                if lt_ok:
+                    lt_seed = spawn([*lab.exec_prefix(seeder_host), LT_PYTHON, BENCH / "lt_peer.py", "seed",
+                                     torrent, data.parent, f"{lab.addr(seeder_host)}:{LT_PORT}"],
+                                    work / f"lt-seed-{tag}.log", cl.env, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE)
+                    if lt_seed.stdout.readline().decode().strip() != "ready":
+                        raise RuntimeError("libtorrent seeder did not start")
+                row = {"delay_ms": delay, "loss": loss, "ping_rtt_ms": pg["rtt_avg_ms"],
+                       "tcp_s": [], "minitorr_s": [], "libtorrent_s": []}
+                for run in range(a.wan_runs):
+                    log(f"wan: {delay:g} ms each way, loss {loss}, run {run + 1}/{a.wan_runs}: one TCP stream")
+                    row["tcp_s"].append(lab.tcp_stream(seeder_host, dl_host, nbytes=size)["seconds"])
+                    log(f"  {row['tcp_s'][-1]:.1f} s; minitorr")
+                    row["minitorr_s"].append(wan_download_minitorr(cl, f"d{run}", dl_host, "wan", data.name, size))
+                    log(f"  {row['minitorr_s'][-1]:.1f} s")
+                    if lt_ok:
+                        r = lt_swarm_case(work / "lt", torrent, f"{tag}-{run}", [dl_host], size, [0.0],
+                                          cf.ThreadPoolExecutor(1), cl.env, seeder_host)
+                        row["libtorrent_s"].append(r["end_s"][0] - r["start_s"][0])
+                        log(f"  libtorrent {row['libtorrent_s'][-1]:.1f} s")
+                row["netem"] = lab.netem_stats(dl_host)
+                for k in ("tcp_s", "minitorr_s", "libtorrent_s"):
+                    row[k] = stats(row[k])
+                med = {k: row[k]["median"] for k in ("tcp_s", "minitorr_s", "libtorrent_s")}
+                row["mbit_s"] = {k[:-2]: (size * 8 / 1e6 / v if v else None) for k, v in med.items()}
+                row["minitorr_vs_tcp"] = ratio(med["tcp_s"], med["minitorr_s"])
+                row["minitorr_vs_libtorrent"] = ratio(med["libtorrent_s"], med["minitorr_s"])
+                out["rows"].append(row)
+            finally:
+                if lt_seed:
+                    stop(lt_seed)
+                cl.shutdown()
+                netlab_down()
+    res["wan"] = out
+
+
+def scenario_netem_check(a, res: dict):
+    why = need_lab("netem_check", a)
+    if why:
+        res["netem_check"] = {"skipped": why}
+        return
+    log("netem_check: the emulator's self-check (bench/lab.py check)")
+    global NETLAB_UP
+    NETLAB_UP = True
+    try:
+        r = lab.check(log=lambda *m: log(*m))
+    finally:
+        netlab_down()
+    res["netem_check"] = r
+    if not r["ok"]:
+        raise RuntimeError("the link emulator failed its self-check (see above)")
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -919,6 +1237,7 @@ def markdown(r: dict) -> str:
             L += ["", f"Growth for {g['seeders']:g}× seeders/files: download time {fmt(g['download_time'], '×')}, "
                       f"downloader CPU {fmt(g['download_cpu'], '×')}, list_files {fmt(g['list_files_time'], '×')}."]
         L += [""]
+    L += markdown_lab(s)
     pf = s.get("profile")
     if pf:
         L += ["## Profile: downloading minitorrd, 1 seeder, loopback (perf, self time)", ""]
@@ -930,6 +1249,96 @@ def markdown(r: dict) -> str:
             L += [f"| {t['pct']:.2f} | {t['dso']} | `{t['symbol'][:110]}` |" for t in pf["top"][:20]]
             L += [""]
     return "\n".join(L) + "\n"
+
+
+def markdown_lab(s: dict) -> list[str]:
+    """Sections of the namespace scenarios: netem_check, swarm, wan."""
+    L = []
+    nc = s.get("netem_check")
+    if nc:
+        L += ["## Link emulator self-check (bench/lab.py check)", ""]
+        if "skipped" in nc:
+            L += [f"Skipped: {nc['skipped']}.", ""]
+        else:
+            pv, n0, nf = nc["plain_veth"]["tcp"], nc["netem_0ms"]["tcp"], nc["netem_0ms_frames"]["tcp"]
+            td = nc["tcp_delay"]
+            ti = td["sender"]["tcp_info"]
+            infl = ti["unacked"] * ti["snd_mss"]
+            ls = nc["loss"]
+            L += ["| check | measured | verdict |", "|---|---|---|",
+                  f"| one TCP stream, plain veth | {pv['mbit_s']:.0f} Mbit/s | |",
+                  f"| one TCP stream through mt-netem, 0 ms, no loss (GSO frames whole) | {n0['mbit_s']:.0f} Mbit/s | "
+                  f"{'ok' if nc['netem_0ms']['ok'] else 'FAILED'} (≥ 1000) |",
+                  f"| the same, frame by frame (lossy mode, TSO off) | {nf['mbit_s']:.0f} Mbit/s | "
+                  f"{'ok' if nc['netem_0ms_frames']['ok'] else 'FAILED'} (≥ 200) |",
+                  *[f"| ping RTT, {k[5:-2]} ms each way | {v['rtt_avg_ms']:.1f} ms avg ({v['rtt_min_ms']:.1f}–{v['rtt_max_ms']:.1f}) | "
+                    f"{'ok' if v['ok'] else 'FAILED'} |" for k, v in nc.items() if k.startswith("ping_")],
+                  f"| one TCP stream, 200 ms each way, second half | {td['second_half_mbit_s']:.1f} Mbit/s vs in flight "
+                  f"{infl / MiB:.2f} MiB / RTT {ti['rtt_us'] / 1000:.0f} ms = {infl * 8 / (ti['rtt_us'] / 1e6) / 1e6:.1f} Mbit/s "
+                  f"(cwnd {ti['snd_cwnd']} × {ti['snd_mss']} B, peer window {ti['snd_wnd']} B, send buffer {ti['sndbuf']} B) | "
+                  f"{'ok' if td['ok'] else 'FAILED'} |",
+                  f"| loss, configured {ls['configured']:.2%} towards one host | {ls['ping']['loss']:.2%} of "
+                  f"{ls['ping']['sent']} pings; mt-netem dropped {ls['stats']['ba']['dropped_loss']} of "
+                  f"{ls['stats']['ba']['frames_in']} frames | {'ok' if ls['ok'] else 'FAILED'} |", ""]
+    sw = s.get("swarm")
+    if sw:
+        L += ["## Swarm: 1 seeder, N leechers, every uplink capped (namespaces)", ""]
+        if "skipped" in sw:
+            L += [f"Skipped: {sw['skipped']}.", ""]
+        else:
+            L += [f"{human(sw['size'])} file; {sw['hosts']}. libtorrent: {sw['libtorrent']}.", "",
+                  "Last finish: from the first `download_file --wait` (libtorrent: the first \"go\") to the "
+                  "last one returning. Ideal: the upload-capacity bound (see docs/BENCHMARKS.md). From seeder: "
+                  "share of the leechers' payload bytes that came from the seeder. Seeder upload: bytes on "
+                  "the seeder's interface (tx_bytes) ÷ file size. "
+                  + (f"Median of {sw['runs']} runs." if sw["runs"] > 1 else "One run."), "",
+                  "| case | engine | last finish (s) | ÷ ideal | ideal (s) | per leecher (s, median, min–max) | from seeder | seeder upload ÷ F |",
+                  "|---|---|---|---|---|---|---|---|"]
+            for row in sw["cases"]:
+                case = f"{row['leechers']} leechers " + (f"one every {row['join_interval_s']:g} s"
+                                                         if row["join_interval_s"] else "together")
+                for eng in ("minitorr", "libtorrent"):
+                    rs = row.get(eng) or []
+                    if not rs:
+                        continue
+                    lf = stats([r["last_finish_s"] for r in rs])
+                    L.append(f"| {case} | {eng} | {cell(lf)} | {cell(stats([r['ratio_to_ideal'] for r in rs]), '×')} | "
+                             f"{row['ideal_s']:.1f} | {cell(rs[-1]['per_leecher_s'], '', 1)} | "
+                             f"{cell(stats([r['from_seeder'] for r in rs]), ' %', 0, 100)} | "
+                             f"{cell(stats([r['seeder_upload_x_file'] for r in rs]), '×')} |")
+            L += [""]
+    wn = s.get("wan")
+    if wn:
+        L += ["## WAN: 1 seeder, 1 downloader behind an emulated long link (mt-netem)", ""]
+        if "skipped" in wn:
+            L += [f"Skipped: {wn['skipped']}.", ""]
+        else:
+            sc = wn["tcp_sysctls"]
+            L += [f"{human(wn['size'])} file; {wn['hosts']}. libtorrent: {wn['libtorrent']}. TCP: "
+                  f"{sc['tcp_congestion_control'][0]}, tcp_rmem {' '.join(sc['tcp_rmem'])}, tcp_wmem {' '.join(sc['tcp_wmem'])}.",
+                  "", "Times: minitorr `download_file --wait` wall time; libtorrent \"go\" → finished; one TCP "
+                  "stream (bench/tcpstream.py) connect → EOF of the same number of bytes. "
+                  + (f"Median of {wn['runs']} runs." if wn["runs"] > 1 else "One run."), "",
+                  "| delay each way | loss each way | ping RTT (ms) | one TCP stream | minitorr | libtorrent | minitorr ÷ TCP | minitorr ÷ libtorrent |",
+                  "|---|---|---|---|---|---|---|---|"]
+            for r in wn["rows"]:
+                mb = r["mbit_s"]
+                L.append(f"| {r['delay_ms']:g} ms | {r['loss']} | {fmt(r['ping_rtt_ms'], '', 1)} | "
+                         f"{cell(r['tcp_s'], ' s', 1)} ({fmt(mb['tcp'], '', 1)} Mbit/s) | "
+                         f"{cell(r['minitorr_s'], ' s', 1)} ({fmt(mb['minitorr'], '', 1)} Mbit/s) | "
+                         f"{cell(r['libtorrent_s'], ' s', 1)} ({fmt(mb['libtorrent'], '', 1)} Mbit/s) | "
+                         f"{fmt(r['minitorr_vs_tcp'], '×')} | {fmt(r['minitorr_vs_libtorrent'], '×')} |")
+            L += ["", "Ratios are throughput ratios (> 1: minitorr faster).", ""]
+    return L
+
+
+def parse_stagger(s: str) -> list[tuple[int, float]]:
+    """"8@2" = 8 leechers, one joining every 2 s; comma list; "" = none."""
+    out = []
+    for part in filter(None, s.split(",")):
+        n, iv = part.split("@")
+        out.append((int(n), float(iv)))
+    return out
 
 
 def main():
@@ -958,7 +1367,19 @@ def main():
     ap.add_argument("--many-seeders", default=None, help="seeder counts, e.g. 10,100 (quick: 3,10)")
     ap.add_argument("--many-size", type=parse_size, default=None, help="file held by every seeder (64MiB; quick 4MiB)")
     ap.add_argument("--small-files", type=int, default=None, help="small files per seeder (10; quick 3)")
-    ap.add_argument("--only", default="", help="comma list of scenarios: loopback,netlab,many_peers")
+    ap.add_argument("--only", default="",
+                    help="comma list of scenarios: loopback,netlab,many_peers,netem_check,swarm,wan")
+    ap.add_argument("--out-name", default="latest", help="report file names: OUT/NAME.{md,json}")
+    ap.add_argument("--swarm-size", type=parse_size, default=None, help="swarm file size (64MiB; quick 8MiB)")
+    ap.add_argument("--swarm-rate", default="50mbit", help="every host's egress cap in the swarm scenario")
+    ap.add_argument("--swarm-leechers", default=None, help="leechers starting together, e.g. 4,8,16 (quick: 4)")
+    ap.add_argument("--swarm-stagger", default=None,
+                    help="staggered cases N@SECONDS, e.g. 8@2 = 8 leechers, one every 2 s (quick: 4@1)")
+    ap.add_argument("--swarm-runs", type=int, default=1, help="runs of each swarm case (default 1)")
+    ap.add_argument("--wan-size", type=parse_size, default=None, help="wan file size (64MiB; quick 8MiB)")
+    ap.add_argument("--wan-delays", default=None, help="one-way delays in ms, e.g. 50,100,200 (quick: 50)")
+    ap.add_argument("--wan-loss", default=None, help="loss each way, e.g. 0,1%% (quick: 1%%)")
+    ap.add_argument("--wan-runs", type=int, default=1, help="runs of each wan case (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     ap.add_argument("--background-load", type=int, default=0, metavar="N",
                     help="keep N busy-looping processes running during the whole bench (a noisy "
@@ -970,6 +1391,7 @@ def main():
     a.warmup = a.warmup if a.warmup is not None else (0 if q else 1)
     a.netlab_runs = a.netlab_runs if a.netlab_runs is not None else a.runs
     a.loopback_runs = a.loopback_runs if a.loopback_runs is not None else (a.runs if q else max(a.runs, 5))
+    a.lt_off = a.libtorrent is False  # swarm/wan compare with libtorrent even in --quick
     a.libtorrent = (not q) if a.libtorrent is None else a.libtorrent
     a.netlab = (not q) if a.netlab is None else a.netlab
     a.perf = (not q) if a.perf is None else a.perf
@@ -977,6 +1399,16 @@ def main():
     a.many_size = a.many_size or parse_size("4MiB" if q else "64MiB")
     a.small_files = a.small_files if a.small_files is not None else (3 if q else 10)
     only = set(filter(None, a.only.split(",")))
+    a.only_set = only
+    unknown = only - {"loopback", "netlab", "many_peers", "netem_check", "swarm", "wan"}
+    if unknown:
+        sys.exit(f"bench: unknown scenario(s) {', '.join(sorted(unknown))}")
+    a.swarm_size = a.swarm_size or parse_size("8MiB" if q else "64MiB")
+    a.swarm_leechers = [int(x) for x in (a.swarm_leechers or ("4" if q else "4,8,16")).split(",") if x]
+    a.swarm_stagger = parse_stagger(a.swarm_stagger if a.swarm_stagger is not None else ("4@1" if q else "8@2"))
+    a.wan_size = a.wan_size or parse_size("8MiB" if q else "64MiB")
+    a.wan_delays = [float(x) for x in (a.wan_delays or ("50" if q else "50,100,200")).split(",")]
+    a.wan_loss = [x.strip() for x in (a.wan_loss or ("1%" if q else "0,1%")).split(",")]
     a.out = a.out.resolve()
     a.out.mkdir(parents=True, exist_ok=True)
 
@@ -990,6 +1422,7 @@ def main():
     if not a.no_build:
         build(a.profile, a.profile == "release")
     bins = (a.bin_dir or ROOT / "target" / a.profile).resolve()
+    os.environ.setdefault("MT_NETEM_BIN", str(bins / "mt-netem"))  # the lab's link emulator
     for b in ("trackerd", "minitorrd", "minitorrctl"):
         if not (bins / b).exists():
             sys.exit(f"{bins / b} missing: build first (cargo build --bins{' --release' if a.profile == 'release' else ''})")
@@ -1006,6 +1439,14 @@ def main():
             scenario_netlab(a, bins, work, a.data_dir, res)
         if not only or "many_peers" in only:
             scenario_many_peers(a, bins, work, a.data_dir, res)
+        # The namespace scenarios: part of a full run; --quick runs them only when --only asks.
+        lab_full = not only and not q
+        if lab_full or "netem_check" in only:
+            scenario_netem_check(a, res)
+        if lab_full or "swarm" in only:
+            scenario_swarm(a, bins, work, a.data_dir, res)
+        if lab_full or "wan" in only:
+            scenario_wan(a, bins, work, a.data_dir, res)
     except BaseException:
         log(f"FAILED; logs kept in {work}")
         a.keep = True
@@ -1017,10 +1458,10 @@ def main():
     meta["loadavg_end"] = list(os.getloadavg())
     meta["total_s"] = time.perf_counter() - t_start
     report = {"meta": meta, "scenarios": res}
-    (a.out / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
-    (a.out / "latest.md").write_text(markdown(report))
-    log(f"wrote {a.out / 'latest.md'} and latest.json in {meta['total_s']:.0f} s")
-    print((a.out / "latest.md").read_text())
+    (a.out / f"{a.out_name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (a.out / f"{a.out_name}.md").write_text(markdown(report))
+    log(f"wrote {a.out / a.out_name}.md and .json in {meta['total_s']:.0f} s")
+    print((a.out / f"{a.out_name}.md").read_text())
 
 
 if __name__ == "__main__":
