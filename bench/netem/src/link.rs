@@ -172,7 +172,13 @@ mod tests {
     #[test]
     fn jitter_never_reorders() {
         let t0 = Instant::now();
-        let mut l = Link::new(Params { jitter: Duration::from_millis(50), ..params() }, 7);
+        let mut l = Link::new(
+            Params {
+                jitter: Duration::from_millis(50),
+                ..params()
+            },
+            7,
+        );
         for i in 0..1000u32 {
             l.push(t0 + Duration::from_micros(i as u64 * 10), 1, i);
         }
@@ -188,7 +194,13 @@ mod tests {
     #[test]
     fn loss_rate_is_close_to_configured() {
         let t0 = Instant::now();
-        let mut l = Link::new(Params { loss: 0.01, ..params() }, 42);
+        let mut l = Link::new(
+            Params {
+                loss: 0.01,
+                ..params()
+            },
+            42,
+        );
         for i in 0..200_000u32 {
             l.push(t0, 1, i);
         }
@@ -226,7 +238,13 @@ mod tests {
     #[test]
     fn without_a_cap_the_in_flight_bytes_are_bounded() {
         let t0 = Instant::now();
-        let mut l = Link::new(Params { queue_limit_bytes: 250, ..params() }, 1);
+        let mut l = Link::new(
+            Params {
+                queue_limit_bytes: 250,
+                ..params()
+            },
+            1,
+        );
         assert!(l.push(t0, 100, 1));
         assert!(l.push(t0, 100, 2));
         assert!(!l.push(t0, 100, 3));

@@ -37,7 +37,10 @@ const BUF_LEN: usize = 256 * 1024;
 const RX_BATCH: usize = 64;
 
 #[derive(Parser, Debug)]
-#[command(name = "mt-netem", about = "Delay/loss/rate link emulator between two interfaces (AF_PACKET)")]
+#[command(
+    name = "mt-netem",
+    about = "Delay/loss/rate link emulator between two interfaces (AF_PACKET)"
+)]
 struct Args {
     /// First interface (the lab uses the host side).
     #[arg(long)]
@@ -99,10 +102,21 @@ fn os_err(what: &str) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-fn setopt(fd: libc::c_int, level: libc::c_int, opt: libc::c_int, val: libc::c_int) -> std::io::Result<()> {
+fn setopt(
+    fd: libc::c_int,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: libc::c_int,
+) -> std::io::Result<()> {
     // SAFETY: a valid socket fd and a pointer to a c_int of the length given.
     let r = unsafe {
-        libc::setsockopt(fd, level, opt, &val as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as u32)
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            &val as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
     };
     if r < 0 {
         return Err(os_err(&format!("setsockopt({level}, {opt})")));
@@ -135,7 +149,11 @@ fn open_iface(ifname: &str) -> std::io::Result<OwnedFd> {
     sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
     sll.sll_ifindex = ifindex as i32;
     let r = unsafe {
-        libc::bind(raw, &sll as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32)
+        libc::bind(
+            raw,
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
     };
     if r < 0 {
         return Err(os_err(&format!("bind to {ifname}")));
@@ -166,7 +184,13 @@ struct DirStats {
     max_queued_bytes: usize,
 }
 
-fn run_direction(rx: Arc<OwnedFd>, tx: Arc<OwnedFd>, params: Params, seed: u64, out: Arc<Mutex<DirStats>>) {
+fn run_direction(
+    rx: Arc<OwnedFd>,
+    tx: Arc<OwnedFd>,
+    params: Params,
+    seed: u64,
+    out: Arc<Mutex<DirStats>>,
+) {
     let mut link: Link<Vec<u8>> = Link::new(params, seed);
     let mut buf = vec![0u8; BUF_LEN];
     let mut st = DirStats::default();
@@ -177,22 +201,40 @@ fn run_direction(rx: Arc<OwnedFd>, tx: Arc<OwnedFd>, params: Params, seed: u64, 
         let now = Instant::now();
         while let Some(frame) = link.pop_due(now) {
             // SAFETY: sending an owned buffer on a bound packet socket.
-            let r = unsafe { libc::send(txfd, frame.as_ptr() as *const libc::c_void, frame.len(), 0) };
+            let r =
+                unsafe { libc::send(txfd, frame.as_ptr() as *const libc::c_void, frame.len(), 0) };
             if r < 0 {
                 st.send_errors += 1;
             }
         }
         // Sleep until a frame arrives or the next one is due (at most 50 ms: checks STOP).
-        let wait = link.next_due().map_or(Duration::from_millis(50), |d| d.saturating_duration_since(now)).min(Duration::from_millis(50));
-        let ts = libc::timespec { tv_sec: wait.as_secs() as libc::time_t, tv_nsec: wait.subsec_nanos() as libc::c_long };
-        let mut pfd = libc::pollfd { fd: rxfd, events: libc::POLLIN, revents: 0 };
+        let wait = link
+            .next_due()
+            .map_or(Duration::from_millis(50), |d| {
+                d.saturating_duration_since(now)
+            })
+            .min(Duration::from_millis(50));
+        let ts = libc::timespec {
+            tv_sec: wait.as_secs() as libc::time_t,
+            tv_nsec: wait.subsec_nanos() as libc::c_long,
+        };
+        let mut pfd = libc::pollfd {
+            fd: rxfd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd, a valid timespec, no signal mask change.
         let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
         if n > 0 {
             for _ in 0..RX_BATCH {
                 // SAFETY: receiving into our own buffer of BUF_LEN bytes.
                 let r = unsafe {
-                    libc::recv(rxfd, buf.as_mut_ptr() as *mut libc::c_void, BUF_LEN, libc::MSG_DONTWAIT | libc::MSG_TRUNC)
+                    libc::recv(
+                        rxfd,
+                        buf.as_mut_ptr() as *mut libc::c_void,
+                        BUF_LEN,
+                        libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                    )
                 };
                 if r < 0 {
                     break;
@@ -260,7 +302,9 @@ fn main() {
     let p_ab = dir_params(args.delay_ab, args.loss_ab);
     let p_ba = dir_params(args.delay_ba, args.loss_ba);
     let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
     });
 
     let (fa, fb) = match (open_iface(&args.a), open_iface(&args.b)) {
