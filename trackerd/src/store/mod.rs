@@ -94,9 +94,7 @@ fn db_unavailable(e: &sqlx::Error) -> bool {
             // and 6 (LOCKED), also as extended codes (low byte).
             code.starts_with("08")
                 || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
-                || (code
-                    .parse::<i64>()
-                    .is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+                || (code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
                     && db.message().contains("locked"))
         }
         _ => false,
@@ -263,6 +261,34 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(fk, 1);
+    }
+
+    /// Another process holding the file's write lock (an operator's `sqlite3` shell, a backup)
+    /// fails a write within the busy timeout as "unavailable", instead of hanging it.
+    #[tokio::test]
+    async fn sqlite_locked_by_another_process_fails_fast_as_unavailable() {
+        use sqlx::Connection;
+        let (dir, store) = temp_store().await;
+        let url = default_database_url(dir.path());
+        let mut other = sqlx::AnyConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let err = store
+            .create_user("alice", "phc", 1)
+            .await
+            .expect_err("the file is locked");
+        let took = started.elapsed();
+        assert!(err.is_unavailable(), "{err:?}");
+        assert!(took < Duration::from_secs(10), "took {took:?}");
+        assert!(
+            took >= Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS / 2),
+            "gave up without waiting: {took:?}"
+        );
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+        assert!(store.create_user("alice", "phc", 1).await.unwrap());
     }
 
     #[test]
