@@ -189,6 +189,7 @@ pub fn error_kind_name(kind: ErrorKind) -> &'static str {
         ErrorKind::TrackerUnavailable => "tracker_unavailable",
         ErrorKind::QuotaExceeded => "quota_exceeded",
         ErrorKind::Internal => "internal",
+        ErrorKind::TrackerDatabaseUnavailable => "tracker_database_unavailable",
     }
 }
 
@@ -199,6 +200,9 @@ fn hint_for(kind: ErrorKind, request: &Request) -> Option<String> {
             "check that trackerd is running and tracker_info lists it".into()
         }
         (ErrorKind::Internal, _) => "see minitorrd's log for details".into(),
+        (ErrorKind::TrackerDatabaseUnavailable, _) => {
+            "the tracker is up but cannot reach its database; nothing was changed: try again in a moment (operators: see trackerd's log)".into()
+        }
         (ErrorKind::QuotaExceeded, _) => {
             "stop sharing files you no longer need (stop_share), or ask the tracker's operator for a bigger quota".into()
         }
@@ -288,6 +292,7 @@ mod tests {
             ErrorKind::TrackerUnavailable,
             ErrorKind::QuotaExceeded,
             ErrorKind::Internal,
+            ErrorKind::TrackerDatabaseUnavailable,
         ] {
             let f = Failure::refused(
                 &ErrorReply {

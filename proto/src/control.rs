@@ -223,6 +223,9 @@ pub enum ErrorKind {
     QuotaExceeded,
     /// A bug or I/O failure inside the daemon.
     Internal,
+    /// The tracker is reachable but its database is not (down or unreachable): nothing was
+    /// done; retry later (the tracker recovers by itself when its database is back).
+    TrackerDatabaseUnavailable,
 }
 
 impl Response {

@@ -207,6 +207,10 @@ pub enum ErrorCode {
     /// would be exceeded; the message says which and the limit.
     QuotaExceeded,
     Internal,
+    /// The tracker cannot reach its database right now (down, unreachable, or locked for
+    /// longer than the tracker waits); nothing was changed. Answered within about 2 s instead of
+    /// hanging; the tracker reconnects by itself, so retrying later is right.
+    DatabaseUnavailable,
 }
 
 impl Response {

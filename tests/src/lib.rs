@@ -5,6 +5,8 @@
 //! test command does it).
 
 pub mod fakepeer;
+pub mod faultproxy;
+pub mod pg;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};

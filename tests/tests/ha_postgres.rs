@@ -3,10 +3,11 @@
 //! write, the daemons carry on through the second without logging in again, and a download
 //! that was running keeps running.
 //!
-//! Needs a PostgreSQL server: set `MINITORR_TEST_POSTGRES` to the URL of a role that may create
-//! databases (`.ci/run` starts one and sets it). Without it these tests print why and pass.
+//! Needs PostgreSQL: `MINITORR_TEST_POSTGRES` names a server (a role that may create databases;
+//! `.ci/run` sets it), else the tests start a throwaway one (`minitorr_e2e::pg`), and fail saying
+//! how to install PostgreSQL when its binaries are missing. `MINITORR_SKIP_POSTGRES_TESTS=1`
+//! skips them with a loud SKIPPED line.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -20,23 +21,10 @@ use serde_json::Value;
 const ENV: &str = "MINITORR_TEST_POSTGRES";
 const MIB: usize = 1024 * 1024;
 
-/// The admin URL, or `None` (with a message that bypasses the test harness's capture) to skip.
+/// The admin URL: `MINITORR_TEST_POSTGRES`, else a throwaway server of this test binary's own
+/// (see `minitorr_e2e::pg`); `None` only behind the loud `MINITORR_SKIP_POSTGRES_TESTS=1`.
 fn postgres() -> Option<String> {
-    match std::env::var(ENV).ok().filter(|v| !v.is_empty()) {
-        Some(url) => Some(url),
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{ENV} is not set under CI: .ci/run must start PostgreSQL for these tests"
-            );
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: tracker HA test needs PostgreSQL; set {ENV}=postgres://USER:PASSWORD@127.0.0.1:PORT/postgres \
-                 (a role with CREATEDB; .ci/run starts one)"
-            );
-            None
-        }
-    }
+    pg::admin_url("tracker HA test (tests/tests/ha_postgres.rs)")
 }
 
 /// A fresh database of its own for one test, dropped afterwards.

@@ -237,7 +237,10 @@ impl Daemon {
                 report
                     .problems
                     .push(format!("{what}: tracker refused: {}", e.message));
-                if e.kind == ErrorKind::TrackerUnavailable {
+                if matches!(
+                    e.kind,
+                    ErrorKind::TrackerUnavailable | ErrorKind::TrackerDatabaseUnavailable
+                ) {
                     keep.push(rec.clone());
                 }
                 continue;

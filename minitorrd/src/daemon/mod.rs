@@ -243,6 +243,7 @@ pub(crate) fn tracker_error(code: ErrorCode, message: String) -> ErrorReply {
         ErrorCode::NotFound => ErrorKind::NotFound,
         ErrorCode::Internal => ErrorKind::Internal,
         ErrorCode::QuotaExceeded => ErrorKind::QuotaExceeded,
+        ErrorCode::DatabaseUnavailable => ErrorKind::TrackerDatabaseUnavailable,
         ErrorCode::AuthFailed
         | ErrorCode::AlreadyExists
         | ErrorCode::Forbidden

@@ -23,7 +23,9 @@
 //!   group owner can remove an entry (`RemoveFile`) with every share of it. `GetFile` returns
 //!   the online holders (complete ones first) and a signed ticket.
 //! * Every mutation is answered only after its transaction committed. Database failures become
-//!   `Internal` (logged); client input never panics.
+//!   `Internal` (logged); client input never panics. A database that is down, unreachable or
+//!   locked becomes `DatabaseUnavailable` within about 2 s (pool acquire timeout, SQLite busy
+//!   timeout, and a 5 s deadline on a request's database work), never a hang.
 
 mod accounts;
 mod events;
@@ -329,7 +331,17 @@ impl Service {
                 | Call::StopShare { .. }
                 | Call::RemoveFile { .. }
         );
-        let result = self.dispatch(req, peer_ip).await;
+        // Login and CreateUser may wait their turn for a password-hashing slot, legitimately
+        // for long; their database steps are still bounded by the pool's acquire timeout.
+        let hashes = matches!(req.call, Call::Login { .. } | Call::CreateUser { .. });
+        let result = if hashes {
+            self.dispatch(req, peer_ip).await
+        } else {
+            let deadline = crate::store::DB_REQUEST_DEADLINE;
+            tokio::time::timeout(deadline, self.dispatch(req, peer_ip))
+                .await
+                .unwrap_or(Err(Fail::Store(StoreError::Deadline(deadline))))
+        };
         if emits && result.is_ok() {
             self.events_committed().await;
         }
@@ -343,6 +355,13 @@ impl Service {
     fn answer_failure(&self, what: &str, f: Fail) -> Response {
         match f {
             Fail::Client(code, message) => Response::err(code, message),
+            Fail::Store(e) if e.is_unavailable() => {
+                tracing::warn!(call = what, error = %e, "database unavailable");
+                Response::err(
+                    ErrorCode::DatabaseUnavailable,
+                    "tracker database unavailable; try again later",
+                )
+            }
             Fail::Store(e) => {
                 tracing::error!(call = what, error = %e, "request failed");
                 Response::err(

@@ -30,8 +30,26 @@ pub use groups::{AcceptOutcome, GroupState, JoinOutcome, LeaveOutcome, RemoveMem
 pub use keys::{public_from_hex, PublicKeyRow};
 pub use sessions::SessionRow;
 
-/// How long SQLite waits for another writer before giving up with "database is locked".
-const SQLITE_BUSY_TIMEOUT_MS: u64 = 5000;
+/// How long SQLite waits for another writer (or a process holding the file locked) before
+/// giving up with "database is locked", which the service answers as `DatabaseUnavailable`.
+/// Bounded so that a locked file fails a request in about this long instead of hanging it.
+pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 1500;
+
+/// How long a request waits for a working database connection (a free one from the pool that
+/// still answers a ping, or a new one) before failing with `DatabaseUnavailable`. This is what
+/// bounds a request when PostgreSQL is down (connection refused, retried until then) or
+/// unreachable (packets dropped: the ping of a pooled connection never returns). Before this
+/// existed a request hung for sqlx's default 30 s, then the daemon's own timeout.
+pub const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// SQLite is a local file that cannot be "down": waiting for a pooled connection only means the
+/// other requests hold all of them (each bounded by the busy timeout), so wait longer there.
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest a request's database work may take once it holds a connection (a query on a
+/// connection whose network went silent mid-way would otherwise wait for TCP to give up,
+/// minutes later). Generous: a healthy database answers in milliseconds.
+pub const DB_REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -46,6 +64,41 @@ pub enum StoreError {
     },
     #[error("corrupt data in the database: {0}")]
     Corrupt(String),
+    /// The database did not answer within [`DB_REQUEST_DEADLINE`].
+    #[error("the database did not answer within {0:?}")]
+    Deadline(Duration),
+}
+
+impl StoreError {
+    /// True when the failure is the database being unreachable, down or locked (worth retrying
+    /// later; the client is told "tracker database unavailable"), not a bug or bad data.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Db(e) => db_unavailable(e),
+            StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => db_unavailable(e),
+            StoreError::Deadline(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Which `sqlx` errors mean "the database is not available" rather than "this query is wrong".
+fn db_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            // PostgreSQL SQLSTATEs: class 08 connection exception, 57P01..57P03 shutdown /
+            // cannot connect now, 53300 too many connections. SQLite result codes 5 (BUSY)
+            // and 6 (LOCKED), also as extended codes (low byte).
+            code.starts_with("08")
+                || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+                || (code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+                    && db.message().contains("locked"))
+        }
+        _ => false,
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -104,6 +157,11 @@ impl Store {
         let url = sqlite_url_with_create(url);
         let opts: AnyConnectOptions = url.parse()?;
         let pool = AnyPoolOptions::new()
+            .acquire_timeout(if sqlite {
+                SQLITE_ACQUIRE_TIMEOUT
+            } else {
+                DB_ACQUIRE_TIMEOUT
+            })
             .max_connections(max_connections)
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -120,7 +178,6 @@ impl Store {
                     Ok(())
                 })
             })
-            .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
@@ -204,6 +261,34 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(fk, 1);
+    }
+
+    /// Another process holding the file's write lock (an operator's `sqlite3` shell, a backup)
+    /// fails a write within the busy timeout as "unavailable", instead of hanging it.
+    #[tokio::test]
+    async fn sqlite_locked_by_another_process_fails_fast_as_unavailable() {
+        use sqlx::Connection;
+        let (dir, store) = temp_store().await;
+        let url = default_database_url(dir.path());
+        let mut other = sqlx::AnyConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let err = store
+            .create_user("alice", "phc", 1)
+            .await
+            .expect_err("the file is locked");
+        let took = started.elapsed();
+        assert!(err.is_unavailable(), "{err:?}");
+        assert!(took < Duration::from_secs(10), "took {took:?}");
+        assert!(
+            took >= Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS / 2),
+            "gave up without waiting: {took:?}"
+        );
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+        assert!(store.create_user("alice", "phc", 1).await.unwrap());
     }
 
     #[test]

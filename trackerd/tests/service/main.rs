@@ -36,8 +36,26 @@ pub struct Harness {
 /// same SQL works on both backends.
 pub const POSTGRES_ENV: &str = "TRACKERD_TEST_POSTGRES";
 
+/// The PostgreSQL fixture of the e2e tests (throwaway server unless `MINITORR_TEST_POSTGRES`).
+#[path = "../../../tests/src/pg.rs"]
+#[allow(dead_code)]
+mod pg;
+
+/// This binary is the `service_postgres` test target (the same tests, built again, see
+/// Cargo.toml): it always runs on PostgreSQL, so `cargo test --workspace` covers both backends.
+fn postgres_target() -> bool {
+    env!("CARGO_CRATE_NAME") == "service_postgres"
+}
+
 async fn database_url(dir: &std::path::Path) -> String {
-    let Some(admin) = std::env::var(POSTGRES_ENV).ok().filter(|v| !v.is_empty()) else {
+    let admin = match std::env::var(POSTGRES_ENV).ok().filter(|v| !v.is_empty()) {
+        Some(url) => Some(url),
+        None if postgres_target() => {
+            pg::admin_url("trackerd service tests on PostgreSQL (service_postgres)")
+        }
+        None => None,
+    };
+    let Some(admin) = admin else {
         return store::default_database_url(dir);
     };
     use sqlx::Connection;
