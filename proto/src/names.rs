@@ -442,3 +442,9 @@ mod tests {
         }
     }
 }
+
+/// A device name as typed (`device_name`, `revoke_device NAME`): same rules as user ids
+/// (a host name fits), 1–64 bytes.
+pub fn device(s: &str) -> Result<String, NameError> {
+    normalize("device", s, MAX_ID_LEN, false)
+}
