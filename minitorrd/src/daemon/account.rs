@@ -21,7 +21,22 @@ const HISTORY_WAIT: Duration = Duration::from_secs(3);
 impl Daemon {
     pub(super) async fn login(self: &Arc<Self>, user: String, password: String) -> Reply<Response> {
         let _guard = self.login_lock.lock().await;
+        // Logged in by ourselves after a restart (device key) as this same user: a password
+        // login is a person confirming it; it replaces that session and reports what it
+        // brought back, as it did before automatic logins existed.
+        let mut replaces_auto = false;
         if let Some(s) = self.session.read().expect("lock").as_ref() {
+            if s.user == user && self.auto_session.load(std::sync::atomic::Ordering::Relaxed) {
+                replaces_auto = true;
+            }
+        }
+        if let Some(s) = self
+            .session
+            .read()
+            .expect("lock")
+            .as_ref()
+            .filter(|_| !replaces_auto)
+        {
             let msg = if s.user == user {
                 format!("already logged in as {user}")
             } else {
@@ -39,6 +54,12 @@ impl Daemon {
             tracker::Response::LoggedIn(g) => g,
             other => return Err(unexpected(other)),
         };
+        if replaces_auto {
+            self.stop_activity();
+            *self.session.write().expect("lock") = None;
+        }
+        self.auto_session
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         // The password login registered this device; give it its configured name.
         let name = Call::NameDevice {
             name: self.cfg.device_name.clone(),

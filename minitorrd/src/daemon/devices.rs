@@ -81,6 +81,8 @@ impl Daemon {
                 }
                 match self.device_login(&user).await {
                     Ok(grant) => {
+                        self.auto_session
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
                         let report = self.begin_session(grant).await;
                         tracing::info!(
                             %user,

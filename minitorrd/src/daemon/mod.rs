@@ -56,6 +56,8 @@ pub struct Daemon {
     pub(crate) login_lock: tokio::sync::Mutex<()>,
     /// What `status` says about the automatic (device-key) login.
     pub(crate) auto_login: Mutex<String>,
+    /// The current session came from the automatic login (a password login may replace it).
+    pub(crate) auto_session: std::sync::atomic::AtomicBool,
 }
 
 /// How long `status` waits for the tracker to answer its round trip.
@@ -89,6 +91,7 @@ impl Daemon {
             live: LiveConns::new(cfg.live_limits()),
             login_lock: tokio::sync::Mutex::new(()),
             auto_login: Mutex::new("off".into()),
+            auto_session: std::sync::atomic::AtomicBool::new(false),
             cfg,
         })
     }
