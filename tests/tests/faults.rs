@@ -167,9 +167,15 @@ fn downloader_killed_early_late_and_right_after_completion_resumes_correctly() {
     relogin(&mut leech);
     // Login returns at once; the part file is re-verified in the background, then the
     // download goes on from the verified pieces.
-    wait_until("resumed from the verified pieces", LONG, || {
-        bytes_done(&leech, "g1", "r.bin") >= before
+    let mut resumed_at = 0;
+    wait_until("the resumed download shows", LONG, || {
+        resumed_at = bytes_done(&leech, "g1", "r.bin");
+        resumed_at > 0
     });
+    assert!(
+        resumed_at >= before,
+        "resumed from the verified pieces ({resumed_at} < {before})"
+    );
 
     // Right after completion: killed as soon as the download reads complete.
     let d = leech.wait_download("g1", "r.bin", LONG);
