@@ -26,11 +26,16 @@ fn a_killed_seeder_comes_back_by_itself_and_counts_once() {
     assert_eq!(seeders(&bob, "g1"), 1);
 
     alice.restart(); // SIGKILL, then start again: nobody types a password
-    wait_until("alice logs herself back in", Duration::from_secs(20), || {
-        logged_in_as(&alice).as_deref() == Some("alice")
-    });
+    wait_until(
+        "alice logs herself back in",
+        Duration::from_secs(20),
+        || logged_in_as(&alice).as_deref() == Some("alice"),
+    );
     let status = alice.json(&["status"]);
-    assert!(status["auto_login"].as_str().unwrap().contains("logged in"), "{status}");
+    assert!(
+        status["auto_login"].as_str().unwrap().contains("logged in"),
+        "{status}"
+    );
     assert_eq!(status["tracker_reachable"], true, "{status}");
     // The old session was replaced at once: never two seeders for one daemon.
     let until = Instant::now() + Duration::from_secs(4);
@@ -53,25 +58,22 @@ fn a_killed_seeder_comes_back_by_itself_and_counts_once() {
 fn devices_revoke_and_logout_end_the_automatic_login() {
     let dir = tempfile::tempdir().unwrap();
     let tracker = Tracker::start(&dir.path().join("tracker"));
-    let mut pi = Peer::start_with(
-        &dir.path().join("pi"),
-        &[tracker.addr],
-        &[],
-    );
+    let mut pi = Peer::start_with(&dir.path().join("pi"), &[tracker.addr], &[]);
     let laptop = Peer::start(&dir.path().join("laptop"), &tracker);
     user(&pi, "alice");
     laptop.ok(&["login", "alice", "pw-of-someone"]);
     let list = laptop.json(&["devices"]);
     let devices = list["devices"].as_array().unwrap();
     assert_eq!(devices.len(), 2, "{list}");
-    assert_eq!(devices.iter().filter(|d| d["current"] == true).count(), 1, "{list}");
+    assert_eq!(
+        devices.iter().filter(|d| d["current"] == true).count(),
+        1,
+        "{list}"
+    );
     let human = laptop.ok(&["devices"]);
     assert!(human.contains("active"), "{human}");
     // Name of pi's device: the one that is not current on the laptop.
-    let pi_name = devices
-        .iter()
-        .find(|d| d["current"] == false)
-        .unwrap()["name"]
+    let pi_name = devices.iter().find(|d| d["current"] == false).unwrap()["name"]
         .as_str()
         .unwrap()
         .to_string();
@@ -80,7 +82,10 @@ fn devices_revoke_and_logout_end_the_automatic_login() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(logged_in_as(&pi), None, "a revoked device stays logged out");
     let st = pi.json(&["status"]);
-    assert!(st["auto_login"].as_str().unwrap().contains("revoked"), "{st}");
+    assert!(
+        st["auto_login"].as_str().unwrap().contains("revoked"),
+        "{st}"
+    );
 
     // A password login vouches for it again; then logout ends the automatic login for good.
     pi.ok(&["login", "alice", "pw-of-someone"]);
@@ -89,7 +94,10 @@ fn devices_revoke_and_logout_end_the_automatic_login() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(logged_in_as(&pi), None, "logged out stays logged out");
     let st = pi.json(&["status"]);
-    assert!(st["auto_login"].as_str().unwrap().contains("logged out"), "{st}");
+    assert!(
+        st["auto_login"].as_str().unwrap().contains("logged out"),
+        "{st}"
+    );
 }
 
 #[test]
@@ -109,9 +117,18 @@ fn a_second_daemon_on_the_same_state_dir_exits_naming_the_first() {
         .unwrap();
     assert!(!out.status.success());
     let err = stderr_of(&out);
-    assert!(err.contains("another minitorrd") && err.contains("pid"), "{err}");
-    assert!(err.contains(first.dir.join("state").to_str().unwrap()), "{err}");
-    assert!(first.json(&["status"])["version"].is_string(), "the first one runs on");
+    assert!(
+        err.contains("another minitorrd") && err.contains("pid"),
+        "{err}"
+    );
+    assert!(
+        err.contains(first.dir.join("state").to_str().unwrap()),
+        "{err}"
+    );
+    assert!(
+        first.json(&["status"])["version"].is_string(),
+        "the first one runs on"
+    );
 }
 
 #[test]

@@ -520,6 +520,51 @@ pub fn render_login(r: &LoginReport) -> String {
     out
 }
 
+/// `devices`: one line per device, the current one marked with `*`.
+pub fn render_devices(devices: &[proto::types::DeviceInfo]) -> String {
+    if devices.is_empty() {
+        return "no devices\n".into();
+    }
+    let mut out = String::new();
+    for d in devices {
+        let seen = if d.online {
+            "online".to_string()
+        } else {
+            format!("last seen {}", unix_time(d.last_seen_unix))
+        };
+        out.push_str(&format!(
+            "{} {}  {}  {}  {}\n",
+            if d.current { "*" } else { " " },
+            clean(&d.name),
+            d.state.as_str(),
+            seen,
+            clean(&d.last_addr),
+        ));
+    }
+    out
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+fn unix_time(t: u64) -> String {
+    let (days, secs) = ((t / 86_400) as i64, t % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,49 +680,4 @@ mod tests {
         insta::assert_snapshot!("login", render_login(&login()));
         insta::assert_snapshot!("message", render_message("group g1 created; you own it"));
     }
-}
-
-/// `devices`: one line per device, the current one marked with `*`.
-pub fn render_devices(devices: &[proto::types::DeviceInfo]) -> String {
-    if devices.is_empty() {
-        return "no devices\n".into();
-    }
-    let mut out = String::new();
-    for d in devices {
-        let seen = if d.online {
-            "online".to_string()
-        } else {
-            format!("last seen {}", unix_time(d.last_seen_unix))
-        };
-        out.push_str(&format!(
-            "{} {}  {}  {}  {}\n",
-            if d.current { "*" } else { " " },
-            clean(&d.name),
-            d.state.as_str(),
-            seen,
-            clean(&d.last_addr),
-        ));
-    }
-    out
-}
-
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
-fn unix_time(t: u64) -> String {
-    let (days, secs) = ((t / 86_400) as i64, t % 86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }

@@ -315,6 +315,45 @@ pub fn render_error(f: &Failure) -> String {
     })
 }
 
+#[derive(Debug, Serialize)]
+pub struct DeviceView<'a> {
+    pub name: &'a str,
+    pub device_key: String,
+    pub state: &'static str,
+    pub online: bool,
+    pub current: bool,
+    pub created_unix: u64,
+    pub last_seen_unix: u64,
+    pub last_addr: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DevicesView<'a> {
+    pub devices: Vec<DeviceView<'a>>,
+}
+
+pub fn render_devices(devices: &[proto::types::DeviceInfo]) -> String {
+    to_document(&DevicesView {
+        devices: devices
+            .iter()
+            .map(|d| DeviceView {
+                name: &d.name,
+                device_key: hex_key(&d.device_key),
+                state: d.state.as_str(),
+                online: d.online,
+                current: d.current,
+                created_unix: d.created_unix,
+                last_seen_unix: d.last_seen_unix,
+                last_addr: &d.last_addr,
+            })
+            .collect(),
+    })
+}
+
+fn hex_key(k: &[u8; 32]) -> String {
+    k.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,43 +412,4 @@ mod tests {
         assert_eq!(sha1.len(), 40);
         assert!(sha1.chars().all(|c| c.is_ascii_hexdigit()));
     }
-}
-
-#[derive(Debug, Serialize)]
-pub struct DeviceView<'a> {
-    pub name: &'a str,
-    pub device_key: String,
-    pub state: &'static str,
-    pub online: bool,
-    pub current: bool,
-    pub created_unix: u64,
-    pub last_seen_unix: u64,
-    pub last_addr: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct DevicesView<'a> {
-    pub devices: Vec<DeviceView<'a>>,
-}
-
-pub fn render_devices(devices: &[proto::types::DeviceInfo]) -> String {
-    to_document(&DevicesView {
-        devices: devices
-            .iter()
-            .map(|d| DeviceView {
-                name: &d.name,
-                device_key: hex_key(&d.device_key),
-                state: d.state.as_str(),
-                online: d.online,
-                current: d.current,
-                created_unix: d.created_unix,
-                last_seen_unix: d.last_seen_unix,
-                last_addr: &d.last_addr,
-            })
-            .collect(),
-    })
-}
-
-fn hex_key(k: &[u8; 32]) -> String {
-    k.iter().map(|b| format!("{b:02x}")).collect()
 }

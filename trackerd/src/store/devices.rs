@@ -50,7 +50,7 @@ pub fn free_name(wanted: &str, taken: &[String]) -> String {
             base.pop();
         }
         let candidate = format!("{base}{suffix}");
-        if !taken.iter().any(|t| *t == candidate) {
+        if !taken.contains(&candidate) {
             return candidate;
         }
     }
