@@ -143,3 +143,72 @@ fn login_returns_quickly() {
     eprintln!("login took {took:?}");
     assert!(took < Duration::from_secs(2), "login took {took:?}");
 }
+
+/// A hostile client on the tracker protocol: a replayed device login, a reused nonce and a
+/// forged signature are refused; only the key holder gets in, once per nonce.
+#[test]
+fn replayed_or_forged_device_logins_are_refused_over_the_wire() {
+    use minitorr_e2e::fakepeer::{DeviceKey, TrackerClient};
+    use minitorr_proto::tracker::{Call, ErrorCode, Response};
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = Tracker::start(&dir.path().join("tracker"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = TrackerClient::connect(tracker.addr).await;
+        c.call(Call::CreateUser {
+            user: "u".into(),
+            password: "pw-u".into(),
+        })
+        .await;
+        c.login("u", "pw-u", "127.0.0.1:9".parse().unwrap()).await;
+        let key = c.device.public_bytes();
+        let mut fresh = TrackerClient::connect(tracker.addr).await;
+        let mut signed = |c: &DeviceKey, nonce: [u8; 32], tracker_id: [u8; 32]| {
+            let msg = minitorr_proto::device::login_message(&nonce, "u", &tracker_id, &key);
+            Call::DeviceLogin {
+                user: "u".into(),
+                device_key: key,
+                peer_addr: "127.0.0.1:9".into(),
+                nonce,
+                signature: c.sign(&msg).to_vec(),
+                device_name: "box".into(),
+            }
+        };
+        let challenge = Call::DeviceChallenge {
+            user: "u".into(),
+            device_key: key,
+        };
+        let Response::DeviceChallenge {
+            nonce, tracker_id, ..
+        } = fresh.call(challenge.clone()).await
+        else {
+            panic!("no challenge")
+        };
+        let good = signed(&c.device, nonce, tracker_id);
+        assert!(matches!(fresh.call(good.clone()).await, Response::LoggedIn(_)));
+        // Replayed (same nonce, valid signature), from another connection.
+        let mut replay = TrackerClient::connect(tracker.addr).await;
+        let r = replay.call(good).await;
+        assert!(
+            matches!(&r, Response::Error { code: ErrorCode::AuthFailed, message } if message.contains("nonce")),
+            "{r:?}"
+        );
+        // Forged: a fresh nonce signed by someone else's key.
+        let Response::DeviceChallenge {
+            nonce, tracker_id, ..
+        } = replay.call(challenge.clone()).await
+        else {
+            panic!("no challenge")
+        };
+        let forged = signed(&DeviceKey::generate(), nonce, tracker_id);
+        let r = replay.call(forged).await;
+        assert!(
+            matches!(&r, Response::Error { code: ErrorCode::AuthFailed, message } if message.contains("signature")),
+            "{r:?}"
+        );
+        // The nonce of the forged attempt is used up, even with the right signature now.
+        let late = signed(&c.device, nonce, tracker_id);
+        let r = replay.call(late).await;
+        assert!(matches!(&r, Response::Error { code: ErrorCode::AuthFailed, .. }), "{r:?}");
+    });
+}
