@@ -163,7 +163,7 @@ fn replayed_or_forged_device_logins_are_refused_over_the_wire() {
         c.login("u", "pw-u", "127.0.0.1:9".parse().unwrap()).await;
         let key = c.device.public_bytes();
         let mut fresh = TrackerClient::connect(tracker.addr).await;
-        let mut signed = |c: &DeviceKey, nonce: [u8; 32], tracker_id: [u8; 32]| {
+        let signed = |c: &DeviceKey, nonce: [u8; 32], tracker_id: [u8; 32]| {
             let msg = minitorr_proto::device::login_message(&nonce, "u", &tracker_id, &key);
             Call::DeviceLogin {
                 user: "u".into(),
