@@ -269,6 +269,7 @@ pub fn pick<'a>(downloads: &'a [DownloadStatus], target: &Target) -> Option<&'a 
         DownloadState::Downloading => 0,
         DownloadState::Complete => 1,
         DownloadState::Failed => 2,
+        DownloadState::Verifying => 0,
     };
     downloads
         .iter()
@@ -370,7 +371,9 @@ async fn poll(
                 )
                 .with_download(d));
             }
-            DownloadState::Downloading => tokio::time::sleep(POLL_EVERY).await,
+            DownloadState::Downloading | DownloadState::Verifying => {
+                tokio::time::sleep(POLL_EVERY).await
+            }
         }
     }
 }

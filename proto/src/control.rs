@@ -159,6 +159,9 @@ pub enum DownloadState {
     Downloading,
     Complete,
     Failed,
+    /// Re-verifying the part file left by a crash before downloading on (after a restart or
+    /// login): `bytes_done` counts the bytes checked so far.
+    Verifying,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -169,8 +169,11 @@ fn downloader_killed_early_late_and_right_after_completion_resumes_correctly() {
     // download goes on from the verified pieces.
     let mut resumed_at = 0;
     wait_until("the resumed download shows", LONG, || {
+        // `[V]` first (re-checking the part file, bytes_done = bytes checked), then running.
+        let running =
+            download_entry(&leech, "g1", "r.bin").is_some_and(|d| d["state"] != "verifying");
         resumed_at = bytes_done(&leech, "g1", "r.bin");
-        resumed_at > 0
+        running && resumed_at > 0
     });
     assert!(
         resumed_at >= before,

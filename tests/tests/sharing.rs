@@ -204,8 +204,11 @@ fn download_resumes_after_sigkill_from_verified_pieces() {
     // once that is done, starting from the verified pieces (never from zero).
     let mut resumed_at = 0;
     wait_until("the resumed download shows", LONG, || {
+        // `[V]` first (re-checking the part file, bytes_done = bytes checked), then running.
+        let running =
+            download_entry(&leech, "g1", "big.bin").is_some_and(|d| d["state"] != "verifying");
         resumed_at = bytes_done(&leech, "g1", "big.bin");
-        resumed_at > 0
+        running && resumed_at > 0
     });
     assert!(
         resumed_at >= before,

@@ -347,6 +347,7 @@ pub fn state_tag(state: DownloadState) -> &'static str {
         DownloadState::Downloading => "[D]",
         DownloadState::Complete => "[C]",
         DownloadState::Failed => "[F]",
+        DownloadState::Verifying => "[V]",
     }
 }
 
@@ -356,6 +357,7 @@ fn paint_tag(state: DownloadState, style: Style) -> String {
         DownloadState::Downloading => style.yellow(tag),
         DownloadState::Complete => style.green(tag),
         DownloadState::Failed => style.red(tag),
+        DownloadState::Verifying => style.yellow(tag),
     }
 }
 
@@ -393,6 +395,14 @@ pub fn render_downloads(downloads: &[DownloadStatus], style: Style) -> String {
                     String::new(),
                     String::new(),
                     format!("-> {}", clean(&d.dest.to_string_lossy())),
+                ],
+                DownloadState::Verifying => vec![
+                    head,
+                    format!("verifying {}", percent(d)),
+                    format!("{}/{}", size(d.bytes_done), size(d.size)),
+                    String::new(),
+                    String::new(),
+                    "re-checking the pieces on disk".into(),
                 ],
                 DownloadState::Failed => vec![
                     head,

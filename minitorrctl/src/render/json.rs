@@ -175,6 +175,7 @@ pub fn state(s: DownloadState) -> &'static str {
         DownloadState::Downloading => "downloading",
         DownloadState::Complete => "complete",
         DownloadState::Failed => "failed",
+        DownloadState::Verifying => "verifying",
     }
 }
 

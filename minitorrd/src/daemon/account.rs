@@ -474,15 +474,25 @@ impl Daemon {
                 file: rec.meta.name.clone(),
             });
             let me = self.clone();
+            let job = Arc::new(super::files::Verifying {
+                rec: rec.clone(),
+                checked: Arc::default(),
+            });
+            self.verifying.lock().expect("lock").push(job.clone());
             tokio::spawn(async move {
                 let started = me
-                    .start_download(
+                    .start_download_reporting(
                         rec.group.clone(),
                         rec.meta.name.clone(),
                         rec.dest.clone(),
                         Some(rec.meta.sha1),
+                        Some(job.checked.clone()),
                     )
                     .await;
+                me.verifying
+                    .lock()
+                    .expect("lock")
+                    .retain(|v| !Arc::ptr_eq(v, &job));
                 if let Err(e) = started {
                     tracing::warn!(file = %rec.meta.name, group = %rec.group, error = %e.message, "download not resumed");
                     let mut rec = rec;

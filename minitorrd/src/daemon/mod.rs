@@ -58,6 +58,8 @@ pub struct Daemon {
     pub(crate) auto_login: Mutex<String>,
     /// The current session came from the automatic login (a password login may replace it).
     pub(crate) auto_session: std::sync::atomic::AtomicBool,
+    /// Resumed downloads whose part files are being re-verified (`[V]`).
+    pub(crate) verifying: Mutex<Vec<Arc<files::Verifying>>>,
 }
 
 /// How long `status` waits for the tracker to answer its round trip.
@@ -92,6 +94,7 @@ impl Daemon {
             login_lock: tokio::sync::Mutex::new(()),
             auto_login: Mutex::new("off".into()),
             auto_session: std::sync::atomic::AtomicBool::new(false),
+            verifying: Mutex::new(Vec::new()),
             cfg,
         })
     }
