@@ -657,6 +657,18 @@ mod tests {
     }
 
     #[test]
+    fn a_part_file_being_reverified_shows_as_v_with_its_progress() {
+        let mut d = downloading();
+        d.state = DownloadState::Verifying;
+        d.bytes_done = d.size * 43 / 100;
+        let out = render_downloads(&[d.clone()], Style::PLAIN);
+        assert!(out.starts_with("[V] ["), "{out}");
+        assert!(out.contains("verifying 43"), "{out}");
+        assert_eq!(state_tag(d.state), "[V]");
+        assert_eq!(super::super::json::state(d.state), "verifying");
+    }
+
+    #[test]
     fn downloads_lines_start_like_the_seed() {
         let out = render_downloads(&[downloading(), complete(), failed()], Style::PLAIN);
         let lines: Vec<&str> = out.lines().collect();
