@@ -28,6 +28,9 @@ _minitorrctl() {
             minitorrctl,create_user)
                 cmd="minitorrctl__subcmd__create_user"
                 ;;
+            minitorrctl,devices)
+                cmd="minitorrctl__subcmd__devices"
+                ;;
             minitorrctl,download_file)
                 cmd="minitorrctl__subcmd__download_file"
                 ;;
@@ -64,6 +67,9 @@ _minitorrctl() {
             minitorrctl,remove_member)
                 cmd="minitorrctl__subcmd__remove_member"
                 ;;
+            minitorrctl,revoke_device)
+                cmd="minitorrctl__subcmd__revoke_device"
+                ;;
             minitorrctl,show_downloads)
                 cmd="minitorrctl__subcmd__show_downloads"
                 ;;
@@ -86,7 +92,7 @@ _minitorrctl() {
 
     case "${cmd}" in
         minitorrctl)
-            opts="-h -V --socket --json --help --version create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file status wait completions man"
+            opts="-h -V --socket --json --help --version create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file status wait completions man devices revoke_device"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -158,6 +164,24 @@ _minitorrctl() {
             return 0
             ;;
         minitorrctl__subcmd__create_user)
+            opts="-h -V --socket --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        minitorrctl__subcmd__devices)
             opts="-h -V --socket --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -378,6 +402,24 @@ _minitorrctl() {
             return 0
             ;;
         minitorrctl__subcmd__remove_member)
+            opts="-h -V --socket --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        minitorrctl__subcmd__revoke_device)
             opts="-h -V --socket --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -293,6 +293,23 @@ pub enum Command {
     /// Write man pages (minitorrctl.1 and one per command) into a directory
     #[command(name = "man", hide = true)]
     Man { out_dir: PathBuf },
+
+    /// List your devices: the daemons that log in by themselves after a restart
+    #[command(
+        name = "devices",
+        after_help = "A password login registers the daemon's device key with the tracker;             after a restart it logs in again with that key, never a stored password.             The current device is marked with *.\n\nExample:\n  minitorrctl devices"
+    )]
+    Devices,
+
+    /// Revoke one of your devices: its sessions end and it no longer logs in by itself
+    #[command(
+        name = "revoke_device",
+        after_help = "Revoking the device you run this on logs it out. A password login on             a revoked device makes it active again.\n\nExample:\n  minitorrctl revoke_device old-laptop"
+    )]
+    RevokeDevice {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
 impl Command {

@@ -144,6 +144,8 @@ pub fn plan(cmd: Command, cwd: &Path, passwords: &mut dyn PasswordSource) -> Res
             file: file_name,
         },
         Command::Status => Request::Status,
+        Command::Devices => Request::Devices,
+        Command::RevokeDevice { name } => Request::RevokeDevice { name },
         Command::Wait {
             group_id,
             file_name,
@@ -254,6 +256,8 @@ pub fn render(
         (Response::Downloads(d), true) => json::render_downloads(d),
         (Response::Status(s), false) => human::render_status(s, socket),
         (Response::Status(s), true) => json::render_status(s, socket),
+        (Response::Devices(d), false) => human::render_devices(d),
+        (Response::Devices(d), true) => json::render_devices(d),
     })
 }
 
@@ -265,6 +269,7 @@ pub fn pick<'a>(downloads: &'a [DownloadStatus], target: &Target) -> Option<&'a 
         DownloadState::Downloading => 0,
         DownloadState::Complete => 1,
         DownloadState::Failed => 2,
+        DownloadState::Verifying => 0,
     };
     downloads
         .iter()
@@ -366,7 +371,9 @@ async fn poll(
                 )
                 .with_download(d));
             }
-            DownloadState::Downloading => tokio::time::sleep(POLL_EVERY).await,
+            DownloadState::Downloading | DownloadState::Verifying => {
+                tokio::time::sleep(POLL_EVERY).await
+            }
         }
     }
 }
@@ -383,6 +390,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Downloads(_) => "Downloads",
         Response::Status(_) => "Status",
         Response::Error(_) => "Error",
+        Response::Devices(_) => "Devices",
     }
 }
 

@@ -119,6 +119,16 @@ pub struct Config {
     /// The TLS client built from the keys above by [`Config::load`].
     #[serde(skip)]
     pub tracker_tls_client: Option<crate::tracker::TlsClient>,
+    /// This daemon's name in `minitorrctl devices` (default: the host name).
+    pub device_name: String,
+}
+
+/// The host name as a device name, or "minitorrd" if it is not a valid one.
+pub fn default_device_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .and_then(|h| minitorr_proto::names::device(h.trim()).ok())
+        .unwrap_or_else(|| "minitorrd".to_string())
 }
 
 impl Default for Config {
@@ -145,6 +155,7 @@ impl Default for Config {
             allow_plaintext: false,
             insecure_plaintext_peer_links_for_benchmarks: false,
             tracker_tls_client: None,
+            device_name: default_device_name(),
         }
     }
 }
@@ -243,6 +254,8 @@ impl Config {
                     .into(),
             ));
         }
+        minitorr_proto::names::device(&self.device_name)
+            .map_err(|e| ConfigError::Invalid(format!("device_name: {e}")))?;
         if self.insecure_plaintext_peer_links_for_benchmarks {
             crate::peerlink::check_plaintext_allowed(self.listen).map_err(ConfigError::Invalid)?;
         }

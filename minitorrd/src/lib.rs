@@ -10,4 +10,5 @@ pub mod peerlink;
 pub mod ratelimit;
 pub mod sharing;
 pub mod state;
+pub mod statelock;
 pub mod tracker;

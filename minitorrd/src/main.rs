@@ -76,6 +76,8 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyho
     // so if missing; another user's directory or one open to others is refused).
     minitorr_proto::private_dir::ensure_private_dir(&cfg.state_dir)
         .with_context(|| format!("unsafe state dir {}", cfg.state_dir.display()))?;
+    // Before anything reads or writes in it: one daemon per state dir (held until exit).
+    let _lock = minitorrd::statelock::StateLock::acquire(&cfg.state_dir)?;
     let state = StateFile::load(&cfg.state_file()).context("cannot load saved state")?;
     let device_key = DeviceKey::load_or_create(&cfg.state_dir)?;
     let link = if cfg.insecure_plaintext_peer_links_for_benchmarks {
@@ -114,6 +116,8 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyho
     });
     tokio::spawn(serve_peers(peers, server, shutdown.clone()));
     tokio::spawn(serve_control(control, daemon.clone(), shutdown.clone()));
+    // Log the remembered user back in with the device key (no password), in the background.
+    daemon.start_auto_login();
     tracing::info!(peers = %peer_addr, control = %socket_path.display(), "minitorrd ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 

@@ -17,6 +17,13 @@ use crate::sharing::hasher::FileStamp;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StateFile {
     pub users: BTreeMap<String, UserState>,
+    /// "User X logged in on this device": after a restart the daemon logs X back in with its
+    /// device key (never a stored password). Cleared by logout or a refused device login.
+    #[serde(default)]
+    pub auto_login: Option<String>,
+    /// Why the automatic login ended (revoked, logged out), shown by `status` after a restart.
+    #[serde(default)]
+    pub auto_login_ended: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

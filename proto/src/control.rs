@@ -74,6 +74,12 @@ pub enum Request {
         group: String,
         user: String,
     },
+    /// The logged-in user's devices (daemons that logged in with the password).
+    Devices,
+    /// Revoke the user's device `name`: its sessions end and it no longer logs in by itself.
+    RevokeDevice {
+        name: String,
+    },
 }
 
 impl Request {
@@ -98,6 +104,8 @@ impl Request {
             Request::RemoveFile { .. } => "remove_file",
             Request::Status => "status",
             Request::RemoveMember { .. } => "remove_member",
+            Request::Devices => "devices",
+            Request::RevokeDevice { .. } => "revoke_device",
         }
     }
 }
@@ -124,6 +132,7 @@ pub enum Response {
     Downloads(Vec<DownloadStatus>),
     Status(DaemonStatus),
     Error(ErrorReply),
+    Devices(Vec<crate::types::DeviceInfo>),
 }
 
 /// What happened at login: shares brought back, and ones that could not be.
@@ -150,6 +159,9 @@ pub enum DownloadState {
     Downloading,
     Complete,
     Failed,
+    /// Re-verifying the part file left by a crash before downloading on (after a restart or
+    /// login): `bytes_done` counts the bytes checked so far.
+    Verifying,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +208,14 @@ pub struct DaemonStatus {
     pub peer_addr: String,
     pub shares: u32,
     pub downloads: u32,
+    /// Whether the tracker answered a round trip just now (`status` asks, with a short
+    /// timeout), not whether a connection was once made.
+    pub tracker_reachable: bool,
+    /// The daemon's automatic login: "off", "logged in", "logging in (…)", or why it is off
+    /// (revoked, logged out); see `AutoLogin` in minitorrd.
+    pub auto_login: String,
+    /// This daemon's device name (`device_name`).
+    pub device_name: String,
 }
 
 /// A refused or failed request. `kind` drives the CLI's exit status.

@@ -14,6 +14,7 @@
 pub mod codec;
 pub mod control;
 pub mod defaults;
+pub mod device;
 pub mod error;
 pub mod handshake;
 pub mod names;

@@ -233,6 +233,12 @@ pub fn file_name(s: &str) -> Result<String, NameError> {
     normalize("file", s, MAX_FILE_NAME_LEN, true)
 }
 
+/// A device name as typed (`device_name`, `revoke_device NAME`): same rules as user ids
+/// (a host name fits), 1–64 bytes.
+pub fn device(s: &str) -> Result<String, NameError> {
+    normalize("device", s, MAX_ID_LEN, false)
+}
+
 /// A user id that must already be in NFC.
 pub fn validate_user(s: &str) -> Result<(), NameError> {
     check("user", s, MAX_ID_LEN, false)

@@ -102,6 +102,43 @@ pub enum Call {
     Subscribe {
         after: Option<u64>,
     },
+    /// Before login (no token): a fresh single-use nonce for a device login of `user` with
+    /// `device_key`, answered with `DeviceChallenge`. Nothing is looked up or stored in the
+    /// database for it (see `DeviceLogin`).
+    DeviceChallenge {
+        user: String,
+        device_key: [u8; 32],
+    },
+    /// Before login (no token): log in as `user` without a password, proving possession of a
+    /// device key registered for `user` by an earlier password login (a daemon restarting by
+    /// itself). `signature` is the Ed25519 signature (64 bytes) of
+    /// [`crate::device::login_message`] over the nonce of a `DeviceChallenge` answered by this
+    /// same tracker. Answered like `Login` (`LoggedIn`); replaces every other session of this
+    /// device. `device_name` renames the device if it changed in the daemon's config.
+    DeviceLogin {
+        user: String,
+        device_key: [u8; 32],
+        peer_addr: String,
+        nonce: [u8; 32],
+        signature: Vec<u8>,
+        device_name: String,
+    },
+    /// Name (or rename) the caller's device (the one it logged in with); a name another device
+    /// of the same user has gets a `-2`, `-3`, … suffix. Answered `Ok` with the name given.
+    NameDevice {
+        name: String,
+    },
+    /// The caller's devices (answered `Devices`).
+    ListDevices,
+    /// Revoke the caller's device named `name`: its sessions end at once and its device login
+    /// is refused until a password login on it. Revoking one's own device logs it out.
+    RevokeDevice {
+        name: String,
+    },
+    /// End this session and every other session of the caller's device, and refuse the
+    /// device's automatic login until the next password login (`minitorrctl logout`). A plain
+    /// `Logout` (daemon shutdown) ends only the session and keeps the automatic login.
+    LogoutDevice,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +167,15 @@ pub enum Response {
     /// Pushed on a subscription, in id order. Empty: a keepalive; the first empty one also
     /// means the history (events up to `head`) has been delivered.
     Events(Vec<Event>),
+    /// Answer to `DeviceChallenge`: sign `nonce` (with `tracker_id`, see
+    /// [`crate::device::login_message`]) and send `DeviceLogin` to the same tracker within
+    /// `expires_in_secs`. A nonce opens at most one login attempt, right or wrong.
+    DeviceChallenge {
+        nonce: [u8; 32],
+        tracker_id: [u8; 32],
+        expires_in_secs: u32,
+    },
+    Devices(Vec<crate::types::DeviceInfo>),
 }
 
 /// Something that happened to a group, pushed to the daemons of its members (at the time of the

@@ -256,3 +256,45 @@ mod tests {
         assert_eq!(h.short(), "ababababab");
     }
 }
+
+/// One device (a daemon's key) registered for a user by a password login, as `devices` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct DeviceInfo {
+    /// The device's name (the daemon's `device_name`, unique per user).
+    pub name: String,
+    /// The device's Ed25519 public key.
+    pub device_key: [u8; 32],
+    /// Unix seconds (tracker clock): first registration, and last login or heartbeat.
+    pub created_unix: u64,
+    pub last_seen_unix: u64,
+    /// Where its last login came from (the peer address the tracker handed out).
+    pub last_addr: String,
+    /// A session of it is online now.
+    pub online: bool,
+    pub state: DeviceState,
+    /// The device of the session asking (the daemon answering `devices`).
+    pub current: bool,
+}
+
+/// Whether a device may log in by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum DeviceState {
+    /// Automatic (device-key) login allowed.
+    Active,
+    /// Revoked by `revoke_device`: refused until a password login on it.
+    Revoked,
+    /// Logged out by `logout`: refused until a password login on it.
+    LoggedOut,
+}
+
+impl DeviceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::Active => "active",
+            DeviceState::Revoked => "revoked",
+            DeviceState::LoggedOut => "logged_out",
+        }
+    }
+}

@@ -165,9 +165,19 @@ fn downloader_killed_early_late_and_right_after_completion_resumes_correctly() {
     leech.kill9();
     assert!(!dest.exists(), "never a final file before verification");
     relogin(&mut leech);
+    // Login returns at once; the part file is re-verified in the background, then the
+    // download goes on from the verified pieces.
+    let mut resumed_at = 0;
+    wait_until("the resumed download shows", LONG, || {
+        // `[V]` first (re-checking the part file, bytes_done = bytes checked), then running.
+        let running =
+            download_entry(&leech, "g1", "r.bin").is_some_and(|d| d["state"] != "verifying");
+        resumed_at = bytes_done(&leech, "g1", "r.bin");
+        running && resumed_at > 0
+    });
     assert!(
-        bytes_done(&leech, "g1", "r.bin") >= before,
-        "resumed from the verified pieces"
+        resumed_at >= before,
+        "resumed from the verified pieces ({resumed_at} < {before})"
     );
 
     // Right after completion: killed as soon as the download reads complete.

@@ -327,9 +327,11 @@ fn session_tokens_are_random_revoked_on_logout_and_expire() {
             password: "pw-u".into(),
         })
         .await;
-        // Random: two logins of the same user get unrelated 256-bit tokens.
+        // Random: two logins of the same user get unrelated 256-bit tokens. Two daemons (two
+        // device keys): a second login with the same key would replace the first session.
         let mut tokens = Vec::new();
         for _ in 0..2 {
+            c.device = fakepeer::DeviceKey::generate();
             login(&mut c, "u", "pw-u").await;
             tokens.push(c.token.clone().unwrap());
         }

@@ -200,7 +200,16 @@ fn download_resumes_after_sigkill_from_verified_pieces() {
         out.contains("big.bin"),
         "login reports the resumed download: {out}"
     );
-    let resumed_at = bytes_done(&leech, "g1", "big.bin");
+    // The part file is re-verified in the background after login; the download shows again
+    // once that is done, starting from the verified pieces (never from zero).
+    let mut resumed_at = 0;
+    wait_until("the resumed download shows", LONG, || {
+        // `[V]` first (re-checking the part file, bytes_done = bytes checked), then running.
+        let running =
+            download_entry(&leech, "g1", "big.bin").is_some_and(|d| d["state"] != "verifying");
+        resumed_at = bytes_done(&leech, "g1", "big.bin");
+        running && resumed_at > 0
+    });
     assert!(
         resumed_at >= before,
         "resumed from verified pieces ({resumed_at} < {before})"

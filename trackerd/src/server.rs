@@ -349,8 +349,15 @@ impl Answer {
 /// `InvalidSession` if the token is not valid; `Login` authenticates when it succeeds.
 fn authenticates(had_token: bool, call: &Call, answer: Answer) -> bool {
     match (call, answer) {
-        (Call::Login { .. }, Answer::LoggedIn) => true,
-        (Call::Login { .. } | Call::CreateUser { .. }, _) => false,
+        (Call::Login { .. } | Call::DeviceLogin { .. }, Answer::LoggedIn) => true,
+        // Answered without looking at the token: proves nothing about it.
+        (
+            Call::Login { .. }
+            | Call::DeviceLogin { .. }
+            | Call::CreateUser { .. }
+            | Call::DeviceChallenge { .. },
+            _,
+        ) => false,
         (_, Answer::InvalidSession) => false,
         _ => had_token,
     }

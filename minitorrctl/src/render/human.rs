@@ -347,6 +347,7 @@ pub fn state_tag(state: DownloadState) -> &'static str {
         DownloadState::Downloading => "[D]",
         DownloadState::Complete => "[C]",
         DownloadState::Failed => "[F]",
+        DownloadState::Verifying => "[V]",
     }
 }
 
@@ -356,6 +357,7 @@ fn paint_tag(state: DownloadState, style: Style) -> String {
         DownloadState::Downloading => style.yellow(tag),
         DownloadState::Complete => style.green(tag),
         DownloadState::Failed => style.red(tag),
+        DownloadState::Verifying => style.yellow(tag),
     }
 }
 
@@ -393,6 +395,14 @@ pub fn render_downloads(downloads: &[DownloadStatus], style: Style) -> String {
                     String::new(),
                     String::new(),
                     format!("-> {}", clean(&d.dest.to_string_lossy())),
+                ],
+                DownloadState::Verifying => vec![
+                    head,
+                    format!("verifying {}", percent(d)),
+                    format!("{}/{}", size(d.bytes_done), size(d.size)),
+                    String::new(),
+                    String::new(),
+                    "re-checking the pieces on disk".into(),
                 ],
                 DownloadState::Failed => vec![
                     head,
@@ -472,6 +482,16 @@ pub fn render_status(s: &DaemonStatus, socket: &Path) -> String {
                 .map_or("not logged in".into(), |u| clean(u).into_owned()),
         ),
         ("tracker", tracker),
+        (
+            "reachable",
+            if s.tracker_reachable {
+                "yes (answered just now)".into()
+            } else {
+                "no (no answer within 1.5 s)".into()
+            },
+        ),
+        ("auto-login", clean(&s.auto_login).into_owned()),
+        ("device", clean(&s.device_name).into_owned()),
         ("peer address", clean(&s.peer_addr).into_owned()),
         ("shares", s.shares.to_string()),
         ("downloads", s.downloads.to_string()),
@@ -508,6 +528,51 @@ pub fn render_login(r: &LoginReport) -> String {
         let _ = writeln!(out, "could not restore: {}", clean(p));
     }
     out
+}
+
+/// `devices`: one line per device, the current one marked with `*`.
+pub fn render_devices(devices: &[proto::types::DeviceInfo]) -> String {
+    if devices.is_empty() {
+        return "no devices\n".into();
+    }
+    let mut out = String::new();
+    for d in devices {
+        let seen = if d.online {
+            "online".to_string()
+        } else {
+            format!("last seen {}", unix_time(d.last_seen_unix))
+        };
+        out.push_str(&format!(
+            "{} {}  {}  {}  {}\n",
+            if d.current { "*" } else { " " },
+            clean(&d.name),
+            d.state.as_str(),
+            seen,
+            clean(&d.last_addr),
+        ));
+    }
+    out
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+fn unix_time(t: u64) -> String {
+    let (days, secs) = ((t / 86_400) as i64, t % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 #[cfg(test)]
@@ -589,6 +654,18 @@ mod tests {
             Style::PLAIN
         ));
         insta::assert_snapshot!("downloads_empty", render_downloads(&[], Style::PLAIN));
+    }
+
+    #[test]
+    fn a_part_file_being_reverified_shows_as_v_with_its_progress() {
+        let mut d = downloading();
+        d.state = DownloadState::Verifying;
+        d.bytes_done = d.size * 43 / 100;
+        let out = render_downloads(&[d.clone()], Style::PLAIN);
+        assert!(out.starts_with("[V] ["), "{out}");
+        assert!(out.contains("verifying 43"), "{out}");
+        assert_eq!(state_tag(d.state), "[V]");
+        assert_eq!(super::super::json::state(d.state), "verifying");
     }
 
     #[test]

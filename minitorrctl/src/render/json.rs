@@ -119,6 +119,9 @@ pub struct StatusView<'a> {
     pub user: Option<&'a str>,
     pub tracker: Option<&'a str>,
     pub tracker_connected: bool,
+    pub tracker_reachable: bool,
+    pub auto_login: &'a str,
+    pub device_name: &'a str,
     pub peer_addr: &'a str,
     pub shares: u32,
     pub downloads: u32,
@@ -172,6 +175,7 @@ pub fn state(s: DownloadState) -> &'static str {
         DownloadState::Downloading => "downloading",
         DownloadState::Complete => "complete",
         DownloadState::Failed => "failed",
+        DownloadState::Verifying => "verifying",
     }
 }
 
@@ -282,6 +286,9 @@ pub fn render_status(s: &DaemonStatus, socket: &Path) -> String {
         user: s.user.as_deref(),
         tracker: s.tracker.as_deref(),
         tracker_connected: s.tracker_connected,
+        tracker_reachable: s.tracker_reachable,
+        auto_login: &s.auto_login,
+        device_name: &s.device_name,
         peer_addr: &s.peer_addr,
         shares: s.shares,
         downloads: s.downloads,
@@ -307,6 +314,45 @@ pub fn render_error(f: &Failure) -> String {
             download: f.download.as_deref().map(download),
         },
     })
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeviceView<'a> {
+    pub name: &'a str,
+    pub device_key: String,
+    pub state: &'static str,
+    pub online: bool,
+    pub current: bool,
+    pub created_unix: u64,
+    pub last_seen_unix: u64,
+    pub last_addr: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DevicesView<'a> {
+    pub devices: Vec<DeviceView<'a>>,
+}
+
+pub fn render_devices(devices: &[proto::types::DeviceInfo]) -> String {
+    to_document(&DevicesView {
+        devices: devices
+            .iter()
+            .map(|d| DeviceView {
+                name: &d.name,
+                device_key: hex_key(&d.device_key),
+                state: d.state.as_str(),
+                online: d.online,
+                current: d.current,
+                created_unix: d.created_unix,
+                last_seen_unix: d.last_seen_unix,
+                last_addr: &d.last_addr,
+            })
+            .collect(),
+    })
+}
+
+fn hex_key(k: &[u8; 32]) -> String {
+    k.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

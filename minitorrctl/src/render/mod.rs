@@ -187,6 +187,9 @@ pub mod testdata {
             peer_addr: "127.0.0.1:7001".into(),
             shares: 3,
             downloads: 1,
+            tracker_reachable: true,
+            auto_login: "logged in as alice".into(),
+            device_name: "laptop".into(),
         }
     }
 

@@ -21,7 +21,22 @@ const HISTORY_WAIT: Duration = Duration::from_secs(3);
 impl Daemon {
     pub(super) async fn login(self: &Arc<Self>, user: String, password: String) -> Reply<Response> {
         let _guard = self.login_lock.lock().await;
+        // Logged in by ourselves after a restart (device key) as this same user: a password
+        // login is a person confirming it; it replaces that session and reports what it
+        // brought back, as it did before automatic logins existed.
+        let mut replaces_auto = false;
         if let Some(s) = self.session.read().expect("lock").as_ref() {
+            if s.user == user && self.auto_session.load(std::sync::atomic::Ordering::Relaxed) {
+                replaces_auto = true;
+            }
+        }
+        if let Some(s) = self
+            .session
+            .read()
+            .expect("lock")
+            .as_ref()
+            .filter(|_| !replaces_auto)
+        {
             let msg = if s.user == user {
                 format!("already logged in as {user}")
             } else {
@@ -39,6 +54,28 @@ impl Daemon {
             tracker::Response::LoggedIn(g) => g,
             other => return Err(unexpected(other)),
         };
+        if replaces_auto {
+            self.stop_activity();
+            *self.session.write().expect("lock") = None;
+        }
+        self.auto_session
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        // The password login registered this device; give it its configured name.
+        let name = Call::NameDevice {
+            name: self.cfg.device_name.clone(),
+        };
+        if let Err(e) = self.call_with(Some(&grant.token), name).await {
+            tracing::warn!(error = %e.message, "cannot name this device at the tracker");
+        }
+        self.remember_auto_login(Some(grant.user.clone()), None)
+            .await;
+        Ok(Response::LoggedIn(self.begin_session(grant).await))
+    }
+
+    /// After a successful (password or device) login, with `login_lock` held: heartbeats,
+    /// events, shares back, downloads resumed. Returns at once: the event-history replay
+    /// (which gates serving peers) and the re-verification of part files run in the background.
+    pub(super) async fn begin_session(self: &Arc<Self>, grant: tracker::LoginGrant) -> LoginReport {
         let session = Session {
             user: grant.user.clone(),
             token: grant.token,
@@ -46,19 +83,32 @@ impl Daemon {
             peer_addr: grant.peer_addr,
         };
         *self.session.write().expect("lock") = Some(session.clone());
+        *self.auto_login.lock().expect("lock") = format!("logged in as {}", session.user);
         self.start_heartbeat(session.clone());
         // Serve peers (tickets verify only with the key) once the tracker's retained events are
         // replayed, so a ticket revoked while we were away is refused from the first
-        // connection. Bounded: a tracker that cannot stream events must not block logins.
+        // connection. Bounded: a tracker that cannot stream events must not block serving.
         let history = self.start_events(&session);
-        if tokio::time::timeout(HISTORY_WAIT, history).await.is_err() {
-            tracing::warn!("tracker events not replayed in time; serving peers anyway");
-        }
-        self.ticket_keys.set(
-            grant.tracker_keys,
-            self.tracker.clone(),
+        let (me, token, keys) = (
+            Arc::downgrade(self),
             session.token.clone(),
+            grant.tracker_keys,
         );
+        tokio::spawn(async move {
+            if tokio::time::timeout(HISTORY_WAIT, history).await.is_err() {
+                tracing::warn!("tracker events not replayed in time; serving peers anyway");
+            }
+            let Some(d) = me.upgrade() else { return };
+            let current = d
+                .session
+                .read()
+                .expect("lock")
+                .as_ref()
+                .map(|s| s.token.clone());
+            if current.as_deref() == Some(token.as_str()) {
+                d.ticket_keys.set(keys, d.tracker.clone(), token);
+            }
+        });
         tracing::info!(user = %session.user, peer_addr = %session.peer_addr, "logged in");
 
         let mut report = LoginReport {
@@ -69,7 +119,7 @@ impl Daemon {
         };
         self.restore_shares(&session, &mut report).await;
         self.restore_downloads(&session, &mut report).await;
-        Ok(Response::LoggedIn(report))
+        report
     }
 
     pub(super) async fn logout(self: &Arc<Self>) -> Reply<Response> {
@@ -79,10 +129,17 @@ impl Daemon {
         // Offline locally first: even if the tracker is unreachable, we stop sharing now.
         self.stop_activity();
         *self.session.write().expect("lock") = None;
-        let tracker_note = match self.call_with(Some(&session.token), Call::Logout).await {
+        // Ends this device's automatic login at the tracker too (a plain Logout, as at
+        // shutdown, would let the next start log in again by itself).
+        let tracker_note = match self
+            .call_with(Some(&session.token), Call::LogoutDevice)
+            .await
+        {
             Ok(_) => String::new(),
             Err(e) => format!(" (tracker: {})", e.message),
         };
+        self.remember_auto_login(None, Some("logged out (minitorrctl logout)".into()))
+            .await;
         let state = self.state.lock().await;
         self.save_state(&state).await;
         Ok(Response::Done {
@@ -173,6 +230,15 @@ impl Daemon {
                             d.reannounce(&session).await;
                         }
                         seen_generation = Some(gen);
+                    }
+                    Ok(tracker::Response::Error {
+                        code: tracker::ErrorCode::InvalidSession,
+                        message,
+                    }) => {
+                        // Replaced, revoked or expired: log in again by ourselves if allowed.
+                        tracing::warn!(%message, "tracker ended our session");
+                        d.session_lost(session.token.clone());
+                        return;
                     }
                     Ok(tracker::Response::Error { message, .. }) => {
                         tracing::warn!(%message, "tracker refused heartbeat; log in again if this persists");
@@ -404,30 +470,42 @@ impl Daemon {
                     .push(DownloadEntry::Record(rec));
                 continue;
             }
-            match self
-                .start_download(
-                    rec.group.clone(),
-                    rec.meta.name.clone(),
-                    rec.dest.clone(),
-                    Some(rec.meta.sha1),
-                )
-                .await
-            {
-                Ok(_) => report.resumed_downloads.push(ShareRef {
-                    group: rec.group,
-                    file: rec.meta.name,
-                }),
-                Err(e) => {
-                    report.problems.push(format!(
-                        "download of {} in {} not resumed: {}",
-                        rec.meta.name, rec.group, e.message
-                    ));
-                    self.downloads
+            // Resumed in the background: re-verifying a large part file takes seconds, and
+            // login (or a restart's automatic login) must not wait for it.
+            report.resumed_downloads.push(ShareRef {
+                group: rec.group.clone(),
+                file: rec.meta.name.clone(),
+            });
+            let me = self.clone();
+            let job = Arc::new(super::files::Verifying {
+                rec: rec.clone(),
+                checked: Arc::default(),
+            });
+            self.verifying.lock().expect("lock").push(job.clone());
+            tokio::spawn(async move {
+                let started = me
+                    .start_download_reporting(
+                        rec.group.clone(),
+                        rec.meta.name.clone(),
+                        rec.dest.clone(),
+                        Some(rec.meta.sha1),
+                        Some(job.checked.clone()),
+                    )
+                    .await;
+                me.verifying
+                    .lock()
+                    .expect("lock")
+                    .retain(|v| !Arc::ptr_eq(v, &job));
+                if let Err(e) = started {
+                    tracing::warn!(file = %rec.meta.name, group = %rec.group, error = %e.message, "download not resumed");
+                    let mut rec = rec;
+                    rec.error = Some(format!("not resumed: {}", e.message));
+                    me.downloads
                         .lock()
                         .expect("lock")
                         .push(DownloadEntry::Record(rec));
                 }
-            }
+            });
         }
     }
 }

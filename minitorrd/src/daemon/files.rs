@@ -189,6 +189,19 @@ impl Daemon {
         dest: PathBuf,
         expect: Option<Sha1Hash>,
     ) -> Reply<Arc<Download>> {
+        self.start_download_reporting(group, file, dest, expect, None)
+            .await
+    }
+
+    /// [`Daemon::start_download`], counting the part file's re-verified bytes in `checked`.
+    pub(super) async fn start_download_reporting(
+        self: &Arc<Self>,
+        group: String,
+        file: String,
+        dest: PathBuf,
+        expect: Option<Sha1Hash>,
+        checked: Option<Arc<std::sync::atomic::AtomicU64>>,
+    ) -> Reply<Arc<Download>> {
         let session = self.current_session()?;
         let details = match self
             .call(Call::GetFile {
@@ -212,9 +225,15 @@ impl Daemon {
             )));
         }
         let meta = Arc::new(details.meta.clone());
-        let dl = Download::prepare(group.clone(), meta.clone(), dest.clone(), &self.pool)
-            .await
-            .map_err(storage_reply)?;
+        let dl = Download::prepare_reporting(
+            group.clone(),
+            meta.clone(),
+            dest.clone(),
+            &self.pool,
+            checked,
+        )
+        .await
+        .map_err(storage_reply)?;
         self.shares.insert(dl.shared.clone());
         {
             let mut state = self.state.lock().await;
@@ -310,6 +329,13 @@ impl Daemon {
                     DownloadEntry::Live(d) => d.status(),
                     DownloadEntry::Record(r) => record_status(r),
                 })
+                .chain(
+                    self.verifying
+                        .lock()
+                        .expect("lock")
+                        .iter()
+                        .map(|v| v.status()),
+                )
                 .collect(),
         )
     }
@@ -448,6 +474,26 @@ fn record_status(r: &DownloadRecord) -> DownloadStatus {
         error: r.error.clone(),
         first_piece_ms: None,
         elapsed_ms: 0,
+    }
+}
+
+/// A resumed download whose part file is being re-verified (before it runs again), shown by
+/// `show_downloads` as `[V] verifying`.
+pub(crate) struct Verifying {
+    pub rec: DownloadRecord,
+    pub checked: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Verifying {
+    fn status(&self) -> DownloadStatus {
+        let mut s = record_status(&self.rec);
+        s.state = DownloadState::Verifying;
+        s.bytes_done = self
+            .checked
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .min(self.rec.meta.size);
+        s.error = None;
+        s
     }
 }
 

@@ -3,6 +3,7 @@
 //! link, the share registry, the downloads and the persisted state.
 
 mod account;
+mod devices;
 mod files;
 mod groups;
 mod names;
@@ -53,7 +54,16 @@ pub struct Daemon {
     pub(crate) live: Arc<LiveConns>,
     /// Login, logout and shutdown never interleave.
     pub(crate) login_lock: tokio::sync::Mutex<()>,
+    /// What `status` says about the automatic (device-key) login.
+    pub(crate) auto_login: Mutex<String>,
+    /// The current session came from the automatic login (a password login may replace it).
+    pub(crate) auto_session: std::sync::atomic::AtomicBool,
+    /// Resumed downloads whose part files are being re-verified (`[V]`).
+    pub(crate) verifying: Mutex<Vec<Arc<files::Verifying>>>,
 }
+
+/// How long `status` waits for the tracker to answer its round trip.
+const STATUS_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// A control-level error reply, built from whatever went wrong.
 pub type Reply<T> = Result<T, ErrorReply>;
@@ -82,6 +92,9 @@ impl Daemon {
             events: Mutex::new(None),
             live: LiveConns::new(cfg.live_limits()),
             login_lock: tokio::sync::Mutex::new(()),
+            auto_login: Mutex::new("off".into()),
+            auto_session: std::sync::atomic::AtomicBool::new(false),
+            verifying: Mutex::new(Vec::new()),
             cfg,
         })
     }
@@ -134,7 +147,9 @@ impl Daemon {
             Request::StopShare { group, file } => self.stop_share(group, file).await,
             Request::RemoveFile { group, file } => self.remove_file(group, file).await,
             Request::RemoveMember { group, user } => self.remove_member(group, user).await,
-            Request::Status => Ok(self.status()),
+            Request::Status => Ok(self.status().await),
+            Request::Devices => self.devices().await,
+            Request::RevokeDevice { name } => self.revoke_device(name).await,
         };
         let resp = result.unwrap_or_else(Response::Error);
         if let Response::Error(e) = &resp {
@@ -143,7 +158,8 @@ impl Daemon {
         resp
     }
 
-    fn status(&self) -> Response {
+    async fn status(&self) -> Response {
+        let tracker_reachable = self.tracker.probe(STATUS_PROBE_TIMEOUT).await;
         let session = self.session.read().expect("lock").clone();
         let downloads = self.downloads.lock().expect("lock").len() as u32;
         Response::Status(DaemonStatus {
@@ -154,6 +170,9 @@ impl Daemon {
             peer_addr: self.peer_addr.to_string(),
             shares: self.shares.len() as u32,
             downloads,
+            tracker_reachable,
+            auto_login: self.auto_login.lock().expect("lock").clone(),
+            device_name: self.cfg.device_name.clone(),
         })
     }
 

@@ -101,6 +101,17 @@ impl Download {
         dest: PathBuf,
         pool: &BlockingPool,
     ) -> Result<Arc<Download>, storage::StorageError> {
+        Self::prepare_reporting(group, meta, dest, pool, None).await
+    }
+
+    /// [`Download::prepare`], counting the bytes re-verified in `checked`.
+    pub async fn prepare_reporting(
+        group: String,
+        meta: Arc<FileMeta>,
+        dest: PathBuf,
+        pool: &BlockingPool,
+        checked: Option<Arc<std::sync::atomic::AtomicU64>>,
+    ) -> Result<Arc<Download>, storage::StorageError> {
         let m = meta.clone();
         let d = dest.clone();
         let (part, have) = pool
@@ -109,10 +120,12 @@ impl Download {
                 let name = d.file_name().unwrap_or_default();
                 let (part, existed) = PartFile::open(dir, name, m.clone())?;
                 let have = if existed {
-                    part.scan().map_err(|source| storage::StorageError::Io {
-                        what: "read",
-                        path: part.path().to_path_buf(),
-                        source,
+                    part.scan_reporting(checked.as_deref()).map_err(|source| {
+                        storage::StorageError::Io {
+                            what: "read",
+                            path: part.path().to_path_buf(),
+                            source,
+                        }
                     })?
                 } else {
                     minitorr_proto::types::Bitfield::new(m.piece_count())

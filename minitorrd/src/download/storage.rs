@@ -302,10 +302,22 @@ impl PartFile {
 
     /// Re-verify every piece on disk (resume after a crash): only pieces whose hash matches count.
     pub fn scan(&self) -> io::Result<Bitfield> {
+        self.scan_reporting(None)
+    }
+
+    /// [`PartFile::scan`], adding each piece's length to `checked` once read (progress for
+    /// `show_downloads`' `[V] verifying`).
+    pub fn scan_reporting(
+        &self,
+        checked: Option<&std::sync::atomic::AtomicU64>,
+    ) -> io::Result<Bitfield> {
         let mut have = Bitfield::new(self.meta.piece_count());
         let mut buf = Vec::new();
         for i in 0..self.meta.piece_count() {
             self.read_piece(i, &mut buf)?;
+            if let Some(c) = checked {
+                c.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             if sha1_of(&buf) == self.meta.pieces[i as usize] {
                 have.set(i);
             }

@@ -155,6 +155,21 @@ impl TrackerLink {
         })
     }
 
+    /// Is a tracker answering right now? One round trip on a connection of its own (so a
+    /// slow request on the shared one does not make it look down), within `within`.
+    pub async fn probe(&self, within: Duration) -> bool {
+        let round_trip = async {
+            let mut conn = self.open_dedicated().await.ok()?;
+            // Answered without a database look-up ("not logged in"): any answer will do.
+            let req = Request {
+                token: None,
+                call: Call::Heartbeat,
+            };
+            exchange(&mut conn, req).await.ok()
+        };
+        matches!(tokio::time::timeout(within, round_trip).await, Ok(Some(_)))
+    }
+
     async fn connect_any(&self) -> Result<Conn, TrackerError> {
         let start = self.current.load(Ordering::Relaxed);
         let mut last = String::new();

@@ -7,8 +7,10 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+mod nonces;
 mod password;
 
+pub use nonces::{DeviceNonces, NonceError, MAX_PENDING as MAX_PENDING_NONCES, NONCE_TTL_SECS};
 pub use password::{AuthError, PasswordHasher};
 
 /// A new session token (32 random bytes, hex) — handed to the client, never stored.

@@ -28,7 +28,7 @@ fn check_password(password: &str) -> Result<(), Fail> {
 /// connection flood aimed at it. When the operator trusts announced addresses (daemons behind
 /// a NAT or a proxy the tracker cannot see through), the announced one is used, with an
 /// unspecified IP (0.0.0.0, ::) still replaced by the source.
-fn effective_peer_addr(
+pub(super) fn effective_peer_addr(
     announced: &str,
     source: IpAddr,
     trust_announced: bool,
@@ -64,7 +64,7 @@ const LOGIN_QUEUE_WAIT: Duration = Duration::from_secs(60);
 /// An admitted login attempt. Dropped without [`LoginAttempt::succeeded`] — a wrong password,
 /// a database error, or the request's task cancelled half-way — it is reported as failed, so no
 /// path can test a password without it counting.
-struct LoginAttempt {
+pub(super) struct LoginAttempt {
     limiter: Arc<Mutex<RateLimiter>>,
     done: Arc<tokio::sync::Notify>,
     clock: super::Clock,
@@ -73,7 +73,7 @@ struct LoginAttempt {
 
 impl LoginAttempt {
     /// The password was right.
-    fn succeeded(mut self) {
+    pub(super) fn succeeded(mut self) {
         if let Some(a) = self.attempt.take() {
             self.limiter
                 .lock()
@@ -83,7 +83,7 @@ impl LoginAttempt {
     }
 
     /// No password was tested (the user lookup failed): the attempt counts for nothing.
-    fn abandon(mut self) {
+    pub(super) fn abandon(mut self) {
         if let Some(a) = self.attempt.take() {
             self.limiter
                 .lock()
@@ -109,7 +109,11 @@ impl Drop for LoginAttempt {
 impl Service {
     /// Admit a login attempt for `user` from `source`, waiting (up to [`LOGIN_QUEUE_WAIT`])
     /// while the limiter says attempts in flight fill the allowance; refused when blocked.
-    async fn admit_login(&self, user: &str, source: IpAddr) -> Result<LoginAttempt, Fail> {
+    pub(super) async fn admit_login(
+        &self,
+        user: &str,
+        source: IpAddr,
+    ) -> Result<LoginAttempt, Fail> {
         let deadline = tokio::time::Instant::now() + LOGIN_QUEUE_WAIT;
         loop {
             // Registered before looking, so an attempt finishing in between is not missed.
@@ -195,18 +199,9 @@ impl Service {
         check_password(&password)?;
         // Tickets get bound to this key and downloaders pin it: it must be a real Ed25519
         // public key (a weak or invalid point could never authenticate a TLS handshake).
-        match ed25519_dalek::VerifyingKey::from_bytes(&device_key) {
-            // Canonical encoding only (one key, one byte string), no small-order points.
-            Ok(k) if !k.is_weak() && k.to_edwards().compress().to_bytes() == device_key => {}
-            _ => {
-                return fail(
-                    ErrorCode::BadRequest,
-                    "device_key is not a valid Ed25519 public key",
-                )
-            }
-        }
+        // Canonical encoding only (one key, one byte string), no small-order points.
+        super::devices::check_device_key(&device_key)?;
         let addr = effective_peer_addr(&peer_addr, source, self.policy.trust_announced_peer_addr)?;
-        let now = self.now();
         // Admit the attempt before looking anything up or waiting for a hashing slot: it counts
         // as a failure until the password proved right, so parallel logins cannot all slip
         // past the limit before the first failure is recorded.
@@ -236,10 +231,26 @@ impl Service {
             return fail(ErrorCode::AuthFailed, WRONG_CREDENTIALS);
         }
         attempt.succeeded();
+        tracing::info!(user, "password login");
+        self.open_session(user, device_key, addr, None).await
+    }
+
+    /// A new session for `user` on `device_key` after a successful (password or device) login:
+    /// replaces the device's other sessions, registers the device (`name`: see
+    /// `Store::register_device`) and answers the grant.
+    pub(super) async fn open_session(
+        &self,
+        user: String,
+        device_key: [u8; 32],
+        addr: SocketAddr,
+        name: Option<&str>,
+    ) -> Outcome {
+        let now = self.now();
         let token = auth::new_token();
         let peer_addr = addr.to_string();
         let token_hash = auth::token_hash(&token);
-        self.store
+        let replaced = self
+            .store
             .create_session(
                 &token_hash,
                 &user,
@@ -249,8 +260,15 @@ impl Service {
                 self.expired_before(),
             )
             .await?;
+        if replaced > 0 {
+            // Their event streams end now, as after a logout.
+            self.sessions_ended();
+        }
+        self.store
+            .register_device(&user, &device_key, name, &peer_addr, now as i64)
+            .await?;
         let tracker_keys = self.ticket_keys().await?;
-        tracing::info!(user, peer_addr, "logged in");
+        tracing::info!(user, peer_addr, replaced, "logged in");
         Ok(Response::LoggedIn(LoginGrant {
             token,
             user,
@@ -262,6 +280,7 @@ impl Service {
 
     pub(super) async fn logout(&self, caller: &Caller) -> Outcome {
         self.store.delete_session(&caller.token_hash).await?;
+        self.sessions_ended();
         tracing::info!(user = caller.session.user, "logged out");
         Ok(Response::ok("logged out"))
     }

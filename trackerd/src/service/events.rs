@@ -29,6 +29,10 @@ const BATCH: u32 = 256;
 pub(crate) struct EventHub {
     retention_secs: i64,
     last: watch::Sender<u64>,
+    /// Bumped when this tracker deleted sessions (logout, a login replacing a device's older
+    /// session, a device revoked): subscriptions check at once whether theirs is still alive,
+    /// so a replaced or revoked session's stream ends now, not at its next keepalive.
+    sessions: watch::Sender<u64>,
     poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -37,6 +41,7 @@ impl EventHub {
         Arc::new(EventHub {
             retention_secs: RETENTION_SECS.max(ticket_ttl_secs.saturating_add(60) as i64),
             last: watch::channel(last).0,
+            sessions: watch::channel(0).0,
             poller: Mutex::new(None),
         })
     }
@@ -50,6 +55,11 @@ impl EventHub {
             *poller = Some(tokio::spawn(async move { hub.poll(store).await }));
         }
         rx
+    }
+
+    /// Sessions were deleted here: wake every subscription to re-check its own.
+    pub(crate) fn sessions_ended(&self) {
+        self.sessions.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Tell subscribers that events up to `id` are committed.
@@ -106,6 +116,7 @@ pub struct Subscription {
     /// An empty batch was sent once everything up to `head` was delivered.
     caught_up: bool,
     wake: watch::Receiver<u64>,
+    sessions: watch::Receiver<u64>,
 }
 
 impl Subscription {
@@ -151,6 +162,7 @@ impl Service {
                 head: last,
                 caught_up: false,
                 wake: self.events.subscribe(&self.store),
+                sessions: self.events.sessions.subscribe(),
             })
         }
         .await;
@@ -188,19 +200,30 @@ impl Service {
                     sub.caught_up = true;
                     return Ok(vec![]);
                 }
-                match tokio::time::timeout_at(deadline, sub.wake.changed()).await {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(_)) => return fail(ErrorCode::Internal, "event hub closed"),
-                    Err(_) => break,
+                tokio::select! {
+                    r = sub.wake.changed() => match r {
+                        Ok(()) => continue,
+                        Err(_) => return fail(ErrorCode::Internal, "event hub closed"),
+                    },
+                    r = sub.sessions.changed() => {
+                        if r.is_err() {
+                            return fail(ErrorCode::Internal, "event hub closed");
+                        }
+                        sub.sessions.borrow_and_update();
+                        if !self.session_alive(&sub.token_hash).await? {
+                            return fail(
+                                ErrorCode::InvalidSession,
+                                "session ended (logged out, replaced by a new login of the same \
+                                 device, or the device was revoked)",
+                            );
+                        }
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
             // Quiet for `wait`: is the session still alive (logout, expiry)?
-            if self
-                .store
-                .session(&sub.token_hash, self.expired_before())
-                .await?
-                .is_none()
-            {
+            if !self.session_alive(&sub.token_hash).await? {
                 return fail(
                     ErrorCode::InvalidSession,
                     "session expired or revoked: log in again",
@@ -210,6 +233,14 @@ impl Service {
         }
         .await;
         r.map_err(|f| self.answer_failure("subscribe", f))
+    }
+
+    async fn session_alive(&self, token_hash: &str) -> Result<bool, Fail> {
+        Ok(self
+            .store
+            .session(token_hash, self.expired_before())
+            .await?
+            .is_some())
     }
 
     /// After a commit that may have written events: wake our subscribers now rather than at the

@@ -28,6 +28,7 @@
 //!   timeout, and a 5 s deadline on a request's database work), never a hang.
 
 mod accounts;
+mod devices;
 mod events;
 mod files;
 mod groups;
@@ -138,6 +139,11 @@ pub struct Service {
     password_checks: Arc<AtomicU64>,
     /// Wakes event subscribers (see `events`).
     events: Arc<events::EventHub>,
+    /// Nonces issued for device logins (see `devices`).
+    nonces: Mutex<crate::auth::DeviceNonces>,
+    /// This deployment's identity (shared by the trackers of one database), signed into
+    /// device logins.
+    tracker_id: [u8; 32],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,7 +217,15 @@ impl Service {
             .map_err(|e| InitError::Hash(e.to_string()))?
             .map_err(|e| InitError::Hash(e.to_string()))?;
         let events = events::EventHub::new(store.last_event_id().await?, timing.ticket_ttl_secs);
+        let tracker_id = {
+            use rand::RngCore;
+            let mut candidate = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut candidate);
+            store.tracker_identity(&candidate).await?
+        };
         Ok(Service {
+            nonces: Mutex::default(),
+            tracker_id,
             events,
             store,
             signer: RwLock::new(Signer { key, retire_at }),
@@ -392,6 +406,25 @@ impl Service {
                 self.login(user, password, peer_addr, device_key, peer_ip)
                     .await
             }
+            Call::DeviceChallenge { user, device_key } => {
+                self.device_challenge(user, device_key).await
+            }
+            Call::DeviceLogin {
+                user,
+                device_key,
+                peer_addr,
+                nonce,
+                signature,
+                device_name,
+            } => {
+                let proof = devices::DeviceProof {
+                    nonce,
+                    signature,
+                    device_name,
+                };
+                self.device_login(user, device_key, peer_addr, proof, peer_ip)
+                    .await
+            }
             call => {
                 let caller = self.authenticate(req.token.as_deref()).await?;
                 self.dispatch_authenticated(&caller, call).await
@@ -401,9 +434,14 @@ impl Service {
 
     async fn dispatch_authenticated(&self, caller: &Caller, call: Call) -> Outcome {
         match call {
-            Call::CreateUser { .. } | Call::Login { .. } => {
-                fail(ErrorCode::BadRequest, "already logged in")
-            }
+            Call::CreateUser { .. }
+            | Call::Login { .. }
+            | Call::DeviceChallenge { .. }
+            | Call::DeviceLogin { .. } => fail(ErrorCode::BadRequest, "already logged in"),
+            Call::NameDevice { name } => self.name_device(caller, &name).await,
+            Call::ListDevices => self.list_devices(caller).await,
+            Call::RevokeDevice { name } => self.revoke_device(caller, &name).await,
+            Call::LogoutDevice => self.logout_device(caller).await,
             Call::Logout => self.logout(caller).await,
             Call::Heartbeat => self.heartbeat(caller).await,
             Call::TicketKeys => Ok(Response::TicketKeys(self.ticket_keys().await?)),
@@ -429,6 +467,17 @@ impl Service {
                 "subscribe needs a connection of its own (the server streams events on it)",
             ),
         }
+    }
+
+    /// This deployment's identity (what device logins sign, with the nonce).
+    pub fn tracker_id(&self) -> [u8; 32] {
+        self.tracker_id
+    }
+
+    /// Sessions were deleted (logout, replaced by a new login, device revoked): event
+    /// subscriptions re-check theirs now instead of at their next keepalive.
+    fn sessions_ended(&self) {
+        self.events.sessions_ended();
     }
 
     /// Whether `token` is a live session (a database error counts as no).
@@ -484,5 +533,11 @@ fn call_name(c: &Call) -> &'static str {
         Call::TicketKeys => "ticket_keys",
         Call::RemoveMember { .. } => "remove_member",
         Call::Subscribe { .. } => "subscribe",
+        Call::DeviceChallenge { .. } => "device_challenge",
+        Call::DeviceLogin { .. } => "device_login",
+        Call::NameDevice { .. } => "name_device",
+        Call::ListDevices => "list_devices",
+        Call::RevokeDevice { .. } => "revoke_device",
+        Call::LogoutDevice => "logout_device",
     }
 }

@@ -21,6 +21,11 @@ fn group(s: &mut String) -> Result<(), Fail> {
     Ok(())
 }
 
+fn device(s: &mut String) -> Result<(), Fail> {
+    *s = names::device(s).map_err(bad)?;
+    Ok(())
+}
+
 fn file(s: &mut String) -> Result<(), Fail> {
     *s = names::file_name(s).map_err(bad)?;
     Ok(())
@@ -35,7 +40,19 @@ fn legacy_file(s: &str) -> Result<(), Fail> {
 /// Normalise the names in `call` in place. No wildcard arm: a new call must decide.
 pub(super) fn normalize(call: &mut Call) -> Result<(), Fail> {
     match call {
-        Call::CreateUser { user: u, .. } | Call::Login { user: u, .. } => user(u),
+        Call::CreateUser { user: u, .. }
+        | Call::Login { user: u, .. }
+        | Call::DeviceChallenge { user: u, .. } => user(u),
+        Call::DeviceLogin {
+            user: u,
+            device_name: d,
+            ..
+        } => {
+            user(u)?;
+            device(d)
+        }
+        Call::NameDevice { name: d } | Call::RevokeDevice { name: d } => device(d),
+        Call::ListDevices | Call::LogoutDevice => Ok(()),
         Call::Logout
         | Call::ListGroups
         | Call::Heartbeat

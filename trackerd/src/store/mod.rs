@@ -11,6 +11,7 @@
 //! connection committed in between, while `IMMEDIATE` takes the write lock up front and waits
 //! for it under `busy_timeout`.
 
+mod devices;
 mod events;
 mod files;
 mod groups;
@@ -25,6 +26,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Transaction};
 use thiserror::Error;
 
+pub use devices::{free_name, DeviceRow};
 pub use files::{Quota, QuotaExceeded, RemoveOutcome, RemovedFile, ShareOutcome};
 pub use groups::{AcceptOutcome, GroupState, JoinOutcome, LeaveOutcome, RemoveMemberOutcome};
 pub use keys::{public_from_hex, PublicKeyRow};

@@ -25,8 +25,11 @@ pub(crate) fn device_key_from_hex(s: &str) -> Result<[u8; 32]> {
 }
 
 impl Store {
-    /// Record a new session, and drop sessions that expired before `expired_before` (done here
-    /// so the table cannot grow forever without a separate janitor task).
+    /// Record a new session, replacing every other session of the same user and device key
+    /// (a daemon that logs in again — restarted, or a second login — is one holder, at once,
+    /// not one per login until the old sessions time out), and drop sessions that expired
+    /// before `expired_before` (done here so the table cannot grow forever without a separate
+    /// janitor task). Returns how many sessions of the device were replaced.
     pub async fn create_session(
         &self,
         token_hash: &str,
@@ -35,12 +38,18 @@ impl Store {
         device_key: &[u8; 32],
         now: i64,
         expired_before: i64,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM sessions WHERE last_seen < $1")
             .bind(expired_before)
             .execute(&mut *tx)
             .await?;
+        let replaced = sqlx::query("DELETE FROM sessions WHERE user_name = $1 AND device_key = $2")
+            .bind(user)
+            .bind(hex::encode(device_key))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         sqlx::query(
             "INSERT INTO sessions (token_hash, user_name, peer_addr, created, last_seen, device_key) \
              VALUES ($1, $2, $3, $4, $4, $5)",
@@ -53,7 +62,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(replaced)
     }
 
     /// The session behind `token_hash`, unless it is unknown or was last seen before

@@ -93,7 +93,7 @@ async fn login_grant_carries_key_heartbeat_and_effective_address() {
     );
     assert_eq!(g.heartbeat_secs, 5);
     assert_eq!(g.token.len(), 64);
-    let g2 = h.login_at("alice", "10.9.9.9:7010").await;
+    let g2 = h.login_other_device("alice", "10.9.9.9:7010").await;
     assert_eq!(
         g2.peer_addr, "127.0.0.1:7010",
         "announced IP replaced by the source IP (only its port is used)"
@@ -272,7 +272,7 @@ async fn calls_need_a_live_token() {
 async fn logout_revokes_only_that_session() {
     let h = Harness::new().await;
     let t1 = h.user("alice").await;
-    let t2 = h.login_at("alice", "127.0.0.1:7002").await.token;
+    let t2 = h.login_other_device("alice", "127.0.0.1:7002").await.token;
     h.ok(&t1, Call::Logout).await;
     h.err(&t1, Call::Heartbeat, ErrorCode::InvalidSession).await;
     h.err(&t1, Call::ListGroups, ErrorCode::InvalidSession)

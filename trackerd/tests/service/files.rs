@@ -238,7 +238,7 @@ async fn get_file_lists_online_holders_and_signs_a_ticket() {
     assert!(d.ticket.verify(&key, h.now() + 3601).is_err());
 
     // Another session of alice's (a second daemon) *is* listed to the first.
-    let other = h.login_at("alice", "127.0.0.1:9999").await.token;
+    let other = h.login_other_device("alice", "127.0.0.1:9999").await.token;
     let d = details(&h, &other, "g1", "a.iso").await;
     assert!(
         d.peers.contains(&peer("alice", "127.0.0.1:7005", true)),

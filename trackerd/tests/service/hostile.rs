@@ -292,7 +292,11 @@ async fn peers_are_listed_at_the_address_their_connection_came_from() {
         peer_addr: "10.9.9.9:1234".into(),
         device_key: crate::device_key(),
     };
-    let g = match h.call_from(elsewhere, None, login.clone()).await {
+    let mut second_device = login.clone();
+    if let Call::Login { device_key, .. } = &mut second_device {
+        *device_key = crate::device_key_for("elsewhere");
+    }
+    let g = match h.call_from(elsewhere, None, second_device).await {
         Response::LoggedIn(g) => g,
         other => panic!("{other:?}"),
     };
@@ -324,7 +328,9 @@ async fn an_operator_may_trust_announced_addresses() {
     .await;
     h.user("alice").await;
     assert_eq!(
-        h.login_at("alice", "10.9.9.9:1234").await.peer_addr,
+        h.login_other_device("alice", "10.9.9.9:1234")
+            .await
+            .peer_addr,
         "10.9.9.9:1234"
     );
     assert_eq!(

@@ -1,6 +1,7 @@
 //! Service tests against a real SQLite file in a temp dir, with an injected clock.
 
 mod accounts;
+mod devices;
 mod events;
 mod files;
 mod groups;
@@ -146,6 +147,21 @@ impl Harness {
         expect_err(self.call(Some(token), call.clone()).await, code)
     }
 
+    /// Log in as a second daemon of `user` (its own device key, derived from `peer_addr`):
+    /// a login with the same key would replace the first session.
+    pub async fn login_other_device(&self, user: &str, peer_addr: &str) -> LoginGrant {
+        let call = Call::Login {
+            user: user.into(),
+            password: format!("{user}-pw"),
+            peer_addr: peer_addr.into(),
+            device_key: device_key_for(peer_addr),
+        };
+        match self.call(None, call).await {
+            Response::LoggedIn(g) => g,
+            other => panic!("login {user}: {other:?}"),
+        }
+    }
+
     pub async fn login_at(&self, user: &str, peer_addr: &str) -> LoginGrant {
         let call = Call::Login {
             user: user.into(),
@@ -272,4 +288,14 @@ pub fn device_key() -> [u8; 32] {
     ed25519_dalek::SigningKey::from_bytes(&[1; 32])
         .verifying_key()
         .to_bytes()
+}
+
+/// A valid device key derived from `seed` (one "daemon" per seed).
+pub fn device_key_for(seed: &str) -> [u8; 32] {
+    signing_key_for(seed).verifying_key().to_bytes()
+}
+
+pub fn signing_key_for(seed: &str) -> ed25519_dalek::SigningKey {
+    use sha2::Digest;
+    ed25519_dalek::SigningKey::from_bytes(&sha2::Sha256::digest(seed.as_bytes()).into())
 }

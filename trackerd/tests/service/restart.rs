@@ -29,7 +29,7 @@ async fn state_survives_reopening_the_database() {
                 user: "bob".into(),
                 password: "bob-pw".into(),
                 peer_addr: "127.0.0.1:1".into(),
-                device_key: crate::device_key(),
+                device_key: crate::device_key_for("bob-second-daemon"),
             }
         )
         .await,
