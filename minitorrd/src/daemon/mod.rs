@@ -3,9 +3,11 @@
 //! link, the share registry, the downloads and the persisted state.
 
 mod account;
+mod downloads;
 mod files;
 mod groups;
 mod names;
+mod retry;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -53,6 +55,8 @@ pub struct Daemon {
     pub(crate) live: Arc<LiveConns>,
     /// Login, logout and shutdown never interleave.
     pub(crate) login_lock: tokio::sync::Mutex<()>,
+    /// Download control: reservations, stop intents, the queue and retry (daemon/downloads.rs).
+    pub(crate) ctl: downloads::Control,
 }
 
 /// A control-level error reply, built from whatever went wrong.
@@ -82,6 +86,7 @@ impl Daemon {
             events: Mutex::new(None),
             live: LiveConns::new(cfg.live_limits()),
             login_lock: tokio::sync::Mutex::new(()),
+            ctl: downloads::Control::default(),
             cfg,
         })
     }
@@ -135,7 +140,18 @@ impl Daemon {
             Request::RemoveFile { group, file } => self.remove_file(group, file).await,
             Request::RemoveMember { group, user } => self.remove_member(group, user).await,
             Request::Status => Ok(self.status()),
+            Request::CancelDownload { group, file, keep } => {
+                self.cancel_download(group, file, keep).await
+            }
+            Request::PauseDownload { group, file } => self.pause_download(group, file).await,
+            Request::ResumeDownload { group, file } => self.resume_download(group, file).await,
+            Request::RemoveDownload { which } => self.remove_downloads(which).await,
         };
+        if matches!(result, Ok(Response::LoggedIn(_))) {
+            // Downloads queued before a restart start now; failed ones are watched for holders.
+            self.pump_queue();
+            self.ensure_control_task();
+        }
         let resp = result.unwrap_or_else(Response::Error);
         if let Response::Error(e) = &resp {
             tracing::info!(command = name, kind = ?e.kind, message = %e.message, "request refused");
@@ -206,6 +222,7 @@ impl Daemon {
 
     /// Pause downloads, stop serving, stop heartbeats (logout and shutdown).
     pub(crate) fn stop_activity(&self) {
+        self.stop_control();
         if let Some(h) = self.heartbeat.lock().expect("lock").take() {
             h.abort();
         }
