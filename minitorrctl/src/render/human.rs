@@ -341,12 +341,15 @@ pub fn render_download_done(d: &DownloadStatus) -> String {
     )
 }
 
-/// The seed's tags: `[D]` downloading, `[C]` complete, plus `[F]` failed.
+/// The seed's tags: `[D]` downloading, `[C]` complete, plus `[F]` failed, `[P]` paused and
+/// `[Q]` queued.
 pub fn state_tag(state: DownloadState) -> &'static str {
     match state {
         DownloadState::Downloading => "[D]",
         DownloadState::Complete => "[C]",
         DownloadState::Failed => "[F]",
+        DownloadState::Paused => "[P]",
+        DownloadState::Queued => "[Q]",
     }
 }
 
@@ -356,6 +359,7 @@ fn paint_tag(state: DownloadState, style: Style) -> String {
         DownloadState::Downloading => style.yellow(tag),
         DownloadState::Complete => style.green(tag),
         DownloadState::Failed => style.red(tag),
+        DownloadState::Paused | DownloadState::Queued => tag.to_string(),
     }
 }
 
@@ -405,6 +409,18 @@ pub fn render_downloads(downloads: &[DownloadStatus], style: Style) -> String {
                         clean(d.error.as_deref().unwrap_or("unknown error"))
                     ),
                 ],
+                DownloadState::Paused | DownloadState::Queued => vec![
+                    head,
+                    percent(d),
+                    format!("{}/{}", size(d.bytes_done), size(d.size)),
+                    String::new(),
+                    String::new(),
+                    if d.state == DownloadState::Paused {
+                        "paused".to_string()
+                    } else {
+                        "queued".to_string()
+                    },
+                ],
             }
         })
         .collect();
@@ -422,8 +438,18 @@ pub fn render_downloads(downloads: &[DownloadStatus], style: Style) -> String {
         .filter(|d| d.state == DownloadState::Downloading)
         .map(|d| d.speed_bps)
         .sum();
+    // Paused and queued counts only when there are any (the seed's line stays as it was).
+    let mut stopped = String::new();
+    for (s, word) in [
+        (DownloadState::Paused, "paused"),
+        (DownloadState::Queued, "queued"),
+    ] {
+        if count(s) > 0 {
+            stopped.push_str(&format!(", {} {word}", count(s)));
+        }
+    }
     lines.push(format!(
-        "Sum: {} ({} downloading, {} complete, {} failed), {}",
+        "Sum: {} ({} downloading, {} complete, {} failed{stopped}), {}",
         plural(downloads.len() as u64, "download", "downloads"),
         count(DownloadState::Downloading),
         count(DownloadState::Complete),

@@ -172,6 +172,8 @@ pub fn state(s: DownloadState) -> &'static str {
         DownloadState::Downloading => "downloading",
         DownloadState::Complete => "complete",
         DownloadState::Failed => "failed",
+        DownloadState::Paused => "paused",
+        DownloadState::Queued => "queued",
     }
 }
 

@@ -64,7 +64,6 @@ pub struct Control {
 }
 
 /// A change of a download's state, applied by [`Daemon::transition`].
-#[derive(Debug)]
 pub(crate) enum Change {
     /// A coordinator runs (new download, resume, from the queue, or an automatic retry).
     Started(Arc<Download>),

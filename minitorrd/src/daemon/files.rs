@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use minitorr_proto::control::{DownloadState, DownloadStatus, ErrorKind, ErrorReply, Response};
+use minitorr_proto::control::{DownloadStatus, ErrorKind, ErrorReply, Response};
 use minitorr_proto::names::{self, validate_file_name};
 use minitorr_proto::tracker::{self, Call};
 use minitorr_proto::types::{FileMeta, FileSummary, Sha1Hash};
@@ -11,7 +11,7 @@ use minitorr_proto::types::{FileMeta, FileSummary, Sha1Hash};
 use super::downloads::{Change, StopIntent};
 use super::{fail, unexpected, Daemon, DownloadEntry, Reply};
 use crate::download::{storage, Download, DownloadEnv, Outcome};
-use crate::sharing::hasher::{hash_file, FileStamp};
+use crate::sharing::hasher::hash_file;
 use crate::sharing::SharedFile;
 use crate::state::{DownloadRecord, RecordState, ShareRecord};
 

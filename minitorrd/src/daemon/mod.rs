@@ -7,7 +7,7 @@ mod downloads;
 mod files;
 mod groups;
 mod names;
-mod retry;
+pub mod retry;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
