@@ -70,8 +70,22 @@ impl Daemon {
         device_key: DeviceKey,
         link: PeerLinkMode,
     ) -> Arc<Daemon> {
+        let tracker = TrackerLink::from_config(&cfg);
+        Self::with_tracker(cfg, peer_addr, state, device_key, link, tracker)
+    }
+
+    /// [`Daemon::new`] with the tracker link given (in-process tests inject one whose
+    /// connector serves a trackerd `Service` over `tokio::io::duplex`).
+    pub fn with_tracker(
+        cfg: Config,
+        peer_addr: SocketAddr,
+        state: StateFile,
+        device_key: DeviceKey,
+        link: PeerLinkMode,
+        tracker: TrackerLink,
+    ) -> Arc<Daemon> {
         Arc::new(Daemon {
-            tracker: Arc::new(TrackerLink::from_config(&cfg)),
+            tracker: Arc::new(tracker),
             session: RwLock::new(None),
             ticket_keys: Arc::new(TicketKeys::default()),
             shares: Arc::new(Shares::default()),
