@@ -126,7 +126,7 @@ fn pause_stops_traffic_survives_a_restart_and_resume_finishes_the_file() {
     assert_eq!(state_of(&bob, "big.bin").as_deref(), Some("paused"));
 
     let v = bob.json(&["resume", "g1", "big.bin"]);
-    assert_eq!(v["state"], "downloading", "{v}");
+    assert_eq!(v["download"]["state"], "downloading", "{v}");
     let end = bob.wait_download("g1", "big.bin", Duration::from_secs(120));
     assert_eq!(end["state"], "complete", "{end}");
     assert_eq!(sha1_file(&dl.join("big.bin")), sha);
@@ -144,7 +144,7 @@ fn queue_runs_max_active_downloads_at_once_and_completes_all() {
 
     bob.ok(&["download_file", "g1", "a.bin", dl.to_str().unwrap()]);
     let v = bob.json(&["download_file", "g1", "b.bin", dl.to_str().unwrap()]);
-    assert_eq!(v["state"], "queued", "{v}");
+    assert_eq!(v["download"]["state"], "queued", "{v}");
     let human = bob.ok(&["show_downloads"]);
     assert!(human.contains("[Q] [g1] b.bin"), "{human}");
     assert_eq!(state_of(&bob, "a.bin").as_deref(), Some("downloading"));
