@@ -55,11 +55,9 @@ fn wait_state(peer: &Peer, file: &str, state: &str, timeout: Duration) -> serde_
 }
 
 fn wait_some_bytes(peer: &Peer, file: &str) {
-    wait_until(
-        &format!("{file} half-way"),
-        Duration::from_secs(60),
-        || bytes_done(peer, "g1", file) > 0,
-    );
+    wait_until(&format!("{file} half-way"), Duration::from_secs(60), || {
+        bytes_done(peer, "g1", file) > 0
+    });
 }
 
 #[test]
@@ -75,10 +73,7 @@ fn cancel_deletes_the_part_file_unless_keep() {
     wait_some_bytes(&bob, "big.bin");
     assert!(part.exists());
     let v = bob.json(&["cancel", "g1", "big.bin"]);
-    assert!(
-        v["message"].as_str().unwrap().contains("cancelled"),
-        "{v}"
-    );
+    assert!(v["message"].as_str().unwrap().contains("cancelled"), "{v}");
     assert!(!part.exists(), "cancel deletes the part file");
     assert!(!dl.join("big.bin").exists());
     assert_eq!(state_of(&bob, "big.bin"), None, "the entry is forgotten");
@@ -116,7 +111,10 @@ fn pause_stops_traffic_survives_a_restart_and_resume_finishes_the_file() {
     let part = dl.join(".big.bin.minitorr-part");
     let before = std::fs::read(&part).unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    assert!(std::fs::read(&part).unwrap() == before, "paused, yet written to");
+    assert!(
+        std::fs::read(&part).unwrap() == before,
+        "paused, yet written to"
+    );
     assert_eq!(state_of(&bob, "big.bin").as_deref(), Some("paused"));
 
     // Paused survives a crash and restart (state file), and is not resumed by login.
@@ -173,7 +171,10 @@ fn remove_forgets_failed_and_complete_entries() {
     alice.ok(&["logout"]);
     bob.ok(&["download_file", "g1", "gone.bin", dl.to_str().unwrap()]);
     let e = wait_state(&bob, "gone.bin", "failed", Duration::from_secs(60));
-    assert!(e["error"].as_str().unwrap().contains("no holder online"), "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("no holder online"),
+        "{e}"
+    );
     // remove refuses a name it does not list.
     bob.fails(1, &["remove", "g1", "nothing.bin"]);
 
@@ -184,7 +185,10 @@ fn remove_forgets_failed_and_complete_entries() {
     assert_eq!(state_of(&bob, "gone.bin").as_deref(), Some("failed"));
     bob.ok(&["remove", "--failed"]);
     assert_eq!(state_of(&bob, "gone.bin"), None);
-    assert!(!dl.join(".gone.bin.minitorr-part").exists(), "no stray part file");
+    assert!(
+        !dl.join(".gone.bin.minitorr-part").exists(),
+        "no stray part file"
+    );
     // Usage errors: both or neither.
     bob.fails(2, &["remove"]);
     bob.fails(2, &["remove", "--failed", "--complete"]);
@@ -203,7 +207,10 @@ fn a_download_that_failed_when_its_seeder_left_completes_when_the_seeder_is_back
     alice.ok(&["logout"]);
     let failed = wait_state(&bob, "big.bin", "failed", Duration::from_secs(60));
     assert!(
-        failed["error"].as_str().unwrap().contains("no holder online"),
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("no holder online"),
         "{failed}"
     );
     // Back online: no command to bob, yet the download resumes and completes.

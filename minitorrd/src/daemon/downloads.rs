@@ -510,7 +510,10 @@ impl Daemon {
                     Err(e) if e.kind == ErrorKind::TrackerUnavailable => {
                         tracing::info!(file = %rec.meta.name, error = %e.message, "queued download waits for the tracker")
                     }
-                    Err(e) => me.transition(&user, &rec.dest, Change::Failed(e.message)).await,
+                    Err(e) => {
+                        me.transition(&user, &rec.dest, Change::Failed(e.message))
+                            .await
+                    }
                 }
             });
         }
@@ -630,9 +633,13 @@ impl Daemon {
             })
         };
         let active = mine().find(|e| {
-            is_running(e) || matches!(entry_state(e), DownloadState::Queued | DownloadState::Paused)
+            is_running(e)
+                || matches!(
+                    entry_state(e),
+                    DownloadState::Queued | DownloadState::Paused
+                )
         });
-        let e = active.or_else(|| mine().last())?;
+        let e = active.or_else(|| mine().next_back())?;
         let e = match e {
             DownloadEntry::Live(d) => DownloadEntry::Live(d.clone()),
             DownloadEntry::Record(r) => DownloadEntry::Record(r.clone()),
@@ -649,7 +656,9 @@ impl Daemon {
         match state {
             DownloadState::Paused | DownloadState::Failed => {}
             DownloadState::Downloading if is_running(&entry) => {
-                return Err(refused(format!("{file} from {group} is already downloading")))
+                return Err(refused(format!(
+                    "{file} from {group} is already downloading"
+                )))
             }
             DownloadState::Downloading => {}
             DownloadState::Queued => {
@@ -726,9 +735,9 @@ impl Daemon {
                 done(format!("paused {file} from {group} (it was queued)"))
             }
             (_, DownloadState::Paused) => done(format!("{file} from {group} is already paused")),
-            (_, DownloadState::Complete) => Err(refused(format!(
-                "{file} from {group} is already complete"
-            ))),
+            (_, DownloadState::Complete) => {
+                Err(refused(format!("{file} from {group} is already complete")))
+            }
             (_, DownloadState::Failed) => Err(refused(format!(
                 "{file} from {group} has failed; nothing to pause (resume it, or cancel it)"
             ))),
@@ -765,7 +774,10 @@ impl Daemon {
                     )));
                 }
             }
-            _ => self.transition(&session.user, &dest, Change::Cancelled).await,
+            _ => {
+                self.transition(&session.user, &dest, Change::Cancelled)
+                    .await
+            }
         }
         let part = storage::part_path_for(&dest);
         let note = if keep {

@@ -38,8 +38,10 @@ pub type BoxedStream = Box<dyn TrackerStream>;
 /// Opens the byte stream to a tracker instead of TCP (and TLS). The seam for in-process tests:
 /// they serve a real trackerd `Service` over `tokio::io::duplex` (minitorrd/tests/daemon/).
 pub trait Connector: Send + Sync {
-    fn connect(&self, addr: SocketAddr)
-        -> futures::future::BoxFuture<'_, std::io::Result<BoxedStream>>;
+    fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> futures::future::BoxFuture<'_, std::io::Result<BoxedStream>>;
 }
 pub(super) type Conn = Framed<Stream, FrameCodec<Response, Request>>;
 

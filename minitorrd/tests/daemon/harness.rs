@@ -213,7 +213,10 @@ impl Node {
     pub async fn wait_bytes(&self, file: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while self.download(file).await.map_or(0, |d| d.bytes_done) == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "no progress on {file}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no progress on {file}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -11,9 +11,7 @@ mod harness;
 use std::time::Duration;
 
 use harness::*;
-use minitorr_proto::control::{
-    DownloadState, ErrorKind, RemoveDownloads, Request, Response,
-};
+use minitorr_proto::control::{DownloadState, ErrorKind, RemoveDownloads, Request, Response};
 
 const KIB: usize = 1024;
 
@@ -44,7 +42,10 @@ async fn two_identical_download_requests_racing_start_one_download() {
     let net = Net::new().await;
     let (_alice, bob, _) = alice_shares_to_bob(&net, "f.bin", 256 * KIB, 64 * 1024, |_| {}).await;
     let dl = bob.dl_dir();
-    let (a, b) = tokio::join!(bob.call(download("f.bin", &dl)), bob.call(download("f.bin", &dl)));
+    let (a, b) = tokio::join!(
+        bob.call(download("f.bin", &dl)),
+        bob.call(download("f.bin", &dl))
+    );
     let started = [&a, &b]
         .iter()
         .filter(|r| matches!(r, Response::DownloadStarted(_)))
@@ -65,8 +66,7 @@ async fn two_identical_download_requests_racing_start_one_download() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_the_download_and_deletes_its_part_file() {
     let net = Net::new().await;
-    let (_alice, bob, _) =
-        alice_shares_to_bob(&net, "f.bin", 2048 * KIB, 128 * 1024, |_| {}).await;
+    let (_alice, bob, _) = alice_shares_to_bob(&net, "f.bin", 2048 * KIB, 128 * 1024, |_| {}).await;
     let dl = bob.dl_dir();
     bob.ok(download("f.bin", &dl)).await;
     bob.wait_bytes("f.bin").await;
@@ -79,7 +79,10 @@ async fn cancel_stops_the_download_and_deletes_its_part_file() {
             keep: false,
         })
         .await;
-    assert!(matches!(&r, Response::Done { message } if message.contains("deleted")), "{r:?}");
+    assert!(
+        matches!(&r, Response::Done { message } if message.contains("deleted")),
+        "{r:?}"
+    );
     assert!(!part.exists());
     assert!(bob.download("f.bin").await.is_none());
     // Stopped for good: nothing appears afterwards.
@@ -135,7 +138,10 @@ async fn the_queue_runs_one_at_a_time_and_survives_pause_and_resume() {
     }
     // A queued download can be paused, and resuming it queues it again (the slot is taken).
     bob.ok(pause("b.bin")).await;
-    assert_eq!(bob.download("b.bin").await.unwrap().state, DownloadState::Paused);
+    assert_eq!(
+        bob.download("b.bin").await.unwrap().state,
+        DownloadState::Paused
+    );
     match bob.ok(resume("b.bin")).await {
         Response::DownloadStarted(s) => assert_eq!(s.state, DownloadState::Queued),
         r => panic!("{r:?}"),
@@ -211,7 +217,11 @@ async fn a_failed_download_is_retried_when_a_holder_is_back() {
     alice.ok(Request::Logout).await;
     let failed = bob.wait_state("f.bin", DownloadState::Failed).await;
     assert!(
-        failed.error.as_deref().unwrap().contains("no holder online"),
+        failed
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no holder online"),
         "{failed:?}"
     );
     alice.login("alice").await;
