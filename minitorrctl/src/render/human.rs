@@ -618,6 +618,22 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_paused_and_queued_downloads() {
+        let mut paused = downloading();
+        paused.state = DownloadState::Paused;
+        paused.speed_bps = 0;
+        let mut queued = complete();
+        queued.state = DownloadState::Queued;
+        queued.bytes_done = 0;
+        queued.pieces_done = 0;
+        let out = render_downloads(&[paused, queued, complete()], Style::PLAIN);
+        assert!(out.starts_with("[P] [g1] debian.iso"), "{out}");
+        assert!(out.contains("\n[Q] [g1] notes.txt"), "{out}");
+        assert!(out.contains("1 paused, 1 queued"), "{out}");
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
     fn downloads_lines_start_like_the_seed() {
         let out = render_downloads(&[downloading(), complete(), failed()], Style::PLAIN);
         let lines: Vec<&str> = out.lines().collect();
