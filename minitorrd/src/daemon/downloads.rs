@@ -59,7 +59,9 @@ pub struct Control {
     tasks: Mutex<HashMap<PathBuf, JoinHandle<()>>>,
     intents: Mutex<HashMap<PathBuf, StopIntent>>,
     retry: Mutex<RetryPolicy>,
-    wake: Notify,
+    /// Wakes the control task early (a slot freed, a holder event). Its own `Arc`, so the
+    /// sleeping task does not keep the daemon alive.
+    wake: Arc<Notify>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -537,12 +539,11 @@ impl Daemon {
                         .unwrap_or(CONTROL_TICK)
                         .min(CONTROL_TICK);
                     // Hold the daemon only while working, not while sleeping.
-                    let wake = async move { d.ctl.wake.notified().await };
-                    (sleep, wake)
+                    (sleep, d.ctl.wake.clone())
                 };
                 tokio::select! {
                     _ = tokio::time::sleep(sleep) => {}
-                    _ = wake => {}
+                    _ = wake.notified() => {}
                 }
                 let Some(d) = me.upgrade() else { return };
                 d.pump_queue();
