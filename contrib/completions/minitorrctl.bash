@@ -19,6 +19,9 @@ _minitorrctl() {
             minitorrctl,accept_request)
                 cmd="minitorrctl__subcmd__accept_request"
                 ;;
+            minitorrctl,cancel)
+                cmd="minitorrctl__subcmd__cancel"
+                ;;
             minitorrctl,completions)
                 cmd="minitorrctl__subcmd__completions"
                 ;;
@@ -27,9 +30,6 @@ _minitorrctl() {
                 ;;
             minitorrctl,create_user)
                 cmd="minitorrctl__subcmd__create_user"
-                ;;
-            minitorrctl,devices)
-                cmd="minitorrctl__subcmd__devices"
                 ;;
             minitorrctl,download_file)
                 cmd="minitorrctl__subcmd__download_file"
@@ -58,8 +58,14 @@ _minitorrctl() {
             minitorrctl,man)
                 cmd="minitorrctl__subcmd__man"
                 ;;
+            minitorrctl,pause)
+                cmd="minitorrctl__subcmd__pause"
+                ;;
             minitorrctl,reject_request)
                 cmd="minitorrctl__subcmd__reject_request"
+                ;;
+            minitorrctl,remove)
+                cmd="minitorrctl__subcmd__remove"
                 ;;
             minitorrctl,remove_file)
                 cmd="minitorrctl__subcmd__remove_file"
@@ -67,8 +73,8 @@ _minitorrctl() {
             minitorrctl,remove_member)
                 cmd="minitorrctl__subcmd__remove_member"
                 ;;
-            minitorrctl,revoke_device)
-                cmd="minitorrctl__subcmd__revoke_device"
+            minitorrctl,resume)
+                cmd="minitorrctl__subcmd__resume"
                 ;;
             minitorrctl,show_downloads)
                 cmd="minitorrctl__subcmd__show_downloads"
@@ -92,7 +98,7 @@ _minitorrctl() {
 
     case "${cmd}" in
         minitorrctl)
-            opts="-h -V --socket --json --help --version create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file status wait completions man devices revoke_device"
+            opts="-h -V --socket --json --help --version create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -111,6 +117,24 @@ _minitorrctl() {
             ;;
         minitorrctl__subcmd__accept_request)
             opts="-h -V --socket --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        minitorrctl__subcmd__cancel)
+            opts="-h -V --keep --socket --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -164,24 +188,6 @@ _minitorrctl() {
             return 0
             ;;
         minitorrctl__subcmd__create_user)
-            opts="-h -V --socket --json --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --socket)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        minitorrctl__subcmd__devices)
             opts="-h -V --socket --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -365,8 +371,44 @@ _minitorrctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        minitorrctl__subcmd__pause)
+            opts="-h -V --socket --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         minitorrctl__subcmd__reject_request)
             opts="-h -V --socket --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        minitorrctl__subcmd__remove)
+            opts="-h -V --failed --complete --socket --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -419,7 +461,7 @@ _minitorrctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        minitorrctl__subcmd__revoke_device)
+        minitorrctl__subcmd__resume)
             opts="-h -V --socket --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -230,7 +230,7 @@ pub enum Command {
         timeout: Option<u64>,
     },
 
-    /// Show downloads: [D] downloading, [C] complete, [F] failed
+    /// Show downloads: [D] downloading, [C] complete, [F] failed, [P] paused, [Q] queued
     #[command(name = "show_downloads")]
     ShowDownloads,
 
@@ -261,6 +261,73 @@ pub enum Command {
         /// Name of the file in the group (as list_files shows it)
         #[arg(value_parser = legacy_file_name)]
         file_name: String,
+    },
+
+    /// Stop a download and forget it; its part file is deleted unless --keep
+    #[command(
+        name = "cancel",
+        after_help = "Works on a running, queued, paused or failed download. With --keep the \
+            part file (.NAME.minitorr-part next to the destination) stays, so a later \
+            download_file to the same destination resumes from its verified pieces.\n\n\
+            Example:\n  minitorrctl cancel g1 a.iso"
+    )]
+    Cancel {
+        #[arg(value_parser = group_id)]
+        group_id: String,
+        #[arg(value_parser = file_name)]
+        file_name: String,
+        /// Keep the part file
+        #[arg(long)]
+        keep: bool,
+    },
+
+    /// Pause a running or queued download ([P] in show_downloads)
+    #[command(
+        name = "pause",
+        after_help = "Verified pieces stay in the part file; a paused download stays paused \
+            across restarts until resume.\n\n\
+            Example:\n  minitorrctl pause g1 a.iso"
+    )]
+    Pause {
+        #[arg(value_parser = group_id)]
+        group_id: String,
+        #[arg(value_parser = file_name)]
+        file_name: String,
+    },
+
+    /// Continue a paused (or failed) download from its part file
+    #[command(
+        name = "resume",
+        after_help = "It runs at once, or waits in the queue ([Q]) when max_active_downloads \
+            downloads are running.\n\n\
+            Example:\n  minitorrctl resume g1 a.iso"
+    )]
+    Resume {
+        #[arg(value_parser = group_id)]
+        group_id: String,
+        #[arg(value_parser = file_name)]
+        file_name: String,
+    },
+
+    /// Forget finished or failed entries in show_downloads
+    #[command(
+        name = "remove",
+        after_help = "Finished files stay where they are; a failed download's part file is \
+            deleted (nothing can resume it any more).\n\n\
+            Examples:\n  minitorrctl remove g1 a.iso\n  minitorrctl remove --failed\n  \
+            minitorrctl remove --complete"
+    )]
+    Remove {
+        #[arg(value_parser = group_id, requires = "file_name", conflicts_with_all = ["failed", "complete"])]
+        group_id: Option<String>,
+        #[arg(value_parser = file_name)]
+        file_name: Option<String>,
+        /// Every failed entry
+        #[arg(long, conflicts_with = "complete")]
+        failed: bool,
+        /// Every complete entry
+        #[arg(long)]
+        complete: bool,
     },
 
     /// Show who is logged in, the tracker connection and counts

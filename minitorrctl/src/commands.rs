@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use proto::control::{DownloadState, DownloadStatus, Request, Response};
+use proto::control::{DownloadState, DownloadStatus, RemoveDownloads, Request, Response};
 
 use crate::cli::{Cli, Command, Shell};
 use crate::client::Client;
@@ -97,6 +97,48 @@ pub fn plan(cmd: Command, cwd: &Path, passwords: &mut dyn PasswordSource) -> Res
         Command::RemoveMember { group_id, user_id } => Request::RemoveMember {
             group: group_id,
             user: user_id,
+        },
+        Command::Cancel {
+            group_id,
+            file_name,
+            keep,
+        } => Request::CancelDownload {
+            group: group_id,
+            file: file_name,
+            keep,
+        },
+        Command::Pause {
+            group_id,
+            file_name,
+        } => Request::PauseDownload {
+            group: group_id,
+            file: file_name,
+        },
+        Command::Resume {
+            group_id,
+            file_name,
+        } => Request::ResumeDownload {
+            group: group_id,
+            file: file_name,
+        },
+        Command::Remove {
+            group_id,
+            file_name,
+            failed,
+            complete,
+        } => Request::RemoveDownload {
+            which: match (group_id, file_name, failed, complete) {
+                (None, None, true, false) => RemoveDownloads::Failed,
+                (None, None, false, true) => RemoveDownloads::Complete,
+                (Some(group), Some(file), false, false) => RemoveDownloads::One { group, file },
+                _ => {
+                    return Err(Failure::new(
+                        Status::Usage,
+                        "usage",
+                        "remove takes GROUP FILE, or --failed, or --complete (one of them)",
+                    ))
+                }
+            },
         },
         Command::ListGroups => Request::ListGroups,
         Command::ListFiles { group_id } => Request::ListFiles { group: group_id },
@@ -267,9 +309,10 @@ pub fn render(
 pub fn pick<'a>(downloads: &'a [DownloadStatus], target: &Target) -> Option<&'a DownloadStatus> {
     let rank = |s: DownloadState| match s {
         DownloadState::Downloading => 0,
-        DownloadState::Complete => 1,
-        DownloadState::Failed => 2,
         DownloadState::Verifying => 0,
+        DownloadState::Queued | DownloadState::Paused => 1,
+        DownloadState::Complete => 2,
+        DownloadState::Failed => 3,
     };
     downloads
         .iter()
@@ -371,9 +414,11 @@ async fn poll(
                 )
                 .with_download(d));
             }
-            DownloadState::Downloading | DownloadState::Verifying => {
-                tokio::time::sleep(POLL_EVERY).await
-            }
+            // A queued download starts by itself; a paused one when the user resumes it.
+            DownloadState::Downloading
+            | DownloadState::Verifying
+            | DownloadState::Queued
+            | DownloadState::Paused => tokio::time::sleep(POLL_EVERY).await,
         }
     }
 }

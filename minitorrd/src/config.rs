@@ -102,6 +102,8 @@ pub struct Config {
     pub max_upload_rate: u64,
     /// Download rate limit in bytes per second over all downloads (0 = unlimited).
     pub max_download_rate: u64,
+    /// Downloads running at once; more wait in the queue (`[Q]` in show_downloads).
+    pub max_active_downloads: usize,
     /// TLS to the trackers (turned on by `tracker_ca` or `tracker_cert_sha256`).
     pub tracker_tls: bool,
     /// PEM file to trust the tracker certificate by: a CA, or the tracker's own certificate.
@@ -149,6 +151,7 @@ impl Default for Config {
             max_pipeline_depth: 8,
             max_upload_rate: 0,
             max_download_rate: 0,
+            max_active_downloads: 4,
             tracker_tls: false,
             tracker_ca: None,
             tracker_cert_sha256: None,
@@ -243,6 +246,11 @@ impl Config {
         if self.max_peers_per_download == 0 || self.max_pipeline_depth < 2 {
             return Err(ConfigError::Invalid(
                 "max_peers_per_download ≥ 1 and max_pipeline_depth ≥ 2".into(),
+            ));
+        }
+        if self.max_active_downloads == 0 {
+            return Err(ConfigError::Invalid(
+                "max_active_downloads must be ≥ 1".into(),
             ));
         }
         if self.peer_idle_timeout_secs == 0

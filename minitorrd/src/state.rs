@@ -46,6 +46,10 @@ pub enum RecordState {
     Downloading,
     Complete,
     Failed,
+    /// Stopped by `pause`; stays paused across restarts until `resume`.
+    Paused,
+    /// Waiting for a slot (`max_active_downloads`); started by the queue, also after a restart.
+    Queued,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,6 +59,12 @@ pub struct DownloadRecord {
     pub meta: FileMeta,
     pub state: RecordState,
     pub error: Option<String>,
+    /// Verified bytes and pieces when the download last stopped (shown for paused entries;
+    /// the part file is re-verified when it resumes, so this is display only).
+    #[serde(default)]
+    pub bytes_done: u64,
+    #[serde(default)]
+    pub pieces_done: u32,
 }
 
 impl StateFile {
@@ -135,6 +145,13 @@ impl UserState {
     pub fn upsert_download(&mut self, rec: DownloadRecord) {
         self.downloads.retain(|d| d.dest != rec.dest);
         self.downloads.push(rec);
+    }
+
+    /// Forget the download to `dest` (cancel, remove).
+    pub fn remove_download(&mut self, dest: &Path) -> bool {
+        let before = self.downloads.len();
+        self.downloads.retain(|d| d.dest != dest);
+        before != self.downloads.len()
     }
 }
 

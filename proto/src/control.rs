@@ -80,6 +80,39 @@ pub enum Request {
     RevokeDevice {
         name: String,
     },
+    /// Stop a download (running, queued, paused or failed) and forget it; its part file is
+    /// deleted unless `keep`.
+    CancelDownload {
+        group: String,
+        file: String,
+        keep: bool,
+    },
+    /// Stop a running or queued download; verified pieces stay in the part file.
+    PauseDownload {
+        group: String,
+        file: String,
+    },
+    /// Start a paused (or failed) download again from its part file (or queue it).
+    ResumeDownload {
+        group: String,
+        file: String,
+    },
+    /// Forget finished or failed entries of show_downloads (files on disk stay).
+    RemoveDownload {
+        which: RemoveDownloads,
+    },
+}
+
+/// Which entries `remove` forgets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum RemoveDownloads {
+    /// The finished or failed entry (entries) for this group and file.
+    One { group: String, file: String },
+    /// Every failed entry.
+    Failed,
+    /// Every complete entry.
+    Complete,
 }
 
 impl Request {
@@ -106,6 +139,10 @@ impl Request {
             Request::RemoveMember { .. } => "remove_member",
             Request::Devices => "devices",
             Request::RevokeDevice { .. } => "revoke_device",
+            Request::CancelDownload { .. } => "cancel",
+            Request::PauseDownload { .. } => "pause",
+            Request::ResumeDownload { .. } => "resume",
+            Request::RemoveDownload { .. } => "remove",
         }
     }
 }
@@ -162,6 +199,10 @@ pub enum DownloadState {
     /// Re-verifying the part file left by a crash before downloading on (after a restart or
     /// login): `bytes_done` counts the bytes checked so far.
     Verifying,
+    /// Stopped by the user (`pause`); `resume` continues from the part file.
+    Paused,
+    /// Waiting for a slot (`max_active_downloads`); starts when one frees.
+    Queued,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -553,6 +553,27 @@ async fn before_login<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Serve one already-accepted byte stream (no TLS) from `peer` until it closes or `shutdown`
+/// is cancelled: the same connection handling as [`serve`], without a listener. In-process
+/// tests of a daemon drive a real service over `tokio::io::duplex` with it.
+pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    service: Arc<Service>,
+    opts: ServerOptions,
+    shutdown: CancellationToken,
+) {
+    let registry: SharedRegistry = Arc::new(Mutex::new(Registry::new(opts.unauthenticated)));
+    let evicted = CancellationToken::new();
+    let (id, _) = lock(&registry).register(peer.ip(), evicted.clone());
+    let unauthenticated = Unauthenticated {
+        registry,
+        id,
+        evicted,
+    };
+    connection(stream, peer, &service, opts, &shutdown, unauthenticated).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -341,13 +341,16 @@ pub fn render_download_done(d: &DownloadStatus) -> String {
     )
 }
 
-/// The seed's tags: `[D]` downloading, `[C]` complete, plus `[F]` failed.
+/// The seed's tags: `[D]` downloading, `[C]` complete, plus `[F]` failed, `[P]` paused and
+/// `[Q]` queued.
 pub fn state_tag(state: DownloadState) -> &'static str {
     match state {
         DownloadState::Downloading => "[D]",
         DownloadState::Complete => "[C]",
         DownloadState::Failed => "[F]",
         DownloadState::Verifying => "[V]",
+        DownloadState::Paused => "[P]",
+        DownloadState::Queued => "[Q]",
     }
 }
 
@@ -358,6 +361,7 @@ fn paint_tag(state: DownloadState, style: Style) -> String {
         DownloadState::Complete => style.green(tag),
         DownloadState::Failed => style.red(tag),
         DownloadState::Verifying => style.yellow(tag),
+        DownloadState::Paused | DownloadState::Queued => tag.to_string(),
     }
 }
 
@@ -415,6 +419,18 @@ pub fn render_downloads(downloads: &[DownloadStatus], style: Style) -> String {
                         clean(d.error.as_deref().unwrap_or("unknown error"))
                     ),
                 ],
+                DownloadState::Paused | DownloadState::Queued => vec![
+                    head,
+                    percent(d),
+                    format!("{}/{}", size(d.bytes_done), size(d.size)),
+                    String::new(),
+                    String::new(),
+                    if d.state == DownloadState::Paused {
+                        "paused".to_string()
+                    } else {
+                        "queued".to_string()
+                    },
+                ],
             }
         })
         .collect();
@@ -432,8 +448,18 @@ pub fn render_downloads(downloads: &[DownloadStatus], style: Style) -> String {
         .filter(|d| d.state == DownloadState::Downloading)
         .map(|d| d.speed_bps)
         .sum();
+    // Paused and queued counts only when there are any (the seed's line stays as it was).
+    let mut stopped = String::new();
+    for (s, word) in [
+        (DownloadState::Paused, "paused"),
+        (DownloadState::Queued, "queued"),
+    ] {
+        if count(s) > 0 {
+            stopped.push_str(&format!(", {} {word}", count(s)));
+        }
+    }
     lines.push(format!(
-        "Sum: {} ({} downloading, {} complete, {} failed), {}",
+        "Sum: {} ({} downloading, {} complete, {} failed{stopped}), {}",
         plural(downloads.len() as u64, "download", "downloads"),
         count(DownloadState::Downloading),
         count(DownloadState::Complete),
@@ -666,6 +692,22 @@ mod tests {
         assert!(out.contains("verifying 43"), "{out}");
         assert_eq!(state_tag(d.state), "[V]");
         assert_eq!(super::super::json::state(d.state), "verifying");
+    }
+
+    #[test]
+    fn snapshot_paused_and_queued_downloads() {
+        let mut paused = downloading();
+        paused.state = DownloadState::Paused;
+        paused.speed_bps = 0;
+        let mut queued = complete();
+        queued.state = DownloadState::Queued;
+        queued.bytes_done = 0;
+        queued.pieces_done = 0;
+        let out = render_downloads(&[paused, queued, complete()], Style::PLAIN);
+        assert!(out.starts_with("[P] [g1] debian.iso"), "{out}");
+        assert!(out.contains("\n[Q] [g1] notes.txt"), "{out}");
+        assert!(out.contains("1 paused, 1 queued"), "{out}");
+        insta::assert_snapshot!(out);
     }
 
     #[test]

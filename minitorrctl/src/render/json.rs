@@ -176,6 +176,8 @@ pub fn state(s: DownloadState) -> &'static str {
         DownloadState::Complete => "complete",
         DownloadState::Failed => "failed",
         DownloadState::Verifying => "verifying",
+        DownloadState::Paused => "paused",
+        DownloadState::Queued => "queued",
     }
 }
 

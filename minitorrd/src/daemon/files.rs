@@ -8,9 +8,10 @@ use minitorr_proto::names::{self, validate_file_name};
 use minitorr_proto::tracker::{self, Call};
 use minitorr_proto::types::{FileMeta, FileSummary, Sha1Hash};
 
+use super::downloads::{Change, StopIntent};
 use super::{fail, unexpected, Daemon, DownloadEntry, Reply};
 use crate::download::{storage, Download, DownloadEnv, Outcome};
-use crate::sharing::hasher::{hash_file, FileStamp};
+use crate::sharing::hasher::hash_file;
 use crate::sharing::SharedFile;
 use crate::state::{DownloadRecord, RecordState, ShareRecord};
 
@@ -156,13 +157,18 @@ impl Daemon {
                 dest.display()
             )));
         }
-        if self.live_download(&group, &file).is_some() {
-            return Err(refused(format!("already downloading {file} from {group}")));
-        }
+        // Reserved before the first await: a second identical request is refused here
+        // instead of both passing the check (see `downloads::Daemon::reserve`).
+        let reservation = self.reserve(&group, &file, false)?;
         if self.shares.get(&group, &file).is_some() {
             return Err(refused(format!("you already share {file} in {group}")));
         }
+        if !reservation.run {
+            let status = self.queue_download(group, file, dest).await?;
+            return Ok(Response::DownloadStarted(status));
+        }
         let dl = self.start_download(group, file, dest, None).await?;
+        drop(reservation);
         Ok(Response::DownloadStarted(dl.status()))
     }
 
@@ -235,28 +241,8 @@ impl Daemon {
         .await
         .map_err(storage_reply)?;
         self.shares.insert(dl.shared.clone());
-        {
-            let mut state = self.state.lock().await;
-            let rec = DownloadRecord {
-                group: group.clone(),
-                dest: dest.clone(),
-                meta: (*meta).clone(),
-                state: RecordState::Downloading,
-                error: None,
-            };
-            state.user(&session.user).upsert_download(rec);
-            self.save_state(&state).await;
-        }
-        {
-            let mut list = self.downloads.lock().expect("lock");
-            // A new attempt replaces what show_downloads listed for this destination before
-            // (a remembered record, or a failed/finished run of this process).
-            list.retain(|e| match e {
-                DownloadEntry::Record(r) => r.dest != dest,
-                DownloadEntry::Live(d) => !(d.dest == dest && d.is_finished()),
-            });
-            list.push(DownloadEntry::Live(dl.clone()));
-        }
+        self.transition(&session.user, &dest, Change::Started(dl.clone()))
+            .await;
         let env = Arc::new(DownloadEnv {
             tracker: self.tracker.clone(),
             token: session.token.clone(),
@@ -269,56 +255,44 @@ impl Daemon {
         });
         tracing::info!(%file, %group, dest = %dest.display(), pieces = meta.piece_count(), peers = details.peers.len(), "download started");
         let (me, d, user) = (self.clone(), dl.clone(), session.user);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let outcome = d.clone().run(env, details).await;
             me.download_ended(&user, &d, outcome).await;
         });
+        self.track_task(&dest, task);
         Ok(dl)
     }
 
-    async fn download_ended(&self, user: &str, dl: &Arc<Download>, outcome: Outcome) {
+    async fn download_ended(self: &Arc<Self>, user: &str, dl: &Arc<Download>, outcome: Outcome) {
         tracing::info!(file = %dl.meta.name, group = %dl.group, ?outcome, "download ended");
-        let (state_now, error) = match &outcome {
-            Outcome::Completed => (RecordState::Complete, None),
-            Outcome::Failed(e) => (RecordState::Failed, Some(e.clone())),
-            Outcome::Paused => return,
-        };
-        if outcome == Outcome::Completed {
-            // The file is in place and verified; make it durable before the state file says
-            // so (a power loss before this point is caught by re-verification at login).
-            let d = dl.clone();
-            match tokio::task::spawn_blocking(move || d.sync_to_disk()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot flush the finished download to disk")
+        let change = match outcome {
+            Outcome::Completed => {
+                self.task_ended(&dl.dest);
+                // The file is in place and verified; make it durable before the state file
+                // says so (a power loss before this point is caught by re-verification at login).
+                let d = dl.clone();
+                match tokio::task::spawn_blocking(move || d.sync_to_disk()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot flush the finished download to disk")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "flush task failed"),
                 }
-                Err(e) => tracing::warn!(error = %e, "flush task failed"),
+                Change::Completed
             }
-        }
-        let mut state = self.state.lock().await;
-        let u = state.user(user);
-        u.upsert_download(DownloadRecord {
-            group: dl.group.clone(),
-            dest: dl.dest.clone(),
-            meta: (*dl.meta).clone(),
-            state: state_now,
-            error,
-        });
-        if outcome == Outcome::Completed {
-            match FileStamp::of(&dl.dest) {
-                Ok(stamp) => u.upsert_share(ShareRecord {
-                    group: dl.group.clone(),
-                    path: dl.dest.clone(),
-                    stamp,
-                    meta: (*dl.meta).clone(),
-                }),
-                Err(e) => tracing::warn!(error = %e, "finished file vanished"),
+            Outcome::Failed(e) => {
+                self.task_ended(&dl.dest);
+                Change::Failed(e)
             }
-        } else {
-            // A failed download keeps its verified pieces on disk but stops being served.
-            self.shares.remove(&dl.group, &dl.meta.name);
-        }
-        self.save_state(&state).await;
+            // Stopped: by the user (pause, cancel), or by logout/shutdown (then it stays
+            // recorded as downloading and resumes at the next login).
+            Outcome::Paused => match self.stop_intent(&dl.dest) {
+                Some(StopIntent::Pause) => Change::Paused,
+                Some(StopIntent::Cancel) => Change::Cancelled,
+                None => return,
+            },
+        };
+        self.transition(user, &dl.dest, change).await;
     }
 
     pub(super) fn show_downloads(&self) -> Response {
@@ -400,7 +374,7 @@ fn resolve_destination(dest: &Path) -> Reply<PathBuf> {
 
 /// A refusal to store (directory not ours, no room, planted part file) is `Refused`; an I/O
 /// failure is `InvalidInput` as before (mostly: a path the user cannot write to).
-fn storage_reply(e: storage::StorageError) -> ErrorReply {
+pub(super) fn storage_reply(e: storage::StorageError) -> ErrorReply {
     if e.is_refusal() {
         refused(e.to_string())
     } else {
@@ -453,21 +427,21 @@ fn piece_size_for(size: u64, configured: u32) -> u32 {
 /// Half of trackerd's default `max_pieces_per_file`: 1 TiB fits with 8 MiB pieces.
 const MAX_PIECES_PREFERRED: u32 = 128 * 1024;
 
-fn record_status(r: &DownloadRecord) -> DownloadStatus {
+pub(super) fn record_status(r: &DownloadRecord) -> DownloadStatus {
     let complete = r.state == RecordState::Complete;
     DownloadStatus {
         group: r.group.clone(),
         file: r.meta.name.clone(),
         dest: r.dest.clone(),
-        state: match r.state {
-            RecordState::Downloading => DownloadState::Downloading,
-            RecordState::Complete => DownloadState::Complete,
-            RecordState::Failed => DownloadState::Failed,
-        },
+        state: super::downloads::record_state(r.state),
         size: r.meta.size,
         sha1: r.meta.sha1,
-        bytes_done: if complete { r.meta.size } else { 0 },
-        pieces_done: if complete { r.meta.piece_count() } else { 0 },
+        bytes_done: if complete { r.meta.size } else { r.bytes_done },
+        pieces_done: if complete {
+            r.meta.piece_count()
+        } else {
+            r.pieces_done
+        },
         pieces_total: r.meta.piece_count(),
         speed_bps: 0,
         peers: vec![],

@@ -4,9 +4,11 @@
 
 mod account;
 mod devices;
+mod downloads;
 mod files;
 mod groups;
 mod names;
+pub mod retry;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -60,6 +62,8 @@ pub struct Daemon {
     pub(crate) auto_session: std::sync::atomic::AtomicBool,
     /// Resumed downloads whose part files are being re-verified (`[V]`).
     pub(crate) verifying: Mutex<Vec<Arc<files::Verifying>>>,
+    /// Download control: reservations, stop intents, the queue and retry (daemon/downloads.rs).
+    pub(crate) ctl: downloads::Control,
 }
 
 /// How long `status` waits for the tracker to answer its round trip.
@@ -76,8 +80,22 @@ impl Daemon {
         device_key: DeviceKey,
         link: PeerLinkMode,
     ) -> Arc<Daemon> {
+        let tracker = TrackerLink::from_config(&cfg);
+        Self::with_tracker(cfg, peer_addr, state, device_key, link, tracker)
+    }
+
+    /// [`Daemon::new`] with the tracker link given (in-process tests inject one whose
+    /// connector serves a trackerd `Service` over `tokio::io::duplex`).
+    pub fn with_tracker(
+        cfg: Config,
+        peer_addr: SocketAddr,
+        state: StateFile,
+        device_key: DeviceKey,
+        link: PeerLinkMode,
+        tracker: TrackerLink,
+    ) -> Arc<Daemon> {
         Arc::new(Daemon {
-            tracker: Arc::new(TrackerLink::from_config(&cfg)),
+            tracker: Arc::new(tracker),
             session: RwLock::new(None),
             ticket_keys: Arc::new(TicketKeys::default()),
             shares: Arc::new(Shares::default()),
@@ -95,6 +113,7 @@ impl Daemon {
             auto_login: Mutex::new("off".into()),
             auto_session: std::sync::atomic::AtomicBool::new(false),
             verifying: Mutex::new(Vec::new()),
+            ctl: downloads::Control::default(),
             cfg,
         })
     }
@@ -150,7 +169,18 @@ impl Daemon {
             Request::Status => Ok(self.status().await),
             Request::Devices => self.devices().await,
             Request::RevokeDevice { name } => self.revoke_device(name).await,
+            Request::CancelDownload { group, file, keep } => {
+                self.cancel_download(group, file, keep).await
+            }
+            Request::PauseDownload { group, file } => self.pause_download(group, file).await,
+            Request::ResumeDownload { group, file } => self.resume_download(group, file).await,
+            Request::RemoveDownload { which } => self.remove_downloads(which).await,
         };
+        if matches!(result, Ok(Response::LoggedIn(_))) {
+            // Downloads queued before a restart start now; failed ones are watched for holders.
+            self.pump_queue();
+            self.ensure_control_task();
+        }
         let resp = result.unwrap_or_else(Response::Error);
         if let Response::Error(e) = &resp {
             tracing::info!(command = name, kind = ?e.kind, message = %e.message, "request refused");
@@ -225,6 +255,7 @@ impl Daemon {
 
     /// Pause downloads, stop serving, stop heartbeats (logout and shutdown).
     pub(crate) fn stop_activity(&self) {
+        self.stop_control();
         if let Some(h) = self.heartbeat.lock().expect("lock").take() {
             h.abort();
         }

@@ -2,7 +2,7 @@
 //! refused) once, before any command runs, with the same rules the CLI and the tracker apply:
 //! a script talking to the socket directly gets the same answers as minitorrctl.
 
-use minitorr_proto::control::{ErrorKind, ErrorReply, Request};
+use minitorr_proto::control::{ErrorKind, ErrorReply, RemoveDownloads, Request};
 use minitorr_proto::names::{self, NameError};
 
 use super::fail;
@@ -26,6 +26,9 @@ pub(super) fn normalize(req: &mut Request) -> Result<(), ErrorReply> {
         | Request::Status
         | Request::Devices => Ok(()),
         Request::RevokeDevice { name } => norm(name, names::device),
+        Request::RemoveDownload {
+            which: RemoveDownloads::Failed | RemoveDownloads::Complete,
+        } => Ok(()),
         Request::CreateGroup { group }
         | Request::JoinGroup { group }
         | Request::LeaveGroup { group }
@@ -44,7 +47,13 @@ pub(super) fn normalize(req: &mut Request) -> Result<(), ErrorReply> {
                 None => Ok(()),
             }
         }
-        Request::DownloadFile { group, file, .. } => {
+        Request::DownloadFile { group, file, .. }
+        | Request::CancelDownload { group, file, .. }
+        | Request::PauseDownload { group, file }
+        | Request::ResumeDownload { group, file }
+        | Request::RemoveDownload {
+            which: RemoveDownloads::One { group, file },
+        } => {
             norm(group, names::group)?;
             norm(file, names::file_name)
         }

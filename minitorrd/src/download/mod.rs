@@ -535,10 +535,19 @@ fn describe_unavailable(pieces: &[u32]) -> String {
         String::new()
     };
     format!(
-        "{} piece(s) have no holder online (pieces {}{more}); verified pieces are kept — run download_file again when a seeder is back",
+        "{} piece(s) {NO_HOLDER_MARK} (pieces {}{more}); verified pieces are kept — retried automatically when a holder is back (or: minitorrctl resume)",
         pieces.len(),
         shown.join(", ")
     )
+}
+
+/// The words of a failure that only lacks online holders: the daemon's retry policy retries
+/// such downloads when a holder is back (see `daemon::downloads`).
+pub const NO_HOLDER_MARK: &str = "have no holder online";
+
+/// Did a download fail only because nobody online had its missing pieces?
+pub fn is_no_holder_failure(error: &str) -> bool {
+    error.contains(NO_HOLDER_MARK)
 }
 
 /// Carries a ticket for the peer tasks (kept here so peer.rs needs no tracker types).

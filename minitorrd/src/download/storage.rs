@@ -559,6 +559,31 @@ fn hash_in_order(
     }
 }
 
+/// Delete the part file of the download to `dest` (cancel, forgetting a failed download).
+/// Relative to the directory's own handle and only if it is what we would have created — a
+/// regular file of ours with one link — so a name planted by someone else is left alone.
+/// Returns whether a part file was removed (none is fine: a queued download never made one).
+pub fn remove_part_file(dest: &Path) -> Result<bool, StorageError> {
+    let dir = DestDir::open(dest.parent().unwrap_or(Path::new("/")))?;
+    let name = part_name_for(dest.file_name().unwrap_or_default());
+    let path = dir.path.join(&name);
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(&dir.fd, &name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(false),
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(StorageError::Planted {
+                path,
+                why: "it is a symbolic link".into(),
+            })
+        }
+        Err(e) => return Err(dir.io("open", &name)(e)),
+    };
+    check_own_single_file(&fd, &path)?;
+    rustix::fs::unlinkat(&dir.fd, &name, AtFlags::empty()).map_err(dir.io("remove", &name))?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,21 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 use super::tls::TlsClient;
 
-type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+type Stream = Either<Either<TcpStream, TlsStream<TcpStream>>, BoxedStream>;
+
+/// A byte stream to a tracker, before the Minitorr handshake.
+pub trait TrackerStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> TrackerStream for T {}
+pub type BoxedStream = Box<dyn TrackerStream>;
+
+/// Opens the byte stream to a tracker instead of TCP (and TLS). The seam for in-process tests:
+/// they serve a real trackerd `Service` over `tokio::io::duplex` (minitorrd/tests/daemon/).
+pub trait Connector: Send + Sync {
+    fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> futures::future::BoxFuture<'_, std::io::Result<BoxedStream>>;
+}
 pub(super) type Conn = Framed<Stream, FrameCodec<Response, Request>>;
 
 #[derive(Debug, Error)]
@@ -48,6 +62,8 @@ pub struct TrackerLink {
     connected: AtomicBool,
     /// Bumped on every new connection, so callers can notice a failover and re-announce.
     generation: AtomicUsize,
+    /// Streams come from here instead of TCP when set (tests).
+    connector: Option<std::sync::Arc<dyn Connector>>,
 }
 
 #[derive(Debug, Error)]
@@ -80,6 +96,18 @@ impl TrackerLink {
             current: AtomicUsize::new(0),
             connected: AtomicBool::new(false),
             generation: AtomicUsize::new(0),
+            connector: None,
+        }
+    }
+
+    /// Trackers reached through `connector` (no TLS: the stream is the test's own).
+    pub fn with_connector(
+        addrs: Vec<SocketAddr>,
+        connector: std::sync::Arc<dyn Connector>,
+    ) -> TrackerLink {
+        TrackerLink {
+            connector: Some(connector),
+            ..Self::with_tls(addrs, None)
         }
     }
 
@@ -141,7 +169,7 @@ impl TrackerLink {
         let mut last = String::new();
         for k in 0..self.addrs.len() {
             let addr = self.addrs[(start + k) % self.addrs.len()];
-            match connect(addr, self.tls.as_ref()).await {
+            match connect(addr, self.tls.as_ref(), self.connector.as_deref()).await {
                 Ok(conn) => return Ok(conn),
                 Err(ConnectError::Handshake(e @ HandshakeError::VersionMismatch { .. })) => {
                     return Err(TrackerError::Incompatible(e))
@@ -176,7 +204,7 @@ impl TrackerLink {
         for k in 0..self.addrs.len() {
             let i = (start + k) % self.addrs.len();
             let addr = self.addrs[i];
-            match connect(addr, self.tls.as_ref()).await {
+            match connect(addr, self.tls.as_ref(), self.connector.as_deref()).await {
                 Ok(conn) => {
                     if i != start % self.addrs.len() {
                         tracing::info!(tracker = %addr, "failed over to tracker");
@@ -217,12 +245,24 @@ enum ConnectError {
     Tls(String),
 }
 
-async fn connect(addr: SocketAddr, tls: Option<&TlsClient>) -> Result<Conn, ConnectError> {
+async fn connect(
+    addr: SocketAddr,
+    tls: Option<&TlsClient>,
+    connector: Option<&dyn Connector>,
+) -> Result<Conn, ConnectError> {
+    if let Some(c) = connector {
+        let mut stream: Stream = Either::Right(c.connect(addr).await?);
+        tokio::time::timeout(CONNECT_TIMEOUT, handshake(&mut stream, Link::Tracker))
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(ConnectError::Handshake)?;
+        return Ok(Framed::new(stream, links::tracker_client()));
+    }
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout)??;
     tcp.set_nodelay(true)?;
-    let mut stream: Stream = match tls {
+    let mut stream: Stream = Either::Left(match tls {
         None => Either::Left(tcp),
         Some(tls) => Either::Right(
             tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(addr, tcp))
@@ -230,7 +270,7 @@ async fn connect(addr: SocketAddr, tls: Option<&TlsClient>) -> Result<Conn, Conn
                 .map_err(|_| ConnectError::Tls("TLS handshake with the tracker timed out".into()))?
                 .map_err(ConnectError::Tls)?,
         ),
-    };
+    });
     tokio::time::timeout(CONNECT_TIMEOUT, handshake(&mut stream, Link::Tracker))
         .await
         .map_err(|_| ConnectError::Timeout)?

@@ -9,6 +9,6 @@ pub mod tls;
 
 pub use events::subscribe_events;
 pub use keys::TicketKeys;
-pub use link::{TrackerError, TrackerLink};
+pub use link::{BoxedStream, Connector, TrackerError, TrackerLink, TrackerStream};
 pub use session::Session;
 pub use tls::TlsClient;
