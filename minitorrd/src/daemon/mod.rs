@@ -6,6 +6,7 @@ mod account;
 mod files;
 mod groups;
 mod names;
+mod shares;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -53,6 +54,8 @@ pub struct Daemon {
     pub(crate) live: Arc<LiveConns>,
     /// Login, logout and shutdown never interleave.
     pub(crate) login_lock: tokio::sync::Mutex<()>,
+    /// The watcher of this login's shared files (see `shares.rs`).
+    pub(crate) share_watch: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A control-level error reply, built from whatever went wrong.
@@ -82,6 +85,7 @@ impl Daemon {
             events: Mutex::new(None),
             live: LiveConns::new(cfg.live_limits()),
             login_lock: tokio::sync::Mutex::new(()),
+            share_watch: Mutex::new(None),
             cfg,
         })
     }
@@ -135,6 +139,7 @@ impl Daemon {
             Request::RemoveFile { group, file } => self.remove_file(group, file).await,
             Request::RemoveMember { group, user } => self.remove_member(group, user).await,
             Request::Status => Ok(self.status()),
+            Request::ListShares => self.list_shares().await,
         };
         let resp = result.unwrap_or_else(Response::Error);
         if let Response::Error(e) = &resp {
@@ -210,6 +215,9 @@ impl Daemon {
             h.abort();
         }
         if let Some(h) = self.events.lock().expect("lock").take() {
+            h.abort();
+        }
+        if let Some(h) = self.share_watch.lock().expect("lock").take() {
             h.abort();
         }
         for entry in self.downloads.lock().expect("lock").drain(..) {

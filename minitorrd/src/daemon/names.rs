@@ -20,7 +20,11 @@ fn norm(s: &mut String, f: fn(&str) -> Result<String, NameError>) -> Result<(), 
 pub(super) fn normalize(req: &mut Request) -> Result<(), ErrorReply> {
     match req {
         Request::CreateUser { user, .. } | Request::Login { user, .. } => norm(user, names::user),
-        Request::Logout | Request::ListGroups | Request::ShowDownloads | Request::Status => Ok(()),
+        Request::Logout
+        | Request::ListGroups
+        | Request::ShowDownloads
+        | Request::Status
+        | Request::ListShares => Ok(()),
         Request::CreateGroup { group }
         | Request::JoinGroup { group }
         | Request::LeaveGroup { group }
