@@ -49,6 +49,7 @@ complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "status" -d 
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "wait" -d 'Wait for a download that is already running to finish (for scripts)'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "completions" -d 'Print a shell completion script on stdout'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "man" -d 'Write man pages (minitorrctl.1 and one per command) into a directory'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "list_shares" -d 'List what you share: per file its group, path, size, bytes uploaded, peers served, state'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_user" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_user" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_user" -s h -l help -d 'Print help'
@@ -138,3 +139,7 @@ complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -l socket -
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_shares" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_shares" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_shares" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_shares" -s V -l version -d 'Print version'
