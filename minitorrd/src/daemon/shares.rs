@@ -342,12 +342,12 @@ impl Daemon {
                 return;
             }
         }
-        if !self
+        if self
             .session
             .read()
             .expect("lock")
             .as_ref()
-            .is_some_and(|s| s.token == session.token)
+            .is_none_or(|s| s.token != session.token)
         {
             return;
         }
