@@ -19,9 +19,6 @@ _minitorrctl() {
             minitorrctl,accept_request)
                 cmd="minitorrctl__subcmd__accept_request"
                 ;;
-            minitorrctl,cancel)
-                cmd="minitorrctl__subcmd__cancel"
-                ;;
             minitorrctl,completions)
                 cmd="minitorrctl__subcmd__completions"
                 ;;
@@ -49,6 +46,9 @@ _minitorrctl() {
             minitorrctl,list_requests)
                 cmd="minitorrctl__subcmd__list_requests"
                 ;;
+            minitorrctl,list_shares)
+                cmd="minitorrctl__subcmd__list_shares"
+                ;;
             minitorrctl,login)
                 cmd="minitorrctl__subcmd__login"
                 ;;
@@ -58,23 +58,14 @@ _minitorrctl() {
             minitorrctl,man)
                 cmd="minitorrctl__subcmd__man"
                 ;;
-            minitorrctl,pause)
-                cmd="minitorrctl__subcmd__pause"
-                ;;
             minitorrctl,reject_request)
                 cmd="minitorrctl__subcmd__reject_request"
-                ;;
-            minitorrctl,remove)
-                cmd="minitorrctl__subcmd__remove"
                 ;;
             minitorrctl,remove_file)
                 cmd="minitorrctl__subcmd__remove_file"
                 ;;
             minitorrctl,remove_member)
                 cmd="minitorrctl__subcmd__remove_member"
-                ;;
-            minitorrctl,resume)
-                cmd="minitorrctl__subcmd__resume"
                 ;;
             minitorrctl,show_downloads)
                 cmd="minitorrctl__subcmd__show_downloads"
@@ -98,7 +89,7 @@ _minitorrctl() {
 
     case "${cmd}" in
         minitorrctl)
-            opts="-h -V --socket --json --help --version create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man"
+            opts="-h -V --socket --json --help --version create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file status wait completions man list_shares"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -117,24 +108,6 @@ _minitorrctl() {
             ;;
         minitorrctl__subcmd__accept_request)
             opts="-h -V --socket --json --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --socket)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        minitorrctl__subcmd__cancel)
-            opts="-h -V --keep --socket --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -317,6 +290,24 @@ _minitorrctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        minitorrctl__subcmd__list_shares)
+            opts="-h -V --socket --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         minitorrctl__subcmd__login)
             opts="-h -V --socket --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -371,44 +362,8 @@ _minitorrctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        minitorrctl__subcmd__pause)
-            opts="-h -V --socket --json --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --socket)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         minitorrctl__subcmd__reject_request)
             opts="-h -V --socket --json --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --socket)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        minitorrctl__subcmd__remove)
-            opts="-h -V --failed --complete --socket --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -444,24 +399,6 @@ _minitorrctl() {
             return 0
             ;;
         minitorrctl__subcmd__remove_member)
-            opts="-h -V --socket --json --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --socket)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        minitorrctl__subcmd__resume)
             opts="-h -V --socket --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

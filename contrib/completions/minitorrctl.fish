@@ -42,19 +42,14 @@ complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "list_groups
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "list_files" -d 'List the files shared in a group'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "upload_file" -d 'Share a local file with a group (it is hashed first, which takes a while for big files)'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "download_file" -d 'Start downloading a file of a group'
-complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "show_downloads" -d 'Show downloads: [D] downloading, [C] complete, [F] failed, [P] paused, [Q] queued'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "show_downloads" -d 'Show downloads: [D] downloading, [C] complete, [F] failed'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "stop_share" -d 'Stop sharing one of your files in a group'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "remove_file" -d 'Remove a file from a group you own, whoever shares it'
-complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "cancel" -d 'Stop a download and forget it; its part file is deleted unless --keep'
-complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "pause" -d 'Pause a running or queued download ([P] in show_downloads)'
-complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "resume" -d 'Continue a paused (or failed) download from its part file'
-complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "remove" -d 'Forget finished or failed entries in show_downloads'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "status" -d 'Show who is logged in, the tracker connection and counts'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "wait" -d 'Wait for a download that is already running to finish (for scripts)'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "completions" -d 'Print a shell completion script on stdout'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "man" -d 'Write man pages (minitorrctl.1 and one per command) into a directory'
-complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "devices" -d 'List your devices: the daemons that log in by themselves after a restart'
-complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "revoke_device" -d 'Revoke one of your devices: its sessions end and it no longer logs in by itself'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "list_shares" -d 'List what you share: per file its group, path, size, bytes uploaded, peers served, state'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_user" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_user" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_user" -s h -l help -d 'Print help'
@@ -126,25 +121,6 @@ complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_file" -l 
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_file" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_file" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_file" -s V -l version -d 'Print version'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand cancel" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand cancel" -l keep -d 'Keep the part file'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand cancel" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand cancel" -s h -l help -d 'Print help'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand cancel" -s V -l version -d 'Print version'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand pause" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand pause" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand pause" -s h -l help -d 'Print help'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand pause" -s V -l version -d 'Print version'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand resume" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand resume" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand resume" -s h -l help -d 'Print help'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand resume" -s V -l version -d 'Print version'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove" -l failed -d 'Every failed entry'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove" -l complete -d 'Every complete entry'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove" -s h -l help -d 'Print help'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand status" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand status" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand status" -s h -l help -d 'Print help'
@@ -163,11 +139,7 @@ complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -l socket -
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -s V -l version -d 'Print version'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand devices" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand devices" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand devices" -s h -l help -d 'Print help'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand devices" -s V -l version -d 'Print version'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand revoke_device" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand revoke_device" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand revoke_device" -s h -l help -d 'Print help'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand revoke_device" -s V -l version -d 'Print version'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_shares" -l socket -d 'Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_shares" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_shares" -s h -l help -d 'Print help'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_shares" -s V -l version -d 'Print version'

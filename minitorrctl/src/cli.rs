@@ -210,8 +210,13 @@ pub enum Command {
     /// Start downloading a file of a group
     #[command(
         name = "download_file",
-        after_help = "The destination is an existing directory (the file keeps its name) or a \
-            file path. Without --wait the command returns as soon as minitorrd accepted the \
+        after_help = "The destination works as with cp: an existing directory receives the \
+            file under its own name; a path ending in / is a directory, created if missing \
+            (only that last level: its parent must exist); any other path is the file's new \
+            name, in a directory that must exist. A missing directory is refused before \
+            anything is fetched. An existing file is never overwritten: if it is already this \
+            file (same size and SHA1) the download is complete at once and the file is shared; \
+            otherwise it is refused. Without --wait the command returns as soon as minitorrd accepted the \
             download; follow it with `show_downloads` or `wait`.\n\n\
             Example:\n  minitorrctl download_file g1 a.iso ~/Downloads --wait"
     )]
@@ -220,7 +225,7 @@ pub enum Command {
         group_id: String,
         #[arg(value_parser = file_name)]
         file_name: String,
-        /// Directory or file path to download to
+        /// Directory (existing, or ending in / to create it) or file path to download to
         destination_path: PathBuf,
         /// Stay until the download completes (exit 0) or fails (exit 1), showing progress
         #[arg(long)]
@@ -377,6 +382,18 @@ pub enum Command {
         #[arg(value_name = "NAME")]
         name: String,
     },
+
+    /// List what you share: per file its group, path, size, bytes uploaded, peers served, state
+    #[command(
+        name = "list_shares",
+        after_help = "States: serving; changed (the file changed on disk since it was shared); \
+            missing (the file is gone); waiting (not registered with the tracker yet, retried). \
+            A changed or missing file is withdrawn from the tracker at once and offered again \
+            when it comes back with the shared content; stop_share forgets it. Uploaded bytes \
+            and peers served count since minitorrd started.\n\n\
+            Example:\n  minitorrctl list_shares\n  minitorrctl --json list_shares"
+    )]
+    ListShares,
 }
 
 impl Command {

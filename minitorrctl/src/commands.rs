@@ -206,6 +206,7 @@ pub fn plan(cmd: Command, cwd: &Path, passwords: &mut dyn PasswordSource) -> Res
         }
         Command::Completions { shell } => return Ok(Plan::Completions(shell)),
         Command::Man { out_dir } => return Ok(Plan::Man(out_dir)),
+        Command::ListShares => Request::ListShares,
     };
     Ok(Plan::Send(req))
 }
@@ -300,6 +301,8 @@ pub fn render(
         (Response::Status(s), true) => json::render_status(s, socket),
         (Response::Devices(d), false) => human::render_devices(d),
         (Response::Devices(d), true) => json::render_devices(d),
+        (Response::Shares(s), false) => human::render_shares(s, style),
+        (Response::Shares(s), true) => json::render_shares(s),
     })
 }
 
@@ -436,6 +439,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Status(_) => "Status",
         Response::Error(_) => "Error",
         Response::Devices(_) => "Devices",
+        Response::Shares(_) => "Shares",
     }
 }
 
@@ -498,6 +502,28 @@ mod tests {
                 timeout: None
             }
         );
+    }
+
+    /// `dir/` means "a directory, create it if missing" to the daemon: the slash must survive
+    /// (PathBuf equality ignores it, so compare the raw strings).
+    #[test]
+    fn a_trailing_slash_on_the_destination_reaches_the_daemon() {
+        for (given, sent) in [
+            ("reports/", "/home/alice/work/reports/"),
+            ("reports", "/home/alice/work/reports"),
+            ("../out/", "/home/alice/work/../out/"),
+            ("/srv/in/", "/srv/in/"),
+        ] {
+            let (p, _) = plan_of(&["download_file", "g1", "a.iso", given]);
+            let Plan::Download {
+                request: Request::DownloadFile { dest, .. },
+                ..
+            } = p
+            else {
+                panic!("{p:?}")
+            };
+            assert_eq!(dest.as_os_str(), sent, "{given}");
+        }
     }
 
     #[test]

@@ -39,6 +39,16 @@ pub struct ShareRecord {
     pub path: PathBuf,
     pub stamp: FileStamp,
     pub meta: FileMeta,
+    /// Set while the file is withdrawn from the tracker because it changed or vanished on
+    /// disk; cleared when it is offered again (it came back with the shared content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn: Option<Withdrawn>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Withdrawn {
+    Changed,
+    Missing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +193,7 @@ mod tests {
                 ino: 0,
             },
             meta: meta.clone(),
+            withdrawn: None,
         });
         st.user("alice").upsert_share(ShareRecord {
             group: "g1".into(),
@@ -194,6 +205,7 @@ mod tests {
                 ino: 0,
             },
             meta,
+            withdrawn: None,
         });
         st.save(&path).unwrap();
         let back = StateFile::load(&path).unwrap();
@@ -227,6 +239,7 @@ mod tests {
                 sha1: Sha1Hash([1; 20]),
                 pieces: vec![Sha1Hash([2; 20])],
             },
+            withdrawn: None,
         });
         st.save(&path).unwrap();
         let back = StateFile::load(&path).unwrap();

@@ -101,6 +101,8 @@ pub enum Request {
     RemoveDownload {
         which: RemoveDownloads,
     },
+    /// What this daemon shares (its complete files), with their state on disk.
+    ListShares,
 }
 
 /// Which entries `remove` forgets.
@@ -143,6 +145,7 @@ impl Request {
             Request::PauseDownload { .. } => "pause",
             Request::ResumeDownload { .. } => "resume",
             Request::RemoveDownload { .. } => "remove",
+            Request::ListShares => "list_shares",
         }
     }
 }
@@ -170,6 +173,37 @@ pub enum Response {
     Status(DaemonStatus),
     Error(ErrorReply),
     Devices(Vec<crate::types::DeviceInfo>),
+    Shares(Vec<ShareStatus>),
+}
+
+/// One shared file, as `list_shares` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ShareStatus {
+    pub group: String,
+    pub file: String,
+    /// Where it is served from on this machine.
+    pub path: PathBuf,
+    pub size: u64,
+    /// Piece bytes sent to other members since minitorrd started.
+    pub uploaded_bytes: u64,
+    /// Distinct members sent at least one piece since minitorrd started.
+    pub peers_served: u32,
+    pub state: ShareState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum ShareState {
+    /// Registered with the tracker and served.
+    Serving,
+    /// Changed on disk since it was shared: withdrawn from the tracker; offered again if it
+    /// comes back with the shared content.
+    Changed,
+    /// Gone from disk: withdrawn; offered again if it comes back unchanged.
+    Missing,
+    /// Unchanged on disk but not registered with the tracker yet (it was unreachable); retried.
+    Waiting,
 }
 
 /// What happened at login: shares brought back, and ones that could not be.

@@ -701,3 +701,9 @@ pub fn requests(peer: &Peer, group: &str) -> Vec<String> {
         .map(|u| u.as_str().unwrap().to_owned())
         .collect()
 }
+
+/// The process id of a running tracker (to stop and continue it: an unreachable tracker whose
+/// connections hang rather than being refused).
+pub fn tracker_pid(t: &Tracker) -> u32 {
+    t.child.as_ref().expect("tracker running").id()
+}

@@ -310,6 +310,16 @@ pub fn render_uploaded(f: &FileSummary) -> String {
 }
 
 pub fn render_download_started(d: &DownloadStatus) -> String {
+    if d.state == proto::control::DownloadState::Complete {
+        // The destination already held this very file (same size and SHA1).
+        return format!(
+            "{} already holds {} from {} ({}, same SHA1): complete, and shared\n",
+            clean(&d.dest.to_string_lossy()),
+            clean(&d.file),
+            clean(&d.group),
+            size(d.size)
+        );
+    }
     format!(
         "downloading {} from {} to {} ({})\nfollow it with: minitorrctl wait {} {}\n",
         clean(&d.file),
@@ -599,6 +609,54 @@ fn unix_time(t: u64) -> String {
         secs % 3600 / 60,
         secs % 60
     )
+}
+
+/// `list_shares`: one row per shared file.
+pub fn render_shares(shares: &[proto::control::ShareStatus], style: Style) -> String {
+    use proto::control::ShareState;
+    if shares.is_empty() {
+        return "you share no files; share one with: minitorrctl upload_file <file_path> <group_id>\n"
+            .to_owned();
+    }
+    let rows: Vec<Vec<String>> = shares
+        .iter()
+        .map(|s| {
+            let state = match s.state {
+                ShareState::Serving => "serving",
+                ShareState::Changed => "changed on disk",
+                ShareState::Missing => "missing",
+                ShareState::Waiting => "waiting for tracker",
+            }
+            .to_owned();
+            vec![
+                clean(&s.group).into_owned(),
+                clean(&s.file).into_owned(),
+                size(s.size),
+                size(s.uploaded_bytes),
+                s.peers_served.to_string(),
+                state,
+                clean(&s.path.to_string_lossy()).into_owned(),
+            ]
+        })
+        .collect();
+    use Align::*;
+    let mut lines = table(
+        Some(&[
+            "GROUP", "FILE", "SIZE", "UPLOADED", "PEERS", "STATE", "PATH",
+        ]),
+        &[Left, Left, Right, Right, Right, Left, Left],
+        &rows,
+    );
+    lines[0] = style.bold(&lines[0]);
+    let serving = shares
+        .iter()
+        .filter(|s| s.state == ShareState::Serving)
+        .count();
+    lines.push(format!(
+        "Sum: {}, {serving} serving",
+        plural(shares.len() as u64, "file", "files")
+    ));
+    join_lines(lines)
 }
 
 #[cfg(test)]

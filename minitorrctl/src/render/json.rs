@@ -416,3 +416,48 @@ mod tests {
         assert!(sha1.chars().all(|c| c.is_ascii_hexdigit()));
     }
 }
+
+#[derive(Debug, Serialize)]
+pub struct ShareView<'a> {
+    pub group: &'a str,
+    pub file: &'a str,
+    pub path: String,
+    pub size: u64,
+    pub uploaded_bytes: u64,
+    pub peers_served: u32,
+    /// "serving", "changed", "missing" or "waiting".
+    pub state: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SharesView<'a> {
+    pub shares: Vec<ShareView<'a>>,
+}
+
+pub fn share_state(s: proto::control::ShareState) -> &'static str {
+    use proto::control::ShareState;
+    match s {
+        ShareState::Serving => "serving",
+        ShareState::Changed => "changed",
+        ShareState::Missing => "missing",
+        ShareState::Waiting => "waiting",
+    }
+}
+
+/// `list_shares`.
+pub fn render_shares(shares: &[proto::control::ShareStatus]) -> String {
+    to_document(&SharesView {
+        shares: shares
+            .iter()
+            .map(|s| ShareView {
+                group: &s.group,
+                file: &s.file,
+                path: s.path.to_string_lossy().into_owned(),
+                size: s.size,
+                uploaded_bytes: s.uploaded_bytes,
+                peers_served: s.peers_served,
+                state: share_state(s.state),
+            })
+            .collect(),
+    })
+}

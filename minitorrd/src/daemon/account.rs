@@ -10,7 +10,7 @@ use super::{fail, unexpected, Daemon, DownloadEntry, Reply};
 use crate::download::storage::part_path_for;
 use crate::sharing::hasher::{hash_file, FileStamp};
 use crate::sharing::SharedFile;
-use crate::state::{DownloadRecord, RecordState, ShareRecord};
+use crate::state::{DownloadRecord, RecordState, ShareRecord, Withdrawn};
 use crate::tracker::Session;
 
 /// Every this many heartbeats the ticket-key list is fetched again (30 s by default).
@@ -119,6 +119,7 @@ impl Daemon {
         };
         self.restore_shares(&session, &mut report).await;
         self.restore_downloads(&session, &mut report).await;
+        self.start_share_watch(session.clone());
         report
     }
 
@@ -255,7 +256,8 @@ impl Daemon {
 
     async fn reannounce(&self, session: &Session) {
         let records = self.state.lock().await.user(&session.user).shares.clone();
-        for rec in records {
+        // Withdrawn files (changed or gone on disk) stay withdrawn until they come back.
+        for rec in records.into_iter().filter(|r| r.withdrawn.is_none()) {
             let call = Call::Share {
                 group: rec.group.clone(),
                 meta: rec.meta.clone(),
@@ -277,11 +279,19 @@ impl Daemon {
         for mut rec in records {
             let what = format!("{} in {}", rec.meta.name, rec.group);
             match self.check_on_disk(&mut rec).await {
-                Ok(()) => {}
+                Ok(()) => rec.withdrawn = None,
                 Err(why) => {
                     report
                         .problems
                         .push(format!("{what}: {why}; no longer shared"));
+                    // Kept, withdrawn: list_shares shows it, and it is offered again if
+                    // the file comes back unchanged (stop_share forgets it).
+                    rec.withdrawn = Some(if rec.path.symlink_metadata().is_err() {
+                        Withdrawn::Missing
+                    } else {
+                        Withdrawn::Changed
+                    });
+                    keep.push(rec.clone());
                     let _ = self
                         .call_with(
                             Some(&session.token),
@@ -395,6 +405,7 @@ impl Daemon {
             path: rec.dest.clone(),
             stamp,
             meta: rec.meta.clone(),
+            withdrawn: None,
         };
         let call = Call::Share {
             group: rec.group.clone(),

@@ -246,6 +246,7 @@ impl Daemon {
                                 path: rec.dest.clone(),
                                 stamp,
                                 meta: rec.meta.clone(),
+                                withdrawn: None,
                             })
                         }
                         Err(e) => tracing::warn!(error = %e, "finished file vanished"),
@@ -314,6 +315,8 @@ impl Daemon {
             }
             self.save_state(&state).await;
         }
+        // The share watcher learns of files that started or stopped being shared.
+        self.shares.changed().notify_one();
         tracing::info!(dest = %dest.display(), change = what, "download state changed");
         self.ensure_control_task();
         if frees_slot {

@@ -10,7 +10,7 @@ use minitorr_proto::types::{FileMeta, FileSummary, Sha1Hash};
 
 use super::downloads::{Change, StopIntent};
 use super::{fail, unexpected, Daemon, DownloadEntry, Reply};
-use crate::download::{storage, Download, DownloadEnv, Outcome};
+use crate::download::{dest, storage, Download, DownloadEnv, Outcome};
 use crate::sharing::hasher::hash_file;
 use crate::sharing::SharedFile;
 use crate::state::{DownloadRecord, RecordState, ShareRecord};
@@ -110,10 +110,13 @@ impl Daemon {
                 path,
                 stamp,
                 meta: (*meta).clone(),
+                withdrawn: None,
             };
             state.user(&session.user).upsert_share(rec);
             self.save_state(&state).await;
         }
+        // The share watcher picks up the new record (and watches its directory) now.
+        self.shares.changed().notify_one();
         tracing::info!(file = %name, %group, size = meta.size, "shared");
         let summary = match self
             .call(Call::ListFiles {
@@ -135,41 +138,154 @@ impl Daemon {
         })))
     }
 
+    /// Start a download to `dest`, resolved like `cp` resolves its target (see
+    /// [`dest::resolve`]): everything that can be refused is refused here, before a byte is
+    /// fetched; an identical file already at the destination is adopted and shared at once.
     pub(super) async fn download_file(
         self: &Arc<Self>,
         group: String,
         file: String,
         dest: PathBuf,
     ) -> Reply<Response> {
-        self.current_session()?;
+        let session = self.current_session()?;
         validate_file_name(&file).map_err(|e| invalid(e.to_string()))?;
-        let dest = if dest.is_dir() {
-            dest.join(&file)
-        } else {
-            dest
-        };
-        let dest = resolve_destination(&dest)?;
-        // Something at the name in any form (file, symlink — even dangling —, FIFO) is never
-        // replaced; the final link would fail anyway, this just says so before downloading.
-        if dest.symlink_metadata().is_ok() {
-            return Err(refused(format!(
-                "{} already exists; not overwriting it",
-                dest.display()
-            )));
-        }
+        let plan = dest::resolve(&dest, &file, &dest::Disk).map_err(|e| invalid(e.to_string()))?;
         // Reserved before the first await: a second identical request is refused here
         // instead of both passing the check (see `downloads::Daemon::reserve`).
         let reservation = self.reserve(&group, &file, false)?;
         if self.shares.get(&group, &file).is_some() {
             return Err(refused(format!("you already share {file} in {group}")));
         }
-        if !reservation.run {
-            let status = self.queue_download(group, file, dest).await?;
-            return Ok(Response::DownloadStarted(status));
+        if plan.existing_file {
+            return self
+                .download_onto_existing(&session, group, file, plan)
+                .await;
         }
-        let dl = self.start_download(group, file, dest, None).await?;
+        // Only the last level of a `dir/` destination, only now that nothing else can be
+        // refused locally, and removed again if the tracker then refuses the download.
+        let created = if plan.create_dir {
+            match std::fs::create_dir(&plan.dir) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                Err(e) => {
+                    return Err(invalid(format!(
+                        "cannot create directory {}: {e}",
+                        plan.dir.display()
+                    )))
+                }
+            }
+        } else {
+            false
+        };
+        let started = async {
+            let dest = checked_dir(&plan.dir)?.join(&plan.name);
+            if !reservation.run {
+                return self.queue_download(group, file, dest).await;
+            }
+            Ok(self.start_download(group, file, dest, None).await?.status())
+        }
+        .await;
         drop(reservation);
-        Ok(Response::DownloadStarted(dl.status()))
+        match started {
+            Ok(status) => Ok(Response::DownloadStarted(status)),
+            Err(e) => {
+                if created {
+                    // Empty unless something else wrote there meanwhile: then it stays.
+                    let _ = std::fs::remove_dir(&plan.dir);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A regular file already sits at the destination: if it is the group's file (same size,
+    /// same piece and whole-file SHA1, hashed streaming on the blocking pool) the download is
+    /// complete at once and the file is shared; anything else is refused — never overwritten.
+    async fn download_onto_existing(
+        &self,
+        session: &crate::tracker::Session,
+        group: String,
+        file: String,
+        plan: dest::Resolved,
+    ) -> Reply<Response> {
+        let dest = checked_dir(&plan.dir)?.join(&plan.name);
+        let details = match self
+            .call(Call::GetFile {
+                group: group.clone(),
+                file: file.clone(),
+            })
+            .await?
+        {
+            tracker::Response::File(d) => *d,
+            other => return Err(unexpected(other)),
+        };
+        let meta = details.meta;
+        let different = |how: String| {
+            refused(format!(
+                "{} already exists with other content than {file} in {group} ({how}); not \
+                 overwriting it: remove it or choose another destination",
+                dest.display()
+            ))
+        };
+        let size = std::fs::symlink_metadata(&dest)
+            .map_err(|e| invalid(format!("cannot read {}: {e}", dest.display())))?
+            .len();
+        if size != meta.size {
+            return Err(different(format!("{size} bytes, not {}", meta.size)));
+        }
+        let (p, n, ps) = (dest.clone(), meta.name.clone(), meta.piece_size);
+        let (mine, stamp) = self
+            .pool
+            .run(move || hash_file(&p, &n, ps))
+            .await
+            .map_err(|e| invalid(format!("cannot read {}: {e}", dest.display())))?;
+        if mine.sha1 != meta.sha1 || mine.pieces != meta.pieces {
+            return Err(different("same size, different SHA1".into()));
+        }
+        self.call(Call::Share {
+            group: group.clone(),
+            meta: meta.clone(),
+            complete: true,
+        })
+        .await?;
+        let shared =
+            SharedFile::complete(group.clone(), Arc::new(meta.clone()), dest.clone(), stamp)
+                .map_err(|e| invalid(format!("cannot open {}: {e}", dest.display())))?;
+        self.shares.insert(shared);
+        let rec = DownloadRecord {
+            group: group.clone(),
+            dest: dest.clone(),
+            meta: meta.clone(),
+            state: RecordState::Complete,
+            error: None,
+            bytes_done: meta.size,
+            pieces_done: meta.piece_count(),
+        };
+        {
+            let mut state = self.state.lock().await;
+            let u = state.user(&session.user);
+            u.upsert_download(rec.clone());
+            u.upsert_share(ShareRecord {
+                group: group.clone(),
+                path: dest.clone(),
+                stamp,
+                meta,
+                withdrawn: None,
+            });
+            self.save_state(&state).await;
+        }
+        self.shares.changed().notify_one();
+        let status = record_status(&rec);
+        {
+            let mut list = self.downloads.lock().expect("lock");
+            list.retain(|e| match e {
+                DownloadEntry::Record(r) => r.dest != dest,
+                DownloadEntry::Live(d) => !(d.dest == dest && d.is_finished()),
+            });
+            list.push(DownloadEntry::Record(rec));
+        }
+        tracing::info!(%file, %group, dest = %dest.display(), "identical file already at the destination: complete, shared");
+        Ok(Response::DownloadStarted(status))
     }
 
     pub(super) fn live_download(&self, group: &str, file: &str) -> Option<Arc<Download>> {
@@ -321,7 +437,17 @@ impl Daemon {
                 "{file} in {group} is still downloading; wait for it to finish"
             )));
         }
-        let had_locally = self.shares.remove(&group, &file).is_some();
+        let served = self.shares.remove(&group, &file).is_some();
+        // A share withdrawn because its file changed is not served but still ours to forget.
+        let recorded = self
+            .state
+            .lock()
+            .await
+            .user(&session.user)
+            .shares
+            .iter()
+            .any(|r| r.group == group && r.meta.name == file);
+        let had_locally = served || recorded;
         // Connections already serving it close now, not when the peer next asks.
         self.live.close_file(&group, &file);
         match self
@@ -344,17 +470,10 @@ impl Daemon {
     }
 }
 
-/// `dest` with its directory resolved to a real path (the user may name it through links of
-/// their own), checked up front as the download will check it again on its own handle: it
-/// must exist and be owned by the uid minitorrd runs as (see [`storage::DestDir::open`]).
-fn resolve_destination(dest: &Path) -> Reply<PathBuf> {
-    let dir = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("/"),
-    };
-    let name = dest
-        .file_name()
-        .ok_or_else(|| invalid(format!("{} does not name a file", dest.display())))?;
+/// The real path of the directory a download goes into (the user may name it through links
+/// of their own), checked up front as the download will check it again on its own handle: it
+/// must be owned by the uid minitorrd runs as (see [`storage::DestDir::open`]).
+fn checked_dir(dir: &Path) -> Reply<PathBuf> {
     let real = std::fs::canonicalize(dir).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             invalid(format!(
@@ -369,7 +488,7 @@ fn resolve_destination(dest: &Path) -> Reply<PathBuf> {
         }
     })?;
     storage::DestDir::open(&real).map_err(storage_reply)?;
-    Ok(real.join(name))
+    Ok(real)
 }
 
 /// A refusal to store (directory not ours, no room, planted part file) is `Refused`; an I/O

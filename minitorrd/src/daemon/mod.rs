@@ -9,6 +9,7 @@ mod files;
 mod groups;
 mod names;
 pub mod retry;
+mod shares;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -64,6 +65,8 @@ pub struct Daemon {
     pub(crate) verifying: Mutex<Vec<Arc<files::Verifying>>>,
     /// Download control: reservations, stop intents, the queue and retry (daemon/downloads.rs).
     pub(crate) ctl: downloads::Control,
+    /// The watcher of this login's shared files (see `shares.rs`).
+    pub(crate) share_watch: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// How long `status` waits for the tracker to answer its round trip.
@@ -114,6 +117,7 @@ impl Daemon {
             auto_session: std::sync::atomic::AtomicBool::new(false),
             verifying: Mutex::new(Vec::new()),
             ctl: downloads::Control::default(),
+            share_watch: Mutex::new(None),
             cfg,
         })
     }
@@ -175,6 +179,7 @@ impl Daemon {
             Request::PauseDownload { group, file } => self.pause_download(group, file).await,
             Request::ResumeDownload { group, file } => self.resume_download(group, file).await,
             Request::RemoveDownload { which } => self.remove_downloads(which).await,
+            Request::ListShares => self.list_shares().await,
         };
         if matches!(result, Ok(Response::LoggedIn(_))) {
             // Downloads queued before a restart start now; failed ones are watched for holders.
@@ -260,6 +265,9 @@ impl Daemon {
             h.abort();
         }
         if let Some(h) = self.events.lock().expect("lock").take() {
+            h.abort();
+        }
+        if let Some(h) = self.share_watch.lock().expect("lock").take() {
             h.abort();
         }
         for entry in self.downloads.lock().expect("lock").drain(..) {

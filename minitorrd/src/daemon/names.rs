@@ -24,11 +24,13 @@ pub(super) fn normalize(req: &mut Request) -> Result<(), ErrorReply> {
         | Request::ListGroups
         | Request::ShowDownloads
         | Request::Status
-        | Request::Devices => Ok(()),
+        | Request::Devices
+        | Request::ListShares => Ok(()),
         Request::RevokeDevice { name } => norm(name, names::device),
         Request::RemoveDownload {
             which: RemoveDownloads::Failed | RemoveDownloads::Complete,
         } => Ok(()),
+
         Request::CreateGroup { group }
         | Request::JoinGroup { group }
         | Request::LeaveGroup { group }

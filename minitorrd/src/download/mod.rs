@@ -12,6 +12,7 @@
 //!
 //! Lock order: `picker` before `progress`; neither is held across an `.await`.
 
+pub mod dest;
 mod peer;
 pub mod picker;
 pub mod progress;
@@ -268,6 +269,10 @@ impl Download {
         let mut stalled_since: Option<Instant> = None;
         let mut announced_partial = self.pieces_done() > 0;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        // Tracker refreshes run beside the loop, never in it: a tracker that hangs (or is
+        // gone) must not hold up peers, completion or cancellation. One at a time.
+        let (refresh_tx, mut refresh_rx) = tokio::sync::mpsc::channel(1);
+        let mut refreshing: Option<tokio_util::task::AbortOnDropHandle<()>> = None;
 
         loop {
             if self.picker.lock().expect("lock").is_complete() {
@@ -276,7 +281,7 @@ impl Download {
             }
             if !announced_partial && self.pieces_done() > 0 {
                 announced_partial = true;
-                self.announce(&env, false).await;
+                self.announce_in_background(&env, false);
             }
             // Connect to known peers we are not talking to yet.
             let now = Instant::now();
@@ -347,6 +352,20 @@ impl Download {
                 }
                 _ = tick.tick() => {}
                 _ = self.changed.notified() => {}
+                Some(result) = refresh_rx.recv() => {
+                    refreshing = None;
+                    match result {
+                        Ok(d) => {
+                            let d: FileDetails = d;
+                            renew_at = renew_time(&d.ticket);
+                            ticket_tx.send_replace(d.ticket);
+                            self.learn_peers(&env, d.peers, &mut known);
+                        }
+                        Err(e) => {
+                            tracing::warn!(file = %self.meta.name, error = %e, "peer refresh failed")
+                        }
+                    }
+                }
                 _ = self.cancel.cancelled() => {
                     tasks.shutdown().await;
                     return Outcome::Paused;
@@ -374,18 +393,14 @@ impl Download {
             // expires (ticket TTLs shorter than REFRESH_EVERY exist).
             let ticket_due =
                 unix_now() >= renew_at && last_refresh.elapsed() >= Duration::from_secs(1);
-            if last_refresh.elapsed() >= refresh_due || ticket_due {
+            if (last_refresh.elapsed() >= refresh_due || ticket_due) && refreshing.is_none() {
                 last_refresh = Instant::now();
-                match self.refresh(&env).await {
-                    Ok(d) => {
-                        renew_at = renew_time(&d.ticket);
-                        ticket_tx.send_replace(d.ticket);
-                        self.learn_peers(&env, d.peers, &mut known);
-                    }
-                    Err(e) => {
-                        tracing::warn!(file = %self.meta.name, error = %e, "peer refresh failed")
-                    }
-                }
+                let (me, env, tx) = (self.clone(), env.clone(), refresh_tx.clone());
+                refreshing = Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+                    async move {
+                        let _ = tx.send(me.refresh(&env).await).await;
+                    },
+                )));
             }
             if let Some(since) = stalled_since {
                 if since.elapsed() >= STALL_TIMEOUT {
@@ -423,26 +438,56 @@ impl Download {
         }
     }
 
-    /// Tell the tracker we hold (part of) the file, so others can fetch from us.
-    async fn announce(&self, env: &DownloadEnv, complete: bool) {
+    /// Tell the tracker we hold (part of) the file, so others can fetch from us. Returns
+    /// false when the tracker could not be reached (worth retrying); a refusal is final.
+    async fn announce(&self, env: &DownloadEnv, complete: bool) -> bool {
         let call = Call::Share {
             group: self.group.clone(),
             meta: (*self.meta).clone(),
             complete,
         };
         match env.tracker.call(Some(&env.token), call).await {
-            Ok(Response::Ok { .. }) => {}
+            Ok(Response::Ok { .. }) => true,
             Ok(other) => {
-                tracing::warn!(file = %self.meta.name, answer = ?other, "tracker refused our share announcement")
+                tracing::warn!(file = %self.meta.name, answer = ?other, "tracker refused our share announcement");
+                true
             }
             Err(e) => {
-                tracing::warn!(file = %self.meta.name, error = %e, "could not announce share")
+                tracing::warn!(file = %self.meta.name, error = %e, "could not announce share; will retry");
+                false
             }
         }
     }
 
+    /// [`Self::announce`] off the download's path, retried with backoff (1 s doubling to 30 s)
+    /// while the tracker is unreachable: a download never waits for the tracker to finish,
+    /// and registers as a holder once the tracker is back. A partial announcement gives up
+    /// once the file is complete (the complete one supersedes it); both stop at logout.
+    fn announce_in_background(self: &Arc<Self>, env: &Arc<DownloadEnv>, complete: bool) {
+        let (me, env) = (self.clone(), env.clone());
+        tokio::spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                if !complete && me.shared.is_complete() {
+                    return;
+                }
+                if me.announce(&env, complete).await {
+                    if complete {
+                        tracing::info!(file = %me.meta.name, group = %me.group, "registered as a holder of the finished file");
+                    }
+                    return;
+                }
+                tokio::select! {
+                    _ = me.cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        });
+    }
+
     /// Whole-file SHA1, then move into place and become a full seeder.
-    async fn finish(&self, env: &DownloadEnv) -> Result<(), String> {
+    async fn finish(self: &Arc<Self>, env: &Arc<DownloadEnv>) -> Result<(), String> {
         let (part, meta, dest) = (self.part.clone(), self.meta.clone(), self.dest.clone());
         let whole = self
             .whole
@@ -474,7 +519,8 @@ impl Download {
             })
             .await?;
         self.shared.completed_at(&self.dest, stamp);
-        self.announce(env, true).await;
+        // Complete locally whatever the tracker's state: registering is retried behind.
+        self.announce_in_background(env, true);
         Ok(())
     }
 

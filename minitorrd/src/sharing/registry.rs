@@ -4,16 +4,16 @@
 //! bits as pieces verify (partial seeding) and announce them on `have_tx`, so connected
 //! downloaders learn about new pieces without asking.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 
 use minitorr_proto::types::{Bitfield, FileMeta};
 
@@ -38,6 +38,9 @@ pub struct SharedFile {
     stamp: Mutex<Option<FileStamp>>,
     stale: AtomicBool,
     have_tx: broadcast::Sender<u32>,
+    /// Set when inserted into [`Shares`]: woken when serving finds the file changed, so the
+    /// share watcher withdraws it from the tracker at once (detection on serve, last resort).
+    stale_signal: std::sync::OnceLock<Arc<Notify>>,
 }
 
 impl SharedFile {
@@ -95,6 +98,7 @@ impl SharedFile {
             stamp: Mutex::new(stamp),
             stale: AtomicBool::new(false),
             have_tx,
+            stale_signal: std::sync::OnceLock::new(),
         })
     }
 
@@ -156,6 +160,9 @@ impl SharedFile {
             if now.ok() != Some(expected) {
                 tracing::warn!(file = %self.meta.name, group = %self.group, "shared file changed on disk; no longer serving it");
                 self.stale.store(true, Ordering::Relaxed);
+                if let Some(n) = self.stale_signal.get() {
+                    n.notify_one();
+                }
                 return false;
             }
         }
@@ -177,15 +184,89 @@ impl SharedFile {
     }
 }
 
+/// What was served of one share, for `list_shares`. Kept per (group, file) across a
+/// withdrawal and re-offer of the file (in memory: counts start again with the daemon).
+#[derive(Default)]
+pub struct ShareStats {
+    uploaded: AtomicU64,
+    /// Distinct members served at least one piece (bounded: counting stops at 65 536).
+    peers: Mutex<HashSet<String>>,
+}
+
+impl ShareStats {
+    pub fn uploaded(&self, bytes: u64) {
+        self.uploaded.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn served(&self, user: &str) {
+        let mut peers = self.peers.lock().expect("lock");
+        if peers.len() < 65_536 && !peers.contains(user) {
+            peers.insert(user.to_owned());
+        }
+    }
+
+    /// (uploaded bytes, peers served)
+    pub fn snapshot(&self) -> (u64, u32) {
+        (
+            self.uploaded.load(Ordering::Relaxed),
+            self.peers.lock().expect("lock").len() as u32,
+        )
+    }
+}
+
 /// All files served, keyed by group and file name.
 #[derive(Default)]
 pub struct Shares {
     map: RwLock<HashMap<ShareKey, Arc<SharedFile>>>,
+    stats: Mutex<HashMap<ShareKey, Arc<ShareStats>>>,
+    /// Woken by a share found stale while serving, and when the set of shares changes.
+    changed: Arc<Notify>,
 }
 
 impl Shares {
     pub fn insert(&self, f: Arc<SharedFile>) {
+        let _ = f.stale_signal.set(self.changed.clone());
         self.map.write().expect("lock").insert(f.key(), f);
+        self.changed.notify_one();
+    }
+
+    /// Woken when a share was found changed while serving, or shares were added.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+
+    /// Upload counters of a share (created on first use).
+    pub fn stats(&self, group: &str, file: &str) -> Arc<ShareStats> {
+        let key = ShareKey {
+            group: group.into(),
+            file: file.into(),
+        };
+        self.stats
+            .lock()
+            .expect("lock")
+            .entry(key)
+            .or_default()
+            .clone()
+    }
+
+    /// Remove the entry only if `keep_if` says it is the one meant (e.g. the complete file
+    /// at a given path, not a download of the same name started since).
+    pub fn remove_if(
+        &self,
+        group: &str,
+        file: &str,
+        pred: impl FnOnce(&SharedFile) -> bool,
+    ) -> Option<Arc<SharedFile>> {
+        let key = ShareKey {
+            group: group.into(),
+            file: file.into(),
+        };
+        let mut map = self.map.write().expect("lock");
+        if map.get(&key).is_some_and(|f| pred(f)) {
+            map.remove(&key)
+        } else {
+            None
+        }
     }
 
     pub fn get(&self, group: &str, file: &str) -> Option<Arc<SharedFile>> {

@@ -184,7 +184,7 @@ impl Conn<'_> {
             return;
         };
         tokio::select! {
-            r = welcome_and_serve(framed, shared, self.srv, &live) => if let Err(e) = r {
+            r = welcome_and_serve(framed, shared, self.srv, &live, &claims.user) => if let Err(e) = r {
                 tracing::debug!(%addr, error = %e, "peer connection ended");
             },
             why = live.closed() => {
@@ -303,6 +303,7 @@ async fn welcome_and_serve<S: PeerStream>(
     shared: Arc<SharedFile>,
     srv: &Arc<PeerServer>,
     live: &Arc<LiveConn>,
+    user: &str,
 ) -> anyhow::Result<()> {
     let have_rx = shared.subscribe();
     framed
@@ -310,7 +311,7 @@ async fn welcome_and_serve<S: PeerStream>(
             have: shared.have(),
         })
         .await?;
-    serve_requests(framed, shared, have_rx, srv, live).await
+    serve_requests(framed, shared, have_rx, srv, live, user).await
 }
 
 /// Decide whether a ticket opens one of our shares.
@@ -358,7 +359,11 @@ async fn serve_requests<S: PeerStream>(
     mut have_rx: broadcast::Receiver<u32>,
     srv: &Arc<PeerServer>,
     live: &Arc<LiveConn>,
+    user: &str,
 ) -> anyhow::Result<()> {
+    // For list_shares: bytes sent and members served (counted at their first piece).
+    let stats = srv.shares.stats(&shared.group, &shared.meta.name);
+    let mut counted_peer = false;
     // From here on the stream is driven by hand: a reader half and a writer half, so that a
     // Cancel can overtake queued requests and reading never waits for disk or the rate
     // limiter. Piece bytes go out by the stream's fastest way (see `send_piece`).
@@ -414,6 +419,11 @@ async fn serve_requests<S: PeerStream>(
                     srv.upload_limit.acquire(len as usize).await;
                     piece_buf =
                         send_piece(&mut wr, &mut out, piece_buf, &shared, piece, &srv.pool).await?;
+                    stats.uploaded(len as u64);
+                    if !counted_peer {
+                        counted_peer = true;
+                        stats.served(user);
+                    }
                 }
                 None if closed.load(Ordering::Acquire) => return Ok(()),
                 None => {
