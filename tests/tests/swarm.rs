@@ -86,7 +86,10 @@ fn leechers_started_together_trade_at_once_and_the_seeder_sends_little_more_than
         let t = t.unwrap_or_else(|| panic!("leecher l{i} never got a byte from another leecher"));
         // The target is ~1 s (measured in docs/DOWNLOADS.md); 8 s is far below the 15 s
         // refresh that was the only way to learn of partial holders before.
-        assert!(t < Duration::from_secs(8), "l{i}: first leecher byte after {t:?}");
+        assert!(
+            t < Duration::from_secs(8),
+            "l{i}: first leecher byte after {t:?}"
+        );
     }
 
     let mut from_seed = 0u64;

@@ -14,8 +14,8 @@
 
 mod peer;
 pub mod peers;
-pub mod pipeline;
 pub mod picker;
+pub mod pipeline;
 pub mod progress;
 pub mod storage;
 
@@ -564,7 +564,6 @@ impl Download {
         }
     }
 }
-
 
 fn describe_unavailable(pieces: &[u32]) -> String {
     let shown: Vec<String> = pieces.iter().take(5).map(|p| p.to_string()).collect();

@@ -334,7 +334,10 @@ mod tests {
         let again = b.to_connect(t + RECONNECT_AFTER);
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].1.addr, "a:1");
-        assert!(again[0].0 > ids.iter().map(|x| x.0).max().unwrap(), "fresh id");
+        assert!(
+            again[0].0 > ids.iter().map(|x| x.0).max().unwrap(),
+            "fresh id"
+        );
         // The tracker listing the liar again changes nothing.
         b.learn(peer("l", "l:1", 2), Source::Online);
         assert!(b.is_banned("l:1"));
@@ -417,7 +420,10 @@ mod tests {
         let t = Instant::now();
         let mut b = PeerBook::new("me:1", 8);
         assert_eq!(b.stall(true, t), Duration::ZERO);
-        assert_eq!(b.stall(true, t + Duration::from_secs(4)), Duration::from_secs(4));
+        assert_eq!(
+            b.stall(true, t + Duration::from_secs(4)),
+            Duration::from_secs(4)
+        );
         assert_eq!(b.stall(false, t + Duration::from_secs(5)), Duration::ZERO);
         assert_eq!(b.stall(true, t + Duration::from_secs(6)), Duration::ZERO);
     }

@@ -63,7 +63,10 @@ pub struct RttEstimate {
 
 impl RttEstimate {
     pub fn sample(&mut self, request_to_piece: Duration) {
-        self.min = Some(self.min.map_or(request_to_piece, |m| m.min(request_to_piece)));
+        self.min = Some(
+            self.min
+                .map_or(request_to_piece, |m| m.min(request_to_piece)),
+        );
     }
 
     /// Zero until the first piece arrived (then the depth is that of a short link).
@@ -103,7 +106,10 @@ mod tests {
             let rtt = Duration::from_millis(400);
             let d = target_depth(rate, rtt, 512 * KIB, 8);
             let allows = d as f64 * f64::from(512 * KIB) / rtt.as_secs_f64();
-            assert!(allows > rate * 1.2, "{rate_mib} MiB/s: depth {d} allows {allows}");
+            assert!(
+                allows > rate * 1.2,
+                "{rate_mib} MiB/s: depth {d} allows {allows}"
+            );
         }
     }
 

@@ -72,8 +72,12 @@ async fn holder_events_reach_the_group_with_address_and_device_key() {
     h.group("g2", &dave, &[]).await;
     let (mut sa, mut sd) = (sub(&h, &alice).await, sub(&h, &dave).await);
     // History so far: nothing about holders.
-    assert!(drain_all(&h.svc, &mut sa).await.iter().all(|k| !is_holder(k)));
-    h.ok(&bob, share("g1", meta("f.bin", 40_000, 3), false)).await;
+    assert!(drain_all(&h.svc, &mut sa)
+        .await
+        .iter()
+        .all(|k| !is_holder(k)));
+    h.ok(&bob, share("g1", meta("f.bin", 40_000, 3), false))
+        .await;
     let got = drain_all(&h.svc, &mut sa).await;
     let [EventKind::HolderOnline { group, file, peer }] = got.as_slice() else {
         panic!("{got:?}");
@@ -96,7 +100,10 @@ async fn holder_events_reach_the_group_with_address_and_device_key() {
         other => panic!("{other:?}"),
     }
     // Outsiders hear nothing.
-    assert!(drain_all(&h.svc, &mut sd).await.iter().all(|k| !is_holder(k)));
+    assert!(drain_all(&h.svc, &mut sd)
+        .await
+        .iter()
+        .all(|k| !is_holder(k)));
 
     h.ok(
         &bob,
@@ -119,7 +126,8 @@ async fn holder_events_reach_the_group_with_address_and_device_key() {
     );
 
     // Logout: one HolderGone per group where the user shares, at the session's address.
-    h.ok(&bob, share("g1", meta("f.bin", 40_000, 3), true)).await;
+    h.ok(&bob, share("g1", meta("f.bin", 40_000, 3), true))
+        .await;
     let online = drain_all(&h.svc, &mut sa).await;
     let EventKind::HolderOnline { peer, .. } = &online[0] else {
         panic!("{online:?}");
