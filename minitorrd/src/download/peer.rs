@@ -28,6 +28,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const SNUB_TIMEOUT: Duration = Duration::from_secs(20);
 /// Corrupt pieces tolerated from one peer before it is dropped for this download.
 const MAX_BAD_PIECES: u32 = 2;
+/// After `Elsewhere`, ask that seeder for the piece again only after this long (other
+/// downloaders have it meanwhile, or the seeder serves it the second time).
+const ELSEWHERE_COOLDOWN: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub enum PeerExit {
@@ -157,6 +160,9 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     let mut window_bytes = 0u64;
     let mut last_heard = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // Pieces the seeder told us to get elsewhere, and when: offered again by it after
+    // ELSEWHERE_COOLDOWN (it serves a second request; see sharing/upload_policy.rs).
+    let mut cooling: Vec<(Instant, u32)> = Vec::new();
 
     loop {
         // Keep the pipeline full. Pieces being verified still count against it: they are
@@ -214,6 +220,14 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                             dl.picker.lock().expect("lock").peer_lacks(id, piece);
                         }
                     }
+                    // Initial seeding: the seeder sent this piece into the swarm already.
+                    // Take it from another peer; ask this one again only after a while.
+                    Some(Ok(PeerMsg::Elsewhere { piece })) => {
+                        if inflight.remove(&piece).is_some() {
+                            dl.picker.lock().expect("lock").peer_lacks(id, piece);
+                            cooling.push((Instant::now(), piece));
+                        }
+                    }
                     Some(Ok(PeerMsg::Refused { reason })) => return Ok(PeerExit::Gone(format!("refused: {reason}"))),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Ok(PeerExit::Gone(format!("bad frame: {e}"))),
@@ -257,6 +271,17 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             inflight.remove(&piece);
             dl.piece_rejected(piece, id, &info.addr, false);
             framed.send(PeerMsg::Cancel { piece }).await?;
+        }
+
+        if cooling.first().is_some_and(|(at, _)| at.elapsed() >= ELSEWHERE_COOLDOWN) {
+            let mut p = dl.picker.lock().expect("lock");
+            cooling.retain(|&(at, piece)| {
+                let due = at.elapsed() >= ELSEWHERE_COOLDOWN;
+                if due {
+                    p.peer_has(id, piece);
+                }
+                !due
+            });
         }
 
         // Size the pipeline from this peer's recent rate and round trip (pipeline.rs).

@@ -385,6 +385,15 @@ async fn serve_requests<S: PeerStream>(
         }))
     };
 
+    // Initial seeding: this connection's id in the file's upload policy, closed on exit.
+    struct Registered<'a>(&'a SharedFile, super::upload_policy::ConnId);
+    impl Drop for Registered<'_> {
+        fn drop(&mut self) {
+            self.0.upload_close(self.1);
+        }
+    }
+    let registered = Registered(&shared, shared.upload_open());
+    let conn = registered.1;
     let mut out = BytesMut::new();
     let mut codec = links::peer();
     // Reused piece buffer for streams that cannot sendfile (TLS): frame header + piece bytes.
@@ -410,10 +419,15 @@ async fn serve_requests<S: PeerStream>(
                         codec.encode(PeerMsg::NoPiece { piece }, &mut out)?;
                         continue;
                     }
+                    if shared.upload_decide(conn, piece) == super::upload_policy::Decision::Elsewhere {
+                        codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
+                        continue;
+                    }
                     let len = shared.meta.piece_len(piece);
                     srv.upload_limit.acquire(len as usize).await;
                     piece_buf =
                         send_piece(&mut wr, &mut out, piece_buf, &shared, piece, &srv.pool).await?;
+                    shared.upload_sent(conn, piece);
                 }
                 None if closed.load(Ordering::Acquire) => return Ok(()),
                 None => {
@@ -434,6 +448,7 @@ async fn serve_requests<S: PeerStream>(
     }
     .await;
     reader.abort();
+    drop(registered);
     result
 }
 
