@@ -301,20 +301,19 @@ impl Download {
         }
         let mut tasks: JoinSet<(String, peer::PeerExit)> = JoinSet::new();
         let mut last_refresh = Instant::now();
-        // Announce ourselves as a holder at once, with whatever we have (maybe nothing): the
+        // Announce ourselves as a holder at once (right after connecting to the known holders,
+        // so the first piece is not delayed), with whatever we have (maybe nothing): the
         // tracker pushes `HolderOnline` to the group, so the other downloaders connect to us
         // within a second and take pieces as they verify (partial seeding). Retried at the
-        // first verified piece if the tracker could not be told now.
-        let mut announced = self.is_complete_now() || self.announce(&env, false).await;
+        // first verified piece if the tracker could not be told then.
+        let mut announced = self.is_complete_now();
+        let mut first_round = true;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
 
         loop {
             if self.is_complete_now() {
                 tasks.shutdown().await;
                 return Outcome::Completed;
-            }
-            if !announced && self.pieces_done() > 0 {
-                announced = self.announce(&env, false).await;
             }
             // Connect to known peers we are not talking to yet.
             for (id, info) in book.to_connect(Instant::now()) {
@@ -335,6 +334,10 @@ impl Download {
                     (addr, exit)
                 });
             }
+            if !announced && (first_round || self.pieces_done() > 0) {
+                announced = self.announce(&env, false).await;
+            }
+            first_round = false;
 
             tokio::select! {
                 Some(joined) = tasks.join_next() => {
