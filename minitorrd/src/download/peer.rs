@@ -273,7 +273,10 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             framed.send(PeerMsg::Cancel { piece }).await?;
         }
 
-        if cooling.first().is_some_and(|(at, _)| at.elapsed() >= ELSEWHERE_COOLDOWN) {
+        if cooling
+            .first()
+            .is_some_and(|(at, _)| at.elapsed() >= ELSEWHERE_COOLDOWN)
+        {
             let mut p = dl.picker.lock().expect("lock");
             cooling.retain(|&(at, piece)| {
                 let due = at.elapsed() >= ELSEWHERE_COOLDOWN;

@@ -134,6 +134,47 @@ mod tests {
         assert_eq!(max_slots(16 * 1024 * KIB), 4);
     }
 
+    /// The control loop on a model link (rate = min(bandwidth, depth × piece / rtt), the depth
+    /// recomputed every 500 ms as peer.rs does): from depth 2 it reaches ≥ 80 % of the
+    /// bandwidth within a few seconds on long links, whereas the old depth (no rtt term) stayed
+    /// latency-bound.
+    #[test]
+    fn on_a_model_long_link_the_rate_converges_to_the_bandwidth() {
+        let piece = 512 * KIB;
+        // (bandwidth, rtt, whether the old policy was latency-bound there)
+        for (bw_mib, rtt_ms, old_bound) in [
+            (10.0, 200, false),
+            (20.0, 400, true),
+            (40.0, 400, true),
+            (25.0, 100, false),
+            (60.0, 200, true),
+        ] {
+            let bw = bw_mib * MIB;
+            let rtt = Duration::from_millis(rtt_ms);
+            let mut depth = 2usize;
+            let mut old_depth = 2usize;
+            let mut steps = 0;
+            let rate = |d: usize| (d as f64 * f64::from(piece) / rtt.as_secs_f64()).min(bw);
+            while rate(depth) < 0.8 * bw {
+                depth = target_depth(rate(depth), rtt + Duration::from_millis(25), piece, 8);
+                old_depth = (2 + (rate(old_depth) * 0.25 / f64::from(piece)) as usize).clamp(2, 8);
+                steps += 1;
+                assert!(
+                    steps <= 20,
+                    "{bw_mib} MiB/s {rtt_ms} ms: stuck at depth {depth}"
+                );
+            }
+            for _ in 0..50 {
+                old_depth = (2 + (rate(old_depth) * 0.25 / f64::from(piece)) as usize).clamp(2, 8);
+            }
+            assert_eq!(
+                rate(old_depth) < 0.8 * bw,
+                old_bound,
+                "the old policy was latency-bound here ({bw_mib} MiB/s, {rtt_ms} ms)"
+            );
+        }
+    }
+
     #[test]
     fn the_rtt_estimate_is_the_smallest_sample() {
         let mut r = RttEstimate::default();

@@ -419,7 +419,9 @@ async fn serve_requests<S: PeerStream>(
                         codec.encode(PeerMsg::NoPiece { piece }, &mut out)?;
                         continue;
                     }
-                    if shared.upload_decide(conn, piece) == super::upload_policy::Decision::Elsewhere {
+                    if shared.upload_decide(conn, piece)
+                        == super::upload_policy::Decision::Elsewhere
+                    {
                         codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
                         continue;
                     }

@@ -80,8 +80,7 @@ impl UploadPolicy {
     /// May `conn` get `piece` from us now?
     pub fn decide(&mut self, conn: ConnId, piece: u32) -> Decision {
         let i = piece as usize;
-        if i >= self.sent.len() || self.sent[i] == 0 || self.unsent == 0 || self.live.len() <= 1
-        {
+        if i >= self.sent.len() || self.sent[i] == 0 || self.unsent == 0 || self.live.len() <= 1 {
             return Decision::Serve;
         }
         match self.first_to[i] {
