@@ -145,8 +145,8 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// New kinds go at the end (postcard encodes the variant index). Holder events (issue #11:
-/// a holder came online / went away) are meant to be added here.
+/// New kinds go at the end (postcard encodes the variant index). Revocations first, then the
+/// holder events (issue #11) that let downloaders of a file add and drop peers at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum EventKind {
