@@ -54,6 +54,13 @@ pub enum PeerMsg {
     Renew {
         ticket: Ticket,
     },
+    /// Seeder → downloader, instead of `Piece`: "take this piece from another downloader,
+    /// I already sent it into the swarm" (initial seeding, `minitorrd/src/sharing/
+    /// upload_policy.rs`). The downloader releases the request and does not ask this seeder
+    /// for it again for a second; asked again, the seeder serves it.
+    Elsewhere {
+        piece: u32,
+    },
     /// Piece data. Never postcard-encoded: see the module docs.
     #[serde(skip)]
     Piece {

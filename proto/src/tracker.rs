@@ -191,8 +191,8 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// New kinds go at the end (postcard encodes the variant index). Holder events (issue #11:
-/// a holder came online / went away) are meant to be added here.
+/// New kinds go at the end (postcard encodes the variant index). Revocations first, then the
+/// holder events (issue #11) that let downloaders of a file add and drop peers at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum EventKind {
@@ -207,6 +207,25 @@ pub enum EventKind {
     /// what it missed and must act as if everything was revoked (seeders close every peer
     /// connection; downloaders reconnect with fresh tickets).
     Resync,
+    /// `peer` (one logged-in session of a member) now holds all or part of `file`: it shared
+    /// it, started downloading it (announced with zero pieces), completed it, or logged in and
+    /// re-shared it. Daemons downloading the file add it as a peer at once (issue #11).
+    /// `peer.device_key` is the key the tracker recorded at that session's login: the
+    /// downloader pins it exactly like a `GetFile` answer's.
+    HolderOnline {
+        group: String,
+        file: String,
+        peer: PeerInfo,
+    },
+    /// `user` stopped holding `file` (`stop_share`) — with `file: None`, every file of `group`
+    /// (the session at `addr` logged out). `addr: None`: every session of `user`.
+    /// Downloaders drop the matching peers (and stop reconnecting to them).
+    HolderGone {
+        group: String,
+        file: Option<String>,
+        user: String,
+        addr: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -470,6 +470,11 @@ pub async fn open_served(seeder: SocketAddr, ticket: minitorr_proto::ticket::Tic
         if matches!(m, PeerMsg::Piece { piece: 0, .. }) {
             return f;
         }
+        // Initial seeding: piece 0 already went to another connection; asked again, the
+        // seeder serves it (sharing/upload_policy.rs).
+        if matches!(m, PeerMsg::Elsewhere { piece: 0 }) {
+            f.send(PeerMsg::Request { piece: 0 }).await.unwrap();
+        }
     }
 }
 

@@ -168,6 +168,11 @@ impl Daemon {
                 return; // history: only remembered, so old tickets stay refused
             }
             match &ev.kind {
+                // Holder changes go to the running downloads of that file (issue #11): they
+                // connect to a new holder, or stop reconnecting to a departed one, at once.
+                tracker::EventKind::HolderOnline { .. } | tracker::EventKind::HolderGone { .. } => {
+                    d.holder_event(&ev.kind);
+                }
                 tracker::EventKind::MemberGone { group, user: gone } if *gone == user => {
                     d.shares.remove_group(group);
                 }

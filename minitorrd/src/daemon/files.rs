@@ -303,6 +303,17 @@ impl Daemon {
             })
     }
 
+    /// A tracker holder event: hand it to every running download it concerns.
+    pub(super) fn holder_event(&self, kind: &minitorr_proto::tracker::EventKind) {
+        for e in self.downloads.lock().expect("lock").iter() {
+            if let DownloadEntry::Live(d) = e {
+                if !d.is_finished() {
+                    d.holder_event(kind);
+                }
+            }
+        }
+    }
+
     /// Ask the tracker for the file, open (or resume) the partial file, and start downloading.
     pub(super) async fn start_download(
         self: &Arc<Self>,

@@ -14,11 +14,12 @@
 
 pub mod dest;
 mod peer;
+pub mod peers;
 pub mod picker;
+pub mod pipeline;
 pub mod progress;
 pub mod storage;
 
-use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use minitorr_proto::control::{DownloadState, DownloadStatus};
 use minitorr_proto::ticket::Ticket;
-use minitorr_proto::tracker::{Call, FileDetails, Response};
+use minitorr_proto::tracker::{Call, EventKind, FileDetails, Response};
 use minitorr_proto::types::{FileMeta, PeerInfo};
 
 use crate::blocking::BlockingPool;
@@ -38,6 +39,7 @@ use crate::sharing::hasher::FileStamp;
 use crate::sharing::SharedFile;
 use crate::tracker::TrackerLink;
 
+use peers::{Ended, PeerBook, Source};
 use picker::{PeerId, Picker};
 use progress::Progress;
 use storage::{DestDir, PartFile, WholeFileHasher};
@@ -48,8 +50,17 @@ const REFRESH_EVERY: Duration = Duration::from_secs(15);
 const REFRESH_STALLED: Duration = Duration::from_secs(2);
 /// Give up when every missing piece has had no holder for this long.
 const STALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Wait before reconnecting to a peer that failed.
-const RECONNECT_AFTER: Duration = Duration::from_secs(3);
+/// Holder news queued for the coordinator at most (the tracker's events are bounded per
+/// batch; this only guards against a coordinator that is not running).
+const MAX_NEWS: usize = 4096;
+
+/// A holder change pushed by the tracker (`HolderOnline` / `HolderGone` events), for a
+/// running download of that file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HolderNews {
+    Online(PeerInfo),
+    Gone { user: String, addr: Option<String> },
+}
 
 /// What a download needs from the daemon.
 pub struct DownloadEnv {
@@ -85,10 +96,17 @@ pub struct Download {
     /// Pieces requested or being verified, over all peers: bounds the download's memory
     /// whatever the number of peers (each slot is at most one piece in our buffers).
     slots: Arc<tokio::sync::Semaphore>,
+    /// Slots created so far: `pipeline::base_slots`, grown up to `pipeline::max_slots` when a
+    /// long link's bandwidth-delay product needs more (see `grow_slots`).
+    slots_total: std::sync::atomic::AtomicUsize,
     /// Woken when a piece verifies (peers cancel duplicates, coordinator checks completion).
     changed: Notify,
     started: Instant,
     cancel: CancellationToken,
+    /// Holder changes from the tracker's push channel, drained by the coordinator (a lock of
+    /// its own, never held with another).
+    news: Mutex<Vec<HolderNews>>,
+    news_ready: Notify,
 }
 
 impl Download {
@@ -148,7 +166,7 @@ impl Download {
             have.clone(),
         );
         let part = Arc::new(part);
-        let slots = memory_slots(meta.piece_size);
+        let slots = pipeline::base_slots(meta.piece_size);
         let whole =
             WholeFileHasher::start(part.clone()).map_err(|source| storage::StorageError::Io {
                 what: "start hashing",
@@ -168,9 +186,12 @@ impl Download {
             part,
             whole: Mutex::new(Some(whole)),
             slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            slots_total: std::sync::atomic::AtomicUsize::new(slots),
             changed: Notify::new(),
             started: Instant::now(),
             cancel: CancellationToken::new(),
+            news: Mutex::new(Vec::new()),
+            news_ready: Notify::new(),
         }))
     }
 
@@ -185,6 +206,38 @@ impl Download {
 
     pub fn is_finished(&self) -> bool {
         self.progress.lock().expect("lock").state != DownloadState::Downloading
+    }
+
+    /// A tracker event about the holders of some file: queued for the coordinator if it is
+    /// about this download's file (`HolderGone` without a file covers every file of the
+    /// group). Returns whether it applied. Called from the event subscription (never blocks).
+    pub fn holder_event(&self, kind: &EventKind) -> bool {
+        let news = match kind {
+            EventKind::HolderOnline { group, file, peer }
+                if *group == self.group && *file == self.meta.name =>
+            {
+                HolderNews::Online(peer.clone())
+            }
+            EventKind::HolderGone {
+                group,
+                file,
+                user,
+                addr,
+            } if *group == self.group && file.as_ref().is_none_or(|f| *f == self.meta.name) => {
+                HolderNews::Gone {
+                    user: user.clone(),
+                    addr: addr.clone(),
+                }
+            }
+            _ => return false,
+        };
+        let mut q = self.news.lock().expect("lock");
+        if q.len() < MAX_NEWS {
+            q.push(news);
+        }
+        drop(q);
+        self.news_ready.notify_one();
+        true
     }
 
     /// Stop the download (logout, shutdown, or the user's stop_share); verified pieces stay.
@@ -256,18 +309,18 @@ impl Download {
         // (seeders close a connection whose ticket expired).
         let mut renew_at = renew_time(&details.ticket);
         let (ticket_tx, tickets) = tokio::sync::watch::channel(details.ticket);
-        let mut known: HashMap<String, PeerInfo> = HashMap::new();
-        self.learn_peers(&env, details.peers, &mut known);
+        let mut book = PeerBook::new(env.self_addr.clone(), env.max_peers);
+        for p in details.peers {
+            book.learn(p, Source::Listing);
+        }
         let mut tasks: JoinSet<(String, peer::PeerExit)> = JoinSet::new();
-        let mut connected: HashMap<String, PeerId> = HashMap::new();
-        let mut retry_at: HashMap<String, Instant> = HashMap::new();
-        let mut banned: HashSet<String> = HashSet::new();
-        // Holders that proved another key than the tracker listed, by (address, listed key).
-        let mut impostors: HashSet<(String, [u8; 32])> = HashSet::new();
-        let mut next_id: PeerId = 0;
         let mut last_refresh = Instant::now();
-        let mut stalled_since: Option<Instant> = None;
-        let mut announced_partial = self.pieces_done() > 0;
+        // Announce ourselves as a holder at once (right after connecting to the known holders,
+        // so the first piece is not delayed), with whatever we have (maybe nothing): the
+        // tracker pushes `HolderOnline` to the group, so the other downloaders connect to us
+        // within a second and take pieces as they verify (partial seeding). Retried with
+        // backoff in the background while the tracker cannot be told.
+        let mut announced = self.is_complete_now();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         // Tracker refreshes run beside the loop, never in it: a tracker that hangs (or is
         // gone) must not hold up peers, completion or cancellation. One at a time.
@@ -275,43 +328,20 @@ impl Download {
         let mut refreshing: Option<tokio_util::task::AbortOnDropHandle<()>> = None;
 
         loop {
-            if self.picker.lock().expect("lock").is_complete() {
+            if self.is_complete_now() {
                 tasks.shutdown().await;
                 return Outcome::Completed;
             }
-            if !announced_partial && self.pieces_done() > 0 {
-                announced_partial = true;
-                self.announce_in_background(&env, false);
-            }
             // Connect to known peers we are not talking to yet.
-            let now = Instant::now();
-            for (addr, info) in &known {
-                if connected.len() >= env.max_peers {
-                    break;
-                }
-                if connected.contains_key(addr)
-                    || banned.contains(addr)
-                    || impostors.contains(&(addr.clone(), info.device_key))
-                    || retry_at.get(addr).is_some_and(|t| *t > now)
-                {
-                    continue;
-                }
-                next_id += 1;
-                connected.insert(addr.clone(), next_id);
+            for (id, info) in book.to_connect(Instant::now()) {
                 self.progress
                     .lock()
                     .expect("lock")
-                    .peer(addr, &info.user)
+                    .peer(&info.addr, &info.user)
                     .connected = true;
-                let (dl, env, info, ticket, addr) = (
-                    self.clone(),
-                    env.clone(),
-                    info.clone(),
-                    tickets.clone(),
-                    addr.clone(),
-                );
-                let id = next_id;
+                let (dl, env, ticket) = (self.clone(), env.clone(), tickets.clone());
                 tasks.spawn(async move {
+                    let addr = info.addr.clone();
                     // A bug in one peer task must not leave the peer counted as connected forever.
                     let run =
                         std::panic::AssertUnwindSafe(peer::run_peer(dl, id, info, ticket, env));
@@ -321,35 +351,41 @@ impl Download {
                     (addr, exit)
                 });
             }
+            if !announced {
+                // Off the loop and retried with backoff: a tracker that hangs delays nothing.
+                announced = true;
+                self.announce_in_background(&env, false);
+            }
 
             tokio::select! {
                 Some(joined) = tasks.join_next() => {
                     let Ok((addr, exit)) = joined else { continue };
-                    if let Some(id) = connected.remove(&addr) {
-                        self.picker.lock().expect("lock").remove_peer(id);
-                    }
-                    self.progress.lock().expect("lock").peer(&addr, "").connected = false;
-                    match exit {
+                    let ended = match exit {
                         peer::PeerExit::Liar => {
                             tracing::warn!(peer = %addr, file = %self.meta.name, "peer sent corrupt pieces repeatedly; dropped for this download");
-                            banned.insert(addr);
+                            Ended::Liar
                         }
-                        peer::PeerExit::Impostor(listed_key) => {
-                            impostors.insert((addr, listed_key));
-                        }
+                        peer::PeerExit::Impostor(listed_key) => Ended::Impostor(listed_key),
                         peer::PeerExit::Fatal(e) => {
                             tasks.shutdown().await;
                             return Outcome::Failed(e);
                         }
+                        peer::PeerExit::Unreachable(why) => {
+                            tracing::debug!(peer = %addr, %why, "cannot reach peer");
+                            Ended::Unreachable
+                        }
                         peer::PeerExit::Gone(why) => {
                             tracing::debug!(peer = %addr, %why, "peer connection ended");
-                            retry_at.insert(addr, Instant::now() + RECONNECT_AFTER);
+                            Ended::Closed
                         }
-                        peer::PeerExit::Done => {
-                            retry_at.insert(addr, Instant::now() + RECONNECT_AFTER);
-                        }
+                        peer::PeerExit::Done => Ended::Closed,
+                    };
+                    if let Some(id) = book.ended(&addr, ended, Instant::now()) {
+                        self.picker.lock().expect("lock").remove_peer(id);
                     }
+                    self.progress.lock().expect("lock").peer(&addr, "").connected = false;
                 }
+                _ = self.news_ready.notified() => {}
                 _ = tick.tick() => {}
                 _ = self.changed.notified() => {}
                 Some(result) = refresh_rx.recv() => {
@@ -359,7 +395,9 @@ impl Download {
                             let d: FileDetails = d;
                             renew_at = renew_time(&d.ticket);
                             ticket_tx.send_replace(d.ticket);
-                            self.learn_peers(&env, d.peers, &mut known);
+                            for p in d.peers {
+                                book.learn(p, Source::Listing);
+                            }
                         }
                         Err(e) => {
                             tracing::warn!(file = %self.meta.name, error = %e, "peer refresh failed")
@@ -371,6 +409,19 @@ impl Download {
                     return Outcome::Paused;
                 }
             }
+            let news = std::mem::take(&mut *self.news.lock().expect("lock"));
+            for n in news {
+                match n {
+                    HolderNews::Online(p) => {
+                        tracing::debug!(peer = %p.addr, user = %p.user, file = %self.meta.name, "holder online (tracker event)");
+                        book.learn(p, Source::Online);
+                    }
+                    HolderNews::Gone { user, addr } => {
+                        tracing::debug!(%user, ?addr, file = %self.meta.name, "holder gone (tracker event)");
+                        book.gone(&user, addr.as_deref());
+                    }
+                }
+            }
 
             // Stall detection: every piece we still need is held by nobody we are connected to.
             let (missing, unavailable) = {
@@ -378,12 +429,8 @@ impl Download {
                 (p.piece_count() - p.verified_count(), p.unavailable())
             };
             let stalled = missing > 0 && unavailable.len() as u32 == missing;
-            let wants_refresh = connected.is_empty() || !unavailable.is_empty();
-            stalled_since = if stalled {
-                stalled_since.or(Some(Instant::now()))
-            } else {
-                None
-            };
+            let wants_refresh = book.connected() == 0 || !unavailable.is_empty();
+            let stalled_for = book.stall(stalled, Instant::now());
             let refresh_due = if wants_refresh {
                 REFRESH_STALLED
             } else {
@@ -402,26 +449,15 @@ impl Download {
                     },
                 )));
             }
-            if let Some(since) = stalled_since {
-                if since.elapsed() >= STALL_TIMEOUT {
-                    tasks.shutdown().await;
-                    return Outcome::Failed(describe_unavailable(&unavailable));
-                }
+            if stalled_for >= STALL_TIMEOUT {
+                tasks.shutdown().await;
+                return Outcome::Failed(describe_unavailable(&unavailable));
             }
         }
     }
 
-    fn learn_peers(
-        &self,
-        env: &DownloadEnv,
-        peers: Vec<PeerInfo>,
-        known: &mut HashMap<String, PeerInfo>,
-    ) {
-        for p in peers {
-            if p.addr != env.self_addr {
-                known.insert(p.addr.clone(), p);
-            }
-        }
+    fn is_complete_now(&self) -> bool {
+        self.picker.lock().expect("lock").is_complete()
     }
 
     async fn refresh(&self, env: &DownloadEnv) -> Result<FileDetails, String> {
@@ -450,6 +486,7 @@ impl Download {
             Ok(Response::Ok { .. }) => true,
             Ok(other) => {
                 tracing::warn!(file = %self.meta.name, answer = ?other, "tracker refused our share announcement");
+                // Refused (e.g. not a member any more): retrying would not help.
                 true
             }
             Err(e) => {
@@ -556,6 +593,25 @@ impl Download {
         }
     }
 
+    /// One more memory slot, unless the download holds `pipeline::max_slots` already. Asked
+    /// by a peer whose bandwidth-delay product needs more requests outstanding than the free
+    /// slots allow (a long link); never given back (the bound is the maximum, not the
+    /// current use). True if a slot was added.
+    fn grow_slots(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let max = pipeline::max_slots(self.meta.piece_size);
+        let grown = self
+            .slots_total
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if grown {
+            self.slots.add_permits(1);
+        }
+        grown
+    }
+
     fn piece_rejected(&self, piece: u32, peer: PeerId, addr: &str, bad_hash: bool) {
         self.picker.lock().expect("lock").release(piece, peer);
         if bad_hash {
@@ -566,11 +622,6 @@ impl Download {
                 .bad_pieces += 1;
         }
     }
-}
-
-/// Pieces a download may hold in memory at once: 16 MiB worth, at least 4.
-fn memory_slots(piece_size: u32) -> usize {
-    ((16 * 1024 * 1024) / piece_size as usize).max(4)
 }
 
 fn describe_unavailable(pieces: &[u32]) -> String {

@@ -18,6 +18,7 @@ use minitorr_proto::types::PeerInfo;
 use minitorr_proto::{handshake, links, Link};
 
 use super::picker::PeerId;
+use super::pipeline::{self, RttEstimate};
 use super::{Download, DownloadEnv, PeerTicket, PeerTickets};
 use crate::peerlink::PeerLinkMode;
 use crate::sharing::hasher::sha1_of;
@@ -27,15 +28,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const SNUB_TIMEOUT: Duration = Duration::from_secs(20);
 /// Corrupt pieces tolerated from one peer before it is dropped for this download.
 const MAX_BAD_PIECES: u32 = 2;
-/// Aim to keep this much transfer time queued at the peer when sizing the pipeline.
-const PIPELINE_TARGET: Duration = Duration::from_millis(250);
+/// After `Elsewhere`, ask that seeder for the piece again only after this long (other
+/// downloaders have it meanwhile, or the seeder serves it the second time).
+const ELSEWHERE_COOLDOWN: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub enum PeerExit {
     /// Nothing left to get from this peer (or the download finished).
     Done,
-    /// Could not connect, refused us, or the connection failed.
+    /// Refused us, or the connection failed after it was made.
     Gone(String),
+    /// No TCP connection could be made (refused, timed out): a holder that crashed or left.
+    Unreachable(String),
     /// Sent corrupt data repeatedly: never again for this download.
     Liar,
     /// Proved a device key other than the one the tracker listed for it: never again for
@@ -74,7 +78,11 @@ async fn session(
     env: &DownloadEnv,
 ) -> anyhow::Result<PeerExit> {
     let ticket = tickets.borrow_and_update().clone();
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&info.addr)).await??;
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&info.addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return Ok(PeerExit::Unreachable(e.to_string())),
+        Err(_) => return Ok(PeerExit::Unreachable("connect timed out".into())),
+    };
     tcp.set_nodelay(true)?;
     match &env.link {
         PeerLinkMode::Tls(tls) => {
@@ -139,7 +147,12 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     let n = dl.meta.piece_count();
     // A request holds one of the download's memory slots until its piece is verified or given
     // up (dropping the permit releases it).
-    let mut inflight: HashMap<u32, OwnedSemaphorePermit> = HashMap::new();
+    // (slot, when it was requested): the request→piece time gives the round trip.
+    let mut inflight: HashMap<u32, (OwnedSemaphorePermit, Instant)> = HashMap::new();
+    let mut rtt = RttEstimate::default();
+    // The depth a short link would get (no round-trip term): slots beyond it are the
+    // bandwidth-delay product's, which may grow the download's memory (up to its maximum).
+    let mut short_depth = 2usize;
     let mut verifying = FuturesUnordered::new();
     let mut bad = 0u32;
     let mut depth = 2usize;
@@ -147,21 +160,34 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     let mut window_bytes = 0u64;
     let mut last_heard = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // Pieces the seeder told us to get elsewhere, and when: offered again by it after
+    // ELSEWHERE_COOLDOWN (it serves a second request; see sharing/upload_policy.rs).
+    let mut cooling: Vec<(Instant, u32)> = Vec::new();
 
     loop {
         // Keep the pipeline full. Pieces being verified still count against it: they are
         // buffers we hold, and that is what bounds memory per peer.
         let mut sent = false;
         while inflight.len() + verifying.len() < depth {
-            let Ok(slot) = dl.slots.clone().try_acquire_owned() else {
-                break;
+            let held = inflight.len() + verifying.len();
+            let slot = match dl.slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                // A long link needs more in flight than the free slots allow: grow the
+                // download's memory (bounded) for the bandwidth-delay part only.
+                Err(_) if held >= short_depth && dl.grow_slots() => {
+                    match dl.slots.clone().try_acquire_owned() {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    }
+                }
+                Err(_) => break,
             };
             let Some(piece) = dl.next_piece(id) else {
                 break;
             };
             env.limit.acquire(dl.meta.piece_len(piece) as usize).await;
             framed.feed(PeerMsg::Request { piece }).await?;
-            inflight.insert(piece, slot);
+            inflight.insert(piece, (slot, Instant::now()));
             sent = true;
         }
         if sent {
@@ -179,9 +205,10 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                 last_heard = Instant::now();
                 match msg {
                     Some(Ok(PeerMsg::Piece { piece, data })) => {
-                        let Some(slot) = inflight.remove(&piece) else {
+                        let Some((slot, asked)) = inflight.remove(&piece) else {
                             continue; // cancelled or never asked: ignore
                         };
+                        rtt.sample(asked.elapsed());
                         window_bytes += data.len() as u64;
                         verifying.push(verify_and_write(dl.clone(), env, piece, data, slot));
                     }
@@ -191,6 +218,14 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                     Some(Ok(PeerMsg::NoPiece { piece })) => {
                         if inflight.remove(&piece).is_some() {
                             dl.picker.lock().expect("lock").peer_lacks(id, piece);
+                        }
+                    }
+                    // Initial seeding: the seeder sent this piece into the swarm already.
+                    // Take it from another peer; ask this one again only after a while.
+                    Some(Ok(PeerMsg::Elsewhere { piece })) => {
+                        if inflight.remove(&piece).is_some() {
+                            dl.picker.lock().expect("lock").peer_lacks(id, piece);
+                            cooling.push((Instant::now(), piece));
                         }
                     }
                     Some(Ok(PeerMsg::Refused { reason })) => return Ok(PeerExit::Gone(format!("refused: {reason}"))),
@@ -238,13 +273,27 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             framed.send(PeerMsg::Cancel { piece }).await?;
         }
 
-        // Size the pipeline from this peer's recent rate.
+        if cooling
+            .first()
+            .is_some_and(|(at, _)| at.elapsed() >= ELSEWHERE_COOLDOWN)
+        {
+            let mut p = dl.picker.lock().expect("lock");
+            cooling.retain(|&(at, piece)| {
+                let due = at.elapsed() >= ELSEWHERE_COOLDOWN;
+                if due {
+                    p.peer_has(id, piece);
+                }
+                !due
+            });
+        }
+
+        // Size the pipeline from this peer's recent rate and round trip (pipeline.rs).
         let elapsed = window_start.elapsed();
         if elapsed >= Duration::from_millis(500) {
             let rate = window_bytes as f64 / elapsed.as_secs_f64();
-            let piece = dl.meta.piece_size as f64;
-            depth = (2 + (rate * PIPELINE_TARGET.as_secs_f64() / piece) as usize)
-                .clamp(2, env.max_depth);
+            let piece = dl.meta.piece_size;
+            short_depth = pipeline::target_depth(rate, Duration::ZERO, piece, env.max_depth);
+            depth = pipeline::target_depth(rate, rtt.get(), piece, env.max_depth);
             window_start = Instant::now();
             window_bytes = 0;
         }

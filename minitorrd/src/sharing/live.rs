@@ -100,7 +100,9 @@ impl Revoked {
             EventKind::MemberGone { group, user } => Revoked::Member { group, user },
             EventKind::GroupDeleted { group } => Revoked::Group { group },
             EventKind::FileRemoved { group, file } => Revoked::File { group, file },
-            EventKind::Resync => return None,
+            EventKind::Resync | EventKind::HolderOnline { .. } | EventKind::HolderGone { .. } => {
+                return None
+            }
         })
     }
 
@@ -272,6 +274,13 @@ impl LiveConns {
     /// in it stops too (only for `news`: a replayed old event may predate our re-joining).
     /// Replaying an old event is otherwise harmless: newer tickets are not affected.
     pub fn apply(&self, event: &EventKind, at_unix: u64, me: &str, news: bool) -> usize {
+        // Holder changes revoke nothing (they only tell downloads whom to connect to).
+        if matches!(
+            event,
+            EventKind::HolderOnline { .. } | EventKind::HolderGone { .. }
+        ) {
+            return 0;
+        }
         let Some(revoked) = Revoked::of(event) else {
             return self.close_all(); // Resync: we cannot know what we missed.
         };

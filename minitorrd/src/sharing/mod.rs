@@ -4,6 +4,7 @@ pub mod hasher;
 pub mod live;
 mod registry;
 mod server;
+pub mod upload_policy;
 
 pub use registry::{ShareKey, SharedFile, Shares};
 pub use server::{serve_peers, PeerServer};

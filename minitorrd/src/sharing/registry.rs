@@ -41,6 +41,8 @@ pub struct SharedFile {
     /// Set when inserted into [`Shares`]: woken when serving finds the file changed, so the
     /// share watcher withdraws it from the tracker at once (detection on serve, last resort).
     stale_signal: std::sync::OnceLock<Arc<Notify>>,
+    /// Initial seeding over every connection serving this file (applied only once complete).
+    upload: Mutex<super::upload_policy::UploadPolicy>,
 }
 
 impl SharedFile {
@@ -87,6 +89,7 @@ impl SharedFile {
         let (have_tx, _) = broadcast::channel(256);
         let complete = have.is_complete();
         let have_count = std::sync::atomic::AtomicU32::new(have.count());
+        let meta_pieces = meta.piece_count();
         Arc::new(SharedFile {
             have_count,
             group,
@@ -99,6 +102,7 @@ impl SharedFile {
             stale: AtomicBool::new(false),
             have_tx,
             stale_signal: std::sync::OnceLock::new(),
+            upload: Mutex::new(super::upload_policy::UploadPolicy::new(meta_pieces)),
         })
     }
 
@@ -119,6 +123,31 @@ impl SharedFile {
 
     pub fn has_piece(&self, piece: u32) -> bool {
         self.have.lock().expect("lock").get(piece)
+    }
+
+    /// A connection starts being served (see `upload_policy.rs`).
+    pub fn upload_open(&self) -> super::upload_policy::ConnId {
+        self.upload.lock().expect("lock").open()
+    }
+
+    pub fn upload_close(&self, conn: super::upload_policy::ConnId) {
+        self.upload.lock().expect("lock").close(conn);
+    }
+
+    /// May `conn` get `piece` now? Always yes while we are only a partial holder.
+    pub fn upload_decide(
+        &self,
+        conn: super::upload_policy::ConnId,
+        piece: u32,
+    ) -> super::upload_policy::Decision {
+        if !self.is_complete() {
+            return super::upload_policy::Decision::Serve;
+        }
+        self.upload.lock().expect("lock").decide(conn, piece)
+    }
+
+    pub fn upload_sent(&self, conn: super::upload_policy::ConnId, piece: u32) {
+        self.upload.lock().expect("lock").sent(conn, piece);
     }
 
     pub fn is_complete(&self) -> bool {

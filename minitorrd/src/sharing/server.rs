@@ -390,6 +390,15 @@ async fn serve_requests<S: PeerStream>(
         }))
     };
 
+    // Initial seeding: this connection's id in the file's upload policy, closed on exit.
+    struct Registered<'a>(&'a SharedFile, super::upload_policy::ConnId);
+    impl Drop for Registered<'_> {
+        fn drop(&mut self) {
+            self.0.upload_close(self.1);
+        }
+    }
+    let registered = Registered(&shared, shared.upload_open());
+    let conn = registered.1;
     let mut out = BytesMut::new();
     let mut codec = links::peer();
     // Reused piece buffer for streams that cannot sendfile (TLS): frame header + piece bytes.
@@ -415,6 +424,12 @@ async fn serve_requests<S: PeerStream>(
                         codec.encode(PeerMsg::NoPiece { piece }, &mut out)?;
                         continue;
                     }
+                    if shared.upload_decide(conn, piece)
+                        == super::upload_policy::Decision::Elsewhere
+                    {
+                        codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
+                        continue;
+                    }
                     let len = shared.meta.piece_len(piece);
                     srv.upload_limit.acquire(len as usize).await;
                     piece_buf =
@@ -424,6 +439,7 @@ async fn serve_requests<S: PeerStream>(
                         counted_peer = true;
                         stats.served(user);
                     }
+                    shared.upload_sent(conn, piece);
                 }
                 None if closed.load(Ordering::Acquire) => return Ok(()),
                 None => {
@@ -444,6 +460,7 @@ async fn serve_requests<S: PeerStream>(
     }
     .await;
     reader.abort();
+    drop(registered);
     result
 }
 

@@ -279,7 +279,7 @@ impl Service {
     }
 
     pub(super) async fn logout(&self, caller: &Caller) -> Outcome {
-        self.store.delete_session(&caller.token_hash).await?;
+        self.store.end_session(&caller.token_hash).await?;
         self.sessions_ended();
         tracing::info!(user = caller.session.user, "logged out");
         Ok(Response::ok("logged out"))

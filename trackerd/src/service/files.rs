@@ -4,7 +4,7 @@
 use minitorr_proto::names;
 use minitorr_proto::ticket::TicketClaims;
 use minitorr_proto::tracker::{ErrorCode, FileDetails, Response};
-use minitorr_proto::types::FileMeta;
+use minitorr_proto::types::{FileMeta, PeerInfo};
 
 use super::{fail, valid, Caller, Fail, Outcome, Service};
 use crate::store::{RemoveOutcome, ShareOutcome};
@@ -63,7 +63,13 @@ impl Service {
         let user = &caller.session.user;
         let name = &meta.name;
         let now = self.now() as i64;
-        match self.store.share(group, user, &meta, complete, now, &self.policy.quota).await? {
+        let holder = PeerInfo {
+            user: user.clone(),
+            addr: caller.session.peer_addr.clone(),
+            complete,
+            device_key: caller.session.device_key,
+        };
+        match self.store.share_as(group, user, &meta, complete, now, &self.policy.quota, Some(&holder)).await? {
             // The membership was checked above; this means the user left in between.
             ShareOutcome::NotMember => fail(ErrorCode::Forbidden, format!("you are not a member of {group}")),
             ShareOutcome::DifferentSha1 => fail(

@@ -21,20 +21,82 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn columns(kind: &EventKind) -> (&'static str, &str, &str, &str) {
+/// (kind, group, user, file, detail) columns of an event. `detail` carries what the older
+/// kinds did not need: a holder's address, device key and completeness.
+fn columns(kind: &EventKind) -> (&'static str, &str, &str, &str, String) {
     match kind {
-        EventKind::MemberGone { group, user } => ("member_gone", group, user, ""),
-        EventKind::GroupDeleted { group } => ("group_deleted", group, "", ""),
-        EventKind::FileRemoved { group, file } => ("file_removed", group, "", file),
-        EventKind::Resync => ("resync", "", "", ""),
+        EventKind::MemberGone { group, user } => ("member_gone", group, user, "", String::new()),
+        EventKind::GroupDeleted { group } => ("group_deleted", group, "", "", String::new()),
+        EventKind::FileRemoved { group, file } => ("file_removed", group, "", file, String::new()),
+        EventKind::Resync => ("resync", "", "", "", String::new()),
+        EventKind::HolderOnline { group, file, peer } => (
+            "holder_online",
+            group,
+            &peer.user,
+            file,
+            format!(
+                "{} {} {}",
+                u8::from(peer.complete),
+                hex::encode(peer.device_key),
+                peer.addr
+            ),
+        ),
+        // '' stands for None: file and peer address names are never empty.
+        EventKind::HolderGone {
+            group,
+            file,
+            user,
+            addr,
+        } => (
+            "holder_gone",
+            group,
+            user,
+            file.as_deref().unwrap_or(""),
+            addr.clone().unwrap_or_default(),
+        ),
     }
 }
 
-fn from_columns(kind: &str, group: String, user: String, file: String) -> Result<EventKind> {
+fn from_columns(
+    kind: &str,
+    group: String,
+    user: String,
+    file: String,
+    detail: String,
+) -> Result<EventKind> {
+    let some = |s: String| (!s.is_empty()).then_some(s);
     Ok(match kind {
         "member_gone" => EventKind::MemberGone { group, user },
         "group_deleted" => EventKind::GroupDeleted { group },
         "file_removed" => EventKind::FileRemoved { group, file },
+        "holder_online" => {
+            let bad = || StoreError::Corrupt(format!("holder event detail {detail:?}"));
+            let mut parts = detail.splitn(3, ' ');
+            let complete = match parts.next() {
+                Some("1") => true,
+                Some("0") => false,
+                _ => return Err(bad()),
+            };
+            let key = parts.next().ok_or_else(bad)?;
+            let device_key = super::sessions::device_key_from_hex(key)?;
+            let addr = parts.next().filter(|a| !a.is_empty()).ok_or_else(bad)?;
+            EventKind::HolderOnline {
+                group,
+                file,
+                peer: minitorr_proto::types::PeerInfo {
+                    user,
+                    addr: addr.to_string(),
+                    complete,
+                    device_key,
+                },
+            }
+        }
+        "holder_gone" => EventKind::HolderGone {
+            group,
+            file: some(file),
+            user,
+            addr: some(detail),
+        },
         other => return Err(StoreError::Corrupt(format!("unknown event kind {other:?}"))),
     })
 }
@@ -51,10 +113,10 @@ pub(super) async fn emit(
         sqlx::query_scalar("UPDATE event_seq SET last = last + 1 WHERE id = 1 RETURNING last")
             .fetch_one(&mut **tx)
             .await?;
-    let (k, group, user, file) = columns(kind);
+    let (k, group, user, file, detail) = columns(kind);
     sqlx::query(
-        "INSERT INTO events (id, created, kind, group_name, user_name, file_name) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO events (id, created, kind, group_name, user_name, file_name, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
     .bind(unix_now())
@@ -62,6 +124,7 @@ pub(super) async fn emit(
     .bind(group)
     .bind(user)
     .bind(file)
+    .bind(detail)
     .execute(&mut **tx)
     .await?;
     sqlx::query(
@@ -113,7 +176,7 @@ impl Store {
     /// Up to `limit` events after `after` that `user` may see, oldest first.
     pub async fn events_for(&self, user: &str, after: u64, limit: u32) -> Result<Vec<Event>> {
         let rows = sqlx::query(
-            "SELECT e.id, e.kind, e.group_name, e.user_name, e.file_name, e.created \
+            "SELECT e.id, e.kind, e.group_name, e.user_name, e.file_name, e.created, e.detail \
              FROM events e JOIN event_recipients r ON r.event_id = e.id \
              WHERE r.user_name = $1 AND e.id > $2 ORDER BY e.id LIMIT $3",
         )
@@ -132,6 +195,7 @@ impl Store {
                         r.try_get(2)?,
                         r.try_get(3)?,
                         r.try_get(4)?,
+                        r.try_get(6)?,
                     )?,
                 })
             })

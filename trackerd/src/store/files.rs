@@ -234,6 +234,24 @@ impl Store {
         now: i64,
         quota: &Quota,
     ) -> Result<ShareOutcome> {
+        self.share_as(group, user, meta, complete, now, quota, None)
+            .await
+    }
+
+    /// [`Store::share`] by one session, `holder` (its address and device key): the same
+    /// transaction records a `HolderOnline` event, so the group's daemons downloading the file
+    /// add that session as a peer within a second instead of at their next `GetFile`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn share_as(
+        &self,
+        group: &str,
+        user: &str,
+        meta: &FileMeta,
+        complete: bool,
+        now: i64,
+        quota: &Quota,
+        holder: Option<&PeerInfo>,
+    ) -> Result<ShareOutcome> {
         let size = to_i64(meta.size, "file size")?;
         let sha1 = meta.sha1.to_hex();
         let mut tx = self.begin().await?;
@@ -292,6 +310,17 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if let Some(peer) = holder {
+            let kind = minitorr_proto::tracker::EventKind::HolderOnline {
+                group: group.to_string(),
+                file: meta.name.clone(),
+                peer: PeerInfo {
+                    complete,
+                    ..peer.clone()
+                },
+            };
+            super::events::emit(&mut tx, &kind, &[]).await?;
+        }
         tx.commit().await?;
         Ok(ShareOutcome::Shared)
     }
@@ -367,6 +396,14 @@ impl Store {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
+        // Downloaders drop every session of `user` as a holder of it at once.
+        let gone = minitorr_proto::tracker::EventKind::HolderGone {
+            group: group.to_string(),
+            file: Some(file.to_string()),
+            user: user.to_string(),
+            addr: None,
+        };
+        super::events::emit(&mut tx, &gone, &[]).await?;
         drop_unshared_files(&mut tx, group).await?;
         tx.commit().await?;
         Ok(true)

@@ -124,6 +124,40 @@ impl Store {
         Ok(done?.rows_affected() == 1)
     }
 
+    /// Revoke a session (logout) and tell the members of every group where its user shares
+    /// something that this session's address holds nothing any more (`HolderGone`), so their
+    /// downloads drop it at once. False if it did not exist.
+    pub async fn end_session(&self, token_hash: &str) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "DELETE FROM sessions WHERE token_hash = $1 RETURNING user_name, peer_addr",
+        )
+        .bind(token_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let (user, addr): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        let groups: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT group_name FROM shares WHERE user_name = $1 ORDER BY group_name",
+        )
+        .bind(&user)
+        .fetch_all(&mut *tx)
+        .await?;
+        for group in groups {
+            let gone = minitorr_proto::tracker::EventKind::HolderGone {
+                group,
+                file: None,
+                user: user.clone(),
+                addr: Some(addr.clone()),
+            };
+            super::events::emit(&mut tx, &gone, &[]).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Revoke a session (logout); false if it did not exist.
     pub async fn delete_session(&self, token_hash: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")

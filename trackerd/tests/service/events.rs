@@ -28,13 +28,122 @@ async fn drain(svc: &Service, s: &mut Subscription) -> Vec<EventKind> {
         if batch.is_empty() {
             return out;
         }
-        out.extend(batch.into_iter().map(|e| e.kind));
+        out.extend(batch.into_iter().map(|e| e.kind).filter(|k| !is_holder(k)));
     }
+}
+
+/// Holder events (issue #11) accompany every share; the revocation tests here ignore them
+/// (`holder_events_*` below look at them).
+fn is_holder(k: &EventKind) -> bool {
+    matches!(
+        k,
+        EventKind::HolderOnline { .. } | EventKind::HolderGone { .. }
+    )
 }
 
 async fn nothing(svc: &Service, s: &mut Subscription) {
     let got = svc.next_events(s, QUIET).await.expect("events");
+    let got: Vec<_> = got.into_iter().filter(|e| !is_holder(&e.kind)).collect();
     assert!(got.is_empty(), "expected no event, got {got:?}");
+}
+
+/// Everything `s` receives until quiet, holder events included.
+async fn drain_all(svc: &Service, s: &mut Subscription) -> Vec<EventKind> {
+    let mut out = vec![];
+    loop {
+        let wait = if out.is_empty() { PATIENT } else { QUIET };
+        let batch = svc.next_events(s, wait).await.expect("events");
+        if batch.is_empty() {
+            return out;
+        }
+        out.extend(batch.into_iter().map(|e| e.kind));
+    }
+}
+
+#[tokio::test]
+async fn holder_events_reach_the_group_with_address_and_device_key() {
+    let h = Harness::new().await;
+    let (alice, bob, dave) = (
+        h.user("alice").await,
+        h.user("bob").await,
+        h.user("dave").await,
+    );
+    h.group("g1", &alice, &[&bob]).await;
+    h.group("g2", &dave, &[]).await;
+    let (mut sa, mut sd) = (sub(&h, &alice).await, sub(&h, &dave).await);
+    // History so far: nothing about holders.
+    assert!(drain_all(&h.svc, &mut sa)
+        .await
+        .iter()
+        .all(|k| !is_holder(k)));
+    h.ok(&bob, share("g1", meta("f.bin", 40_000, 3), false))
+        .await;
+    let got = drain_all(&h.svc, &mut sa).await;
+    let [EventKind::HolderOnline { group, file, peer }] = got.as_slice() else {
+        panic!("{got:?}");
+    };
+    assert_eq!((group.as_str(), file.as_str()), ("g1", "f.bin"));
+    assert_eq!(peer.user, "bob");
+    assert!(!peer.complete);
+    // Exactly what GetFile lists for that holder: the same address and pinned device key.
+    match h
+        .call(
+            Some(&alice),
+            Call::GetFile {
+                group: "g1".into(),
+                file: "f.bin".into(),
+            },
+        )
+        .await
+    {
+        Response::File(d) => assert_eq!(d.peers, vec![peer.clone()]),
+        other => panic!("{other:?}"),
+    }
+    // Outsiders hear nothing.
+    assert!(drain_all(&h.svc, &mut sd)
+        .await
+        .iter()
+        .all(|k| !is_holder(k)));
+
+    h.ok(
+        &bob,
+        Call::StopShare {
+            group: "g1".into(),
+            file: "f.bin".into(),
+        },
+    )
+    .await;
+    let got = drain_all(&h.svc, &mut sa).await;
+    assert_eq!(
+        got[0],
+        EventKind::HolderGone {
+            group: "g1".into(),
+            file: Some("f.bin".into()),
+            user: "bob".into(),
+            addr: None,
+        },
+        "{got:?}"
+    );
+
+    // Logout: one HolderGone per group where the user shares, at the session's address.
+    h.ok(&bob, share("g1", meta("f.bin", 40_000, 3), true))
+        .await;
+    let online = drain_all(&h.svc, &mut sa).await;
+    let EventKind::HolderOnline { peer, .. } = &online[0] else {
+        panic!("{online:?}");
+    };
+    assert!(peer.complete);
+    let addr = peer.addr.clone();
+    h.ok(&bob, Call::Logout).await;
+    assert_eq!(
+        drain_all(&h.svc, &mut sa).await,
+        vec![EventKind::HolderGone {
+            group: "g1".into(),
+            file: None,
+            user: "bob".into(),
+            addr: Some(addr),
+        }]
+    );
 }
 
 fn gone(group: &str, user: &str) -> EventKind {

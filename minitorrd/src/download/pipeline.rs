@@ -1,0 +1,187 @@
+//! How many requests to keep outstanding at one peer: a pure function of what we measured on
+//! that connection (rate and round trip), so a long link is limited by its bandwidth, not by
+//! its latency (issue #11, item 3).
+//!
+//! depth = 2 + rate × (rtt + [`QUEUE_TARGET`]) / piece size, where the `QUEUE_TARGET` part is
+//! capped at the configured `max_pipeline_depth` (what a short link needs: ~250 ms of transfer
+//! queued at the seeder, so it never idles between our requests) and the `rtt` part — the
+//! bandwidth-delay product, pieces that are on the wire or waiting for our request to arrive —
+//! is capped only by the per-peer and per-download memory bounds ([`peer_cap`],
+//! [`MEMORY_MAX`]).
+//!
+//! The round trip is the smallest request→piece time seen on the connection (the first
+//! requests go out with a nearly empty pipeline, so it is close to the path's RTT plus one
+//! piece's transfer time). The minimum over the connection's life is used, not a moving
+//! window: at a full pipeline every sample includes the queue we built, and a windowed minimum
+//! would feed the depth back into itself.
+
+use std::time::Duration;
+
+/// Transfer time to keep queued at the peer on top of the bandwidth-delay product.
+pub const QUEUE_TARGET: Duration = Duration::from_millis(250);
+/// Memory a download may hold in pieces (requested or being verified) normally…
+pub const MEMORY_BASE: usize = 16 * 1024 * 1024;
+/// …and at most, when long links need it (see `Download::grow_slots`).
+pub const MEMORY_MAX: usize = 64 * 1024 * 1024;
+/// Requests outstanding at one peer at most, whatever the piece size: below the seeder's
+/// request queue limit (`sharing::server::MAX_QUEUED`, 64), with room for requests that were
+/// answered but whose pieces are still on the wire.
+pub const PEER_DEPTH_MAX: usize = 48;
+
+/// The most requests one peer may have outstanding with pieces of `piece_size`.
+pub fn peer_cap(piece_size: u32) -> usize {
+    (MEMORY_MAX / piece_size.max(1) as usize).clamp(2, PEER_DEPTH_MAX)
+}
+
+/// Pieces a download may hold at once normally: [`MEMORY_BASE`] worth, at least 4.
+pub fn base_slots(piece_size: u32) -> usize {
+    (MEMORY_BASE / piece_size.max(1) as usize).max(4)
+}
+
+/// Pieces a download may hold at once at most: [`MEMORY_MAX`] worth, at least the base.
+pub fn max_slots(piece_size: u32) -> usize {
+    (MEMORY_MAX / piece_size.max(1) as usize).max(base_slots(piece_size))
+}
+
+/// Requests to keep outstanding at a peer delivering `rate` bytes/s with round trip `rtt`.
+/// `max_depth`: the configured `max_pipeline_depth` (caps the short-link part).
+pub fn target_depth(rate: f64, rtt: Duration, piece_size: u32, max_depth: usize) -> usize {
+    let piece = f64::from(piece_size.max(1));
+    let rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
+    let queue = (2 + (rate * QUEUE_TARGET.as_secs_f64() / piece) as usize).clamp(2, max_depth);
+    let bdp = (rate * rtt.as_secs_f64() / piece).ceil() as usize;
+    queue
+        .saturating_add(bdp)
+        .clamp(2, peer_cap(piece_size).max(max_depth.min(PEER_DEPTH_MAX)))
+}
+
+/// Round-trip estimate of one connection: the smallest request→piece time seen.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RttEstimate {
+    min: Option<Duration>,
+}
+
+impl RttEstimate {
+    pub fn sample(&mut self, request_to_piece: Duration) {
+        self.min = Some(
+            self.min
+                .map_or(request_to_piece, |m| m.min(request_to_piece)),
+        );
+    }
+
+    /// Zero until the first piece arrived (then the depth is that of a short link).
+    pub fn get(&self) -> Duration {
+        self.min.unwrap_or(Duration::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIB: u32 = 1024;
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    #[test]
+    fn a_short_link_keeps_todays_depth() {
+        // Loopback: RTT ≈ 0, so the depth is 2 + 250 ms of transfer, capped at max_depth.
+        assert_eq!(target_depth(0.0, Duration::ZERO, 512 * KIB, 8), 2);
+        assert_eq!(target_depth(4.0 * MIB, Duration::ZERO, 512 * KIB, 8), 4);
+        assert_eq!(target_depth(1000.0 * MIB, Duration::ZERO, 512 * KIB, 8), 8);
+        assert_eq!(
+            target_depth(1000.0 * MIB, Duration::from_micros(100), 512 * KIB, 8),
+            9
+        );
+    }
+
+    #[test]
+    fn a_long_link_gets_its_bandwidth_delay_product() {
+        // 400 ms RTT at 20 MiB/s: 8 MiB in flight = 16 pieces of 512 KiB, on top of the queue.
+        let d = target_depth(20.0 * MIB, Duration::from_millis(400), 512 * KIB, 8);
+        assert_eq!(d, 8 + 16);
+        // The depth grows with the measured rate, so the rate can grow (no fixed point at
+        // the latency-bound rate): depth/rtt × piece > rate whenever below the cap.
+        for rate_mib in [1.0, 2.0, 5.0, 10.0] {
+            let rate = rate_mib * MIB;
+            let rtt = Duration::from_millis(400);
+            let d = target_depth(rate, rtt, 512 * KIB, 8);
+            let allows = d as f64 * f64::from(512 * KIB) / rtt.as_secs_f64();
+            assert!(
+                allows > rate * 1.2,
+                "{rate_mib} MiB/s: depth {d} allows {allows}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_depth_stays_within_the_memory_bounds() {
+        for piece in [16 * KIB, 256 * KIB, 512 * KIB, 1024 * KIB, 16 * 1024 * KIB] {
+            for rtt_ms in [0, 1, 50, 400, 5000] {
+                for rate in [0.0, 1.0, MIB, 100.0 * MIB, 1e12, f64::INFINITY, f64::NAN] {
+                    let d = target_depth(rate, Duration::from_millis(rtt_ms), piece, 8);
+                    assert!(d >= 2);
+                    assert!(d <= PEER_DEPTH_MAX, "{piece} {rtt_ms} {rate}: {d}");
+                    assert!(
+                        d * piece as usize <= MEMORY_MAX.max(8 * piece as usize),
+                        "{piece} {rtt_ms} {rate}: {d}"
+                    );
+                }
+            }
+        }
+        assert_eq!(base_slots(512 * KIB), 32);
+        assert_eq!(max_slots(512 * KIB), 128);
+        assert_eq!(base_slots(16 * 1024 * KIB), 4);
+        assert_eq!(max_slots(16 * 1024 * KIB), 4);
+    }
+
+    /// The control loop on a model link (rate = min(bandwidth, depth × piece / rtt), the depth
+    /// recomputed every 500 ms as peer.rs does): from depth 2 it reaches ≥ 80 % of the
+    /// bandwidth within a few seconds on long links, whereas the old depth (no rtt term) stayed
+    /// latency-bound.
+    #[test]
+    fn on_a_model_long_link_the_rate_converges_to_the_bandwidth() {
+        let piece = 512 * KIB;
+        // (bandwidth, rtt, whether the old policy was latency-bound there)
+        for (bw_mib, rtt_ms, old_bound) in [
+            (10.0, 200, false),
+            (20.0, 400, true),
+            (40.0, 400, true),
+            (25.0, 100, false),
+            (60.0, 200, true),
+        ] {
+            let bw = bw_mib * MIB;
+            let rtt = Duration::from_millis(rtt_ms);
+            let mut depth = 2usize;
+            let mut old_depth = 2usize;
+            let mut steps = 0;
+            let rate = |d: usize| (d as f64 * f64::from(piece) / rtt.as_secs_f64()).min(bw);
+            while rate(depth) < 0.8 * bw {
+                depth = target_depth(rate(depth), rtt + Duration::from_millis(25), piece, 8);
+                old_depth = (2 + (rate(old_depth) * 0.25 / f64::from(piece)) as usize).clamp(2, 8);
+                steps += 1;
+                assert!(
+                    steps <= 20,
+                    "{bw_mib} MiB/s {rtt_ms} ms: stuck at depth {depth}"
+                );
+            }
+            for _ in 0..50 {
+                old_depth = (2 + (rate(old_depth) * 0.25 / f64::from(piece)) as usize).clamp(2, 8);
+            }
+            assert_eq!(
+                rate(old_depth) < 0.8 * bw,
+                old_bound,
+                "the old policy was latency-bound here ({bw_mib} MiB/s, {rtt_ms} ms)"
+            );
+        }
+    }
+
+    #[test]
+    fn the_rtt_estimate_is_the_smallest_sample() {
+        let mut r = RttEstimate::default();
+        assert_eq!(r.get(), Duration::ZERO);
+        r.sample(Duration::from_millis(420));
+        r.sample(Duration::from_millis(900));
+        r.sample(Duration::from_millis(401));
+        assert_eq!(r.get(), Duration::from_millis(401));
+    }
+}

@@ -1,0 +1,154 @@
+//! A whole team downloading the same file at once (issue #11): leechers learn of each other
+//! through the tracker's holder events within about a second and trade pieces, so the first
+//! seeder's upload is not the bottleneck; a holder that goes away is dropped.
+//! Real trackerd + minitorrd processes on 127.0.0.1, driven through minitorrctl.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use minitorr_e2e::*;
+
+const MIB: usize = 1024 * 1024;
+const LONG: Duration = Duration::from_secs(120);
+
+/// Bytes each leecher received from each user, from `show_downloads --json`.
+fn bytes_by_user(peer: &Peer) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    if let Some(d) = download_entry(peer, "g1", "data.bin") {
+        for p in d["peers"].as_array().unwrap() {
+            *out.entry(p["user"].as_str().unwrap_or("").to_string())
+                .or_default() += p["bytes_received"].as_u64().unwrap();
+        }
+    }
+    out
+}
+
+#[test]
+fn leechers_started_together_trade_at_once_and_the_seeder_sends_little_more_than_one_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tracker = Tracker::start(&tmp.path().join("t"));
+    // The seeder is slow (4 MiB/s) and the leechers are not: every byte a leecher gets from
+    // another leecher is one the seeder did not have to send again.
+    let seed = capped_peer(&tmp.path().join("seed"), &tracker, 4 * MIB as u64);
+    user(&seed, "seed");
+    let leechers: Vec<Peer> = (0..4)
+        .map(|i| Peer::start(&tmp.path().join(format!("l{i}")), &tracker))
+        .collect();
+    let names: Vec<String> = (0..4).map(|i| format!("l{i}")).collect();
+    for (p, n) in leechers.iter().zip(&names) {
+        user(p, n);
+    }
+    let members: Vec<(&Peer, &str)> = leechers
+        .iter()
+        .zip(&names)
+        .map(|(p, n)| (p, n.as_str()))
+        .collect();
+    group_with(&seed, "g1", &members);
+
+    let size = 24 * MIB + 777;
+    let src = tmp.path().join("seed").join("data.bin");
+    let sha = random_file(&src, size);
+    seed.ok(&["upload_file", src.to_str().unwrap(), "g1"]);
+
+    let start = Instant::now();
+    let dests: Vec<_> = leechers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let dest = tmp.path().join(format!("l{i}")).join("out");
+            std::fs::create_dir(&dest).unwrap();
+            p.ok(&["download_file", "g1", "data.bin", dest.to_str().unwrap()]);
+            dest
+        })
+        .collect();
+
+    // When did each leecher first receive bytes from another leecher? Before holder events,
+    // nobody did before the 15 s refresh.
+    let mut first_from_leecher: Vec<Option<Duration>> = vec![None; leechers.len()];
+    while first_from_leecher.iter().any(Option::is_none) && start.elapsed() < LONG {
+        for (i, p) in leechers.iter().enumerate() {
+            if first_from_leecher[i].is_none() {
+                let by = bytes_by_user(p);
+                if names.iter().any(|n| by.get(n).copied().unwrap_or(0) > 0) {
+                    first_from_leecher[i] = Some(start.elapsed());
+                }
+            }
+            if first_from_leecher[i].is_none()
+                && download_entry(p, "g1", "data.bin").is_some_and(|d| d["state"] != "downloading")
+            {
+                break; // finished without a leecher's byte: asserted below
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("first byte from another leecher, per leecher: {first_from_leecher:?}");
+    for (i, t) in first_from_leecher.iter().enumerate() {
+        let t = t.unwrap_or_else(|| panic!("leecher l{i} never got a byte from another leecher"));
+        // The target is ~1 s (measured in docs/DOWNLOADS.md); 8 s is far below the 15 s
+        // refresh that was the only way to learn of partial holders before.
+        assert!(
+            t < Duration::from_secs(8),
+            "l{i}: first leecher byte after {t:?}"
+        );
+    }
+
+    let mut from_seed = 0u64;
+    for (i, p) in leechers.iter().enumerate() {
+        let d = p.wait_download("g1", "data.bin", LONG);
+        assert_eq!(d["state"], "complete", "{d}");
+        assert_eq!(sha1_file(&dests[i].join("data.bin")), sha);
+        from_seed += bytes_by_user(p).get("seed").copied().unwrap_or(0);
+    }
+    let ratio = from_seed as f64 / size as f64;
+    eprintln!(
+        "seeder sent {from_seed} bytes = {ratio:.2} × the file to 4 leechers in {:?}",
+        start.elapsed()
+    );
+    // Without trading it would be 4 × F; "well under" with a generous margin for a loaded
+    // machine (measured ratio in docs/DOWNLOADS.md).
+    assert!(ratio < 2.5, "seeder sent {ratio:.2} × the file");
+}
+
+#[test]
+fn a_holder_that_logs_out_is_dropped_and_not_reconnected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tracker = Tracker::start(&tmp.path().join("t"));
+    // Slow seeder, so the downloads are still running when a leecher leaves.
+    let seed = capped_peer(&tmp.path().join("seed"), &tracker, MIB as u64);
+    user(&seed, "seed");
+    let a = Peer::start(&tmp.path().join("a"), &tracker);
+    let b = Peer::start(&tmp.path().join("b"), &tracker);
+    user(&a, "a");
+    user(&b, "b");
+    group_with(&seed, "g1", &[(&a, "a"), (&b, "b")]);
+    let src = tmp.path().join("seed").join("data.bin");
+    random_file(&src, 24 * MIB);
+    seed.ok(&["upload_file", src.to_str().unwrap(), "g1"]);
+    for (p, n) in [(&a, "a"), (&b, "b")] {
+        let dest = tmp.path().join(n).join("out");
+        std::fs::create_dir(&dest).unwrap();
+        p.ok(&["download_file", "g1", "data.bin", dest.to_str().unwrap()]);
+    }
+    let connected_to = |p: &Peer, user: &str| {
+        download_entry(p, "g1", "data.bin").is_some_and(|d| {
+            d["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["user"] == user && x["connected"] == true)
+        })
+    };
+    // a learns of b through the tracker's push (b announced itself at start).
+    wait_until("a connected to b", Duration::from_secs(8), || {
+        connected_to(&a, "b")
+    });
+    b.ok(&["logout"]);
+    wait_until("a dropped b", Duration::from_secs(10), || {
+        !connected_to(&a, "b")
+    });
+    // Not reconnected later (retries would come every 3 s).
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(!connected_to(&a, "b"), "a reconnected to b after it left");
+    }
+}
