@@ -161,7 +161,7 @@ impl Daemon {
         self.session.read().expect("lock").clone().ok_or_else(|| {
             fail(
                 ErrorKind::NotLoggedIn,
-                "not logged in; run: minitorrctl login <user_id>",
+                "not logged in",
             )
         })
     }

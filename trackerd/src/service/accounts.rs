@@ -274,7 +274,7 @@ impl Service {
         {
             return fail(
                 ErrorCode::InvalidSession,
-                "session expired or revoked: log in again",
+                "session expired or revoked",
             );
         }
         Ok(Response::ok(""))

@@ -203,7 +203,7 @@ impl Service {
             {
                 return fail(
                     ErrorCode::InvalidSession,
-                    "session expired or revoked: log in again",
+                    "session expired or revoked",
                 );
             }
             Ok(vec![])

@@ -433,7 +433,7 @@ impl Service {
             }),
             None => fail(
                 ErrorCode::InvalidSession,
-                "session expired or revoked: log in again",
+                "session expired or revoked",
             ),
         }
     }
