@@ -61,7 +61,11 @@ impl Cli {
     pub fn socket_path(&self) -> PathBuf {
         self.socket
             .clone()
-            .or_else(|| std::env::var_os(SOCKET_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
+            .or_else(|| {
+                std::env::var_os(SOCKET_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
             .unwrap_or_else(proto::defaults::default_socket_path)
     }
 
@@ -417,7 +421,10 @@ mod tests {
         assert!(e.to_string().contains("DESTINATION_PATH"), "{e}");
         let e = parse(&["help", "download-file"]).unwrap_err();
         assert!(e.to_string().contains("DESTINATION_PATH"), "{e}");
-        assert_eq!(parse(&["help", "nope"]).unwrap_err().kind(), ErrorKind::InvalidSubcommand);
+        assert_eq!(
+            parse(&["help", "nope"]).unwrap_err().kind(),
+            ErrorKind::InvalidSubcommand
+        );
     }
 
     #[test]

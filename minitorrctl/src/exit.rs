@@ -385,7 +385,11 @@ mod tests {
                     message: "not logged in; run: minitorrctl login <user_id>".into(),
                 };
                 let line = Failure::refused(&reply, req).line();
-                assert_eq!(line.matches("minitorrctl").count(), 1, "{kind:?} {req:?}: {line}");
+                assert_eq!(
+                    line.matches("minitorrctl").count(),
+                    1,
+                    "{kind:?} {req:?}: {line}"
+                );
                 // A plain message gets at most one hint.
                 let plain = ErrorReply {
                     kind,

@@ -93,10 +93,11 @@ pub fn swapped_group(args: &[OsString], mine: &[String]) -> Option<String> {
     })?;
     // Swap the two words where the user typed them, keeping every flag in its place. The
     // group was typed after the command name; find it as typed (before normalization).
-    let start = 1 + args
-        .iter()
-        .skip(1)
-        .position(|a| Cli::definition().find_subcommand(a).is_some())?
+    let start = 1
+        + args
+            .iter()
+            .skip(1)
+            .position(|a| Cli::definition().find_subcommand(a).is_some())?
         + 1;
     let typed_group = args[start..].iter().position(|a| {
         a.to_str()
@@ -211,13 +212,19 @@ mod tests {
     #[test]
     fn odd_words_are_quoted_in_the_suggestion() {
         assert_eq!(
-            swapped_group(&args(&["download_file", "my file", "team", "/tmp/x y"]), &mine()),
+            swapped_group(
+                &args(&["download_file", "my file", "team", "/tmp/x y"]),
+                &mine()
+            ),
             None,
             "'my file' is not a valid group name, clap refuses it before any daemon"
         );
         assert_eq!(
-            swapped_group(&args(&["download_file", "a.iso", "team", "/tmp/x y"]), &mine())
-                .as_deref(),
+            swapped_group(
+                &args(&["download_file", "a.iso", "team", "/tmp/x y"]),
+                &mine()
+            )
+            .as_deref(),
             Some("did you mean: minitorrctl download_file team a.iso '/tmp/x y'?")
         );
     }

@@ -17,7 +17,6 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
-
 use crate::cli::Cli;
 use crate::client::Client;
 use crate::commands::Plan;

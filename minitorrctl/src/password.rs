@@ -88,7 +88,10 @@ mod tests {
             Ok(answers.next().unwrap())
         };
         let e = ask(&mut prompt, "alice", true).unwrap_err();
-        assert_eq!((e.status, e.message.as_str()), (Status::Usage, "empty password"));
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (Status::Usage, "empty password")
+        );
         assert_eq!(asked, ["Password for alice: "], "asked once only");
 
         let mut asked = 0;

@@ -713,21 +713,39 @@ async fn usage_errors_are_whole_and_do_not_demand_the_socket() {
         "the following required arguments were not provided: <FILE_NAME> <DESTINATION_PATH>"
     );
     let hint = doc["error"]["hint"].as_str().unwrap();
-    assert!(hint.starts_with("Usage: minitorrctl download_file <GROUP_ID>"), "{hint}");
+    assert!(
+        hint.starts_with("Usage: minitorrctl download_file <GROUP_ID>"),
+        "{hint}"
+    );
     assert!(!hint.contains("--socket"), "{hint}");
 
     let out = run_ctl(&socket, &["--json", "upload-fil", "a", "g1"], None, None).await;
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let message = doc["error"]["message"].as_str().unwrap();
-    assert!(message.contains("unrecognized subcommand 'upload-fil'"), "{message}");
-    assert!(message.contains("upload-file"), "the tip is kept: {message}");
+    assert!(
+        message.contains("unrecognized subcommand 'upload-fil'"),
+        "{message}"
+    );
+    assert!(
+        message.contains("upload-file"),
+        "the tip is kept: {message}"
+    );
 
     // `help COMMAND` and dashed spellings, without a daemon.
     let out = run_ctl(&socket, &["help", "list-groups"], None, None).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("Usage: minitorrctl list_groups"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("Usage: minitorrctl list_groups"),
+        "{}",
+        stdout(&out)
+    );
     let out = run_ctl(&socket, &["list-groups"], None, None).await;
-    assert_eq!(out.status.code(), Some(3), "parsed, then no daemon: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "parsed, then no daemon: {}",
+        stderr(&out)
+    );
 }
 
 /// A temp dir as minitorrctl accepts a socket's directory: ours, 0700 (`tempdir()` is 0755).

@@ -272,10 +272,7 @@ impl Service {
             .touch_session(&caller.token_hash, self.now() as i64)
             .await?
         {
-            return fail(
-                ErrorCode::InvalidSession,
-                "session expired or revoked",
-            );
+            return fail(ErrorCode::InvalidSession, "session expired or revoked");
         }
         Ok(Response::ok(""))
     }

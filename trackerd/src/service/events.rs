@@ -201,10 +201,7 @@ impl Service {
                 .await?
                 .is_none()
             {
-                return fail(
-                    ErrorCode::InvalidSession,
-                    "session expired or revoked",
-                );
+                return fail(ErrorCode::InvalidSession, "session expired or revoked");
             }
             Ok(vec![])
         }

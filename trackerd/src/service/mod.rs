@@ -431,10 +431,7 @@ impl Service {
                 token_hash,
                 session,
             }),
-            None => fail(
-                ErrorCode::InvalidSession,
-                "session expired or revoked",
-            ),
+            None => fail(ErrorCode::InvalidSession, "session expired or revoked"),
         }
     }
 }
