@@ -35,15 +35,16 @@ Example:
         Each invocation sends one command to the minitorrd of the current user over its control \
         socket and exits with a status that scripts can rely on.",
     after_long_help = EXIT_STATUS_HELP,
-    propagate_version = true,
-    disable_help_subcommand = true
+    propagate_version = true
 )]
 pub struct Cli {
-    /// Control socket of minitorrd [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or
-    /// /tmp/minitorr-$UID/minitorrd.sock]
+    /// Control socket of minitorrd [env: MINITORR_SOCKET] [default:
+    /// $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]
     // No `default_value`: the default depends on the environment, and would otherwise be baked
-    // into the shipped man pages and completions. It is resolved in `Cli::socket_path`.
-    #[arg(long, global = true, env = SOCKET_ENV, hide_env_values = true, value_name = "PATH")]
+    // into the shipped man pages and completions. No clap `env =` either: clap counts an
+    // argument set from the environment as given, and then prints `--socket <PATH>` in every
+    // usage line as if it were required. Both are resolved in `Cli::socket_path`.
+    #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
     /// Print exactly one JSON document on stdout (schema: docs/cli-json.md)
@@ -55,10 +56,43 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// `--socket`, else `$MINITORR_SOCKET` (set but empty counts as unset, as for most path
+    /// variables), else the per-user default.
     pub fn socket_path(&self) -> PathBuf {
         self.socket
             .clone()
+            .or_else(|| {
+                std::env::var_os(SOCKET_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
             .unwrap_or_else(proto::defaults::default_socket_path)
+    }
+
+    /// The full command line definition: the derive's, plus a dashed alias for every
+    /// underscore command (`create-user` for `create_user`). Generic, so commands added later
+    /// get theirs without an attribute each. The aliases are hidden: help, man pages and
+    /// completions keep showing the one documented spelling.
+    pub fn definition() -> clap::Command {
+        <Cli as clap::CommandFactory>::command().mut_subcommands(|sub| {
+            let dashed = sub.get_name().replace('_', "-");
+            if dashed == sub.get_name() {
+                sub
+            } else {
+                sub.alias(dashed)
+            }
+        })
+    }
+
+    /// Parse a command line against [`Cli::definition`].
+    pub fn parse_from_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::FromArgMatches;
+        let mut matches = Cli::definition().try_get_matches_from(args)?;
+        Cli::from_arg_matches_mut(&mut matches)
     }
 }
 
@@ -445,12 +479,53 @@ mod tests {
     use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("minitorrctl").chain(args.iter().copied()))
+        Cli::parse_from_args(std::iter::once("minitorrctl").chain(args.iter().copied()))
     }
 
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+        Cli::definition().debug_assert();
+    }
+
+    #[test]
+    fn every_underscore_command_has_a_dashed_alias() {
+        let def = Cli::definition();
+        let mut checked = 0;
+        for sub in def.get_subcommands() {
+            let name = sub.get_name();
+            if !name.contains('_') {
+                continue;
+            }
+            let dashed = name.replace('_', "-");
+            let found = def.find_subcommand(&dashed).map(|c| c.get_name());
+            assert_eq!(found, Some(name), "{dashed} should mean {name}");
+            checked += 1;
+        }
+        assert!(checked >= 15, "only {checked} underscore commands?");
+        assert_eq!(
+            parse(&["create-user", "alice", "pw"]).unwrap().command,
+            parse(&["create_user", "alice", "pw"]).unwrap().command
+        );
+        assert_eq!(
+            parse(&["list-groups"]).unwrap().command,
+            Command::ListGroups
+        );
+    }
+
+    #[test]
+    fn help_subcommand_works() {
+        let e = parse(&["help"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::DisplayHelp);
+        let e = parse(&["help", "download_file"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::DisplayHelp);
+        assert!(e.to_string().contains("DESTINATION_PATH"), "{e}");
+        let e = parse(&["help", "download-file"]).unwrap_err();
+        assert!(e.to_string().contains("DESTINATION_PATH"), "{e}");
+        assert_eq!(
+            parse(&["help", "nope"]).unwrap_err().kind(),
+            ErrorKind::InvalidSubcommand
+        );
     }
 
     #[test]
@@ -543,7 +618,7 @@ mod tests {
     fn usage_errors() {
         let kind = |args: &[&str]| parse(args).unwrap_err().kind();
         assert_eq!(
-            kind(&["upload-file", "a", "g1"]),
+            kind(&["upload-fil", "a", "g1"]),
             ErrorKind::InvalidSubcommand
         );
         assert_eq!(

@@ -447,7 +447,6 @@ fn response_name(r: &Response) -> &'static str {
 mod tests {
     use super::*;
     use crate::render::testdata::{complete, downloading, failed};
-    use clap::Parser;
 
     struct Fixed(&'static str, Vec<(String, bool)>);
     impl PasswordSource for Fixed {
@@ -458,7 +457,7 @@ mod tests {
     }
 
     fn plan_of(args: &[&str]) -> (Plan, Vec<(String, bool)>) {
-        let cli = Cli::try_parse_from(std::iter::once("minitorrctl").chain(args.iter().copied()))
+        let cli = Cli::parse_from_args(std::iter::once("minitorrctl").chain(args.iter().copied()))
             .unwrap();
         let mut pw = Fixed("s3cret", vec![]);
         let p = plan(cli.command, Path::new("/home/alice/work"), &mut pw).unwrap();

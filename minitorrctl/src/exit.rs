@@ -172,6 +172,10 @@ impl Failure {
             error_kind_name(reply.kind),
             reply.message.clone(),
         );
+        // One hint per error: none when the message already says what to run.
+        if crate::hints::already_instructs(&reply.message) {
+            return f;
+        }
         match hint_for(reply.kind, request) {
             Some(h) => f.with_hint(h),
             None => f,
@@ -349,5 +353,56 @@ mod tests {
             &stop,
         );
         assert_eq!(f.hint, None);
+    }
+
+    /// The trial's "not logged in; run: minitorrctl login <user_id>; log in first: …": for
+    /// every error kind and every kind of request, a message that already says what to run
+    /// gets no second hint, and the line names minitorrctl once.
+    #[test]
+    fn each_error_says_its_hint_once() {
+        let requests = [
+            Request::ListGroups,
+            Request::Status,
+            Request::ListFiles { group: "g1".into() },
+            Request::JoinGroup { group: "g1".into() },
+            Request::StopShare {
+                group: "g1".into(),
+                file: "a".into(),
+            },
+            Request::DownloadFile {
+                group: "g1".into(),
+                file: "a".into(),
+                dest: "/tmp".into(),
+            },
+        ];
+        for kind in [
+            ErrorKind::Refused,
+            ErrorKind::NotLoggedIn,
+            ErrorKind::NotFound,
+            ErrorKind::InvalidInput,
+            ErrorKind::TrackerUnavailable,
+            ErrorKind::QuotaExceeded,
+            ErrorKind::Internal,
+        ] {
+            for req in &requests {
+                let reply = ErrorReply {
+                    kind,
+                    message: "not logged in; run: minitorrctl login <user_id>".into(),
+                };
+                let line = Failure::refused(&reply, req).line();
+                assert_eq!(
+                    line.matches("minitorrctl").count(),
+                    1,
+                    "{kind:?} {req:?}: {line}"
+                );
+                // A plain message gets at most one hint.
+                let plain = ErrorReply {
+                    kind,
+                    message: "no".into(),
+                };
+                let line = Failure::refused(&plain, req).line();
+                assert!(line.matches("; ").count() <= 1, "{kind:?} {req:?}: {line}");
+            }
+        }
     }
 }

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
-use clap::CommandFactory;
 
 use crate::cli::{Cli, Shell};
 
@@ -15,13 +14,13 @@ pub fn completions(shell: Shell, out: &mut dyn Write) {
         Shell::Zsh => clap_complete::Shell::Zsh,
         Shell::Fish => clap_complete::Shell::Fish,
     };
-    clap_complete::generate(shell, &mut Cli::command(), "minitorrctl", out);
+    clap_complete::generate(shell, &mut Cli::definition(), "minitorrctl", out);
 }
 
 /// `minitorrctl.1` plus one page per visible command, named `minitorrctl-upload_file.1` etc.
 pub fn man_pages(out_dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    clap_mangen::generate_to(Cli::command(), out_dir)
+    clap_mangen::generate_to(Cli::definition(), out_dir)
         .with_context(|| format!("cannot write man pages into {}", out_dir.display()))
 }

@@ -8,6 +8,7 @@ mod client;
 mod commands;
 mod exit;
 mod generate;
+mod hints;
 mod password;
 mod progress;
 mod render;
@@ -16,8 +17,6 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::cli::Cli;
 use crate::client::Client;
 use crate::commands::Plan;
@@ -25,23 +24,19 @@ use crate::exit::{Failure, Status};
 use crate::render::{json, Style};
 
 fn main() -> ExitCode {
-    // `MINITORR_SOCKET=` (set but empty) means "not set", as for most path variables; clap
-    // would reject it as a missing value. Still single-threaded here, so this is sound.
-    if std::env::var_os(proto::defaults::SOCKET_ENV).is_some_and(|v| v.is_empty()) {
-        std::env::remove_var(proto::defaults::SOCKET_ENV);
-    }
     let args: Vec<OsString> = std::env::args_os().collect();
-    let cli = match Cli::try_parse_from(&args) {
+    let cli = match Cli::parse_from_args(&args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e, wants_json(&args)),
     };
     let json = cli.json;
+    let socket = cli.socket_path();
     match run(cli) {
         Ok(stdout) => {
             print_stdout(&stdout);
             ExitCode::from(Status::Success.code())
         }
-        Err(f) => report(&f, json),
+        Err(f) => report(&hints::after_failure(f, &args, &socket), json),
     }
 }
 
@@ -53,9 +48,11 @@ fn run(cli: Cli) -> Result<String, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(Status::Refused, "internal", format!("cannot start: {e}")))?;
-    // Don't make people type a password only to learn that minitorrd is not running.
+    // Don't make people type a password only to learn that minitorrd is not running, or that
+    // they are logged in already.
     if cli.command.prompts_for_password() {
-        rt.block_on(Client::new(cli.socket_path()).probe())?;
+        let client = Client::new(cli.socket_path());
+        rt.block_on(hints::before_password(&cli.command, &client))?;
     }
     match commands::plan(cli.command.clone(), &cwd, &mut password::Interactive)? {
         Plan::Completions(shell) => {
@@ -96,17 +93,7 @@ fn usage_error(e: clap::Error, json: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if json {
-        let first_line = e
-            .kind()
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| "invalid usage".into());
-        let msg = proto::names::escape_for_display(&e.to_string());
-        let message = msg
-            .lines()
-            .find_map(|l| l.strip_prefix("error: "))
-            .map_or(first_line, str::to_owned);
-        print_stdout(&json::render_error(&Failure::usage(message)));
+        print_stdout(&json::render_error(&usage_failure(&e)));
     }
     // clap quotes the refused value; one carrying a bidi override or invisible characters
     // must not reach the terminal as is (it would reorder or hide the message around it).
@@ -118,6 +105,39 @@ fn usage_error(e: clap::Error, json: bool) -> ExitCode {
         eprint!("{safe}");
     }
     ExitCode::from(e.exit_code() as u8)
+}
+
+/// clap's whole message as a one-line `message` (every paragraph of it: the missing argument
+/// names, the "similar subcommand" tip) and its usage line as the `hint`.
+fn usage_failure(e: &clap::Error) -> Failure {
+    let text = proto::names::escape_for_display(&e.to_string());
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    let (body, usage) = match text.find("\nUsage:") {
+        Some(i) => (&text[..i], Some(&text[i + 1..])),
+        None => (text, None),
+    };
+    let one_line = |s: &str| {
+        s.split("\n\n")
+            .map(|para| {
+                para.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut message = one_line(body);
+    if message.is_empty() {
+        message = e.kind().as_str().unwrap_or("invalid usage").to_owned();
+    }
+    let f = Failure::usage(message);
+    match usage.map(one_line).filter(|u| !u.is_empty()) {
+        Some(u) => f.with_hint(u),
+        None => f,
+    }
 }
 
 /// `--json` before a `--` counts even when the rest of the line did not parse.

@@ -20,21 +20,29 @@ impl PasswordSource for Interactive {
         if !stdin.is_terminal() {
             return read_line(&mut stdin.lock());
         }
-        let prompt_err =
-            |e: std::io::Error| Failure::usage(format!("cannot read the password: {e}"));
-        let pw =
-            rpassword::prompt_password(format!("Password for {user}: ")).map_err(prompt_err)?;
-        if confirm {
-            let again = rpassword::prompt_password("Repeat the password: ").map_err(prompt_err)?;
-            if again != pw {
-                return Err(Failure::usage("the passwords do not match"));
-            }
-        }
-        if pw.is_empty() {
-            return Err(Failure::usage("empty password"));
-        }
-        Ok(pw)
+        ask(&mut |p| rpassword::prompt_password(p), user, confirm)
     }
+}
+
+/// The terminal dialogue, with the prompt injectable for tests. An empty password is refused
+/// at once, not after being asked to repeat it.
+fn ask(
+    prompt: &mut dyn FnMut(&str) -> std::io::Result<String>,
+    user: &str,
+    confirm: bool,
+) -> Result<String, Failure> {
+    let prompt_err = |e: std::io::Error| Failure::usage(format!("cannot read the password: {e}"));
+    let pw = prompt(&format!("Password for {user}: ")).map_err(prompt_err)?;
+    if pw.is_empty() {
+        return Err(Failure::usage("empty password"));
+    }
+    if confirm {
+        let again = prompt("Repeat the password: ").map_err(prompt_err)?;
+        if again != pw {
+            return Err(Failure::usage("the passwords do not match"));
+        }
+    }
+    Ok(pw)
 }
 
 /// One line, without its line ending; everything else (spaces included) is the password.
@@ -69,6 +77,30 @@ mod tests {
         );
         assert_eq!(read_line(&mut &b"crlf\r\n"[..]).unwrap(), "crlf");
         assert_eq!(read_line(&mut &b"no-newline"[..]).unwrap(), "no-newline");
+    }
+
+    #[test]
+    fn empty_password_is_refused_before_asking_again() {
+        let mut asked = Vec::new();
+        let mut answers = vec![String::new(), String::new()].into_iter();
+        let mut prompt = |p: &str| {
+            asked.push(p.to_owned());
+            Ok(answers.next().unwrap())
+        };
+        let e = ask(&mut prompt, "alice", true).unwrap_err();
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (Status::Usage, "empty password")
+        );
+        assert_eq!(asked, ["Password for alice: "], "asked once only");
+
+        let mut asked = 0;
+        let mut prompt = |_: &str| {
+            asked += 1;
+            Ok("pw".to_owned())
+        };
+        assert_eq!(ask(&mut prompt, "alice", true).unwrap(), "pw");
+        assert_eq!(asked, 2, "a new account's password is confirmed");
     }
 
     #[test]

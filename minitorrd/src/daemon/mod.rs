@@ -212,12 +212,11 @@ impl Daemon {
     }
 
     pub(crate) fn current_session(&self) -> Reply<Session> {
-        self.session.read().expect("lock").clone().ok_or_else(|| {
-            fail(
-                ErrorKind::NotLoggedIn,
-                "not logged in; run: minitorrctl login <user_id>",
-            )
-        })
+        self.session
+            .read()
+            .expect("lock")
+            .clone()
+            .ok_or_else(|| fail(ErrorKind::NotLoggedIn, "not logged in"))
     }
 
     /// Call the tracker as the logged-in user; tracker refusals become control errors.

@@ -291,10 +291,7 @@ impl Service {
             .touch_session(&caller.token_hash, self.now() as i64)
             .await?
         {
-            return fail(
-                ErrorCode::InvalidSession,
-                "session expired or revoked: log in again",
-            );
+            return fail(ErrorCode::InvalidSession, "session expired or revoked");
         }
         Ok(Response::ok(""))
     }

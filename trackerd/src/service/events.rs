@@ -224,10 +224,7 @@ impl Service {
             }
             // Quiet for `wait`: is the session still alive (logout, expiry)?
             if !self.session_alive(&sub.token_hash).await? {
-                return fail(
-                    ErrorCode::InvalidSession,
-                    "session expired or revoked: log in again",
-                );
+                return fail(ErrorCode::InvalidSession, "session expired or revoked");
             }
             Ok(vec![])
         }

@@ -499,10 +499,7 @@ impl Service {
                 token_hash,
                 session,
             }),
-            None => fail(
-                ErrorCode::InvalidSession,
-                "session expired or revoked: log in again",
-            ),
+            None => fail(ErrorCode::InvalidSession, "session expired or revoked"),
         }
     }
 }
