@@ -28,7 +28,7 @@ fn usage_errors_exit_2() {
     user(&alice, "alice");
     for args in [
         &["frobnicate"][..],
-        &["create-group", "g1"],
+        &["creategroup", "g1"],
         &["join_group"],
         &["accept_request", "g1"],
         &["create_group", "a/b"],
