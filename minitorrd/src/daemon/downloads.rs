@@ -432,22 +432,7 @@ impl Daemon {
         dest: PathBuf,
     ) -> Reply<DownloadStatus> {
         let session = self.current_session()?;
-        let details = match self
-            .call(Call::GetFile {
-                group: group.clone(),
-                file: file.clone(),
-            })
-            .await?
-        {
-            tracker::Response::File(d) => *d,
-            other => return Err(super::unexpected(other)),
-        };
-        details.meta.check().map_err(|e| {
-            fail(
-                ErrorKind::Internal,
-                format!("tracker sent bad metadata: {e}"),
-            )
-        })?;
+        let details = self.file_details(&group, &file).await?;
         // Refuse now what would be refused at start (directory not ours, no room), so a
         // queued download does not fail later for a reason known today.
         let (d, name, size) = (dest.clone(), details.meta.name.clone(), details.meta.size);

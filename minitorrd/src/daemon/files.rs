@@ -209,17 +209,7 @@ impl Daemon {
         plan: dest::Resolved,
     ) -> Reply<Response> {
         let dest = checked_dir(&plan.dir)?.join(&plan.name);
-        let details = match self
-            .call(Call::GetFile {
-                group: group.clone(),
-                file: file.clone(),
-            })
-            .await?
-        {
-            tracker::Response::File(d) => *d,
-            other => return Err(unexpected(other)),
-        };
-        let meta = details.meta;
+        let meta = self.file_details(&group, &file).await?.meta;
         let different = |how: String| {
             refused(format!(
                 "{} already exists with other content than {file} in {group} ({how}); not \
@@ -288,6 +278,32 @@ impl Daemon {
         Ok(Response::DownloadStarted(status))
     }
 
+    /// The tracker's `GetFile` answer for `file` in `group`, its metadata checked (the
+    /// tracker is not trusted to send a consistent piece list).
+    pub(super) async fn file_details(
+        &self,
+        group: &str,
+        file: &str,
+    ) -> Reply<tracker::FileDetails> {
+        let details = match self
+            .call(Call::GetFile {
+                group: group.to_owned(),
+                file: file.to_owned(),
+            })
+            .await?
+        {
+            tracker::Response::File(d) => *d,
+            other => return Err(unexpected(other)),
+        };
+        details.meta.check().map_err(|e| {
+            fail(
+                ErrorKind::Internal,
+                format!("tracker sent bad metadata: {e}"),
+            )
+        })?;
+        Ok(details)
+    }
+
     pub(super) fn live_download(&self, group: &str, file: &str) -> Option<Arc<Download>> {
         self.downloads
             .lock()
@@ -336,22 +352,7 @@ impl Daemon {
         checked: Option<Arc<std::sync::atomic::AtomicU64>>,
     ) -> Reply<Arc<Download>> {
         let session = self.current_session()?;
-        let details = match self
-            .call(Call::GetFile {
-                group: group.clone(),
-                file: file.clone(),
-            })
-            .await?
-        {
-            tracker::Response::File(d) => *d,
-            other => return Err(unexpected(other)),
-        };
-        details.meta.check().map_err(|e| {
-            fail(
-                ErrorKind::Internal,
-                format!("tracker sent bad metadata: {e}"),
-            )
-        })?;
+        let details = self.file_details(&group, &file).await?;
         if expect.is_some_and(|h| h != details.meta.sha1) {
             return Err(refused(format!(
                 "{file} in {group} was replaced by different content"
