@@ -114,6 +114,7 @@ fn status(state: DownloadState, done: u64) -> DownloadStatus {
         error: (state == DownloadState::Failed).then(|| "no online peer has piece 0".into()),
         first_piece_ms: None,
         elapsed_ms: 1500,
+        avg_bps: done * 1000 / 1500,
     }
 }
 

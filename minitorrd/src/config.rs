@@ -98,9 +98,13 @@ pub struct Config {
     pub max_peers_per_user: usize,
     /// Largest number of piece requests in flight to one peer (adapts between 2 and this).
     pub max_pipeline_depth: usize,
-    /// Upload rate limit in bytes per second over all peers (0 = unlimited).
+    /// Upload rate limit in bytes per second over all peers (0 = unlimited); in the file also
+    /// with a unit, e.g. "20M" or "10MiB" ([`crate::rate_units`]).
+    #[serde(deserialize_with = "crate::rate_units::max_upload_rate")]
     pub max_upload_rate: u64,
-    /// Download rate limit in bytes per second over all downloads (0 = unlimited).
+    /// Download rate limit in bytes per second over all downloads (0 = unlimited); units as
+    /// for `max_upload_rate`.
+    #[serde(deserialize_with = "crate::rate_units::max_download_rate")]
     pub max_download_rate: u64,
     /// Downloads running at once; more wait in the queue (`[Q]` in show_downloads).
     pub max_active_downloads: usize,
@@ -367,6 +371,32 @@ mod tests {
             ..Config::default()
         };
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn rates_accept_units_and_bad_units_name_the_key() {
+        let cfg = Config::from_toml(
+            "max_download_rate = \"20M\"\nmax_upload_rate = 1048576\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(cfg.max_download_rate, 20_000_000);
+        assert_eq!(cfg.max_upload_rate, 1_048_576);
+        let cfg = Config::from_toml("max_upload_rate = \"10MiB\"\n", "t.toml").unwrap();
+        assert_eq!(cfg.max_upload_rate, 10 << 20);
+        assert_eq!(cfg.max_download_rate, 0);
+        // --print-config writes plain bytes, which read back the same.
+        let again = Config::from_toml(&cfg.to_toml(), "t.toml").unwrap();
+        assert_eq!(again.max_upload_rate, 10 << 20);
+        for (text, key) in [
+            ("max_download_rate = \"20X\"\n", "max_download_rate"),
+            ("max_upload_rate = -5\n", "max_upload_rate"),
+            ("max_upload_rate = true\n", "max_upload_rate"),
+        ] {
+            let e = Config::from_toml(text, "t.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+            assert!(e.contains("t.toml"), "{text:?}: {e}");
+        }
     }
 
     fn load(argv: &[&str]) -> Result<Config, ConfigError> {

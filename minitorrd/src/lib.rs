@@ -7,6 +7,7 @@ pub mod control;
 pub mod daemon;
 pub mod download;
 pub mod peerlink;
+pub mod rate_units;
 pub mod ratelimit;
 pub mod sharing;
 pub mod state;

@@ -47,7 +47,12 @@ fn main() -> std::process::ExitCode {
     let (filter, log_handle) = reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // No colour codes in journald or log files.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
     if let Some(w) = cfg.tracker_link_warning() {
         tracing::warn!("{w}");

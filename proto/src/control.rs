@@ -260,6 +260,11 @@ pub struct DownloadStatus {
     pub first_piece_ms: Option<u64>,
     /// Milliseconds from start to completion, once complete.
     pub elapsed_ms: u64,
+    /// Average bytes per second of this run: bytes fetched since this daemon (re)started the
+    /// download, over `elapsed_ms`. Pieces already in the part file from before a resume do
+    /// not count.
+    #[serde(default)]
+    pub avg_bps: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -333,11 +333,8 @@ pub fn render_download_started(d: &DownloadStatus) -> String {
 
 /// The final line of `download_file --wait` / `wait` when the download completed.
 pub fn render_download_done(d: &DownloadStatus) -> String {
-    let avg = d
-        .size
-        .saturating_mul(1000)
-        .checked_div(d.elapsed_ms)
-        .unwrap_or(0);
+    // This run's average (bytes fetched before a resume are not in it).
+    let avg = d.avg_bps;
     let from = d.peers.iter().filter(|p| p.bytes_received > 0).count() as u64;
     format!(
         "downloaded {} from {} to {} ({} in {}, {} average, from {}; sha1 verified)\n",

@@ -98,6 +98,7 @@ pub struct DownloadView<'a> {
     pub error: Option<&'a str>,
     pub first_piece_ms: Option<u64>,
     pub elapsed_ms: u64,
+    pub avg_bps: u64,
 }
 
 /// `download_file` (with or without `--wait`) and `wait`.
@@ -230,6 +231,7 @@ pub fn download(d: &DownloadStatus) -> DownloadView<'_> {
         error: d.error.as_deref(),
         first_piece_ms: d.first_piece_ms,
         elapsed_ms: d.elapsed_ms,
+        avg_bps: d.avg_bps,
     }
 }
 

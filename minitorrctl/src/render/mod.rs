@@ -137,6 +137,7 @@ pub mod testdata {
             error: None,
             first_piece_ms: Some(84),
             elapsed_ms: 38_000,
+            avg_bps: 12_715_363,
         }
     }
 
@@ -156,6 +157,7 @@ pub mod testdata {
             error: None,
             first_piece_ms: Some(3),
             elapsed_ms: 12,
+            avg_bps: 360_083,
         }
     }
 
@@ -175,6 +177,7 @@ pub mod testdata {
             error: Some("no online peer has piece 12".into()),
             first_piece_ms: Some(40),
             elapsed_ms: 9_500,
+            avg_bps: 662_200,
         }
     }
 

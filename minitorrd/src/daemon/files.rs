@@ -579,6 +579,7 @@ pub(super) fn record_status(r: &DownloadRecord) -> DownloadStatus {
         error: r.error.clone(),
         first_piece_ms: None,
         elapsed_ms: 0,
+        avg_bps: 0,
     }
 }
 

@@ -248,6 +248,7 @@ impl Download {
     pub fn status(&self) -> DownloadStatus {
         let pieces_done = self.pieces_done();
         let p = self.progress.lock().expect("lock");
+        let elapsed = p.finished.unwrap_or_else(|| self.started.elapsed());
         DownloadStatus {
             group: self.group.clone(),
             file: self.meta.name.clone(),
@@ -266,10 +267,8 @@ impl Download {
             peers: p.peers.values().cloned().collect(),
             error: p.error.clone(),
             first_piece_ms: p.first_piece.map(|d| d.as_millis() as u64),
-            elapsed_ms: p
-                .finished
-                .unwrap_or_else(|| self.started.elapsed())
-                .as_millis() as u64,
+            elapsed_ms: elapsed.as_millis() as u64,
+            avg_bps: p.average_speed(elapsed),
         }
     }
 

@@ -12,6 +12,8 @@ pub struct Progress {
     pub state: DownloadState,
     pub error: Option<String>,
     pub bytes_done: u64,
+    /// `bytes_done` when this run started (pieces verified in the part file before a resume).
+    start_bytes: u64,
     pub peers: BTreeMap<String, PeerStat>,
     pub first_piece: Option<Duration>,
     pub finished: Option<Duration>,
@@ -24,6 +26,7 @@ impl Progress {
             state: DownloadState::Downloading,
             error: None,
             bytes_done,
+            start_bytes: bytes_done,
             peers: BTreeMap::new(),
             first_piece: None,
             finished: None,
@@ -56,6 +59,20 @@ impl Progress {
         {
             self.samples.pop_front();
         }
+    }
+
+    /// Bytes fetched by this run (not those found in the part file on resume).
+    pub fn fetched_this_run(&self) -> u64 {
+        self.bytes_done.saturating_sub(self.start_bytes)
+    }
+
+    /// Average bytes per second of this run, `elapsed` being the time since it started.
+    pub fn average_speed(&self, elapsed: Duration) -> u64 {
+        let ms = elapsed.as_millis() as u64;
+        self.fetched_this_run()
+            .saturating_mul(1000)
+            .checked_div(ms)
+            .unwrap_or(0)
     }
 
     /// Bytes per second over the last few seconds (0 when idle).
@@ -91,5 +108,21 @@ mod tests {
         assert_eq!(p.peers["1.2.3.4:1"].bytes_received, 200);
         assert_eq!(p.first_piece, Some(Duration::from_millis(5)));
         assert!(p.speed() > 0);
+    }
+
+    #[test]
+    fn the_average_after_a_resume_counts_only_this_runs_bytes() {
+        // 900 bytes were in the part file already; this run fetched 100 in 2 s.
+        let mut p = Progress::new(900);
+        assert_eq!(p.average_speed(Duration::from_secs(1)), 0);
+        p.record_piece("1.2.3.4:1", "a", 100, Duration::from_millis(5));
+        assert_eq!(p.bytes_done, 1000);
+        assert_eq!(p.fetched_this_run(), 100);
+        assert_eq!(p.average_speed(Duration::from_secs(2)), 50);
+        assert_eq!(p.average_speed(Duration::ZERO), 0);
+        // A fresh download counts everything.
+        let mut p = Progress::new(0);
+        p.record_piece("1.2.3.4:1", "a", 3000, Duration::from_millis(5));
+        assert_eq!(p.average_speed(Duration::from_secs(3)), 1000);
     }
 }
