@@ -10,15 +10,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use minitorr_e2e::pg::{psql, TestDatabase};
 use minitorr_e2e::*;
 use serde_json::Value;
 
-const ENV: &str = "MINITORR_TEST_POSTGRES";
 const MIB: usize = 1024 * 1024;
 
 /// The admin URL: `MINITORR_TEST_POSTGRES`, else a throwaway server of this test binary's own
@@ -27,68 +26,12 @@ fn postgres() -> Option<String> {
     pg::admin_url("tracker HA test (tests/tests/ha_postgres.rs)")
 }
 
-/// A fresh database of its own for one test, dropped afterwards.
-struct TestDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-fn psql(url: &str, sql: &str) -> std::process::Output {
-    Command::new("psql")
-        .arg(url)
-        .args(["-v", "ON_ERROR_STOP=1", "-qtAc", sql])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run psql (PostgreSQL client) for {ENV}: {e}"))
-}
-
-impl TestDb {
-    fn create(admin: &str) -> TestDb {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "minitorr_ha_{}_{}_{:08x}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst),
-            rand::random::<u32>()
-        );
-        let out = psql(admin, &format!("CREATE DATABASE {name}"));
-        assert!(
-            out.status.success(),
-            "CREATE DATABASE {name} on {admin}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Same server and credentials, other database (the URL's path).
-        let (base, query) = match admin.split_once('?') {
-            Some((b, q)) => (b, format!("?{q}")),
-            None => (admin, String::new()),
-        };
-        let slash = base.rfind('/').expect("URL with a database path");
-        assert!(slash > "postgres://".len(), "{ENV} must name a database");
-        let url = format!("{}/{name}{query}", &base[..slash]);
-        TestDb {
-            admin: admin.to_string(),
-            name,
-            url,
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let _ = psql(
-            &self.admin,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
-
 fn addr() -> SocketAddr {
     format!("127.0.0.1:{}", free_port()).parse().unwrap()
 }
 
 /// Two trackers on `db`, each with its own (unused) state dir.
-fn two_trackers(dir: &Path, db: &TestDb) -> (Tracker, Tracker) {
+fn two_trackers(dir: &Path, db: &TestDatabase) -> (Tracker, Tracker) {
     let args = ["--database-url", db.url.as_str()];
     let a = Tracker::start_with(&dir.join("tracker-a"), addr(), &args);
     let b = Tracker::start_with(&dir.join("tracker-b"), addr(), &args);
@@ -118,7 +61,7 @@ fn login_count(p: &Peer) -> usize {
 #[test]
 fn kill9_of_one_tracker_loses_no_acknowledged_write_and_sessions_move_to_the_other() {
     let Some(admin) = postgres() else { return };
-    let db = TestDb::create(&admin);
+    let db = TestDatabase::create(&admin, "minitorr_ha");
     let tmp = tempfile::tempdir().unwrap();
     let (mut ta, tb) = two_trackers(tmp.path(), &db);
     let both = [ta.addr, tb.addr];
@@ -247,7 +190,7 @@ fn kill9_of_one_tracker_loses_no_acknowledged_write_and_sessions_move_to_the_oth
 #[test]
 fn a_download_running_when_its_tracker_is_killed_completes() {
     let Some(admin) = postgres() else { return };
-    let db = TestDb::create(&admin);
+    let db = TestDatabase::create(&admin, "minitorr_ha");
     let tmp = tempfile::tempdir().unwrap();
     let (mut ta, tb) = two_trackers(tmp.path(), &db);
     let both = [ta.addr, tb.addr];
@@ -343,7 +286,7 @@ async fn hello(
 fn two_trackers_sign_with_their_own_keys_and_every_seeder_accepts_both() {
     use minitorr_proto::tracker::{Call, Response};
     let Some(admin) = postgres() else { return };
-    let db = TestDb::create(&admin);
+    let db = TestDatabase::create(&admin, "minitorr_ha");
     let tmp = tempfile::tempdir().unwrap();
     let args = ["--database-url", db.url.as_str()];
     let ta = Tracker::start_with(&tmp.path().join("tracker-a"), addr(), &args);
@@ -434,7 +377,7 @@ fn two_trackers_sign_with_their_own_keys_and_every_seeder_accepts_both() {
 fn an_event_committed_through_one_tracker_reaches_a_daemon_subscribed_to_the_other() {
     use minitorr_e2e::fakepeer::{open_served, time_to_close, FakeMember};
     let Some(admin) = postgres() else { return };
-    let db = TestDb::create(&admin);
+    let db = TestDatabase::create(&admin, "minitorr_ha");
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = two_trackers(dir.path(), &db);
     let seeder = Peer::start(&dir.path().join("seeder"), &b);
