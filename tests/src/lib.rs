@@ -303,17 +303,26 @@ impl Peer {
         fakepeer::DeviceKey::load(&self.dir.join("state").join("device.key")).unwrap()
     }
 
-    /// Run minitorrctl against this daemon.
-    pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(bin("minitorrctl"))
-            .arg("--socket")
+    /// minitorrctl against this daemon, ready to run.
+    fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("minitorrctl"));
+        cmd.arg("--socket")
             .arg(&self.socket)
             .args(args)
             .env_remove("MINITORR_SOCKET")
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Run minitorrctl against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_command(args).output().unwrap()
+    }
+
+    /// Run minitorrctl against this daemon from `cwd` (relative paths resolve there).
+    pub fn ctl_in(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.ctl_command(args).current_dir(cwd).output().unwrap()
     }
 
     /// Run minitorrctl, assert exit 0, return stdout.

@@ -4,7 +4,6 @@
 //! matter.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use minitorr_e2e::*;
@@ -12,20 +11,6 @@ use minitorr_e2e::*;
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 const LONG: Duration = Duration::from_secs(90);
-
-/// minitorrctl against `peer`, run from `cwd` (relative destinations resolve there).
-fn ctl_in(peer: &Peer, cwd: &Path, args: &[&str]) -> Output {
-    Command::new(bin("minitorrctl"))
-        .current_dir(cwd)
-        .arg("--socket")
-        .arg(&peer.socket)
-        .args(args)
-        .env_remove("MINITORR_SOCKET")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 /// What `alice` uploaded of `file` so far (her `list_shares`).
 fn uploaded(alice: &Peer, file: &str) -> u64 {
@@ -80,7 +65,7 @@ fn every_destination_form_behaves_like_cp() {
     let work = tmp.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let ok = |args: &[&str]| {
-        let out = ctl_in(&bob, &work, args);
+        let out = bob.ctl_in(&work, args);
         assert!(out.status.success(), "{args:?}: {}", stderr_of(&out));
         stdout_of(&out)
     };
@@ -125,7 +110,7 @@ fn a_missing_directory_is_refused_before_anything_is_fetched() {
     std::fs::create_dir(&work).unwrap();
     std::fs::write(work.join("notes.txt"), b"mine").unwrap();
     let refuse = |dest: &str, says: &str| {
-        let out = ctl_in(&bob, &work, &["download_file", "g1", "f.bin", dest]);
+        let out = bob.ctl_in(&work, &["download_file", "g1", "f.bin", dest]);
         assert_eq!(out.status.code(), Some(1), "{dest}: {}", stderr_of(&out));
         let err = stderr_of(&out);
         assert!(err.contains(says), "{dest}: {err}");
@@ -141,7 +126,7 @@ fn a_missing_directory_is_refused_before_anything_is_fetched() {
     refuse("notes.txt/f.bin", "not a directory");
     // A file unknown to the group with a `dir/` destination: the directory made for it is
     // removed again.
-    let out = ctl_in(&bob, &work, &["download_file", "g1", "nosuch.bin", "made/"]);
+    let out = bob.ctl_in(&work, &["download_file", "g1", "nosuch.bin", "made/"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
 
     assert_eq!(tree(&work), [PathBuf::from("notes.txt")], "nothing created");
@@ -230,7 +215,7 @@ fn a_failed_download_leaves_nothing_outside_its_listed_part_file() {
     alice.ok(&["upload_file", src.to_str().unwrap(), "g1"]);
     let work = tmp.path().join("work");
     std::fs::create_dir(&work).unwrap();
-    let out = ctl_in(&bob, &work, &["download_file", "g1", "big.bin", "in/"]);
+    let out = bob.ctl_in(&work, &["download_file", "g1", "big.bin", "in/"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     wait_until("some bytes", LONG, || bytes_done(&bob, "g1", "big.bin") > 0);
     alice.kill9();
