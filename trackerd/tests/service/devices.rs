@@ -57,15 +57,7 @@ async fn devices(h: &Harness, token: &str) -> Vec<minitorr_proto::types::DeviceI
 async fn a_password_login_registers_the_device_which_then_logs_in_by_itself() {
     let h = Harness::new().await;
     h.user("bob").await; // another user: created and logged in elsewhere
-    let _ = h
-        .call(
-            None,
-            Call::CreateUser {
-                user: "alice".into(),
-                password: "alice-pw".into(),
-            },
-        )
-        .await;
+    h.create_user("alice").await;
     // Not registered yet: refused.
     let r = h.call(None, signed_login(&h, "alice", ADDR).await).await;
     let m = expect_err(r, ErrorCode::AuthFailed);
@@ -96,15 +88,7 @@ async fn a_password_login_registers_the_device_which_then_logs_in_by_itself() {
 #[tokio::test]
 async fn replayed_forged_and_misbound_signatures_are_refused() {
     let h = Harness::new().await;
-    let _ = h
-        .call(
-            None,
-            Call::CreateUser {
-                user: "alice".into(),
-                password: "alice-pw".into(),
-            },
-        )
-        .await;
+    h.create_user("alice").await;
     h.login_other_device("alice", ADDR).await;
     let good = signed_login(&h, "alice", ADDR).await;
     granted(h.call(None, good.clone()).await);
@@ -141,15 +125,7 @@ async fn replayed_forged_and_misbound_signatures_are_refused() {
 #[tokio::test]
 async fn revoked_and_logged_out_devices_stay_out_until_a_password_login() {
     let h = Harness::new().await;
-    let _ = h
-        .call(
-            None,
-            Call::CreateUser {
-                user: "alice".into(),
-                password: "alice-pw".into(),
-            },
-        )
-        .await;
+    h.create_user("alice").await;
     let laptop = h.login_other_device("alice", "127.0.0.1:7200").await;
     h.ok(
         &laptop.token,
@@ -229,15 +205,7 @@ async fn revoked_and_logged_out_devices_stay_out_until_a_password_login() {
 #[tokio::test]
 async fn device_names_are_unique_per_user() {
     let h = Harness::new().await;
-    let _ = h
-        .call(
-            None,
-            Call::CreateUser {
-                user: "alice".into(),
-                password: "alice-pw".into(),
-            },
-        )
-        .await;
+    h.create_user("alice").await;
     let a = h.login_other_device("alice", "127.0.0.1:7301").await;
     let b = h.login_other_device("alice", "127.0.0.1:7302").await;
     assert_eq!(

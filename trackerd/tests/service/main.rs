@@ -175,8 +175,8 @@ impl Harness {
         }
     }
 
-    /// Create `user` (password `<user>-pw`) and log in; returns the token.
-    pub async fn user(&self, user: &str) -> String {
+    /// Create `user` (password `<user>-pw`) without logging in.
+    pub async fn create_user(&self, user: &str) {
         let r = self
             .call(
                 None,
@@ -187,6 +187,11 @@ impl Harness {
             )
             .await;
         assert!(matches!(r, Response::Ok { .. }), "create {user}: {r:?}");
+    }
+
+    /// Create `user` (password `<user>-pw`) and log in; returns the token.
+    pub async fn user(&self, user: &str) -> String {
+        self.create_user(user).await;
         self.login_at(user, &format!("127.0.0.1:{}", 7000 + user.len()))
             .await
             .token
