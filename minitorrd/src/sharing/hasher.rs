@@ -182,6 +182,7 @@ pub fn hash_file(path: &Path, name: &str, piece_size: u32) -> io::Result<(FileMe
         piece_size,
         sha1: whole,
         pieces,
+        tree: None,
     };
     Ok((meta, stamp_after))
 }
