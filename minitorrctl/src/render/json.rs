@@ -548,3 +548,16 @@ pub fn item(i: &ItemListing) -> ItemView<'_> {
 pub fn render_item(i: &ItemListing) -> String {
     to_document(&ItemDocView { item: item(i) })
 }
+
+#[cfg(test)]
+mod item_tests {
+    use super::*;
+    use crate::render::testdata::*;
+
+    #[test]
+    fn snapshot_items() {
+        insta::assert_snapshot!("files_with_tree", render_files("g1", &files_with_tree()));
+        insta::assert_snapshot!("item_tree", render_item(&tree_item()));
+        insta::assert_snapshot!("item_single", render_item(&single_item()));
+    }
+}
