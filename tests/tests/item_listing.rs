@@ -221,8 +221,9 @@ fn scenario(dir: &std::path::Path, t: &Tracker, db: &str) {
          list_files g1 many {list_many:?} (--json {list_many_json:?}); GetFile 100k {get_many:?}, \
          1 TiB {get_tib:?}; trackerd RSS {rss} KiB (peak {peak} KiB)"
     );
-    // Generous margins for a loaded debug build; the measured values go in the docs.
-    let limit = Duration::from_secs(10);
+    // Generous margins: the floor is 1 s for release binaries (measured values are in
+    // docs/DOWNLOADS.md); a debug build is about ten times slower, and CI machines are loaded.
+    let limit = Duration::from_secs(if cfg!(debug_assertions) { 30 } else { 10 });
     for (what, took) in [
         ("register 100k", register_many),
         ("register 1 TiB", register_tib),
