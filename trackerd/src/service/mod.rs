@@ -144,6 +144,8 @@ pub struct Service {
     /// This deployment's identity (shared by the trackers of one database), signed into
     /// device logins.
     tracker_id: [u8; 32],
+    /// Operators' metrics, recorded in [`Service::handle`].
+    metrics: Arc<crate::metrics::TrackerMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +242,7 @@ impl Service {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             password_checks: Arc::default(),
+            metrics: Arc::default(),
         })
     }
 
@@ -336,7 +339,24 @@ impl Service {
 
     /// Answer one request. `peer_ip` is the connection's source address.
     pub async fn handle(&self, req: Request, peer_ip: IpAddr) -> Response {
+        let started = std::time::Instant::now();
         let what = call_name(&req.call);
+        let response = self.handle_inner(req, peer_ip, what).await;
+        self.metrics.record(what, &response, started.elapsed());
+        response
+    }
+
+    /// The operators' metrics (see `crate::metrics`).
+    pub fn metrics(&self) -> &Arc<crate::metrics::TrackerMetrics> {
+        &self.metrics
+    }
+
+    /// Count users, online sessions, groups and files into the metrics' gauges.
+    pub async fn refresh_metrics(&self) -> Result<(), StoreError> {
+        self.metrics.refresh(&self.store, self.online_since()).await
+    }
+
+    async fn handle_inner(&self, req: Request, peer_ip: IpAddr, what: &'static str) -> Response {
         // Calls that may write revocation events (see `store::events`).
         let emits = matches!(
             req.call,
