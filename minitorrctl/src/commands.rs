@@ -303,6 +303,8 @@ pub fn render(
         (Response::Devices(d), true) => json::render_devices(d),
         (Response::Shares(s), false) => human::render_shares(s, style),
         (Response::Shares(s), true) => json::render_shares(s),
+        (Response::LeftGroup(l), false) => human::render_left_group(l),
+        (Response::LeftGroup(l), true) => json::render_left_group(l),
     })
 }
 
@@ -440,6 +442,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Error(_) => "Error",
         Response::Devices(_) => "Devices",
         Response::Shares(_) => "Shares",
+        Response::LeftGroup(_) => "LeftGroup",
     }
 }
 

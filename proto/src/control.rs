@@ -174,6 +174,8 @@ pub enum Response {
     Error(ErrorReply),
     Devices(Vec<crate::types::DeviceInfo>),
     Shares(Vec<ShareStatus>),
+    /// Answer to `LeaveGroup`: whether ownership moved or the group was deleted.
+    LeftGroup(crate::types::LeftGroup),
 }
 
 /// One shared file, as `list_shares` reports it.

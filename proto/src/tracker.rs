@@ -176,6 +176,8 @@ pub enum Response {
         expires_in_secs: u32,
     },
     Devices(Vec<crate::types::DeviceInfo>),
+    /// Answer to `LeaveGroup`: whether ownership moved or the group was deleted.
+    LeftGroup(crate::types::LeftGroup),
 }
 
 /// Something that happened to a group, pushed to the daemons of its members (at the time of the

@@ -800,3 +800,8 @@ mod tests {
         insta::assert_snapshot!("message", render_message("group g1 created; you own it"));
     }
 }
+
+/// `leave_group`: a leaving owner is told who owns the group now, or that it was deleted.
+pub fn render_left_group(l: &minitorr_proto::types::LeftGroup) -> String {
+    render_message(&l.message())
+}

@@ -138,6 +138,7 @@ impl Harness {
     pub async fn ok(&self, token: &str, call: Call) -> String {
         match self.call(Some(token), call.clone()).await {
             Response::Ok { message } => message,
+            Response::LeftGroup(left) => left.message(),
             other => panic!("{call:?} -> {other:?}"),
         }
     }
