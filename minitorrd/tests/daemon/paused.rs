@@ -34,14 +34,14 @@ async fn advance(step: Duration, real: Duration) {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_failed_download_is_rechecked_after_10_then_20_then_30_seconds() {
+async fn a_failed_download_is_rechecked_after_10_20_30_s_and_retried_on_the_holder_event() {
     let net = Net::for_paused_time();
     let alice = net.node("alice", |c| c.piece_size = 65536).await;
     let bob = net.node("bob", |_| {}).await;
     alice.create_and_login("alice").await;
     bob.create_and_login("bob").await;
     group(&alice, &bob, "g1", "bob").await;
-    share(&alice, "f.bin", 256 * 1024).await;
+    let data = share(&alice, "f.bin", 256 * 1024).await;
     // The only holder goes away: bob's download stalls, then fails for lack of holders.
     alice.ok(Request::Logout).await;
     let dl = bob.dl_dir();
@@ -108,4 +108,22 @@ async fn a_failed_download_is_rechecked_after_10_then_20_then_30_seconds() {
         bob.download("f.bin").await.unwrap().state,
         DownloadState::Failed
     );
+
+    // The holder comes back: the tracker's HolderOnline event retries the download at once.
+    // The paused clock does not move from here on (the next scheduled check is 30 s away),
+    // so completing proves the event did it.
+    alice.login("alice").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = bob.download("f.bin").await.unwrap();
+        if d.state == DownloadState::Complete {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not retried on the holder event: {d:?}"
+        );
+        settle(Duration::from_millis(50)).await;
+    }
+    assert!(std::fs::read(dl.join("f.bin")).unwrap() == data);
 }
