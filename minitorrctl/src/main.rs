@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     // Tab completion asking for group or file names: quiet, never an error.
     if let Some((socket, query)) = complete::parse(&args) {
-        let socket = socket.unwrap_or_else(|| Cli::socket_path_from_env());
+        let socket = socket.unwrap_or_else(Cli::socket_path_from_env);
         print_stdout(&complete::answer(socket, query));
         return ExitCode::SUCCESS;
     }

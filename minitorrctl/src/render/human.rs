@@ -194,6 +194,11 @@ pub fn render_message(message: &str) -> String {
     format!("{}\n", clean(message))
 }
 
+/// `leave_group`: a leaving owner is told who owns the group now, or that it was deleted.
+pub fn render_left_group(l: &minitorr_proto::types::LeftGroup) -> String {
+    render_message(&l.message())
+}
+
 pub fn render_groups(groups: &[GroupSummary], style: Style) -> String {
     if groups.is_empty() {
         return "no groups yet; create one with: minitorrctl create_group <group_id>\n".into();
@@ -799,9 +804,4 @@ mod tests {
         insta::assert_snapshot!("login", render_login(&login()));
         insta::assert_snapshot!("message", render_message("group g1 created; you own it"));
     }
-}
-
-/// `leave_group`: a leaving owner is told who owns the group now, or that it was deleted.
-pub fn render_left_group(l: &minitorr_proto::types::LeftGroup) -> String {
-    render_message(&l.message())
 }

@@ -359,6 +359,25 @@ fn hex_key(k: &[u8; 32]) -> String {
     k.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `leave_group --json`: the sentence (as for every command that only confirms) and what
+/// happened to the group.
+#[derive(Debug, Serialize)]
+pub struct LeftGroupView<'a> {
+    pub message: String,
+    pub group: &'a str,
+    pub new_owner: Option<&'a str>,
+    pub group_deleted: bool,
+}
+
+pub fn render_left_group(l: &minitorr_proto::types::LeftGroup) -> String {
+    to_document(&LeftGroupView {
+        message: l.message(),
+        group: &l.group,
+        new_owner: l.new_owner.as_deref(),
+        group_deleted: l.group_deleted,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,25 +480,6 @@ pub fn render_shares(shares: &[proto::control::ShareStatus]) -> String {
                 state: share_state(s.state),
             })
             .collect(),
-    })
-}
-
-/// `leave_group --json`: the sentence (as for every command that only confirms) and what
-/// happened to the group.
-#[derive(Debug, Serialize)]
-pub struct LeftGroupView<'a> {
-    pub message: String,
-    pub group: &'a str,
-    pub new_owner: Option<&'a str>,
-    pub group_deleted: bool,
-}
-
-pub fn render_left_group(l: &minitorr_proto::types::LeftGroup) -> String {
-    to_document(&LeftGroupView {
-        message: l.message(),
-        group: &l.group,
-        new_owner: l.new_owner.as_deref(),
-        group_deleted: l.group_deleted,
     })
 }
 
