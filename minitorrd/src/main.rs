@@ -103,13 +103,13 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyho
         )
     })?;
     let peer_addr = peers.local_addr()?;
-    let control = bind_control_socket(&cfg.socket).await?;
-    // Bound before anything runs, so a taken port fails the start instead of going unnoticed.
+    // Bound before the control socket and before anything runs, so a taken port fails the start instead of going unnoticed.
     let metrics_listen = cfg.metrics_listen;
     let metrics_listener = match metrics_listen {
         Some(addr) => Some(minitorr_metrics::bind(addr).await?),
         None => None,
     };
+    let control = bind_control_socket(&cfg.socket).await?;
     let socket_path = cfg.socket.clone();
 
     let upload_limit = Arc::new(RateLimiter::new(cfg.max_upload_rate));
