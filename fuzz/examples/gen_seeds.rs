@@ -51,6 +51,7 @@ fn meta() -> FileMeta {
         piece_size: 16384,
         sha1: Sha1Hash([1; 20]),
         pieces: vec![Sha1Hash([2; 20]); 3],
+        tree: None,
     }
 }
 

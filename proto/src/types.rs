@@ -42,15 +42,24 @@ impl FromStr for Sha1Hash {
     }
 }
 
-/// Everything needed to download and verify a file: registered with the tracker by a sharer.
+/// Everything needed to download and verify an item (a single file or a directory tree, see
+/// [`crate::item`]): registered with the tracker by a sharer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct FileMeta {
+    /// The item's name (one file-name component).
     pub name: String,
+    /// Total bytes (all files of a tree).
     pub size: u64,
     pub piece_size: u32,
+    /// A single file: SHA1 of its bytes. A tree: [`crate::item::Tree::digest`].
     pub sha1: Sha1Hash,
+    /// Every piece's SHA1, file by file (each file starts a new piece; see [`crate::item`]).
     pub pieces: Vec<Sha1Hash>,
+    /// `None`: the item is one file called `name`; `Some`: a directory tree called `name`.
+    /// (`default` keeps state files written before trees existed readable.)
+    #[serde(default)]
+    pub tree: Option<crate::item::Tree>,
 }
 
 impl FileMeta {
@@ -63,15 +72,36 @@ impl FileMeta {
         self.pieces.len() as u32
     }
 
-    /// Byte offset of piece `i`.
+    /// True if the item is a directory tree rather than one file.
+    pub fn is_tree(&self) -> bool {
+        self.tree.is_some()
+    }
+
+    /// Number of regular files (1 for a single-file item).
+    pub fn file_count(&self) -> usize {
+        self.tree.as_ref().map_or(1, |t| t.file_count())
+    }
+
+    /// Byte offset of piece `i` in a **single-file** item (a tree's pieces are located with
+    /// [`crate::item::Layout`]).
     pub fn piece_offset(&self, i: u32) -> u64 {
+        debug_assert!(
+            self.tree.is_none(),
+            "piece_offset of a tree; use item::Layout"
+        );
         i as u64 * self.piece_size as u64
     }
 
-    /// Length of piece `i` (the last piece may be short).
+    /// Length of piece `i` (the last piece of each file may be short). O(1) for a single
+    /// file; a tree builds its [`crate::item::Layout`] — hot paths keep one instead.
     pub fn piece_len(&self, i: u32) -> u32 {
-        let start = self.piece_offset(i);
-        (self.size - start).min(self.piece_size as u64) as u32
+        match self.tree {
+            None => {
+                let start = self.piece_offset(i);
+                (self.size - start).min(self.piece_size as u64) as u32
+            }
+            Some(_) => crate::item::Layout::new(self).piece_len(i),
+        }
     }
 
     /// Internal consistency: piece count matches size, sizes within protocol limits.
@@ -82,6 +112,25 @@ impl FileMeta {
                 "piece size {} is outside the allowed range",
                 self.piece_size
             ));
+        }
+        if self.pieces.len() > crate::item::MAX_ITEM_PIECES {
+            return Err(format!(
+                "{} piece hashes; at most {} are allowed",
+                self.pieces.len(),
+                crate::item::MAX_ITEM_PIECES
+            ));
+        }
+        if let Some(tree) = &self.tree {
+            crate::item::check_tree_meta(self, tree).map_err(|e| e.to_string())?;
+            let want = crate::item::tree_piece_count(tree, self.piece_size);
+            if want != self.pieces.len() as u64 {
+                return Err(format!(
+                    "{} piece hashes for a tree that needs {want} with {}-byte pieces",
+                    self.pieces.len(),
+                    self.piece_size
+                ));
+            }
+            return Ok(());
         }
         if Self::piece_count_for(self.size, self.piece_size) as usize != self.pieces.len() {
             return Err(format!(
@@ -226,6 +275,7 @@ mod tests {
             piece_size: 500_000,
             sha1: Sha1Hash([0; 20]),
             pieces: vec![Sha1Hash([0; 20]); 3],
+            tree: None,
         };
         assert_eq!(FileMeta::piece_count_for(m.size, m.piece_size), 3);
         assert_eq!(m.piece_len(0), 500_000);

@@ -191,6 +191,7 @@ fn hash_file_inner(path: &Path, name: &str, piece_size: u32) -> io::Result<(File
         piece_size,
         sha1: whole,
         pieces,
+        tree: None,
     };
     Ok((meta, stamp_after))
 }

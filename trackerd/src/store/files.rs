@@ -463,6 +463,7 @@ impl Store {
                 .map_err(|_| StoreError::Corrupt(format!("piece size {piece_size}")))?,
             sha1: sha1_from_hex(&r.try_get::<String, _>(2)?)?,
             pieces: pieces_from_hex(&r.try_get::<String, _>(3)?)?,
+            tree: None,
         };
         Ok(Some(meta))
     }

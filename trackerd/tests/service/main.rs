@@ -279,6 +279,7 @@ pub fn meta(name: &str, size: u64, seed: u8) -> FileMeta {
         piece_size,
         sha1: Sha1Hash([seed; 20]),
         pieces: (0..n).map(|i| Sha1Hash([seed ^ (i as u8); 20])).collect(),
+        tree: None,
     }
 }
 
