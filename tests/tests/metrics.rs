@@ -318,4 +318,16 @@ fn a_non_loopback_metrics_address_is_warned_about() {
     let log = tracker.log();
     assert!(log.contains("not a loopback address"), "{log}");
     assert!(listening_ports(tracker_pid(&tracker)).contains(&port));
+
+    let pdir = dir.path().join("peer");
+    let pport = free_port();
+    let pcfg = config(
+        &pdir,
+        "minitorrd.toml",
+        &format!("metrics_listen = \"0.0.0.0:{pport}\"\n"),
+    );
+    let peer = Peer::start_with(&pdir, &[tracker.addr], &["--config", &pcfg]);
+    let log = peer.log_tail(50);
+    assert!(log.contains("not a loopback address"), "{log}");
+    assert!(listening_ports(peer_pid(&peer)).contains(&pport));
 }
