@@ -315,6 +315,8 @@ pub fn render(
         (Response::Shares(s), true) => json::render_shares(s),
         (Response::Item(i), false) => human::render_item(i, style),
         (Response::Item(i), true) => json::render_item(i),
+        (Response::LeftGroup(l), false) => human::render_left_group(l),
+        (Response::LeftGroup(l), true) => json::render_left_group(l),
     })
 }
 
@@ -453,6 +455,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Devices(_) => "Devices",
         Response::Shares(_) => "Shares",
         Response::Item(_) => "Item",
+        Response::LeftGroup(_) => "LeftGroup",
     }
 }
 

@@ -182,6 +182,8 @@ pub enum Response {
     Shares(Vec<ShareStatus>),
     /// Answer to `ListItem`.
     Item(Box<crate::types::ItemListing>),
+    /// Answer to `LeaveGroup`: whether ownership moved or the group was deleted.
+    LeftGroup(crate::types::LeftGroup),
 }
 
 /// One shared file, as `list_shares` reports it.

@@ -184,6 +184,8 @@ pub enum Response {
     Devices(Vec<crate::types::DeviceInfo>),
     /// Answer to `ListItem`.
     Item(Box<crate::types::ItemListing>),
+    /// Answer to `LeaveGroup`: whether ownership moved or the group was deleted.
+    LeftGroup(crate::types::LeftGroup),
 }
 
 /// Something that happened to a group, pushed to the daemons of its members (at the time of the

@@ -392,3 +392,27 @@ impl ItemListing {
         self.tree.as_ref().map_or(1, |t| t.file_count())
     }
 }
+
+/// What leaving a group did (the answer to `LeaveGroup`, from the tracker and from the daemon):
+/// a leaving owner learns who owns the group now, or that it was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct LeftGroup {
+    pub group: String,
+    /// The caller owned the group and ownership moved to this member (the longest-standing).
+    pub new_owner: Option<String>,
+    /// The caller was the last member: the group is gone with its requests and files.
+    pub group_deleted: bool,
+}
+
+impl LeftGroup {
+    /// The sentence for a person.
+    pub fn message(&self) -> String {
+        let group = &self.group;
+        match (&self.new_owner, self.group_deleted) {
+            (_, true) => format!("left {group}; it had no other member and was deleted"),
+            (Some(next), false) => format!("left {group}; {next} is now its owner"),
+            (None, false) => format!("left {group}"),
+        }
+    }
+}

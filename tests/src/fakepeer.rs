@@ -405,7 +405,7 @@ impl FakeMember {
                 group: group.into(),
             })
             .await;
-        assert!(matches!(r, Response::Ok { .. }), "leave {group}: {r:?}");
+        assert!(matches!(r, Response::LeftGroup(_)), "leave {group}: {r:?}");
     }
 
     /// A fresh ticket for `file` of `group`.

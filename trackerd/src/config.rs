@@ -61,6 +61,9 @@ pub struct Config {
     pub quota_pieces: u64,
     pub max_pieces_per_file: u32,
     pub trust_announced_peer_addr: bool,
+    /// Where to serve operators' metrics (`GET /metrics`, Prometheus text); off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The config file as written: every key optional.
@@ -93,6 +96,7 @@ pub struct FileConfig {
     pub quota_pieces: Option<u64>,
     pub max_pieces_per_file: Option<u32>,
     pub trust_announced_peer_addr: Option<bool>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Command-line values that take part in precedence.
@@ -359,6 +363,7 @@ pub fn resolve(
             .max_pieces_per_file
             .unwrap_or(DEFAULT_MAX_PIECES_PER_FILE),
         trust_announced_peer_addr: file.trust_announced_peer_addr.unwrap_or(false),
+        metrics_listen: file.metrics_listen,
     };
     config.validate()?;
     Ok(config)

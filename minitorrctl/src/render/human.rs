@@ -195,6 +195,11 @@ pub fn render_message(message: &str) -> String {
     format!("{}\n", clean(message))
 }
 
+/// `leave_group`: a leaving owner is told who owns the group now, or that it was deleted.
+pub fn render_left_group(l: &minitorr_proto::types::LeftGroup) -> String {
+    render_message(&l.message())
+}
+
 pub fn render_groups(groups: &[GroupSummary], style: Style) -> String {
     if groups.is_empty() {
         return "no groups yet; create one with: minitorrctl create_group <group_id>\n".into();

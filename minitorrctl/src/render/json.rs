@@ -366,6 +366,25 @@ fn hex_key(k: &[u8; 32]) -> String {
     k.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `leave_group --json`: the sentence (as for every command that only confirms) and what
+/// happened to the group.
+#[derive(Debug, Serialize)]
+pub struct LeftGroupView<'a> {
+    pub message: String,
+    pub group: &'a str,
+    pub new_owner: Option<&'a str>,
+    pub group_deleted: bool,
+}
+
+pub fn render_left_group(l: &minitorr_proto::types::LeftGroup) -> String {
+    to_document(&LeftGroupView {
+        message: l.message(),
+        group: &l.group,
+        new_owner: l.new_owner.as_deref(),
+        group_deleted: l.group_deleted,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,5 +578,41 @@ mod item_tests {
         insta::assert_snapshot!("files_with_tree", render_files("g1", &files_with_tree()));
         insta::assert_snapshot!("item_tree", render_item(&tree_item()));
         insta::assert_snapshot!("item_single", render_item(&single_item()));
+    }
+}
+
+#[cfg(test)]
+mod left_group_tests {
+    use minitorr_proto::types::LeftGroup;
+
+    #[test]
+    fn leave_group_says_who_owns_the_group_now_or_that_it_is_gone() {
+        let moved = LeftGroup {
+            group: "g1".into(),
+            new_owner: Some("bob".into()),
+            group_deleted: false,
+        };
+        let v: serde_json::Value = serde_json::from_str(&super::render_left_group(&moved)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"message": "left g1; bob is now its owner", "group": "g1",
+                "new_owner": "bob", "group_deleted": false})
+        );
+        assert_eq!(
+            crate::render::human::render_left_group(&moved),
+            "left g1; bob is now its owner\n"
+        );
+        let gone = LeftGroup {
+            group: "g1".into(),
+            new_owner: None,
+            group_deleted: true,
+        };
+        let v: serde_json::Value = serde_json::from_str(&super::render_left_group(&gone)).unwrap();
+        assert_eq!(v["new_owner"], serde_json::Value::Null);
+        assert_eq!(v["group_deleted"], true);
+        assert_eq!(
+            crate::render::human::render_left_group(&gone),
+            "left g1; it had no other member and was deleted\n"
+        );
     }
 }

@@ -318,3 +318,11 @@ pub(crate) fn unexpected(resp: tracker::Response) -> ErrorReply {
         format!("unexpected tracker answer: {resp:?}"),
     )
 }
+
+impl Daemon {
+    /// Set the metrics' gauges (downloads by state, peers connected) from what the daemon
+    /// holds now; called by the metrics listener before each scrape.
+    pub fn refresh_metrics(&self) {
+        crate::metrics::global().set_gauges(&self.show_downloads(), self.live.len());
+    }
+}

@@ -148,6 +148,8 @@ pub struct Service {
     /// `Share`). The largest item's listing and piece list take some tens of MiB while being
     /// read, parsed and answered; this bounds how many are in memory together.
     metadata_slots: tokio::sync::Semaphore,
+    /// Operators' metrics, recorded in [`Service::handle`].
+    metrics: Arc<crate::metrics::TrackerMetrics>,
 }
 
 /// Items whose metadata is loaded or checked at once (see `Service::metadata_slots`).
@@ -248,6 +250,7 @@ impl Service {
             ),
             password_checks: Arc::default(),
             metadata_slots: tokio::sync::Semaphore::new(METADATA_SLOTS),
+            metrics: Arc::default(),
         })
     }
 
@@ -344,7 +347,24 @@ impl Service {
 
     /// Answer one request. `peer_ip` is the connection's source address.
     pub async fn handle(&self, req: Request, peer_ip: IpAddr) -> Response {
+        let started = std::time::Instant::now();
         let what = call_name(&req.call);
+        let response = self.handle_inner(req, peer_ip, what).await;
+        self.metrics.record(what, &response, started.elapsed());
+        response
+    }
+
+    /// The operators' metrics (see `crate::metrics`).
+    pub fn metrics(&self) -> &Arc<crate::metrics::TrackerMetrics> {
+        &self.metrics
+    }
+
+    /// Count users, online sessions, groups and files into the metrics' gauges.
+    pub async fn refresh_metrics(&self) -> Result<(), StoreError> {
+        self.metrics.refresh(&self.store, self.online_since()).await
+    }
+
+    async fn handle_inner(&self, req: Request, peer_ip: IpAddr, what: &'static str) -> Response {
         // Calls that may write revocation events (see `store::events`).
         let emits = matches!(
             req.call,

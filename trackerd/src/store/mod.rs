@@ -18,6 +18,7 @@ mod groups;
 mod items;
 mod keys;
 mod sessions;
+mod stats;
 mod users;
 
 use std::path::Path;
@@ -35,6 +36,7 @@ pub use files::{
 pub use groups::{AcceptOutcome, GroupState, JoinOutcome, LeaveOutcome, RemoveMemberOutcome};
 pub use keys::{public_from_hex, PublicKeyRow};
 pub use sessions::SessionRow;
+pub use stats::Totals;
 
 /// How long SQLite waits for another writer (or a process holding the file locked) before
 /// giving up with "database is locked", which the service answers as `DatabaseUnavailable`.

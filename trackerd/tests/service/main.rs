@@ -8,6 +8,7 @@ mod groups;
 mod hostile;
 mod items;
 mod keys;
+mod metrics;
 mod restart;
 
 use std::net::IpAddr;
@@ -139,6 +140,7 @@ impl Harness {
     pub async fn ok(&self, token: &str, call: Call) -> String {
         match self.call(Some(token), call.clone()).await {
             Response::Ok { message } => message,
+            Response::LeftGroup(left) => left.message(),
             other => panic!("{call:?} -> {other:?}"),
         }
     }
