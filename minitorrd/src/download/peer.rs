@@ -143,6 +143,17 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         anyhow::bail!("bitfield of the wrong size");
     }
     dl.picker.lock().expect("lock").add_peer(id, have);
+    // Tell the peer what we hold and, from now on, each piece we verify (from anyone): an
+    // origin seeder then sends nobody else a piece that is already in the swarm while pieces
+    // only it has remain (sharing/upload_policy.rs).
+    let mut verified_rx = dl.shared.subscribe();
+    let held = dl.shared.have();
+    if held.count() > 0 {
+        for piece in held.iter_set() {
+            framed.feed(PeerMsg::Have { piece }).await?;
+        }
+        framed.flush().await?;
+    }
 
     let n = dl.meta.piece_count();
     // A request holds one of the download's memory slots until its piece is verified or given
@@ -253,6 +264,12 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                     framed.send(PeerMsg::Renew { ticket }).await?;
                 }
             }
+            r = verified_rx.recv() => match r {
+                Ok(piece) => framed.send(PeerMsg::Have { piece }).await?,
+                // Fell behind by hundreds of pieces: the seeder misses a few hints, no more.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
             _ = dl.changed.notified() => {}
             _ = tick.tick() => {}
             _ = dl.cancel.cancelled() => return Ok(PeerExit::Done),

@@ -41,8 +41,13 @@ pub struct SharedFile {
     /// Set when inserted into [`Shares`]: woken when serving finds the file changed, so the
     /// share watcher withdraws it from the tracker at once (detection on serve, last resort).
     stale_signal: std::sync::OnceLock<Arc<Notify>>,
-    /// Initial seeding over every connection serving this file (applied only once complete).
+    /// Initial seeding over every connection serving this file (applied only by an origin).
     upload: Mutex<super::upload_policy::UploadPolicy>,
+    /// Shared complete from the start (an uploader, or a daemon restarted with the file), as
+    /// opposed to a download that completed: only an origin applies initial seeding (a
+    /// finished downloader's pieces came from the swarm, and in the tail of a crowd download
+    /// a refusal would only delay the others).
+    origin: bool,
 }
 
 impl SharedFile {
@@ -103,6 +108,7 @@ impl SharedFile {
             have_tx,
             stale_signal: std::sync::OnceLock::new(),
             upload: Mutex::new(super::upload_policy::UploadPolicy::new(meta_pieces)),
+            origin: complete,
         })
     }
 
@@ -134,20 +140,34 @@ impl SharedFile {
         self.upload.lock().expect("lock").close(conn);
     }
 
-    /// May `conn` get `piece` now? Always yes while we are only a partial holder.
+    /// May `conn` get `piece` now? Always yes unless we are the file's origin.
     pub fn upload_decide(
         &self,
         conn: super::upload_policy::ConnId,
         piece: u32,
     ) -> super::upload_policy::Decision {
-        if !self.is_complete() {
+        if !self.origin {
             return super::upload_policy::Decision::Serve;
         }
-        self.upload.lock().expect("lock").decide(conn, piece)
+        self.upload
+            .lock()
+            .expect("lock")
+            .decide(conn, piece, std::time::Instant::now())
     }
 
-    pub fn upload_sent(&self, conn: super::upload_policy::ConnId, piece: u32) {
-        self.upload.lock().expect("lock").sent(conn, piece);
+    /// Returns true the first time every piece has gone out once (end of initial seeding).
+    pub fn upload_sent(&self, conn: super::upload_policy::ConnId, piece: u32) -> bool {
+        self.upload.lock().expect("lock").sent(conn, piece) && self.origin
+    }
+
+    /// The downloader on `conn` verified `piece` (it said so with `Have`).
+    pub fn upload_peer_has(&self, conn: super::upload_policy::ConnId, piece: u32) {
+        self.upload.lock().expect("lock").peer_has(conn, piece);
+    }
+
+    /// Pieces sent 0, 1, 2, 3+ times (for the log).
+    pub fn upload_copies(&self) -> [u32; 4] {
+        self.upload.lock().expect("lock").copies_histogram()
     }
 
     pub fn is_complete(&self) -> bool {
