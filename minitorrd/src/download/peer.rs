@@ -30,7 +30,8 @@ const SNUB_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_BAD_PIECES: u32 = 2;
 /// After `Elsewhere`, ask that seeder for the piece again only after this long (other
 /// downloaders have it meanwhile, or the seeder serves it the second time).
-const ELSEWHERE_COOLDOWN: Duration = Duration::from_secs(1);
+/// The seeder's `REASK_AFTER` (sharing/upload_policy.rs): asked again no sooner, it serves.
+const ELSEWHERE_COOLDOWN: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
 pub enum PeerExit {
@@ -231,12 +232,19 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                             dl.picker.lock().expect("lock").peer_lacks(id, piece);
                         }
                     }
-                    // Initial seeding: the seeder sent this piece into the swarm already.
-                    // Take it from another peer; ask this one again only after a while.
-                    Some(Ok(PeerMsg::Elsewhere { piece })) => {
-                        if inflight.remove(&piece).is_some() {
-                            dl.picker.lock().expect("lock").peer_lacks(id, piece);
-                            cooling.push((Instant::now(), piece));
+                    // Initial seeding: the seeder sent this piece into the swarm already
+                    // (an answer to our request, or unasked as soon as another downloader
+                    // got it). Take it from another peer; ask this one again only after a
+                    // while.
+                    Some(Ok(PeerMsg::Elsewhere { piece })) if piece < n => {
+                        // The seeder dropped our request for it, if any (the slot frees).
+                        let asked = inflight.remove(&piece).is_some();
+                        let mut p = dl.picker.lock().expect("lock");
+                        if asked || !p.is_verified(piece) {
+                            p.peer_lacks(id, piece);
+                            if !cooling.iter().any(|&(_, c)| c == piece) {
+                                cooling.push((Instant::now(), piece));
+                            }
                         }
                     }
                     Some(Ok(PeerMsg::Refused { reason })) => return Ok(PeerExit::Gone(format!("refused: {reason}"))),

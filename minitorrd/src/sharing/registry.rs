@@ -48,6 +48,9 @@ pub struct SharedFile {
     /// finished downloader's pieces came from the swarm, and in the tail of a crowd download
     /// a refusal would only delay the others).
     origin: bool,
+    /// Pieces that just entered the swarm, and the connection they went to (see
+    /// `upload_announce_taken`).
+    taken_tx: broadcast::Sender<(super::upload_policy::ConnId, u32)>,
 }
 
 impl SharedFile {
@@ -109,6 +112,7 @@ impl SharedFile {
             stale_signal: std::sync::OnceLock::new(),
             upload: Mutex::new(super::upload_policy::UploadPolicy::new(meta_pieces)),
             origin: complete,
+            taken_tx: broadcast::channel(1024).0,
         })
     }
 
@@ -162,7 +166,21 @@ impl SharedFile {
 
     /// The downloader on `conn` verified `piece` (it said so with `Have`).
     pub fn upload_peer_has(&self, conn: super::upload_policy::ConnId, piece: u32) {
-        self.upload.lock().expect("lock").peer_has(conn, piece);
+        self.upload
+            .lock()
+            .expect("lock")
+            .peer_has(conn, piece, std::time::Instant::now());
+    }
+
+    /// Initial seeding: `piece` just went to `conn`, the first in the swarm to get it; every
+    /// other connection tells its downloader to take it elsewhere (`Elsewhere`, unasked), so
+    /// they stop asking us for pieces that are already on their way into the swarm.
+    pub fn upload_announce_taken(&self, conn: super::upload_policy::ConnId, piece: u32) {
+        let _ = self.taken_tx.send((conn, piece));
+    }
+
+    pub fn subscribe_taken(&self) -> broadcast::Receiver<(super::upload_policy::ConnId, u32)> {
+        self.taken_tx.subscribe()
     }
 
     /// Pieces sent 0, 1, 2, 3+ times (for the log).

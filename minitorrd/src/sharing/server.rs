@@ -26,6 +26,7 @@ use minitorr_proto::ticket::TicketClaims;
 use minitorr_proto::{handshake, links, Link};
 
 use super::live::{LiveConn, LiveConns};
+use super::upload_policy::Decision;
 use super::{SharedFile, Shares};
 use crate::blocking::BlockingPool;
 use crate::peerlink::tls::{self, TlsStream};
@@ -381,6 +382,7 @@ async fn serve_requests<S: PeerStream>(
     }
     let registered = Registered(shared.clone(), shared.upload_open());
     let conn = registered.1;
+    let mut taken_rx = shared.subscribe_taken();
 
     let reader = {
         let (queue, wake, closed) = (queue.clone(), wake.clone(), closed.clone());
@@ -429,6 +431,18 @@ async fn serve_requests<S: PeerStream>(
                     Err(_) => break,
                 }
             }
+            // Pieces that other connections just took into the swarm: our downloader should
+            // not ask us for them (and what it queued for them is dropped, as if answered).
+            loop {
+                match taken_rx.try_recv() {
+                    Ok((by, piece)) if by != conn => {
+                        queue.lock().expect("lock").retain(|&p| p != piece);
+                        codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
+                    }
+                    Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                }
+            }
             let next = queue.lock().expect("lock").pop_front();
             match next {
                 Some(piece) => {
@@ -436,12 +450,14 @@ async fn serve_requests<S: PeerStream>(
                         codec.encode(PeerMsg::NoPiece { piece }, &mut out)?;
                         continue;
                     }
-                    if shared.upload_decide(conn, piece)
-                        == super::upload_policy::Decision::Elsewhere
-                    {
-                        codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
-                        deferred += 1;
-                        continue;
+                    match shared.upload_decide(conn, piece) {
+                        Decision::Elsewhere => {
+                            codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
+                            deferred += 1;
+                            continue;
+                        }
+                        Decision::ServeNew => shared.upload_announce_taken(conn, piece),
+                        Decision::Serve => {}
                     }
                     let len = shared.meta.piece_len(piece);
                     srv.upload_limit.acquire(len as usize).await;
@@ -455,7 +471,7 @@ async fn serve_requests<S: PeerStream>(
                     served += 1;
                     if shared.upload_sent(conn, piece) {
                         tracing::info!(file = %shared.meta.name, after_s = started.elapsed().as_secs_f64(),
-                            "every piece went out once (initial seeding over)");
+                            "every piece has gone out at least once");
                     }
                 }
                 None if closed.load(Ordering::Acquire) => return Ok(()),
@@ -468,6 +484,14 @@ async fn serve_requests<S: PeerStream>(
                         r = have_rx.recv() => match r {
                             Ok(piece) => codec.encode(PeerMsg::Have { piece }, &mut out)?,
                             Err(broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                        },
+                        r = taken_rx.recv() => match r {
+                            Ok((by, piece)) if by != conn => {
+                                queue.lock().expect("lock").retain(|&p| p != piece);
+                                codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
+                            }
+                            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                             Err(broadcast::error::RecvError::Closed) => return Ok(()),
                         },
                     }

@@ -8,8 +8,8 @@
 //! it verified (downloaders send `Have` to every peer they download from, pieces they got from
 //! anyone). A piece is *in the swarm* when some other live connection holds or is receiving it.
 //!
-//! * **Serve** a piece not in the swarm; or when every piece has gone out at least once
-//!   (initial seeding is over); or when this is the only connection (nobody else to get it
+//! * **Serve** a piece not in the swarm; or when every piece is in the swarm (initial seeding
+//!   is over until a crowd leaves and pieces are absent again); or when this is the only connection (nobody else to get it
 //!   from); or when this connection was told to get it elsewhere at least [`REASK_AFTER`] ago
 //!   and asks again (no stall, whatever the swarm does: a piece that nobody passes on comes at
 //!   most that much later).
@@ -47,7 +47,16 @@ pub const REASK_AFTER: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Serve,
+    /// Serve; the piece just entered the swarm while initial seeding lasts: tell the other
+    /// connections it is taken ([`UploadPolicy::decide`]).
+    ServeNew,
     Elsewhere,
+}
+
+impl Decision {
+    pub fn serve(self) -> bool {
+        self != Decision::Elsewhere
+    }
 }
 
 #[derive(Debug, Default)]
@@ -80,13 +89,15 @@ pub struct UploadPolicy {
     pieces: u32,
     /// Times each piece went out (saturating).
     sent: Vec<u8>,
-    /// Live connections holding or receiving each piece (saturating at u16::MAX is not
-    /// reachable: connections are bounded far below it).
+    /// Live connections holding or receiving each piece (u16::MAX is not reachable:
+    /// connections are bounded far below it).
     holders: Vec<u16>,
-    /// Pieces never served yet (counted at the decision to serve).
-    unsent: u32,
-    /// Whether each piece was ever served (for `unsent`).
-    served_once: Vec<bool>,
+    /// Since when each piece has had a live holder.
+    since: Vec<Option<Instant>>,
+    /// Pieces no live connection holds or receives: initial seeding lasts while there are
+    /// any. When a crowd has left, this is every piece again, so the next crowd is seeded the
+    /// same way.
+    absent: u32,
     /// Pieces whose sending never completed yet.
     never_sent: u32,
     conns: HashMap<ConnId, Conn>,
@@ -99,8 +110,8 @@ impl UploadPolicy {
             pieces,
             sent: vec![0; pieces as usize],
             holders: vec![0; pieces as usize],
-            unsent: pieces,
-            served_once: vec![false; pieces as usize],
+            since: vec![None; pieces as usize],
+            absent: pieces,
             never_sent: pieces,
             conns: HashMap::new(),
             next_id: 0,
@@ -126,31 +137,52 @@ impl UploadPolicy {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        if self.conns.is_empty() {
+            // The crowd is gone: count the next one's copies afresh.
+            self.sent.fill(0);
+            self.never_sent = self.pieces;
+        }
         for (w, word) in c.has.iter().enumerate() {
             let mut bits = *word;
             while bits != 0 {
                 let b = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let h = &mut self.holders[w * 64 + b];
-                *h = h.saturating_sub(1);
+                *h -= 1;
+                if *h == 0 {
+                    self.absent += 1;
+                    self.since[w * 64 + b] = None;
+                }
             }
         }
     }
 
     pub fn initial_seeding(&self) -> bool {
-        self.unsent > 0
+        self.absent > 0
+    }
+
+    /// One more live holder of `piece`; true if it had none.
+    fn add_holder(&mut self, piece: u32, now: Instant) -> bool {
+        let h = &mut self.holders[piece as usize];
+        *h += 1;
+        if *h == 1 {
+            self.absent -= 1;
+            self.since[piece as usize] = Some(now);
+            return true;
+        }
+        false
     }
 
     /// The downloader on `conn` says it verified `piece` (from anyone).
-    pub fn peer_has(&mut self, conn: ConnId, piece: u32) {
+    pub fn peer_has(&mut self, conn: ConnId, piece: u32, now: Instant) {
         if piece >= self.pieces {
             return;
         }
         if let Some(c) = self.conns.get_mut(&conn) {
-            if c.set(piece) {
-                self.holders[piece as usize] += 1;
-            }
             c.deferred.remove(&piece);
+            if c.set(piece) {
+                self.add_holder(piece, now);
+            }
         }
     }
 
@@ -161,8 +193,13 @@ impl UploadPolicy {
         }
         let i = piece as usize;
         let c = &self.conns[&conn];
-        let others = self.holders[i] - u16::from(c.get(piece));
-        let serve = others == 0 || self.unsent == 0 || self.conns.len() <= 1 || {
+        // It holds it already: a re-request after a bad transfer.
+        if c.get(piece) {
+            return Decision::Serve;
+        }
+        let others = self.holders[i];
+        let long_in_swarm = self.since[i].is_some_and(|t| now.saturating_duration_since(t) >= REASK_AFTER);
+        let serve = others == 0 || self.absent == 0 || self.conns.len() <= 1 || long_in_swarm || {
             let c = self.conns.get_mut(&conn).expect("checked");
             match c.deferred.get(&piece) {
                 Some(&at) => now.saturating_duration_since(at) >= REASK_AFTER,
@@ -178,12 +215,8 @@ impl UploadPolicy {
         }
         let c = self.conns.get_mut(&conn).expect("checked");
         c.deferred.remove(&piece);
-        if c.set(piece) {
-            self.holders[i] += 1;
-        }
-        if !self.served_once[i] {
-            self.served_once[i] = true;
-            self.unsent -= 1;
+        if c.set(piece) && self.add_holder(piece, now) && self.absent > 0 && self.conns.len() > 1 {
+            return Decision::ServeNew;
         }
         Decision::Serve
     }
@@ -214,8 +247,8 @@ impl UploadPolicy {
 
     #[cfg(test)]
     fn check_invariants(&self) {
-        let unsent = self.served_once.iter().filter(|&&b| !b).count() as u32;
-        assert_eq!(unsent, self.unsent);
+        let absent = self.holders.iter().filter(|&&h| h == 0).count() as u32;
+        assert_eq!(absent, self.absent);
         let never = self.sent.iter().filter(|&&n| n == 0).count() as u32;
         assert_eq!(never, self.never_sent);
         for i in 0..self.pieces {
@@ -241,16 +274,16 @@ mod tests {
         let t = Instant::now();
         let mut p = UploadPolicy::new(3);
         let (a, b) = (p.open(), p.open());
-        assert_eq!(p.decide(a, 0, t), Decision::Serve);
+        assert_eq!(p.decide(a, 0, t), Decision::ServeNew);
         // Still on its way to a (not even sent yet): b gets it elsewhere.
         assert_eq!(p.decide(b, 0, t), Decision::Elsewhere);
-        assert_eq!(p.decide(b, 1, t), Decision::Serve);
+        assert!(p.decide(b, 1, t).serve());
         p.sent(b, 1);
         // Asked again soon after: still elsewhere; after REASK_AFTER: served (no stall).
         assert_eq!(p.decide(b, 0, t + Duration::from_millis(900)), Decision::Elsewhere);
-        assert_eq!(p.decide(b, 0, t + REASK_AFTER), Decision::Serve);
+        assert!(p.decide(b, 0, t + REASK_AFTER).serve());
         // A re-request by a connection that has it (a bad transfer) is served.
-        assert_eq!(p.decide(a, 0, t), Decision::Serve);
+        assert!(p.decide(a, 0, t).serve());
         p.check_invariants();
     }
 
@@ -260,13 +293,13 @@ mod tests {
         let mut p = UploadPolicy::new(4);
         let (a, b) = (p.open(), p.open());
         // a got piece 2 from someone else and says so.
-        p.peer_has(a, 2);
+        p.peer_has(a, 2, t);
         assert_eq!(p.decide(b, 2, t), Decision::Elsewhere);
         // b announces it too (it got it from a): its pending deferral is forgotten.
-        p.peer_has(b, 2);
+        p.peer_has(b, 2, t);
         p.check_invariants();
         // Out-of-range announcements are ignored.
-        p.peer_has(a, 99);
+        p.peer_has(a, 99, t);
         p.check_invariants();
     }
 
@@ -275,11 +308,28 @@ mod tests {
         let t = Instant::now();
         let mut p = UploadPolicy::new(2);
         let (a, b) = (p.open(), p.open());
-        assert_eq!(p.decide(a, 0, t), Decision::Serve);
-        assert_eq!(p.decide(a, 1, t), Decision::Serve);
+        assert!(p.decide(a, 0, t).serve());
+        assert!(p.decide(a, 1, t).serve());
         assert!(!p.initial_seeding());
-        assert_eq!(p.decide(b, 0, t), Decision::Serve);
-        assert_eq!(p.decide(b, 1, t), Decision::Serve);
+        assert!(p.decide(b, 0, t).serve());
+        assert!(p.decide(b, 1, t).serve());
+    }
+
+    #[test]
+    fn when_a_crowd_has_left_the_next_one_is_seeded_afresh() {
+        let t = Instant::now();
+        let mut p = UploadPolicy::new(2);
+        let (a, b) = (p.open(), p.open());
+        p.decide(a, 0, t);
+        p.decide(b, 1, t);
+        assert!(!p.initial_seeding());
+        p.close(a);
+        p.close(b);
+        assert!(p.initial_seeding());
+        let (c, d) = (p.open(), p.open());
+        assert!(p.decide(c, 0, t).serve());
+        assert_eq!(p.decide(d, 0, t), Decision::Elsewhere);
+        p.check_invariants();
     }
 
     #[test]
@@ -287,15 +337,15 @@ mod tests {
         let t = Instant::now();
         let mut p = UploadPolicy::new(3);
         let a = p.open();
-        assert_eq!(p.decide(a, 0, t), Decision::Serve);
+        assert!(p.decide(a, 0, t).serve());
         let b = p.open();
         p.close(a);
         // a is gone: piece 0 may be nowhere else.
-        assert_eq!(p.decide(b, 0, t), Decision::Serve);
+        assert!(p.decide(b, 0, t).serve());
         let c = p.open();
         p.close(b);
         // c is alone.
-        assert_eq!(p.decide(c, 0, t), Decision::Serve);
+        assert!(p.decide(c, 0, t).serve());
         p.check_invariants();
     }
 
@@ -320,13 +370,13 @@ mod tests {
                     1 => conns.push(p.open()),
                     2 if !conns.is_empty() => {
                         let c = conns[rng.gen_range(0..conns.len())];
-                        p.peer_has(c, rng.gen_range(0..n + 2));
+                        p.peer_has(c, rng.gen_range(0..n + 2), now);
                     }
                     _ if !conns.is_empty() => {
                         let c = conns[rng.gen_range(0..conns.len())];
                         let piece = rng.gen_range(0..n);
                         match p.decide(c, piece, now) {
-                            Decision::Serve => {
+                            Decision::Serve | Decision::ServeNew => {
                                 p.sent(c, piece);
                                 refused.remove(&(c, piece));
                             }
@@ -364,7 +414,7 @@ mod tests {
             let now = t0 + Duration::from_millis(100 * u64::from(tick));
             for &(at, k, piece) in arriving.iter().filter(|a| a.0 == tick) {
                 have[k].insert(piece);
-                p.peer_has(conns[k], piece);
+                p.peer_has(conns[k], piece, now);
                 in_swarm.push((at, piece));
             }
             arriving.retain(|a| a.0 > tick);
@@ -372,7 +422,7 @@ mod tests {
                 // Others hand over what has been in the swarm for 1.5 s.
                 for &(at, piece) in &in_swarm {
                     if tick >= at + 15 && have[k].insert(piece) {
-                        p.peer_has(c, piece);
+                        p.peer_has(c, piece, now);
                     }
                 }
                 let pending = arriving.iter().filter(|a| a.1 == k).count();
@@ -387,7 +437,7 @@ mod tests {
                     continue;
                 }
                 let piece = want[rng.gen_range(0..want.len())];
-                if p.decide(c, piece, now) == Decision::Serve {
+                if p.decide(c, piece, now).serve() {
                     p.sent(c, piece);
                     sent += 1;
                     arriving.push((tick + 13, k, piece));
