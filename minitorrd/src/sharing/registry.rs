@@ -51,6 +51,10 @@ pub struct SharedFile {
     /// Pieces that just entered the swarm, and the connection they went to (see
     /// `upload_announce_taken`).
     taken_tx: broadcast::Sender<(super::upload_policy::ConnId, u32)>,
+    /// The fair split of our upload between this file's connections (`fair_share.rs`), and
+    /// the wake-up of connections waiting for their turn.
+    fair: Mutex<super::fair_share::FairShare>,
+    fair_turn: Notify,
 }
 
 impl SharedFile {
@@ -113,6 +117,8 @@ impl SharedFile {
             upload: Mutex::new(super::upload_policy::UploadPolicy::new(meta_pieces)),
             origin: complete,
             taken_tx: broadcast::channel(1024).0,
+            fair: Mutex::default(),
+            fair_turn: Notify::new(),
         })
     }
 
@@ -135,13 +141,47 @@ impl SharedFile {
         self.have.lock().expect("lock").get(piece)
     }
 
-    /// A connection starts being served (see `upload_policy.rs`).
+    /// A connection starts being served (see `upload_policy.rs`, `fair_share.rs`).
     pub fn upload_open(&self) -> super::upload_policy::ConnId {
-        self.upload.lock().expect("lock").open()
+        let conn = self.upload.lock().expect("lock").open();
+        self.fair.lock().expect("lock").open(conn);
+        conn
     }
 
     pub fn upload_close(&self, conn: super::upload_policy::ConnId) {
         self.upload.lock().expect("lock").close(conn);
+        self.fair.lock().expect("lock").close(conn);
+        self.fair_turn.notify_waiters();
+    }
+
+    /// Wait for `conn`'s turn to send a piece (`fair_share.rs`): until it is not ahead of the
+    /// other connections with pieces to send, or `MAX_WAIT`.
+    pub async fn fair_turn(&self, conn: super::upload_policy::ConnId) {
+        let deadline = tokio::time::Instant::now() + super::fair_share::MAX_WAIT;
+        loop {
+            let turn = self.fair_turn.notified();
+            tokio::pin!(turn);
+            turn.as_mut().enable();
+            if self.fair.lock().expect("lock").want(conn) {
+                return;
+            }
+            tokio::select! {
+                _ = turn => {}
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    /// `conn` wrote a piece of `len` bytes.
+    pub fn fair_sent(&self, conn: super::upload_policy::ConnId, len: u64) {
+        self.fair.lock().expect("lock").sent(conn, len);
+        self.fair_turn.notify_waiters();
+    }
+
+    /// `conn` has nothing to send for now.
+    pub fn fair_idle(&self, conn: super::upload_policy::ConnId) {
+        self.fair.lock().expect("lock").idle(conn);
+        self.fair_turn.notify_waiters();
     }
 
     /// May `conn` get `piece` now? Always yes unless we are the file's origin.

@@ -461,8 +461,12 @@ async fn serve_requests<S: PeerStream>(
                     }
                     let len = shared.meta.piece_len(piece);
                     srv.upload_limit.acquire(len as usize).await;
+                    // Our turn in the fair split of the upload between this file's
+                    // connections (sharing/fair_share.rs).
+                    shared.fair_turn(conn).await;
                     piece_buf =
                         send_piece(&mut wr, &mut out, piece_buf, &shared, piece, &srv.pool).await?;
+                    shared.fair_sent(conn, u64::from(len));
                     stats.uploaded(len as u64);
                     if !counted_peer {
                         counted_peer = true;
@@ -476,6 +480,7 @@ async fn serve_requests<S: PeerStream>(
                 }
                 None if closed.load(Ordering::Acquire) => return Ok(()),
                 None => {
+                    shared.fair_idle(conn);
                     wr.write_all(&out).await?;
                     out.clear();
                     wr.flush().await?;

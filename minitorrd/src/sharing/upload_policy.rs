@@ -393,9 +393,11 @@ mod tests {
         }
     }
 
-    /// 16 downloaders that each keep 3 requests at the seeder, picking among the same few
-    /// rarest pieces (as their pickers do), and pass each piece on to the others a while after
-    /// it arrived: the seeder sends about one copy.
+    /// A crowd of 16 downloaders and a seeder that sends one piece per 100 ms tick; a piece
+    /// reaches its receiver 1.3 s after it was served and every other downloader 1.5 s later
+    /// (they trade). Each downloader asks the seeder, round-robin, for one of the first 32
+    /// pieces it lacks, skipping pieces the seeder announced as taken in the last 3 s (what
+    /// the downloader's `ELSEWHERE_COOLDOWN` does). The seeder sends about one copy.
     #[test]
     fn in_a_crowd_the_seeder_sends_about_one_copy() {
         let n = 128u32;
@@ -403,44 +405,53 @@ mod tests {
         let mut p = UploadPolicy::new(n);
         let conns: Vec<ConnId> = (0..16).map(|_| p.open()).collect();
         let mut have: Vec<HashSet<u32>> = vec![HashSet::new(); conns.len()];
-        // (time it is verified at its receiver, receiver, piece)
-        let mut arriving: Vec<(u32, usize, u32)> = Vec::new();
-        let mut in_swarm: Vec<(u32, u32)> = Vec::new(); // (time, piece)
+        // (tick it arrives, receiver or None for everyone, piece)
+        let mut arriving: Vec<(u32, Option<usize>, u32)> = Vec::new();
+        let mut taken: HashMap<u32, u32> = HashMap::new(); // piece -> tick announced
         let mut sent = 0;
         let t0 = Instant::now();
         let mut tick = 0u32;
+        let mut turn = 0usize;
         while have.iter().any(|h| h.len() < n as usize) {
             tick += 1;
+            assert!(tick < 10_000, "stalled");
             let now = t0 + Duration::from_millis(100 * u64::from(tick));
-            for &(at, k, piece) in arriving.iter().filter(|a| a.0 == tick) {
-                have[k].insert(piece);
-                p.peer_has(conns[k], piece, now);
-                in_swarm.push((at, piece));
-            }
-            arriving.retain(|a| a.0 > tick);
-            for (k, &c) in conns.iter().enumerate() {
-                // Others hand over what has been in the swarm for 1.5 s.
-                for &(at, piece) in &in_swarm {
-                    if tick >= at + 15 && have[k].insert(piece) {
-                        p.peer_has(c, piece, now);
+            for &(_, who, piece) in arriving.iter().filter(|a| a.0 == tick) {
+                for k in 0..conns.len() {
+                    if who.is_none_or(|w| w == k) && have[k].insert(piece) {
+                        p.peer_has(conns[k], piece, now);
                     }
                 }
-                let pending = arriving.iter().filter(|a| a.1 == k).count();
-                if pending >= 3 {
-                    continue;
-                }
+            }
+            arriving.retain(|a| a.0 > tick);
+            // The seeder's uplink: one piece per tick, to the first downloader in turn whose
+            // request it serves.
+            for _ in 0..conns.len() {
+                let k = turn % conns.len();
+                turn += 1;
                 let want: Vec<u32> = (0..n)
-                    .filter(|i| !have[k].contains(i) && !arriving.iter().any(|a| a.1 == k && a.2 == *i))
+                    .filter(|i| !have[k].contains(i))
+                    .filter(|i| taken.get(i).is_none_or(|&at| tick >= at + 30))
                     .take(32)
                     .collect();
                 if want.is_empty() {
                     continue;
                 }
                 let piece = want[rng.gen_range(0..want.len())];
-                if p.decide(c, piece, now).serve() {
-                    p.sent(c, piece);
-                    sent += 1;
-                    arriving.push((tick + 13, k, piece));
+                match p.decide(conns[k], piece, now) {
+                    Decision::Elsewhere => {
+                        taken.entry(piece).or_insert(tick);
+                    }
+                    d => {
+                        if d == Decision::ServeNew {
+                            taken.insert(piece, tick);
+                        }
+                        p.sent(conns[k], piece);
+                        sent += 1;
+                        arriving.push((tick + 13, Some(k), piece));
+                        arriving.push((tick + 28, None, piece));
+                        break;
+                    }
                 }
             }
             p.check_invariants();
