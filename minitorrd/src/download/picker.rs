@@ -280,7 +280,12 @@ mod tests {
         p.add_peer(2, bits(3, &[0, 1]));
         assert_eq!(p.pick(1, &mut rng), Some(0));
         assert_eq!(p.pick(2, &mut rng), Some(1));
-        // Peer 2's only other piece (0) is in flight from peer 1: endgame duplicate.
+        // Peer 2's only other piece (0) is in flight from peer 1, but piece 2 was never asked
+        // for (nobody has it yet): not the endgame, no duplicate.
+        assert_eq!(p.pick(2, &mut rng), None);
+        p.add_peer(3, bits(3, &[2]));
+        assert_eq!(p.pick(3, &mut rng), Some(2));
+        // Now every piece is requested from someone: endgame duplicate.
         assert_eq!(p.pick(2, &mut rng), Some(0));
         // Max two requesters per piece and never the same peer twice.
         assert_eq!(p.pick(1, &mut rng), None);
