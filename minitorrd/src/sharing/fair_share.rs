@@ -150,7 +150,9 @@ mod tests {
             }
             let mut got = vec![0u64; n as usize];
             for _ in 0..2000 {
-                let ready: Vec<u64> = (0..n).filter(|&c| c < backlogged || rng.gen_bool(0.5)).collect();
+                let ready: Vec<u64> = (0..n)
+                    .filter(|&c| c < backlogged || rng.gen_bool(0.5))
+                    .collect();
                 let may: Vec<u64> = ready.iter().copied().filter(|&c| f.want(c)).collect();
                 assert!(!may.is_empty(), "seed {seed}: nobody may send");
                 let c = may[rng.gen_range(0..may.len())];

@@ -198,7 +198,8 @@ impl UploadPolicy {
             return Decision::Serve;
         }
         let others = self.holders[i];
-        let long_in_swarm = self.since[i].is_some_and(|t| now.saturating_duration_since(t) >= REASK_AFTER);
+        let long_in_swarm =
+            self.since[i].is_some_and(|t| now.saturating_duration_since(t) >= REASK_AFTER);
         let serve = others == 0 || self.absent == 0 || self.conns.len() <= 1 || long_in_swarm || {
             let c = self.conns.get_mut(&conn).expect("checked");
             match c.deferred.get(&piece) {
@@ -280,7 +281,10 @@ mod tests {
         assert!(p.decide(b, 1, t).serve());
         p.sent(b, 1);
         // Asked again soon after: still elsewhere; after REASK_AFTER: served (no stall).
-        assert_eq!(p.decide(b, 0, t + Duration::from_millis(900)), Decision::Elsewhere);
+        assert_eq!(
+            p.decide(b, 0, t + Duration::from_millis(900)),
+            Decision::Elsewhere
+        );
         assert!(p.decide(b, 0, t + REASK_AFTER).serve());
         // A re-request by a connection that has it (a bad transfer) is served.
         assert!(p.decide(a, 0, t).serve());
