@@ -8,15 +8,19 @@
 //! it verified (downloaders send `Have` to every peer they download from, pieces they got from
 //! anyone). A piece is *in the swarm* when some other live connection holds or is receiving it.
 //!
-//! * **Serve** a piece not in the swarm; or when every piece is in the swarm (initial seeding
-//!   is over until a crowd leaves and pieces are absent again); or when this is the only connection (nobody else to get it
-//!   from); or when this connection was told to get it elsewhere at least [`REASK_AFTER`] ago
-//!   and asks again (no stall, whatever the swarm does: a piece that nobody passes on comes at
-//!   most that much later).
+//! * **Serve** a piece not in the swarm; a piece this connection holds already (a re-request
+//!   after a bad transfer); anything when every piece is in the swarm (initial seeding is over
+//!   until a crowd leaves and pieces are absent again) or when this is the only connection
+//!   (nobody else to get it from); a piece in the swarm for [`REASK_AFTER`] already; and a
+//!   piece this connection was told to get elsewhere at least [`REASK_AFTER`] ago (no stall,
+//!   whatever the swarm does: a piece that nobody passes on comes at most that much later).
 //! * Otherwise answer **Elsewhere** (`PeerMsg::Elsewhere`): the downloader releases the piece,
 //!   does not ask us for it for a while, and takes it from the leecher that has it (holder
 //!   events make leechers connect to each other within a second, and they announce it with
 //!   `Have`).
+//! * When a piece enters the swarm while initial seeding lasts, [`Decision::ServeNew`] tells
+//!   the caller to announce it: every other connection sends its downloader `Elsewhere` unasked,
+//!   so downloaders stop asking for it before they waste a request on it.
 //!
 //! A piece counts as in the swarm from the moment we *decide* to serve it, not when its last
 //! byte left: with a crowd of downloaders picking among the same rarest pieces, two requests
