@@ -46,6 +46,8 @@ LT_PYTHON = "/usr/bin/python3"
 MiB = 1 << 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PIECE = 512 * 1024
+# Set from --keep: the swarm keeps each leecher's log in the work dir.
+KEEP_LOGS = False
 
 PROCS: list[subprocess.Popen] = []
 NETLAB_UP = False
@@ -876,18 +878,26 @@ def mt_swarm_case(cl: Cluster, seeder: Daemon, tag: str, hosts: list[int], group
         outs = list(pool.map(run, range(len(ds))))
         tx1 = lab.tx_bytes(seeder_host)
         got_seed = got_all = 0
+        per_leecher = []  # payload bytes each leecher got from the seeder (the seeder's split)
         for (_, _, dl), d in zip(outs, ds):
             if dl["state"] != "complete" or (d.dir / "in" / fname).stat().st_size != size:
                 raise RuntimeError(f"{d.name}: download not complete: {dl}")
+            mine = 0
             for p in dl["peers"]:
                 got_all += p["bytes_received"]
                 if p["user"] == seeder.name:
                     got_seed += p["bytes_received"]
+                    mine += p["bytes_received"]
+            per_leecher.append(mine)
         return {"start_s": [o[0] for o in outs], "end_s": [o[1] for o in outs],
-                "from_seeder": ratio(got_seed, got_all), "seeder_tx_bytes": tx1 - tx0}
+                "from_seeder": ratio(got_seed, got_all), "seeder_tx_bytes": tx1 - tx0,
+                "seeder_bytes_per_leecher": per_leecher}
     finally:
         list(pool.map(cl.stop_daemon, ds))
         for d in ds:
+            if KEEP_LOGS:  # --keep: the leechers' logs stay, for per-connection analysis
+                for f in d.dir.glob("*.log"):
+                    shutil.copy(f, cl.work / f"{d.name}-{f.name}")
             shutil.rmtree(d.dir, ignore_errors=True)
 
 
@@ -951,9 +961,12 @@ def lt_swarm_case(work: Path, torrent: Path, tag: str, hosts: list[int], size: i
 def swarm_summary(r: dict, size: int, ideal: float) -> dict:
     durations = [e - s for s, e in zip(r["start_s"], r["end_s"])]
     last = max(r["end_s"])
-    return {"last_finish_s": last, "ratio_to_ideal": last / ideal,
-            "per_leecher_s": stats(durations), "from_seeder": r["from_seeder"],
-            "seeder_tx_bytes": r["seeder_tx_bytes"], "seeder_upload_x_file": r["seeder_tx_bytes"] / size}
+    out = {"last_finish_s": last, "ratio_to_ideal": last / ideal,
+           "per_leecher_s": stats(durations), "from_seeder": r["from_seeder"],
+           "seeder_tx_bytes": r["seeder_tx_bytes"], "seeder_upload_x_file": r["seeder_tx_bytes"] / size}
+    if r.get("seeder_bytes_per_leecher"):
+        out["seeder_mib_per_leecher"] = stats([b / (1 << 20) for b in r["seeder_bytes_per_leecher"]])
+    return out
 
 
 def scenario_swarm(a, bins, work, data_dir, res: dict):
@@ -1011,9 +1024,11 @@ def scenario_swarm(a, bins, work, data_dir, res: dict):
                         r = lt_swarm_case(work / "lt", torrent, f"c{ci}r{run}", hosts, size, starts, pool,
                                           cl.env, SWARM_SEEDER_HOST)
                     s = swarm_summary(r, size, ideal)
+                    split = s.get("seeder_mib_per_leecher")
                     log(f"  last finish {s['last_finish_s']:.1f} s = {s['ratio_to_ideal']:.2f}× ideal "
                         f"({ideal:.1f} s), {fmt((s['from_seeder'] or 0) * 100, ' %', 0)} from the seeder, "
-                        f"seeder sent {s['seeder_upload_x_file']:.2f} × F")
+                        f"seeder sent {s['seeder_upload_x_file']:.2f} × F"
+                        + (f", per leecher from the seeder {split['min']:.1f}–{split['max']:.1f} MiB" if split else ""))
                     row[eng].append(s)
             out["cases"].append(row)
         res["swarm"] = out
@@ -1429,6 +1444,8 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="minitorr-bench."))
     res: dict = {}
+    global KEEP_LOGS
+    KEEP_LOGS = a.keep
     try:
         for i in range(a.background_load):
             spawn([sys.executable, "-c", "while True: pass"], work / f"busy{i}.log", os.environ.copy())

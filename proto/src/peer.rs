@@ -54,10 +54,11 @@ pub enum PeerMsg {
     Renew {
         ticket: Ticket,
     },
-    /// Seeder → downloader, instead of `Piece`: "take this piece from another downloader,
-    /// I already sent it into the swarm" (initial seeding, `minitorrd/src/sharing/
-    /// upload_policy.rs`). The downloader releases the request and does not ask this seeder
-    /// for it again for a second; asked again, the seeder serves it.
+    /// Seeder → downloader, instead of `Piece` or unasked: "take this piece from another
+    /// downloader, it is already in the swarm" (initial seeding, `minitorrd/src/sharing/
+    /// upload_policy.rs`). The downloader releases the request, if any, and does not ask this
+    /// seeder for it for `REASK_AFTER` (3 s); asked again after that, the seeder serves it.
+    /// (`Have` also goes downloader → seeder: the pieces the downloader verified, from anyone.)
     Elsewhere {
         piece: u32,
     },

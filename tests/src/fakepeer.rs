@@ -457,24 +457,33 @@ pub async fn open_peer(
     (f, first)
 }
 
-/// Open a connection that is really being served: `Welcome`, then piece 0 requested and received.
+/// Open a connection that is really being served: `Welcome`, then a piece (0 if possible)
+/// requested and received.
 pub async fn open_served(seeder: SocketAddr, ticket: minitorr_proto::ticket::Ticket) -> MemberConn {
     let (mut f, first) = open_peer(seeder, ticket).await;
-    assert!(matches!(first, PeerMsg::Welcome { .. }), "{first:?}");
+    let PeerMsg::Welcome { have } = first else {
+        panic!("{first:?}")
+    };
+    let n = have.len().max(1);
     f.send(PeerMsg::Request { piece: 0 }).await.unwrap();
     loop {
         let m = tokio::time::timeout(std::time::Duration::from_secs(10), f.next())
             .await
-            .expect("piece 0 arrives")
+            .expect("a piece arrives")
             .expect("open")
             .expect("well-formed");
-        if matches!(m, PeerMsg::Piece { piece: 0, .. }) {
+        if matches!(m, PeerMsg::Piece { .. }) {
             return f;
         }
-        // Initial seeding: piece 0 already went to another connection; asked again, the
-        // seeder serves it (sharing/upload_policy.rs).
-        if matches!(m, PeerMsg::Elsewhere { piece: 0 }) {
-            f.send(PeerMsg::Request { piece: 0 }).await.unwrap();
+        // Initial seeding: that piece already went to another connection; ask for the next
+        // one (after every piece once, a little later: a deferred piece is served when asked
+        // again after `REASK_AFTER`, sharing/upload_policy.rs).
+        if let PeerMsg::Elsewhere { piece } = m {
+            let next = (piece + 1) % n;
+            if next == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            f.send(PeerMsg::Request { piece: next }).await.unwrap();
         }
     }
 }

@@ -6,7 +6,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use futures::SinkExt;
+use minitorr_e2e::fakepeer::{open_served, FakeMember};
 use minitorr_e2e::*;
+use minitorr_proto::peer::PeerMsg;
 
 const MIB: usize = 1024 * 1024;
 const LONG: Duration = Duration::from_secs(120);
@@ -151,4 +154,64 @@ fn a_holder_that_logs_out_is_dropped_and_not_reconnected() {
         std::thread::sleep(Duration::from_millis(400));
         assert!(!connected_to(&a, "b"), "a reconnected to b after it left");
     }
+}
+
+/// Initial seeding must never stall a downloader whose only source is the seeder: here a
+/// hostile member holds a connection to the seeder and claims (`Have`) nearly every piece, so the
+/// seeder believes each piece is in the swarm and answers the real leecher `Elsewhere` — which
+/// has nowhere else to go. The seeder serves each piece when asked again after `REASK_AFTER`
+/// (3 s), so the download completes, a few seconds late at worst.
+#[test]
+fn a_member_claiming_every_piece_does_not_stall_a_leecher_that_only_has_the_seeder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tracker = Tracker::start(&tmp.path().join("t"));
+    let seed = Peer::start(&tmp.path().join("seed"), &tracker);
+    user(&seed, "seed");
+    let leech = Peer::start(&tmp.path().join("l0"), &tracker);
+    user(&leech, "l0");
+    group_with(&seed, "g1", &[(&leech, "l0")]);
+    let size = 12 * MIB + 333; // 25 pieces of 512 KiB
+    let src = tmp.path().join("seed").join("data.bin");
+    let sha = random_file(&src, size);
+    seed.ok(&["upload_file", src.to_str().unwrap(), "g1"]);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut mallory = rt.block_on(async {
+        let mut m = FakeMember::create(tracker.addr, "mallory").await;
+        m.join("g1").await;
+        m
+    });
+    seed.ok(&["accept_request", "g1", "mallory"]);
+    // Served once (so the seeder counts it), then it claims every piece but the last (one
+    // piece absent from the swarm keeps initial seeding on) and stays connected (`_liar`
+    // lives to the end of the test).
+    let pieces = size.div_ceil(512 * 1024) as u32;
+    let _liar = rt.block_on(async {
+        let t = mallory.ticket("g1", "data.bin").await;
+        let mut conn = open_served(seed.addr, t).await;
+        for piece in 0..pieces - 1 {
+            conn.feed(PeerMsg::Have { piece }).await.unwrap();
+        }
+        conn.flush().await.unwrap();
+        conn
+    });
+
+    let dest = tmp.path().join("l0").join("out");
+    std::fs::create_dir(&dest).unwrap();
+    let start = Instant::now();
+    leech.ok(&["download_file", "g1", "data.bin", dest.to_str().unwrap()]);
+    let d = leech.wait_download("g1", "data.bin", LONG);
+    let took = start.elapsed();
+    eprintln!("download with a lying member connected to the seeder took {took:?}");
+    assert_eq!(d["state"], "complete", "{d}");
+    assert_eq!(sha1_file(&dest.join("data.bin")), sha);
+    // Everything came from the seeder (mallory serves nothing).
+    let by = bytes_by_user(&leech);
+    assert_eq!(by.get("seed").copied().unwrap_or(0), size as u64, "{by:?}");
+    // A stall would hit the 120 s wait above; the deferrals cost a few seconds at most (one
+    // REASK_AFTER per pipeline of requests), far below this on a loaded machine.
+    assert!(took < Duration::from_secs(60), "took {took:?}");
 }

@@ -30,7 +30,8 @@ const SNUB_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_BAD_PIECES: u32 = 2;
 /// After `Elsewhere`, ask that seeder for the piece again only after this long (other
 /// downloaders have it meanwhile, or the seeder serves it the second time).
-const ELSEWHERE_COOLDOWN: Duration = Duration::from_secs(1);
+/// The seeder's `REASK_AFTER` (sharing/upload_policy.rs): asked again no sooner, it serves.
+const ELSEWHERE_COOLDOWN: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
 pub enum PeerExit {
@@ -143,6 +144,17 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         anyhow::bail!("bitfield of the wrong size");
     }
     dl.picker.lock().expect("lock").add_peer(id, have);
+    // Tell the peer what we hold and, from now on, each piece we verify (from anyone): an
+    // origin seeder then sends nobody else a piece that is already in the swarm while pieces
+    // only it has remain (sharing/upload_policy.rs).
+    let mut verified_rx = dl.shared.subscribe();
+    let held = dl.shared.have();
+    if held.count() > 0 {
+        for piece in held.iter_set() {
+            framed.feed(PeerMsg::Have { piece }).await?;
+        }
+        framed.flush().await?;
+    }
 
     let n = dl.meta.piece_count();
     // A request holds one of the download's memory slots until its piece is verified or given
@@ -220,12 +232,19 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                             dl.picker.lock().expect("lock").peer_lacks(id, piece);
                         }
                     }
-                    // Initial seeding: the seeder sent this piece into the swarm already.
-                    // Take it from another peer; ask this one again only after a while.
-                    Some(Ok(PeerMsg::Elsewhere { piece })) => {
-                        if inflight.remove(&piece).is_some() {
-                            dl.picker.lock().expect("lock").peer_lacks(id, piece);
-                            cooling.push((Instant::now(), piece));
+                    // Initial seeding: the seeder sent this piece into the swarm already
+                    // (an answer to our request, or unasked as soon as another downloader
+                    // got it). Take it from another peer; ask this one again only after a
+                    // while.
+                    Some(Ok(PeerMsg::Elsewhere { piece })) if piece < n => {
+                        // The seeder dropped our request for it, if any (the slot frees).
+                        let asked = inflight.remove(&piece).is_some();
+                        let mut p = dl.picker.lock().expect("lock");
+                        if asked || !p.is_verified(piece) {
+                            p.peer_lacks(id, piece);
+                            if !cooling.iter().any(|&(_, c)| c == piece) {
+                                cooling.push((Instant::now(), piece));
+                            }
                         }
                     }
                     Some(Ok(PeerMsg::Refused { reason })) => return Ok(PeerExit::Gone(format!("refused: {reason}"))),
@@ -253,6 +272,12 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                     framed.send(PeerMsg::Renew { ticket }).await?;
                 }
             }
+            r = verified_rx.recv() => match r {
+                Ok(piece) => framed.send(PeerMsg::Have { piece }).await?,
+                // Fell behind by hundreds of pieces: the seeder misses a few hints, no more.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
             _ = dl.changed.notified() => {}
             _ = tick.tick() => {}
             _ = dl.cancel.cancelled() => return Ok(PeerExit::Done),

@@ -7,7 +7,8 @@
 //! * Random tie-break within a window: among equally rare pieces, pick at random among the
 //!   `WINDOW` lowest-indexed ones. Peers still spread over different pieces, while completion
 //!   stays roughly in file order, so the whole-file SHA1 can stream along behind the download.
-//! * Endgame: when nothing is missing but pieces are still in flight, a peer with a free slot
+//! * Endgame: when nothing is missing (every piece not verified is requested from someone)
+//!   but pieces are still in flight, a peer with a free slot
 //!   duplicates an in-flight piece (at most `MAX_REQUESTERS` peers per piece); when one copy
 //!   verifies, the others are cancelled.
 
@@ -124,8 +125,13 @@ impl Picker {
         let have = self.peers.get(&peer)?;
         self.scratch.clear();
         let mut rarest = u16::MAX;
+        let mut any_missing = false;
         for (i, st) in self.state.iter().enumerate() {
-            if *st != PieceState::Missing || !have.get(i as u32) {
+            if *st != PieceState::Missing {
+                continue;
+            }
+            any_missing = true;
+            if !have.get(i as u32) {
                 continue;
             }
             let a = self.availability[i];
@@ -139,6 +145,12 @@ impl Picker {
         }
         let piece = if !self.scratch.is_empty() {
             self.scratch[rng.gen_range(0..self.scratch.len())]
+        } else if any_missing {
+            // Not the endgame yet: other peers have pieces nobody was asked for. Duplicating
+            // an in-flight piece here would spend this peer's upload on a copy we will throw
+            // away — in a crowd of leechers, whose peers each hold a part, that was ~40 % of
+            // every leecher's upload (docs/BENCHMARKS.md, swarm).
+            return None;
         } else {
             self.endgame_candidate(peer)?
         };
@@ -268,7 +280,12 @@ mod tests {
         p.add_peer(2, bits(3, &[0, 1]));
         assert_eq!(p.pick(1, &mut rng), Some(0));
         assert_eq!(p.pick(2, &mut rng), Some(1));
-        // Peer 2's only other piece (0) is in flight from peer 1: endgame duplicate.
+        // Peer 2's only other piece (0) is in flight from peer 1, but piece 2 was never asked
+        // for (nobody has it yet): not the endgame, no duplicate.
+        assert_eq!(p.pick(2, &mut rng), None);
+        p.add_peer(3, bits(3, &[2]));
+        assert_eq!(p.pick(3, &mut rng), Some(2));
+        // Now every piece is requested from someone: endgame duplicate.
         assert_eq!(p.pick(2, &mut rng), Some(0));
         // Max two requesters per piece and never the same peer twice.
         assert_eq!(p.pick(1, &mut rng), None);

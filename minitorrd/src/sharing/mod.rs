@@ -1,5 +1,6 @@
 //! What this daemon shares, and serving it to other peers.
 
+pub mod fair_share;
 pub mod hasher;
 pub mod live;
 mod registry;

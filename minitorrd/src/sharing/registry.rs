@@ -41,8 +41,20 @@ pub struct SharedFile {
     /// Set when inserted into [`Shares`]: woken when serving finds the file changed, so the
     /// share watcher withdraws it from the tracker at once (detection on serve, last resort).
     stale_signal: std::sync::OnceLock<Arc<Notify>>,
-    /// Initial seeding over every connection serving this file (applied only once complete).
+    /// Initial seeding over every connection serving this file (applied only by an origin).
     upload: Mutex<super::upload_policy::UploadPolicy>,
+    /// Shared complete from the start (an uploader, or a daemon restarted with the file), as
+    /// opposed to a download that completed: only an origin applies initial seeding (a
+    /// finished downloader's pieces came from the swarm, and in the tail of a crowd download
+    /// a refusal would only delay the others).
+    origin: bool,
+    /// Pieces that just entered the swarm, and the connection they went to (see
+    /// `upload_announce_taken`).
+    taken_tx: broadcast::Sender<(super::upload_policy::ConnId, u32)>,
+    /// The fair split of our upload between this file's connections (`fair_share.rs`), and
+    /// the wake-up of connections waiting for their turn.
+    fair: Mutex<super::fair_share::FairShare>,
+    fair_turn: Notify,
 }
 
 impl SharedFile {
@@ -103,6 +115,10 @@ impl SharedFile {
             have_tx,
             stale_signal: std::sync::OnceLock::new(),
             upload: Mutex::new(super::upload_policy::UploadPolicy::new(meta_pieces)),
+            origin: complete,
+            taken_tx: broadcast::channel(1024).0,
+            fair: Mutex::default(),
+            fair_turn: Notify::new(),
         })
     }
 
@@ -125,29 +141,91 @@ impl SharedFile {
         self.have.lock().expect("lock").get(piece)
     }
 
-    /// A connection starts being served (see `upload_policy.rs`).
+    /// A connection starts being served (see `upload_policy.rs`, `fair_share.rs`).
     pub fn upload_open(&self) -> super::upload_policy::ConnId {
-        self.upload.lock().expect("lock").open()
+        let conn = self.upload.lock().expect("lock").open();
+        self.fair.lock().expect("lock").open(conn);
+        conn
     }
 
     pub fn upload_close(&self, conn: super::upload_policy::ConnId) {
         self.upload.lock().expect("lock").close(conn);
+        self.fair.lock().expect("lock").close(conn);
+        self.fair_turn.notify_waiters();
     }
 
-    /// May `conn` get `piece` now? Always yes while we are only a partial holder.
+    /// Wait for `conn`'s turn to send a piece (`fair_share.rs`): until it is not ahead of the
+    /// other connections with pieces to send, or `MAX_WAIT`.
+    pub async fn fair_turn(&self, conn: super::upload_policy::ConnId) {
+        let deadline = tokio::time::Instant::now() + super::fair_share::MAX_WAIT;
+        loop {
+            let turn = self.fair_turn.notified();
+            tokio::pin!(turn);
+            turn.as_mut().enable();
+            if self.fair.lock().expect("lock").want(conn) {
+                return;
+            }
+            tokio::select! {
+                _ = turn => {}
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    /// `conn` wrote a piece of `len` bytes.
+    pub fn fair_sent(&self, conn: super::upload_policy::ConnId, len: u64) {
+        self.fair.lock().expect("lock").sent(conn, len);
+        self.fair_turn.notify_waiters();
+    }
+
+    /// `conn` has nothing to send for now.
+    pub fn fair_idle(&self, conn: super::upload_policy::ConnId) {
+        self.fair.lock().expect("lock").idle(conn);
+        self.fair_turn.notify_waiters();
+    }
+
+    /// May `conn` get `piece` now? Always yes unless we are the file's origin.
     pub fn upload_decide(
         &self,
         conn: super::upload_policy::ConnId,
         piece: u32,
     ) -> super::upload_policy::Decision {
-        if !self.is_complete() {
+        if !self.origin {
             return super::upload_policy::Decision::Serve;
         }
-        self.upload.lock().expect("lock").decide(conn, piece)
+        self.upload
+            .lock()
+            .expect("lock")
+            .decide(conn, piece, std::time::Instant::now())
     }
 
-    pub fn upload_sent(&self, conn: super::upload_policy::ConnId, piece: u32) {
-        self.upload.lock().expect("lock").sent(conn, piece);
+    /// Returns true the first time every piece has gone out once (end of initial seeding).
+    pub fn upload_sent(&self, conn: super::upload_policy::ConnId, piece: u32) -> bool {
+        self.upload.lock().expect("lock").sent(conn, piece) && self.origin
+    }
+
+    /// The downloader on `conn` verified `piece` (it said so with `Have`).
+    pub fn upload_peer_has(&self, conn: super::upload_policy::ConnId, piece: u32) {
+        self.upload
+            .lock()
+            .expect("lock")
+            .peer_has(conn, piece, std::time::Instant::now());
+    }
+
+    /// Initial seeding: `piece` just went to `conn`, the first in the swarm to get it; every
+    /// other connection tells its downloader to take it elsewhere (`Elsewhere`, unasked), so
+    /// they stop asking us for pieces that are already on their way into the swarm.
+    pub fn upload_announce_taken(&self, conn: super::upload_policy::ConnId, piece: u32) {
+        let _ = self.taken_tx.send((conn, piece));
+    }
+
+    pub fn subscribe_taken(&self) -> broadcast::Receiver<(super::upload_policy::ConnId, u32)> {
+        self.taken_tx.subscribe()
+    }
+
+    /// Pieces sent 0, 1, 2, 3+ times (for the log).
+    pub fn upload_copies(&self) -> [u32; 4] {
+        self.upload.lock().expect("lock").copies_histogram()
     }
 
     pub fn is_complete(&self) -> bool {

@@ -26,6 +26,7 @@ use minitorr_proto::ticket::TicketClaims;
 use minitorr_proto::{handshake, links, Link};
 
 use super::live::{LiveConn, LiveConns};
+use super::upload_policy::Decision;
 use super::{SharedFile, Shares};
 use crate::blocking::BlockingPool;
 use crate::peerlink::tls::{self, TlsStream};
@@ -372,17 +373,36 @@ async fn serve_requests<S: PeerStream>(
     let queue = Arc::new(Mutex::new(VecDeque::<u32>::new()));
     let wake = Arc::new(Notify::new());
     let closed = Arc::new(AtomicBool::new(false));
+    // Initial seeding: this connection's id in the file's upload policy, closed on exit.
+    struct Registered(Arc<SharedFile>, super::upload_policy::ConnId);
+    impl Drop for Registered {
+        fn drop(&mut self) {
+            self.0.upload_close(self.1);
+        }
+    }
+    let registered = Registered(shared.clone(), shared.upload_open());
+    let conn = registered.1;
+    let mut taken_rx = shared.subscribe_taken();
 
     let reader = {
         let (queue, wake, closed) = (queue.clone(), wake.clone(), closed.clone());
         let n = shared.meta.piece_count();
         let mut buf = parts.read_buf;
-        let (srv, live) = (srv.clone(), live.clone());
+        let (srv, live, file) = (srv.clone(), live.clone(), shared.clone());
         // Aborted when this future is dropped too (a revoked or idle connection is dropped
         // mid-serve): the reader holds the socket, which must close now, not when the peer
         // next writes.
         tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-            if let Err(e) = read_requests(rd, &mut buf, n, &queue, &wake, &srv, &live).await {
+            let req = Requests {
+                n,
+                queue: &queue,
+                wake: &wake,
+                srv: &srv,
+                live: &live,
+                file: &file,
+                conn,
+            };
+            if let Err(e) = read_requests(rd, &mut buf, req).await {
                 tracing::debug!(error = %e, "peer reader stopped");
             }
             closed.store(true, Ordering::Release);
@@ -390,19 +410,13 @@ async fn serve_requests<S: PeerStream>(
         }))
     };
 
-    // Initial seeding: this connection's id in the file's upload policy, closed on exit.
-    struct Registered<'a>(&'a SharedFile, super::upload_policy::ConnId);
-    impl Drop for Registered<'_> {
-        fn drop(&mut self) {
-            self.0.upload_close(self.1);
-        }
-    }
-    let registered = Registered(&shared, shared.upload_open());
-    let conn = registered.1;
     let mut out = BytesMut::new();
     let mut codec = links::peer();
     // Reused piece buffer for streams that cannot sendfile (TLS): frame header + piece bytes.
     let mut piece_buf: Vec<u8> = Vec::new();
+    // Per-connection counters, logged when it ends (how the seeder's upload was split).
+    let started = std::time::Instant::now();
+    let (mut served, mut deferred) = (0u32, 0u32);
     let result = async {
         loop {
             // Tell the peer about pieces we verified meanwhile (partial seeding).
@@ -417,6 +431,18 @@ async fn serve_requests<S: PeerStream>(
                     Err(_) => break,
                 }
             }
+            // Pieces that other connections just took into the swarm: our downloader should
+            // not ask us for them (and what it queued for them is dropped, as if answered).
+            loop {
+                match taken_rx.try_recv() {
+                    Ok((by, piece)) if by != conn => {
+                        queue.lock().expect("lock").retain(|&p| p != piece);
+                        codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
+                    }
+                    Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                }
+            }
             let next = queue.lock().expect("lock").pop_front();
             match next {
                 Some(piece) => {
@@ -424,25 +450,37 @@ async fn serve_requests<S: PeerStream>(
                         codec.encode(PeerMsg::NoPiece { piece }, &mut out)?;
                         continue;
                     }
-                    if shared.upload_decide(conn, piece)
-                        == super::upload_policy::Decision::Elsewhere
-                    {
-                        codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
-                        continue;
+                    match shared.upload_decide(conn, piece) {
+                        Decision::Elsewhere => {
+                            codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
+                            deferred += 1;
+                            continue;
+                        }
+                        Decision::ServeNew => shared.upload_announce_taken(conn, piece),
+                        Decision::Serve => {}
                     }
                     let len = shared.meta.piece_len(piece);
                     srv.upload_limit.acquire(len as usize).await;
+                    // Our turn in the fair split of the upload between this file's
+                    // connections (sharing/fair_share.rs).
+                    shared.fair_turn(conn).await;
                     piece_buf =
                         send_piece(&mut wr, &mut out, piece_buf, &shared, piece, &srv.pool).await?;
+                    shared.fair_sent(conn, u64::from(len));
                     stats.uploaded(len as u64);
                     if !counted_peer {
                         counted_peer = true;
                         stats.served(user);
                     }
-                    shared.upload_sent(conn, piece);
+                    served += 1;
+                    if shared.upload_sent(conn, piece) {
+                        tracing::info!(file = %shared.meta.name, after_s = started.elapsed().as_secs_f64(),
+                            "every piece has gone out at least once");
+                    }
                 }
                 None if closed.load(Ordering::Acquire) => return Ok(()),
                 None => {
+                    shared.fair_idle(conn);
                     wr.write_all(&out).await?;
                     out.clear();
                     wr.flush().await?;
@@ -453,6 +491,14 @@ async fn serve_requests<S: PeerStream>(
                             Err(broadcast::error::RecvError::Lagged(_)) => {}
                             Err(broadcast::error::RecvError::Closed) => return Ok(()),
                         },
+                        r = taken_rx.recv() => match r {
+                            Ok((by, piece)) if by != conn => {
+                                queue.lock().expect("lock").retain(|&p| p != piece);
+                                codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
+                            }
+                            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                        },
                     }
                 }
             }
@@ -461,6 +507,12 @@ async fn serve_requests<S: PeerStream>(
     .await;
     reader.abort();
     drop(registered);
+    if served + deferred > 0 {
+        let copies = shared.upload_copies();
+        tracing::info!(file = %shared.meta.name, %user, served, deferred,
+            secs = started.elapsed().as_secs_f64(),
+            copies_0_1_2_3plus = ?copies, "peer connection served");
+    }
     result
 }
 
@@ -545,15 +597,31 @@ fn read_cached(file: &std::fs::File, buf: &mut [u8], offset: u64) -> usize {
     done
 }
 
+/// What the reader half of a serving connection works with.
+struct Requests<'a> {
+    n: u32,
+    queue: &'a Mutex<VecDeque<u32>>,
+    wake: &'a Notify,
+    srv: &'a PeerServer,
+    live: &'a LiveConn,
+    file: &'a SharedFile,
+    conn: super::upload_policy::ConnId,
+}
+
 async fn read_requests<R: AsyncRead + Unpin>(
     mut rd: R,
     buf: &mut BytesMut,
-    n: u32,
-    queue: &Mutex<VecDeque<u32>>,
-    wake: &Notify,
-    srv: &PeerServer,
-    live: &LiveConn,
+    r: Requests<'_>,
 ) -> anyhow::Result<()> {
+    let Requests {
+        n,
+        queue,
+        wake,
+        srv,
+        live,
+        file,
+        conn,
+    } = r;
     let mut codec = links::peer();
     loop {
         while let Some(msg) = codec.decode(buf)? {
@@ -573,6 +641,9 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 // The renewal must name this connection's device key: `live.renew` compares
                 // every claim but the times with those the connection was admitted on.
                 PeerMsg::Renew { ticket } => renew(srv, live, &ticket).await,
+                // The downloader verified a piece (from anyone): initial seeding sends it
+                // to no one else while pieces only we have remain.
+                PeerMsg::Have { piece } if piece < n => file.upload_peer_has(conn, piece),
                 _ => {}
             }
         }
