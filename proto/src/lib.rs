@@ -20,6 +20,7 @@ pub mod handshake;
 pub mod names;
 pub mod peer;
 pub mod private_dir;
+pub mod relay;
 pub mod ticket;
 pub mod tracker;
 pub mod tracker_info;

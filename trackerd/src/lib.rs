@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod keys;
 pub mod preauth;
+pub mod relay;
 pub mod server;
 pub mod service;
 pub mod shutdown;
