@@ -7,6 +7,7 @@ mod files;
 mod groups;
 mod hostile;
 mod keys;
+mod relay;
 mod restart;
 
 use std::net::IpAddr;
