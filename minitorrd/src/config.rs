@@ -127,6 +127,9 @@ pub struct Config {
     pub tracker_tls_client: Option<crate::tracker::TlsClient>,
     /// This daemon's name in `minitorrctl devices` (default: the host name).
     pub device_name: String,
+    /// Use the tracker's relay (when it offers one) as the last resort: wait there for
+    /// downloaders that cannot reach us, and go through it to holders we cannot reach.
+    pub use_relay: bool,
 }
 
 /// The host name as a device name, or "minitorrd" if it is not a valid one.
@@ -163,6 +166,7 @@ impl Default for Config {
             insecure_plaintext_peer_links_for_benchmarks: false,
             tracker_tls_client: None,
             device_name: default_device_name(),
+            use_relay: true,
         }
     }
 }

@@ -396,7 +396,7 @@ pub fn render_downloads(downloads: &[DownloadStatus], style: Style) -> String {
                     percent(d),
                     format!("{}/{}", size(d.bytes_done), size(d.size)),
                     speed(d.speed_bps),
-                    plural(connected(d), "peer", "peers"),
+                    peers_cell(d),
                     format!("ETA {}", eta(d)),
                 ],
                 DownloadState::Complete => vec![
@@ -526,6 +526,13 @@ pub fn render_status(s: &DaemonStatus, socket: &Path) -> String {
         ("auto-login", clean(&s.auto_login).into_owned()),
         ("device", clean(&s.device_name).into_owned()),
         ("peer address", clean(&s.peer_addr).into_owned()),
+        (
+            "seen as",
+            s.observed_addr
+                .as_deref()
+                .map_or("(not logged in)".into(), |a| clean(a).into_owned()),
+        ),
+        ("relay", clean(&s.relay).into_owned()),
         ("shares", s.shares.to_string()),
         ("downloads", s.downloads.to_string()),
     ];
@@ -799,4 +806,21 @@ mod tests {
         insta::assert_snapshot!("login", render_login(&login()));
         insta::assert_snapshot!("message", render_message("group g1 created; you own it"));
     }
+}
+
+/// "3 peers", and how the connected ones that are not direct were made: "3 peers (1 relayed)".
+fn peers_cell(d: &DownloadStatus) -> String {
+    use proto::control::PeerPath;
+    let mut out = plural(connected(d), "peer", "peers");
+    let mut via = Vec::new();
+    for path in [PeerPath::Punched, PeerPath::Relayed] {
+        let n = d.peers.iter().filter(|p| p.connected && p.path == path).count();
+        if n > 0 {
+            via.push(format!("{n} {}", path.as_str()));
+        }
+    }
+    if !via.is_empty() {
+        out.push_str(&format!(" ({})", via.join(", ")));
+    }
+    out
 }

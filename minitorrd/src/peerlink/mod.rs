@@ -8,6 +8,7 @@
 //! buffer and written through the TLS stream.
 
 pub mod identity;
+pub mod relay;
 pub mod tls;
 
 use std::net::SocketAddr;
