@@ -824,3 +824,23 @@ fn peers_cell(d: &DownloadStatus) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+    use proto::control::PeerPath;
+
+    #[test]
+    fn connected_peers_that_are_not_direct_are_named_in_the_peers_cell() {
+        let mut d = crate::render::testdata::downloading();
+        assert_eq!(peers_cell(&d), "2 peers");
+        d.peers[1].path = PeerPath::Relayed;
+        assert_eq!(peers_cell(&d), "2 peers (1 relayed)");
+        d.peers[0].path = PeerPath::Punched;
+        assert_eq!(peers_cell(&d), "2 peers (1 punched, 1 relayed)");
+        // A disconnected peer's path is history, not shown.
+        d.peers[2].path = PeerPath::Relayed;
+        assert_eq!(peers_cell(&d), "2 peers (1 punched, 1 relayed)");
+        assert!(render_downloads(&[d], Style::PLAIN).contains("(1 punched, 1 relayed)"));
+    }
+}
