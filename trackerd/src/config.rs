@@ -383,7 +383,7 @@ pub fn resolve(
             .max_pieces_per_file
             .unwrap_or(DEFAULT_MAX_PIECES_PER_FILE),
         trust_announced_peer_addr: file.trust_announced_peer_addr.unwrap_or(false),
-        relay_listen: env_addr("TRACKERD_RELAY_LISTEN")?.or(file.relay_listen),
+        relay_listen: file.relay_listen,
         relay_public_addr: file.relay_public_addr,
         relay_max_circuits: file
             .relay_max_circuits
