@@ -209,4 +209,29 @@ mod tests {
         let e = read_frame::<_, RelayMsg>(&mut b).await.unwrap_err();
         assert!(matches!(e, ProtoError::FrameTooLarge { .. }), "{e:?}");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn relay_messages_round_trip(m: RelayMsg, h: RelayHello) {
+            futures::executor::block_on(async {
+                let mut wire: Vec<u8> = Vec::new();
+                write_frame(&mut wire, &m).await.unwrap();
+                write_frame(&mut wire, &h).await.unwrap();
+                let mut r: &[u8] = &wire;
+                assert_eq!(read_frame::<_, RelayMsg>(&mut r).await.unwrap(), m);
+                assert_eq!(read_frame::<_, RelayHello>(&mut r).await.unwrap(), h);
+                assert!(r.is_empty());
+            });
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_reader(bytes: Vec<u8>) {
+            futures::executor::block_on(async {
+                let mut r: &[u8] = &bytes;
+                let _ = read_frame::<_, RelayMsg>(&mut r).await;
+                let mut r: &[u8] = &bytes;
+                let _ = read_frame::<_, RelayHello>(&mut r).await;
+            });
+        }
+    }
 }
