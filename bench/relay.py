@@ -107,7 +107,7 @@ def main():
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MINITORR", "TRACKERD", "RUST_LOG"))}
     env.update(XDG_RUNTIME_DIR=str(work), XDG_CONFIG_HOME=str(work / "xdg"), NO_COLOR="1",
-               RUST_LOG="warn")
+               RUST_LOG="info")
     try:
         tport, rport = free_port(), free_port()
         tracker = f"127.0.0.1:{tport}"
@@ -117,7 +117,7 @@ def main():
             f'relay_listen = "127.0.0.1:{rport}"\nrelay_max_circuits_per_user = 64\n')
         tp = spawn([bins / "trackerd", "--config", tdir / "trackerd.toml", "--listen", tracker,
                     "--state-dir", tdir / "state"], tdir / "trackerd.log", env)
-        wait_for("tracker", lambda: socket.create_connection(("127.0.0.1", tport), 1) and True)
+        wait_for("tracker", lambda: "relay listening" in (tdir / "trackerd.log").read_text())
         holders = [Daemon(bins, work, f"h{i}", tracker, env, "127.0.0.2", a.tls)
                    for i in range(a.pairs)]
         downloaders = [Daemon(bins, work, f"d{i}", tracker, env, "127.0.0.1", a.tls)
