@@ -183,7 +183,13 @@ mod tests {
         for other in [
             auth_message(&[9; 32], &[2; 32], &RelayOp::Listen),
             auth_message(&[1; 32], &[9; 32], &RelayOp::Listen),
-            auth_message(&[1; 32], &[2; 32], &RelayOp::Connect { holder_key: [0; 32] }),
+            auth_message(
+                &[1; 32],
+                &[2; 32],
+                &RelayOp::Connect {
+                    holder_key: [0; 32],
+                },
+            ),
             auth_message(&[1; 32], &[2; 32], &RelayOp::Accept { circuit: [0; 16] }),
         ] {
             assert_ne!(base, other);

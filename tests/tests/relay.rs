@@ -54,12 +54,16 @@ fn unreachable_alice_and_bob(dir: &Path, tracker: &Tracker, size: usize) -> (Pee
 }
 
 fn wait_relay_listening(p: &Peer) {
-    wait_until("the daemon listening at the relay", Duration::from_secs(20), || {
-        p.json(&["status"])["relay"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("listening at")
-    });
+    wait_until(
+        "the daemon listening at the relay",
+        Duration::from_secs(20),
+        || {
+            p.json(&["status"])["relay"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("listening at")
+        },
+    );
 }
 
 fn only_peer(bob: &Peer) -> serde_json::Value {
@@ -82,7 +86,10 @@ fn a_holder_nobody_can_reach_is_downloaded_from_through_the_relay() {
         Some(format!("127.0.0.1:{}", alice.addr.port()).as_str()),
         "{st}"
     );
-    assert_eq!(st["peer_addr"].as_str(), Some(alice.addr.to_string().as_str()));
+    assert_eq!(
+        st["peer_addr"].as_str(),
+        Some(alice.addr.to_string().as_str())
+    );
     // ... which is where nobody listens: a direct connection is refused.
     assert!(std::net::TcpStream::connect(st["observed_addr"].as_str().unwrap()).is_err());
     wait_relay_listening(&alice);
@@ -96,7 +103,11 @@ fn a_holder_nobody_can_reach_is_downloaded_from_through_the_relay() {
     assert_eq!(peer["path"], "relayed", "{peer}");
     assert_eq!(peer["user"], "alice");
     assert_eq!(peer["bad_pieces"], 0);
-    assert!(tracker.log().contains("relay: circuit joined"), "{}", tracker.log());
+    assert!(
+        tracker.log().contains("relay: circuit joined"),
+        "{}",
+        tracker.log()
+    );
     // The relay only spliced: the TLS session was between the daemons (bob pinned alice's key).
     assert!(bob.log_tail(400).contains("connected via the relay"));
 }
@@ -129,7 +140,10 @@ fn without_a_relay_an_unreachable_holder_is_reported_with_the_reason() {
     let (alice, bob, _sha) = unreachable_alice_and_bob(dir.path(), &tracker, MB);
     let st = alice.json(&["status"]);
     assert!(
-        st["relay"].as_str().unwrap().contains("relay_listen is off"),
+        st["relay"]
+            .as_str()
+            .unwrap()
+            .contains("relay_listen is off"),
         "{st}"
     );
     let dest = dir.path().join("got.bin");
@@ -186,8 +200,10 @@ async fn relay_answer(s: &mut TcpStream) -> RelayMsg {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outsiders_cannot_use_the_relay_and_members_are_held_to_their_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let (tracker, relay) =
-        tracker_with_relay(&dir.path().join("tracker"), "relay_max_circuits_per_user = 1\n");
+    let (tracker, relay) = tracker_with_relay(
+        &dir.path().join("tracker"),
+        "relay_max_circuits_per_user = 1\n",
+    );
     let (alice, bob, _sha) = tokio::task::block_in_place(|| {
         let x = unreachable_alice_and_bob(dir.path(), &tracker, MB);
         wait_relay_listening(&x.0);
@@ -356,7 +372,10 @@ fn a_relay_that_flips_a_byte_breaks_the_link_never_the_file() {
     let dest = dir.path().join("got.bin");
     bob.ok(&["download_file", "g1", "f.bin", dest.to_str().unwrap()]);
     let d = bob.wait_download("g1", "f.bin", Duration::from_secs(90));
-    assert!(tamperer.flipped.load(Ordering::Relaxed), "the byte was flipped");
+    assert!(
+        tamperer.flipped.load(Ordering::Relaxed),
+        "the byte was flipped"
+    );
     // The flipped record failed TLS's integrity check at whichever daemon read it, which
     // dropped the connection; the download went on over a new circuit.
     let logs = format!("{}\n{}", alice.log_tail(2000), bob.log_tail(2000)).to_lowercase();

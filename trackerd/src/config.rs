@@ -461,7 +461,9 @@ impl Config {
             ));
         }
         if self.relay_public_addr.is_some() && self.relay_listen.is_none() {
-            return bad("relay_public_addr is set but relay_listen is not: the relay is off".into());
+            return bad(
+                "relay_public_addr is set but relay_listen is not: the relay is off".into(),
+            );
         }
         if let (Some(r), false) = (self.relay_listen, self.relay_public_addr.is_some()) {
             if r.port() == 0 {

@@ -814,7 +814,11 @@ fn peers_cell(d: &DownloadStatus) -> String {
     let mut out = plural(connected(d), "peer", "peers");
     let mut via = Vec::new();
     for path in [PeerPath::Punched, PeerPath::Relayed] {
-        let n = d.peers.iter().filter(|p| p.connected && p.path == path).count();
+        let n = d
+            .peers
+            .iter()
+            .filter(|p| p.connected && p.path == path)
+            .count();
         if n > 0 {
             via.push(format!("{n} {}", path.as_str()));
         }

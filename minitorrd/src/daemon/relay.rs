@@ -1,7 +1,6 @@
 //! The daemon's use of the tracker's relay: the listener of a login, the dialer handed to
 //! downloads, and what `status` says.
 
-
 use super::Daemon;
 use crate::peerlink::relay::{run_listener, RelayDialer};
 use crate::peerlink::PeerLinkMode;
@@ -61,4 +60,3 @@ impl Daemon {
         }
     }
 }
-

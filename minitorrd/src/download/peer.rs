@@ -116,8 +116,7 @@ async fn session(
 /// that holder answered, and is an impostor or broken, not unreachable. The relay gives a
 /// TCP stream like any other: the TLS handshake below runs through it end to end.
 async fn connect(info: &PeerInfo, env: &DownloadEnv) -> Result<(TcpStream, PeerPath), String> {
-    let direct = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&info.addr)).await
-    {
+    let direct = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&info.addr)).await {
         Ok(Ok(tcp)) => return Ok((tcp, PeerPath::Direct)),
         Ok(Err(e)) => e.to_string(),
         Err(_) => "connect timed out".to_string(),

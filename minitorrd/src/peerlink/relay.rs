@@ -74,10 +74,16 @@ async fn hello(addr: SocketAddr, device: &DeviceKey, op: RelayOp) -> Result<TcpS
         handshake(&mut s, Link::Relay).await?;
         let nonce = match read_frame(&mut s).await? {
             RelayMsg::Challenge { nonce } => nonce,
-            other => return Err(RelayError::Proto(format!("expected a challenge, got {other:?}"))),
+            other => {
+                return Err(RelayError::Proto(format!(
+                    "expected a challenge, got {other:?}"
+                )))
+            }
         };
         let device_key = device.public_bytes();
-        let signature = device.sign(&auth_message(&nonce, &device_key, &op)).to_vec();
+        let signature = device
+            .sign(&auth_message(&nonce, &device_key, &op))
+            .to_vec();
         write_frame(
             &mut s,
             &RelayHello {
@@ -185,7 +191,11 @@ async fn listen_once(
         RelayMsg::Refused { reason, message } => {
             return Err(RelayError::Refused { reason, message })
         }
-        other => return Err(RelayError::Proto(format!("expected Listening, got {other:?}"))),
+        other => {
+            return Err(RelayError::Proto(format!(
+                "expected Listening, got {other:?}"
+            )))
+        }
     }
     tracing::info!(relay = %addr, "listening at the relay for relayed peer connections");
     status.set(format!("listening at {addr}"));

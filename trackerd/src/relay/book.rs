@@ -216,7 +216,12 @@ impl<S: Send + 'static> RelayBook<S> {
     /// The holder with `key` brings its end of `circuit`. Only the key the circuit was opened
     /// for may; anyone else (or a late or repeated accept) gets `NoSuchCircuit` and the
     /// circuit stays for its holder. On error the stream is handed back.
-    pub fn accept(&self, circuit: CircuitId, key: [u8; 32], stream: S) -> Result<(), (RelayRefusal, S)> {
+    pub fn accept(
+        &self,
+        circuit: CircuitId,
+        key: [u8; 32],
+        stream: S,
+    ) -> Result<(), (RelayRefusal, S)> {
         let mut b = self.inner.lock().expect("lock");
         match b.pending.get(&circuit) {
             Some(p) if p.holder_key == key => {}
@@ -265,11 +270,17 @@ mod tests {
         assert_eq!(notice.from_user, "dl");
         assert_eq!(notice.from_key, D);
         // Another device key cannot take the holder's place.
-        assert_eq!(b.accept([7; 16], D, 5).unwrap_err().0, RelayRefusal::NoSuchCircuit);
+        assert_eq!(
+            b.accept([7; 16], D, 5).unwrap_err().0,
+            RelayRefusal::NoSuchCircuit
+        );
         b.accept([7; 16], H, 42).unwrap();
         assert_eq!(rx.await.unwrap(), 42);
         // Single use.
-        assert_eq!(b.accept([7; 16], H, 43).unwrap_err().0, RelayRefusal::NoSuchCircuit);
+        assert_eq!(
+            b.accept([7; 16], H, 43).unwrap_err().0,
+            RelayRefusal::NoSuchCircuit
+        );
         assert_eq!(b.circuits(), 1);
         drop(guard);
         assert_eq!(b.circuits(), 0);
@@ -278,10 +289,16 @@ mod tests {
     #[test]
     fn nobody_listening_is_said_so() {
         let b = book(8, 8, 8);
-        assert_eq!(b.open("dl", D, H, [1; 16]).unwrap_err(), RelayRefusal::HolderNotListening);
+        assert_eq!(
+            b.open("dl", D, H, [1; 16]).unwrap_err(),
+            RelayRefusal::HolderNotListening
+        );
         let (l, rx) = b.listen(H, "holder").unwrap();
         drop(rx);
-        assert_eq!(b.open("dl", D, H, [1; 16]).unwrap_err(), RelayRefusal::HolderNotListening);
+        assert_eq!(
+            b.open("dl", D, H, [1; 16]).unwrap_err(),
+            RelayRefusal::HolderNotListening
+        );
         drop(l);
         assert_eq!(b.listeners(), 0);
     }
@@ -295,10 +312,16 @@ mod tests {
         assert_eq!(b.open("a", D, H, [3; 16]).unwrap_err(), RelayRefusal::Busy);
         let _b1 = b.open("b", [3; 32], H, [4; 16]).unwrap();
         // Total reached: even a user with room is refused.
-        assert_eq!(b.open("c", [4; 32], H, [5; 16]).unwrap_err(), RelayRefusal::Busy);
+        assert_eq!(
+            b.open("c", [4; 32], H, [5; 16]).unwrap_err(),
+            RelayRefusal::Busy
+        );
         drop(a1);
         // The freed place is usable again, and the dropped pending circuit is forgotten.
-        assert_eq!(b.accept([1; 16], H, 9).unwrap_err().0, RelayRefusal::NoSuchCircuit);
+        assert_eq!(
+            b.accept([1; 16], H, 9).unwrap_err().0,
+            RelayRefusal::NoSuchCircuit
+        );
         b.open("a", D, H, [6; 16]).unwrap();
     }
 

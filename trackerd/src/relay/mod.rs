@@ -132,10 +132,14 @@ async fn authenticate(
     write_frame(stream, &RelayMsg::Challenge { nonce }).await?;
     let hello: RelayHello = read_frame(stream).await?;
     let signed = auth_message(&nonce, &hello.device_key, &hello.op);
-    let valid = VerifyingKey::from_bytes(&hello.device_key).ok().is_some_and(|k| {
-        <[u8; 64]>::try_from(hello.signature.as_slice())
-            .is_ok_and(|sig| k.verify_strict(&signed, &Signature::from_bytes(&sig)).is_ok())
-    });
+    let valid = VerifyingKey::from_bytes(&hello.device_key)
+        .ok()
+        .is_some_and(|k| {
+            <[u8; 64]>::try_from(hello.signature.as_slice()).is_ok_and(|sig| {
+                k.verify_strict(&signed, &Signature::from_bytes(&sig))
+                    .is_ok()
+            })
+        });
     if !valid {
         return Err(refuse(stream, RelayRefusal::NotAuthenticated, "bad signature").await);
     }
@@ -195,7 +199,12 @@ async fn listen(
     let (_guard, mut incoming) = match book.listen(key, user) {
         Ok(x) => x,
         Err(reason) => {
-            return Err(refuse(&mut stream, reason, "the relay has too many holders connected").await)
+            return Err(refuse(
+                &mut stream,
+                reason,
+                "the relay has too many holders connected",
+            )
+            .await)
         }
     };
     tracing::info!(%addr, user, "relay: holder listening");
@@ -239,7 +248,8 @@ async fn connect(
         .await);
     };
     // The listener authenticated when it connected; its session may have ended since.
-    let still_online = matches!(service.relay_identity(&holder_key).await, Ok(Some(u)) if u == holder_user);
+    let still_online =
+        matches!(service.relay_identity(&holder_key).await, Ok(Some(u)) if u == holder_user);
     let may = still_online
         && service
             .relay_may_join(user, &holder_user)
@@ -259,7 +269,9 @@ async fn connect(
         Ok(x) => x,
         Err(reason) => {
             let why = match reason {
-                RelayRefusal::Busy => "relay circuit limit reached (per user or in total); try later",
+                RelayRefusal::Busy => {
+                    "relay circuit limit reached (per user or in total); try later"
+                }
                 _ => "the holder is not connected to the relay",
             };
             return Err(refuse(&mut stream, reason, why).await);

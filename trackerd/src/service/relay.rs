@@ -8,7 +8,10 @@ impl Service {
     /// The user whose *online* session (heartbeat within the peer timeout) is on `device_key`:
     /// a relay connection signed by that key acts for that user. `None`: an outsider, a
     /// logged-out or revoked device, or a daemon that stopped heartbeating.
-    pub async fn relay_identity(&self, device_key: &[u8; 32]) -> Result<Option<String>, StoreError> {
+    pub async fn relay_identity(
+        &self,
+        device_key: &[u8; 32],
+    ) -> Result<Option<String>, StoreError> {
         self.store
             .online_user_of_device(device_key, self.online_since())
             .await

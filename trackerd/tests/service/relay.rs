@@ -30,7 +30,10 @@ async fn lab(limits: RelayLimits) -> Lab {
     }
     let a = h.login_other_device("alice", "127.0.0.1:7101").await.token;
     let b = h.login_other_device("bob", "127.0.0.1:7102").await.token;
-    let m = h.login_other_device("mallory", "127.0.0.1:7103").await.token;
+    let m = h
+        .login_other_device("mallory", "127.0.0.1:7103")
+        .await
+        .token;
     h.group("g", &a, &[&b]).await;
     h.group("other", &m, &[]).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -135,7 +138,10 @@ async fn a_circuit_joins_downloader_and_holder_and_carries_bytes_both_ways() {
     assert_eq!(from_key, key(BOB).verifying_key().to_bytes());
     // Another member's device cannot take the circuit meant for alice's.
     let mut thief = hello(l.relay, &key(BOB), RelayOp::Accept { circuit }, true).await;
-    assert_eq!(refusal(answer(&mut thief).await), RelayRefusal::NoSuchCircuit);
+    assert_eq!(
+        refusal(answer(&mut thief).await),
+        RelayRefusal::NoSuchCircuit
+    );
     let mut h = hello(l.relay, &key(ALICE), RelayOp::Accept { circuit }, true).await;
     assert_eq!(answer(&mut h).await, RelayMsg::Joined);
     let mut d = downloader.await.unwrap();
@@ -165,17 +171,29 @@ async fn outsiders_and_forged_signatures_are_refused() {
     let _ctl = listening(&l, ALICE).await;
     // A valid key with no session on the tracker.
     let mut s = hello(l.relay, &key("nobody"), connect_op(ALICE), true).await;
-    assert_eq!(refusal(answer(&mut s).await), RelayRefusal::NotAuthenticated);
+    assert_eq!(
+        refusal(answer(&mut s).await),
+        RelayRefusal::NotAuthenticated
+    );
     // bob's key, but the signature does not match (someone replaying or forging).
     let mut s = hello(l.relay, &key(BOB), connect_op(ALICE), false).await;
-    assert_eq!(refusal(answer(&mut s).await), RelayRefusal::NotAuthenticated);
+    assert_eq!(
+        refusal(answer(&mut s).await),
+        RelayRefusal::NotAuthenticated
+    );
     // An outsider cannot listen either.
     let mut s = hello(l.relay, &key("nobody"), RelayOp::Listen, true).await;
-    assert_eq!(refusal(answer(&mut s).await), RelayRefusal::NotAuthenticated);
+    assert_eq!(
+        refusal(answer(&mut s).await),
+        RelayRefusal::NotAuthenticated
+    );
     // A session that stopped heartbeating is offline: refused like an outsider.
     l.h.advance(3600);
     let mut s = hello(l.relay, &key(BOB), connect_op(ALICE), true).await;
-    assert_eq!(refusal(answer(&mut s).await), RelayRefusal::NotAuthenticated);
+    assert_eq!(
+        refusal(answer(&mut s).await),
+        RelayRefusal::NotAuthenticated
+    );
 }
 
 #[tokio::test]
@@ -186,7 +204,10 @@ async fn only_members_of_a_common_group_are_joined() {
     assert_eq!(refusal(answer(&mut s).await), RelayRefusal::Forbidden);
     // A holder that is not listening is named as the reason.
     let mut s = hello(l.relay, &key(ALICE), connect_op(BOB), true).await;
-    assert_eq!(refusal(answer(&mut s).await), RelayRefusal::HolderNotListening);
+    assert_eq!(
+        refusal(answer(&mut s).await),
+        RelayRefusal::HolderNotListening
+    );
 }
 
 #[tokio::test]
@@ -205,7 +226,9 @@ async fn the_per_user_circuit_limit_counts_circuits_waiting_for_their_holder() {
     // alice (another user) still has room.
     let mut bob_ctl = listening(&l, BOB).await;
     let _alice = hello(l.relay, &key(ALICE), connect_op(BOB), true).await;
-    assert!(matches!(answer(&mut bob_ctl).await, RelayMsg::Incoming { from_user, .. } if from_user == "alice"));
+    assert!(
+        matches!(answer(&mut bob_ctl).await, RelayMsg::Incoming { from_user, .. } if from_user == "alice")
+    );
 }
 
 #[tokio::test]
@@ -213,5 +236,8 @@ async fn a_holder_that_never_accepts_makes_the_downloader_hear_why() {
     let l = lab(limits()).await;
     let _ctl = listening(&l, ALICE).await;
     let mut d = hello(l.relay, &key(BOB), connect_op(ALICE), true).await;
-    assert_eq!(refusal(answer(&mut d).await), RelayRefusal::HolderDidNotAnswer);
+    assert_eq!(
+        refusal(answer(&mut d).await),
+        RelayRefusal::HolderDidNotAnswer
+    );
 }
