@@ -485,6 +485,7 @@ mod tests {
             "tracker_ca",
             "tracker_cert_sha256",
             "allow_plaintext",
+            "use_relay",
         ] {
             assert!(text.contains(&format!("#{key} = ")), "{key} undocumented");
         }
