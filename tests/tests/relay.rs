@@ -42,8 +42,22 @@ fn tracker_with_relay(dir: &Path, extra: &str) -> (Tracker, SocketAddr) {
 
 /// alice (unreachable holder of `size` random bytes as f.bin in g1) and bob (reachable).
 fn unreachable_alice_and_bob(dir: &Path, tracker: &Tracker, size: usize) -> (Peer, Peer, String) {
+    alice_and_bob_with(dir, tracker, size, false)
+}
+
+/// Like [`unreachable_alice_and_bob`]; `bob_unreachable`: both behind "NATs".
+fn alice_and_bob_with(
+    dir: &Path,
+    tracker: &Tracker,
+    size: usize,
+    bob_unreachable: bool,
+) -> (Peer, Peer, String) {
     let alice = Peer::start_unreachable(&dir.join("alice"), &[tracker.addr], &[]);
-    let bob = Peer::start(&dir.join("bob"), tracker);
+    let bob = if bob_unreachable {
+        Peer::start_unreachable(&dir.join("bob"), &[tracker.addr], &[])
+    } else {
+        Peer::start(&dir.join("bob"), tracker)
+    };
     user(&alice, "alice");
     user(&bob, "bob");
     group_with(&alice, "g1", &[(&bob, "bob")]);
@@ -74,10 +88,11 @@ fn only_peer(bob: &Peer) -> serde_json::Value {
 }
 
 #[test]
-fn a_holder_nobody_can_reach_is_downloaded_from_through_the_relay() {
+fn two_daemons_that_cannot_reach_each_other_exchange_a_file_through_the_relay() {
     let dir = tempfile::tempdir().unwrap();
     let (tracker, _relay) = tracker_with_relay(&dir.path().join("tracker"), "");
-    let (alice, bob, sha) = unreachable_alice_and_bob(dir.path(), &tracker, 3 * MB);
+    // Both "behind NATs": neither can accept a connection at the address the tracker sees.
+    let (alice, bob, sha) = alice_and_bob_with(dir.path(), &tracker, 3 * MB, true);
 
     // Item 1: the tracker tells each daemon the address it hands out for it.
     let st = alice.json(&["status"]);
