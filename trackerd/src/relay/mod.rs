@@ -30,7 +30,6 @@ use minitorr_proto::{handshake, Link};
 use rand::RngCore;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use book::{RelayBook, RelayLimits};
@@ -45,8 +44,27 @@ const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// Splice buffer per direction: big enough for full-size TLS records in flight at LAN speed.
 const SPLICE_BUF: usize = 64 * 1024;
-/// Connections that have not authenticated yet, at once; more are closed at accept.
+/// Connections that have not authenticated yet, at once, and from one source (an IPv4
+/// address or IPv6 /64). At a cap the *oldest* is closed (crate::preauth, as on the tracker
+/// port): a crowd of silent connections pushes itself out, never a daemon that answers its
+/// challenge promptly.
 const MAX_UNAUTHENTICATED: usize = 256;
+const MAX_UNAUTHENTICATED_PER_SOURCE: usize = 64;
+
+type Preauth = Arc<std::sync::Mutex<crate::preauth::Registry<CancellationToken>>>;
+
+/// One connection's place among the unauthenticated; dropping it gives the place back.
+struct PreauthPlace {
+    registry: Preauth,
+    id: crate::preauth::Id,
+    evicted: CancellationToken,
+}
+
+impl Drop for PreauthPlace {
+    fn drop(&mut self) {
+        self.registry.lock().expect("lock").done(self.id);
+    }
+}
 
 /// Serve the relay on `listener` until `shutdown`.
 pub async fn serve_relay(
@@ -56,7 +74,14 @@ pub async fn serve_relay(
     shutdown: CancellationToken,
 ) {
     let book: RelayBook<TcpStream> = RelayBook::new(limits);
-    let unauthenticated = Arc::new(Semaphore::new(MAX_UNAUTHENTICATED));
+    let preauth: Preauth = Arc::new(std::sync::Mutex::new(crate::preauth::Registry::new(
+        crate::preauth::Limits {
+            max_total: MAX_UNAUTHENTICATED,
+            max_per_source: MAX_UNAUTHENTICATED_PER_SOURCE,
+            // Nothing is charged: relay frames are read into 4 KiB at most per connection.
+            max_bytes: usize::MAX,
+        },
+    )));
     loop {
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -69,15 +94,24 @@ pub async fn serve_relay(
             },
             _ = shutdown.cancelled() => return,
         };
-        let Ok(permit) = unauthenticated.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, "relay: too many unauthenticated connections; closing");
-            continue;
+        let evicted = CancellationToken::new();
+        let place = {
+            let mut reg = preauth.lock().expect("lock");
+            let (id, pushed_out) = reg.register(addr.ip(), evicted.clone());
+            for old in pushed_out {
+                old.cancel();
+            }
+            PreauthPlace {
+                registry: preauth.clone(),
+                id,
+                evicted,
+            }
         };
         let (service, book, shutdown) = (service.clone(), book.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             tokio::select! {
-                r = connection(stream, addr, &service, &book, permit) => {
+                r = connection(stream, addr, &service, &book, place) => {
                     if let Err(e) = r {
                         tracing::debug!(%addr, error = %e, "relay connection ended");
                     }
@@ -102,6 +136,8 @@ enum RelayError {
     Timeout(#[from] tokio::time::error::Elapsed),
     #[error("refused: {0}: {1}")]
     Refused(RelayRefusal, String),
+    #[error("closed before authenticating to make room for newer connections")]
+    Evicted,
 }
 
 async fn refuse(
@@ -166,11 +202,13 @@ async fn connection(
     addr: SocketAddr,
     service: &Service,
     book: &RelayBook<TcpStream>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    place: PreauthPlace,
 ) -> Result<(), RelayError> {
-    let (hello, user) =
-        tokio::time::timeout(AUTH_TIMEOUT, authenticate(&mut stream, service)).await??;
-    drop(permit);
+    let (hello, user) = tokio::select! {
+        r = tokio::time::timeout(AUTH_TIMEOUT, authenticate(&mut stream, service)) => r??,
+        _ = place.evicted.cancelled() => return Err(RelayError::Evicted),
+    };
+    drop(place);
     match hello.op {
         RelayOp::Listen => listen(stream, addr, hello.device_key, &user, book).await,
         RelayOp::Connect { holder_key } => {

@@ -241,3 +241,42 @@ async fn a_holder_that_never_accepts_makes_the_downloader_hear_why() {
         RelayRefusal::HolderDidNotAnswer
     );
 }
+
+#[tokio::test]
+async fn a_crowd_of_silent_connections_does_not_lock_daemons_out() {
+    let l = lab(limits()).await;
+    // More silent connections than the relay keeps unauthenticated (256; 64 per source).
+    let mut crowd = Vec::new();
+    for _ in 0..300 {
+        crowd.push(TcpStream::connect(l.relay).await.unwrap());
+    }
+    // A real daemon connecting after them is the newest: it is served.
+    let mut ctl = hello(l.relay, &key(ALICE), RelayOp::Listen, true).await;
+    assert_eq!(answer(&mut ctl).await, RelayMsg::Listening);
+    // And most of the crowd was closed to make room (read gives EOF, not a hang).
+    let mut closed = 0;
+    for c in crowd.iter_mut() {
+        let mut buf = [0u8; 64];
+        // Each first got the relay's preamble; an evicted one then reads EOF.
+        let mut total = 0;
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_millis(200), c.read(&mut buf))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(Ok(n)) => total += n,
+                Err(_) => break,
+            }
+            if total > 4096 {
+                break;
+            }
+        }
+    }
+    assert!(
+        closed >= 200,
+        "only {closed} of 300 silent connections were closed"
+    );
+}
