@@ -120,10 +120,7 @@ where
     W: AsyncWrite + Unpin,
     T: Serialize,
 {
-    let body = postcard::to_allocvec(msg).map_err(|e| ProtoError::Encode(e.to_string()))?;
-    let mut buf = Vec::with_capacity(4 + body.len());
-    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&body);
+    let buf = encode_frame(msg)?;
     w.write_all(&buf).await?;
     w.flush().await?;
     Ok(())
@@ -148,6 +145,37 @@ where
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await.map_err(eof_is_truncated)?;
     crate::codec::decode_postcard(&body)
+}
+
+/// The synchronous twin of [`read_frame`] (fuzzing, tests): the first frame of `bytes` and the
+/// bytes it used, `Ok(None)` if `bytes` holds less than a whole frame. Same checks: the length
+/// is refused over [`MAX_RELAY_FRAME`] before the body is looked at.
+pub fn parse_frame<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<Option<(T, usize)>, ProtoError> {
+    let Some(len) = bytes.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+    if len > MAX_RELAY_FRAME {
+        return Err(ProtoError::FrameTooLarge {
+            len,
+            max: MAX_RELAY_FRAME,
+        });
+    }
+    match bytes.get(4..4 + len) {
+        None => Ok(None),
+        Some(body) => Ok(Some((crate::codec::decode_postcard(body)?, 4 + len))),
+    }
+}
+
+/// Encode one frame into bytes (what [`write_frame`] sends).
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
+    let body = postcard::to_allocvec(msg).map_err(|e| ProtoError::Encode(e.to_string()))?;
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&body);
+    Ok(buf)
 }
 
 fn eof_is_truncated(e: std::io::Error) -> ProtoError {
