@@ -148,6 +148,7 @@ fn main() {
                 }],
                 heartbeat_secs: 5,
                 peer_addr: "127.0.0.1:7001".into(),
+                relay: Some("0.0.0.0:5001".into()),
             }),
             tracker::Response::Files(vec![FileSummary {
                 group: "g1".into(),

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let p: [u8; 9] = data[..9].try_into().unwrap();
     let ours = u16::from_be_bytes([data[9], data[10]]);
-    for link in [Link::Control, Link::Tracker, Link::Peer] {
+    for link in [Link::Control, Link::Tracker, Link::Peer, Link::Relay] {
         let r = check_preamble(&p, link, ours);
         let expected = preamble(link, ours);
         assert_eq!(r.is_ok(), p == expected, "{p:?} vs {expected:?}: {r:?}");

@@ -110,6 +110,8 @@ fn status(state: DownloadState, done: u64) -> DownloadStatus {
             bytes_received: done,
             connected: true,
             bad_pieces: 0,
+            path: proto::control::PeerPath::Relayed,
+            error: None,
         }],
         error: (state == DownloadState::Failed).then(|| "no online peer has piece 0".into()),
         first_piece_ms: None,
@@ -604,6 +606,8 @@ fn daemon_status(user: Option<&str>) -> Response {
         tracker_reachable: true,
         auto_login: "off".into(),
         device_name: "test".into(),
+        observed_addr: None,
+        relay: "off (not logged in)".into(),
     })
 }
 

@@ -130,6 +130,9 @@ pub struct Config {
     /// Where to serve operators' metrics (`GET /metrics`, Prometheus text); off when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Use the tracker's relay (when it offers one) as the last resort: wait there for
+    /// downloaders that cannot reach us, and go through it to holders we cannot reach.
+    pub use_relay: bool,
 }
 
 /// The host name as a device name, or "minitorrd" if it is not a valid one.
@@ -167,6 +170,7 @@ impl Default for Config {
             tracker_tls_client: None,
             device_name: default_device_name(),
             metrics_listen: None,
+            use_relay: true,
         }
     }
 }
@@ -486,6 +490,7 @@ mod tests {
             "tracker_cert_sha256",
             "allow_plaintext",
             "metrics_listen",
+            "use_relay",
         ] {
             assert!(text.contains(&format!("#{key} = ")), "{key} undocumented");
         }

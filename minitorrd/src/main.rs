@@ -15,7 +15,7 @@ use minitorrd::control::{bind_control_socket, serve_control};
 use minitorrd::daemon::Daemon;
 use minitorrd::peerlink::{check_plaintext_allowed, DeviceKey, PeerLinkMode, PeerTls};
 use minitorrd::ratelimit::RateLimiter;
-use minitorrd::sharing::{serve_peers, PeerServer};
+use minitorrd::sharing::{serve_peers_with_relay, PeerServer};
 use minitorrd::state::StateFile;
 
 type LogHandle = reload::Handle<EnvFilter, Registry>;
@@ -125,7 +125,13 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyho
         live: daemon.live(),
         link,
     });
-    tokio::spawn(serve_peers(peers, server, shutdown.clone()));
+    let relayed = daemon.take_relay_inbox();
+    tokio::spawn(serve_peers_with_relay(
+        peers,
+        relayed,
+        server,
+        shutdown.clone(),
+    ));
     tokio::spawn(serve_control(control, daemon.clone(), shutdown.clone()));
     if let Some(addr) = metrics_listen {
         if let Some(w) = minitorr_metrics::exposure_warning(addr) {

@@ -286,6 +286,34 @@ pub struct PeerStat {
     pub connected: bool,
     /// Pieces from this peer that failed their hash check.
     pub bad_pieces: u32,
+    /// How the (last) connection to this peer was made.
+    #[serde(default)]
+    pub path: PeerPath,
+    /// Why the last attempt to connect failed, if it did (e.g. unreachable and no relay).
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// How a peer connection was made (issue #14): straight to the holder's address, by a hole
+/// punched through NATs with the tracker's help, or spliced by the tracker's relay. The TLS
+/// session is end to end in every case.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum PeerPath {
+    #[default]
+    Direct,
+    Punched,
+    Relayed,
+}
+
+impl PeerPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerPath::Direct => "direct",
+            PeerPath::Punched => "punched",
+            PeerPath::Relayed => "relayed",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,6 +334,14 @@ pub struct DaemonStatus {
     pub auto_login: String,
     /// This daemon's device name (`device_name`).
     pub device_name: String,
+    /// The peer address the tracker sees for this daemon and hands to others (observed IP,
+    /// listening port), once logged in.
+    #[serde(default)]
+    pub observed_addr: Option<String>,
+    /// The relay the tracker offers, and whether this daemon is listening on it for relayed
+    /// connections: e.g. "listening at 192.0.2.1:5001", "off (the tracker offers none)".
+    #[serde(default)]
+    pub relay: String,
 }
 
 /// A refused or failed request. `kind` drives the CLI's exit status.

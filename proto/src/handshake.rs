@@ -19,6 +19,8 @@ pub enum Link {
     Control = 1,
     Tracker = 2,
     Peer = 3,
+    /// A daemon's connection to a tracker's relay listener (`relay.rs`).
+    Relay = 4,
 }
 
 impl Link {
@@ -27,6 +29,7 @@ impl Link {
             1 => Some(Link::Control),
             2 => Some(Link::Tracker),
             3 => Some(Link::Peer),
+            4 => Some(Link::Relay),
             _ => None,
         }
     }
@@ -38,6 +41,7 @@ impl fmt::Display for Link {
             Link::Control => "control",
             Link::Tracker => "tracker",
             Link::Peer => "peer",
+            Link::Relay => "relay",
         })
     }
 }

@@ -21,6 +21,7 @@ pub mod item;
 pub mod names;
 pub mod peer;
 pub mod private_dir;
+pub mod relay;
 pub mod ticket;
 pub mod tracker;
 pub mod tracker_info;

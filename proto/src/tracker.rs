@@ -250,6 +250,9 @@ pub struct LoginGrant {
     pub heartbeat_secs: u32,
     /// This session's peer address as the tracker will hand it out.
     pub peer_addr: String,
+    /// The relay this tracker offers (`relay_listen`), as `IP:PORT`; an unspecified IP
+    /// (0.0.0.0) means "the address you reach this tracker at". `None`: no relay.
+    pub relay: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

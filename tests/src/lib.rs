@@ -754,3 +754,27 @@ pub fn listening_ports(pid: u32) -> Vec<u16> {
     ports.sort_unstable();
     ports
 }
+
+impl Peer {
+    /// A daemon nobody can connect to directly, as behind a NAT without a forwarded port:
+    /// it listens on 127.0.0.2:P while the tracker hands out the address it sees it connect
+    /// from, 127.0.0.1:P, where nothing listens (connections are refused). No root, no
+    /// firewall: just a listen address that differs from the observed one.
+    pub fn start_unreachable(dir: &Path, trackers: &[SocketAddr], extra_args: &[&str]) -> Peer {
+        std::fs::create_dir_all(dir).unwrap();
+        private_dir(dir);
+        on_a_free_port("minitorrd", &dir.join("minitorrd.log"), |addr| {
+            let mut addr = addr;
+            addr.set_ip(std::net::Ipv4Addr::new(127, 0, 0, 2).into());
+            let mut p = Peer {
+                dir: dir.to_path_buf(),
+                socket: dir.join("ctl.sock"),
+                addr,
+                trackers: trackers.to_vec(),
+                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                child: None,
+            };
+            p.try_spawn().is_ok().then_some(p)
+        })
+    }
+}

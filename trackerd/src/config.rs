@@ -64,6 +64,21 @@ pub struct Config {
     /// Where to serve operators' metrics (`GET /metrics`, Prometheus text); off when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    // The relay (issue #14): off unless `relay_listen` is set. See relay/ and OPERATIONS.md.
+    /// Where the relay listens for daemons; `None`: no relay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_listen: Option<SocketAddr>,
+    /// The relay address handed to daemons at login, when it differs from `relay_listen`
+    /// (port forwarding, a public IP on another interface). Default: `relay_listen`, whose
+    /// unspecified IP (0.0.0.0) daemons replace by the address they reach this tracker at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_public_addr: Option<SocketAddr>,
+    /// Circuits (relayed peer connections, pending or spliced) at once, all users together.
+    pub relay_max_circuits: usize,
+    /// Circuits one user may have open at once as the downloader.
+    pub relay_max_circuits_per_user: usize,
+    /// Holders connected to the relay, waiting for circuits, all together.
+    pub relay_max_listeners: usize,
 }
 
 /// The config file as written: every key optional.
@@ -97,6 +112,11 @@ pub struct FileConfig {
     pub max_pieces_per_file: Option<u32>,
     pub trust_announced_peer_addr: Option<bool>,
     pub metrics_listen: Option<SocketAddr>,
+    pub relay_listen: Option<SocketAddr>,
+    pub relay_public_addr: Option<SocketAddr>,
+    pub relay_max_circuits: Option<usize>,
+    pub relay_max_circuits_per_user: Option<usize>,
+    pub relay_max_listeners: Option<usize>,
 }
 
 /// Command-line values that take part in precedence.
@@ -172,6 +192,11 @@ pub const DEFAULT_QUOTA_PIECES: u64 = 4 << 20;
 /// Pieces per file entry: 256 Ki = 5 MiB of hashes on the wire; 2 TiB with 8 MiB pieces,
 /// 128 GiB with minitorrd's default 512 KiB (it picks bigger pieces for bigger files).
 pub const DEFAULT_MAX_PIECES_PER_FILE: u32 = 256 * 1024;
+/// Relayed connections at once: 256 × a LAN-speed stream is more than 2 cores can splice.
+pub const DEFAULT_RELAY_MAX_CIRCUITS: usize = 256;
+/// A downloader uses at most `max_peers_per_download` (8) per download: a few downloads.
+pub const DEFAULT_RELAY_MAX_CIRCUITS_PER_USER: usize = 32;
+pub const DEFAULT_RELAY_MAX_LISTENERS: usize = 4096;
 /// File name looked up in `$CONFIGURATION_DIRECTORY`.
 pub const CONFIG_FILE_NAME: &str = "trackerd.toml";
 
@@ -364,6 +389,17 @@ pub fn resolve(
             .unwrap_or(DEFAULT_MAX_PIECES_PER_FILE),
         trust_announced_peer_addr: file.trust_announced_peer_addr.unwrap_or(false),
         metrics_listen: file.metrics_listen,
+        relay_listen: file.relay_listen,
+        relay_public_addr: file.relay_public_addr,
+        relay_max_circuits: file
+            .relay_max_circuits
+            .unwrap_or(DEFAULT_RELAY_MAX_CIRCUITS),
+        relay_max_circuits_per_user: file
+            .relay_max_circuits_per_user
+            .unwrap_or(DEFAULT_RELAY_MAX_CIRCUITS_PER_USER),
+        relay_max_listeners: file
+            .relay_max_listeners
+            .unwrap_or(DEFAULT_RELAY_MAX_LISTENERS),
     };
     config.validate()?;
     Ok(config)
@@ -388,6 +424,12 @@ impl Config {
             ("quota_bytes", self.quota_bytes),
             ("quota_pieces", self.quota_pieces),
             ("max_pieces_per_file", u64::from(self.max_pieces_per_file)),
+            ("relay_max_circuits", self.relay_max_circuits as u64),
+            (
+                "relay_max_circuits_per_user",
+                self.relay_max_circuits_per_user as u64,
+            ),
+            ("relay_max_listeners", self.relay_max_listeners as u64),
         ] {
             if v == 0 {
                 return bad(format!("{key} must be at least 1"));
@@ -424,6 +466,16 @@ impl Config {
                 self.key_overlap_secs, self.ticket_ttl_secs
             ));
         }
+        if self.relay_public_addr.is_some() && self.relay_listen.is_none() {
+            return bad(
+                "relay_public_addr is set but relay_listen is not: the relay is off".into(),
+            );
+        }
+        if let (Some(r), false) = (self.relay_listen, self.relay_public_addr.is_some()) {
+            if r.port() == 0 {
+                return bad("relay_listen needs a fixed port (daemons are told it)".into());
+            }
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key go together: set both (TLS) or neither".into());
         }
@@ -444,6 +496,16 @@ impl Config {
             },
             max_pieces_per_file: self.max_pieces_per_file,
             trust_announced_peer_addr: self.trust_announced_peer_addr,
+            relay_addr: self.relay_public_addr.or(self.relay_listen),
+        }
+    }
+
+    /// The relay's limits, when it is on.
+    pub fn relay_limits(&self) -> crate::relay::RelayLimits {
+        crate::relay::RelayLimits {
+            max_circuits: self.relay_max_circuits,
+            max_circuits_per_user: self.relay_max_circuits_per_user,
+            max_listeners: self.relay_max_listeners,
         }
     }
 

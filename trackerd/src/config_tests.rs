@@ -283,6 +283,9 @@ fn example_config_documents_every_key_and_is_all_defaults() {
         "max_pieces_per_file",
         "trust_announced_peer_addr",
         "allow_plaintext",
+        "relay_max_circuits",
+        "relay_max_circuits_per_user",
+        "relay_max_listeners",
     ] {
         assert!(
             uncommented.contains(&format!("{key} = ")),
@@ -298,7 +301,14 @@ fn example_config_documents_every_key_and_is_all_defaults() {
     assert_eq!(c.session_ttl_secs, DEFAULT_SESSION_TTL_SECS);
     assert!(!c.allow_plaintext && c.tls_cert.is_none());
     assert_eq!(c.metrics_listen, None, "metrics are off by default");
-    for key in ["tls_cert", "tls_key", "metrics_listen"] {
+    assert!(c.relay_listen.is_none(), "the relay is off by default");
+    for key in [
+        "tls_cert",
+        "tls_key",
+        "metrics_listen",
+        "relay_listen",
+        "relay_public_addr",
+    ] {
         assert!(
             text.contains(&format!("#{key} = ")),
             "contrib/trackerd.toml lacks {key}"
@@ -450,4 +460,42 @@ fn metrics_listen_is_an_address_and_off_by_default() {
     assert!(c.to_toml().contains("metrics_listen = \"127.0.0.1:9100\""));
     let e = parse_file("metrics_listen = \"localhost\"\n", "t").unwrap_err();
     assert!(e.to_string().contains("metrics_listen"), "{e}");
+}
+
+#[test]
+fn the_relay_is_off_by_default_and_its_keys_are_checked() {
+    let c = resolve(&Overrides::default(), &no_env, None).unwrap();
+    assert_eq!(c.relay_listen, None);
+    assert_eq!(c.policy().relay_addr, None);
+    let on = |text: &str| {
+        resolve(
+            &Overrides::default(),
+            &no_env,
+            Some(parse_file(text, "t").unwrap()),
+        )
+    };
+    let c = on("relay_listen = \"0.0.0.0:5001\"\n").unwrap();
+    assert_eq!(c.policy().relay_addr, Some("0.0.0.0:5001".parse().unwrap()));
+    assert_eq!(c.relay_limits().max_circuits, DEFAULT_RELAY_MAX_CIRCUITS);
+    let c =
+        on("relay_listen = \"0.0.0.0:5001\"\nrelay_public_addr = \"203.0.113.1:6000\"\n").unwrap();
+    assert_eq!(
+        c.policy().relay_addr,
+        Some("203.0.113.1:6000".parse().unwrap())
+    );
+    let e = on("relay_public_addr = \"203.0.113.1:6000\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("relay_listen is not"), "{e}");
+    let e = on("relay_listen = \"127.0.0.1:0\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fixed port"), "{e}");
+    let e = on("relay_listen = \"127.0.0.1:5001\"\nrelay_max_circuits_per_user = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("relay_max_circuits_per_user must be at least 1"),
+        "{e}"
+    );
 }

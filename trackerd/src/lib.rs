@@ -13,6 +13,7 @@ pub mod config;
 pub mod keys;
 pub mod metrics;
 pub mod preauth;
+pub mod relay;
 pub mod server;
 pub mod service;
 pub mod shutdown;

@@ -245,6 +245,22 @@ async fn run(
             shutdown.clone(),
         ));
     }
+    if let Some(addr) = config.relay_listen {
+        let relay = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for the relay on {addr} (relay_listen)"))?;
+        tracing::info!(
+            "relay listening on {} (handed to daemons as {})",
+            relay.local_addr().unwrap_or(addr),
+            config.relay_public_addr.unwrap_or(addr)
+        );
+        tokio::spawn(trackerd::relay::serve_relay(
+            relay,
+            service.clone(),
+            config.relay_limits(),
+            shutdown.clone(),
+        ));
+    }
     tokio::spawn(trackerd::keys::watch(
         service.clone(),
         key_source,

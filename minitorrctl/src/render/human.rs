@@ -430,7 +430,7 @@ pub fn render_downloads(downloads: &[DownloadStatus], style: Style) -> String {
                     percent(d),
                     format!("{}/{}", size(d.bytes_done), size(d.size)),
                     speed(d.speed_bps),
-                    plural(connected(d), "peer", "peers"),
+                    peers_cell(d),
                     format!("ETA {}", eta(d)),
                 ],
                 DownloadState::Complete => vec![
@@ -560,6 +560,13 @@ pub fn render_status(s: &DaemonStatus, socket: &Path) -> String {
         ("auto-login", clean(&s.auto_login).into_owned()),
         ("device", clean(&s.device_name).into_owned()),
         ("peer address", clean(&s.peer_addr).into_owned()),
+        (
+            "seen as",
+            s.observed_addr
+                .as_deref()
+                .map_or("(not logged in)".into(), |a| clean(a).into_owned()),
+        ),
+        ("relay", clean(&s.relay).into_owned()),
         ("shares", s.shares.to_string()),
         ("downloads", s.downloads.to_string()),
     ];
@@ -903,5 +910,46 @@ mod item_tests {
         }
         let out = render_item(&item, Style::PLAIN);
         assert!(!out.contains('\u{1b}'), "{out}");
+    }
+}
+
+/// "3 peers", and how the connected ones that are not direct were made: "3 peers (1 relayed)".
+fn peers_cell(d: &DownloadStatus) -> String {
+    use proto::control::PeerPath;
+    let mut out = plural(connected(d), "peer", "peers");
+    let mut via = Vec::new();
+    for path in [PeerPath::Punched, PeerPath::Relayed] {
+        let n = d
+            .peers
+            .iter()
+            .filter(|p| p.connected && p.path == path)
+            .count();
+        if n > 0 {
+            via.push(format!("{n} {}", path.as_str()));
+        }
+    }
+    if !via.is_empty() {
+        out.push_str(&format!(" ({})", via.join(", ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+    use proto::control::PeerPath;
+
+    #[test]
+    fn connected_peers_that_are_not_direct_are_named_in_the_peers_cell() {
+        let mut d = crate::render::testdata::downloading();
+        assert_eq!(peers_cell(&d), "2 peers");
+        d.peers[1].path = PeerPath::Relayed;
+        assert_eq!(peers_cell(&d), "2 peers (1 relayed)");
+        d.peers[0].path = PeerPath::Punched;
+        assert_eq!(peers_cell(&d), "2 peers (1 punched, 1 relayed)");
+        // A disconnected peer's path is history, not shown.
+        d.peers[2].path = PeerPath::Relayed;
+        assert_eq!(peers_cell(&d), "2 peers (1 punched, 1 relayed)");
+        assert!(render_downloads(&[d], Style::PLAIN).contains("(1 punched, 1 relayed)"));
     }
 }

@@ -84,6 +84,10 @@ pub struct PeerView<'a> {
     pub bytes_received: u64,
     pub connected: bool,
     pub bad_pieces: u32,
+    /// "direct", "punched" or "relayed".
+    pub path: &'static str,
+    /// Why the last connection attempt failed, if it did.
+    pub error: Option<&'a str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -131,6 +135,9 @@ pub struct StatusView<'a> {
     pub peer_addr: &'a str,
     pub shares: u32,
     pub downloads: u32,
+    /// The peer address the tracker sees and hands out (observed IP, listening port).
+    pub observed_addr: Option<&'a str>,
+    pub relay: &'a str,
 }
 
 #[derive(Debug, Serialize)]
@@ -219,6 +226,8 @@ fn peer(p: &PeerStat) -> PeerView<'_> {
         bytes_received: p.bytes_received,
         connected: p.connected,
         bad_pieces: p.bad_pieces,
+        path: p.path.as_str(),
+        error: p.error.as_deref(),
     }
 }
 
@@ -303,6 +312,8 @@ pub fn render_status(s: &DaemonStatus, socket: &Path) -> String {
         peer_addr: &s.peer_addr,
         shares: s.shares,
         downloads: s.downloads,
+        observed_addr: s.observed_addr.as_deref(),
+        relay: &s.relay,
     })
 }
 

@@ -117,6 +117,8 @@ pub mod testdata {
             bytes_received: bytes,
             connected,
             bad_pieces: bad,
+            path: Default::default(),
+            error: None,
         }
     }
 
@@ -196,6 +198,8 @@ pub mod testdata {
             tracker_reachable: true,
             auto_login: "logged in as alice".into(),
             device_name: "laptop".into(),
+            observed_addr: Some("192.0.2.7:7001".into()),
+            relay: "listening at 192.0.2.1:5001".into(),
         }
     }
 

@@ -81,10 +81,14 @@ impl Daemon {
             token: grant.token,
             heartbeat_secs: grant.heartbeat_secs.max(1),
             peer_addr: grant.peer_addr,
+            relay: grant.relay.as_deref().and_then(|r| {
+                crate::peerlink::relay::resolve_relay_addr(r, self.tracker.current_addr())
+            }),
         };
         *self.session.write().expect("lock") = Some(session.clone());
         *self.auto_login.lock().expect("lock") = format!("logged in as {}", session.user);
         self.start_heartbeat(session.clone());
+        self.start_relay_listener(&session);
         // Serve peers (tickets verify only with the key) once the tracker's retained events are
         // replayed, so a ticket revoked while we were away is refused from the first
         // connection. Bounded: a tracker that cannot stream events must not block serving.

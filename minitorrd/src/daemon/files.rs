@@ -383,6 +383,7 @@ impl Daemon {
             max_peers: self.cfg.max_peers_per_download,
             max_depth: self.cfg.max_pipeline_depth,
             link: self.link.clone(),
+            relay: self.relay_route(&session),
         });
         tracing::info!(%file, %group, dest = %dest.display(), pieces = meta.piece_count(), peers = details.peers.len(), "download started");
         let (me, d, user) = (self.clone(), dl.clone(), session.user);

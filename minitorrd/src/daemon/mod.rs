@@ -9,6 +9,7 @@ mod files;
 mod groups;
 mod items;
 mod names;
+mod relay;
 pub mod retry;
 mod shares;
 
@@ -68,6 +69,13 @@ pub struct Daemon {
     pub(crate) ctl: downloads::Control,
     /// The watcher of this login's shared files (see `shares.rs`).
     pub(crate) share_watch: Mutex<Option<JoinHandle<()>>>,
+    /// This login's `Listen` connection to the tracker's relay (peerlink/relay.rs).
+    pub(crate) relay_listener: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) relay_status: Arc<crate::peerlink::relay::RelayStatus>,
+    /// Relayed connections go from the relay listener to the peer server through this.
+    pub(crate) relay_inbox: tokio::sync::mpsc::Sender<crate::peerlink::relay::RelayedConn>,
+    pub(crate) relay_inbox_rx:
+        Mutex<Option<tokio::sync::mpsc::Receiver<crate::peerlink::relay::RelayedConn>>>,
 }
 
 /// How long `status` waits for the tracker to answer its round trip.
@@ -98,7 +106,12 @@ impl Daemon {
         link: PeerLinkMode,
         tracker: TrackerLink,
     ) -> Arc<Daemon> {
+        let (relay_inbox, relay_inbox_rx) = tokio::sync::mpsc::channel(64);
         Arc::new(Daemon {
+            relay_listener: Mutex::new(None),
+            relay_status: Arc::new(crate::peerlink::relay::RelayStatus::default()),
+            relay_inbox,
+            relay_inbox_rx: Mutex::new(Some(relay_inbox_rx)),
             tracker: Arc::new(tracker),
             session: RwLock::new(None),
             ticket_keys: Arc::new(TicketKeys::default()),
@@ -142,6 +155,13 @@ impl Daemon {
 
     pub fn pool(&self) -> BlockingPool {
         self.pool.clone()
+    }
+
+    /// The relayed connections for the peer server (`serve_peers_with_relay`); taken once.
+    pub fn take_relay_inbox(
+        &self,
+    ) -> Option<tokio::sync::mpsc::Receiver<crate::peerlink::relay::RelayedConn>> {
+        self.relay_inbox_rx.lock().expect("lock").take()
     }
 
     /// Answer one control request. Never panics on user input; every failure is a `Response::Error`.
@@ -210,6 +230,8 @@ impl Daemon {
             tracker_reachable,
             auto_login: self.auto_login.lock().expect("lock").clone(),
             device_name: self.cfg.device_name.clone(),
+            observed_addr: session.as_ref().map(|s| s.peer_addr.clone()),
+            relay: self.relay_status_line(session.as_ref()),
         })
     }
 
@@ -269,6 +291,9 @@ impl Daemon {
             h.abort();
         }
         if let Some(h) = self.share_watch.lock().expect("lock").take() {
+            h.abort();
+        }
+        if let Some(h) = self.relay_listener.lock().expect("lock").take() {
             h.abort();
         }
         for entry in self.downloads.lock().expect("lock").drain(..) {

@@ -73,6 +73,8 @@ pub struct DownloadEnv {
     pub max_depth: usize,
     /// TLS (pinning each holder to its listed device key) or loopback-benchmark plaintext.
     pub link: crate::peerlink::PeerLinkMode,
+    /// The last resort for holders we cannot reach, or why there is none.
+    pub relay: Result<crate::peerlink::relay::RelayDialer, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -374,7 +376,8 @@ impl Download {
                             return Outcome::Failed(e);
                         }
                         peer::PeerExit::Unreachable(why) => {
-                            tracing::debug!(peer = %addr, %why, "cannot reach peer");
+                            tracing::info!(peer = %addr, %why, "cannot reach peer");
+                            self.progress.lock().expect("lock").peer(&addr, "").error = Some(why);
                             Ended::Unreachable
                         }
                         peer::PeerExit::Gone(why) => {
@@ -614,6 +617,14 @@ impl Download {
             self.slots.add_permits(1);
         }
         grown
+    }
+
+    /// How the connection to `addr` was made (shown per peer); clears an earlier error.
+    pub(crate) fn peer_connected_via(&self, addr: &str, path: minitorr_proto::control::PeerPath) {
+        let mut p = self.progress.lock().expect("lock");
+        let peer = p.peer(addr, "");
+        peer.path = path;
+        peer.error = None;
     }
 
     fn piece_rejected(&self, piece: u32, peer: PeerId, addr: &str, bad_hash: bool) {

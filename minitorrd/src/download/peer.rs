@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Framed;
 
+use minitorr_proto::control::PeerPath;
 use minitorr_proto::peer::PeerMsg;
 use minitorr_proto::types::PeerInfo;
 use minitorr_proto::{handshake, links, Link};
@@ -79,12 +80,12 @@ async fn session(
     env: &DownloadEnv,
 ) -> anyhow::Result<PeerExit> {
     let ticket = tickets.borrow_and_update().clone();
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&info.addr)).await {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => return Ok(PeerExit::Unreachable(e.to_string())),
-        Err(_) => return Ok(PeerExit::Unreachable("connect timed out".into())),
+    let (tcp, path) = match connect(info, env).await {
+        Ok(x) => x,
+        Err(why) => return Ok(PeerExit::Unreachable(why)),
     };
     tcp.set_nodelay(true)?;
+    dl.peer_connected_via(&info.addr, path);
     match &env.link {
         PeerLinkMode::Tls(tls) => {
             let stream = match tokio::time::timeout(
@@ -108,6 +109,28 @@ async fn session(
         PeerLinkMode::InsecurePlaintext => {
             exchange(dl, id, info, tickets, greet(tcp, ticket).await?, env).await
         }
+    }
+}
+
+/// Direct first; the tracker's relay only when the holder cannot be reached directly (refused,
+/// timed out, unreachable). A TLS failure after a direct connect is not retried via the relay:
+/// that holder answered, and is an impostor or broken, not unreachable. The relay gives a
+/// TCP stream like any other: the TLS handshake below runs through it end to end.
+async fn connect(info: &PeerInfo, env: &DownloadEnv) -> Result<(TcpStream, PeerPath), String> {
+    let direct = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&info.addr)).await {
+        Ok(Ok(tcp)) => return Ok((tcp, PeerPath::Direct)),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "connect timed out".to_string(),
+    };
+    match &env.relay {
+        Err(why) => Err(format!("{direct}; {why}")),
+        Ok(relay) => match relay.dial(info.device_key).await {
+            Ok(tcp) => {
+                tracing::info!(peer = %info.addr, user = %info.user, relay = %relay.addr, %direct, "connected via the relay");
+                Ok((tcp, PeerPath::Relayed))
+            }
+            Err(e) => Err(format!("{direct}; via the relay: {e}")),
+        },
     }
 }
 

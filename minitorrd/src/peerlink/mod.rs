@@ -2,12 +2,14 @@
 //! the piece protocol runs over.
 //!
 //! The piece protocol (sharing/server.rs, download/peer.rs) is generic over [`PeerStream`], any
-//! `AsyncRead + AsyncWrite` byte stream: TCP, TLS over TCP, or later a relay. A stream may
+//! `AsyncRead + AsyncWrite` byte stream: TCP, TLS over TCP — also when the TCP stream goes
+//! through the tracker's relay (relay.rs), which hands out a plain `TcpStream`. A stream may
 //! offer a faster way to send piece bytes ([`PieceWrite::sendfile_socket`]): plain TCP sends
 //! them with sendfile(2) from the page cache; TLS must encrypt them, so they are read into a
 //! buffer and written through the TLS stream.
 
 pub mod identity;
+pub mod relay;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -8,4 +8,4 @@ mod server;
 pub mod upload_policy;
 
 pub use registry::{ShareKey, SharedFile, Shares};
-pub use server::{serve_peers, PeerServer};
+pub use server::{serve_peers, serve_peers_with_relay, PeerServer};

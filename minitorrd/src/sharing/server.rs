@@ -85,6 +85,18 @@ impl Unauthenticated {
 }
 
 pub async fn serve_peers(listener: TcpListener, srv: Arc<PeerServer>, shutdown: CancellationToken) {
+    serve_peers_with_relay(listener, None, srv, shutdown).await
+}
+
+/// [`serve_peers`], plus the connections the tracker's relay joined to us (`relayed`, from
+/// peerlink/relay.rs): they are served exactly like accepted ones — same TLS, tickets, caps
+/// (their address is the relay's, so `max_peers_per_addr` counts all relayed peers together).
+pub async fn serve_peers_with_relay(
+    listener: TcpListener,
+    mut relayed: Option<tokio::sync::mpsc::Receiver<crate::peerlink::relay::RelayedConn>>,
+    srv: Arc<PeerServer>,
+    shutdown: CancellationToken,
+) {
     // Slots for authenticated peers being served; unauthenticated ones are bounded separately.
     let slots = Arc::new(Semaphore::new(srv.max_incoming));
     let unauthenticated = Arc::new(Mutex::new(Unauthenticated::default()));
@@ -98,6 +110,12 @@ pub async fn serve_peers(listener: TcpListener, srv: Arc<PeerServer>, shutdown: 
                     continue;
                 }
             },
+            Some(conn) = async {
+                match relayed.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => conn,
             _ = shutdown.cancelled() => return,
         };
         let (id, evicted) = unauthenticated.lock().expect("lock").register();

@@ -6,6 +6,8 @@ pub struct Session {
     pub heartbeat_secs: u32,
     /// Our peer address as the tracker hands it out (used to skip ourselves in peer lists).
     pub peer_addr: String,
+    /// The tracker's relay (resolved), if it offers one.
+    pub relay: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Session {

@@ -275,6 +275,7 @@ impl Service {
             tracker_keys,
             heartbeat_secs: self.timing.heartbeat_secs,
             peer_addr,
+            relay: self.policy.relay_addr.map(|a| a.to_string()),
         }))
     }
 

@@ -33,6 +33,7 @@ mod events;
 mod files;
 mod groups;
 mod names;
+mod relay;
 
 pub use events::{
     Subscription, POLL_EVERY as EVENT_POLL_EVERY, RETENTION_SECS as EVENT_RETENTION_SECS,
@@ -99,6 +100,8 @@ pub struct Policy {
     pub max_pieces_per_file: u32,
     /// Hand out the IP a daemon announces instead of the one its connection comes from.
     pub trust_announced_peer_addr: bool,
+    /// The relay address handed out at login (`relay_public_addr` or `relay_listen`).
+    pub relay_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for Policy {
@@ -113,6 +116,7 @@ impl Default for Policy {
             },
             max_pieces_per_file: DEFAULT_MAX_PIECES_PER_FILE,
             trust_announced_peer_addr: false,
+            relay_addr: None,
         }
     }
 }

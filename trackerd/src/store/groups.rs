@@ -340,3 +340,19 @@ async fn drop_member(
     events::emit(tx, &gone, &[user]).await?;
     Ok(outcome)
 }
+
+impl Store {
+    /// Whether `a` and `b` are members of at least one common group (a user shares one with
+    /// themself once they are in any group). The relay joins only such pairs.
+    pub async fn share_a_group(&self, a: &str, b: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM group_members m1 JOIN group_members m2 \
+             ON m1.group_name = m2.group_name WHERE m1.user_name = $1 AND m2.user_name = $2",
+        )
+        .bind(a)
+        .bind(b)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>(0)? > 0)
+    }
+}

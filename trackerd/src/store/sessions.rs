@@ -167,3 +167,23 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 }
+
+impl Store {
+    /// The user of a session of `device_key` last seen at or after `since` (online), if any:
+    /// who a relay connection signed by that key speaks for (trackerd/src/relay/).
+    pub async fn online_user_of_device(
+        &self,
+        device_key: &[u8; 32],
+        since: i64,
+    ) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT user_name FROM sessions WHERE device_key = $1 AND last_seen >= $2 \
+             ORDER BY last_seen DESC LIMIT 1",
+        )
+        .bind(hex::encode(device_key))
+        .bind(since)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok(r.try_get(0)?)).transpose()
+    }
+}

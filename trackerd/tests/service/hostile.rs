@@ -162,6 +162,7 @@ fn small_quota() -> Policy {
         },
         max_pieces_per_file: 40,
         trust_announced_peer_addr: false,
+        relay_addr: None,
     }
 }
 

@@ -9,6 +9,7 @@ mod hostile;
 mod items;
 mod keys;
 mod metrics;
+mod relay;
 mod restart;
 
 use std::net::IpAddr;
