@@ -110,6 +110,7 @@ fn status(state: DownloadState, done: u64) -> DownloadStatus {
             bytes_received: done,
             connected: true,
             bad_pieces: 0,
+            path: Default::default(),
         }],
         error: (state == DownloadState::Failed).then(|| "no online peer has piece 0".into()),
         first_piece_ms: None,
@@ -598,6 +599,7 @@ fn daemon_status(user: Option<&str>) -> Response {
         tracker_reachable: true,
         auto_login: "off".into(),
         device_name: "test".into(),
+        port_mapping: Default::default(),
     })
 }
 

@@ -127,6 +127,11 @@ pub struct Config {
     pub tracker_tls_client: Option<crate::tracker::TlsClient>,
     /// This daemon's name in `minitorrctl devices` (default: the host name).
     pub device_name: String,
+    /// Ask the router (UPnP-IGD) to forward the peer port when `listen` is a private address
+    /// (issue #14); renewed in the background, deleted at a clean shutdown.
+    pub port_mapping: bool,
+    /// Lease asked for a port mapping, in seconds (renewed halfway); ≥ 30.
+    pub port_mapping_lease_secs: u32,
 }
 
 /// The host name as a device name, or "minitorrd" if it is not a valid one.
@@ -163,6 +168,8 @@ impl Default for Config {
             insecure_plaintext_peer_links_for_benchmarks: false,
             tracker_tls_client: None,
             device_name: default_device_name(),
+            port_mapping: true,
+            port_mapping_lease_secs: 3600,
         }
     }
 }
@@ -264,6 +271,11 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "peer_idle_timeout_secs, max_peers_per_addr and max_peers_per_user must be ≥ 1"
                     .into(),
+            ));
+        }
+        if self.port_mapping_lease_secs < 30 {
+            return Err(ConfigError::Invalid(
+                "port_mapping_lease_secs must be ≥ 30".into(),
             ));
         }
         minitorr_proto::names::device(&self.device_name)

@@ -7,6 +7,8 @@ pub mod control;
 pub mod daemon;
 pub mod download;
 pub mod peerlink;
+pub mod portmap;
+pub mod punch;
 pub mod rate_units;
 pub mod ratelimit;
 pub mod sharing;

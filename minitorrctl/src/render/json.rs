@@ -79,6 +79,8 @@ pub struct PeerView<'a> {
     pub bytes_received: u64,
     pub connected: bool,
     pub bad_pieces: u32,
+    /// "Direct", "Punched" or "Relayed" (issue #14).
+    pub path: proto::control::PeerPath,
 }
 
 #[derive(Debug, Serialize)]
@@ -126,6 +128,8 @@ pub struct StatusView<'a> {
     pub peer_addr: &'a str,
     pub shares: u32,
     pub downloads: u32,
+    /// The router port mapping of the peer port (issue #14), as the daemon reports it.
+    pub port_mapping: &'a proto::control::PortMappingStatus,
 }
 
 #[derive(Debug, Serialize)]
@@ -212,6 +216,7 @@ fn peer(p: &PeerStat) -> PeerView<'_> {
         bytes_received: p.bytes_received,
         connected: p.connected,
         bad_pieces: p.bad_pieces,
+        path: p.path,
     }
 }
 
@@ -296,6 +301,7 @@ pub fn render_status(s: &DaemonStatus, socket: &Path) -> String {
         peer_addr: &s.peer_addr,
         shares: s.shares,
         downloads: s.downloads,
+        port_mapping: &s.port_mapping,
     })
 }
 

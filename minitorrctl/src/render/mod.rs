@@ -114,6 +114,7 @@ pub mod testdata {
             bytes_received: bytes,
             connected,
             bad_pieces: bad,
+            path: Default::default(),
         }
     }
 
@@ -193,6 +194,14 @@ pub mod testdata {
             tracker_reachable: true,
             auto_login: "logged in as alice".into(),
             device_name: "laptop".into(),
+            port_mapping: proto::control::PortMappingStatus {
+                state: proto::control::PortMappingState::Mapped,
+                protocol: Some("UPnP-IGD".into()),
+                gateway: Some("192.168.1.1:5000".into()),
+                external_addr: Some("203.0.113.7:7001".into()),
+                lease_secs: 3600,
+                detail: None,
+            },
         }
     }
 

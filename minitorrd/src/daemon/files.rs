@@ -380,6 +380,11 @@ impl Daemon {
             max_peers: self.cfg.max_peers_per_download,
             max_depth: self.cfg.max_pipeline_depth,
             link: self.link.clone(),
+            listen: self.peer_addr,
+            punch: match self.link {
+                crate::peerlink::PeerLinkMode::Tls(_) => Some(self.punch.clone()),
+                crate::peerlink::PeerLinkMode::InsecurePlaintext => None,
+            },
         });
         tracing::info!(%file, %group, dest = %dest.display(), pieces = meta.piece_count(), peers = details.peers.len(), "download started");
         let (me, d, user) = (self.clone(), dl.clone(), session.user);

@@ -13,6 +13,8 @@
 //! Lock order: `picker` before `progress`; neither is held across an `.await`.
 
 pub mod dest;
+mod connect;
+pub mod path;
 mod peer;
 pub mod peers;
 pub mod picker;
@@ -73,6 +75,10 @@ pub struct DownloadEnv {
     pub max_depth: usize,
     /// TLS (pinning each holder to its listed device key) or loopback-benchmark plaintext.
     pub link: crate::peerlink::PeerLinkMode,
+    /// Our peer listen address: hole punches connect from its port (issue #14).
+    pub listen: std::net::SocketAddr,
+    /// Hole punching; `None` turns it off (plaintext benchmark mode).
+    pub punch: Option<Arc<crate::punch::PunchHub>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +113,10 @@ pub struct Download {
     /// its own, never held with another).
     news: Mutex<Vec<HolderNews>>,
     news_ready: Notify,
+    /// Which way (direct, punched, relayed) to reach each holder next (issue #14).
+    paths: Mutex<path::PathPolicy>,
+    /// Why the last connection attempt to a holder failed, for the failure message.
+    last_unreachable: Mutex<Option<String>>,
 }
 
 impl Download {
@@ -192,6 +202,8 @@ impl Download {
             cancel: CancellationToken::new(),
             news: Mutex::new(Vec::new()),
             news_ready: Notify::new(),
+            paths: Mutex::new(path::PathPolicy::default()),
+            last_unreachable: Mutex::new(None),
         }))
     }
 
@@ -371,6 +383,7 @@ impl Download {
                         }
                         peer::PeerExit::Unreachable(why) => {
                             tracing::debug!(peer = %addr, %why, "cannot reach peer");
+                            *self.last_unreachable.lock().expect("lock") = Some(why);
                             Ended::Unreachable
                         }
                         peer::PeerExit::Gone(why) => {
@@ -450,7 +463,11 @@ impl Download {
             }
             if stalled_for >= STALL_TIMEOUT {
                 tasks.shutdown().await;
-                return Outcome::Failed(describe_unavailable(&unavailable));
+                let mut why = describe_unavailable(&unavailable);
+                if let Some(u) = self.last_unreachable.lock().expect("lock").as_deref() {
+                    why.push_str(&format!("; last connection attempt: {u}"));
+                }
+                return Outcome::Failed(why);
             }
         }
     }

@@ -9,7 +9,6 @@ use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Framed;
 
@@ -78,11 +77,16 @@ async fn session(
     env: &DownloadEnv,
 ) -> anyhow::Result<PeerExit> {
     let ticket = tickets.borrow_and_update().clone();
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&info.addr)).await {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => return Ok(PeerExit::Unreachable(e.to_string())),
-        Err(_) => return Ok(PeerExit::Unreachable("connect timed out".into())),
+    // Direct, else a hole punch (else a relay): see `connect.rs` and `path.rs`.
+    let (tcp, path) = match super::connect::connect(dl, info, env).await {
+        Ok(x) => x,
+        Err(why) => return Ok(PeerExit::Unreachable(why)),
     };
+    dl.progress
+        .lock()
+        .expect("lock")
+        .peer(&info.addr, &info.user)
+        .path = path;
     tcp.set_nodelay(true)?;
     match &env.link {
         PeerLinkMode::Tls(tls) => {

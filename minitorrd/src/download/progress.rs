@@ -43,6 +43,7 @@ impl Progress {
                 bytes_received: 0,
                 connected: false,
                 bad_pieces: 0,
+                path: Default::default(),
             })
     }
 

@@ -344,6 +344,7 @@ impl Service {
                 | Call::RemoveMember { .. }
                 | Call::StopShare { .. }
                 | Call::RemoveFile { .. }
+                | Call::Punch { .. }
         );
         // Login and CreateUser may wait their turn for a password-hashing slot, legitimately
         // for long; their database steps are still bounded by the pool's acquire timeout.
@@ -466,6 +467,12 @@ impl Service {
                 ErrorCode::BadRequest,
                 "subscribe needs a connection of its own (the server streams events on it)",
             ),
+            Call::Punch {
+                group,
+                file,
+                peer,
+                nonce,
+            } => self.punch(caller, &group, &file, &peer, nonce).await,
         }
     }
 
@@ -536,5 +543,6 @@ fn call_name(c: &Call) -> &'static str {
         Call::ListDevices => "list_devices",
         Call::RevokeDevice { .. } => "revoke_device",
         Call::LogoutDevice => "logout_device",
+        Call::Punch { .. } => "punch",
     }
 }
