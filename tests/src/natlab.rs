@@ -152,13 +152,20 @@ impl LabTracker {
             addr.clone(),
             "--state-dir".into(),
             dir.join("state").display().to_string(),
+            // Plain TCP inside the lab's namespaces (nothing leaves the machine).
+            "--allow-plaintext".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = dir.join("trackerd.log");
         let child = spawn_in(&lab.tracker_ns, &bin("trackerd"), &args, &log, &[("RUST_LOG", "info")]);
         let marker = format!("listening on {addr}");
+        let mut child = child;
         wait_for("trackerd in the lab", Duration::from_secs(30), || {
-            std::fs::read_to_string(&log).unwrap_or_default().contains(&marker)
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("trackerd exited ({st}):\n{text}");
+            }
+            text.contains(&marker)
         });
         LabTracker {
             dir: dir.into(),
