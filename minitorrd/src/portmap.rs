@@ -166,7 +166,9 @@ impl PortMapper {
             Err(AddPortError::PortInUse) => gw
                 .add_any_port(PortMappingProtocol::TCP, local, lease, DESCRIPTION)
                 .await
-                .map_err(|e: AddAnyPortError| format!("gateway {} refused a mapping: {e}", gw.addr))?,
+                .map_err(|e: AddAnyPortError| {
+                    format!("gateway {} refused a mapping: {e}", gw.addr)
+                })?,
             Err(e) => return Err(format!("gateway {} refused a mapping: {e}", gw.addr)),
         };
         let ip = gw
@@ -193,8 +195,11 @@ impl PortMapper {
         let Some((gw, port)) = self.active.lock().await.take() else {
             return;
         };
-        match tokio::time::timeout(RELEASE_TIMEOUT, gw.remove_port(PortMappingProtocol::TCP, port))
-            .await
+        match tokio::time::timeout(
+            RELEASE_TIMEOUT,
+            gw.remove_port(PortMappingProtocol::TCP, port),
+        )
+        .await
         {
             Ok(Ok(())) => tracing::info!(port, gateway = %gw.addr, "port mapping deleted"),
             Ok(Err(e)) => tracing::warn!(port, error = %e, "cannot delete the port mapping"),
@@ -227,10 +232,27 @@ mod tests {
 
     #[test]
     fn private_and_unspecified_addresses_need_a_mapping() {
-        for a in ["10.1.2.3", "172.16.0.1", "172.31.255.1", "192.168.1.2", "100.64.0.1", "100.127.1.1", "0.0.0.0"] {
+        for a in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.1",
+            "192.168.1.2",
+            "100.64.0.1",
+            "100.127.1.1",
+            "0.0.0.0",
+        ] {
             assert!(needs_mapping(a.parse().unwrap()), "{a}");
         }
-        for a in ["127.0.0.1", "11.77.0.11", "8.8.8.8", "172.32.0.1", "100.128.0.1", "169.254.1.1", "::1", "2001:db8::1"] {
+        for a in [
+            "127.0.0.1",
+            "11.77.0.11",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "169.254.1.1",
+            "::1",
+            "2001:db8::1",
+        ] {
             assert!(!needs_mapping(a.parse().unwrap()), "{a}");
         }
     }

@@ -188,8 +188,7 @@ pub async fn peek_punch(stream: &TcpStream) -> std::io::Result<Option<[u8; 16]>>
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if head[..6] != minitorr_proto::handshake::MAGIC
-        || head[6] != minitorr_proto::Link::Punch as u8
+    if head[..6] != minitorr_proto::handshake::MAGIC || head[6] != minitorr_proto::Link::Punch as u8
     {
         return Ok(None);
     }
@@ -219,8 +218,14 @@ mod tests {
         let port = l.local_addr().unwrap();
         let other = listener("127.0.0.1:0".parse().unwrap()).unwrap();
         let target = other.local_addr().unwrap();
-        let mut s = simultaneous_open(port, target, Duration::from_secs(3)).await.unwrap();
-        assert_eq!(s.local_addr().unwrap(), port, "connected from the listening port");
+        let mut s = simultaneous_open(port, target, Duration::from_secs(3))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.local_addr().unwrap(),
+            port,
+            "connected from the listening port"
+        );
         let (mut accepted, from) = other.accept().await.unwrap();
         assert_eq!(from, port);
         // The holder's preamble and nonce, then bytes that stay unread by the check.
@@ -245,11 +250,16 @@ mod tests {
         let mut a = a;
         let mut rest = [0u8; 5];
         a.read_exact(&mut rest).await.unwrap();
-        assert_eq!(&rest, b"\x16rest", "TLS bytes after the preamble are untouched");
+        assert_eq!(
+            &rest, b"\x16rest",
+            "TLS bytes after the preamble are untouched"
+        );
 
         let mut c2 = TcpStream::connect(addr).await.unwrap();
         let (b, _) = l.accept().await.unwrap();
-        c2.write_all(b"\x16\x03\x01 a TLS ClientHello").await.unwrap();
+        c2.write_all(b"\x16\x03\x01 a TLS ClientHello")
+            .await
+            .unwrap();
         assert_eq!(peek_punch(&b).await.unwrap(), None);
     }
 
@@ -259,7 +269,10 @@ mod tests {
         let rx = w.register([2; 16]).unwrap();
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        assert!(!w.deliver(&[3; 16], TcpStream::connect(l.local_addr().unwrap()).await.unwrap()));
+        assert!(!w.deliver(
+            &[3; 16],
+            TcpStream::connect(l.local_addr().unwrap()).await.unwrap()
+        ));
         assert!(w.deliver(&[2; 16], c));
         assert!(rx.await.is_ok());
         let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();

@@ -157,7 +157,13 @@ impl LabTracker {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = dir.join("trackerd.log");
-        let child = spawn_in(&lab.tracker_ns, &bin("trackerd"), &args, &log, &[("RUST_LOG", "info")]);
+        let child = spawn_in(
+            &lab.tracker_ns,
+            &bin("trackerd"),
+            &args,
+            &log,
+            &[("RUST_LOG", "info")],
+        );
         let marker = format!("listening on {addr}");
         let mut child = child;
         wait_for("trackerd in the lab", Duration::from_secs(30), || {
@@ -288,7 +294,10 @@ impl Drop for LabPeer {
 pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

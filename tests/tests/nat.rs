@@ -46,26 +46,44 @@ fn upnp_router_maps_the_peer_port_renews_nothing_early_and_shutdown_deletes_it()
     assert_eq!(s["external_addr"], want.as_str(), "{s}");
     assert_eq!(s["protocol"], "UPnP-IGD", "{s}");
     assert_eq!(s["lease_secs"], 3600, "{s}");
-    assert!(s["gateway"].as_str().unwrap().starts_with("192.168.1.1:"), "{s}");
+    assert!(
+        s["gateway"].as_str().unwrap().starts_with("192.168.1.1:"),
+        "{s}"
+    );
     let human = up.ok(&["status"]);
-    assert!(human.contains(&format!("port mapping:")) && human.contains(&want), "{human}");
+    assert!(
+        human.contains(&format!("port mapping:")) && human.contains(&want),
+        "{human}"
+    );
     // The router forwards it: a DNAT rule to our host in miniupnpd's chain.
     let rules = lab.router_dump(0);
-    assert!(rules.contains("192.168.1.2") && rules.contains("7000"), "{rules}");
+    assert!(
+        rules.contains("192.168.1.2") && rules.contains("7000"),
+        "{rules}"
+    );
 
     // Behind a NAT without UPnP it keeps looking and says why; public needs nothing.
     wait_for("eim: no gateway", Duration::from_secs(20), || {
         status(&eim)["port_mapping"]["state"] == "failed"
     });
     let e = status(&eim)["port_mapping"].clone();
-    assert!(e["detail"].as_str().unwrap().contains("no UPnP-IGD gateway"), "{e}");
+    assert!(
+        e["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no UPnP-IGD gateway"),
+        "{e}"
+    );
     assert_eq!(status(&public)["port_mapping"]["state"], "not_needed");
 
     // A clean shutdown deletes the mapping at the router.
     up.terminate();
     let rules = lab.router_dump(0);
     let nft_only = rules.split("--- miniupnpd ---").next().unwrap();
-    assert!(!nft_only.contains("192.168.1.2"), "mapping left behind:\n{rules}");
+    assert!(
+        !nft_only.contains("192.168.1.2"),
+        "mapping left behind:\n{rules}"
+    );
 }
 
 /// A lab site's kind, as the matrix names it.
@@ -128,7 +146,11 @@ fn download_matrix_across_nats_takes_the_most_direct_path_that_works() {
     let _l = lock();
     let tmp = tempfile::tempdir().unwrap();
     // Sites 1..4 download, sites 5..8 hold (so a kind meets its own kind on another site).
-    let kinds: Vec<&str> = Kind::ALL.iter().chain(Kind::ALL.iter()).map(|k| k.lab()).collect();
+    let kinds: Vec<&str> = Kind::ALL
+        .iter()
+        .chain(Kind::ALL.iter())
+        .map(|k| k.lab())
+        .collect();
     let lab = NatLab::up("natlabM", &kinds, None);
     let tracker = LabTracker::start(&lab, &tmp.path().join("t"), &relay_tracker_args());
     let peers: Vec<LabPeer> = lab
@@ -199,7 +221,10 @@ fn download_matrix_across_nats_takes_the_most_direct_path_that_works() {
             if should_succeed {
                 let got = dest.join(&name);
                 if !ok || !got.exists() || sha1_file(&got) != sums[&name] {
-                    failures.push(format!("{cell}: expected {want:?}, failed: {text}\n{}", downloader.log_tail(15)));
+                    failures.push(format!(
+                        "{cell}: expected {want:?}, failed: {text}\n{}",
+                        downloader.log_tail(15)
+                    ));
                     continue;
                 }
                 let want_path = match want {
@@ -213,7 +238,9 @@ fn download_matrix_across_nats_takes_the_most_direct_path_that_works() {
             } else {
                 // No relay: it must fail cleanly, quickly and say why.
                 if ok {
-                    failures.push(format!("{cell}: downloaded without a relay?! path {path:?}"));
+                    failures.push(format!(
+                        "{cell}: downloaded without a relay?! path {path:?}"
+                    ));
                 } else if took > Duration::from_secs(60) {
                     failures.push(format!("{cell}: took {took:?} to give up"));
                 } else if !text.contains("reach") {
@@ -236,7 +263,11 @@ fn download_matrix_across_nats_takes_the_most_direct_path_that_works() {
 /// The path `show_downloads --json` reports for the download's peer that sent bytes.
 fn path_of(p: &LabPeer, file: &str) -> Option<String> {
     let v = p.json(&["show_downloads"]);
-    let d = v["downloads"].as_array()?.iter().find(|d| d["file"] == file)?.clone();
+    let d = v["downloads"]
+        .as_array()?
+        .iter()
+        .find(|d| d["file"] == file)?
+        .clone();
     d["peers"]
         .as_array()?
         .iter()

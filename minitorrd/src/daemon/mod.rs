@@ -237,7 +237,12 @@ impl Daemon {
     /// The peer address to announce at login: the router's mapped address when there is one
     /// (the tracker keeps only its port unless it trusts announced addresses), else `listen`.
     pub(crate) fn announced_peer_addr(&self) -> String {
-        let mapped = self.portmap.lock().expect("lock").as_ref().and_then(|m| m.external_addr());
+        let mapped = self
+            .portmap
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .and_then(|m| m.external_addr());
         mapped.unwrap_or(self.peer_addr).to_string()
     }
 

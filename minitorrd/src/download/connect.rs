@@ -68,7 +68,11 @@ pub async fn connect(
             }
         }
     }
-    let relay = if can.relay { "" } else { "; no relay configured" };
+    let relay = if can.relay {
+        ""
+    } else {
+        "; no relay configured"
+    };
     Err(format!(
         "cannot reach {} ({}){relay}",
         info.addr,

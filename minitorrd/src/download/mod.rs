@@ -12,8 +12,8 @@
 //!
 //! Lock order: `picker` before `progress`; neither is held across an `.await`.
 
-pub mod dest;
 mod connect;
+pub mod dest;
 pub mod path;
 mod peer;
 pub mod peers;

@@ -172,7 +172,11 @@ mod tests {
         let mut p = PathPolicy::default();
         p.record("h:1", Way::Punch, true);
         p.record("h:1", Way::Punch, false);
-        assert_eq!(p.plan("h:1", NO_RELAY)[0], Way::Punch, "one failure is noise");
+        assert_eq!(
+            p.plan("h:1", NO_RELAY)[0],
+            Way::Punch,
+            "one failure is noise"
+        );
         p.record("h:1", Way::Punch, false);
         assert_eq!(p.plan("h:1", NO_RELAY), [Way::Direct, Way::Punch]);
     }

@@ -73,7 +73,10 @@ pub(super) fn normalize(call: &mut Call) -> Result<(), Fail> {
             group(g)?;
             file(&mut meta.name)
         }
-        Call::GetFile { group: g, file: f } | Call::Punch { group: g, file: f, .. } => {
+        Call::GetFile { group: g, file: f }
+        | Call::Punch {
+            group: g, file: f, ..
+        } => {
             group(g)?;
             file(f)
         }
