@@ -52,7 +52,7 @@ fn upnp_router_maps_the_peer_port_renews_nothing_early_and_shutdown_deletes_it()
     );
     let human = up.ok(&["status"]);
     assert!(
-        human.contains(&format!("port mapping:")) && human.contains(&want),
+        human.contains("port mapping:") && human.contains(&want),
         "{human}"
     );
     // The router forwards it: a DNAT rule to our host in miniupnpd's chain.

@@ -657,6 +657,29 @@ pub fn render_shares(shares: &[proto::control::ShareStatus], style: Style) -> St
     join_lines(lines)
 }
 
+/// `status`'s port mapping row: "mapped 203.0.113.7:7000 (UPnP-IGD, gateway …, lease 3600 s)".
+fn port_mapping(m: &proto::control::PortMappingStatus) -> String {
+    use proto::control::PortMappingState as S;
+    let detail = m.detail.as_deref().map(clean).unwrap_or_default();
+    match m.state {
+        S::Off => format!("off ({detail})"),
+        S::NotNeeded => format!("not needed ({detail})"),
+        S::Searching => "searching for the router".into(),
+        S::Mapped => format!(
+            "mapped {} ({}, gateway {}, {})",
+            clean(m.external_addr.as_deref().unwrap_or("?")),
+            clean(m.protocol.as_deref().unwrap_or("?")),
+            clean(m.gateway.as_deref().unwrap_or("?")),
+            if m.lease_secs == 0 {
+                "permanent".to_owned()
+            } else {
+                format!("lease {} s", m.lease_secs)
+            }
+        ),
+        S::Failed => format!("failed: {detail} (retrying)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -799,28 +822,5 @@ mod tests {
         );
         insta::assert_snapshot!("login", render_login(&login()));
         insta::assert_snapshot!("message", render_message("group g1 created; you own it"));
-    }
-}
-
-/// `status`'s port mapping row: "mapped 203.0.113.7:7000 (UPnP-IGD, gateway …, lease 3600 s)".
-fn port_mapping(m: &proto::control::PortMappingStatus) -> String {
-    use proto::control::PortMappingState as S;
-    let detail = m.detail.as_deref().map(clean).unwrap_or_default();
-    match m.state {
-        S::Off => format!("off ({detail})"),
-        S::NotNeeded => format!("not needed ({detail})"),
-        S::Searching => "searching for the router".into(),
-        S::Mapped => format!(
-            "mapped {} ({}, gateway {}, {})",
-            clean(m.external_addr.as_deref().unwrap_or("?")),
-            clean(m.protocol.as_deref().unwrap_or("?")),
-            clean(m.gateway.as_deref().unwrap_or("?")),
-            if m.lease_secs == 0 {
-                "permanent".to_owned()
-            } else {
-                format!("lease {} s", m.lease_secs)
-            }
-        ),
-        S::Failed => format!("failed: {detail} (retrying)"),
     }
 }
