@@ -18,6 +18,8 @@ use crate::punch;
 /// A direct attempt that has not connected by then is raced by the next way (a NAT that drops
 /// our SYN gives no answer at all; a reachable holder across an ocean answers within ~300 ms).
 pub const STAGGER: Duration = Duration::from_millis(700);
+/// How a direct attempt that was actively refused starts its error.
+const REFUSED: &str = "connection refused";
 /// The direct attempt's own limit.
 const DIRECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -53,6 +55,11 @@ pub async fn connect(
                 Some((way, Err(e))) => {
                     dl.paths.lock().expect("lock").record(&info.addr, way, false);
                     errors.push(format!("{}: {e}", name(way)));
+                    // The holder's host answered that nobody listens there (a daemon that
+                    // stopped; NATs drop rather than refuse): nothing to punch.
+                    if way == Way::Direct && e.starts_with(REFUSED) && running.is_empty() {
+                        break;
+                    }
                     if let Some(a) = next.by_ref().find_map(start) {
                         running.push(a);
                     } else if running.is_empty() {
@@ -103,6 +110,9 @@ fn attempt(way: Way, dl: &Download, info: &PeerInfo, env: &DownloadEnv) -> Optio
         Way::Direct => Some(Box::pin(async move {
             let r = match tokio::time::timeout(DIRECT_TIMEOUT, TcpStream::connect(&addr)).await {
                 Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    Err(format!("{REFUSED}: nobody listens on {addr}"))
+                }
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err("connect timed out".into()),
             };

@@ -183,6 +183,21 @@ impl Service {
         nonce: [u8; 16],
     ) -> Outcome {
         self.require_member(caller, group).await?;
+        if !self
+            .punches
+            .lock()
+            .expect("lock")
+            .take(&caller.session.user, self.now())
+        {
+            return fail(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many hole punches: at most {} per {} s",
+                    super::punch_budget::PER_WINDOW,
+                    super::punch_budget::WINDOW_SECS
+                ),
+            );
+        }
         let holders = self
             .store
             .file_peers(group, file, self.online_since(), &caller.token_hash)

@@ -33,6 +33,7 @@ mod events;
 mod files;
 mod groups;
 mod names;
+mod punch_budget;
 
 pub use events::{
     Subscription, POLL_EVERY as EVENT_POLL_EVERY, RETENTION_SECS as EVENT_RETENTION_SECS,
@@ -144,6 +145,8 @@ pub struct Service {
     /// This deployment's identity (shared by the trackers of one database), signed into
     /// device logins.
     tracker_id: [u8; 32],
+    /// Hole punches each member may still ask for (issue #14).
+    punches: Mutex<punch_budget::PunchBudget>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +227,7 @@ impl Service {
             store.tracker_identity(&candidate).await?
         };
         Ok(Service {
+            punches: Mutex::default(),
             nonces: Mutex::default(),
             tracker_id,
             events,

@@ -458,4 +458,19 @@ async fn punch_requests_reach_only_the_holder_and_only_from_members() {
         .await;
     let none = h.svc.next_events(&mut sb, QUIET).await.expect("events");
     assert!(none.is_empty(), "{none:?}");
+    // A member asking again and again is cut off (each request is an event row and makes the
+    // holder open connections); the budget is per member and per window.
+    let mut refused = None;
+    for i in 0..100 {
+        if let Response::Error { code, message } = h.call(Some(&alice), punch(&holder)).await {
+            assert_eq!(code, ErrorCode::RateLimited, "{message}");
+            refused = Some(i);
+            break;
+        }
+    }
+    assert!(
+        refused.is_some_and(|i| i < 70),
+        "never rate-limited: {refused:?}"
+    );
+    h.ok(&carol, punch(&holder)).await;
 }
