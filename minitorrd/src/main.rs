@@ -108,12 +108,17 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyho
 
     let upload_limit = Arc::new(RateLimiter::new(cfg.max_upload_rate));
     let max_incoming = cfg.max_incoming_peers;
-    let port_mapping = (cfg.port_mapping, cfg.port_mapping_lease_secs);
+    let port_mapping = (
+        cfg.port_mapping,
+        cfg.port_mapping_lease_secs,
+        cfg.trackers.first().copied(),
+    );
     let daemon = Daemon::new(cfg, peer_addr, state, device_key, link.clone());
     let shutdown = CancellationToken::new();
     // In the background: neither startup nor login waits for the router.
     daemon.set_port_mapper(minitorrd::portmap::PortMapper::start(
         peer_addr,
+        port_mapping.2,
         port_mapping.0,
         port_mapping.1,
         shutdown.clone(),

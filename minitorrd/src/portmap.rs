@@ -68,9 +68,12 @@ impl PortMapper {
         })
     }
 
-    /// Start mapping `listen`'s port in the background (or record why not).
+    /// Start mapping `listen`'s port in the background (or record why not). `tracker`: when
+    /// listening on every interface, the address we reach the tracker from decides whether
+    /// we are behind a NAT (a route lookup; nothing is sent).
     pub fn start(
         listen: SocketAddr,
+        tracker: Option<SocketAddr>,
         enabled: bool,
         lease_secs: u32,
         shutdown: CancellationToken,
@@ -81,10 +84,14 @@ impl PortMapper {
                 Some("port_mapping = false in the config".into()),
             );
         }
-        if !needs_mapping(listen.ip()) {
+        let ip = match (listen.ip().is_unspecified(), tracker) {
+            (true, Some(t)) => local_addr_towards(listen, t).map_or(listen.ip(), |a| a.ip()),
+            _ => listen.ip(),
+        };
+        if !needs_mapping(ip) {
             return Self::new(
                 PortMappingState::NotNeeded,
-                Some(format!("{} is not a private address", listen.ip())),
+                Some(format!("{ip} is not a private address")),
             );
         }
         let me = Self::new(PortMappingState::Searching, None);
@@ -267,10 +274,32 @@ mod tests {
     #[tokio::test]
     async fn disabled_or_public_never_searches() {
         let t = CancellationToken::new();
-        let off = PortMapper::start("192.168.1.2:7000".parse().unwrap(), false, 3600, t.clone());
+        let off = PortMapper::start(
+            "192.168.1.2:7000".parse().unwrap(),
+            None,
+            false,
+            3600,
+            t.clone(),
+        );
         assert_eq!(off.status().state, PortMappingState::Off);
-        let public = PortMapper::start("127.0.0.1:7000".parse().unwrap(), true, 3600, t);
+        let public = PortMapper::start(
+            "127.0.0.1:7000".parse().unwrap(),
+            None,
+            true,
+            3600,
+            t.clone(),
+        );
         assert_eq!(public.status().state, PortMappingState::NotNeeded);
         assert_eq!(public.external_addr(), None);
+        // Every interface, but the tracker is reached over loopback: nothing to map.
+        let any = PortMapper::start(
+            "0.0.0.0:7000".parse().unwrap(),
+            Some("127.0.0.1:5000".parse().unwrap()),
+            true,
+            3600,
+            t,
+        );
+        assert_eq!(any.status().state, PortMappingState::NotNeeded);
+        assert!(any.status().detail.unwrap().contains("127.0.0.1"));
     }
 }
