@@ -24,7 +24,7 @@ fn status(p: &LabPeer) -> serde_json::Value {
 }
 
 #[test]
-fn upnp_router_maps_the_peer_port_renews_nothing_early_and_shutdown_deletes_it() {
+fn upnp_router_maps_the_peer_port_and_shutdown_deletes_it() {
     need_root("NAT lab");
     let _l = lock();
     let tmp = tempfile::tempdir().unwrap();
@@ -83,6 +83,49 @@ fn upnp_router_maps_the_peer_port_renews_nothing_early_and_shutdown_deletes_it()
     assert!(
         !nft_only.contains("192.168.1.2"),
         "mapping left behind:\n{rules}"
+    );
+}
+
+#[test]
+fn upnp_mapping_outlives_its_lease_because_it_is_renewed() {
+    need_root("NAT lab");
+    let _l = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = NatLab::up("natlabR", &["upnp"], None);
+    let tracker = LabTracker::start(&lab, &tmp.path().join("t"), &[]);
+    let cfg = tmp.path().join("minitorrd.toml");
+    std::fs::write(&cfg, "port_mapping_lease_secs = 30\n").unwrap();
+    let p = LabPeer::start(
+        &lab.sites[0],
+        &tracker,
+        &tmp.path().join("u"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    wait_for("the UPnP mapping", Duration::from_secs(20), || {
+        status(&p)["port_mapping"]["state"] == "mapped"
+    });
+    assert_eq!(status(&p)["port_mapping"]["lease_secs"], 30);
+    // Past the lease: miniupnpd drops expired mappings, so it is there only if renewed (the
+    // daemon renews halfway, every 15 s).
+    std::thread::sleep(Duration::from_secs(45));
+    let s = status(&p)["port_mapping"].clone();
+    assert_eq!(s["state"], "mapped", "{s}");
+    let rules = lab.router_dump(0);
+    let nft = rules.split("--- miniupnpd ---").next().unwrap();
+    assert!(nft.contains("192.168.1.2"), "mapping expired:\n{rules}");
+    // The check above means something: killed (no deletion, no renewal), the mapping expires.
+    drop(p);
+    wait_for(
+        "the unrenewed mapping to expire",
+        Duration::from_secs(90),
+        || {
+            let rules = lab.router_dump(0);
+            !rules
+                .split("--- miniupnpd ---")
+                .next()
+                .unwrap()
+                .contains("192.168.1.2")
+        },
     );
 }
 
