@@ -13,12 +13,13 @@
 #   lib/systemd/system/trackerd.service      (system unit)
 #   lib/systemd/user/minitorrd.service       (user unit, for `systemctl --user`)
 #   share/doc/minitorr/{trackerd,minitorrd}.toml   commented example configs
+#   share/doc/minitorr/{README,cli,cli-json,OPERATIONS,SECURITY,…}.md   the docs the man pages cite
 #   share/bash-completion/completions/minitorrctl
 #   share/zsh/site-functions/_minitorrctl
 #   share/fish/vendor_completions.d/minitorrctl.fish
 #   share/man/man1/{minitorrctl*,minitorrd}.1 share/man/man8/trackerd*.8
-# The units name /usr/local/bin/…; with another prefix their ExecStart= and documentation paths
-# are rewritten to match. Nothing outside PREFIX is touched and no service is started.
+# The units and man pages name /usr/local/bin/… and /usr/local/share/doc/minitorr/…; with another
+# prefix those paths are rewritten to match. Nothing outside PREFIX is touched and no service is started.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -81,6 +82,11 @@ unit "$root/contrib/systemd/minitorrd.service" "$top/lib/systemd/user/minitorrd.
 doc="$top/share/doc/minitorr"
 inst 0644 "$root/contrib/trackerd.toml" "$doc/trackerd.toml"
 inst 0644 "$root/contrib/minitorrd.toml" "$doc/minitorrd.toml"
+# The documentation the man pages and --help point at (e.g. the --json schema, cli-json.md).
+inst 0644 "$root/README.md" "$doc/README.md"
+for md in "$root"/docs/*.md; do
+    inst 0644 "$md" "$doc/$(basename "$md")"
+done
 
 inst 0644 "$root/contrib/completions/minitorrctl.bash" "$top/share/bash-completion/completions/minitorrctl"
 inst 0644 "$root/contrib/completions/_minitorrctl" "$top/share/zsh/site-functions/_minitorrctl"
@@ -88,14 +94,17 @@ inst 0644 "$root/contrib/completions/minitorrctl.fish" "$top/share/fish/vendor_c
 
 for page in "$root"/contrib/man/*.[0-9]; do
     name=$(basename "$page")
-    inst 0644 "$page" "$top/share/man/man${name##*.}/$name"
+    mkdir -p "$top/share/man/man${name##*.}"
+    unit "$page" "$top/share/man/man${name##*.}/$name"
 done
 
 cat <<EOF
 done. Next steps:
-  tracker (system):  cp $prefix/share/doc/minitorr/trackerd.toml /etc/minitorr/trackerd.toml  # optional
+  tracker (system):  mkdir -p /etc/minitorr && cp $pfx/share/doc/minitorr/trackerd.toml /etc/minitorr/  # optional config
                      systemctl daemon-reload && systemctl enable --now trackerd
-  peer (per user):   systemctl --user daemon-reload && systemctl --user enable --now minitorrd
+  peer (per user):   mkdir -p ~/.config/minitorr && cp $pfx/share/doc/minitorr/minitorrd.toml ~/.config/minitorr/  # optional config
+                     systemctl --user daemon-reload && systemctl --user enable --now minitorrd
+  documentation:     $pfx/share/doc/minitorr/ (README.md, cli.md, cli-json.md, OPERATIONS.md, SECURITY.md)
 EOF
 if [ "$prefix" != /usr ] && [ "$prefix" != /usr/local ]; then
     echo "note: systemd does not look for units in $prefix/lib/systemd; link or copy them to" \

@@ -1,4 +1,4 @@
-_minitorrctl() {
+_minitorrctl_static() {
     local i cur prev opts cmd
     COMPREPLY=()
     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
@@ -1155,6 +1155,58 @@ _minitorrctl() {
             return 0
             ;;
     esac
+}
+
+# Group and file names come from the daemon (`minitorrctl __complete`; quiet, and empty
+# when minitorrd is not running or not logged in).
+_minitorrctl() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" sub="" pos=0 i w socket=() words=()
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        w="${COMP_WORDS[i]}"
+        case "$w" in
+            --socket) socket=(--socket "${COMP_WORDS[i+1]}"); ((i++)) ;;
+            --socket=*) socket=("$w") ;;
+            --dest|--name|--timeout) ((i++)) ;;
+            -*) ;;
+            *) if [[ -z "$sub" ]]; then sub="$w"; else words+=("$w"); ((pos++)); fi ;;
+        esac
+    done
+    local gpos=0 fpos=0
+    case "$sub" in
+        join_group|join-group) gpos=1; fpos=0 ;;
+        leave_group|leave-group) gpos=1; fpos=0 ;;
+        list_requests|list-requests) gpos=1; fpos=0 ;;
+        accept_request|accept-request) gpos=1; fpos=0 ;;
+        reject_request|reject-request) gpos=1; fpos=0 ;;
+        remove_member|remove-member) gpos=1; fpos=0 ;;
+        list_files|list-files) gpos=1; fpos=0 ;;
+        upload_file|upload-file) gpos=2; fpos=0 ;;
+        download_file|download-file) gpos=1; fpos=2 ;;
+        stop_share|stop-share) gpos=1; fpos=2 ;;
+        remove_file|remove-file) gpos=1; fpos=2 ;;
+        cancel|cancel) gpos=1; fpos=2 ;;
+        pause|pause) gpos=1; fpos=2 ;;
+        resume|resume) gpos=1; fpos=2 ;;
+        remove|remove) gpos=1; fpos=2 ;;
+        wait|wait) gpos=1; fpos=2 ;;
+    esac
+    if [[ -n "$sub" && "$cur" != -* ]]; then
+        local what=()
+        if ((gpos > 0 && pos + 1 == gpos)); then
+            what=(groups)
+        elif ((fpos > 0 && pos + 1 == fpos && gpos > 0)); then
+            what=(files "${words[gpos-1]}")
+        fi
+        if ((${#what[@]})); then
+            COMPREPLY=()
+            local name
+            while IFS= read -r name; do
+                [[ "$name" == "$cur"* ]] && COMPREPLY+=("$(printf '%q' "$name")")
+            done < <("${COMP_WORDS[0]}" "${socket[@]}" __complete "${what[@]}" 2>/dev/null)
+            return 0
+        fi
+    fi
+    _minitorrctl_static "$@"
 }
 
 if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then

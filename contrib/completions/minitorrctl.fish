@@ -25,7 +25,7 @@ function __fish_minitorrctl_using_subcommand
 end
 
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "create_user" -d 'Register a new user with the tracker'
@@ -39,7 +39,7 @@ complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "accept_requ
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "reject_request" -d 'Turn down a user\'s request to join a group you own'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "remove_member" -d 'Remove a member from a group you own (their shares there are withdrawn and their open downloads from other members are cut)'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "list_groups" -d 'List all groups in the network and your relation to each'
-complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "list_files" -d 'List the files shared in a group'
+complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "list_files" -d 'List the files shared in a group, or the files of one item (a shared directory tree)'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "upload_file" -d 'Share a local file with a group (it is hashed first, which takes a while for big files)'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "download_file" -d 'Start downloading a file of a group'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "show_downloads" -d 'Show downloads: [D] downloading, [C] complete, [F] failed, [P] paused, [Q] queued'
@@ -58,123 +58,123 @@ complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "revoke_devi
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "list_shares" -d 'List what you share: per file its group, path, size, bytes uploaded, peers served, state'
 complete -c minitorrctl -n "__fish_minitorrctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_user" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_user" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_user" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_user" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_user" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand login" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand login" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand login" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand login" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand login" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand logout" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand logout" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand logout" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand logout" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand logout" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_group" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_group" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_group" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_group" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand create_group" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand join_group" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand join_group" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand join_group" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand join_group" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand join_group" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand leave_group" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand leave_group" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand leave_group" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand leave_group" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand leave_group" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_requests" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_requests" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_requests" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_requests" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_requests" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand accept_request" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand accept_request" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand accept_request" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand accept_request" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand accept_request" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand reject_request" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand reject_request" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand reject_request" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand reject_request" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand reject_request" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_member" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_member" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_member" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_member" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_member" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_groups" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_groups" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_groups" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_groups" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_groups" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_files" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_files" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_files" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_files" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_files" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -l name -d 'Share it under this name instead of its own file name' -r
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -l timeout -d 'With --wait: give up (exit 1) after this many seconds; the download goes on' -r
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -l wait -d 'Stay until the download completes (exit 0) or fails (exit 1), showing progress'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand show_downloads" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand show_downloads" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand show_downloads" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand show_downloads" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand show_downloads" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand stop_share" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand stop_share" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand stop_share" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand stop_share" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand stop_share" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_file" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_file" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_file" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_file" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove_file" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand cancel" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand cancel" -l keep -d 'Keep the part file'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand cancel" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand cancel" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand cancel" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand cancel" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand pause" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand pause" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand pause" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand pause" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand pause" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand resume" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand resume" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand resume" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand resume" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand resume" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove" -l failed -d 'Every failed entry'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove" -l complete -d 'Every complete entry'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand remove" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand status" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand status" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand status" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand status" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand status" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand wait" -l dest -d 'Which download, when the same file is downloaded to several places' -r -F
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand wait" -l timeout -d 'Give up (exit 1) after this many seconds; the download goes on' -r
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand wait" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand wait" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand wait" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand wait" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand wait" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand completions" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand completions" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand completions" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand completions" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand man" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand devices" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand devices" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand devices" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand devices" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand devices" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand revoke_device" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand revoke_device" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand revoke_device" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand revoke_device" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand revoke_device" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_shares" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_shares" -l json -d 'Print exactly one JSON document on stdout (schema: docs/cli-json.md)'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_shares" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_shares" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand list_shares" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand help; and not __fish_seen_subcommand_from create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares help" -f -a "create_user" -d 'Register a new user with the tracker'
@@ -188,7 +188,7 @@ complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand help; and not __
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand help; and not __fish_seen_subcommand_from create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares help" -f -a "reject_request" -d 'Turn down a user\'s request to join a group you own'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand help; and not __fish_seen_subcommand_from create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares help" -f -a "remove_member" -d 'Remove a member from a group you own (their shares there are withdrawn and their open downloads from other members are cut)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand help; and not __fish_seen_subcommand_from create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares help" -f -a "list_groups" -d 'List all groups in the network and your relation to each'
-complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand help; and not __fish_seen_subcommand_from create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares help" -f -a "list_files" -d 'List the files shared in a group'
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand help; and not __fish_seen_subcommand_from create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares help" -f -a "list_files" -d 'List the files shared in a group, or the files of one item (a shared directory tree)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand help; and not __fish_seen_subcommand_from create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares help" -f -a "upload_file" -d 'Share a local file with a group (it is hashed first, which takes a while for big files)'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand help; and not __fish_seen_subcommand_from create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares help" -f -a "download_file" -d 'Start downloading a file of a group'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand help; and not __fish_seen_subcommand_from create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares help" -f -a "show_downloads" -d 'Show downloads: [D] downloading, [C] complete, [F] failed, [P] paused, [Q] queued'
@@ -206,3 +206,59 @@ complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand help; and not __
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand help; and not __fish_seen_subcommand_from create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares help" -f -a "revoke_device" -d 'Revoke one of your devices: its sessions end and it no longer logs in by itself'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand help; and not __fish_seen_subcommand_from create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares help" -f -a "list_shares" -d 'List what you share: per file its group, path, size, bytes uploaded, peers served, state'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand help; and not __fish_seen_subcommand_from create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+
+# Group and file names come from the daemon (`minitorrctl __complete`; quiet, and empty
+# when minitorrd is not running or not logged in).
+function __minitorrctl_positionals
+    set -l tokens (commandline -opc)
+    set -l out
+    set -l skip 0
+    for t in $tokens[2..-1]
+        if test $skip = 1
+            set skip 0
+            continue
+        end
+        switch $t
+            case --socket --dest --name --timeout
+                set skip 1
+            case '-*'
+            case '*'
+                set -a out $t
+        end
+    end
+    printf '%s\n' $out
+end
+function __minitorrctl_socket
+    set -l tokens (commandline -opc)
+    if set -l i (contains -i -- --socket $tokens)
+        printf '%s\n' --socket $tokens[(math $i + 1)]
+    end
+end
+function __minitorrctl_wants --argument-names cmd n
+    set -l p (__minitorrctl_positionals)
+    test (count $p) -ge 1; and test "$p[1]" = $cmd; and test (count $p) -eq $n
+end
+complete -c minitorrctl -n '__minitorrctl_wants join_group 1' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants leave_group 1' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants list_requests 1' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants accept_request 1' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants reject_request 1' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants remove_member 1' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants list_files 1' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants upload_file 2' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants download_file 1' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants download_file 2' -f -a '(minitorrctl (__minitorrctl_socket) __complete files (__minitorrctl_positionals)[2] 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants stop_share 1' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants stop_share 2' -f -a '(minitorrctl (__minitorrctl_socket) __complete files (__minitorrctl_positionals)[2] 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants remove_file 1' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants remove_file 2' -f -a '(minitorrctl (__minitorrctl_socket) __complete files (__minitorrctl_positionals)[2] 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants cancel 1' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants cancel 2' -f -a '(minitorrctl (__minitorrctl_socket) __complete files (__minitorrctl_positionals)[2] 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants pause 1' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants pause 2' -f -a '(minitorrctl (__minitorrctl_socket) __complete files (__minitorrctl_positionals)[2] 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants resume 1' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants resume 2' -f -a '(minitorrctl (__minitorrctl_socket) __complete files (__minitorrctl_positionals)[2] 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants remove 1' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants remove 2' -f -a '(minitorrctl (__minitorrctl_socket) __complete files (__minitorrctl_positionals)[2] 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants wait 1' -f -a '(minitorrctl (__minitorrctl_socket) __complete groups 2>/dev/null)'
+complete -c minitorrctl -n '__minitorrctl_wants wait 2' -f -a '(minitorrctl (__minitorrctl_socket) __complete files (__minitorrctl_positionals)[2] 2>/dev/null)'

@@ -19,7 +19,8 @@ Exit status:
 With --json, stdout holds exactly one JSON document, also on failure:
   {\"error\": {\"kind\": \"refused\", \"message\": \"...\", ...}}
 
-Every document is described in docs/cli-json.md.
+Every document is described in /usr/local/share/doc/minitorr/cli-json.md (docs/ in the
+source tree).
 
 Example:
   minitorrctl login alice && minitorrctl upload_file ./a.iso g1 &&
@@ -47,7 +48,8 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
-    /// Print exactly one JSON document on stdout (schema: docs/cli-json.md)
+    /// Print exactly one JSON document on stdout (schema:
+    /// /usr/local/share/doc/minitorr/cli-json.md)
     #[arg(long, global = true)]
     pub json: bool,
 
@@ -61,11 +63,14 @@ impl Cli {
     pub fn socket_path(&self) -> PathBuf {
         self.socket
             .clone()
-            .or_else(|| {
-                std::env::var_os(SOCKET_ENV)
-                    .filter(|v| !v.is_empty())
-                    .map(PathBuf::from)
-            })
+            .unwrap_or_else(Cli::socket_path_from_env)
+    }
+
+    /// `$MINITORR_SOCKET`, else the per-user default (no `--socket` given).
+    pub fn socket_path_from_env() -> PathBuf {
+        std::env::var_os(SOCKET_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
             .unwrap_or_else(proto::defaults::default_socket_path)
     }
 
@@ -211,14 +216,19 @@ pub enum Command {
     #[command(name = "list_groups")]
     ListGroups,
 
-    /// List the files shared in a group
+    /// List the files shared in a group, or the files of one item (a shared directory tree)
     #[command(
         name = "list_files",
-        after_help = "Example:\n  minitorrctl list_files g1"
+        after_help = "A shared directory tree is one item, listed as NAME/ with its file count; \
+            give its name to list its files (empty directories end in /).\n\n\
+            Example:\n  minitorrctl list_files g1\n  minitorrctl list_files g1 proj"
     )]
     ListFiles {
         #[arg(value_parser = group_id)]
         group_id: String,
+        /// List this item's files (path and size) instead of the group's items
+        #[arg(value_parser = file_name)]
+        item: Option<String>,
     },
 
     /// Share a local file with a group (it is hashed first, which takes a while for big files)

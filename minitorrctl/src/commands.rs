@@ -141,7 +141,17 @@ pub fn plan(cmd: Command, cwd: &Path, passwords: &mut dyn PasswordSource) -> Res
             },
         },
         Command::ListGroups => Request::ListGroups,
-        Command::ListFiles { group_id } => Request::ListFiles { group: group_id },
+        Command::ListFiles {
+            group_id,
+            item: None,
+        } => Request::ListFiles { group: group_id },
+        Command::ListFiles {
+            group_id,
+            item: Some(item),
+        } => Request::ListItem {
+            group: group_id,
+            item,
+        },
         Command::UploadFile {
             file_path,
             group_id,
@@ -303,6 +313,10 @@ pub fn render(
         (Response::Devices(d), true) => json::render_devices(d),
         (Response::Shares(s), false) => human::render_shares(s, style),
         (Response::Shares(s), true) => json::render_shares(s),
+        (Response::Item(i), false) => human::render_item(i, style),
+        (Response::Item(i), true) => json::render_item(i),
+        (Response::LeftGroup(l), false) => human::render_left_group(l),
+        (Response::LeftGroup(l), true) => json::render_left_group(l),
     })
 }
 
@@ -440,6 +454,8 @@ fn response_name(r: &Response) -> &'static str {
         Response::Error(_) => "Error",
         Response::Devices(_) => "Devices",
         Response::Shares(_) => "Shares",
+        Response::Item(_) => "Item",
+        Response::LeftGroup(_) => "LeftGroup",
     }
 }
 
@@ -612,5 +628,45 @@ mod tests {
             (f.status, f.kind, f.message.as_str()),
             (Status::Refused, "refused", "wrong password")
         );
+    }
+}
+
+#[cfg(test)]
+mod item_tests {
+    use super::*;
+    use crate::password::PasswordSource;
+
+    struct NoPassword;
+    impl PasswordSource for NoPassword {
+        fn password(&mut self, _: &str, _: bool) -> Result<String, Failure> {
+            unreachable!("list_files asks for no password")
+        }
+    }
+
+    fn request(args: &[&str]) -> Request {
+        let cli = Cli::parse_from_args(std::iter::once("minitorrctl").chain(args.iter().copied()))
+            .unwrap();
+        match plan(cli.command, Path::new("/"), &mut NoPassword).unwrap() {
+            Plan::Send(r) => r,
+            _ => panic!("list_files sends one request"),
+        }
+    }
+
+    #[test]
+    fn list_files_with_an_item_lists_that_item() {
+        assert_eq!(
+            request(&["list_files", "g1"]),
+            Request::ListFiles { group: "g1".into() }
+        );
+        // Names are NFC-normalised like every file name.
+        assert_eq!(
+            request(&["list_files", "g1", "cafe\u{301}"]),
+            Request::ListItem {
+                group: "g1".into(),
+                item: "caf\u{e9}".into()
+            }
+        );
+        let bad = Cli::parse_from_args(["minitorrctl", "list_files", "g1", "a/b"]);
+        assert!(bad.is_err(), "an item name is one path component");
     }
 }

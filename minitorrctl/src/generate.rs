@@ -8,13 +8,19 @@ use anyhow::Context;
 
 use crate::cli::{Cli, Shell};
 
+/// clap_complete's script, wrapped so that group and file names complete from the daemon
+/// (see `crate::complete`).
 pub fn completions(shell: Shell, out: &mut dyn Write) {
-    let shell = match shell {
+    let generator = match shell {
         Shell::Bash => clap_complete::Shell::Bash,
         Shell::Zsh => clap_complete::Shell::Zsh,
         Shell::Fish => clap_complete::Shell::Fish,
     };
-    clap_complete::generate(shell, &mut Cli::definition(), "minitorrctl", out);
+    let mut script = Vec::new();
+    let mut cli = Cli::definition();
+    clap_complete::generate(generator, &mut cli, "minitorrctl", &mut script);
+    let wrapped = crate::complete::wrap_script(shell, &String::from_utf8_lossy(&script), &cli);
+    let _ = out.write_all(wrapped.as_bytes());
 }
 
 /// `minitorrctl.1` plus one page per visible command, named `minitorrctl-upload_file.1` etc.

@@ -6,6 +6,7 @@ extern crate minitorr_proto as proto;
 mod cli;
 mod client;
 mod commands;
+mod complete;
 mod exit;
 mod generate;
 mod hints;
@@ -25,6 +26,12 @@ use crate::render::{json, Style};
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
+    // Tab completion asking for group or file names: quiet, never an error.
+    if let Some((socket, query)) = complete::parse(&args) {
+        let socket = socket.unwrap_or_else(Cli::socket_path_from_env);
+        print_stdout(&complete::answer(socket, query));
+        return ExitCode::SUCCESS;
+    }
     let cli = match Cli::parse_from_args(&args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e, wants_json(&args)),

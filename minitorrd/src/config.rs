@@ -127,6 +127,9 @@ pub struct Config {
     pub tracker_tls_client: Option<crate::tracker::TlsClient>,
     /// This daemon's name in `minitorrctl devices` (default: the host name).
     pub device_name: String,
+    /// Where to serve operators' metrics (`GET /metrics`, Prometheus text); off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Ask the router (UPnP-IGD) to forward the peer port when `listen` is a private address
     /// (issue #14); renewed in the background, deleted at a clean shutdown.
     pub port_mapping: bool,
@@ -168,6 +171,7 @@ impl Default for Config {
             insecure_plaintext_peer_links_for_benchmarks: false,
             tracker_tls_client: None,
             device_name: default_device_name(),
+            metrics_listen: None,
             port_mapping: true,
             port_mapping_lease_secs: 3600,
         }
@@ -493,9 +497,20 @@ mod tests {
             "tracker_ca",
             "tracker_cert_sha256",
             "allow_plaintext",
+            "metrics_listen",
         ] {
             assert!(text.contains(&format!("#{key} = ")), "{key} undocumented");
         }
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_takes_an_address() {
+        assert_eq!(Config::default().metrics_listen, None);
+        let c = Config::from_toml("metrics_listen = \"127.0.0.1:9101\"\n", "x").unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9101".parse().unwrap()));
+        let back = Config::from_toml(&c.to_toml(), "x").unwrap();
+        assert_eq!(back.metrics_listen, c.metrics_listen);
+        assert!(Config::from_toml("metrics_listen = \"nowhere\"\n", "x").is_err());
     }
 
     #[test]

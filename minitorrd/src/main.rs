@@ -103,6 +103,12 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyho
         )
     })?;
     let peer_addr = peers.local_addr()?;
+    // Bound before the control socket and before anything runs, so a taken port fails the start instead of going unnoticed.
+    let metrics_listen = cfg.metrics_listen;
+    let metrics_listener = match metrics_listen {
+        Some(addr) => Some(minitorr_metrics::bind(addr).await?),
+        None => None,
+    };
     let control = bind_control_socket(&cfg.socket).await?;
     let socket_path = cfg.socket.clone();
 
@@ -135,6 +141,26 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyho
     });
     tokio::spawn(serve_peers(peers, server, shutdown.clone()));
     tokio::spawn(serve_control(control, daemon.clone(), shutdown.clone()));
+    if let Some(addr) = metrics_listen {
+        if let Some(w) = minitorr_metrics::exposure_warning(addr) {
+            tracing::warn!("{w}");
+        }
+        tracing::info!(
+            "metrics on http://{}/metrics",
+            metrics_listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .unwrap_or(addr)
+        );
+    }
+    if let Some(listener) = metrics_listener {
+        tokio::spawn(minitorr_metrics::serve(
+            listener,
+            minitorrd::metrics::render(daemon.clone()),
+            minitorr_metrics::Limits::default(),
+            shutdown.clone(),
+        ));
+    }
     // Log the remembered user back in with the device key (no password), in the background.
     daemon.start_auto_login();
     tracing::info!(peers = %peer_addr, control = %socket_path.display(), "minitorrd ready");

@@ -182,6 +182,7 @@ mod tests {
             piece_size: 16384,
             sha1: Sha1Hash([1; 20]),
             pieces: vec![Sha1Hash([2; 20])],
+            tree: None,
         };
         st.user("alice").upsert_share(ShareRecord {
             group: "g1".into(),
@@ -238,6 +239,7 @@ mod tests {
                 piece_size: 16384,
                 sha1: Sha1Hash([1; 20]),
                 pieces: vec![Sha1Hash([2; 20])],
+                tree: None,
             },
             withdrawn: None,
         });

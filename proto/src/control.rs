@@ -103,6 +103,11 @@ pub enum Request {
     },
     /// What this daemon shares (its complete files), with their state on disk.
     ListShares,
+    /// The files of one item of a group (`list_files GROUP ITEM`), answered `Item`.
+    ListItem {
+        group: String,
+        item: String,
+    },
 }
 
 /// Which entries `remove` forgets.
@@ -146,6 +151,7 @@ impl Request {
             Request::ResumeDownload { .. } => "resume",
             Request::RemoveDownload { .. } => "remove",
             Request::ListShares => "list_shares",
+            Request::ListItem { .. } => "list_files",
         }
     }
 }
@@ -174,6 +180,10 @@ pub enum Response {
     Error(ErrorReply),
     Devices(Vec<crate::types::DeviceInfo>),
     Shares(Vec<ShareStatus>),
+    /// Answer to `ListItem`.
+    Item(Box<crate::types::ItemListing>),
+    /// Answer to `LeaveGroup`: whether ownership moved or the group was deleted.
+    LeftGroup(crate::types::LeftGroup),
 }
 
 /// One shared file, as `list_shares` reports it.

@@ -17,6 +17,7 @@ pub mod defaults;
 pub mod device;
 pub mod error;
 pub mod handshake;
+pub mod item;
 pub mod names;
 pub mod peer;
 pub mod private_dir;

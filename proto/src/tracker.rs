@@ -139,6 +139,12 @@ pub enum Call {
     /// device's automatic login until the next password login (`minitorrctl logout`). A plain
     /// `Logout` (daemon shutdown) ends only the session and keeps the automatic login.
     LogoutDevice,
+    /// An item's listing without piece hashes or a ticket (answered `Item`): for a tree, every
+    /// file and empty directory. Members only, like `GetFile`; `NotFound` for an unknown item.
+    ListItem {
+        group: String,
+        item: String,
+    },
     /// Hole punching (issue #14): the caller cannot connect to the holder of `file` at `peer`
     /// (an address the tracker listed). The tracker checks that the caller is a member and that
     /// `peer` is an online holder of the file, then pushes `PunchRequest` to that holder, which
@@ -188,6 +194,10 @@ pub enum Response {
         expires_in_secs: u32,
     },
     Devices(Vec<crate::types::DeviceInfo>),
+    /// Answer to `ListItem`.
+    Item(Box<crate::types::ItemListing>),
+    /// Answer to `LeaveGroup`: whether ownership moved or the group was deleted.
+    LeftGroup(crate::types::LeftGroup),
 }
 
 /// Something that happened to a group, pushed to the daemons of its members (at the time of the

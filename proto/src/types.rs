@@ -42,15 +42,24 @@ impl FromStr for Sha1Hash {
     }
 }
 
-/// Everything needed to download and verify a file: registered with the tracker by a sharer.
+/// Everything needed to download and verify an item (a single file or a directory tree, see
+/// [`crate::item`]): registered with the tracker by a sharer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct FileMeta {
+    /// The item's name (one file-name component).
     pub name: String,
+    /// Total bytes (all files of a tree).
     pub size: u64,
     pub piece_size: u32,
+    /// A single file: SHA1 of its bytes. A tree: [`crate::item::Tree::digest`].
     pub sha1: Sha1Hash,
+    /// Every piece's SHA1, file by file (each file starts a new piece; see [`crate::item`]).
     pub pieces: Vec<Sha1Hash>,
+    /// `None`: the item is one file called `name`; `Some`: a directory tree called `name`.
+    /// (`default` keeps state files written before trees existed readable.)
+    #[serde(default)]
+    pub tree: Option<crate::item::Tree>,
 }
 
 impl FileMeta {
@@ -63,15 +72,36 @@ impl FileMeta {
         self.pieces.len() as u32
     }
 
-    /// Byte offset of piece `i`.
+    /// True if the item is a directory tree rather than one file.
+    pub fn is_tree(&self) -> bool {
+        self.tree.is_some()
+    }
+
+    /// Number of regular files (1 for a single-file item).
+    pub fn file_count(&self) -> usize {
+        self.tree.as_ref().map_or(1, |t| t.file_count())
+    }
+
+    /// Byte offset of piece `i` in a **single-file** item (a tree's pieces are located with
+    /// [`crate::item::Layout`]).
     pub fn piece_offset(&self, i: u32) -> u64 {
+        debug_assert!(
+            self.tree.is_none(),
+            "piece_offset of a tree; use item::Layout"
+        );
         i as u64 * self.piece_size as u64
     }
 
-    /// Length of piece `i` (the last piece may be short).
+    /// Length of piece `i` (the last piece of each file may be short). O(1) for a single
+    /// file; a tree builds its [`crate::item::Layout`] — hot paths keep one instead.
     pub fn piece_len(&self, i: u32) -> u32 {
-        let start = self.piece_offset(i);
-        (self.size - start).min(self.piece_size as u64) as u32
+        match self.tree {
+            None => {
+                let start = self.piece_offset(i);
+                (self.size - start).min(self.piece_size as u64) as u32
+            }
+            Some(_) => crate::item::Layout::new(self).piece_len(i),
+        }
     }
 
     /// Internal consistency: piece count matches size, sizes within protocol limits.
@@ -82,6 +112,25 @@ impl FileMeta {
                 "piece size {} is outside the allowed range",
                 self.piece_size
             ));
+        }
+        if self.pieces.len() > crate::item::MAX_ITEM_PIECES {
+            return Err(format!(
+                "{} piece hashes; at most {} are allowed",
+                self.pieces.len(),
+                crate::item::MAX_ITEM_PIECES
+            ));
+        }
+        if let Some(tree) = &self.tree {
+            crate::item::check_tree_meta(self, tree).map_err(|e| e.to_string())?;
+            let want = crate::item::tree_piece_count(tree, self.piece_size);
+            if want != self.pieces.len() as u64 {
+                return Err(format!(
+                    "{} piece hashes for a tree that needs {want} with {}-byte pieces",
+                    self.pieces.len(),
+                    self.piece_size
+                ));
+            }
+            return Ok(());
         }
         if Self::piece_count_for(self.size, self.piece_size) as usize != self.pieces.len() {
             return Err(format!(
@@ -108,6 +157,13 @@ pub struct FileSummary {
     pub seeders_online: u32,
     /// Peers online that hold part of it (downloading and sharing what they have).
     pub partial_online: u32,
+    /// Regular files in the item (1 for a single file; a tree may have 0).
+    pub file_count: u64,
+    /// The item is a directory tree (`list_files GROUP ITEM` lists its files).
+    pub is_tree: bool,
+    /// Pieces of the whole item (a tree's files each start a new piece, so this is not
+    /// derivable from `size`).
+    pub piece_count: u32,
 }
 
 /// One group as listed by `list_groups`.
@@ -226,6 +282,7 @@ mod tests {
             piece_size: 500_000,
             sha1: Sha1Hash([0; 20]),
             pieces: vec![Sha1Hash([0; 20]); 3],
+            tree: None,
         };
         assert_eq!(FileMeta::piece_count_for(m.size, m.piece_size), 3);
         assert_eq!(m.piece_len(0), 500_000);
@@ -295,6 +352,67 @@ impl DeviceState {
             DeviceState::Active => "active",
             DeviceState::Revoked => "revoked",
             DeviceState::LoggedOut => "logged_out",
+        }
+    }
+}
+
+/// An item's listing without its piece hashes (`ListItem`, `list_files GROUP ITEM`): what it
+/// is, and for a tree every file and empty directory in canonical order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ItemListing {
+    pub group: String,
+    pub name: String,
+    /// Total bytes (all files of a tree).
+    pub size: u64,
+    pub piece_size: u32,
+    pub piece_count: u32,
+    /// A single file: SHA1 of its bytes; a tree: [`crate::item::Tree::digest`].
+    pub sha1: Sha1Hash,
+    /// `None`: the item is one file called `name`; `Some`: its directory tree.
+    pub tree: Option<crate::item::Tree>,
+}
+
+impl ItemListing {
+    /// The listing of `meta` (its piece hashes left out).
+    pub fn of(group: &str, meta: &FileMeta) -> Self {
+        ItemListing {
+            group: group.to_string(),
+            name: meta.name.clone(),
+            size: meta.size,
+            piece_size: meta.piece_size,
+            piece_count: meta.piece_count(),
+            sha1: meta.sha1,
+            tree: meta.tree.clone(),
+        }
+    }
+
+    /// Regular files (1 for a single file).
+    pub fn file_count(&self) -> usize {
+        self.tree.as_ref().map_or(1, |t| t.file_count())
+    }
+}
+
+/// What leaving a group did (the answer to `LeaveGroup`, from the tracker and from the daemon):
+/// a leaving owner learns who owns the group now, or that it was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct LeftGroup {
+    pub group: String,
+    /// The caller owned the group and ownership moved to this member (the longest-standing).
+    pub new_owner: Option<String>,
+    /// The caller was the last member: the group is gone with its requests and files.
+    pub group_deleted: bool,
+}
+
+impl LeftGroup {
+    /// The sentence for a person.
+    pub fn message(&self) -> String {
+        let group = &self.group;
+        match (&self.new_owner, self.group_deleted) {
+            (_, true) => format!("left {group}; it had no other member and was deleted"),
+            (Some(next), false) => format!("left {group}; {next} is now its owner"),
+            (None, false) => format!("left {group}"),
         }
     }
 }

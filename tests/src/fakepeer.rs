@@ -33,6 +33,7 @@ pub fn meta_for(name: &str, data: &[u8], piece_size: u32) -> FileMeta {
         piece_size,
         sha1: h(data),
         pieces: data.chunks(piece_size as usize).map(h).collect(),
+        tree: None,
     }
 }
 
@@ -404,7 +405,7 @@ impl FakeMember {
                 group: group.into(),
             })
             .await;
-        assert!(matches!(r, Response::Ok { .. }), "leave {group}: {r:?}");
+        assert!(matches!(r, Response::LeftGroup(_)), "leave {group}: {r:?}");
     }
 
     /// A fresh ticket for `file` of `group`.

@@ -717,3 +717,41 @@ pub fn requests(peer: &Peer, group: &str) -> Vec<String> {
 pub fn tracker_pid(t: &Tracker) -> u32 {
     t.child.as_ref().expect("tracker running").id()
 }
+
+/// The process id of a running minitorrd.
+pub fn peer_pid(p: &Peer) -> u32 {
+    p.child.as_ref().expect("minitorrd running").id()
+}
+
+/// TCP ports process `pid` listens on (from /proc: its socket inodes in LISTEN state).
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    use std::os::unix::fs::MetadataExt;
+    let mut inodes = std::collections::HashSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(target) = std::fs::read_link(fd.path()) {
+            let t = target.to_string_lossy();
+            if let Some(n) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                inodes.insert(n.to_string());
+            }
+        } else if let Ok(m) = fd.metadata() {
+            inodes.insert(m.ino().to_string());
+        }
+    }
+    let mut ports = vec![];
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is IP:PORT in hex; st 0A is LISTEN; field 9 is the inode.
+            if f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]) {
+                let port = f[1].rsplit(':').next().unwrap();
+                ports.push(u16::from_str_radix(port, 16).unwrap());
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports
+}

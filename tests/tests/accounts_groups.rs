@@ -184,7 +184,12 @@ fn account_and_group_flow_with_three_daemons() {
     alice.ok(&["accept_request", "g1", "carol"]);
     assert_eq!(must_group(&carol, "g1")["members"], 3);
 
-    alice.ok(&["leave_group", "g1"]);
+    let told = alice.ok(&["leave_group", "g1"]);
+    assert_eq!(
+        told.trim(),
+        "left g1; bob is now its owner",
+        "a leaving owner is told who owns the group now"
+    );
     let g = must_group(&carol, "g1");
     assert_eq!(
         g["owner"], "bob",
@@ -202,7 +207,11 @@ fn account_and_group_flow_with_three_daemons() {
     let err = alice.fails(1, &["leave_group", "g1"]);
     assert!(err.contains("g1"), "leaving a group one is not in: {err}");
 
-    bob.ok(&["leave_group", "g1"]);
+    let told = bob.json(&["leave_group", "g1"]);
+    assert_eq!(told["group"], "g1", "{told}");
+    assert_eq!(told["new_owner"], "carol", "{told}");
+    assert_eq!(told["group_deleted"], false, "{told}");
+    assert_eq!(told["message"], "left g1; carol is now its owner", "{told}");
     let g = must_group(&alice, "g1");
     assert_eq!(
         (g["owner"].as_str(), g["members"].as_u64()),
@@ -211,7 +220,13 @@ fn account_and_group_flow_with_three_daemons() {
     );
 
     // --- The last member leaving deletes the group.
-    carol.ok(&["leave_group", "g1"]);
+    let told = carol.json(&["leave_group", "g1"]);
+    assert_eq!(told["group_deleted"], true, "{told}");
+    assert_eq!(told["new_owner"], serde_json::Value::Null, "{told}");
+    assert!(
+        told["message"].as_str().unwrap().contains("deleted"),
+        "the last member is told the group was deleted: {told}"
+    );
     for p in [&alice, &bob, &carol] {
         assert!(
             group(p, "g1").is_none(),

@@ -48,6 +48,7 @@ fn the_owner_removes_a_bogus_registration_and_the_real_upload_then_succeeds() {
             piece_size: 16384,
             sha1: Sha1Hash([0xbb; 20]),
             pieces: vec![Sha1Hash([0xbb; 20]); 19],
+            tree: None,
         };
         let r = raw
             .call(Call::Share {

@@ -37,8 +37,14 @@ fn mode(p: &Path) -> u32 {
 #[test]
 fn install_sh_fills_destdir_with_the_usual_tree() {
     let dest = tempfile::tempdir().unwrap();
-    install(&["--dest", dest.path().to_str().unwrap()]);
+    let said = install(&["--dest", dest.path().to_str().unwrap()]);
     let top = dest.path().join("usr/local");
+    // The next steps include the mkdir the copy needs.
+    assert!(
+        said.contains("mkdir -p /etc/minitorr && cp /usr/local/share/doc/minitorr/trackerd.toml /etc/minitorr/"),
+        "{said}"
+    );
+    assert!(said.contains("mkdir -p ~/.config/minitorr"), "{said}");
 
     for b in ["trackerd", "minitorrd", "minitorrctl"] {
         let p = top.join("bin").join(b);
@@ -51,6 +57,11 @@ fn install_sh_fills_destdir_with_the_usual_tree() {
         "lib/systemd/user/minitorrd.service",
         "share/doc/minitorr/trackerd.toml",
         "share/doc/minitorr/minitorrd.toml",
+        "share/doc/minitorr/README.md",
+        "share/doc/minitorr/cli.md",
+        "share/doc/minitorr/cli-json.md",
+        "share/doc/minitorr/OPERATIONS.md",
+        "share/doc/minitorr/SECURITY.md",
         "share/bash-completion/completions/minitorrctl",
         "share/zsh/site-functions/_minitorrctl",
         "share/fish/vendor_completions.d/minitorrctl.fish",
@@ -82,6 +93,35 @@ fn install_sh_fills_destdir_with_the_usual_tree() {
         .collect();
     assert_eq!(roots, ["usr"], "only DESTDIR/usr/local is written");
 
+    // Every document an installed man page points at is installed.
+    let mut cited = 0;
+    for section in ["man1", "man8"] {
+        for page in std::fs::read_dir(top.join("share/man").join(section)).unwrap() {
+            let page = page.unwrap().path();
+            let text = std::fs::read_to_string(&page).unwrap().replace("\\-", "-");
+            assert!(
+                !text.contains("docs/cli-json.md)") && !text.contains("in docs/"),
+                "{} cites a source-tree path: {text}",
+                page.display()
+            );
+            for (i, _) in text.match_indices("/usr/local/share/doc/minitorr/") {
+                let rest = &text[i + "/usr/local/".len()..];
+                let path: String = rest
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && !"()\\".contains(*c))
+                    .collect();
+                let path = path.trim_end_matches(['.', ',']);
+                assert!(
+                    top.join(path).is_file(),
+                    "{} cites /usr/local/{path}, which is not installed",
+                    page.display()
+                );
+                cited += 1;
+            }
+        }
+    }
+    assert!(cited > 0, "the man pages cite the installed docs");
+
     // Default prefix: the units are installed as shipped.
     let unit = std::fs::read_to_string(top.join("lib/systemd/system/trackerd.service")).unwrap();
     assert_eq!(
@@ -101,6 +141,12 @@ fn install_sh_prefix_rewrites_the_units_which_then_verify() {
     let prefix = root.path().join("opt/minitorr");
     let said = install(&["--prefix", prefix.to_str().unwrap()]);
     assert!(said.contains("systemctl --user"), "{said}");
+    // The man pages follow the prefix to the installed docs.
+    let page = std::fs::read_to_string(prefix.join("share/man/man1/minitorrctl.1")).unwrap();
+    let cited = format!("{}/share/doc/minitorr/cli", prefix.display());
+    assert!(page.contains(&cited), "{page}");
+    assert!(!page.contains("/usr/local/"), "{page}");
+    assert!(prefix.join("share/doc/minitorr/cli-json.md").is_file());
 
     let unit = std::fs::read_to_string(prefix.join("lib/systemd/system/trackerd.service")).unwrap();
     assert!(

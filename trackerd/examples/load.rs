@@ -122,6 +122,7 @@ fn meta(i: usize) -> FileMeta {
         piece_size: 512 * 1024,
         sha1: h(usize::MAX),
         pieces: (0..8).map(h).collect(),
+        tree: None,
     }
 }
 

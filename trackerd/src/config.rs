@@ -61,6 +61,9 @@ pub struct Config {
     pub quota_pieces: u64,
     pub max_pieces_per_file: u32,
     pub trust_announced_peer_addr: bool,
+    /// Where to serve operators' metrics (`GET /metrics`, Prometheus text); off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The config file as written: every key optional.
@@ -93,6 +96,7 @@ pub struct FileConfig {
     pub quota_pieces: Option<u64>,
     pub max_pieces_per_file: Option<u32>,
     pub trust_announced_peer_addr: Option<bool>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Command-line values that take part in precedence.
@@ -157,8 +161,9 @@ pub const DEFAULT_MAX_UNAUTHENTICATED_PER_SOURCE: usize = 64;
 pub const DEFAULT_MAX_UNAUTHENTICATED_BYTES: usize = 4 * 1024 * 1024;
 /// File entries one member may register in one group.
 pub const DEFAULT_QUOTA_FILES_PER_GROUP: u64 = 1000;
-/// File entries one member may register in all groups.
-pub const DEFAULT_QUOTA_FILES: u64 = 10_000;
+/// Files one member may register in all groups (a tree counts each file and empty directory,
+/// see `store::quota_entries`): 1 Mi, four of the largest trees, or a million single files.
+pub const DEFAULT_QUOTA_FILES: u64 = 1 << 20;
 /// Sum of the sizes of one member's entries: 16 TiB.
 pub const DEFAULT_QUOTA_BYTES: u64 = 16 << 40;
 /// Sum of the piece counts of one member's entries: 4 Mi pieces = 160 MiB of piece hashes in
@@ -358,6 +363,7 @@ pub fn resolve(
             .max_pieces_per_file
             .unwrap_or(DEFAULT_MAX_PIECES_PER_FILE),
         trust_announced_peer_addr: file.trust_announced_peer_addr.unwrap_or(false),
+        metrics_listen: file.metrics_listen,
     };
     config.validate()?;
     Ok(config)

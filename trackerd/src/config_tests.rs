@@ -297,7 +297,8 @@ fn example_config_documents_every_key_and_is_all_defaults() {
     assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
     assert_eq!(c.session_ttl_secs, DEFAULT_SESSION_TTL_SECS);
     assert!(!c.allow_plaintext && c.tls_cert.is_none());
-    for key in ["tls_cert", "tls_key"] {
+    assert_eq!(c.metrics_listen, None, "metrics are off by default");
+    for key in ["tls_cert", "tls_key", "metrics_listen"] {
         assert!(
             text.contains(&format!("#{key} = ")),
             "contrib/trackerd.toml lacks {key}"
@@ -436,4 +437,17 @@ fn quotas_come_from_the_file_and_must_be_positive() {
         e.to_string(),
         "invalid configuration: quota_bytes must be at least 1"
     );
+}
+
+#[test]
+fn metrics_listen_is_an_address_and_off_by_default() {
+    let c = resolve(&Overrides::default(), &no_env, None).unwrap();
+    assert_eq!(c.metrics_listen, None);
+    assert!(!c.to_toml().contains("metrics_listen"));
+    let file = parse_file("metrics_listen = \"127.0.0.1:9100\"\n", "t").unwrap();
+    let c = resolve(&Overrides::default(), &no_env, Some(file)).unwrap();
+    assert_eq!(c.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+    assert!(c.to_toml().contains("metrics_listen = \"127.0.0.1:9100\""));
+    let e = parse_file("metrics_listen = \"localhost\"\n", "t").unwrap_err();
+    assert!(e.to_string().contains("metrics_listen"), "{e}");
 }

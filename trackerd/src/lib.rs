@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod config;
 pub mod keys;
+pub mod metrics;
 pub mod preauth;
 pub mod server;
 pub mod service;

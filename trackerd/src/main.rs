@@ -229,6 +229,22 @@ async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let shutdown = CancellationToken::new();
+    if let Some(addr) = config.metrics_listen {
+        let metrics = minitorr_metrics::bind(addr).await?;
+        if let Some(w) = minitorr_metrics::exposure_warning(addr) {
+            tracing::warn!("{w}");
+        }
+        tracing::info!(
+            "metrics on http://{}/metrics",
+            metrics.local_addr().unwrap_or(addr)
+        );
+        tokio::spawn(minitorr_metrics::serve(
+            metrics,
+            trackerd::metrics::render(service.clone()),
+            minitorr_metrics::Limits::default(),
+            shutdown.clone(),
+        ));
+    }
     tokio::spawn(trackerd::keys::watch(
         service.clone(),
         key_source,

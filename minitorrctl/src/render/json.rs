@@ -11,7 +11,8 @@ use std::path::Path;
 use proto::control::{
     DaemonStatus, DownloadState, DownloadStatus, LoginReport, PeerStat, ShareRef,
 };
-use proto::types::{FileMeta, FileSummary, GroupSummary, Membership};
+use proto::item::EntryKind;
+use proto::types::{FileSummary, GroupSummary, ItemListing, Membership};
 use serde::Serialize;
 
 use crate::exit::Failure;
@@ -59,6 +60,10 @@ pub struct FileView<'a> {
     pub sha1: String,
     pub seeders_online: u32,
     pub partial_online: u32,
+    /// "file" (a single file) or "tree" (a directory tree: `list_files GROUP NAME` lists it).
+    pub kind: &'static str,
+    /// Regular files in the item (1 for a single file).
+    pub file_count: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -202,10 +207,12 @@ pub fn file(f: &FileSummary) -> FileView<'_> {
         name: &f.name,
         size: f.size,
         piece_size: f.piece_size,
-        pieces: FileMeta::piece_count_for(f.size, f.piece_size),
+        pieces: f.piece_count,
         sha1: f.sha1.to_hex(),
         seeders_online: f.seeders_online,
         partial_online: f.partial_online,
+        kind: if f.is_tree { "tree" } else { "file" },
+        file_count: f.file_count,
     }
 }
 
@@ -365,6 +372,25 @@ fn hex_key(k: &[u8; 32]) -> String {
     k.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `leave_group --json`: the sentence (as for every command that only confirms) and what
+/// happened to the group.
+#[derive(Debug, Serialize)]
+pub struct LeftGroupView<'a> {
+    pub message: String,
+    pub group: &'a str,
+    pub new_owner: Option<&'a str>,
+    pub group_deleted: bool,
+}
+
+pub fn render_left_group(l: &minitorr_proto::types::LeftGroup) -> String {
+    to_document(&LeftGroupView {
+        message: l.message(),
+        group: &l.group,
+        new_owner: l.new_owner.as_deref(),
+        group_deleted: l.group_deleted,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,4 +494,131 @@ pub fn render_shares(shares: &[proto::control::ShareStatus]) -> String {
             })
             .collect(),
     })
+}
+
+/// One entry of an item (`list_files GROUP ITEM --json`).
+#[derive(Debug, Serialize)]
+pub struct EntryView<'a> {
+    /// Relative to the item, `/`-separated, NFC (a single file: its name).
+    pub path: &'a str,
+    /// "file" or "dir" (an empty directory).
+    pub kind: &'static str,
+    /// Bytes (0 for a directory).
+    pub size: u64,
+    /// SHA1 of the whole file (null for a directory).
+    pub sha1: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ItemView<'a> {
+    pub group: &'a str,
+    pub name: &'a str,
+    /// "file" or "tree".
+    pub kind: &'static str,
+    pub size: u64,
+    pub piece_size: u32,
+    pub pieces: u32,
+    /// A single file: SHA1 of its bytes; a tree: the digest of its listing.
+    pub sha1: String,
+    pub file_count: u64,
+    /// The tree's files and empty directories in canonical order (one entry for a single file).
+    pub entries: Vec<EntryView<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ItemDocView<'a> {
+    pub item: ItemView<'a>,
+}
+
+pub fn item(i: &ItemListing) -> ItemView<'_> {
+    let entries = match &i.tree {
+        None => vec![EntryView {
+            path: &i.name,
+            kind: "file",
+            size: i.size,
+            sha1: Some(i.sha1.to_hex()),
+        }],
+        Some(t) => t
+            .entries
+            .iter()
+            .map(|e| match e.kind {
+                EntryKind::File { size, sha1 } => EntryView {
+                    path: &e.path,
+                    kind: "file",
+                    size,
+                    sha1: Some(sha1.to_hex()),
+                },
+                EntryKind::Dir => EntryView {
+                    path: &e.path,
+                    kind: "dir",
+                    size: 0,
+                    sha1: None,
+                },
+            })
+            .collect(),
+    };
+    ItemView {
+        group: &i.group,
+        name: &i.name,
+        kind: if i.tree.is_some() { "tree" } else { "file" },
+        size: i.size,
+        piece_size: i.piece_size,
+        pieces: i.piece_count,
+        sha1: i.sha1.to_hex(),
+        file_count: i.file_count() as u64,
+        entries,
+    }
+}
+
+pub fn render_item(i: &ItemListing) -> String {
+    to_document(&ItemDocView { item: item(i) })
+}
+
+#[cfg(test)]
+mod item_tests {
+    use super::*;
+    use crate::render::testdata::*;
+
+    #[test]
+    fn snapshot_items() {
+        insta::assert_snapshot!("files_with_tree", render_files("g1", &files_with_tree()));
+        insta::assert_snapshot!("item_tree", render_item(&tree_item()));
+        insta::assert_snapshot!("item_single", render_item(&single_item()));
+    }
+}
+
+#[cfg(test)]
+mod left_group_tests {
+    use minitorr_proto::types::LeftGroup;
+
+    #[test]
+    fn leave_group_says_who_owns_the_group_now_or_that_it_is_gone() {
+        let moved = LeftGroup {
+            group: "g1".into(),
+            new_owner: Some("bob".into()),
+            group_deleted: false,
+        };
+        let v: serde_json::Value = serde_json::from_str(&super::render_left_group(&moved)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"message": "left g1; bob is now its owner", "group": "g1",
+                "new_owner": "bob", "group_deleted": false})
+        );
+        assert_eq!(
+            crate::render::human::render_left_group(&moved),
+            "left g1; bob is now its owner\n"
+        );
+        let gone = LeftGroup {
+            group: "g1".into(),
+            new_owner: None,
+            group_deleted: true,
+        };
+        let v: serde_json::Value = serde_json::from_str(&super::render_left_group(&gone)).unwrap();
+        assert_eq!(v["new_owner"], serde_json::Value::Null);
+        assert_eq!(v["group_deleted"], true);
+        assert_eq!(
+            crate::render::human::render_left_group(&gone),
+            "left g1; it had no other member and was deleted\n"
+        );
+    }
 }

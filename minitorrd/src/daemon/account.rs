@@ -172,6 +172,10 @@ impl Daemon {
                 // connect to a new holder, or stop reconnecting to a departed one, at once.
                 tracker::EventKind::HolderOnline { .. } | tracker::EventKind::HolderGone { .. } => {
                     d.holder_event(&ev.kind);
+                    // …and a download that failed for lack of holders is retried now (#12).
+                    if let tracker::EventKind::HolderOnline { group, file, .. } = &ev.kind {
+                        d.holder_back(group, file);
+                    }
                 }
                 tracker::EventKind::PunchRequest {
                     group,

@@ -864,3 +864,25 @@ impl Daemon {
         self.ctl.intents.lock().expect("lock").clear();
     }
 }
+
+impl Daemon {
+    /// A holder of `file` in `group` came online (tracker event): a download of it that failed
+    /// for lack of holders is checked now, not at its next scheduled check (up to 30 s away).
+    pub(crate) fn holder_back(self: &Arc<Self>, group: &str, file: &str) {
+        let waiting = self
+            .downloads
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(entry_record)
+            .any(|r| {
+                r.state == RecordState::Failed
+                    && r.group == group
+                    && r.meta.name == file
+                    && r.error.as_deref().is_some_and(is_no_holder_failure)
+            });
+        if waiting {
+            self.retry_failed_now();
+        }
+    }
+}

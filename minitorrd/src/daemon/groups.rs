@@ -45,10 +45,15 @@ impl Daemon {
     }
 
     pub(super) async fn leave_group(self: &Arc<Self>, group: String) -> Reply<Response> {
-        self.call(Call::LeaveGroup {
-            group: group.clone(),
-        })
-        .await?;
+        let left = match self
+            .call(Call::LeaveGroup {
+                group: group.clone(),
+            })
+            .await?
+        {
+            tracker::Response::LeftGroup(left) => left,
+            other => return Err(unexpected(other)),
+        };
         // The tracker dropped our shares in the group; stop serving them and forget them.
         self.shares.remove_group(&group);
         self.live.close_group(&group);
@@ -56,7 +61,7 @@ impl Daemon {
         let mut state = self.state.lock().await;
         state.user(&user).shares.retain(|s| s.group != group);
         self.save_state(&state).await;
-        done(format!("left {group}"))
+        Ok(Response::LeftGroup(left))
     }
 
     pub(super) async fn list_requests(&self, group: String) -> Reply<Response> {

@@ -7,6 +7,7 @@ mod devices;
 mod downloads;
 mod files;
 mod groups;
+mod items;
 mod names;
 mod punch;
 pub mod retry;
@@ -191,6 +192,7 @@ impl Daemon {
             Request::ResumeDownload { group, file } => self.resume_download(group, file).await,
             Request::RemoveDownload { which } => self.remove_downloads(which).await,
             Request::ListShares => self.list_shares().await,
+            Request::ListItem { group, item } => self.list_item(group, item).await,
         };
         if matches!(result, Ok(Response::LoggedIn(_))) {
             // Downloads queued before a restart start now; failed ones are watched for holders.
@@ -355,4 +357,12 @@ pub(crate) fn unexpected(resp: tracker::Response) -> ErrorReply {
         ErrorKind::Internal,
         format!("unexpected tracker answer: {resp:?}"),
     )
+}
+
+impl Daemon {
+    /// Set the metrics' gauges (downloads by state, peers connected) from what the daemon
+    /// holds now; called by the metrics listener before each scrape.
+    pub fn refresh_metrics(&self) {
+        crate::metrics::global().set_gauges(&self.show_downloads(), self.live.len());
+    }
 }

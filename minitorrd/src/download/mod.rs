@@ -149,13 +149,17 @@ impl Download {
                 let name = d.file_name().unwrap_or_default();
                 let (part, existed) = PartFile::open(dir, name, m.clone())?;
                 let have = if existed {
-                    part.scan_reporting(checked.as_deref()).map_err(|source| {
+                    let started = Instant::now();
+                    let have = part.scan_reporting(checked.as_deref()).map_err(|source| {
                         storage::StorageError::Io {
                             what: "read",
                             path: part.path().to_path_buf(),
                             source,
                         }
-                    })?
+                    })?;
+                    crate::metrics::global()
+                        .hashed(crate::metrics::Hashing::Reverify, started.elapsed());
+                    have
                 } else {
                     minitorr_proto::types::Bitfield::new(m.piece_count())
                 };
@@ -599,6 +603,7 @@ impl Download {
             }
             self.shared.add_piece(piece);
             let len = self.meta.piece_len(piece) as u64;
+            crate::metrics::global().piece(len, true);
             self.progress.lock().expect("lock").record_piece(
                 addr,
                 user,
@@ -631,6 +636,7 @@ impl Download {
     fn piece_rejected(&self, piece: u32, peer: PeerId, addr: &str, bad_hash: bool) {
         self.picker.lock().expect("lock").release(piece, peer);
         if bad_hash {
+            crate::metrics::global().piece(u64::from(self.meta.piece_len(piece)), false);
             self.progress
                 .lock()
                 .expect("lock")

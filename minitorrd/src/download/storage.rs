@@ -596,6 +596,7 @@ mod tests {
             piece_size: ps,
             sha1: sha1_of(data),
             pieces: data.chunks(ps as usize).map(sha1_of).collect(),
+            tree: None,
         }
     }
 

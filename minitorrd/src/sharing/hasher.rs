@@ -114,6 +114,15 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Hash `path` as file `name` with `piece_size` pieces. Blocking: run it on the blocking pool.
 pub fn hash_file(path: &Path, name: &str, piece_size: u32) -> io::Result<(FileMeta, FileStamp)> {
+    let started = std::time::Instant::now();
+    let hashed = hash_file_inner(path, name, piece_size);
+    if hashed.is_ok() {
+        crate::metrics::global().hashed(crate::metrics::Hashing::Share, started.elapsed());
+    }
+    hashed
+}
+
+fn hash_file_inner(path: &Path, name: &str, piece_size: u32) -> io::Result<(FileMeta, FileStamp)> {
     let mut file = open_shared(path)?;
     let stamp_before = FileStamp::of_file(&file)?;
     let ps = piece_size as usize;
@@ -182,6 +191,7 @@ pub fn hash_file(path: &Path, name: &str, piece_size: u32) -> io::Result<(FileMe
         piece_size,
         sha1: whole,
         pieces,
+        tree: None,
     };
     Ok((meta, stamp_after))
 }

@@ -225,6 +225,7 @@ pub struct ShareStats {
 impl ShareStats {
     pub fn uploaded(&self, bytes: u64) {
         self.uploaded.fetch_add(bytes, Ordering::Relaxed);
+        crate::metrics::global().sent(bytes);
     }
 
     pub fn served(&self, user: &str) {

@@ -29,6 +29,9 @@ use trackerd::store::{self, Store};
 struct InProcess {
     svc: Arc<Service>,
     shutdown: CancellationToken,
+    /// The tracker's own real-time runtime, for daemons under paused time (see
+    /// [`Net::for_paused_time`]); `None`: the tracker runs on the test's runtime.
+    tracker_rt: Option<tokio::runtime::Handle>,
 }
 
 impl Connector for InProcess {
@@ -36,21 +39,27 @@ impl Connector for InProcess {
         let (client, server) = tokio::io::duplex(256 * 1024);
         let (svc, shutdown) = (self.svc.clone(), self.shutdown.clone());
         let from: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        tokio::spawn(serve_stream(
-            server,
-            from,
-            svc,
-            ServerOptions::default(),
-            shutdown,
-        ));
+        let serve = serve_stream(server, from, svc, ServerOptions::default(), shutdown);
+        match &self.tracker_rt {
+            None => drop(tokio::spawn(serve)),
+            // Served on the tracker's runtime from a blocking task of the test's: while a
+            // blocking task runs, tokio's paused clock does not auto-advance (tokio >= 1.23),
+            // so the daemon's timeouts cannot fire while the tracker (SQLite threads) works.
+            // Time moves only by the test's `tokio::time::advance`.
+            Some(rt) => {
+                let rt = rt.clone();
+                drop(tokio::task::spawn_blocking(move || rt.block_on(serve)));
+            }
+        }
         Box::pin(async move { Ok(Box::new(client) as BoxedStream) })
     }
 }
 
 pub struct Net {
     pub dir: tempfile::TempDir,
-    svc: Arc<Service>,
+    pub svc: Arc<Service>,
     shutdown: CancellationToken,
+    tracker_rt: Option<tokio::runtime::Runtime>,
 }
 
 pub struct Node {
@@ -63,6 +72,9 @@ pub struct Node {
 impl Drop for Net {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let Some(rt) = self.tracker_rt.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -72,25 +84,54 @@ impl Drop for Node {
     }
 }
 
+async fn service(dir: &Path) -> Service {
+    let url = store::default_database_url(dir);
+    let db = Store::open(&url, 4).await.unwrap();
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    Service::with_signing_key(
+        db,
+        Timing::default(),
+        PasswordHasher::insecure_fast(),
+        system_clock(),
+        key,
+    )
+    .await
+    .unwrap()
+}
+
 impl Net {
     pub async fn new() -> Net {
         let dir = tempfile::tempdir().unwrap();
-        let url = store::default_database_url(dir.path());
-        let db = Store::open(&url, 4).await.unwrap();
-        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-        let svc = Service::with_signing_key(
-            db,
-            Timing::default(),
-            PasswordHasher::insecure_fast(),
-            system_clock(),
-            key,
-        )
-        .await
-        .unwrap();
+        let svc = service(dir.path()).await;
         Net {
             dir,
             svc: Arc::new(svc),
             shutdown: CancellationToken::new(),
+            tracker_rt: None,
+        }
+    }
+
+    /// For tests under `start_paused`: the tracker service lives on a runtime of its own, in
+    /// real time, and every tracker connection keeps a blocking task of the test's runtime
+    /// busy, so the paused clock moves only when the test advances it. No peer links may be
+    /// used (their sockets would wait on real time that the paused clock does not follow).
+    pub fn for_paused_time() -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let path = dir.path().to_path_buf();
+        let handle = rt.handle().clone();
+        let svc = std::thread::spawn(move || handle.block_on(service(&path)))
+            .join()
+            .unwrap();
+        Net {
+            dir,
+            svc: Arc::new(svc),
+            shutdown: CancellationToken::new(),
+            tracker_rt: Some(rt),
         }
     }
 
@@ -116,6 +157,7 @@ impl Net {
             Arc::new(InProcess {
                 svc: self.svc.clone(),
                 shutdown: shutdown.clone(),
+                tracker_rt: self.tracker_rt.as_ref().map(|rt| rt.handle().clone()),
             }),
         );
         let daemon = Daemon::with_tracker(

@@ -1,12 +1,16 @@
 //! The daemon's logic in-process: `Daemon::handle` against a real trackerd `Service` over
 //! `tokio::io::duplex` (see `harness`), without spawning processes.
 //!
-//! Time is real, not paused: downloads go over real loopback TLS and the tracker's store runs
-//! on SQLite worker threads, and tokio's auto-advancing paused clock would fire their I/O
-//! timeouts while those threads work. The time-driven policy (retry backoff) is a pure
-//! structure, unit-tested with explicit instants in `daemon/retry.rs`.
+//! Most tests run in real time: downloads go over real loopback TLS and the tracker's store
+//! runs on SQLite worker threads, and tokio's auto-advancing paused clock would fire their I/O
+//! timeouts while those threads work; the download engine's own stall and refresh timers use
+//! the std clock, which a paused tokio clock does not move. The retry backoff is a pure
+//! structure, unit-tested with explicit instants in `daemon/retry.rs`, and also tested end to
+//! end under paused time in `paused` (the tracker on a real-time runtime of its own, behind
+//! blocking tasks that stop the paused clock from auto-advancing; the test moves it).
 
 mod harness;
+mod paused;
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 
 use minitorr_proto::names;
 use minitorr_proto::tracker::{ErrorCode, Response};
+use minitorr_proto::types::LeftGroup;
 
 use super::{fail, valid, Caller, Outcome, Service};
 use crate::store::{AcceptOutcome, GroupState, JoinOutcome, LeaveOutcome, RemoveMemberOutcome};
@@ -117,25 +118,28 @@ impl Service {
                 ErrorCode::NotFound,
                 format!("you are not a member of {group}"),
             ),
-            LeaveOutcome::Left {
-                new_owner: Some(next),
-            } => {
-                tracing::info!(
-                    group,
-                    user,
-                    new_owner = next,
-                    "owner left; ownership handed over"
-                );
-                Ok(Response::ok(format!(
-                    "left {group}; {next} is now its owner"
-                )))
+            LeaveOutcome::Left { new_owner } => {
+                if let Some(next) = &new_owner {
+                    tracing::info!(
+                        group,
+                        user,
+                        new_owner = next,
+                        "owner left; ownership handed over"
+                    );
+                }
+                Ok(Response::LeftGroup(LeftGroup {
+                    group: group.to_string(),
+                    new_owner,
+                    group_deleted: false,
+                }))
             }
-            LeaveOutcome::Left { new_owner: None } => Ok(Response::ok(format!("left {group}"))),
             LeaveOutcome::GroupDeleted => {
                 tracing::info!(group, user, "last member left; group deleted");
-                Ok(Response::ok(format!(
-                    "left {group}; it had no other member and was deleted"
-                )))
+                Ok(Response::LeftGroup(LeftGroup {
+                    group: group.to_string(),
+                    new_owner: None,
+                    group_deleted: true,
+                }))
             }
         }
     }

@@ -145,9 +145,18 @@ pub struct Service {
     /// This deployment's identity (shared by the trackers of one database), signed into
     /// device logins.
     tracker_id: [u8; 32],
+    /// Requests building an item's whole metadata at once (`GetFile`, `ListItem`, a tree's
+    /// `Share`). The largest item's listing and piece list take some tens of MiB while being
+    /// read, parsed and answered; this bounds how many are in memory together.
+    metadata_slots: tokio::sync::Semaphore,
+    /// Operators' metrics, recorded in [`Service::handle`].
+    metrics: Arc<crate::metrics::TrackerMetrics>,
     /// Hole punches each member may still ask for (issue #14).
     punches: Mutex<punch_budget::PunchBudget>,
 }
+
+/// Items whose metadata is loaded or checked at once (see `Service::metadata_slots`).
+pub const METADATA_SLOTS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -244,6 +253,8 @@ impl Service {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             password_checks: Arc::default(),
+            metadata_slots: tokio::sync::Semaphore::new(METADATA_SLOTS),
+            metrics: Arc::default(),
         })
     }
 
@@ -340,7 +351,24 @@ impl Service {
 
     /// Answer one request. `peer_ip` is the connection's source address.
     pub async fn handle(&self, req: Request, peer_ip: IpAddr) -> Response {
+        let started = std::time::Instant::now();
         let what = call_name(&req.call);
+        let response = self.handle_inner(req, peer_ip, what).await;
+        self.metrics.record(what, &response, started.elapsed());
+        response
+    }
+
+    /// The operators' metrics (see `crate::metrics`).
+    pub fn metrics(&self) -> &Arc<crate::metrics::TrackerMetrics> {
+        &self.metrics
+    }
+
+    /// Count users, online sessions, groups and files into the metrics' gauges.
+    pub async fn refresh_metrics(&self) -> Result<(), StoreError> {
+        self.metrics.refresh(&self.store, self.online_since()).await
+    }
+
+    async fn handle_inner(&self, req: Request, peer_ip: IpAddr, what: &'static str) -> Response {
         // Calls that may write revocation events (see `store::events`).
         let emits = matches!(
             req.call,
@@ -353,10 +381,25 @@ impl Service {
         // Login and CreateUser may wait their turn for a password-hashing slot, legitimately
         // for long; their database steps are still bounded by the pool's acquire timeout.
         let hashes = matches!(req.call, Call::Login { .. } | Call::CreateUser { .. });
+        // Calls that build an item's whole metadata wait for a slot first, outside the
+        // database deadline: waiting behind other big items is not the database failing.
+        let tree_share = matches!(&req.call, Call::Share { meta, .. } if meta.is_tree());
+        let big = tree_share || matches!(req.call, Call::GetFile { .. } | Call::ListItem { .. });
+        let _slot = if big {
+            self.metadata_slots.acquire().await.ok()
+        } else {
+            None
+        };
         let result = if hashes {
             self.dispatch(req, peer_ip).await
         } else {
-            let deadline = crate::store::DB_REQUEST_DEADLINE;
+            // A tree's Share also checks up to 262,144 paths and writes megabytes (CPU work, not
+            // the database hanging): it gets three times the deadline.
+            let deadline = if tree_share {
+                crate::store::DB_REQUEST_DEADLINE * 3
+            } else {
+                crate::store::DB_REQUEST_DEADLINE
+            };
             tokio::time::timeout(deadline, self.dispatch(req, peer_ip))
                 .await
                 .unwrap_or(Err(Fail::Store(StoreError::Deadline(deadline))))
@@ -466,6 +509,7 @@ impl Service {
             Call::StopShare { group, file } => self.stop_share(caller, &group, &file).await,
             Call::RemoveFile { group, file } => self.remove_file(caller, &group, &file).await,
             Call::GetFile { group, file } => self.get_file(caller, &group, &file).await,
+            Call::ListItem { group, item } => self.list_item(caller, &group, &item).await,
             Call::RemoveMember { group, user } => self.remove_member(caller, &group, &user).await,
             Call::Subscribe { .. } => fail(
                 ErrorCode::BadRequest,
@@ -547,6 +591,7 @@ fn call_name(c: &Call) -> &'static str {
         Call::ListDevices => "list_devices",
         Call::RevokeDevice { .. } => "revoke_device",
         Call::LogoutDevice => "logout_device",
+        Call::ListItem { .. } => "list_item",
         Call::Punch { .. } => "punch",
     }
 }

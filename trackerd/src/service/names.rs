@@ -74,6 +74,7 @@ pub(super) fn normalize(call: &mut Call) -> Result<(), Fail> {
             file(&mut meta.name)
         }
         Call::GetFile { group: g, file: f }
+        | Call::ListItem { group: g, item: f }
         | Call::Punch {
             group: g, file: f, ..
         } => {

@@ -15,8 +15,10 @@ mod devices;
 mod events;
 mod files;
 mod groups;
+mod items;
 mod keys;
 mod sessions;
+mod stats;
 mod users;
 
 use std::path::Path;
@@ -27,10 +29,14 @@ use sqlx::{Any, AnyPool, Transaction};
 use thiserror::Error;
 
 pub use devices::{free_name, DeviceRow};
-pub use files::{Quota, QuotaExceeded, RemoveOutcome, RemovedFile, ShareOutcome};
+pub use files::{
+    quota_entries, Quota, QuotaExceeded, RemoveOutcome, RemovedFile, ShareOutcome,
+    LISTING_BYTES_PER_ENTRY,
+};
 pub use groups::{AcceptOutcome, GroupState, JoinOutcome, LeaveOutcome, RemoveMemberOutcome};
 pub use keys::{public_from_hex, PublicKeyRow};
 pub use sessions::SessionRow;
+pub use stats::Totals;
 
 /// How long SQLite waits for another writer (or a process holding the file locked) before
 /// giving up with "database is locked", which the service answers as `DatabaseUnavailable`.

@@ -1,5 +1,5 @@
 use minitorr_proto::tracker::{Call, ErrorCode, Response};
-use minitorr_proto::types::{GroupSummary, Membership};
+use minitorr_proto::types::{GroupSummary, LeftGroup, Membership};
 
 use super::*;
 
@@ -294,8 +294,18 @@ async fn owner_leaving_hands_over_to_longest_standing_member() {
     h.ok(&alice, accept("g1", "carol")).await;
     h.ok(&alice, accept("g1", "bob")).await;
 
-    let m = h.ok(&alice, Call::LeaveGroup { group: g("g1") }).await;
-    assert_eq!(m, "left g1; dave is now its owner");
+    let left = h
+        .call(Some(&alice), Call::LeaveGroup { group: g("g1") })
+        .await;
+    assert_eq!(
+        left,
+        Response::LeftGroup(LeftGroup {
+            group: g("g1"),
+            new_owner: Some("dave".into()),
+            group_deleted: false,
+        }),
+        "the leaving owner is told who owns the group now"
+    );
     assert_eq!(groups(&h, &dave).await[0].owner, "dave");
     assert_eq!(groups(&h, &dave).await[0].membership, Membership::Owner);
     assert!(
@@ -320,8 +330,25 @@ async fn last_member_leaving_deletes_the_group_with_requests_and_files() {
     h.group("g1", &alice, &[]).await;
     h.ok(&alice, share("g1", meta("a.iso", 100, 1), true)).await;
     h.ok(&bob, Call::JoinGroup { group: g("g1") }).await;
-    let m = h.ok(&alice, Call::LeaveGroup { group: g("g1") }).await;
-    assert_eq!(m, "left g1; it had no other member and was deleted");
+    let left = h
+        .call(Some(&alice), Call::LeaveGroup { group: g("g1") })
+        .await;
+    assert_eq!(
+        left,
+        Response::LeftGroup(LeftGroup {
+            group: g("g1"),
+            new_owner: None,
+            group_deleted: true,
+        }),
+        "the last member is told the group was deleted"
+    );
+    assert_eq!(
+        match left {
+            Response::LeftGroup(l) => l.message(),
+            _ => unreachable!(),
+        },
+        "left g1; it had no other member and was deleted"
+    );
     assert!(groups(&h, &bob).await.is_empty());
     h.err(
         &bob,

@@ -40,6 +40,7 @@ fn meta_with(name: &str, size: u64, piece_size: u32, seed: u8) -> FileMeta {
         piece_size,
         sha1: Sha1Hash([seed; 20]),
         pieces: vec![Sha1Hash([seed; 20]); n as usize],
+        tree: None,
     }
 }
 

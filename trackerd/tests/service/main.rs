@@ -6,7 +6,9 @@ mod events;
 mod files;
 mod groups;
 mod hostile;
+mod items;
 mod keys;
+mod metrics;
 mod restart;
 
 use std::net::IpAddr;
@@ -138,6 +140,7 @@ impl Harness {
     pub async fn ok(&self, token: &str, call: Call) -> String {
         match self.call(Some(token), call.clone()).await {
             Response::Ok { message } => message,
+            Response::LeftGroup(left) => left.message(),
             other => panic!("{call:?} -> {other:?}"),
         }
     }
@@ -277,6 +280,7 @@ pub fn meta(name: &str, size: u64, seed: u8) -> FileMeta {
         piece_size,
         sha1: Sha1Hash([seed; 20]),
         pieces: (0..n).map(|i| Sha1Hash([seed ^ (i as u8); 20])).collect(),
+        tree: None,
     }
 }
 
