@@ -4,7 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use minitorr_proto::handshake::{check_preamble, preamble, MAGIC};
+use minitorr_proto::handshake::{
+    check_preamble, parse_punch_preamble, preamble, punch_preamble, MAGIC,
+};
 use minitorr_proto::{HandshakeError, Link};
 
 fuzz_target!(|data: &[u8]| {
@@ -13,7 +15,20 @@ fuzz_target!(|data: &[u8]| {
     }
     let p: [u8; 9] = data[..9].try_into().unwrap();
     let ours = u16::from_be_bytes([data[9], data[10]]);
-    for link in [Link::Control, Link::Tracker, Link::Peer, Link::Relay] {
+    // The hole-punch preamble (issue #14): accepted exactly when it is ours with some nonce,
+    // and then that nonce comes back.
+    if data.len() >= 25 {
+        let pp: [u8; 25] = data[..25].try_into().unwrap();
+        let nonce: [u8; 16] = pp[9..].try_into().unwrap();
+        match parse_punch_preamble(&pp) {
+            Ok(n) => {
+                assert_eq!(n, nonce);
+                assert_eq!(pp, punch_preamble(&nonce));
+            }
+            Err(_) => assert_ne!(pp, punch_preamble(&nonce)),
+        }
+    }
+    for link in [Link::Control, Link::Tracker, Link::Peer, Link::Relay, Link::Punch] {
         let r = check_preamble(&p, link, ours);
         let expected = preamble(link, ours);
         assert_eq!(r.is_ok(), p == expected, "{p:?} vs {expected:?}: {r:?}");

@@ -608,6 +608,7 @@ fn daemon_status(user: Option<&str>) -> Response {
         device_name: "test".into(),
         observed_addr: None,
         relay: "off (not logged in)".into(),
+        port_mapping: Default::default(),
     })
 }
 

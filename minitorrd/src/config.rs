@@ -133,6 +133,11 @@ pub struct Config {
     /// Use the tracker's relay (when it offers one) as the last resort: wait there for
     /// downloaders that cannot reach us, and go through it to holders we cannot reach.
     pub use_relay: bool,
+    /// Ask the router (UPnP-IGD) to forward the peer port when `listen` is a private address
+    /// (issue #14); renewed in the background, deleted at a clean shutdown.
+    pub port_mapping: bool,
+    /// Lease asked for a port mapping, in seconds (renewed halfway); ≥ 30.
+    pub port_mapping_lease_secs: u32,
 }
 
 /// The host name as a device name, or "minitorrd" if it is not a valid one.
@@ -171,6 +176,8 @@ impl Default for Config {
             device_name: default_device_name(),
             metrics_listen: None,
             use_relay: true,
+            port_mapping: true,
+            port_mapping_lease_secs: 3600,
         }
     }
 }
@@ -272,6 +279,11 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "peer_idle_timeout_secs, max_peers_per_addr and max_peers_per_user must be ≥ 1"
                     .into(),
+            ));
+        }
+        if self.port_mapping_lease_secs < 30 {
+            return Err(ConfigError::Invalid(
+                "port_mapping_lease_secs must be ≥ 30".into(),
             ));
         }
         minitorr_proto::names::device(&self.device_name)

@@ -8,6 +8,8 @@ pub mod daemon;
 pub mod download;
 pub mod metrics;
 pub mod peerlink;
+pub mod portmap;
+pub mod punch;
 pub mod rate_units;
 pub mod ratelimit;
 pub mod sharing;

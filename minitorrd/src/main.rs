@@ -3,7 +3,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
@@ -96,7 +95,8 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyho
         let tls = PeerTls::new(&device_key).context("cannot set up TLS for peer links")?;
         PeerLinkMode::Tls(Arc::new(tls))
     };
-    let peers = TcpListener::bind(cfg.listen).await.with_context(|| {
+    // Shareable port (SO_REUSEPORT): hole punches connect from it (`minitorrd::punch`).
+    let peers = minitorrd::punch::listener(cfg.listen).with_context(|| {
         format!(
             "cannot serve peers on {} (another minitorrd on this port?)",
             cfg.listen
@@ -114,8 +114,21 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyho
 
     let upload_limit = Arc::new(RateLimiter::new(cfg.max_upload_rate));
     let max_incoming = cfg.max_incoming_peers;
+    let port_mapping = (
+        cfg.port_mapping,
+        cfg.port_mapping_lease_secs,
+        cfg.trackers.first().copied(),
+    );
     let daemon = Daemon::new(cfg, peer_addr, state, device_key, link.clone());
     let shutdown = CancellationToken::new();
+    // In the background: neither startup nor login waits for the router.
+    daemon.set_port_mapper(minitorrd::portmap::PortMapper::start(
+        peer_addr,
+        port_mapping.2,
+        port_mapping.0,
+        port_mapping.1,
+        shutdown.clone(),
+    ));
     let server = Arc::new(PeerServer {
         shares: daemon.shares(),
         ticket_keys: daemon.ticket_keys(),
@@ -123,6 +136,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, log: LogHandle) -> anyho
         upload_limit: upload_limit.clone(),
         max_incoming,
         live: daemon.live(),
+        punch: daemon.punch_hub(),
         link,
     });
     let relayed = daemon.take_relay_inbox();

@@ -342,6 +342,43 @@ pub struct DaemonStatus {
     /// connections: e.g. "listening at 192.0.2.1:5001", "off (the tracker offers none)".
     #[serde(default)]
     pub relay: String,
+    /// The port mapping minitorrd asked its router for (issue #14).
+    #[serde(default)]
+    pub port_mapping: PortMappingStatus,
+}
+
+/// What became of the port mapping of the peer port (`status`, `status --json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct PortMappingStatus {
+    pub state: PortMappingState,
+    /// "UPnP-IGD" once a gateway answered.
+    pub protocol: Option<String>,
+    /// The gateway's control address (its LAN side).
+    pub gateway: Option<String>,
+    /// The mapped public address (the router's external IP and port), once mapped.
+    pub external_addr: Option<String>,
+    /// Lease granted, in seconds (0: the gateway only grants permanent mappings).
+    pub lease_secs: u32,
+    /// Why it is not mapped (state `Failed`), or why it is off (`Off`, `NotNeeded`).
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[serde(rename_all = "snake_case")]
+pub enum PortMappingState {
+    /// `port_mapping = false` in the config.
+    #[default]
+    Off,
+    /// The peer listen address is public or loopback: nothing to map.
+    NotNeeded,
+    /// Looking for a gateway / asking it.
+    Searching,
+    /// Mapped and renewed before the lease runs out.
+    Mapped,
+    /// No gateway answered or it refused; retried later (`detail` says why).
+    Failed,
 }
 
 /// A refused or failed request. `kind` drives the CLI's exit status.

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::PROTOCOL_VERSION;
 
 pub const MAGIC: [u8; 6] = *b"MNTORR";
-const PREAMBLE_LEN: usize = MAGIC.len() + 1 + 2;
+pub const PREAMBLE_LEN: usize = MAGIC.len() + 1 + 2;
 
 /// Which of the three links a connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +21,10 @@ pub enum Link {
     Peer = 3,
     /// A daemon's connection to a tracker's relay listener (`relay.rs`).
     Relay = 4,
+    /// A hole-punched peer connection (issue #14), opened by the holder: the preamble is
+    /// followed by the 16-byte nonce of the `Punch` it answers; then the downloader starts the
+    /// peer link's TLS as on a direct connection. Only ever written, never negotiated.
+    Punch = 5,
 }
 
 impl Link {
@@ -30,6 +34,7 @@ impl Link {
             2 => Some(Link::Tracker),
             3 => Some(Link::Peer),
             4 => Some(Link::Relay),
+            5 => Some(Link::Punch),
             _ => None,
         }
     }
@@ -42,6 +47,7 @@ impl fmt::Display for Link {
             Link::Tracker => "tracker",
             Link::Peer => "peer",
             Link::Relay => "relay",
+            Link::Punch => "punch",
         })
     }
 }
@@ -118,6 +124,22 @@ where
         Err(e) => return Err(HandshakeError::Io(e)),
     }
     check_preamble(&theirs, link, version)
+}
+
+/// The bytes a holder writes first on a hole-punched connection: the `Punch` preamble, then
+/// the attempt's nonce.
+pub fn punch_preamble(nonce: &[u8; 16]) -> [u8; PREAMBLE_LEN + 16] {
+    let mut p = [0u8; PREAMBLE_LEN + 16];
+    p[..PREAMBLE_LEN].copy_from_slice(&preamble(Link::Punch, PROTOCOL_VERSION));
+    p[PREAMBLE_LEN..].copy_from_slice(nonce);
+    p
+}
+
+/// The nonce of a punch preamble, or what is wrong with it.
+pub fn parse_punch_preamble(p: &[u8; PREAMBLE_LEN + 16]) -> Result<[u8; 16], HandshakeError> {
+    let head: &[u8; PREAMBLE_LEN] = p[..PREAMBLE_LEN].try_into().expect("length");
+    check_preamble(head, Link::Punch, PROTOCOL_VERSION)?;
+    Ok(p[PREAMBLE_LEN..].try_into().expect("length"))
 }
 
 #[cfg(test)]

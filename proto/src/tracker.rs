@@ -145,6 +145,18 @@ pub enum Call {
         group: String,
         item: String,
     },
+    /// Hole punching (issue #14): the caller cannot connect to the holder of `file` at `peer`
+    /// (an address the tracker listed). The tracker checks that the caller is a member and that
+    /// `peer` is an online holder of the file, then pushes `PunchRequest` to that holder, which
+    /// connects to the caller's address from its peer port while the caller connects to `peer`
+    /// from its own (TCP simultaneous open). Answered `Ok` once the request is on its way.
+    /// `nonce` (random) names this attempt on the connection the holder opens.
+    Punch {
+        group: String,
+        file: String,
+        peer: String,
+        nonce: [u8; 16],
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +247,18 @@ pub enum EventKind {
         file: Option<String>,
         user: String,
         addr: Option<String>,
+    },
+    /// Sent to the holder only (issue #14): the member `from` (its session's address as the
+    /// tracker sees it, and device key) cannot connect to this holder's session at
+    /// `holder_addr` for `file`; connect to `from.addr` from the peer port now, and open the
+    /// connection with the punch preamble and `nonce` (see `Call::Punch`). A stale one (more
+    /// than a few seconds old, or replayed history) is ignored.
+    PunchRequest {
+        group: String,
+        file: String,
+        holder_addr: String,
+        from: PeerInfo,
+        nonce: [u8; 16],
     },
 }
 

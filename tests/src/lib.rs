@@ -6,6 +6,7 @@
 
 pub mod fakepeer;
 pub mod faultproxy;
+pub mod natlab;
 pub mod pg;
 
 use std::io::Write;

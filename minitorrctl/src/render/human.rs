@@ -569,6 +569,7 @@ pub fn render_status(s: &DaemonStatus, socket: &Path) -> String {
         ("relay", clean(&s.relay).into_owned()),
         ("shares", s.shares.to_string()),
         ("downloads", s.downloads.to_string()),
+        ("port mapping", port_mapping(&s.port_mapping)),
     ];
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
@@ -695,6 +696,29 @@ pub fn render_shares(shares: &[proto::control::ShareStatus], style: Style) -> St
         plural(shares.len() as u64, "file", "files")
     ));
     join_lines(lines)
+}
+
+/// `status`'s port mapping row: "mapped 203.0.113.7:7000 (UPnP-IGD, gateway …, lease 3600 s)".
+fn port_mapping(m: &proto::control::PortMappingStatus) -> String {
+    use proto::control::PortMappingState as S;
+    let detail = m.detail.as_deref().map(clean).unwrap_or_default();
+    match m.state {
+        S::Off => format!("off ({detail})"),
+        S::NotNeeded => format!("not needed ({detail})"),
+        S::Searching => "searching for the router".into(),
+        S::Mapped => format!(
+            "mapped {} ({}, gateway {}, {})",
+            clean(m.external_addr.as_deref().unwrap_or("?")),
+            clean(m.protocol.as_deref().unwrap_or("?")),
+            clean(m.gateway.as_deref().unwrap_or("?")),
+            if m.lease_secs == 0 {
+                "permanent".to_owned()
+            } else {
+                format!("lease {} s", m.lease_secs)
+            }
+        ),
+        S::Failed => format!("failed: {detail} (retrying)"),
+    }
 }
 
 #[cfg(test)]

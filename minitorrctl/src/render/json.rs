@@ -138,6 +138,8 @@ pub struct StatusView<'a> {
     /// The peer address the tracker sees and hands out (observed IP, listening port).
     pub observed_addr: Option<&'a str>,
     pub relay: &'a str,
+    /// The router port mapping of the peer port (issue #14), as the daemon reports it.
+    pub port_mapping: &'a proto::control::PortMappingStatus,
 }
 
 #[derive(Debug, Serialize)]
@@ -314,6 +316,7 @@ pub fn render_status(s: &DaemonStatus, socket: &Path) -> String {
         downloads: s.downloads,
         observed_addr: s.observed_addr.as_deref(),
         relay: &s.relay,
+        port_mapping: &s.port_mapping,
     })
 }
 

@@ -200,6 +200,14 @@ pub mod testdata {
             device_name: "laptop".into(),
             observed_addr: Some("192.0.2.7:7001".into()),
             relay: "listening at 192.0.2.1:5001".into(),
+            port_mapping: proto::control::PortMappingStatus {
+                state: proto::control::PortMappingState::Mapped,
+                protocol: Some("UPnP-IGD".into()),
+                gateway: Some("192.168.1.1:5000".into()),
+                external_addr: Some("203.0.113.7:7001".into()),
+                lease_secs: 3600,
+                detail: None,
+            },
         }
     }
 

@@ -47,7 +47,7 @@ impl Daemon {
         let call = Call::Login {
             user: user.clone(),
             password,
-            peer_addr: self.peer_addr.to_string(),
+            peer_addr: self.announced_peer_addr(),
             device_key: self.device_key.public_bytes(),
         };
         let grant = match self.call_with(None, call).await? {
@@ -181,6 +181,13 @@ impl Daemon {
                         d.holder_back(group, file);
                     }
                 }
+                tracker::EventKind::PunchRequest {
+                    group,
+                    file,
+                    holder_addr,
+                    from,
+                    nonce,
+                } => d.answer_punch(group, file, holder_addr, from, *nonce, ev.at_unix),
                 tracker::EventKind::MemberGone { group, user: gone } if *gone == user => {
                     d.shares.remove_group(group);
                 }

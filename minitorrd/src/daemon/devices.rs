@@ -143,7 +143,7 @@ impl Daemon {
         let login = Call::DeviceLogin {
             user: user.to_string(),
             device_key: key,
-            peer_addr: self.peer_addr.to_string(),
+            peer_addr: self.announced_peer_addr(),
             nonce,
             signature: self.device_key.sign(&msg).to_vec(),
             device_name: self.cfg.device_name.clone(),

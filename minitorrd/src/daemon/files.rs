@@ -384,6 +384,11 @@ impl Daemon {
             max_depth: self.cfg.max_pipeline_depth,
             link: self.link.clone(),
             relay: self.relay_route(&session),
+            listen: self.peer_addr,
+            punch: match self.link {
+                crate::peerlink::PeerLinkMode::Tls(_) => Some(self.punch.clone()),
+                crate::peerlink::PeerLinkMode::InsecurePlaintext => None,
+            },
         });
         tracing::info!(%file, %group, dest = %dest.display(), pieces = meta.piece_count(), peers = details.peers.len(), "download started");
         let (me, d, user) = (self.clone(), dl.clone(), session.user);

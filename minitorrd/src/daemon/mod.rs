@@ -9,6 +9,7 @@ mod files;
 mod groups;
 mod items;
 mod names;
+mod punch;
 mod relay;
 pub mod retry;
 mod shares;
@@ -76,6 +77,10 @@ pub struct Daemon {
     pub(crate) relay_inbox: tokio::sync::mpsc::Sender<crate::peerlink::relay::RelayedConn>,
     pub(crate) relay_inbox_rx:
         Mutex<Option<tokio::sync::mpsc::Receiver<crate::peerlink::relay::RelayedConn>>>,
+    /// The router port mapping of the peer port, when one was started (`main.rs`).
+    pub(crate) portmap: Mutex<Option<Arc<crate::portmap::PortMapper>>>,
+    /// Hole punching, shared with the peer server (`crate::punch`).
+    pub(crate) punch: Arc<crate::punch::PunchHub>,
 }
 
 /// How long `status` waits for the tracker to answer its round trip.
@@ -132,6 +137,8 @@ impl Daemon {
             verifying: Mutex::new(Vec::new()),
             ctl: downloads::Control::default(),
             share_watch: Mutex::new(None),
+            portmap: Mutex::new(None),
+            punch: Arc::new(crate::punch::PunchHub::default()),
             cfg,
         })
     }
@@ -142,6 +149,10 @@ impl Daemon {
 
     pub fn ticket_keys(&self) -> Arc<TicketKeys> {
         self.ticket_keys.clone()
+    }
+
+    pub fn punch_hub(&self) -> Arc<crate::punch::PunchHub> {
+        self.punch.clone()
     }
 
     pub fn live(&self) -> Arc<LiveConns> {
@@ -232,7 +243,31 @@ impl Daemon {
             device_name: self.cfg.device_name.clone(),
             observed_addr: session.as_ref().map(|s| s.peer_addr.clone()),
             relay: self.relay_status_line(session.as_ref()),
+            port_mapping: self
+                .portmap
+                .lock()
+                .expect("lock")
+                .as_ref()
+                .map(|m| m.status())
+                .unwrap_or_default(),
         })
+    }
+
+    /// Use `m` for `status` and for the address announced at login.
+    pub fn set_port_mapper(&self, m: Arc<crate::portmap::PortMapper>) {
+        *self.portmap.lock().expect("lock") = Some(m);
+    }
+
+    /// The peer address to announce at login: the router's mapped address when there is one
+    /// (the tracker keeps only its port unless it trusts announced addresses), else `listen`.
+    pub(crate) fn announced_peer_addr(&self) -> String {
+        let mapped = self
+            .portmap
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .and_then(|m| m.external_addr());
+        mapped.unwrap_or(self.peer_addr).to_string()
     }
 
     pub(crate) fn current_session(&self) -> Reply<Session> {
@@ -279,6 +314,11 @@ impl Daemon {
         }
         let state = self.state.lock().await;
         self.save_state(&state).await;
+        drop(state);
+        let portmap = self.portmap.lock().expect("lock").clone();
+        if let Some(m) = portmap {
+            m.release().await;
+        }
     }
 
     /// Pause downloads, stop serving, stop heartbeats (logout and shutdown).

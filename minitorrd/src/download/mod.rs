@@ -12,7 +12,9 @@
 //!
 //! Lock order: `picker` before `progress`; neither is held across an `.await`.
 
+mod connect;
 pub mod dest;
+pub mod path;
 mod peer;
 pub mod peers;
 pub mod picker;
@@ -75,6 +77,10 @@ pub struct DownloadEnv {
     pub link: crate::peerlink::PeerLinkMode,
     /// The last resort for holders we cannot reach, or why there is none.
     pub relay: Result<crate::peerlink::relay::RelayDialer, String>,
+    /// Our peer listen address: hole punches connect from its port (issue #14).
+    pub listen: std::net::SocketAddr,
+    /// Hole punching; `None` turns it off (plaintext benchmark mode).
+    pub punch: Option<Arc<crate::punch::PunchHub>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +115,10 @@ pub struct Download {
     /// its own, never held with another).
     news: Mutex<Vec<HolderNews>>,
     news_ready: Notify,
+    /// Which way (direct, punched, relayed) to reach each holder next (issue #14).
+    paths: Mutex<path::PathPolicy>,
+    /// Why the last connection attempt to a holder failed, for the failure message.
+    last_unreachable: Mutex<Option<String>>,
 }
 
 impl Download {
@@ -198,6 +208,8 @@ impl Download {
             cancel: CancellationToken::new(),
             news: Mutex::new(Vec::new()),
             news_ready: Notify::new(),
+            paths: Mutex::new(path::PathPolicy::default()),
+            last_unreachable: Mutex::new(None),
         }))
     }
 
@@ -377,7 +389,9 @@ impl Download {
                         }
                         peer::PeerExit::Unreachable(why) => {
                             tracing::info!(peer = %addr, %why, "cannot reach peer");
-                            self.progress.lock().expect("lock").peer(&addr, "").error = Some(why);
+                            self.progress.lock().expect("lock").peer(&addr, "").error =
+                                Some(why.clone());
+                            *self.last_unreachable.lock().expect("lock") = Some(why);
                             Ended::Unreachable
                         }
                         peer::PeerExit::Gone(why) => {
@@ -457,7 +471,11 @@ impl Download {
             }
             if stalled_for >= STALL_TIMEOUT {
                 tasks.shutdown().await;
-                return Outcome::Failed(describe_unavailable(&unavailable));
+                let mut why = describe_unavailable(&unavailable);
+                if let Some(u) = self.last_unreachable.lock().expect("lock").as_deref() {
+                    why.push_str(&format!("; last connection attempt: {u}"));
+                }
+                return Outcome::Failed(why);
             }
         }
     }

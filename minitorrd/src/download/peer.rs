@@ -9,11 +9,9 @@ use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Framed;
 
-use minitorr_proto::control::PeerPath;
 use minitorr_proto::peer::PeerMsg;
 use minitorr_proto::types::PeerInfo;
 use minitorr_proto::{handshake, links, Link};
@@ -80,7 +78,8 @@ async fn session(
     env: &DownloadEnv,
 ) -> anyhow::Result<PeerExit> {
     let ticket = tickets.borrow_and_update().clone();
-    let (tcp, path) = match connect(info, env).await {
+    // Direct, else a hole punch (else a relay): see `connect.rs` and `path.rs`.
+    let (tcp, path) = match super::connect::connect(dl, info, env).await {
         Ok(x) => x,
         Err(why) => return Ok(PeerExit::Unreachable(why)),
     };
@@ -109,28 +108,6 @@ async fn session(
         PeerLinkMode::InsecurePlaintext => {
             exchange(dl, id, info, tickets, greet(tcp, ticket).await?, env).await
         }
-    }
-}
-
-/// Direct first; the tracker's relay only when the holder cannot be reached directly (refused,
-/// timed out, unreachable). A TLS failure after a direct connect is not retried via the relay:
-/// that holder answered, and is an impostor or broken, not unreachable. The relay gives a
-/// TCP stream like any other: the TLS handshake below runs through it end to end.
-async fn connect(info: &PeerInfo, env: &DownloadEnv) -> Result<(TcpStream, PeerPath), String> {
-    let direct = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&info.addr)).await {
-        Ok(Ok(tcp)) => return Ok((tcp, PeerPath::Direct)),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "connect timed out".to_string(),
-    };
-    match &env.relay {
-        Err(why) => Err(format!("{direct}; {why}")),
-        Ok(relay) => match relay.dial(info.device_key).await {
-            Ok(tcp) => {
-                tracing::info!(peer = %info.addr, user = %info.user, relay = %relay.addr, %direct, "connected via the relay");
-                Ok((tcp, PeerPath::Relayed))
-            }
-            Err(e) => Err(format!("{direct}; via the relay: {e}")),
-        },
     }
 }
 

@@ -100,9 +100,10 @@ impl Revoked {
             EventKind::MemberGone { group, user } => Revoked::Member { group, user },
             EventKind::GroupDeleted { group } => Revoked::Group { group },
             EventKind::FileRemoved { group, file } => Revoked::File { group, file },
-            EventKind::Resync | EventKind::HolderOnline { .. } | EventKind::HolderGone { .. } => {
-                return None
-            }
+            EventKind::Resync
+            | EventKind::HolderOnline { .. }
+            | EventKind::HolderGone { .. }
+            | EventKind::PunchRequest { .. } => return None,
         })
     }
 
@@ -277,7 +278,9 @@ impl LiveConns {
         // Holder changes revoke nothing (they only tell downloads whom to connect to).
         if matches!(
             event,
-            EventKind::HolderOnline { .. } | EventKind::HolderGone { .. }
+            EventKind::HolderOnline { .. }
+                | EventKind::HolderGone { .. }
+                | EventKind::PunchRequest { .. }
         ) {
             return 0;
         }

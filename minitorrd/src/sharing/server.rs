@@ -49,6 +49,9 @@ pub struct PeerServer {
     pub link: PeerLinkMode,
     /// Open connections, for revocation, idle timeout and per-address/per-user caps.
     pub live: Arc<LiveConns>,
+    /// Hole punching (issue #14): punched connections to serve, and downloads waiting for a
+    /// holder's connection to land on this listener.
+    pub punch: Arc<crate::punch::PunchHub>,
 }
 
 /// Why a ticket presented on a TLS link is refused when it belongs to another device.
@@ -100,6 +103,9 @@ pub async fn serve_peers_with_relay(
     // Slots for authenticated peers being served; unauthenticated ones are bounded separately.
     let slots = Arc::new(Semaphore::new(srv.max_incoming));
     let unauthenticated = Arc::new(Mutex::new(Unauthenticated::default()));
+    // Connections the holder side of a hole punch opened (see `crate::punch`): served exactly
+    // like accepted ones, through the same limits.
+    let mut punched = srv.punch.take_incoming();
     loop {
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -116,6 +122,7 @@ pub async fn serve_peers_with_relay(
                     None => std::future::pending().await,
                 }
             } => conn,
+            Some(x) = async { match punched.as_mut() { Some(rx) => rx.recv().await, None => None } } => x,
             _ = shutdown.cancelled() => return,
         };
         let (id, evicted) = unauthenticated.lock().expect("lock").register();
@@ -242,6 +249,14 @@ async fn authenticate_tls(
     match first_byte(&stream).await? {
         None => return Ok(None),
         Some(b) if b == handshake::MAGIC[0] => {
+            // A holder answering one of our hole punches, its connection landing on our
+            // listener (it is behind a symmetric NAT): hand it to the waiting download.
+            if let Some(nonce) = crate::punch::peek_punch(&stream).await? {
+                if !srv.punch.waiters.deliver(&nonce, stream) {
+                    tracing::debug!("punched connection for no waiting attempt; closed");
+                }
+                return Ok(None);
+            }
             // A plaintext client (a daemon in benchmark mode): tell it why, send nothing else.
             tracing::warn!(peer = ?stream.peer_addr().ok(), "refused a plaintext peer link: this daemon requires TLS");
             let mut stream = stream;

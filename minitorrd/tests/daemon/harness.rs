@@ -175,6 +175,7 @@ impl Net {
             upload_limit: Arc::new(RateLimiter::new(cfg.max_upload_rate)),
             max_incoming: cfg.max_incoming_peers,
             live: daemon.live(),
+            punch: daemon.punch_hub(),
             link,
         });
         tokio::spawn(serve_peers(listener, server, shutdown.clone()));

@@ -199,6 +199,57 @@ impl Service {
             ticket,
         })))
     }
+
+    /// Hole punching (issue #14): the caller cannot connect to the holder at `peer`; tell that
+    /// holder (and nobody else) to connect to the caller at the same moment. Only members may
+    /// ask, only for a session that holds the file now; the holder is sent the caller's
+    /// address as this tracker sees it, never one the caller chose.
+    pub(super) async fn punch(
+        &self,
+        caller: &Caller,
+        group: &str,
+        file: &str,
+        peer: &str,
+        nonce: [u8; 16],
+    ) -> Outcome {
+        self.require_member(caller, group).await?;
+        if !self
+            .punches
+            .lock()
+            .expect("lock")
+            .take(&caller.session.user, self.now())
+        {
+            return fail(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many hole punches: at most {} per {} s",
+                    super::punch_budget::PER_WINDOW,
+                    super::punch_budget::WINDOW_SECS
+                ),
+            );
+        }
+        let holders = self
+            .store
+            .file_peers(group, file, self.online_since(), &caller.token_hash)
+            .await?;
+        let Some(holder) = holders.into_iter().find(|h| h.addr == peer) else {
+            return fail(
+                ErrorCode::NotFound,
+                format!("{peer} is not an online holder of {file} in {group}"),
+            );
+        };
+        let from = PeerInfo {
+            user: caller.session.user.clone(),
+            addr: caller.session.peer_addr.clone(),
+            complete: false,
+            device_key: caller.session.device_key,
+        };
+        self.store
+            .punch_request(group, file, &holder, from, nonce)
+            .await?;
+        tracing::debug!(user = %caller.session.user, group, file, holder = %holder.addr, "punch requested");
+        Ok(Response::ok(format!("asked {} to connect", holder.addr)))
+    }
 }
 
 /// The NFC form of `name`, if it differs (a legacy name typed as stored, or not).

@@ -33,6 +33,7 @@ mod events;
 mod files;
 mod groups;
 mod names;
+mod punch_budget;
 mod relay;
 
 pub use events::{
@@ -154,6 +155,8 @@ pub struct Service {
     metadata_slots: tokio::sync::Semaphore,
     /// Operators' metrics, recorded in [`Service::handle`].
     metrics: Arc<crate::metrics::TrackerMetrics>,
+    /// Hole punches each member may still ask for (issue #14).
+    punches: Mutex<punch_budget::PunchBudget>,
 }
 
 /// Items whose metadata is loaded or checked at once (see `Service::metadata_slots`).
@@ -237,6 +240,7 @@ impl Service {
             store.tracker_identity(&candidate).await?
         };
         Ok(Service {
+            punches: Mutex::default(),
             nonces: Mutex::default(),
             tracker_id,
             events,
@@ -376,6 +380,7 @@ impl Service {
                 | Call::RemoveMember { .. }
                 | Call::StopShare { .. }
                 | Call::RemoveFile { .. }
+                | Call::Punch { .. }
         );
         // Login and CreateUser may wait their turn for a password-hashing slot, legitimately
         // for long; their database steps are still bounded by the pool's acquire timeout.
@@ -514,6 +519,12 @@ impl Service {
                 ErrorCode::BadRequest,
                 "subscribe needs a connection of its own (the server streams events on it)",
             ),
+            Call::Punch {
+                group,
+                file,
+                peer,
+                nonce,
+            } => self.punch(caller, &group, &file, &peer, nonce).await,
         }
     }
 
@@ -585,5 +596,6 @@ fn call_name(c: &Call) -> &'static str {
         Call::RevokeDevice { .. } => "revoke_device",
         Call::LogoutDevice => "logout_device",
         Call::ListItem { .. } => "list_item",
+        Call::Punch { .. } => "punch",
     }
 }

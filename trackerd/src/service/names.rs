@@ -73,7 +73,11 @@ pub(super) fn normalize(call: &mut Call) -> Result<(), Fail> {
             group(g)?;
             file(&mut meta.name)
         }
-        Call::GetFile { group: g, file: f } | Call::ListItem { group: g, item: f } => {
+        Call::GetFile { group: g, file: f }
+        | Call::ListItem { group: g, item: f }
+        | Call::Punch {
+            group: g, file: f, ..
+        } => {
             group(g)?;
             file(f)
         }

@@ -54,6 +54,26 @@ fn columns(kind: &EventKind) -> (&'static str, &str, &str, &str, String) {
             file.as_deref().unwrap_or(""),
             addr.clone().unwrap_or_default(),
         ),
+        // user: who asks; detail: nonce, the asker's key and address, the holder's address.
+        EventKind::PunchRequest {
+            group,
+            file,
+            holder_addr,
+            from,
+            nonce,
+        } => (
+            "punch_request",
+            group,
+            &from.user,
+            file,
+            format!(
+                "{} {} {} {}",
+                hex::encode(nonce),
+                hex::encode(from.device_key),
+                from.addr,
+                holder_addr
+            ),
+        ),
     }
 }
 
@@ -97,6 +117,29 @@ fn from_columns(
             user,
             addr: some(detail),
         },
+        "punch_request" => {
+            let bad = || StoreError::Corrupt(format!("punch event detail {detail:?}"));
+            let parts: Vec<&str> = detail.split(' ').collect();
+            let [nonce, key, from_addr, holder_addr] = parts[..] else {
+                return Err(bad());
+            };
+            let nonce: [u8; 16] = hex::decode(nonce)
+                .ok()
+                .and_then(|n| n.try_into().ok())
+                .ok_or_else(bad)?;
+            EventKind::PunchRequest {
+                group,
+                file,
+                holder_addr: holder_addr.to_string(),
+                from: minitorr_proto::types::PeerInfo {
+                    user,
+                    addr: from_addr.to_string(),
+                    complete: false,
+                    device_key: super::sessions::device_key_from_hex(key)?,
+                },
+                nonce,
+            }
+        }
         other => return Err(StoreError::Corrupt(format!("unknown event kind {other:?}"))),
     })
 }
@@ -149,7 +192,67 @@ pub(super) async fn emit(
     to_u64(id, "event id")
 }
 
+/// Record `kind` inside `tx` for `recipients` only (not the whole group): a punch request
+/// concerns one holder.
+pub(super) async fn emit_to(
+    tx: &mut Transaction<'static, Any>,
+    kind: &EventKind,
+    recipients: &[&str],
+) -> Result<u64> {
+    let id: i64 =
+        sqlx::query_scalar("UPDATE event_seq SET last = last + 1 WHERE id = 1 RETURNING last")
+            .fetch_one(&mut **tx)
+            .await?;
+    let (k, group, user, file, detail) = columns(kind);
+    sqlx::query(
+        "INSERT INTO events (id, created, kind, group_name, user_name, file_name, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(unix_now())
+    .bind(k)
+    .bind(group)
+    .bind(user)
+    .bind(file)
+    .bind(detail)
+    .execute(&mut **tx)
+    .await?;
+    for u in recipients {
+        sqlx::query(
+            "INSERT INTO event_recipients (event_id, user_name) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(*u)
+        .execute(&mut **tx)
+        .await?;
+    }
+    to_u64(id, "event id")
+}
+
 impl Store {
+    /// Push a `PunchRequest` to `holder`'s user only (issue #14).
+    pub async fn punch_request(
+        &self,
+        group: &str,
+        file: &str,
+        holder: &minitorr_proto::types::PeerInfo,
+        from: minitorr_proto::types::PeerInfo,
+        nonce: [u8; 16],
+    ) -> Result<u64> {
+        let kind = EventKind::PunchRequest {
+            group: group.to_string(),
+            file: file.to_string(),
+            holder_addr: holder.addr.clone(),
+            from,
+            nonce,
+        };
+        let mut tx = self.begin().await?;
+        let id = emit_to(&mut tx, &kind, &[holder.user.as_str()]).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
     /// The id of the last committed event (0 if none ever was).
     pub async fn last_event_id(&self) -> Result<u64> {
         let last: i64 = sqlx::query_scalar("SELECT last FROM event_seq WHERE id = 1")

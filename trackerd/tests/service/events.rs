@@ -389,3 +389,88 @@ async fn an_event_committed_on_one_tracker_reaches_subscribers_of_another() {
     // Delivery is by the 250 ms poll; allow for a loaded machine.
     assert!(started.elapsed() < PATIENT, "{:?}", started.elapsed());
 }
+
+/// Hole punching (issue #14): a member asks, only the listed holder's user hears it, with the
+/// asker's address as the tracker recorded it; outsiders and made-up addresses are refused.
+#[tokio::test]
+async fn punch_requests_reach_only_the_holder_and_only_from_members() {
+    let h = Harness::new().await;
+    let (alice, bob, carol, dave) = (
+        h.user("alice").await,
+        h.user("bob").await,
+        h.user("carol").await,
+        h.user("dave").await,
+    );
+    h.group("g1", &alice, &[&bob, &carol]).await;
+    h.group("g2", &dave, &[]).await;
+    h.ok(&bob, share("g1", meta("f.bin", 40_000, 3), true))
+        .await;
+    let (mut sb, mut sc) = (sub(&h, &bob).await, sub(&h, &carol).await);
+    drain_all(&h.svc, &mut sb).await;
+    drain_all(&h.svc, &mut sc).await;
+    let get = Call::GetFile {
+        group: "g1".into(),
+        file: "f.bin".into(),
+    };
+    let holder = match h.call(Some(&alice), get).await {
+        Response::File(d) => d.peers[0].addr.clone(),
+        other => panic!("{other:?}"),
+    };
+    let punch = |peer: &str| Call::Punch {
+        group: "g1".into(),
+        file: "f.bin".into(),
+        peer: peer.into(),
+        nonce: [9; 16],
+    };
+    h.ok(&alice, punch(&holder)).await;
+    let got = drain_all(&h.svc, &mut sb).await;
+    let [EventKind::PunchRequest {
+        group,
+        file,
+        holder_addr,
+        from,
+        nonce,
+    }] = got.as_slice()
+    else {
+        panic!("{got:?}");
+    };
+    assert_eq!((group.as_str(), file.as_str()), ("g1", "f.bin"));
+    assert_eq!(holder_addr, &holder);
+    assert_eq!(*nonce, [9; 16]);
+    assert_eq!(from.user, "alice");
+    assert_eq!(
+        from.device_key,
+        device_key(),
+        "the key alice's session logged in with"
+    );
+    assert!(!from.addr.is_empty(), "{from:?}");
+    // Another member of the group hears nothing of it.
+    let other = h.svc.next_events(&mut sc, QUIET).await.expect("events");
+    assert!(
+        other
+            .iter()
+            .all(|e| !matches!(e.kind, EventKind::PunchRequest { .. })),
+        "{other:?}"
+    );
+    // An outsider may not ask; an address that is no holder of the file is refused.
+    h.err(&dave, punch(&holder), ErrorCode::Forbidden).await;
+    h.err(&alice, punch("10.9.9.9:1"), ErrorCode::NotFound)
+        .await;
+    let none = h.svc.next_events(&mut sb, QUIET).await.expect("events");
+    assert!(none.is_empty(), "{none:?}");
+    // A member asking again and again is cut off (each request is an event row and makes the
+    // holder open connections); the budget is per member and per window.
+    let mut refused = None;
+    for i in 0..100 {
+        if let Response::Error { code, message } = h.call(Some(&alice), punch(&holder)).await {
+            assert_eq!(code, ErrorCode::RateLimited, "{message}");
+            refused = Some(i);
+            break;
+        }
+    }
+    assert!(
+        refused.is_some_and(|i| i < 70),
+        "never rate-limited: {refused:?}"
+    );
+    h.ok(&carol, punch(&holder)).await;
+}
