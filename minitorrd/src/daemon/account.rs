@@ -411,6 +411,7 @@ impl Daemon {
             stamp,
             meta: rec.meta.clone(),
             withdrawn: None,
+            tree_files: Vec::new(),
         };
         let call = Call::Share {
             group: rec.group.clone(),

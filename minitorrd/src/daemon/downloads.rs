@@ -239,6 +239,10 @@ impl Daemon {
                     rec.error = None;
                     rec.bytes_done = rec.meta.size;
                     rec.pieces_done = rec.meta.piece_count();
+                    let tree_files = match &list[p] {
+                        DownloadEntry::Live(d) => d.finished_tree_files(),
+                        DownloadEntry::Record(_) => Vec::new(),
+                    };
                     match FileStamp::of(&rec.dest) {
                         Ok(stamp) => {
                             share = Some(ShareRecord {
@@ -247,6 +251,7 @@ impl Daemon {
                                 stamp,
                                 meta: rec.meta.clone(),
                                 withdrawn: None,
+                                tree_files,
                             })
                         }
                         Err(e) => tracing::warn!(error = %e, "finished file vanished"),

@@ -111,6 +111,7 @@ impl Daemon {
                 stamp,
                 meta: (*meta).clone(),
                 withdrawn: None,
+                tree_files: Vec::new(),
             };
             state.user(&session.user).upsert_share(rec);
             self.save_state(&state).await;
@@ -261,6 +262,7 @@ impl Daemon {
                 stamp,
                 meta,
                 withdrawn: None,
+                tree_files: Vec::new(),
             });
             self.save_state(&state).await;
         }

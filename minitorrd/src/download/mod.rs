@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use minitorr_proto::control::{DownloadState, DownloadStatus};
 use minitorr_proto::ticket::Ticket;
 use minitorr_proto::tracker::{Call, EventKind, FileDetails, Response};
-use minitorr_proto::types::{FileMeta, PeerInfo};
+use minitorr_proto::types::{FileMeta, PeerInfo, Sha1Hash};
 
 use crate::blocking::BlockingPool;
 use crate::ratelimit::RateLimiter;
@@ -107,6 +107,8 @@ pub struct Download {
     /// its own, never held with another).
     news: Mutex<Vec<HolderNews>>,
     news_ready: Notify,
+    /// A finished tree's files (disk path, stamp), for the share record.
+    tree_files: Mutex<Vec<crate::storage::walk::SharedTreeFile>>,
 }
 
 impl Download {
@@ -152,17 +154,12 @@ impl Download {
                 Ok((part, have))
             })
             .await?;
-        let bytes_done = have.iter_set().map(|i| meta.piece_len(i) as u64).sum();
-        let io = |source| storage::StorageError::Io {
-            what: "open",
-            path: part.path().to_path_buf(),
-            source,
-        };
+        let bytes_done = have.iter_set().map(|i| part.storage().piece_len(i) as u64).sum();
         let shared = SharedFile::partial(
             group.clone(),
             meta.clone(),
             part.path().to_path_buf(),
-            part.try_clone_file().map_err(io)?,
+            part.storage(),
             have.clone(),
         );
         let part = Arc::new(part);
@@ -192,12 +189,26 @@ impl Download {
             cancel: CancellationToken::new(),
             news: Mutex::new(Vec::new()),
             news_ready: Notify::new(),
+            tree_files: Mutex::new(Vec::new()),
         }))
     }
 
     /// Flush the finished file and its directory entry to disk (blocking).
     pub fn sync_to_disk(&self) -> std::io::Result<()> {
         self.part.sync_to_disk()
+    }
+
+    /// A finished tree's files as its share record lists them (empty for a single file or
+    /// before completion).
+    pub fn finished_tree_files(&self) -> Vec<crate::storage::walk::SharedTreeFile> {
+        self.tree_files.lock().expect("lock").clone()
+    }
+
+    /// Files whose every piece is verified, and the item's file count.
+    pub fn files_done(&self) -> (u32, u32) {
+        let have = self.shared.have();
+        let s = self.shared.storage();
+        (s.files_done(&have), s.layout().files().len() as u32)
     }
 
     pub fn pieces_done(&self) -> u32 {
@@ -533,16 +544,25 @@ impl Download {
             .ok_or("download finished twice")?;
         let stamp = env
             .pool
-            .run(move || -> Result<FileStamp, String> {
+            .run(move || -> Result<(FileStamp, Vec<_>), String> {
                 let got = whole
                     .finish()
                     .map_err(|e| format!("cannot compute the whole-file SHA1: {e}"))?;
-                if got != meta.sha1 {
-                    return Err(format!(
-                        "whole-file SHA1 mismatch (got {}, expected {})",
-                        got.short(),
-                        meta.sha1.short()
-                    ));
+                let expected: Vec<(&str, Sha1Hash)> = match &meta.tree {
+                    None => vec![(meta.name.as_str(), meta.sha1)],
+                    Some(t) => t.files().map(|(p, _, h)| (p, h)).collect(),
+                };
+                if got.len() != expected.len() {
+                    return Err("the whole-file hasher lost track of the files".into());
+                }
+                for (g, (path, want)) in got.iter().zip(&expected) {
+                    if g != want {
+                        return Err(format!(
+                            "whole-file SHA1 mismatch for {path} (got {}, expected {})",
+                            g.short(),
+                            want.short()
+                        ));
+                    }
                 }
                 let name = dest.file_name().unwrap_or_default();
                 part.finish(name).map_err(|e| match e {
@@ -551,10 +571,23 @@ impl Download {
                     }
                     e => format!("cannot move the file into place: {e}"),
                 })?;
-                part.stamp().map_err(|e| e.to_string())
+                let files = if part.is_tree() {
+                    part.tree_files().map_err(|e| e.to_string())?
+                } else {
+                    Vec::new()
+                };
+                Ok((part.stamp().map_err(|e| e.to_string())?, files))
             })
             .await?;
-        self.shared.completed_at(&self.dest, stamp);
+        let (stamp, files) = stamp;
+        if self.meta.is_tree() {
+            // Serving goes on through the same handles (beneath the renamed root); each
+            // file's stamp guards it from now on.
+            *self.tree_files.lock().expect("lock") = files;
+            self.shared.completed_tree_at(&self.dest);
+        } else {
+            self.shared.completed_at(&self.dest, stamp);
+        }
         // Complete locally whatever the tracker's state: registering is retried behind.
         self.announce_in_background(env, true);
         Ok(())
@@ -581,7 +614,7 @@ impl Download {
                 w.piece(piece, Some(data));
             }
             self.shared.add_piece(piece);
-            let len = self.meta.piece_len(piece) as u64;
+            let len = self.shared.piece_len(piece) as u64;
             self.progress.lock().expect("lock").record_piece(
                 addr,
                 user,

@@ -16,7 +16,6 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -31,6 +30,7 @@ use minitorr_proto::private_dir::own_uid;
 use minitorr_proto::types::{Bitfield, FileMeta, Sha1Hash};
 
 use crate::sharing::hasher::{sha1_of, FileStamp};
+use crate::storage::Storage;
 
 /// Space left free on the destination's filesystem after a download: 5 % of its size, at most
 /// 64 MiB. Big disks keep 64 MiB (enough for the system to keep working); tiny filesystems
@@ -197,8 +197,12 @@ pub fn part_path_for(dest: &Path) -> PathBuf {
     dest.with_file_name(part_name_for(dest.file_name().unwrap_or_default()))
 }
 
+/// Where a download's bytes are kept until complete: one part file (a single-file item), or
+/// a staging directory holding the tree (`.ITEM.minitorr-part/`, private, renamed to `ITEM`
+/// when every file verified). Piece I/O goes through [`Storage`] either way.
 pub struct PartFile {
-    file: File,
+    kind: PartKind,
+    store: Arc<Storage>,
     /// Writers take turns: concurrent pwrites to one file only contend on the inode lock in
     /// the kernel (spinning there cost ~6 % CPU in profiles); hashing stays parallel.
     write_turn: std::sync::Mutex<()>,
@@ -206,6 +210,21 @@ pub struct PartFile {
     name: OsString,
     path: PathBuf,
     meta: Arc<FileMeta>,
+}
+
+enum PartKind {
+    File(File),
+    /// The staging directory's own handle.
+    Tree(OwnedFd),
+}
+
+impl PartKind {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            PartKind::File(f) => f.as_fd(),
+            PartKind::Tree(d) => d.as_fd(),
+        }
+    }
 }
 
 impl PartFile {
@@ -217,6 +236,9 @@ impl PartFile {
         dest_name: &OsStr,
         meta: Arc<FileMeta>,
     ) -> Result<(PartFile, bool), StorageError> {
+        if meta.tree.is_some() {
+            return Self::open_tree(dir, dest_name, meta);
+        }
         let name = part_name_for(dest_name);
         let path = dir.path.join(&name);
         // Bytes an existing part file already holds need no new space.
@@ -267,9 +289,18 @@ impl PartFile {
             file.set_len(0).map_err(len_err)?;
             preallocate(&file, meta.size).map_err(len_err)?;
         }
+        let store = Arc::new(Storage::single(
+            &meta,
+            file.try_clone().map_err(|source| StorageError::Io {
+                what: "open",
+                path: path.clone(),
+                source,
+            })?,
+        ));
         Ok((
             PartFile {
-                file,
+                kind: PartKind::File(file),
+                store,
                 write_turn: std::sync::Mutex::new(()),
                 dir,
                 name,
@@ -280,24 +311,115 @@ impl PartFile {
         ))
     }
 
+    /// The staging directory of a tree: created private (0700) next to the destination, or
+    /// found again on resume (then it must be a real directory of ours), with every file of
+    /// the tree created inside it ([`crate::storage::tree::create_tree`]).
+    fn open_tree(
+        dir: DestDir,
+        dest_name: &OsStr,
+        meta: Arc<FileMeta>,
+    ) -> Result<(PartFile, bool), StorageError> {
+        let name = part_name_for(dest_name);
+        let path = dir.path.join(&name);
+        let tree = meta.tree.as_ref().expect("a tree");
+        let existed = match rustix::fs::mkdirat(&dir.fd, &name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => false,
+            Err(rustix::io::Errno::EXIST) => true,
+            Err(e) => return Err(dir.io("create", &name)(e)),
+        };
+        if !existed {
+            dir.check_space(&meta.name, meta.size, 0).inspect_err(|_| {
+                let _ = rustix::fs::unlinkat(&dir.fd, &name, AtFlags::REMOVEDIR);
+            })?;
+        }
+        let root = rustix::fs::openat(
+            &dir.fd,
+            &name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => StorageError::Planted {
+                path: path.clone(),
+                why: "it is not a directory (a symbolic link or a file)".into(),
+            },
+            e => dir.io("open", &name)(e),
+        })?;
+        let st = rustix::fs::fstat(&root).map_err(dir.io("stat", &name))?;
+        if st.st_uid != own_uid() {
+            return Err(StorageError::Planted {
+                path,
+                why: format!("it is owned by uid {}, not by you", st.st_uid),
+            });
+        }
+        let files_existed = crate::storage::tree::create_tree(&root, tree).map_err(|e| {
+            StorageError::Planted {
+                path: path.clone(),
+                why: e.to_string(),
+            }
+        })?;
+        let set_root = root.try_clone().map_err(|source| StorageError::Io {
+            what: "open",
+            path: path.clone(),
+            source,
+        })?;
+        let store = Arc::new(Storage::new(
+            &meta,
+            Box::new(crate::storage::tree::TreeFiles::writable(
+                set_root,
+                path.clone(),
+                &meta,
+            )),
+        ));
+        Ok((
+            PartFile {
+                kind: PartKind::Tree(root),
+                store,
+                write_turn: std::sync::Mutex::new(()),
+                dir,
+                name,
+                path,
+                meta,
+            },
+            existed && files_existed,
+        ))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// A second handle on the same open file (for serving pieces while downloading): never
-    /// a re-open by name.
-    pub fn try_clone_file(&self) -> io::Result<File> {
-        self.file.try_clone()
+    pub fn is_tree(&self) -> bool {
+        matches!(self.kind, PartKind::Tree(_))
+    }
+
+    /// The pieces, for serving them while downloading (the same open handles: never a
+    /// re-open by name of a single part file; a tree's files are opened beneath its root).
+    pub fn storage(&self) -> Arc<Storage> {
+        self.store.clone()
     }
 
     pub fn write_piece(&self, piece: u32, data: &[u8]) -> io::Result<()> {
         let _turn = self.write_turn.lock().unwrap_or_else(|e| e.into_inner());
-        self.file.write_all_at(data, self.meta.piece_offset(piece))
+        self.store.write_piece(piece, data)
     }
 
     pub fn read_piece(&self, piece: u32, buf: &mut Vec<u8>) -> io::Result<()> {
-        buf.resize(self.meta.piece_len(piece) as usize, 0);
-        self.file.read_exact_at(buf, self.meta.piece_offset(piece))
+        self.store.read_piece(piece, buf)
+    }
+
+    /// The files of a finished tree as a share record lists them (path on disk, stamp).
+    pub fn tree_files(&self) -> io::Result<Vec<crate::storage::walk::SharedTreeFile>> {
+        let paths = crate::storage::tree::file_paths(&self.meta);
+        let mut out = Vec::with_capacity(paths.len());
+        for (i, p) in paths.into_iter().enumerate() {
+            let f = self.store.layout_file(i)?;
+            out.push(crate::storage::walk::SharedTreeFile {
+                disk_path: p,
+                stamp: FileStamp::of_file(&f)?,
+            });
+        }
+        Ok(out)
     }
 
     /// Re-verify every piece on disk (resume after a crash): only pieces whose hash matches count.
@@ -325,9 +447,16 @@ impl PartFile {
         Ok(have)
     }
 
-    /// Stamp (size, mtime, device, inode) of the open file.
+    /// Stamp (size, mtime, device, inode) of the open file (of the staging directory for a
+    /// tree).
     pub fn stamp(&self) -> io::Result<FileStamp> {
-        FileStamp::of_file(&self.file)
+        let st = rustix::fs::fstat(self.kind.fd())?;
+        Ok(FileStamp {
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
     }
 
     /// Move into place without ever replacing an existing file: the inode we wrote (not
@@ -339,6 +468,10 @@ impl PartFile {
     /// after a power loss in between, login re-verifies the file's SHA1.
     pub fn finish(&self, dest_name: &OsStr) -> Result<(), StorageError> {
         let dest = self.dir.path.join(dest_name);
+        let file = match &self.kind {
+            PartKind::File(f) => f,
+            PartKind::Tree(_) => return self.finish_tree(dest_name, dest),
+        };
         let exists = |e: rustix::io::Errno, io: &dyn Fn(rustix::io::Errno) -> StorageError| {
             if e == rustix::io::Errno::EXIST {
                 StorageError::Exists { path: dest.clone() }
@@ -348,7 +481,7 @@ impl PartFile {
         };
         // /proc/self/fd/N with AT_SYMLINK_FOLLOW links the open file itself (what
         // AT_EMPTY_PATH does, without needing CAP_DAC_READ_SEARCH).
-        let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
         match rustix::fs::linkat(
             CWD,
             proc_path.as_str(),
@@ -392,9 +525,35 @@ impl PartFile {
         Ok(())
     }
 
-    /// Flush the finished file and its directory entry to disk (blocking).
+    /// A tree appears at once and whole: the staging directory is renamed to the final name
+    /// (`RENAME_NOREPLACE`: never over anything already there), after checking the staging
+    /// name is still our directory.
+    fn finish_tree(&self, dest_name: &OsStr, dest: PathBuf) -> Result<(), StorageError> {
+        if !self.name_is_ours(&self.name) {
+            return Err(StorageError::Planted {
+                path: self.path.clone(),
+                why: "it was removed or replaced during the download".into(),
+            });
+        }
+        match rustix::fs::renameat_with(
+            &self.dir.fd,
+            &self.name,
+            &self.dir.fd,
+            dest_name,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::EXIST) | Err(rustix::io::Errno::NOTEMPTY) => {
+                Err(StorageError::Exists { path: dest })
+            }
+            Err(e) => Err(self.dir.io("rename", &self.name)(e)),
+        }
+    }
+
+    /// Flush the finished file (every file of a tree) and its directory entry to disk
+    /// (blocking).
     pub fn sync_to_disk(&self) -> io::Result<()> {
-        self.file.sync_data()?;
+        self.store.flush()?;
         rustix::fs::fsync(&self.dir.fd)?;
         Ok(())
     }
@@ -403,7 +562,7 @@ impl PartFile {
     fn name_is_ours(&self, name: &OsStr) -> bool {
         let (Ok(there), Ok(mine)) = (
             rustix::fs::statat(&self.dir.fd, name, AtFlags::SYMLINK_NOFOLLOW),
-            rustix::fs::fstat(self.file.as_fd()),
+            rustix::fs::fstat(self.kind.fd()),
         ) else {
             return false;
         };
@@ -468,17 +627,18 @@ pub struct WholeFileHasher {
     /// Bytes handed over and not yet hashed or dropped. Checked when sending, so a hasher
     /// that falls behind (CPU contention) cannot make the channel grow without bound.
     pending: Arc<AtomicUsize>,
-    handle: std::thread::JoinHandle<io::Result<Sha1Hash>>,
+    handle: std::thread::JoinHandle<io::Result<Vec<Sha1Hash>>>,
 }
 
 impl WholeFileHasher {
     pub fn start(part: Arc<PartFile>) -> io::Result<Self> {
+        let store = part.storage();
         let (tx, rx) = mpsc::channel();
         let pending = Arc::new(AtomicUsize::new(0));
         let p = pending.clone();
         let handle = std::thread::Builder::new()
             .name("whole-sha1".into())
-            .spawn(move || hash_in_order(&part, rx, &p))?;
+            .spawn(move || hash_in_order(&store, rx, &p))?;
         Ok(WholeFileHasher {
             tx,
             pending,
@@ -501,8 +661,9 @@ impl WholeFileHasher {
         let _ = self.tx.send(HashMsg::Piece(piece, data));
     }
 
-    /// Wait for the digest (blocking: call from the blocking pool). All pieces must be sent.
-    pub fn finish(self) -> io::Result<Sha1Hash> {
+    /// Wait for the digests, one per file in layout order (blocking: call from the blocking
+    /// pool). All pieces must be sent.
+    pub fn finish(self) -> io::Result<Vec<Sha1Hash>> {
         let _ = self.tx.send(HashMsg::Finish);
         self.handle
             .join()
@@ -510,14 +671,27 @@ impl WholeFileHasher {
     }
 }
 
+/// Pieces are hashed in item order; each file's SHA1 is finished at its last piece (an empty
+/// file's is the SHA1 of nothing), so a tree's files are verified in the same single pass.
 fn hash_in_order(
-    part: &PartFile,
+    store: &Storage,
     rx: mpsc::Receiver<HashMsg>,
     pending: &AtomicUsize,
-) -> io::Result<Sha1Hash> {
-    let n = part.meta.piece_count();
+) -> io::Result<Vec<Sha1Hash>> {
+    let n = store.piece_count();
+    let files = store.layout().files();
+    let mut digests = Vec::with_capacity(files.len());
+    let mut file = 0usize;
+    // Close every file whose pieces all come before `next` (empty files included).
+    let close = |next: u32, file: &mut usize, sha: &mut Sha1, digests: &mut Vec<Sha1Hash>| {
+        while *file < files.len() && files[*file].pieces().end <= next {
+            digests.push(Sha1Hash(std::mem::take(sha).finalize().into()));
+            *file += 1;
+        }
+    };
     let mut sha = Sha1::new();
     let mut next = 0u32;
+    close(next, &mut file, &mut sha, &mut digests);
     let mut waiting: BTreeMap<u32, Option<Bytes>> = BTreeMap::new();
     let mut buf = Vec::new();
     let mut finishing = false;
@@ -530,14 +704,15 @@ fn hash_in_order(
                     pending.fetch_sub(d.len(), Ordering::AcqRel);
                 }
                 None => {
-                    part.read_piece(next, &mut buf)?;
+                    store.read_piece(next, &mut buf)?;
                     sha.update(&buf);
                 }
             }
             next += 1;
+            close(next, &mut file, &mut sha, &mut digests);
         }
         if next == n {
-            return Ok(Sha1Hash(sha.finalize().into()));
+            return Ok(digests);
         }
         if finishing {
             return Err(io::Error::other(format!(
@@ -760,7 +935,7 @@ mod tests {
                 .then(|| Bytes::copy_from_slice(&data[s..s + meta.piece_len(i) as usize]));
             hasher.piece(i, bytes);
         }
-        assert_eq!(hasher.finish().unwrap(), meta.sha1);
+        assert_eq!(hasher.finish().unwrap(), vec![meta.sha1]);
         part.finish("f".as_ref()).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), data);
         assert!(!pp.exists());
