@@ -293,6 +293,12 @@ pub fn render(
         (Response::Files { group, files }, true) => json::render_files(group, files),
         (Response::Uploaded(f), false) => human::render_uploaded(f),
         (Response::Uploaded(f), true) => json::render_uploaded(f),
+        (Response::UploadedTree { file, skipped }, false) => {
+            human::render_uploaded_tree(file, skipped)
+        }
+        (Response::UploadedTree { file, skipped }, true) => {
+            json::render_uploaded_tree(file, skipped)
+        }
         (Response::DownloadStarted(d), false) => human::render_download_started(d),
         (Response::DownloadStarted(d), true) => json::render_download(d),
         (Response::Downloads(d), false) => human::render_downloads(d, style),
@@ -440,6 +446,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Error(_) => "Error",
         Response::Devices(_) => "Devices",
         Response::Shares(_) => "Shares",
+        Response::UploadedTree { .. } => "UploadedTree",
     }
 }
 

@@ -174,6 +174,22 @@ pub enum Response {
     Error(ErrorReply),
     Devices(Vec<crate::types::DeviceInfo>),
     Shares(Vec<ShareStatus>),
+    /// `upload_file DIR`: the tree is shared; `skipped` lists what in it was not (symlinks,
+    /// devices, sockets, FIFOs — never followed).
+    UploadedTree {
+        file: FileSummary,
+        skipped: Vec<SkippedEntry>,
+    },
+}
+
+/// Something inside a shared directory that is not part of the item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct SkippedEntry {
+    /// Relative to the shared directory.
+    pub path: String,
+    /// "symbolic link", "FIFO", "socket", "device", …
+    pub what: String,
 }
 
 /// One shared file, as `list_shares` reports it.
@@ -265,6 +281,12 @@ pub struct DownloadStatus {
     /// not count.
     #[serde(default)]
     pub avg_bps: u64,
+    /// Files of the item whose every piece is verified, and its file count (1 for a single
+    /// file; a tree counts its regular files).
+    #[serde(default)]
+    pub files_done: u32,
+    #[serde(default)]
+    pub files_total: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

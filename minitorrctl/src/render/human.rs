@@ -394,7 +394,7 @@ pub fn render_downloads(downloads: &[DownloadStatus], style: Style) -> String {
                 DownloadState::Downloading => vec![
                     head,
                     percent(d),
-                    format!("{}/{}", size(d.bytes_done), size(d.size)),
+                    format!("{}/{}{}", size(d.bytes_done), size(d.size), files_part(d)),
                     speed(d.speed_bps),
                     plural(connected(d), "peer", "peers"),
                     format!("ETA {}", eta(d)),
@@ -799,4 +799,31 @@ mod tests {
         insta::assert_snapshot!("login", render_login(&login()));
         insta::assert_snapshot!("message", render_message("group g1 created; you own it"));
     }
+}
+
+/// `, 3/16 files` for an item of several files (nothing for a single file).
+fn files_part(d: &DownloadStatus) -> String {
+    if d.files_total > 1 {
+        format!(", {}/{} files", d.files_done, d.files_total)
+    } else {
+        String::new()
+    }
+}
+
+/// `upload_file DIR`: the item, then a warning listing what was skipped (never followed).
+pub fn render_uploaded_tree(
+    f: &FileSummary,
+    skipped: &[proto::control::SkippedEntry],
+) -> String {
+    let mut out = render_uploaded(f);
+    if !skipped.is_empty() {
+        out.push_str(&format!(
+            "warning: skipped {} (not regular files or directories; never followed):\n",
+            plural(skipped.len() as u64, "entry", "entries")
+        ));
+        for s in skipped {
+            out.push_str(&format!("  {} ({})\n", clean(&s.path), clean(&s.what)));
+        }
+    }
+    out
 }

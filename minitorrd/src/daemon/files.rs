@@ -41,10 +41,7 @@ impl Daemon {
         let md = std::fs::metadata(&path)
             .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
         if md.is_dir() {
-            return Err(invalid(format!(
-                "{} is a directory; upload_file shares one file",
-                path.display()
-            )));
+            return self.upload_tree(path, group, name).await;
         }
         if !md.is_file() {
             return Err(invalid(format!("{} is not a regular file", path.display())));
@@ -582,6 +579,8 @@ pub(super) fn record_status(r: &DownloadRecord) -> DownloadStatus {
         first_piece_ms: None,
         elapsed_ms: 0,
         avg_bps: 0,
+        files_done: 0,
+        files_total: 1,
     }
 }
 

@@ -10,6 +10,7 @@ mod groups;
 mod names;
 pub mod retry;
 mod shares;
+mod trees;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};

@@ -258,6 +258,7 @@ impl Download {
 
     pub fn status(&self) -> DownloadStatus {
         let pieces_done = self.pieces_done();
+        let (files_done, files_total) = self.files_done();
         let p = self.progress.lock().expect("lock");
         let elapsed = p.finished.unwrap_or_else(|| self.started.elapsed());
         DownloadStatus {
@@ -280,6 +281,8 @@ impl Download {
             first_piece_ms: p.first_piece.map(|d| d.as_millis() as u64),
             elapsed_ms: elapsed.as_millis() as u64,
             avg_bps: p.average_speed(elapsed),
+            files_done,
+            files_total,
         }
     }
 
