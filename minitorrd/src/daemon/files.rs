@@ -208,6 +208,14 @@ impl Daemon {
     ) -> Reply<Response> {
         let dest = checked_dir(&plan.dir)?.join(&plan.name);
         let meta = self.file_details(&group, &file).await?.meta;
+        if meta.is_tree() {
+            // A tree lands as a directory; a file at its name is never replaced.
+            return Err(refused(format!(
+                "{} already exists and {file} in {group} is a directory tree; not overwriting \
+                 it: remove it or choose another destination",
+                dest.display()
+            )));
+        }
         let different = |how: String| {
             refused(format!(
                 "{} already exists with other content than {file} in {group} ({how}); not \

@@ -742,6 +742,11 @@ pub fn remove_part_file(dest: &Path) -> Result<bool, StorageError> {
     let dir = DestDir::open(dest.parent().unwrap_or(Path::new("/")))?;
     let name = part_name_for(dest.file_name().unwrap_or_default());
     let path = dir.path.join(&name);
+    if rustix::fs::statat(&dir.fd, &name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+    {
+        return remove_staging_tree(&dir, &name, &path).map(|()| true);
+    }
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let fd = match rustix::fs::openat(&dir.fd, &name, flags, Mode::empty()) {
         Ok(fd) => fd,
@@ -757,6 +762,59 @@ pub fn remove_part_file(dest: &Path) -> Result<bool, StorageError> {
     check_own_single_file(&fd, &path)?;
     rustix::fs::unlinkat(&dir.fd, &name, AtFlags::empty()).map_err(dir.io("remove", &name))?;
     Ok(true)
+}
+
+/// Delete a tree's staging directory (cancel, remove): only if it is a directory of ours;
+/// everything inside is removed relative to its parent's handle, symlinks as links (never
+/// followed), so nothing outside the staging directory can be touched.
+fn remove_staging_tree(dir: &DestDir, name: &OsStr, path: &Path) -> Result<(), StorageError> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(&dir.fd, name, flags, Mode::empty()).map_err(dir.io("open", name))?;
+    let st = rustix::fs::fstat(&fd).map_err(dir.io("stat", name))?;
+    if st.st_uid != own_uid() {
+        return Err(StorageError::Planted {
+            path: path.to_path_buf(),
+            why: format!("it is owned by uid {}, not by you", st.st_uid),
+        });
+    }
+    let io = |source: rustix::io::Errno| StorageError::Io {
+        what: "remove",
+        path: path.to_path_buf(),
+        source: source.into(),
+    };
+    empty_dir(&fd, 0).map_err(io)?;
+    rustix::fs::unlinkat(&dir.fd, name, AtFlags::REMOVEDIR).map_err(io)
+}
+
+/// Remove everything inside the directory `fd` (depth-bounded like item paths).
+fn empty_dir(fd: &OwnedFd, depth: usize) -> rustix::io::Result<()> {
+    if depth > minitorr_proto::item::MAX_ITEM_DEPTH {
+        return Err(rustix::io::Errno::LOOP);
+    }
+    let mut names = Vec::new();
+    for ent in rustix::fs::Dir::read_from(fd)? {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(std::ffi::CString::new(n).expect("no NUL in a file name"));
+        }
+    }
+    for n in names {
+        let st = rustix::fs::statat(fd, &n, AtFlags::SYMLINK_NOFOLLOW)?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            let sub = rustix::fs::openat(
+                fd,
+                &n,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            empty_dir(&sub, depth + 1)?;
+            rustix::fs::unlinkat(fd, &n, AtFlags::REMOVEDIR)?;
+        } else {
+            rustix::fs::unlinkat(fd, &n, AtFlags::empty())?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -975,5 +1033,104 @@ mod tests {
             Err(StorageError::Exists { .. })
         ));
         assert_eq!(std::fs::read(&dest).unwrap(), b"mine");
+    }
+
+    /// A tree downloads into a private staging directory, verifies file by file in one
+    /// in-order pass, appears whole under its final name, and never over an existing one.
+    #[test]
+    fn a_tree_stages_verifies_and_appears_whole() {
+        use minitorr_proto::item::{Tree, TreeEntry};
+        let dir = tempfile::tempdir().unwrap();
+        let ps = 16 * 1024;
+        let files: Vec<(&str, Vec<u8>)> = vec![
+            ("a/b/big", (0..70_000u32).map(|i| (i % 249) as u8).collect()),
+            ("a/empty", vec![]),
+            ("z", b"last".to_vec()),
+        ];
+        let mut tree = Tree {
+            entries: files
+                .iter()
+                .map(|(p, d)| TreeEntry::file(*p, d.len() as u64, sha1_of(d)))
+                .chain([TreeEntry::dir("void")])
+                .collect(),
+        };
+        tree.sort();
+        let pieces = tree
+            .files()
+            .flat_map(|(p, _, _)| {
+                let d = &files.iter().find(|f| f.0 == p).unwrap().1;
+                d.chunks(ps as usize).map(sha1_of).collect::<Vec<_>>()
+            })
+            .collect();
+        let meta = Arc::new(FileMeta {
+            name: "proj".into(),
+            size: tree.total_size(),
+            piece_size: ps,
+            sha1: tree.digest(),
+            pieces,
+            tree: Some(tree),
+        });
+        meta.check().unwrap();
+        let (part, existed) = PartFile::open(ddir(dir.path()), "proj".as_ref(), meta.clone()).unwrap();
+        assert!(!existed);
+        let staging = dir.path().join(".proj.minitorr-part");
+        assert_eq!(
+            std::fs::metadata(&staging).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let part = Arc::new(part);
+        let store = part.storage();
+        let src = |p: u32| {
+            let loc = store.layout().locate(p).unwrap();
+            let d = &files[loc.file].1;
+            d[loc.offset as usize..loc.offset as usize + loc.len as usize].to_vec()
+        };
+        // Crash after some pieces: resume finds exactly those.
+        part.write_piece(4, &src(4)).unwrap();
+        part.write_piece(1, &src(1)).unwrap();
+        drop(part);
+        let (part, existed) = PartFile::open(ddir(dir.path()), "proj".as_ref(), meta.clone()).unwrap();
+        assert!(existed);
+        assert_eq!(part.scan().unwrap().iter_set().collect::<Vec<_>>(), vec![1, 4]);
+        let part = Arc::new(part);
+        let hasher = WholeFileHasher::start(part.clone()).unwrap();
+        for p in (0..meta.piece_count()).rev() {
+            part.write_piece(p, &src(p)).unwrap();
+            hasher.piece(p, (p % 2 == 0).then(|| Bytes::from(src(p))));
+        }
+        assert_eq!(
+            hasher.finish().unwrap(),
+            vec![sha1_of(&files[0].1), sha1_of(b""), sha1_of(b"last")]
+        );
+        // Something already at the final name: never replaced.
+        std::fs::create_dir(dir.path().join("proj")).unwrap();
+        std::fs::write(dir.path().join("proj/mine"), b"x").unwrap();
+        assert!(matches!(
+            part.finish("proj".as_ref()),
+            Err(StorageError::Exists { .. })
+        ));
+        std::fs::remove_dir_all(dir.path().join("proj")).unwrap();
+        part.finish("proj".as_ref()).unwrap();
+        for (p, d) in &files {
+            assert_eq!(&std::fs::read(dir.path().join("proj").join(p)).unwrap(), d);
+        }
+        assert!(dir.path().join("proj/void").is_dir());
+        assert!(!staging.exists());
+        assert_eq!(part.tree_files().unwrap().len(), 3);
+    }
+
+    /// Cancelling removes the staging tree, a link planted inside it as a link only.
+    #[test]
+    fn removing_a_staging_tree_never_follows_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), b"mine").unwrap();
+        let st = dir.path().join(".proj.minitorr-part");
+        std::fs::create_dir_all(st.join("a/b")).unwrap();
+        std::fs::write(st.join("a/b/f"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), st.join("a/link")).unwrap();
+        assert!(remove_part_file(&dir.path().join("proj")).unwrap());
+        assert!(!st.exists());
+        assert_eq!(std::fs::read(outside.path().join("keep")).unwrap(), b"mine");
     }
 }
