@@ -157,6 +157,9 @@ fn main() {
                 sha1: Sha1Hash([1; 20]),
                 seeders_online: 1,
                 partial_online: 0,
+                file_count: 1,
+                is_tree: false,
+                piece_count: 3,
             }]),
             tracker::Response::File(Box::new(tracker::FileDetails {
                 group: "g1".into(),

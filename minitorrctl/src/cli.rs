@@ -211,14 +211,19 @@ pub enum Command {
     #[command(name = "list_groups")]
     ListGroups,
 
-    /// List the files shared in a group
+    /// List the files shared in a group, or the files of one item (a shared directory tree)
     #[command(
         name = "list_files",
-        after_help = "Example:\n  minitorrctl list_files g1"
+        after_help = "A shared directory tree is one item, listed as NAME/ with its file count; \
+            give its name to list its files (empty directories end in /).\n\n\
+            Example:\n  minitorrctl list_files g1\n  minitorrctl list_files g1 proj"
     )]
     ListFiles {
         #[arg(value_parser = group_id)]
         group_id: String,
+        /// List this item's files (path and size) instead of the group's items
+        #[arg(value_parser = file_name)]
+        item: Option<String>,
     },
 
     /// Share a local file with a group (it is hashed first, which takes a while for big files)

@@ -141,7 +141,17 @@ pub fn plan(cmd: Command, cwd: &Path, passwords: &mut dyn PasswordSource) -> Res
             },
         },
         Command::ListGroups => Request::ListGroups,
-        Command::ListFiles { group_id } => Request::ListFiles { group: group_id },
+        Command::ListFiles {
+            group_id,
+            item: None,
+        } => Request::ListFiles { group: group_id },
+        Command::ListFiles {
+            group_id,
+            item: Some(item),
+        } => Request::ListItem {
+            group: group_id,
+            item,
+        },
         Command::UploadFile {
             file_path,
             group_id,
@@ -309,6 +319,8 @@ pub fn render(
         (Response::Devices(d), true) => json::render_devices(d),
         (Response::Shares(s), false) => human::render_shares(s, style),
         (Response::Shares(s), true) => json::render_shares(s),
+        (Response::Item(i), false) => human::render_item(i, style),
+        (Response::Item(i), true) => json::render_item(i),
     })
 }
 
@@ -446,6 +458,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Error(_) => "Error",
         Response::Devices(_) => "Devices",
         Response::Shares(_) => "Shares",
+        Response::Item(_) => "Item",
         Response::UploadedTree { .. } => "UploadedTree",
     }
 }

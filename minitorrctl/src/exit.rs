@@ -214,7 +214,8 @@ fn hint_for(kind: ErrorKind, request: &Request) -> Option<String> {
             ErrorKind::NotFound,
             Request::DownloadFile { group, .. }
             | Request::StopShare { group, .. }
-            | Request::RemoveFile { group, .. },
+            | Request::RemoveFile { group, .. }
+            | Request::ListItem { group, .. },
         ) => {
             format!("see what is shared: minitorrctl list_files {group}")
         }

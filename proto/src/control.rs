@@ -103,6 +103,11 @@ pub enum Request {
     },
     /// What this daemon shares (its complete files), with their state on disk.
     ListShares,
+    /// The files of one item of a group (`list_files GROUP ITEM`), answered `Item`.
+    ListItem {
+        group: String,
+        item: String,
+    },
 }
 
 /// Which entries `remove` forgets.
@@ -146,6 +151,7 @@ impl Request {
             Request::ResumeDownload { .. } => "resume",
             Request::RemoveDownload { .. } => "remove",
             Request::ListShares => "list_shares",
+            Request::ListItem { .. } => "list_files",
         }
     }
 }
@@ -174,6 +180,8 @@ pub enum Response {
     Error(ErrorReply),
     Devices(Vec<crate::types::DeviceInfo>),
     Shares(Vec<ShareStatus>),
+    /// Answer to `ListItem`.
+    Item(Box<crate::types::ItemListing>),
     /// `upload_file DIR`: the tree is shared; `skipped` lists what in it was not (symlinks,
     /// devices, sockets, FIFOs — never followed).
     UploadedTree {

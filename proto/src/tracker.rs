@@ -139,6 +139,12 @@ pub enum Call {
     /// device's automatic login until the next password login (`minitorrctl logout`). A plain
     /// `Logout` (daemon shutdown) ends only the session and keeps the automatic login.
     LogoutDevice,
+    /// An item's listing without piece hashes or a ticket (answered `Item`): for a tree, every
+    /// file and empty directory. Members only, like `GetFile`; `NotFound` for an unknown item.
+    ListItem {
+        group: String,
+        item: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +182,8 @@ pub enum Response {
         expires_in_secs: u32,
     },
     Devices(Vec<crate::types::DeviceInfo>),
+    /// Answer to `ListItem`.
+    Item(Box<crate::types::ItemListing>),
 }
 
 /// Something that happened to a group, pushed to the daemons of its members (at the time of the

@@ -157,6 +157,13 @@ pub struct FileSummary {
     pub seeders_online: u32,
     /// Peers online that hold part of it (downloading and sharing what they have).
     pub partial_online: u32,
+    /// Regular files in the item (1 for a single file; a tree may have 0).
+    pub file_count: u64,
+    /// The item is a directory tree (`list_files GROUP ITEM` lists its files).
+    pub is_tree: bool,
+    /// Pieces of the whole item (a tree's files each start a new piece, so this is not
+    /// derivable from `size`).
+    pub piece_count: u32,
 }
 
 /// One group as listed by `list_groups`.
@@ -346,5 +353,42 @@ impl DeviceState {
             DeviceState::Revoked => "revoked",
             DeviceState::LoggedOut => "logged_out",
         }
+    }
+}
+
+/// An item's listing without its piece hashes (`ListItem`, `list_files GROUP ITEM`): what it
+/// is, and for a tree every file and empty directory in canonical order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ItemListing {
+    pub group: String,
+    pub name: String,
+    /// Total bytes (all files of a tree).
+    pub size: u64,
+    pub piece_size: u32,
+    pub piece_count: u32,
+    /// A single file: SHA1 of its bytes; a tree: [`crate::item::Tree::digest`].
+    pub sha1: Sha1Hash,
+    /// `None`: the item is one file called `name`; `Some`: its directory tree.
+    pub tree: Option<crate::item::Tree>,
+}
+
+impl ItemListing {
+    /// The listing of `meta` (its piece hashes left out).
+    pub fn of(group: &str, meta: &FileMeta) -> Self {
+        ItemListing {
+            group: group.to_string(),
+            name: meta.name.clone(),
+            size: meta.size,
+            piece_size: meta.piece_size,
+            piece_count: meta.piece_count(),
+            sha1: meta.sha1,
+            tree: meta.tree.clone(),
+        }
+    }
+
+    /// Regular files (1 for a single file).
+    pub fn file_count(&self) -> usize {
+        self.tree.as_ref().map_or(1, |t| t.file_count())
     }
 }

@@ -157,8 +157,9 @@ pub const DEFAULT_MAX_UNAUTHENTICATED_PER_SOURCE: usize = 64;
 pub const DEFAULT_MAX_UNAUTHENTICATED_BYTES: usize = 4 * 1024 * 1024;
 /// File entries one member may register in one group.
 pub const DEFAULT_QUOTA_FILES_PER_GROUP: u64 = 1000;
-/// File entries one member may register in all groups.
-pub const DEFAULT_QUOTA_FILES: u64 = 10_000;
+/// Files one member may register in all groups (a tree counts each file and empty directory,
+/// see `store::quota_entries`): 1 Mi, four of the largest trees, or a million single files.
+pub const DEFAULT_QUOTA_FILES: u64 = 1 << 20;
 /// Sum of the sizes of one member's entries: 16 TiB.
 pub const DEFAULT_QUOTA_BYTES: u64 = 16 << 40;
 /// Sum of the piece counts of one member's entries: 4 Mi pieces = 160 MiB of piece hashes in

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use proto::control::{DaemonStatus, DownloadState, DownloadStatus, LoginReport, ShareRef};
-use proto::types::{FileMeta, FileSummary, GroupSummary, Membership};
+use proto::item::EntryKind;
+use proto::types::{FileSummary, GroupSummary, ItemListing, Membership};
 use unicode_width::UnicodeWidthStr;
 
 use super::Style;
@@ -264,6 +265,9 @@ pub fn render_files(group: &str, files: &[FileSummary], style: Style) -> String 
             g = clean(group)
         );
     }
+    // A FILES column only when the group has a directory tree: a group of single files reads
+    // exactly like the seed's table.
+    let trees = files.iter().any(|f| f.is_tree);
     let rows: Vec<Vec<String>> = files
         .iter()
         .map(|f| {
@@ -272,33 +276,58 @@ pub fn render_files(group: &str, files: &[FileSummary], style: Style) -> String 
             } else {
                 f.seeders_online.to_string()
             };
-            vec![
-                clean(&f.name).into_owned(),
-                size(f.size),
-                seeders,
-                f.sha1.short(),
-            ]
+            let mut row = vec![item_name(&f.name, f.is_tree), size(f.size)];
+            if trees {
+                row.push(plural(f.file_count, "file", "files"));
+            }
+            row.extend([seeders, f.sha1.short()]);
+            row
         })
         .collect();
     use Align::*;
-    let mut lines = table(
-        Some(&["NAME", "SIZE", "SEEDERS", "SHA1"]),
-        &[Left, Right, Left, Left],
-        &rows,
-    );
+    let (header, align): (&[&str], &[Align]) = if trees {
+        (
+            &["NAME", "SIZE", "FILES", "SEEDERS", "SHA1"],
+            &[Left, Right, Right, Left, Left],
+        )
+    } else {
+        (
+            &["NAME", "SIZE", "SEEDERS", "SHA1"],
+            &[Left, Right, Left, Left],
+        )
+    };
+    let mut lines = table(Some(header), align, &rows);
     lines[0] = style.bold(&lines[0]);
     let total: u64 = files.iter().map(|f| f.size).sum();
     let seeded = files.iter().filter(|f| f.seeders_online > 0).count();
+    let count = if trees {
+        let all: u64 = files.iter().map(|f| f.file_count).sum();
+        format!(
+            "{} ({})",
+            plural(files.len() as u64, "item", "items"),
+            plural(all, "file", "files")
+        )
+    } else {
+        plural(files.len() as u64, "file", "files")
+    };
     lines.push(format!(
-        "Sum: {}, {}, {seeded} with seeders online",
-        plural(files.len() as u64, "file", "files"),
+        "Sum: {count}, {}, {seeded} with seeders online",
         size(total)
     ));
     join_lines(lines)
 }
 
+/// An item's name as listed: a directory tree ends in `/`.
+fn item_name(name: &str, is_tree: bool) -> String {
+    let mut s = clean(name).into_owned();
+    if is_tree {
+        s.push('/');
+    }
+    s
+}
+
 pub fn render_uploaded(f: &FileSummary) -> String {
-    let pieces = FileMeta::piece_count_for(f.size, f.piece_size) as u64;
+    let pieces = f.piece_count as u64;
     format!(
         "shared {} in {} ({}, {}, sha1 {}…)\n",
         clean(&f.name),
@@ -799,6 +828,49 @@ mod tests {
         insta::assert_snapshot!("login", render_login(&login()));
         insta::assert_snapshot!("message", render_message("group g1 created; you own it"));
     }
+}
+
+/// `list_files GROUP ITEM`: one line per file (path inside the item, size) and per empty
+/// directory (`dir/`), in the item's canonical order, then a summary line.
+pub fn render_item(item: &ItemListing, style: Style) -> String {
+    let rows: Vec<Vec<String>> = match &item.tree {
+        None => vec![vec![clean(&item.name).into_owned(), size(item.size)]],
+        Some(tree) => tree
+            .entries
+            .iter()
+            .map(|e| match e.kind {
+                EntryKind::File { size: s, .. } => vec![clean(&e.path).into_owned(), size(s)],
+                EntryKind::Dir => vec![format!("{}/", clean(&e.path)), String::new()],
+            })
+            .collect(),
+    };
+    let mut lines = table(Some(&["PATH", "SIZE"]), &[Align::Left, Align::Right], &rows);
+    lines[0] = style.bold(&lines[0]);
+    let dirs = item.tree.as_ref().map_or(0, |t| {
+        t.entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Dir)
+            .count() as u64
+    });
+    let mut sum = format!(
+        "Sum: {} in {}, {}",
+        item_name(&item.name, item.tree.is_some()),
+        clean(&item.group),
+        plural(item.file_count() as u64, "file", "files")
+    );
+    if dirs > 0 {
+        sum.push_str(&format!(
+            ", {}",
+            plural(dirs, "empty directory", "empty directories")
+        ));
+    }
+    sum.push_str(&format!(
+        ", {}, sha1 {}",
+        size(item.size),
+        item.sha1.short()
+    ));
+    lines.push(sum);
+    join_lines(lines)
 }
 
 /// `, 3/16 files` for an item of several files (nothing for a single file).

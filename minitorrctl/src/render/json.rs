@@ -11,7 +11,8 @@ use std::path::Path;
 use proto::control::{
     DaemonStatus, DownloadState, DownloadStatus, LoginReport, PeerStat, ShareRef,
 };
-use proto::types::{FileMeta, FileSummary, GroupSummary, Membership};
+use proto::item::EntryKind;
+use proto::types::{FileSummary, GroupSummary, ItemListing, Membership};
 use serde::Serialize;
 
 use crate::exit::Failure;
@@ -59,6 +60,10 @@ pub struct FileView<'a> {
     pub sha1: String,
     pub seeders_online: u32,
     pub partial_online: u32,
+    /// "file" (a single file) or "tree" (a directory tree: `list_files GROUP NAME` lists it).
+    pub kind: &'static str,
+    /// Regular files in the item (1 for a single file).
+    pub file_count: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -200,10 +205,12 @@ pub fn file(f: &FileSummary) -> FileView<'_> {
         name: &f.name,
         size: f.size,
         piece_size: f.piece_size,
-        pieces: FileMeta::piece_count_for(f.size, f.piece_size),
+        pieces: f.piece_count,
         sha1: f.sha1.to_hex(),
         seeders_online: f.seeders_online,
         partial_online: f.partial_online,
+        kind: if f.is_tree { "tree" } else { "file" },
+        file_count: f.file_count,
     }
 }
 
@@ -466,6 +473,84 @@ pub fn render_shares(shares: &[proto::control::ShareStatus]) -> String {
             })
             .collect(),
     })
+}
+
+/// One entry of an item (`list_files GROUP ITEM --json`).
+#[derive(Debug, Serialize)]
+pub struct EntryView<'a> {
+    /// Relative to the item, `/`-separated, NFC (a single file: its name).
+    pub path: &'a str,
+    /// "file" or "dir" (an empty directory).
+    pub kind: &'static str,
+    /// Bytes (0 for a directory).
+    pub size: u64,
+    /// SHA1 of the whole file (null for a directory).
+    pub sha1: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ItemView<'a> {
+    pub group: &'a str,
+    pub name: &'a str,
+    /// "file" or "tree".
+    pub kind: &'static str,
+    pub size: u64,
+    pub piece_size: u32,
+    pub pieces: u32,
+    /// A single file: SHA1 of its bytes; a tree: the digest of its listing.
+    pub sha1: String,
+    pub file_count: u64,
+    /// The tree's files and empty directories in canonical order (one entry for a single file).
+    pub entries: Vec<EntryView<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ItemDocView<'a> {
+    pub item: ItemView<'a>,
+}
+
+pub fn item(i: &ItemListing) -> ItemView<'_> {
+    let entries = match &i.tree {
+        None => vec![EntryView {
+            path: &i.name,
+            kind: "file",
+            size: i.size,
+            sha1: Some(i.sha1.to_hex()),
+        }],
+        Some(t) => t
+            .entries
+            .iter()
+            .map(|e| match e.kind {
+                EntryKind::File { size, sha1 } => EntryView {
+                    path: &e.path,
+                    kind: "file",
+                    size,
+                    sha1: Some(sha1.to_hex()),
+                },
+                EntryKind::Dir => EntryView {
+                    path: &e.path,
+                    kind: "dir",
+                    size: 0,
+                    sha1: None,
+                },
+            })
+            .collect(),
+    };
+    ItemView {
+        group: &i.group,
+        name: &i.name,
+        kind: if i.tree.is_some() { "tree" } else { "file" },
+        size: i.size,
+        piece_size: i.piece_size,
+        pieces: i.piece_count,
+        sha1: i.sha1.to_hex(),
+        file_count: i.file_count() as u64,
+        entries,
+    }
+}
+
+pub fn render_item(i: &ItemListing) -> String {
+    to_document(&ItemDocView { item: item(i) })
 }
 
 #[derive(Debug, Serialize)]

@@ -99,6 +99,9 @@ pub mod testdata {
             sha1: sha(seed),
             seeders_online: seeders,
             partial_online: partial,
+            file_count: 1,
+            is_tree: false,
+            piece_count: proto::types::FileMeta::piece_count_for(size, 512 * 1024),
         };
         vec![
             f("debian-12.iso", 1 << 30, 2, 1, 1),

@@ -133,6 +133,9 @@ impl Daemon {
             sha1: meta.sha1,
             seeders_online: 1,
             partial_online: 0,
+            file_count: meta.file_count() as u64,
+            is_tree: meta.is_tree(),
+            piece_count: meta.piece_count(),
         })))
     }
 

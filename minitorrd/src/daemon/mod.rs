@@ -7,6 +7,7 @@ mod devices;
 mod downloads;
 mod files;
 mod groups;
+mod items;
 mod names;
 pub mod retry;
 mod shares;
@@ -181,6 +182,7 @@ impl Daemon {
             Request::ResumeDownload { group, file } => self.resume_download(group, file).await,
             Request::RemoveDownload { which } => self.remove_downloads(which).await,
             Request::ListShares => self.list_shares().await,
+            Request::ListItem { group, item } => self.list_item(group, item).await,
         };
         if matches!(result, Ok(Response::LoggedIn(_))) {
             // Downloads queued before a restart start now; failed ones are watched for holders.

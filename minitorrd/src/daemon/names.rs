@@ -55,7 +55,8 @@ pub(super) fn normalize(req: &mut Request) -> Result<(), ErrorReply> {
         | Request::ResumeDownload { group, file }
         | Request::RemoveDownload {
             which: RemoveDownloads::One { group, file },
-        } => {
+        }
+        | Request::ListItem { group, item: file } => {
             norm(group, names::group)?;
             norm(file, names::file_name)
         }

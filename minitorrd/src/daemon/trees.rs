@@ -105,6 +105,9 @@ impl Daemon {
             sha1: meta.sha1,
             seeders_online: 1,
             partial_online: 0,
+            file_count: meta.file_count() as u64,
+            is_tree: true,
+            piece_count: meta.piece_count(),
         });
         // The tracker's summary is the source of truth, but it must be our item.
         if file.sha1 != meta.sha1 {

@@ -51,7 +51,20 @@ impl Service {
                 ),
             );
         }
-        if let Err(e) = meta.check() {
+        // A tree's check walks every path (up to 262,144 of them): off the async workers, so
+        // other connections are not held up while it runs.
+        let (meta, checked) = if meta.is_tree() {
+            tokio::task::spawn_blocking(move || {
+                let r = meta.check();
+                (meta, r)
+            })
+            .await
+            .map_err(|e| Fail::Other(format!("metadata check panicked: {e}")))?
+        } else {
+            let r = meta.check();
+            (meta, r)
+        };
+        if let Err(e) = checked {
             return fail(ErrorCode::BadRequest, e);
         }
         if i64::try_from(meta.size).is_err() {
@@ -77,6 +90,13 @@ impl Service {
                 format!(
                     "{group} already has {name} with a different SHA1; share yours under another \
                      name (upload_file --name), or ask the group's owner to remove it (remove_file)"
+                ),
+            ),
+            ShareOutcome::DifferentKind => fail(
+                ErrorCode::Conflict,
+                format!(
+                    "{group} already has {name} as {}; share yours under another name (upload_file --name)",
+                    if meta.is_tree() { "a single file" } else { "a directory tree" }
                 ),
             ),
             ShareOutcome::DifferentLayout => fail(
@@ -138,6 +158,16 @@ impl Service {
                 )))
             }
         }
+    }
+
+    /// An item's listing (a tree's files and empty directories) for members, like `GetFile`
+    /// without piece hashes, holders or a ticket.
+    pub(super) async fn list_item(&self, caller: &Caller, group: &str, item: &str) -> Outcome {
+        self.require_member(caller, group).await?;
+        let Some(listing) = self.store.item(group, item).await? else {
+            return fail(ErrorCode::NotFound, format!("{group} has no file {item}"));
+        };
+        Ok(Response::Item(Box::new(listing)))
     }
 
     pub(super) async fn get_file(&self, caller: &Caller, group: &str, file: &str) -> Outcome {

@@ -461,6 +461,7 @@ impl Service {
             Call::StopShare { group, file } => self.stop_share(caller, &group, &file).await,
             Call::RemoveFile { group, file } => self.remove_file(caller, &group, &file).await,
             Call::GetFile { group, file } => self.get_file(caller, &group, &file).await,
+            Call::ListItem { group, item } => self.list_item(caller, &group, &item).await,
             Call::RemoveMember { group, user } => self.remove_member(caller, &group, &user).await,
             Call::Subscribe { .. } => fail(
                 ErrorCode::BadRequest,
@@ -536,5 +537,6 @@ fn call_name(c: &Call) -> &'static str {
         Call::ListDevices => "list_devices",
         Call::RevokeDevice { .. } => "revoke_device",
         Call::LogoutDevice => "logout_device",
+        Call::ListItem { .. } => "list_item",
     }
 }

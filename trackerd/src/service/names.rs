@@ -73,7 +73,7 @@ pub(super) fn normalize(call: &mut Call) -> Result<(), Fail> {
             group(g)?;
             file(&mut meta.name)
         }
-        Call::GetFile { group: g, file: f } => {
+        Call::GetFile { group: g, file: f } | Call::ListItem { group: g, item: f } => {
             group(g)?;
             file(f)
         }

@@ -16,17 +16,18 @@ pub enum ShareOutcome {
     DifferentSha1,
     /// Same content hash but a different size or piece layout: peers could not exchange pieces.
     DifferentLayout,
+    /// Same content hash, but one is a directory tree and the other a single file (a file
+    /// whose bytes are a tree's canonical listing has that tree's digest as its SHA1).
+    DifferentKind,
     /// A new entry would exceed the registering member's quota.
     QuotaExceeded(QuotaExceeded),
     Shared,
 }
 
 fn pieces_to_hex(pieces: &[Sha1Hash]) -> String {
-    let mut s = String::with_capacity(pieces.len() * 40);
-    for p in pieces {
-        s.push_str(&p.to_hex());
-    }
-    s
+    // One bulk encode (a 1 TiB item has 131,072 pieces: 5 MiB of hex).
+    let bytes: Vec<u8> = pieces.iter().flat_map(|p| p.0).collect();
+    hex::encode(bytes)
 }
 
 fn pieces_from_hex(s: &str) -> Result<Vec<Sha1Hash>> {
@@ -36,16 +37,14 @@ fn pieces_from_hex(s: &str) -> Result<Vec<Sha1Hash>> {
             s.len()
         )));
     }
-    (0..s.len() / 40)
-        .map(|i| {
-            s[i * 40..(i + 1) * 40]
-                .parse()
-                .map_err(|e| StoreError::Corrupt(format!("piece hash: {e}")))
-        })
-        .collect()
+    let bytes = hex::decode(s).map_err(|e| StoreError::Corrupt(format!("piece hash: {e}")))?;
+    Ok(bytes
+        .chunks_exact(20)
+        .map(|c| Sha1Hash(c.try_into().expect("chunks of 20")))
+        .collect())
 }
 
-fn sha1_from_hex(s: &str) -> Result<Sha1Hash> {
+pub(super) fn sha1_from_hex(s: &str) -> Result<Sha1Hash> {
     s.parse()
         .map_err(|e| StoreError::Corrupt(format!("file sha1 {s:?}: {e}")))
 }
@@ -79,9 +78,10 @@ pub(super) async fn drop_unshared_files(
 /// one more holder of an existing entry is free: it costs the database one small row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
-    /// File entries per member in one group.
+    /// Items (entries of `list_files`: a file or a tree) per member in one group.
     pub files_per_group: u64,
-    /// File entries per member in all groups.
+    /// Files per member in all groups ([`quota_entries`]: a tree counts each of its files and
+    /// empty directories), so the limit also bounds the tree listings a member can store.
     pub files: u64,
     /// Sum of the sizes of a member's entries.
     pub bytes: u64,
@@ -103,7 +103,7 @@ impl Quota {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuotaExceeded {
     FilesPerGroup { have: u64, limit: u64 },
-    Files { have: u64, limit: u64 },
+    Files { have: u64, adding: u64, limit: u64 },
     Bytes { have: u64, adding: u64, limit: u64 },
     Pieces { have: u64, adding: u64, limit: u64 },
 }
@@ -115,9 +115,13 @@ impl std::fmt::Display for QuotaExceeded {
                 f,
                 "you registered {have} files in this group; the limit is {limit} per member"
             ),
-            QuotaExceeded::Files { have, limit } => write!(
+            QuotaExceeded::Files { have, adding: 0 | 1, limit } => write!(
                 f,
                 "you registered {have} files in all groups; the limit is {limit} per member"
+            ),
+            QuotaExceeded::Files { have, adding, limit } => write!(
+                f,
+                "you registered {have} files in all groups; {adding} more would pass the limit of {limit} per member"
             ),
             QuotaExceeded::Bytes { have, adding, limit } => write!(
                 f,
@@ -137,12 +141,13 @@ async fn registered_by(
     user: &str,
     group: &str,
 ) -> Result<(u64, u64, u64, u64)> {
-    // PostgreSQL's SUM of BIGINT is NUMERIC, hence the casts. Piece counts are derived from the hex list's length (40 digits per piece): LENGTH works
-    // on both backends, and storing a count column would be one more thing to keep in sync.
+    // PostgreSQL's SUM of BIGINT is NUMERIC, hence the casts. Piece counts are stored with
+    // each entry (`piece_count`, written with the piece list), so no piece list is measured.
+    // Files are counted as `quota_entries` (a tree's entries), items per group one by one.
     let row = sqlx::query(
         "SELECT CAST(COALESCE(SUM(CASE WHEN group_name = $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-           CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(size), 0) AS BIGINT), \
-           CAST(COALESCE(SUM(LENGTH(pieces) / 40), 0) AS BIGINT) \
+           CAST(COALESCE(SUM(quota_entries), 0) AS BIGINT), CAST(COALESCE(SUM(size), 0) AS BIGINT), \
+           CAST(COALESCE(SUM(piece_count), 0) AS BIGINT) \
          FROM files WHERE registered_by = $1",
     )
     .bind(user)
@@ -157,20 +162,40 @@ async fn registered_by(
     ))
 }
 
+/// Bytes of stored tree listing that count as one entry against `quota_files`.
+pub const LISTING_BYTES_PER_ENTRY: usize = 256;
+
+/// What `meta` counts against `quota_files`: 1 for a single file; for a tree one per file or
+/// empty directory, or one per [`LISTING_BYTES_PER_ENTRY`] bytes of its stored listing
+/// (`listing_len`) if that is more (long paths cost more database), and at least 1.
+pub fn quota_entries(meta: &FileMeta, listing_len: usize) -> u64 {
+    match &meta.tree {
+        None => 1,
+        Some(t) => (t
+            .entries
+            .len()
+            .max(listing_len.div_ceil(LISTING_BYTES_PER_ENTRY)) as u64)
+            .max(1),
+    }
+}
+
 fn over_quota(
     quota: &Quota,
     (in_group, files, bytes, pieces): (u64, u64, u64, u64),
     meta: &FileMeta,
+    listing_len: usize,
 ) -> Option<QuotaExceeded> {
     let adding_pieces = meta.pieces.len() as u64;
+    let adding_files = quota_entries(meta, listing_len);
     if in_group >= quota.files_per_group {
         Some(QuotaExceeded::FilesPerGroup {
             have: in_group,
             limit: quota.files_per_group,
         })
-    } else if files >= quota.files {
+    } else if files.saturating_add(adding_files) > quota.files {
         Some(QuotaExceeded::Files {
             have: files,
+            adding: adding_files,
             limit: quota.files,
         })
     } else if bytes.saturating_add(meta.size) > quota.bytes {
@@ -196,7 +221,8 @@ async fn existing_file(
     name: &str,
 ) -> Result<Option<sqlx::any::AnyRow>> {
     Ok(sqlx::query(
-        "SELECT sha1, size, piece_size, pieces FROM files WHERE group_name = $1 AND name = $2",
+        "SELECT sha1, size, piece_size, pieces, CASE WHEN tree IS NULL THEN 0 ELSE 1 END \
+         FROM files WHERE group_name = $1 AND name = $2",
     )
     .bind(group)
     .bind(name)
@@ -269,12 +295,16 @@ impl Store {
         if row.is_none() {
             // A new entry: only now is the quota (and the hex encoding of the piece list)
             // worth the work.
-            if let Some(q) = over_quota(quota, registered_by(&mut tx, user, group).await?, meta) {
+            let listing = meta.tree.as_ref().map(super::items::tree_to_text);
+            let listing_len = listing.as_ref().map_or(0, String::len);
+            let have = registered_by(&mut tx, user, group).await?;
+            if let Some(q) = over_quota(quota, have, meta, listing_len) {
                 return Ok(ShareOutcome::QuotaExceeded(q));
             }
             sqlx::query(
-                "INSERT INTO files (group_name, name, size, piece_size, sha1, pieces, created, registered_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (group_name, name) DO NOTHING",
+                "INSERT INTO files (group_name, name, size, piece_size, sha1, pieces, created, registered_by, \
+                   tree, file_count, quota_entries, piece_count) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (group_name, name) DO NOTHING",
             )
             .bind(group)
             .bind(&meta.name)
@@ -284,6 +314,10 @@ impl Store {
             .bind(pieces_to_hex(&meta.pieces))
             .bind(now)
             .bind(user)
+            .bind(listing)
+            .bind(to_i64(meta.file_count() as u64, "file count")?)
+            .bind(to_i64(quota_entries(meta, listing_len), "quota entries")?)
+            .bind(i64::from(meta.piece_count()))
             .execute(&mut *tx)
             .await?;
             // Ours, or one registered by someone else in between: compare with it either way.
@@ -292,6 +326,14 @@ impl Store {
         let row = row.ok_or_else(|| StoreError::Corrupt("file entry vanished".into()))?;
         if row.try_get::<String, _>(0)? != sha1 {
             return Ok(ShareOutcome::DifferentSha1);
+        }
+        // Equal SHA1s of two trees mean equal trees: both passed `FileMeta::check`, which
+        // requires the SHA1 to be the digest of the whole listing (every path, size and file
+        // SHA1), so the listings need no comparison. What the digest does not cover is compared:
+        // the kind (a single file's bytes could be a tree's listing), size, piece size and the
+        // piece hashes.
+        if (row.try_get::<i64, _>(4)? != 0) != meta.is_tree() {
+            return Ok(ShareOutcome::DifferentKind);
         }
         if row.try_get::<i64, _>(1)? != size
             || row.try_get::<i64, _>(2)? != i64::from(meta.piece_size)
@@ -420,7 +462,8 @@ impl Store {
             )
         };
         let sql = format!(
-            "SELECT f.name, f.size, f.piece_size, f.sha1, {}, {} FROM files f \
+            "SELECT f.name, f.size, f.piece_size, f.sha1, {}, {}, f.file_count, \
+               CASE WHEN f.tree IS NULL THEN 0 ELSE 1 END, f.piece_count FROM files f \
              WHERE f.group_name = $1 ORDER BY f.name",
             count(1),
             count(0)
@@ -440,6 +483,10 @@ impl Store {
                     sha1: sha1_from_hex(&r.try_get::<String, _>(3)?)?,
                     seeders_online: r.try_get::<i64, _>(4)? as u32,
                     partial_online: r.try_get::<i64, _>(5)? as u32,
+                    file_count: to_u64(r.try_get(6)?, "file count")?,
+                    is_tree: r.try_get::<i64, _>(7)? != 0,
+                    piece_count: u32::try_from(to_u64(r.try_get(8)?, "piece count")?)
+                        .map_err(|_| StoreError::Corrupt("piece count".into()))?,
                 })
             })
             .collect()
@@ -448,7 +495,7 @@ impl Store {
     /// Metadata of one file, if `group` has it.
     pub async fn file(&self, group: &str, name: &str) -> Result<Option<FileMeta>> {
         let row = sqlx::query(
-            "SELECT size, piece_size, sha1, pieces FROM files WHERE group_name = $1 AND name = $2",
+            "SELECT size, piece_size, sha1, pieces, tree FROM files WHERE group_name = $1 AND name = $2",
         )
         .bind(group)
         .bind(name)
@@ -463,7 +510,7 @@ impl Store {
                 .map_err(|_| StoreError::Corrupt(format!("piece size {piece_size}")))?,
             sha1: sha1_from_hex(&r.try_get::<String, _>(2)?)?,
             pieces: pieces_from_hex(&r.try_get::<String, _>(3)?)?,
-            tree: None,
+            tree: super::items::tree_column(r.try_get(4)?)?,
         };
         Ok(Some(meta))
     }

@@ -15,6 +15,7 @@ mod devices;
 mod events;
 mod files;
 mod groups;
+mod items;
 mod keys;
 mod sessions;
 mod users;
@@ -27,7 +28,10 @@ use sqlx::{Any, AnyPool, Transaction};
 use thiserror::Error;
 
 pub use devices::{free_name, DeviceRow};
-pub use files::{Quota, QuotaExceeded, RemoveOutcome, RemovedFile, ShareOutcome};
+pub use files::{
+    quota_entries, Quota, QuotaExceeded, RemoveOutcome, RemovedFile, ShareOutcome,
+    LISTING_BYTES_PER_ENTRY,
+};
 pub use groups::{AcceptOutcome, GroupState, JoinOutcome, LeaveOutcome, RemoveMemberOutcome};
 pub use keys::{public_from_hex, PublicKeyRow};
 pub use sessions::SessionRow;

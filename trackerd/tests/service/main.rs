@@ -6,6 +6,7 @@ mod events;
 mod files;
 mod groups;
 mod hostile;
+mod items;
 mod keys;
 mod restart;
 
