@@ -590,8 +590,13 @@ pub(super) fn record_status(r: &DownloadRecord) -> DownloadStatus {
         first_piece_ms: None,
         elapsed_ms: 0,
         avg_bps: 0,
-        files_done: 0,
-        files_total: 1,
+        // Per-file progress is known only while the download runs (a record keeps counts).
+        files_done: if complete {
+            r.meta.file_count() as u32
+        } else {
+            0
+        },
+        files_total: r.meta.file_count() as u32,
     }
 }
 

@@ -535,6 +535,32 @@ impl PartFile {
                 why: "it was removed or replaced during the download".into(),
             });
         }
+        // Every file at its path must be the very inode we wrote and verified: a name inside
+        // the staging tree swapped for a link or another file never lands in the result.
+        let PartKind::Tree(root) = &self.kind else {
+            unreachable!("finish_tree of a single file")
+        };
+        for (i, rel) in crate::storage::tree::file_paths(&self.meta).iter().enumerate() {
+            let same = (|| -> io::Result<bool> {
+                let there = crate::storage::tree::open_beneath(
+                    root,
+                    rel,
+                    OFlags::PATH | OFlags::NOFOLLOW,
+                    Mode::empty(),
+                )?;
+                let (a, b) = (
+                    rustix::fs::fstat(&there)?,
+                    rustix::fs::fstat(&*self.store.layout_file(i)?)?,
+                );
+                Ok(a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+            })();
+            if !matches!(same, Ok(true)) {
+                return Err(StorageError::Planted {
+                    path: self.path.join(rel),
+                    why: "it was removed or replaced during the download".into(),
+                });
+            }
+        }
         match rustix::fs::renameat_with(
             &self.dir.fd,
             &self.name,
