@@ -276,6 +276,11 @@ pub enum Command {
         /// With --wait: give up (exit 1) after this many seconds; the download goes on
         #[arg(long, value_name = "SECS", requires = "wait")]
         timeout: Option<u64>,
+        /// Of a directory tree, fetch only the files matching GLOB (repeatable; `*` stays in
+        /// one directory, `**` crosses them, a directory selects all under it); a later
+        /// download_file of the same item adds the rest
+        #[arg(long, value_name = "GLOB")]
+        only: Vec<String>,
     },
 
     /// Show downloads: [D] downloading, [C] complete, [F] failed, [P] paused, [Q] queued
@@ -594,6 +599,7 @@ mod tests {
                 destination_path: "/tmp".into(),
                 wait: true,
                 timeout: Some(9),
+                only: vec![],
             }
         );
         assert!(parse(&["login", "alice"])

@@ -167,12 +167,14 @@ pub fn plan(cmd: Command, cwd: &Path, passwords: &mut dyn PasswordSource) -> Res
             destination_path,
             wait,
             timeout,
+            only,
         } => {
             let dest = resolve_path(cwd, &destination_path)?;
             let request = Request::DownloadFile {
                 group: group_id,
                 file: file_name,
                 dest,
+                only,
             };
             return Ok(Plan::Download {
                 request,
@@ -515,7 +517,8 @@ mod tests {
                 request: Request::DownloadFile {
                     group: "g1".into(),
                     file: "a.iso".into(),
-                    dest: "/home/alice/work/not-yet/there".into()
+                    dest: "/home/alice/work/not-yet/there".into(),
+                    only: vec![],
                 },
                 wait: false,
                 timeout: None

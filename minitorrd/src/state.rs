@@ -80,6 +80,9 @@ pub struct DownloadRecord {
     pub bytes_done: u64,
     #[serde(default)]
     pub pieces_done: u32,
+    /// A selective download's `--only` patterns (empty: the whole item).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
 }
 
 impl StateFile {

@@ -56,6 +56,10 @@ pub enum Request {
         group: String,
         file: String,
         dest: PathBuf,
+        /// `--only GLOB` (repeatable): fetch just the files of a tree matching one of these
+        /// (a pattern naming a directory selects everything under it). Empty: everything.
+        #[serde(default)]
+        only: Vec<String>,
     },
     ShowDownloads,
     StopShare {

@@ -239,3 +239,107 @@ fn a_changed_file_withdraws_the_tree() {
     let shares = seed.json(&["list_shares"]);
     assert_eq!(shares["shares"][0]["state"], "changed", "{shares}");
 }
+
+/// `--only` fetches just the matching files; the tree appears with just those; the member
+/// seeds them (a second member gets them from it alone); a later download_file without
+/// `--only` adds the rest without fetching anything twice.
+#[test]
+fn selective_download_then_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tracker = Tracker::start(&tmp.path().join("t"));
+    let mut seed = Peer::start(&tmp.path().join("s"), &tracker);
+    let part = Peer::start(&tmp.path().join("p"), &tracker);
+    let late = Peer::start(&tmp.path().join("late"), &tracker);
+    user(&seed, "s");
+    user(&part, "p");
+    user(&late, "late");
+    group_with(&seed, "g1", &[(&part, "p"), (&late, "late")]);
+    let root = tmp.path().join("s").join("proj");
+    let files = make_tree(&root, 3 * MIB);
+    seed.ok(&["upload_file", root.to_str().unwrap(), "g1"]);
+
+    let dest = tmp.path().join("p");
+    let out = part.fails(
+        1,
+        &[
+            "download_file",
+            "g1",
+            "proj",
+            dest.to_str().unwrap(),
+            "--only",
+            "nothing/*",
+        ],
+    );
+    assert!(out.contains("no file of proj matches"), "{out}");
+    part.ok(&[
+        "download_file",
+        "g1",
+        "proj",
+        dest.to_str().unwrap(),
+        "--only",
+        "docs",
+        "--only",
+        "*.dat",
+    ]);
+    let d = part.wait_download("g1", "proj", LONG);
+    assert_eq!(d["state"], "complete", "{d}");
+    let got = dest.join("proj");
+    let selected = |p: &str| p.starts_with("docs/") || p == "top.dat";
+    for (p, sha) in &files {
+        if selected(p) {
+            assert_eq!(&sha1_file(&got.join(p)), sha, "{p}");
+        } else {
+            assert!(!got.join(p).exists(), "{p} not selected, not fetched");
+        }
+    }
+    let first: u64 = files
+        .iter()
+        .filter(|(p, _)| selected(p))
+        .map(|(p, _)| std::fs::metadata(got.join(p)).unwrap().len())
+        .sum();
+
+    // The original seeder goes away: the partial member alone serves the selected files.
+    seed.kill9();
+    let late_dest = tmp.path().join("late");
+    late.ok(&[
+        "download_file",
+        "g1",
+        "proj",
+        late_dest.to_str().unwrap(),
+        "--only",
+        "docs/*",
+    ]);
+    let d = late.wait_download("g1", "proj", LONG);
+    assert_eq!(d["state"], "complete", "{d}");
+    assert_eq!(
+        sha1_file(&late_dest.join("proj/docs/readme.txt")),
+        files.iter().find(|f| f.0 == "docs/readme.txt").unwrap().1
+    );
+
+    // The rest: the seeder is back; nothing already held is fetched again.
+    seed.restart();
+    seed.ok(&["login", "s", "pw-of-someone"]);
+    part.ok(&["download_file", "g1", "proj", dest.to_str().unwrap()]);
+    let mut d = part.wait_download("g1", "proj", LONG);
+    let start = std::time::Instant::now();
+    while d["state"] == "verifying" && start.elapsed() < LONG {
+        std::thread::sleep(Duration::from_millis(200));
+        d = part.wait_download("g1", "proj", LONG);
+    }
+    assert_eq!(d["state"], "complete", "{d}");
+    check_tree(&got, &files);
+    let total: u64 = files
+        .iter()
+        .map(|(p, _)| std::fs::metadata(got.join(p)).unwrap().len())
+        .sum();
+    let fetched: u64 = d["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["bytes_received"].as_u64().unwrap())
+        .sum();
+    assert!(
+        fetched <= total - first,
+        "only the missing files fetched: {fetched} of {total} ({first} held): {d}"
+    );
+}

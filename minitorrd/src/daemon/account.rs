@@ -515,6 +515,7 @@ impl Daemon {
                         rec.dest.clone(),
                         Some(rec.meta.sha1),
                         Some(job.checked.clone()),
+                        rec.only.clone(),
                     )
                     .await;
                 me.verifying

@@ -173,6 +173,7 @@ fn entry_record(e: &DownloadEntry) -> DownloadRecord {
                 error: st.error,
                 bytes_done: st.bytes_done,
                 pieces_done: st.pieces_done,
+                only: d.only.clone(),
             }
         }
     }
@@ -244,6 +245,10 @@ impl Daemon {
                         DownloadEntry::Record(_) => Vec::new(),
                     };
                     match FileStamp::of(&rec.dest) {
+                        // A selective download holds part of the item: it is seeded (as a
+                        // partial holder) while this session lasts, but never recorded as a
+                        // share (which would announce the whole item at the next login).
+                        Ok(_) if !rec.only.is_empty() => {}
                         Ok(stamp) => {
                             share = Some(ShareRecord {
                                 group: rec.group.clone(),
@@ -435,9 +440,16 @@ impl Daemon {
         group: String,
         file: String,
         dest: PathBuf,
+        only: Vec<String>,
     ) -> Reply<DownloadStatus> {
         let session = self.current_session()?;
         let details = self.file_details(&group, &file).await?;
+        super::trees::wanted_files(&details.meta, &only).map_err(|e| {
+            minitorr_proto::control::ErrorReply {
+                kind: ErrorKind::InvalidInput,
+                message: e,
+            }
+        })?;
         // Refuse now what would be refused at start (directory not ours, no room), so a
         // queued download does not fail later for a reason known today.
         let (d, name, size) = (dest.clone(), details.meta.name.clone(), details.meta.size);
@@ -459,6 +471,7 @@ impl Daemon {
             error: None,
             bytes_done: 0,
             pieces_done: 0,
+            only,
         };
         self.transition(&session.user, &dest, Change::Queued(rec.clone()))
             .await;
@@ -511,6 +524,7 @@ impl Daemon {
                         rec.meta.name.clone(),
                         rec.dest.clone(),
                         Some(rec.meta.sha1),
+                        rec.only.clone(),
                     )
                     .await;
                 drop(res);
@@ -689,6 +703,7 @@ impl Daemon {
                     rec.meta.name.clone(),
                     rec.dest.clone(),
                     Some(rec.meta.sha1),
+                    rec.only.clone(),
                 )
                 .await?;
             drop(res);

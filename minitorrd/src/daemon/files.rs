@@ -147,9 +147,15 @@ impl Daemon {
         group: String,
         file: String,
         dest: PathBuf,
+        only: Vec<String>,
     ) -> Reply<Response> {
         let session = self.current_session()?;
         validate_file_name(&file).map_err(|e| invalid(e.to_string()))?;
+        super::trees::check_globs(&only).map_err(invalid)?;
+        // More of a tree downloaded selectively before: add the rest (or other globs).
+        if let Some(prev) = self.selective_record(&group, &file, &dest) {
+            return self.grow_selection(prev, only).await;
+        }
         let plan = dest::resolve(&dest, &file, &dest::Disk).map_err(|e| invalid(e.to_string()))?;
         // Reserved before the first await: a second identical request is refused here
         // instead of both passing the check (see `downloads::Daemon::reserve`).
@@ -181,9 +187,12 @@ impl Daemon {
         let started = async {
             let dest = checked_dir(&plan.dir)?.join(&plan.name);
             if !reservation.run {
-                return self.queue_download(group, file, dest).await;
+                return self.queue_download(group, file, dest, only).await;
             }
-            Ok(self.start_download(group, file, dest, None).await?.status())
+            Ok(self
+                .start_download(group, file, dest, None, only)
+                .await?
+                .status())
         }
         .await;
         drop(reservation);
@@ -259,6 +268,7 @@ impl Daemon {
             error: None,
             bytes_done: meta.size,
             pieces_done: meta.piece_count(),
+            only: Vec::new(),
         };
         {
             let mut state = self.state.lock().await;
@@ -347,8 +357,9 @@ impl Daemon {
         file: String,
         dest: PathBuf,
         expect: Option<Sha1Hash>,
+        only: Vec<String>,
     ) -> Reply<Arc<Download>> {
-        self.start_download_reporting(group, file, dest, expect, None)
+        self.start_download_reporting(group, file, dest, expect, None, only)
             .await
     }
 
@@ -360,9 +371,13 @@ impl Daemon {
         dest: PathBuf,
         expect: Option<Sha1Hash>,
         checked: Option<Arc<std::sync::atomic::AtomicU64>>,
+        only: Vec<String>,
     ) -> Reply<Arc<Download>> {
         let session = self.current_session()?;
         let details = self.file_details(&group, &file).await?;
+        let wanted = super::trees::wanted_files(&details.meta, &only)
+            .map_err(invalid)?
+            .map(Arc::new);
         if expect.is_some_and(|h| h != details.meta.sha1) {
             return Err(refused(format!(
                 "{file} in {group} was replaced by different content"
@@ -375,6 +390,8 @@ impl Daemon {
             dest.clone(),
             &self.pool,
             checked,
+            only,
+            wanted,
         )
         .await
         .map_err(storage_reply)?;

@@ -165,9 +165,12 @@ impl Daemon {
             Request::ListGroups => self.list_groups().await,
             Request::ListFiles { group } => self.list_files(group).await,
             Request::UploadFile { path, group, name } => self.upload_file(path, group, name).await,
-            Request::DownloadFile { group, file, dest } => {
-                self.download_file(group, file, dest).await
-            }
+            Request::DownloadFile {
+                group,
+                file,
+                dest,
+                only,
+            } => self.download_file(group, file, dest, only).await,
             Request::ShowDownloads => Ok(self.show_downloads()),
             Request::StopShare { group, file } => self.stop_share(group, file).await,
             Request::RemoveFile { group, file } => self.remove_file(group, file).await,

@@ -12,7 +12,9 @@ use minitorr_proto::names;
 use minitorr_proto::tracker::{self, Call};
 use minitorr_proto::types::{FileMeta, FileSummary};
 
-use super::{fail, Daemon, Reply};
+use super::{fail, Daemon, DownloadEntry, Reply};
+use crate::download::storage::{part_name_for, DestDir, StorageError};
+use crate::state::{DownloadRecord, RecordState};
 use crate::sharing::hasher::{hash_file, FileStamp};
 use crate::sharing::SharedFile;
 use crate::state::ShareRecord;
@@ -197,4 +199,167 @@ pub(crate) fn watch_paths(rec: &ShareRecord, out: &mut HashSet<PathBuf>) {
     for f in &rec.tree_files {
         out.insert(rec.path.join(&f.disk_path));
     }
+}
+
+/// Most `--only` patterns one download may have.
+const MAX_GLOBS: usize = 256;
+
+/// Check `--only` patterns (count, length, syntax) before anything else is done.
+pub(crate) fn check_globs(only: &[String]) -> Result<(), String> {
+    if only.len() > MAX_GLOBS {
+        return Err(format!("at most {MAX_GLOBS} --only patterns"));
+    }
+    glob_set(only).map(|_| ())
+}
+
+fn glob_set(only: &[String]) -> Result<globset::GlobSet, String> {
+    let mut b = globset::GlobSetBuilder::new();
+    for g in only {
+        if g.len() > minitorr_proto::item::MAX_ITEM_PATH_LEN {
+            return Err("an --only pattern is too long".into());
+        }
+        let glob = globset::GlobBuilder::new(g)
+            // `*` stays within one path component; `**` crosses them.
+            .literal_separator(true)
+            .build()
+            .map_err(|e| format!("--only {g:?}: {e}"))?;
+        b.add(glob);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+/// The files (layout order) a download with `only` fetches: `None` for everything. A file
+/// is selected if a pattern matches its path or one of its directories (`docs` selects
+/// everything under `docs/`). Refused: patterns on a single file, or matching nothing.
+pub(crate) fn wanted_files(meta: &FileMeta, only: &[String]) -> Result<Option<Vec<bool>>, String> {
+    if only.is_empty() {
+        return Ok(None);
+    }
+    let Some(tree) = &meta.tree else {
+        return Err(format!(
+            "{} is a single file; --only selects files inside a directory tree",
+            meta.name
+        ));
+    };
+    let set = glob_set(only)?;
+    let wanted: Vec<bool> = tree
+        .files()
+        .map(|(path, _, _)| {
+            set.is_match(path)
+                || path
+                    .match_indices('/')
+                    .any(|(i, _)| set.is_match(&path[..i]))
+        })
+        .collect();
+    if !wanted.iter().any(|&w| w) {
+        return Err(format!(
+            "no file of {} matches --only {}",
+            meta.name,
+            only.join(" --only ")
+        ));
+    }
+    Ok(Some(wanted))
+}
+
+impl Daemon {
+    /// A finished selective download of `file` in `group` at `dest` (the tree itself, or the
+    /// directory holding it).
+    pub(super) fn selective_record(&self, group: &str, file: &str, dest: &Path) -> Option<DownloadRecord> {
+        let list = self.downloads.lock().expect("lock");
+        list.iter().find_map(|e| {
+            let r = match e {
+                DownloadEntry::Record(r) => r.clone(),
+                DownloadEntry::Live(d) if d.is_finished() => {
+                    let s = d.status();
+                    if s.state != minitorr_proto::control::DownloadState::Complete {
+                        return None;
+                    }
+                    DownloadRecord {
+                        group: d.group.clone(),
+                        dest: d.dest.clone(),
+                        meta: (*d.meta).clone(),
+                        state: RecordState::Complete,
+                        error: None,
+                        bytes_done: s.bytes_done,
+                        pieces_done: s.pieces_done,
+                        only: d.only.clone(),
+                    }
+                }
+                DownloadEntry::Live(_) => return None,
+            };
+            (r.group == group
+                && r.meta.name == file
+                && r.state == RecordState::Complete
+                && !r.only.is_empty()
+                && (r.dest == dest || r.dest == dest.join(file)))
+            .then_some(r)
+        })
+    }
+
+    /// Fetch more of a tree downloaded selectively: the tree goes back into its staging
+    /// directory (so it reappears only complete and verified), the files it holds are
+    /// re-verified there (never fetched again), and the download runs on with the new
+    /// selection — the old patterns plus the new ones, or everything if none is given.
+    pub(super) async fn grow_selection(
+        self: &Arc<Self>,
+        prev: DownloadRecord,
+        only: Vec<String>,
+    ) -> Reply<Response> {
+        let mut only = if only.is_empty() {
+            Vec::new()
+        } else {
+            let mut all = prev.only.clone();
+            all.extend(only);
+            all.sort();
+            all.dedup();
+            all
+        };
+        if only.len() > MAX_GLOBS {
+            only.truncate(MAX_GLOBS);
+        }
+        let reservation = self.reserve(&prev.group, &prev.meta.name, false)?;
+        if let Some(s) = self.shares.remove(&prev.group, &prev.meta.name) {
+            drop(s);
+            self.live.close_file(&prev.group, &prev.meta.name);
+        }
+        let d = prev.dest.clone();
+        self.pool
+            .run(move || unfinish_tree(&d))
+            .await
+            .map_err(|e| fail(ErrorKind::Refused, e.to_string()))?;
+        let started = self
+            .start_download(
+                prev.group.clone(),
+                prev.meta.name.clone(),
+                prev.dest.clone(),
+                Some(prev.meta.sha1),
+                only,
+            )
+            .await;
+        drop(reservation);
+        Ok(Response::DownloadStarted(started?.status()))
+    }
+}
+
+/// Move a finished tree at `dest` back to its staging name (never over anything): only a
+/// real directory of ours, by handle.
+fn unfinish_tree(dest: &Path) -> Result<(), StorageError> {
+    let parent = DestDir::open(dest.parent().unwrap_or(Path::new("/")))?;
+    let name = dest.file_name().unwrap_or_default();
+    let fd = open_root(dest).map_err(|e| StorageError::Planted {
+        path: dest.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| StorageError::Io {
+        what: "stat",
+        path: dest.to_path_buf(),
+        source: e.into(),
+    })?;
+    if st.st_uid != minitorr_proto::private_dir::own_uid() {
+        return Err(StorageError::Planted {
+            path: dest.to_path_buf(),
+            why: format!("it is owned by uid {}, not by you", st.st_uid),
+        });
+    }
+    parent.rename_noreplace(name, &part_name_for(name))
 }

@@ -85,6 +85,8 @@ pub enum Outcome {
 
 pub struct Download {
     pub group: String,
+    /// A selective download's `--only` patterns (empty: the whole item).
+    pub only: Vec<String>,
     pub meta: Arc<FileMeta>,
     pub dest: PathBuf,
     pub shared: Arc<SharedFile>,
@@ -122,7 +124,7 @@ impl Download {
         dest: PathBuf,
         pool: &BlockingPool,
     ) -> Result<Arc<Download>, storage::StorageError> {
-        Self::prepare_reporting(group, meta, dest, pool, None).await
+        Self::prepare_reporting(group, meta, dest, pool, None, Vec::new(), None).await
     }
 
     /// [`Download::prepare`], counting the bytes re-verified in `checked`.
@@ -132,6 +134,8 @@ impl Download {
         dest: PathBuf,
         pool: &BlockingPool,
         checked: Option<Arc<std::sync::atomic::AtomicU64>>,
+        only: Vec<String>,
+        wanted: Option<Arc<Vec<bool>>>,
     ) -> Result<Arc<Download>, storage::StorageError> {
         let m = meta.clone();
         let d = dest.clone();
@@ -139,7 +143,7 @@ impl Download {
             .run(move || -> Result<_, storage::StorageError> {
                 let dir = DestDir::open(d.parent().unwrap_or(std::path::Path::new("/")))?;
                 let name = d.file_name().unwrap_or_default();
-                let (part, existed) = PartFile::open(dir, name, m.clone())?;
+                let (part, existed) = PartFile::open_selective(dir, name, m.clone(), wanted)?;
                 let have = if existed {
                     part.scan_reporting(checked.as_deref()).map_err(|source| {
                         storage::StorageError::Io {
@@ -173,9 +177,11 @@ impl Download {
         for i in have.iter_set() {
             whole.piece(i, None);
         }
+        let wanted_pieces = part.wanted_pieces();
         Ok(Arc::new(Download {
             group,
-            picker: Mutex::new(Picker::new(&have)),
+            only,
+            picker: Mutex::new(Picker::with_wanted(&have, &wanted_pieces)),
             progress: Mutex::new(Progress::new(bytes_done)),
             meta,
             dest,
@@ -559,6 +565,8 @@ impl Download {
                     return Err("the whole-file hasher lost track of the files".into());
                 }
                 for (g, (path, want)) in got.iter().zip(&expected) {
+                    // None: a file a selective download does not fetch.
+                    let Some(g) = g else { continue };
                     if g != want {
                         return Err(format!(
                             "whole-file SHA1 mismatch for {path} (got {}, expected {})",
@@ -592,7 +600,8 @@ impl Download {
             self.shared.completed_at(&self.dest, stamp);
         }
         // Complete locally whatever the tracker's state: registering is retried behind.
-        self.announce_in_background(env, true);
+        // A selective download holds only some files: it stays a partial holder.
+        self.announce_in_background(env, self.shared.is_complete());
         Ok(())
     }
 

@@ -152,6 +152,26 @@ impl DestDir {
         Ok(())
     }
 
+    /// Rename `from` to `to` inside this directory, never over an existing entry.
+    pub fn rename_noreplace(&self, from: &OsStr, to: &OsStr) -> Result<(), StorageError> {
+        rustix::fs::renameat_with(
+            &self.fd,
+            from,
+            &self.fd,
+            to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| {
+            if e == rustix::io::Errno::EXIST {
+                StorageError::Exists {
+                    path: self.path.join(to),
+                }
+            } else {
+                self.io("rename", from)(e)
+            }
+        })
+    }
+
     /// Whether something (anything, even a dangling link) is at `name` in this directory.
     pub fn entry_exists(&self, name: &OsStr) -> bool {
         rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
@@ -210,6 +230,8 @@ pub struct PartFile {
     name: OsString,
     path: PathBuf,
     meta: Arc<FileMeta>,
+    /// A selective download: the files (layout order) it fetches; the others are not on disk.
+    wanted: Option<Arc<Vec<bool>>>,
 }
 
 enum PartKind {
@@ -236,8 +258,18 @@ impl PartFile {
         dest_name: &OsStr,
         meta: Arc<FileMeta>,
     ) -> Result<(PartFile, bool), StorageError> {
+        Self::open_selective(dir, dest_name, meta, None)
+    }
+
+    /// [`PartFile::open`] fetching only the `wanted` files of a tree (layout order).
+    pub fn open_selective(
+        dir: DestDir,
+        dest_name: &OsStr,
+        meta: Arc<FileMeta>,
+        wanted: Option<Arc<Vec<bool>>>,
+    ) -> Result<(PartFile, bool), StorageError> {
         if meta.tree.is_some() {
-            return Self::open_tree(dir, dest_name, meta);
+            return Self::open_tree(dir, dest_name, meta, wanted);
         }
         let name = part_name_for(dest_name);
         let path = dir.path.join(&name);
@@ -306,6 +338,7 @@ impl PartFile {
                 name,
                 path,
                 meta,
+                wanted: None,
             },
             existed,
         ))
@@ -318,6 +351,7 @@ impl PartFile {
         dir: DestDir,
         dest_name: &OsStr,
         meta: Arc<FileMeta>,
+        wanted: Option<Arc<Vec<bool>>>,
     ) -> Result<(PartFile, bool), StorageError> {
         let name = part_name_for(dest_name);
         let path = dir.path.join(&name);
@@ -352,7 +386,12 @@ impl PartFile {
                 why: format!("it is owned by uid {}, not by you", st.st_uid),
             });
         }
-        let files_existed = crate::storage::tree::create_tree(&root, tree).map_err(|e| {
+        let files_existed = crate::storage::tree::create_tree_only(
+            &root,
+            tree,
+            wanted.as_deref().map(Vec::as_slice),
+        )
+        .map_err(|e| {
             StorageError::Planted {
                 path: path.clone(),
                 why: e.to_string(),
@@ -380,6 +419,7 @@ impl PartFile {
                 name,
                 path,
                 meta,
+                wanted,
             },
             existed && files_existed,
         ))
@@ -387,6 +427,25 @@ impl PartFile {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether file `i` (layout order) is fetched by this download.
+    pub fn wants_file(&self, i: usize) -> bool {
+        self.wanted.as_ref().is_none_or(|w| w[i])
+    }
+
+    /// The pieces this download fetches (all of them unless selective).
+    pub fn wanted_pieces(&self) -> Bitfield {
+        let layout = self.store.layout();
+        let mut b = Bitfield::new(layout.piece_count());
+        for (i, f) in layout.files().iter().enumerate() {
+            if self.wants_file(i) {
+                for p in f.pieces() {
+                    b.set(p);
+                }
+            }
+        }
+        b
     }
 
     pub fn is_tree(&self) -> bool {
@@ -413,6 +472,9 @@ impl PartFile {
         let paths = crate::storage::tree::file_paths(&self.meta);
         let mut out = Vec::with_capacity(paths.len());
         for (i, p) in paths.into_iter().enumerate() {
+            if !self.wants_file(i) {
+                continue;
+            }
             let f = self.store.layout_file(i)?;
             out.push(crate::storage::walk::SharedTreeFile {
                 disk_path: p,
@@ -435,7 +497,8 @@ impl PartFile {
     ) -> io::Result<Bitfield> {
         let mut have = Bitfield::new(self.meta.piece_count());
         let mut buf = Vec::new();
-        for i in 0..self.meta.piece_count() {
+        let wanted = self.wanted_pieces();
+        for i in wanted.iter_set() {
             self.read_piece(i, &mut buf)?;
             if let Some(c) = checked {
                 c.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -541,6 +604,9 @@ impl PartFile {
             unreachable!("finish_tree of a single file")
         };
         for (i, rel) in crate::storage::tree::file_paths(&self.meta).iter().enumerate() {
+            if !self.wants_file(i) {
+                continue;
+            }
             let same = (|| -> io::Result<bool> {
                 let there = crate::storage::tree::open_beneath(
                     root,
@@ -653,18 +719,21 @@ pub struct WholeFileHasher {
     /// Bytes handed over and not yet hashed or dropped. Checked when sending, so a hasher
     /// that falls behind (CPU contention) cannot make the channel grow without bound.
     pending: Arc<AtomicUsize>,
-    handle: std::thread::JoinHandle<io::Result<Vec<Sha1Hash>>>,
+    handle: std::thread::JoinHandle<io::Result<Vec<Option<Sha1Hash>>>>,
 }
 
 impl WholeFileHasher {
     pub fn start(part: Arc<PartFile>) -> io::Result<Self> {
         let store = part.storage();
+        let wanted: Vec<bool> = (0..store.layout().files().len())
+            .map(|i| part.wants_file(i))
+            .collect();
         let (tx, rx) = mpsc::channel();
         let pending = Arc::new(AtomicUsize::new(0));
         let p = pending.clone();
         let handle = std::thread::Builder::new()
             .name("whole-sha1".into())
-            .spawn(move || hash_in_order(&store, rx, &p))?;
+            .spawn(move || hash_in_order(&store, &wanted, rx, &p))?;
         Ok(WholeFileHasher {
             tx,
             pending,
@@ -689,7 +758,7 @@ impl WholeFileHasher {
 
     /// Wait for the digests, one per file in layout order (blocking: call from the blocking
     /// pool). All pieces must be sent.
-    pub fn finish(self) -> io::Result<Vec<Sha1Hash>> {
+    pub fn finish(self) -> io::Result<Vec<Option<Sha1Hash>>> {
         let _ = self.tx.send(HashMsg::Finish);
         self.handle
             .join()
@@ -699,31 +768,49 @@ impl WholeFileHasher {
 
 /// Pieces are hashed in item order; each file's SHA1 is finished at its last piece (an empty
 /// file's is the SHA1 of nothing), so a tree's files are verified in the same single pass.
+/// Files a selective download does not fetch are skipped (`None`).
 fn hash_in_order(
     store: &Storage,
+    wanted: &[bool],
     rx: mpsc::Receiver<HashMsg>,
     pending: &AtomicUsize,
-) -> io::Result<Vec<Sha1Hash>> {
-    let n = store.piece_count();
+) -> io::Result<Vec<Option<Sha1Hash>>> {
     let files = store.layout().files();
     let mut digests = Vec::with_capacity(files.len());
     let mut file = 0usize;
-    // Close every file whose pieces all come before `next` (empty files included).
-    let close = |next: u32, file: &mut usize, sha: &mut Sha1, digests: &mut Vec<Sha1Hash>| {
-        while *file < files.len() && files[*file].pieces().end <= next {
-            digests.push(Sha1Hash(std::mem::take(sha).finalize().into()));
-            *file += 1;
-        }
-    };
     let mut sha = Sha1::new();
     let mut next = 0u32;
-    close(next, &mut file, &mut sha, &mut digests);
     let mut waiting: BTreeMap<u32, Option<Bytes>> = BTreeMap::new();
     let mut buf = Vec::new();
     let mut finishing = false;
     loop {
-        // Hash every consecutive piece we have.
-        while let Some(data) = waiting.remove(&next) {
+        // Close every file done (or skipped) before `next`.
+        while file < files.len() {
+            let end = files[file].pieces().end;
+            if !wanted[file] {
+                digests.push(None);
+                next = next.max(end);
+                file += 1;
+            } else if next >= end {
+                digests.push(Some(Sha1Hash(std::mem::take(&mut sha).finalize().into())));
+                file += 1;
+            } else {
+                break;
+            }
+        }
+        if file == files.len() {
+            return Ok(digests);
+        }
+        // Drop what was handed over for pieces already behind us.
+        while let Some((&i, _)) = waiting.first_key_value() {
+            if i >= next {
+                break;
+            }
+            if let Some(Some(d)) = waiting.remove(&i) {
+                pending.fetch_sub(d.len(), Ordering::AcqRel);
+            }
+        }
+        if let Some(data) = waiting.remove(&next) {
             match data {
                 Some(d) => {
                     sha.update(&d);
@@ -735,10 +822,7 @@ fn hash_in_order(
                 }
             }
             next += 1;
-            close(next, &mut file, &mut sha, &mut digests);
-        }
-        if next == n {
-            return Ok(digests);
+            continue;
         }
         if finishing {
             return Err(io::Error::other(format!(
@@ -1019,7 +1103,7 @@ mod tests {
                 .then(|| Bytes::copy_from_slice(&data[s..s + meta.piece_len(i) as usize]));
             hasher.piece(i, bytes);
         }
-        assert_eq!(hasher.finish().unwrap(), vec![meta.sha1]);
+        assert_eq!(hasher.finish().unwrap(), vec![Some(meta.sha1)]);
         part.finish("f".as_ref()).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), data);
         assert!(!pp.exists());
@@ -1126,7 +1210,11 @@ mod tests {
         }
         assert_eq!(
             hasher.finish().unwrap(),
-            vec![sha1_of(&files[0].1), sha1_of(b""), sha1_of(b"last")]
+            vec![
+                Some(sha1_of(&files[0].1)),
+                Some(sha1_of(b"")),
+                Some(sha1_of(b"last"))
+            ]
         );
         // Something already at the final name: never replaced.
         std::fs::create_dir(dir.path().join("proj")).unwrap();

@@ -221,9 +221,23 @@ impl FileSet for TreeFiles {
 /// Refuses anything not created by us: a symlink, a FIFO, a file of another user or with
 /// other links.
 pub fn create_tree(root: &OwnedFd, tree: &Tree) -> io::Result<bool> {
+    create_tree_only(root, tree, None)
+}
+
+/// [`create_tree`] for a selective download: only the files set in `wanted` (indexed like
+/// [`minitorr_proto::item::Layout::files`]) are created, with their directories; empty
+/// directories of the tree always are.
+pub fn create_tree_only(root: &OwnedFd, tree: &Tree, wanted: Option<&[bool]>) -> io::Result<bool> {
     let mut existed = false;
     let mut dirs_made: std::collections::HashSet<String> = Default::default();
+    let mut file_index = 0usize;
     for e in &tree.entries {
+        if matches!(e.kind, EntryKind::File { .. }) {
+            file_index += 1;
+            if wanted.is_some_and(|w| !w[file_index - 1]) {
+                continue;
+            }
+        }
         let (parent, name) = match e.path.rsplit_once('/') {
             Some((p, n)) => (p, n),
             None => ("", e.path.as_str()),
