@@ -143,7 +143,10 @@ fn a_tree_download_resumes_after_sigkill_and_appears_only_when_complete() {
         bytes_done(&leech, "g1", "proj") >= 3 * MIB as u64
     });
     leech.kill9();
-    assert!(!dest.join("proj").exists(), "never a tree before verification");
+    assert!(
+        !dest.join("proj").exists(),
+        "never a tree before verification"
+    );
     assert!(staging(&dest, "proj").is_dir(), "staging kept for resume");
     leech.restart();
     let out = leech.ok(&["login", "l", "pw-of-someone"]);

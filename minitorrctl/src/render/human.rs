@@ -685,6 +685,73 @@ pub fn render_shares(shares: &[proto::control::ShareStatus], style: Style) -> St
     join_lines(lines)
 }
 
+/// `list_files GROUP ITEM`: one line per file (path inside the item, size) and per empty
+/// directory (`dir/`), in the item's canonical order, then a summary line.
+pub fn render_item(item: &ItemListing, style: Style) -> String {
+    let rows: Vec<Vec<String>> = match &item.tree {
+        None => vec![vec![clean(&item.name).into_owned(), size(item.size)]],
+        Some(tree) => tree
+            .entries
+            .iter()
+            .map(|e| match e.kind {
+                EntryKind::File { size: s, .. } => vec![clean(&e.path).into_owned(), size(s)],
+                EntryKind::Dir => vec![format!("{}/", clean(&e.path)), String::new()],
+            })
+            .collect(),
+    };
+    let mut lines = table(Some(&["PATH", "SIZE"]), &[Align::Left, Align::Right], &rows);
+    lines[0] = style.bold(&lines[0]);
+    let dirs = item.tree.as_ref().map_or(0, |t| {
+        t.entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Dir)
+            .count() as u64
+    });
+    let mut sum = format!(
+        "Sum: {} in {}, {}",
+        item_name(&item.name, item.tree.is_some()),
+        clean(&item.group),
+        plural(item.file_count() as u64, "file", "files")
+    );
+    if dirs > 0 {
+        sum.push_str(&format!(
+            ", {}",
+            plural(dirs, "empty directory", "empty directories")
+        ));
+    }
+    sum.push_str(&format!(
+        ", {}, sha1 {}",
+        size(item.size),
+        item.sha1.short()
+    ));
+    lines.push(sum);
+    join_lines(lines)
+}
+
+/// `, 3/16 files` for an item of several files (nothing for a single file).
+fn files_part(d: &DownloadStatus) -> String {
+    if d.files_total > 1 {
+        format!(", {}/{} files", d.files_done, d.files_total)
+    } else {
+        String::new()
+    }
+}
+
+/// `upload_file DIR`: the item, then a warning listing what was skipped (never followed).
+pub fn render_uploaded_tree(f: &FileSummary, skipped: &[proto::control::SkippedEntry]) -> String {
+    let mut out = render_uploaded(f);
+    if !skipped.is_empty() {
+        out.push_str(&format!(
+            "warning: skipped {} (not regular files or directories; never followed):\n",
+            plural(skipped.len() as u64, "entry", "entries")
+        ));
+        for s in skipped {
+            out.push_str(&format!("  {} ({})\n", clean(&s.path), clean(&s.what)));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -828,74 +895,4 @@ mod tests {
         insta::assert_snapshot!("login", render_login(&login()));
         insta::assert_snapshot!("message", render_message("group g1 created; you own it"));
     }
-}
-
-/// `list_files GROUP ITEM`: one line per file (path inside the item, size) and per empty
-/// directory (`dir/`), in the item's canonical order, then a summary line.
-pub fn render_item(item: &ItemListing, style: Style) -> String {
-    let rows: Vec<Vec<String>> = match &item.tree {
-        None => vec![vec![clean(&item.name).into_owned(), size(item.size)]],
-        Some(tree) => tree
-            .entries
-            .iter()
-            .map(|e| match e.kind {
-                EntryKind::File { size: s, .. } => vec![clean(&e.path).into_owned(), size(s)],
-                EntryKind::Dir => vec![format!("{}/", clean(&e.path)), String::new()],
-            })
-            .collect(),
-    };
-    let mut lines = table(Some(&["PATH", "SIZE"]), &[Align::Left, Align::Right], &rows);
-    lines[0] = style.bold(&lines[0]);
-    let dirs = item.tree.as_ref().map_or(0, |t| {
-        t.entries
-            .iter()
-            .filter(|e| e.kind == EntryKind::Dir)
-            .count() as u64
-    });
-    let mut sum = format!(
-        "Sum: {} in {}, {}",
-        item_name(&item.name, item.tree.is_some()),
-        clean(&item.group),
-        plural(item.file_count() as u64, "file", "files")
-    );
-    if dirs > 0 {
-        sum.push_str(&format!(
-            ", {}",
-            plural(dirs, "empty directory", "empty directories")
-        ));
-    }
-    sum.push_str(&format!(
-        ", {}, sha1 {}",
-        size(item.size),
-        item.sha1.short()
-    ));
-    lines.push(sum);
-    join_lines(lines)
-}
-
-/// `, 3/16 files` for an item of several files (nothing for a single file).
-fn files_part(d: &DownloadStatus) -> String {
-    if d.files_total > 1 {
-        format!(", {}/{} files", d.files_done, d.files_total)
-    } else {
-        String::new()
-    }
-}
-
-/// `upload_file DIR`: the item, then a warning listing what was skipped (never followed).
-pub fn render_uploaded_tree(
-    f: &FileSummary,
-    skipped: &[proto::control::SkippedEntry],
-) -> String {
-    let mut out = render_uploaded(f);
-    if !skipped.is_empty() {
-        out.push_str(&format!(
-            "warning: skipped {} (not regular files or directories; never followed):\n",
-            plural(skipped.len() as u64, "entry", "entries")
-        ));
-        for s in skipped {
-            out.push_str(&format!("  {} ({})\n", clean(&s.path), clean(&s.what)));
-        }
-    }
-    out
 }

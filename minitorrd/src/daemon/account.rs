@@ -386,10 +386,7 @@ impl Daemon {
         report: &mut LoginReport,
     ) -> DownloadRecord {
         let (path, m) = (rec.dest.clone(), rec.meta.clone());
-        let hashed = self
-            .pool
-            .run(move || super::trees::rehash(&path, &m))
-            .await;
+        let hashed = self.pool.run(move || super::trees::rehash(&path, &m)).await;
         let what = format!("{} in {}", rec.meta.name, rec.group);
         let (stamp, tree_files) = match hashed {
             Ok((meta, stamp, files)) if meta.sha1 == rec.meta.sha1 => (stamp, files),

@@ -32,6 +32,8 @@ use crate::state::{DownloadRecord, StateFile};
 use crate::tracker::{Session, TicketKeys, TrackerLink};
 
 /// A download shown by show_downloads: running in this process, or remembered from before.
+// A handful of entries per user: boxing the record would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum DownloadEntry {
     Live(Arc<Download>),
     Record(DownloadRecord),

@@ -14,10 +14,10 @@ use minitorr_proto::types::{FileMeta, FileSummary};
 
 use super::{fail, Daemon, DownloadEntry, Reply};
 use crate::download::storage::{part_name_for, DestDir, StorageError};
-use crate::state::{DownloadRecord, RecordState};
 use crate::sharing::hasher::{hash_file, FileStamp};
 use crate::sharing::SharedFile;
 use crate::state::ShareRecord;
+use crate::state::{DownloadRecord, RecordState};
 use crate::storage::tree::{open_beneath, open_root};
 use crate::storage::walk::{hash_tree, SharedTreeFile};
 
@@ -159,10 +159,7 @@ pub(crate) fn stamp_now(rec: &ShareRecord) -> Option<FileStamp> {
 }
 
 /// Open a share record for serving (a file, or a tree beneath its root).
-pub(crate) fn open_share(
-    rec: &ShareRecord,
-    stamp: FileStamp,
-) -> io::Result<Arc<SharedFile>> {
+pub(crate) fn open_share(rec: &ShareRecord, stamp: FileStamp) -> io::Result<Arc<SharedFile>> {
     let meta = Arc::new(rec.meta.clone());
     if rec.meta.tree.is_some() {
         SharedFile::complete_tree(
@@ -264,7 +261,12 @@ pub(crate) fn wanted_files(meta: &FileMeta, only: &[String]) -> Result<Option<Ve
 impl Daemon {
     /// A finished selective download of `file` in `group` at `dest` (the tree itself, or the
     /// directory holding it).
-    pub(super) fn selective_record(&self, group: &str, file: &str, dest: &Path) -> Option<DownloadRecord> {
+    pub(super) fn selective_record(
+        &self,
+        group: &str,
+        file: &str,
+        dest: &Path,
+    ) -> Option<DownloadRecord> {
         let list = self.downloads.lock().expect("lock");
         list.iter().find_map(|e| {
             let r = match e {

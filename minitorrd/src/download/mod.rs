@@ -158,7 +158,10 @@ impl Download {
                 Ok((part, have))
             })
             .await?;
-        let bytes_done = have.iter_set().map(|i| part.storage().piece_len(i) as u64).sum();
+        let bytes_done = have
+            .iter_set()
+            .map(|i| part.storage().piece_len(i) as u64)
+            .sum();
         let shared = SharedFile::partial(
             group.clone(),
             meta.clone(),

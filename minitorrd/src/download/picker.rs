@@ -91,7 +91,10 @@ impl Picker {
 
     /// Whether `piece` is one this download fetches.
     pub fn is_wanted(&self, piece: u32) -> bool {
-        !matches!(self.state.get(piece as usize), Some(PieceState::Unwanted) | None)
+        !matches!(
+            self.state.get(piece as usize),
+            Some(PieceState::Unwanted) | None
+        )
     }
 
     pub fn is_verified(&self, piece: u32) -> bool {
@@ -240,13 +243,12 @@ impl Picker {
     /// Whether `peer` has anything we still need.
     pub fn peer_is_useful(&self, peer: PeerId) -> bool {
         self.peers.get(&peer).is_some_and(|have| {
-            have.iter_set()
-                .any(|i| {
-                    matches!(
-                        self.state[i as usize],
-                        PieceState::Missing | PieceState::InFlight(_)
-                    )
-                })
+            have.iter_set().any(|i| {
+                matches!(
+                    self.state[i as usize],
+                    PieceState::Missing | PieceState::InFlight(_)
+                )
+            })
         })
     }
 

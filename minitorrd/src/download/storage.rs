@@ -391,11 +391,9 @@ impl PartFile {
             tree,
             wanted.as_deref().map(Vec::as_slice),
         )
-        .map_err(|e| {
-            StorageError::Planted {
-                path: path.clone(),
-                why: e.to_string(),
-            }
+        .map_err(|e| StorageError::Planted {
+            path: path.clone(),
+            why: e.to_string(),
         })?;
         let set_root = root.try_clone().map_err(|source| StorageError::Io {
             what: "open",
@@ -603,7 +601,10 @@ impl PartFile {
         let PartKind::Tree(root) = &self.kind else {
             unreachable!("finish_tree of a single file")
         };
-        for (i, rel) in crate::storage::tree::file_paths(&self.meta).iter().enumerate() {
+        for (i, rel) in crate::storage::tree::file_paths(&self.meta)
+            .iter()
+            .enumerate()
+        {
             if !self.wants_file(i) {
                 continue;
             }
@@ -879,7 +880,8 @@ pub fn remove_part_file(dest: &Path) -> Result<bool, StorageError> {
 /// followed), so nothing outside the staging directory can be touched.
 fn remove_staging_tree(dir: &DestDir, name: &OsStr, path: &Path) -> Result<(), StorageError> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = rustix::fs::openat(&dir.fd, name, flags, Mode::empty()).map_err(dir.io("open", name))?;
+    let fd =
+        rustix::fs::openat(&dir.fd, name, flags, Mode::empty()).map_err(dir.io("open", name))?;
     let st = rustix::fs::fstat(&fd).map_err(dir.io("stat", name))?;
     if st.st_uid != own_uid() {
         return Err(StorageError::Planted {
@@ -1181,7 +1183,8 @@ mod tests {
             tree: Some(tree),
         });
         meta.check().unwrap();
-        let (part, existed) = PartFile::open(ddir(dir.path()), "proj".as_ref(), meta.clone()).unwrap();
+        let (part, existed) =
+            PartFile::open(ddir(dir.path()), "proj".as_ref(), meta.clone()).unwrap();
         assert!(!existed);
         let staging = dir.path().join(".proj.minitorr-part");
         assert_eq!(
@@ -1199,9 +1202,13 @@ mod tests {
         part.write_piece(4, &src(4)).unwrap();
         part.write_piece(1, &src(1)).unwrap();
         drop(part);
-        let (part, existed) = PartFile::open(ddir(dir.path()), "proj".as_ref(), meta.clone()).unwrap();
+        let (part, existed) =
+            PartFile::open(ddir(dir.path()), "proj".as_ref(), meta.clone()).unwrap();
         assert!(existed);
-        assert_eq!(part.scan().unwrap().iter_set().collect::<Vec<_>>(), vec![1, 4]);
+        assert_eq!(
+            part.scan().unwrap().iter_set().collect::<Vec<_>>(),
+            vec![1, 4]
+        );
         let part = Arc::new(part);
         let hasher = WholeFileHasher::start(part.clone()).unwrap();
         for p in (0..meta.piece_count()).rev() {

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 
-use minitorr_proto::private_dir::own_uid;
 use minitorr_proto::item::{EntryKind, Tree};
+use minitorr_proto::private_dir::own_uid;
 use minitorr_proto::types::FileMeta;
 
 use super::FileSet;
@@ -35,12 +35,7 @@ fn resolve() -> ResolveFlags {
 }
 
 /// Open `rel` under `root` without following any symlink on the way nor leaving `root`.
-pub fn open_beneath(
-    root: impl AsFd,
-    rel: &str,
-    flags: OFlags,
-    mode: Mode,
-) -> io::Result<OwnedFd> {
+pub fn open_beneath(root: impl AsFd, rel: &str, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
     rustix::fs::openat2(root, rel, flags | OFlags::CLOEXEC, mode, resolve()).map_err(|e| {
         if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::XDEV {
             io::Error::other(format!(

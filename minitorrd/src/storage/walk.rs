@@ -33,7 +33,9 @@ pub enum WalkError {
     NotUtf8 { path: PathBuf },
     #[error("{0}")]
     BadPath(#[from] item::ItemError),
-    #[error("{root} holds more than {MAX_TREE_ENTRIES} files and directories; share a smaller tree")]
+    #[error(
+        "{root} holds more than {MAX_TREE_ENTRIES} files and directories; share a smaller tree"
+    )]
     TooManyEntries { root: PathBuf },
     #[error("{root} is too big for one item: even the largest piece size needs too many pieces")]
     TooBig { root: PathBuf },
@@ -96,7 +98,12 @@ impl Walk {
 
     /// Walk the directory `fd` (at `disk` / `comps` below the root). Returns whether anything
     /// shareable was found under it.
-    fn dir(&mut self, fd: &OwnedFd, disk: &str, comps: &mut Vec<String>) -> Result<bool, WalkError> {
+    fn dir(
+        &mut self,
+        fd: &OwnedFd,
+        disk: &str,
+        comps: &mut Vec<String>,
+    ) -> Result<bool, WalkError> {
         if comps.len() >= MAX_ITEM_DEPTH {
             return Err(item::ItemError::TooDeep {
                 path: disk.to_owned(),
@@ -104,8 +111,8 @@ impl Walk {
             .into());
         }
         let mut names: Vec<Vec<u8>> = Vec::new();
-        let mut dir = rustix::fs::Dir::read_from(fd).map_err(self.io(disk))?;
-        while let Some(ent) = dir.next() {
+        let dir = rustix::fs::Dir::read_from(fd).map_err(self.io(disk))?;
+        for ent in dir {
             let ent = ent.map_err(self.io(disk))?;
             let n = ent.file_name().to_bytes();
             if n == b"." || n == b".." {
@@ -189,10 +196,9 @@ pub fn hash_tree(root: &Path, name: &str, preferred: u32) -> Result<HashedTree, 
         move |source| WalkError::Io { path, source }
     };
     let root_fd = open_root(root).map_err(io(root))?;
-    let root_stamp = FileStamp::of_file(&std::fs::File::from(
-        root_fd.try_clone().map_err(io(root))?,
-    ))
-    .map_err(io(root))?;
+    let root_stamp =
+        FileStamp::of_file(&std::fs::File::from(root_fd.try_clone().map_err(io(root))?))
+            .map_err(io(root))?;
     let mut w = Walk {
         root: root.to_path_buf(),
         files: Vec::new(),
