@@ -346,3 +346,77 @@ fn selective_download_then_the_rest() {
         "only the missing files fetched: {fetched} of {total} ({first} held): {d}"
     );
 }
+
+/// Issue #13's scale floor, with generous bounds (the measured times go to
+/// docs/BENCHMARKS.md): a tree of 10,000 small files (1–64 KiB, 3 levels deep) is uploaded,
+/// listed and downloaded in seconds, not minutes.
+#[test]
+fn ten_thousand_small_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tracker = Tracker::start(&tmp.path().join("t"));
+    let seed = Peer::start(&tmp.path().join("s"), &tracker);
+    let leech = Peer::start(&tmp.path().join("l"), &tracker);
+    user(&seed, "s");
+    user(&leech, "l");
+    group_with(&seed, "g1", &[(&leech, "l")]);
+    let root = tmp.path().join("s").join("many");
+    // One buffer of pseudo-random bytes; each file is a different slice of it.
+    let pool: Vec<u8> = (0..128 * 1024u32)
+        .map(|j| (j.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut total = 0usize;
+    for i in 0..10_000u32 {
+        let dir = root.join(format!(
+            "d{}/e{}/f{}",
+            i % 10,
+            (i / 10) % 10,
+            (i / 100) % 10
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let size = 1024 + (x % (63 * 1024)) as usize;
+        total += size;
+        let at = (x >> 20) as usize % (pool.len() - size);
+        std::fs::write(dir.join(format!("file{i}.bin")), &pool[at..at + size]).unwrap();
+    }
+    let t = std::time::Instant::now();
+    seed.ok(&["upload_file", root.to_str().unwrap(), "g1"]);
+    let upload = t.elapsed();
+    let t = std::time::Instant::now();
+    let listing = leech.json(&["list_files", "g1", "many"]);
+    let list = t.elapsed();
+    assert_eq!(
+        listing["item"]["file_count"], 10_000,
+        "{}",
+        &listing["item"]["kind"]
+    );
+    let dest = tmp.path().join("l");
+    let t = std::time::Instant::now();
+    leech.ok(&["download_file", "g1", "many", dest.to_str().unwrap()]);
+    let d = leech.wait_download("g1", "many", Duration::from_secs(600));
+    let download = t.elapsed();
+    assert_eq!(d["state"], "complete", "{d}");
+    assert_eq!(d["files_done"], 10_000);
+    for i in (0..10_000u32).step_by(997) {
+        let rel = format!(
+            "d{}/e{}/f{}/file{i}.bin",
+            i % 10,
+            (i / 10) % 10,
+            (i / 100) % 10
+        );
+        assert_eq!(
+            sha1_file(&dest.join("many").join(&rel)),
+            sha1_file(&root.join(&rel))
+        );
+    }
+    eprintln!(
+        "10,000 files, {} MiB: upload {upload:?}, list {list:?}, download {download:?}",
+        total / MIB
+    );
+    for (what, took) in [("upload", upload), ("list", list), ("download", download)] {
+        assert!(took < Duration::from_secs(300), "{what} took {took:?}");
+    }
+}
