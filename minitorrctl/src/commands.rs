@@ -637,3 +637,43 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod item_tests {
+    use super::*;
+    use crate::password::PasswordSource;
+
+    struct NoPassword;
+    impl PasswordSource for NoPassword {
+        fn password(&mut self, _: &str, _: bool) -> Result<String, Failure> {
+            unreachable!("list_files asks for no password")
+        }
+    }
+
+    fn request(args: &[&str]) -> Request {
+        let cli = Cli::parse_from_args(std::iter::once("minitorrctl").chain(args.iter().copied()))
+            .unwrap();
+        match plan(cli.command, Path::new("/"), &mut NoPassword).unwrap() {
+            Plan::Send(r) => r,
+            _ => panic!("list_files sends one request"),
+        }
+    }
+
+    #[test]
+    fn list_files_with_an_item_lists_that_item() {
+        assert_eq!(
+            request(&["list_files", "g1"]),
+            Request::ListFiles { group: "g1".into() }
+        );
+        // Names are NFC-normalised like every file name.
+        assert_eq!(
+            request(&["list_files", "g1", "cafe\u{301}"]),
+            Request::ListItem {
+                group: "g1".into(),
+                item: "caf\u{e9}".into()
+            }
+        );
+        let bad = Cli::parse_from_args(["minitorrctl", "list_files", "g1", "a/b"]);
+        assert!(bad.is_err(), "an item name is one path component");
+    }
+}

@@ -896,3 +896,30 @@ mod tests {
         insta::assert_snapshot!("message", render_message("group g1 created; you own it"));
     }
 }
+#[cfg(test)]
+mod item_tests {
+    use super::*;
+    use crate::render::testdata::*;
+
+    #[test]
+    fn snapshot_items() {
+        insta::assert_snapshot!(
+            "files_with_tree",
+            render_files("g1", &files_with_tree(), Style::PLAIN)
+        );
+        insta::assert_snapshot!("item_tree", render_item(&tree_item(), Style::PLAIN));
+        insta::assert_snapshot!("item_single", render_item(&single_item(), Style::PLAIN));
+    }
+
+    /// A path that could drive a terminal (never accepted by the tracker, but a listing is
+    /// output) is escaped, not printed raw.
+    #[test]
+    fn item_paths_are_cleaned() {
+        let mut item = tree_item();
+        if let Some(t) = &mut item.tree {
+            t.entries[0].path = "evil\u{1b}[2J".into();
+        }
+        let out = render_item(&item, Style::PLAIN);
+        assert!(!out.contains('\u{1b}'), "{out}");
+    }
+}

@@ -567,3 +567,16 @@ pub fn render_uploaded_tree(f: &FileSummary, skipped: &[proto::control::SkippedE
         skipped,
     })
 }
+
+#[cfg(test)]
+mod item_tests {
+    use super::*;
+    use crate::render::testdata::*;
+
+    #[test]
+    fn snapshot_items() {
+        insta::assert_snapshot!("files_with_tree", render_files("g1", &files_with_tree()));
+        insta::assert_snapshot!("item_tree", render_item(&tree_item()));
+        insta::assert_snapshot!("item_single", render_item(&single_item()));
+    }
+}

@@ -217,4 +217,61 @@ pub mod testdata {
             problems: vec!["g1/old.iso: /srv/old.iso no longer exists".into()],
         }
     }
+
+    /// A group with a directory tree among its files (`list_files` grows a FILES column).
+    pub fn files_with_tree() -> Vec<FileSummary> {
+        let mut v = files();
+        v.insert(
+            0,
+            FileSummary {
+                group: "g1".into(),
+                name: "proj".into(),
+                size: 12_582_912,
+                piece_size: 512 * 1024,
+                sha1: sha(7),
+                seeders_online: 1,
+                partial_online: 0,
+                file_count: 3,
+                is_tree: true,
+                piece_count: 25,
+            },
+        );
+        v
+    }
+
+    /// `list_files g1 proj`: three files (one empty) and an empty directory.
+    pub fn tree_item() -> proto::types::ItemListing {
+        use proto::item::{Tree, TreeEntry};
+        let mut tree = Tree {
+            entries: vec![
+                TreeEntry::file("src/main.rs", 12_582_902, sha(8)),
+                TreeEntry::file("README.md", 10, sha(9)),
+                TreeEntry::file("src/empty.rs", 0, sha(10)),
+                TreeEntry::dir("build"),
+            ],
+        };
+        tree.sort();
+        proto::types::ItemListing {
+            group: "g1".into(),
+            name: "proj".into(),
+            size: tree.total_size(),
+            piece_size: 512 * 1024,
+            piece_count: 25,
+            sha1: tree.digest(),
+            tree: Some(tree),
+        }
+    }
+
+    /// `list_files g1 notes.txt`: a single file is a one-entry item.
+    pub fn single_item() -> proto::types::ItemListing {
+        proto::types::ItemListing {
+            group: "g1".into(),
+            name: "notes.txt".into(),
+            size: 4_321,
+            piece_size: 512 * 1024,
+            piece_count: 1,
+            sha1: sha(2),
+            tree: None,
+        }
+    }
 }

@@ -144,7 +144,14 @@ pub struct Service {
     /// This deployment's identity (shared by the trackers of one database), signed into
     /// device logins.
     tracker_id: [u8; 32],
+    /// Requests building an item's whole metadata at once (`GetFile`, `ListItem`, a tree's
+    /// `Share`). The largest item's listing and piece list take some tens of MiB while being
+    /// read, parsed and answered; this bounds how many are in memory together.
+    metadata_slots: tokio::sync::Semaphore,
 }
+
+/// Items whose metadata is loaded or checked at once (see `Service::metadata_slots`).
+pub const METADATA_SLOTS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -240,6 +247,7 @@ impl Service {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             password_checks: Arc::default(),
+            metadata_slots: tokio::sync::Semaphore::new(METADATA_SLOTS),
         })
     }
 
@@ -348,10 +356,25 @@ impl Service {
         // Login and CreateUser may wait their turn for a password-hashing slot, legitimately
         // for long; their database steps are still bounded by the pool's acquire timeout.
         let hashes = matches!(req.call, Call::Login { .. } | Call::CreateUser { .. });
+        // Calls that build an item's whole metadata wait for a slot first, outside the
+        // database deadline: waiting behind other big items is not the database failing.
+        let tree_share = matches!(&req.call, Call::Share { meta, .. } if meta.is_tree());
+        let big = tree_share || matches!(req.call, Call::GetFile { .. } | Call::ListItem { .. });
+        let _slot = if big {
+            self.metadata_slots.acquire().await.ok()
+        } else {
+            None
+        };
         let result = if hashes {
             self.dispatch(req, peer_ip).await
         } else {
-            let deadline = crate::store::DB_REQUEST_DEADLINE;
+            // A tree's Share also checks up to 262,144 paths and writes megabytes (CPU work, not
+            // the database hanging): it gets three times the deadline.
+            let deadline = if tree_share {
+                crate::store::DB_REQUEST_DEADLINE * 3
+            } else {
+                crate::store::DB_REQUEST_DEADLINE
+            };
             tokio::time::timeout(deadline, self.dispatch(req, peer_ip))
                 .await
                 .unwrap_or(Err(Fail::Store(StoreError::Deadline(deadline))))

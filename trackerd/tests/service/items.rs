@@ -479,6 +479,30 @@ async fn a_hundred_thousand_entry_tree_registers_and_lists_quickly() {
         assert!(t < limit, "{t:?}");
     }
     assert!(get_bytes < MAX_MESSAGE_FRAME, "{get_bytes}");
+
+    // Many members asking at once: at most METADATA_SLOTS build the metadata together, the
+    // others wait their turn, and every one is answered.
+    let started = Instant::now();
+    let answers = futures::future::join_all((0..8).map(|i| {
+        let call = if i % 2 == 0 {
+            get_file("g1", "many")
+        } else {
+            list_item("g1", "many")
+        };
+        h.call(Some(&bob), call)
+    }))
+    .await;
+    for r in answers {
+        match r {
+            Response::File(_) | Response::Item(_) => {}
+            Response::Error { code, message } => panic!("{code:?}: {message}"),
+            _ => panic!("unexpected answer"),
+        }
+    }
+    eprintln!(
+        "8 concurrent GetFile/ListItem of 100k entries: {:?}",
+        started.elapsed()
+    );
 }
 
 /// The 1 TiB floor: a 1 TiB item (sparse files on the uploader's disk; metadata only)
