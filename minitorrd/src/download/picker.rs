@@ -38,6 +38,9 @@ pub struct Picker {
     peers: HashMap<PeerId, Bitfield>,
     verified: u32,
     unwanted: u32,
+    /// No piece below this index is `Missing` (kept by `pick` and `release`): picks do not
+    /// rescan the done prefix of a 100,000-piece tree each time.
+    first_missing: usize,
     scratch: Vec<u32>,
 }
 
@@ -60,6 +63,7 @@ impl Picker {
             peers: HashMap::new(),
             verified: have.count(),
             unwanted: 0,
+            first_missing: 0,
             scratch: Vec::with_capacity(WINDOW),
         }
     }
@@ -150,7 +154,14 @@ impl Picker {
         let have = self.peers.get(&peer)?;
         self.scratch.clear();
         let mut rarest = u16::MAX;
-        for (i, st) in self.state.iter().enumerate() {
+        while self
+            .state
+            .get(self.first_missing)
+            .is_some_and(|s| *s != PieceState::Missing)
+        {
+            self.first_missing += 1;
+        }
+        for (i, st) in self.state.iter().enumerate().skip(self.first_missing) {
             if *st != PieceState::Missing || !have.get(i as u32) {
                 continue;
             }
@@ -161,6 +172,11 @@ impl Picker {
             }
             if a == rarest && self.scratch.len() < WINDOW {
                 self.scratch.push(i as u32);
+            }
+            // Nothing this peer has is rarer than held by one peer (itself): a full window
+            // at that rarity cannot change.
+            if rarest <= 1 && self.scratch.len() == WINDOW {
+                break;
             }
         }
         let piece = if !self.scratch.is_empty() {
@@ -225,6 +241,7 @@ impl Picker {
             who.retain(|&p| p != peer);
             if who.is_empty() {
                 *st = PieceState::Missing;
+                self.first_missing = self.first_missing.min(piece as usize);
             }
         }
     }
