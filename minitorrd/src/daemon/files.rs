@@ -374,7 +374,7 @@ impl Daemon {
         only: Vec<String>,
     ) -> Reply<Arc<Download>> {
         let session = self.current_session()?;
-        let details = self.file_details(&group, &file).await?;
+        let mut details = self.file_details(&group, &file).await?;
         let wanted = super::trees::wanted_files(&details.meta, &only)
             .map_err(invalid)?
             .map(Arc::new);
@@ -383,7 +383,13 @@ impl Daemon {
                 "{file} in {group} was replaced by different content"
             )));
         }
-        let meta = Arc::new(details.meta.clone());
+        // Moved out, not cloned: the coordinator keeps `details` (peers, ticket) for the whole
+        // download, and a 100,000-file tree's listing is megabytes.
+        let meta = Arc::new(FileMeta {
+            pieces: std::mem::take(&mut details.meta.pieces),
+            tree: details.meta.tree.take(),
+            ..details.meta.clone()
+        });
         let dl = Download::prepare_reporting(
             group.clone(),
             meta.clone(),
