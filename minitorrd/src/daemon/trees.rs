@@ -365,3 +365,65 @@ fn unfinish_tree(dest: &Path) -> Result<(), StorageError> {
     }
     parent.rename_noreplace(name, &part_name_for(name))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minitorr_proto::item::{Tree, TreeEntry};
+    use minitorr_proto::types::Sha1Hash;
+
+    fn meta(paths: &[&str]) -> FileMeta {
+        let mut tree = Tree {
+            entries: paths
+                .iter()
+                .map(|p| TreeEntry::file(*p, 1, Sha1Hash([1; 20])))
+                .collect(),
+        };
+        tree.sort();
+        FileMeta {
+            name: "proj".into(),
+            size: tree.total_size(),
+            piece_size: 16 * 1024,
+            sha1: tree.digest(),
+            pieces: vec![Sha1Hash([2; 20]); paths.len()],
+            tree: Some(tree),
+        }
+    }
+
+    #[test]
+    fn globs_select_files_and_whole_directories() {
+        let m = meta(&["a.txt", "docs/x.txt", "docs/deep/y.txt", "src/main.rs"]);
+        let only =
+            |g: &[&str]| wanted_files(&m, &g.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        // Layout order is canonical order: a.txt, docs/deep/y.txt, docs/x.txt, src/main.rs.
+        assert_eq!(only(&[]).unwrap(), None);
+        assert_eq!(
+            only(&["*.txt"]).unwrap(),
+            Some(vec![true, false, false, false]),
+            "* stays within one directory"
+        );
+        assert_eq!(
+            only(&["**/*.txt"]).unwrap(),
+            Some(vec![true, true, true, false])
+        );
+        assert_eq!(
+            only(&["docs"]).unwrap(),
+            Some(vec![false, true, true, false]),
+            "a directory selects everything under it"
+        );
+        assert_eq!(
+            only(&["src/*", "a.{txt,md}"]).unwrap(),
+            Some(vec![true, false, false, true])
+        );
+        assert!(only(&["nothing"]).unwrap_err().contains("no file of proj"));
+        assert!(only(&["a["]).unwrap_err().contains("--only"));
+        let single = FileMeta {
+            tree: None,
+            ..meta(&["f"])
+        };
+        assert!(wanted_files(&single, &["*".into()])
+            .unwrap_err()
+            .contains("single file"));
+        assert!(check_globs(&vec!["*".to_string(); MAX_GLOBS + 1]).is_err());
+    }
+}
