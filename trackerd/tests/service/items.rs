@@ -591,3 +591,27 @@ async fn the_largest_item_the_limits_allow_fits_one_frame() {
     eprintln!("largest item: {bytes} bytes of GetFile frame");
     assert!(bytes < MAX_MESSAGE_FRAME - 1024 * 1024, "{bytes}");
 }
+
+/// A registered tree survives a tracker restart and goes with its last holder.
+#[tokio::test]
+async fn a_tree_survives_a_restart_and_goes_with_its_last_holder() {
+    let h = Harness::new().await;
+    let (alice, bob) = (h.user("alice").await, h.user("bob").await);
+    h.group("g1", &alice, &[&bob]).await;
+    let m = small_tree(5);
+    h.ok(&bob, share("g1", m.clone(), true)).await;
+    let h = h.reopen().await;
+    assert_eq!(details(&h, &alice, "g1", "proj").await.meta, m);
+    assert_eq!(listing(&h, &alice, "g1", "proj").await.tree, m.tree);
+    h.ok(
+        &bob,
+        Call::StopShare {
+            group: "g1".into(),
+            file: "proj".into(),
+        },
+    )
+    .await;
+    h.err(&alice, list_item("g1", "proj"), ErrorCode::NotFound)
+        .await;
+    assert!(list(&h, &alice, "g1").await.is_empty());
+}
