@@ -323,13 +323,17 @@ _minitorrctl_static() {
             return 0
             ;;
         minitorrctl__subcmd__download_file)
-            opts="-h -V --wait --timeout --socket --json --help --version"
+            opts="-h -V --wait --timeout --only --socket --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --only)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

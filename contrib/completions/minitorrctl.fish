@@ -111,6 +111,7 @@ complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -l 
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -s h -l help -d 'Print help'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand upload_file" -s V -l version -d 'Print version'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -l timeout -d 'With --wait: give up (exit 1) after this many seconds; the download goes on' -r
+complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -l only -d 'Of a directory tree, fetch only the files matching GLOB (repeatable; `*` stays in one directory, `**` crosses them, a directory selects all under it); a later download_file of the same item adds the rest' -r
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -l socket -d 'Control socket of minitorrd [env: MINITORR_SOCKET] [default: $XDG_RUNTIME_DIR/minitorr/minitorrd.sock, or /tmp/minitorr-$UID/minitorrd.sock]' -r -F
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -l wait -d 'Stay until the download completes (exit 0) or fails (exit 1), showing progress'
 complete -c minitorrctl -n "__fish_minitorrctl_using_subcommand download_file" -l json -d 'Print exactly one JSON document on stdout (schema: /usr/local/share/doc/minitorr/cli-json.md)'

@@ -237,12 +237,16 @@ pub enum Command {
         after_help = "The path is made absolute against the current directory; the file stays \
             where it is and is served from there. Names are shared in Unicode NFC form; a \
             name the group already has with other content is refused: use --name, or ask the \
-            group's owner to remove_file the old entry.\n\n\
+            group's owner to remove_file the old entry. A directory is shared as one item \
+            (a tree) named after it: its regular files and subdirectories, empty ones kept; \
+            symbolic links, devices, sockets and FIFOs are skipped (never followed) and \
+            listed in a warning.\n\n\
             Example:\n  minitorrctl upload_file ./a.iso g1\n  \
-            minitorrctl upload_file ./a.iso g1 --name a-2026.iso"
+            minitorrctl upload_file ./a.iso g1 --name a-2026.iso\n  \
+            minitorrctl upload_file ./project g1"
     )]
     UploadFile {
-        /// File to share
+        /// File (or directory: a tree) to share
         file_path: PathBuf,
         #[arg(value_parser = group_id)]
         group_id: String,
@@ -277,6 +281,11 @@ pub enum Command {
         /// With --wait: give up (exit 1) after this many seconds; the download goes on
         #[arg(long, value_name = "SECS", requires = "wait")]
         timeout: Option<u64>,
+        /// Of a directory tree, fetch only the files matching GLOB (repeatable; `*` stays in
+        /// one directory, `**` crosses them, a directory selects all under it); a later
+        /// download_file of the same item adds the rest
+        #[arg(long, value_name = "GLOB")]
+        only: Vec<String>,
     },
 
     /// Show downloads: [D] downloading, [C] complete, [F] failed, [P] paused, [Q] queued
@@ -595,6 +604,7 @@ mod tests {
                 destination_path: "/tmp".into(),
                 wait: true,
                 timeout: Some(9),
+                only: vec![],
             }
         );
         assert!(parse(&["login", "alice"])

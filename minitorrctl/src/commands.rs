@@ -167,12 +167,14 @@ pub fn plan(cmd: Command, cwd: &Path, passwords: &mut dyn PasswordSource) -> Res
             destination_path,
             wait,
             timeout,
+            only,
         } => {
             let dest = resolve_path(cwd, &destination_path)?;
             let request = Request::DownloadFile {
                 group: group_id,
                 file: file_name,
                 dest,
+                only,
             };
             return Ok(Plan::Download {
                 request,
@@ -303,6 +305,12 @@ pub fn render(
         (Response::Files { group, files }, true) => json::render_files(group, files),
         (Response::Uploaded(f), false) => human::render_uploaded(f),
         (Response::Uploaded(f), true) => json::render_uploaded(f),
+        (Response::UploadedTree { file, skipped }, false) => {
+            human::render_uploaded_tree(file, skipped)
+        }
+        (Response::UploadedTree { file, skipped }, true) => {
+            json::render_uploaded_tree(file, skipped)
+        }
         (Response::DownloadStarted(d), false) => human::render_download_started(d),
         (Response::DownloadStarted(d), true) => json::render_download(d),
         (Response::Downloads(d), false) => human::render_downloads(d, style),
@@ -456,6 +464,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Shares(_) => "Shares",
         Response::Item(_) => "Item",
         Response::LeftGroup(_) => "LeftGroup",
+        Response::UploadedTree { .. } => "UploadedTree",
     }
 }
 
@@ -511,7 +520,8 @@ mod tests {
                 request: Request::DownloadFile {
                     group: "g1".into(),
                     file: "a.iso".into(),
-                    dest: "/home/alice/work/not-yet/there".into()
+                    dest: "/home/alice/work/not-yet/there".into(),
+                    only: vec![],
                 },
                 wait: false,
                 timeout: None

@@ -374,6 +374,7 @@ mod tests {
                 group: "g1".into(),
                 file: "a".into(),
                 dest: "/tmp".into(),
+                only: vec![],
             },
         ];
         for kind in [

@@ -117,6 +117,8 @@ fn status(state: DownloadState, done: u64) -> DownloadStatus {
         first_piece_ms: None,
         elapsed_ms: 1500,
         avg_bps: done * 1000 / 1500,
+        files_done: 0,
+        files_total: 1,
     }
 }
 

@@ -15,4 +15,5 @@ pub mod ratelimit;
 pub mod sharing;
 pub mod state;
 pub mod statelock;
+pub mod storage;
 pub mod tracker;

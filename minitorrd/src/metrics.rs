@@ -255,6 +255,8 @@ mod tests {
             first_piece_ms: None,
             elapsed_ms: 0,
             avg_bps: 0,
+            files_done: 0,
+            files_total: 1,
         };
         let list = Response::Downloads(vec![
             status(DownloadState::Downloading),

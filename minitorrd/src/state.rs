@@ -43,6 +43,11 @@ pub struct ShareRecord {
     /// disk; cleared when it is offered again (it came back with the shared content).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub withdrawn: Option<Withdrawn>,
+    /// For a shared tree (`meta.tree` set; `path` is its root directory and `stamp` the
+    /// root's): every file in layout order, its path on disk under the root and its stamp.
+    /// Any file no longer matching withdraws the whole item.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tree_files: Vec<crate::storage::walk::SharedTreeFile>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +80,9 @@ pub struct DownloadRecord {
     pub bytes_done: u64,
     #[serde(default)]
     pub pieces_done: u32,
+    /// A selective download's `--only` patterns (empty: the whole item).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
 }
 
 impl StateFile {
@@ -195,6 +203,7 @@ mod tests {
             },
             meta: meta.clone(),
             withdrawn: None,
+            tree_files: Vec::new(),
         });
         st.user("alice").upsert_share(ShareRecord {
             group: "g1".into(),
@@ -207,6 +216,7 @@ mod tests {
             },
             meta,
             withdrawn: None,
+            tree_files: Vec::new(),
         });
         st.save(&path).unwrap();
         let back = StateFile::load(&path).unwrap();
@@ -242,6 +252,7 @@ mod tests {
                 tree: None,
             },
             withdrawn: None,
+            tree_files: Vec::new(),
         });
         st.save(&path).unwrap();
         let back = StateFile::load(&path).unwrap();

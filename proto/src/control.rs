@@ -56,6 +56,10 @@ pub enum Request {
         group: String,
         file: String,
         dest: PathBuf,
+        /// `--only GLOB` (repeatable): fetch just the files of a tree matching one of these
+        /// (a pattern naming a directory selects everything under it). Empty: everything.
+        #[serde(default)]
+        only: Vec<String>,
     },
     ShowDownloads,
     StopShare {
@@ -184,6 +188,22 @@ pub enum Response {
     Item(Box<crate::types::ItemListing>),
     /// Answer to `LeaveGroup`: whether ownership moved or the group was deleted.
     LeftGroup(crate::types::LeftGroup),
+    /// `upload_file DIR`: the tree is shared; `skipped` lists what in it was not (symlinks,
+    /// devices, sockets, FIFOs — never followed).
+    UploadedTree {
+        file: FileSummary,
+        skipped: Vec<SkippedEntry>,
+    },
+}
+
+/// Something inside a shared directory that is not part of the item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct SkippedEntry {
+    /// Relative to the shared directory.
+    pub path: String,
+    /// "symbolic link", "FIFO", "socket", "device", …
+    pub what: String,
 }
 
 /// One shared file, as `list_shares` reports it.
@@ -275,6 +295,12 @@ pub struct DownloadStatus {
     /// not count.
     #[serde(default)]
     pub avg_bps: u64,
+    /// Files of the item whose every piece is verified, and its file count (1 for a single
+    /// file; a tree counts its regular files).
+    #[serde(default)]
+    pub files_done: u32,
+    #[serde(default)]
+    pub files_total: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

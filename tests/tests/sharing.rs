@@ -361,11 +361,12 @@ fn sharing_errors_are_clear() {
         ],
     );
     assert!(err.contains("missing.bin"), "{err}");
-    let err = a.fails(
-        1,
-        &["upload_file", tmp.path().join("a").to_str().unwrap(), "g1"],
-    );
-    assert!(err.contains("directory"), "{err}");
+    // A directory is shared as a tree (tests/tree.rs); an unknown group is refused before
+    // anything is hashed.
+    let dir = tmp.path().join("a").join("tree");
+    std::fs::create_dir(&dir).unwrap();
+    let err = a.fails(1, &["upload_file", dir.to_str().unwrap(), "nope"]);
+    assert!(err.contains("nope"), "{err}");
     let err = a.fails(1, &["upload_file", f.to_str().unwrap(), "nope"]);
     assert!(err.contains("nope"), "{err}");
     a.ok(&["upload_file", f.to_str().unwrap(), "g1"]);

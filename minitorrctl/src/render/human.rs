@@ -428,7 +428,7 @@ pub fn render_downloads(downloads: &[DownloadStatus], style: Style) -> String {
                 DownloadState::Downloading => vec![
                     head,
                     percent(d),
-                    format!("{}/{}", size(d.bytes_done), size(d.size)),
+                    format!("{}/{}{}", size(d.bytes_done), size(d.size), files_part(d)),
                     speed(d.speed_bps),
                     peers_cell(d),
                     format!("ETA {}", eta(d)),
@@ -721,6 +721,73 @@ fn port_mapping(m: &proto::control::PortMappingStatus) -> String {
     }
 }
 
+/// `list_files GROUP ITEM`: one line per file (path inside the item, size) and per empty
+/// directory (`dir/`), in the item's canonical order, then a summary line.
+pub fn render_item(item: &ItemListing, style: Style) -> String {
+    let rows: Vec<Vec<String>> = match &item.tree {
+        None => vec![vec![clean(&item.name).into_owned(), size(item.size)]],
+        Some(tree) => tree
+            .entries
+            .iter()
+            .map(|e| match e.kind {
+                EntryKind::File { size: s, .. } => vec![clean(&e.path).into_owned(), size(s)],
+                EntryKind::Dir => vec![format!("{}/", clean(&e.path)), String::new()],
+            })
+            .collect(),
+    };
+    let mut lines = table(Some(&["PATH", "SIZE"]), &[Align::Left, Align::Right], &rows);
+    lines[0] = style.bold(&lines[0]);
+    let dirs = item.tree.as_ref().map_or(0, |t| {
+        t.entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Dir)
+            .count() as u64
+    });
+    let mut sum = format!(
+        "Sum: {} in {}, {}",
+        item_name(&item.name, item.tree.is_some()),
+        clean(&item.group),
+        plural(item.file_count() as u64, "file", "files")
+    );
+    if dirs > 0 {
+        sum.push_str(&format!(
+            ", {}",
+            plural(dirs, "empty directory", "empty directories")
+        ));
+    }
+    sum.push_str(&format!(
+        ", {}, sha1 {}",
+        size(item.size),
+        item.sha1.short()
+    ));
+    lines.push(sum);
+    join_lines(lines)
+}
+
+/// `, 3/16 files` for an item of several files (nothing for a single file).
+fn files_part(d: &DownloadStatus) -> String {
+    if d.files_total > 1 {
+        format!(", {}/{} files", d.files_done, d.files_total)
+    } else {
+        String::new()
+    }
+}
+
+/// `upload_file DIR`: the item, then a warning listing what was skipped (never followed).
+pub fn render_uploaded_tree(f: &FileSummary, skipped: &[proto::control::SkippedEntry]) -> String {
+    let mut out = render_uploaded(f);
+    if !skipped.is_empty() {
+        out.push_str(&format!(
+            "warning: skipped {} (not regular files or directories; never followed):\n",
+            plural(skipped.len() as u64, "entry", "entries")
+        ));
+        for s in skipped {
+            out.push_str(&format!("  {} ({})\n", clean(&s.path), clean(&s.what)));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -865,50 +932,6 @@ mod tests {
         insta::assert_snapshot!("message", render_message("group g1 created; you own it"));
     }
 }
-
-/// `list_files GROUP ITEM`: one line per file (path inside the item, size) and per empty
-/// directory (`dir/`), in the item's canonical order, then a summary line.
-pub fn render_item(item: &ItemListing, style: Style) -> String {
-    let rows: Vec<Vec<String>> = match &item.tree {
-        None => vec![vec![clean(&item.name).into_owned(), size(item.size)]],
-        Some(tree) => tree
-            .entries
-            .iter()
-            .map(|e| match e.kind {
-                EntryKind::File { size: s, .. } => vec![clean(&e.path).into_owned(), size(s)],
-                EntryKind::Dir => vec![format!("{}/", clean(&e.path)), String::new()],
-            })
-            .collect(),
-    };
-    let mut lines = table(Some(&["PATH", "SIZE"]), &[Align::Left, Align::Right], &rows);
-    lines[0] = style.bold(&lines[0]);
-    let dirs = item.tree.as_ref().map_or(0, |t| {
-        t.entries
-            .iter()
-            .filter(|e| e.kind == EntryKind::Dir)
-            .count() as u64
-    });
-    let mut sum = format!(
-        "Sum: {} in {}, {}",
-        item_name(&item.name, item.tree.is_some()),
-        clean(&item.group),
-        plural(item.file_count() as u64, "file", "files")
-    );
-    if dirs > 0 {
-        sum.push_str(&format!(
-            ", {}",
-            plural(dirs, "empty directory", "empty directories")
-        ));
-    }
-    sum.push_str(&format!(
-        ", {}, sha1 {}",
-        size(item.size),
-        item.sha1.short()
-    ));
-    lines.push(sum);
-    join_lines(lines)
-}
-
 #[cfg(test)]
 mod item_tests {
     use super::*;

@@ -108,6 +108,8 @@ pub struct DownloadView<'a> {
     pub first_piece_ms: Option<u64>,
     pub elapsed_ms: u64,
     pub avg_bps: u64,
+    pub files_done: u32,
+    pub files_total: u32,
 }
 
 /// `download_file` (with or without `--wait`) and `wait`.
@@ -250,6 +252,8 @@ pub fn download(d: &DownloadStatus) -> DownloadView<'_> {
         first_piece_ms: d.first_piece_ms,
         elapsed_ms: d.elapsed_ms,
         avg_bps: d.avg_bps,
+        files_done: d.files_done,
+        files_total: d.files_total,
     }
 }
 
@@ -580,6 +584,21 @@ pub fn item(i: &ItemListing) -> ItemView<'_> {
 
 pub fn render_item(i: &ItemListing) -> String {
     to_document(&ItemDocView { item: item(i) })
+}
+
+#[derive(Debug, Serialize)]
+pub struct UploadedTreeView<'a> {
+    pub file: FileView<'a>,
+    /// Entries of the directory not shared (symlinks, devices, sockets, FIFOs).
+    pub skipped: &'a [proto::control::SkippedEntry],
+}
+
+/// `upload_file DIR`: the item, and what in the directory was skipped.
+pub fn render_uploaded_tree(f: &FileSummary, skipped: &[proto::control::SkippedEntry]) -> String {
+    to_document(&UploadedTreeView {
+        file: file(f),
+        skipped,
+    })
 }
 
 #[cfg(test)]

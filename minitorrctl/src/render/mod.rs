@@ -143,6 +143,8 @@ pub mod testdata {
             first_piece_ms: Some(84),
             elapsed_ms: 38_000,
             avg_bps: 12_715_363,
+            files_done: 0,
+            files_total: 1,
         }
     }
 
@@ -163,6 +165,8 @@ pub mod testdata {
             first_piece_ms: Some(3),
             elapsed_ms: 12,
             avg_bps: 360_083,
+            files_done: 0,
+            files_total: 1,
         }
     }
 
@@ -183,6 +187,8 @@ pub mod testdata {
             first_piece_ms: Some(40),
             elapsed_ms: 9_500,
             avg_bps: 662_200,
+            files_done: 0,
+            files_total: 1,
         }
     }
 

@@ -9,7 +9,6 @@ use minitorr_proto::tracker::{self, Call};
 use super::{fail, unexpected, Daemon, DownloadEntry, Reply};
 use crate::download::storage::part_path_for;
 use crate::sharing::hasher::{hash_file, FileStamp};
-use crate::sharing::SharedFile;
 use crate::state::{DownloadRecord, RecordState, ShareRecord, Withdrawn};
 use crate::tracker::Session;
 
@@ -341,12 +340,7 @@ impl Daemon {
                 }
                 continue;
             }
-            match SharedFile::complete(
-                rec.group.clone(),
-                Arc::new(rec.meta.clone()),
-                rec.path.clone(),
-                rec.stamp,
-            ) {
+            match super::trees::open_share(&rec, rec.stamp) {
                 Ok(f) => {
                     self.shares.insert(f);
                     report.reshared.push(ShareRef {
@@ -366,6 +360,17 @@ impl Daemon {
 
     /// Is the shared file still what we announced? Cheap size+mtime check; rehash if changed.
     async fn check_on_disk(&self, rec: &mut ShareRecord) -> Result<(), String> {
+        if rec.meta.is_tree() {
+            let r = rec.clone();
+            return match self.pool.run(move || super::trees::stamp_now(&r)).await {
+                Some(s) if s == rec.stamp => Ok(()),
+                Some(_) => Err(format!(
+                    "a file of {} changed on disk since it was shared",
+                    rec.path.display()
+                )),
+                None => Err(format!("{} is gone", rec.path.display())),
+            };
+        }
         let stamp = FileStamp::of(&rec.path)
             .map_err(|e| format!("{} is gone ({e})", rec.path.display()))?;
         if stamp == rec.stamp {
@@ -395,11 +400,11 @@ impl Daemon {
         mut rec: DownloadRecord,
         report: &mut LoginReport,
     ) -> DownloadRecord {
-        let (path, name, ps) = (rec.dest.clone(), rec.meta.name.clone(), rec.meta.piece_size);
-        let hashed = self.pool.run(move || hash_file(&path, &name, ps)).await;
+        let (path, m) = (rec.dest.clone(), rec.meta.clone());
+        let hashed = self.pool.run(move || super::trees::rehash(&path, &m)).await;
         let what = format!("{} in {}", rec.meta.name, rec.group);
-        let stamp = match hashed {
-            Ok((meta, stamp)) if meta.sha1 == rec.meta.sha1 => stamp,
+        let (stamp, tree_files) = match hashed {
+            Ok((meta, stamp, files)) if meta.sha1 == rec.meta.sha1 => (stamp, files),
             Ok(_) => {
                 let why = format!(
                     "{} exists with other content; not overwriting it",
@@ -426,6 +431,7 @@ impl Daemon {
             stamp,
             meta: rec.meta.clone(),
             withdrawn: None,
+            tree_files,
         };
         let call = Call::Share {
             group: rec.group.clone(),
@@ -433,12 +439,7 @@ impl Daemon {
             complete: true,
         };
         match self.call_with(Some(&session.token), call).await {
-            Ok(_) => match SharedFile::complete(
-                rec.group.clone(),
-                Arc::new(rec.meta.clone()),
-                rec.dest.clone(),
-                stamp,
-            ) {
+            Ok(_) => match super::trees::open_share(&share, stamp) {
                 Ok(f) => {
                     self.shares.insert(f);
                     report.reshared.push(ShareRef {
@@ -491,7 +492,12 @@ impl Daemon {
                     .push(DownloadEntry::Record(rec));
                 continue;
             }
-            if rec.dest.is_file() && part_path_for(&rec.dest).symlink_metadata().is_err() {
+            let finished = if rec.meta.is_tree() {
+                rec.dest.is_dir()
+            } else {
+                rec.dest.is_file()
+            };
+            if finished && part_path_for(&rec.dest).symlink_metadata().is_err() {
                 // Killed after the finished file was moved into place but before the state
                 // was saved: adopt the file if it is the right one, never download it again.
                 let rec = self.adopt_finished(session, rec, report).await;
@@ -521,6 +527,7 @@ impl Daemon {
                         rec.dest.clone(),
                         Some(rec.meta.sha1),
                         Some(job.checked.clone()),
+                        rec.only.clone(),
                     )
                     .await;
                 me.verifying

@@ -173,6 +173,7 @@ fn entry_record(e: &DownloadEntry) -> DownloadRecord {
                 error: st.error,
                 bytes_done: st.bytes_done,
                 pieces_done: st.pieces_done,
+                only: d.only.clone(),
             }
         }
     }
@@ -239,7 +240,15 @@ impl Daemon {
                     rec.error = None;
                     rec.bytes_done = rec.meta.size;
                     rec.pieces_done = rec.meta.piece_count();
+                    let tree_files = match &list[p] {
+                        DownloadEntry::Live(d) => d.finished_tree_files(),
+                        DownloadEntry::Record(_) => Vec::new(),
+                    };
                     match FileStamp::of(&rec.dest) {
+                        // A selective download holds part of the item: it is seeded (as a
+                        // partial holder) while this session lasts, but never recorded as a
+                        // share (which would announce the whole item at the next login).
+                        Ok(_) if !rec.only.is_empty() => {}
                         Ok(stamp) => {
                             share = Some(ShareRecord {
                                 group: rec.group.clone(),
@@ -247,6 +256,7 @@ impl Daemon {
                                 stamp,
                                 meta: rec.meta.clone(),
                                 withdrawn: None,
+                                tree_files,
                             })
                         }
                         Err(e) => tracing::warn!(error = %e, "finished file vanished"),
@@ -430,9 +440,16 @@ impl Daemon {
         group: String,
         file: String,
         dest: PathBuf,
+        only: Vec<String>,
     ) -> Reply<DownloadStatus> {
         let session = self.current_session()?;
         let details = self.file_details(&group, &file).await?;
+        super::trees::wanted_files(&details.meta, &only).map_err(|e| {
+            minitorr_proto::control::ErrorReply {
+                kind: ErrorKind::InvalidInput,
+                message: e,
+            }
+        })?;
         // Refuse now what would be refused at start (directory not ours, no room), so a
         // queued download does not fail later for a reason known today.
         let (d, name, size) = (dest.clone(), details.meta.name.clone(), details.meta.size);
@@ -454,6 +471,7 @@ impl Daemon {
             error: None,
             bytes_done: 0,
             pieces_done: 0,
+            only,
         };
         self.transition(&session.user, &dest, Change::Queued(rec.clone()))
             .await;
@@ -506,6 +524,7 @@ impl Daemon {
                         rec.meta.name.clone(),
                         rec.dest.clone(),
                         Some(rec.meta.sha1),
+                        rec.only.clone(),
                     )
                     .await;
                 drop(res);
@@ -684,6 +703,7 @@ impl Daemon {
                     rec.meta.name.clone(),
                     rec.dest.clone(),
                     Some(rec.meta.sha1),
+                    rec.only.clone(),
                 )
                 .await?;
             drop(res);

@@ -41,10 +41,7 @@ impl Daemon {
         let md = std::fs::metadata(&path)
             .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
         if md.is_dir() {
-            return Err(invalid(format!(
-                "{} is a directory; upload_file shares one file",
-                path.display()
-            )));
+            return self.upload_tree(path, group, name).await;
         }
         if !md.is_file() {
             return Err(invalid(format!("{} is not a regular file", path.display())));
@@ -111,6 +108,7 @@ impl Daemon {
                 stamp,
                 meta: (*meta).clone(),
                 withdrawn: None,
+                tree_files: Vec::new(),
             };
             state.user(&session.user).upsert_share(rec);
             self.save_state(&state).await;
@@ -149,9 +147,15 @@ impl Daemon {
         group: String,
         file: String,
         dest: PathBuf,
+        only: Vec<String>,
     ) -> Reply<Response> {
         let session = self.current_session()?;
         validate_file_name(&file).map_err(|e| invalid(e.to_string()))?;
+        super::trees::check_globs(&only).map_err(invalid)?;
+        // More of a tree downloaded selectively before: add the rest (or other globs).
+        if let Some(prev) = self.selective_record(&group, &file, &dest) {
+            return self.grow_selection(prev, only).await;
+        }
         let plan = dest::resolve(&dest, &file, &dest::Disk).map_err(|e| invalid(e.to_string()))?;
         // Reserved before the first await: a second identical request is refused here
         // instead of both passing the check (see `downloads::Daemon::reserve`).
@@ -183,9 +187,12 @@ impl Daemon {
         let started = async {
             let dest = checked_dir(&plan.dir)?.join(&plan.name);
             if !reservation.run {
-                return self.queue_download(group, file, dest).await;
+                return self.queue_download(group, file, dest, only).await;
             }
-            Ok(self.start_download(group, file, dest, None).await?.status())
+            Ok(self
+                .start_download(group, file, dest, None, only)
+                .await?
+                .status())
         }
         .await;
         drop(reservation);
@@ -213,6 +220,14 @@ impl Daemon {
     ) -> Reply<Response> {
         let dest = checked_dir(&plan.dir)?.join(&plan.name);
         let meta = self.file_details(&group, &file).await?.meta;
+        if meta.is_tree() {
+            // A tree lands as a directory; a file at its name is never replaced.
+            return Err(refused(format!(
+                "{} already exists and {file} in {group} is a directory tree; not overwriting \
+                 it: remove it or choose another destination",
+                dest.display()
+            )));
+        }
         let different = |how: String| {
             refused(format!(
                 "{} already exists with other content than {file} in {group} ({how}); not \
@@ -253,6 +268,7 @@ impl Daemon {
             error: None,
             bytes_done: meta.size,
             pieces_done: meta.piece_count(),
+            only: Vec::new(),
         };
         {
             let mut state = self.state.lock().await;
@@ -264,6 +280,7 @@ impl Daemon {
                 stamp,
                 meta,
                 withdrawn: None,
+                tree_files: Vec::new(),
             });
             self.save_state(&state).await;
         }
@@ -340,8 +357,9 @@ impl Daemon {
         file: String,
         dest: PathBuf,
         expect: Option<Sha1Hash>,
+        only: Vec<String>,
     ) -> Reply<Arc<Download>> {
-        self.start_download_reporting(group, file, dest, expect, None)
+        self.start_download_reporting(group, file, dest, expect, None, only)
             .await
     }
 
@@ -353,21 +371,33 @@ impl Daemon {
         dest: PathBuf,
         expect: Option<Sha1Hash>,
         checked: Option<Arc<std::sync::atomic::AtomicU64>>,
+        only: Vec<String>,
     ) -> Reply<Arc<Download>> {
         let session = self.current_session()?;
-        let details = self.file_details(&group, &file).await?;
+        let mut details = self.file_details(&group, &file).await?;
+        let wanted = super::trees::wanted_files(&details.meta, &only)
+            .map_err(invalid)?
+            .map(Arc::new);
         if expect.is_some_and(|h| h != details.meta.sha1) {
             return Err(refused(format!(
                 "{file} in {group} was replaced by different content"
             )));
         }
-        let meta = Arc::new(details.meta.clone());
+        // Moved out, not cloned: the coordinator keeps `details` (peers, ticket) for the whole
+        // download, and a 100,000-file tree's listing is megabytes.
+        let meta = Arc::new(FileMeta {
+            pieces: std::mem::take(&mut details.meta.pieces),
+            tree: details.meta.tree.take(),
+            ..details.meta.clone()
+        });
         let dl = Download::prepare_reporting(
             group.clone(),
             meta.clone(),
             dest.clone(),
             &self.pool,
             checked,
+            only,
+            wanted,
         )
         .await
         .map_err(storage_reply)?;
@@ -589,6 +619,13 @@ pub(super) fn record_status(r: &DownloadRecord) -> DownloadStatus {
         first_piece_ms: None,
         elapsed_ms: 0,
         avg_bps: 0,
+        // Per-file progress is known only while the download runs (a record keeps counts).
+        files_done: if complete {
+            r.meta.file_count() as u32
+        } else {
+            0
+        },
+        files_total: r.meta.file_count() as u32,
     }
 }
 

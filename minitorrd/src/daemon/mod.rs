@@ -13,6 +13,7 @@ mod punch;
 mod relay;
 pub mod retry;
 mod shares;
+mod trees;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -33,6 +34,8 @@ use crate::state::{DownloadRecord, StateFile};
 use crate::tracker::{Session, TicketKeys, TrackerLink};
 
 /// A download shown by show_downloads: running in this process, or remembered from before.
+// A handful of entries per user: boxing the record would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum DownloadEntry {
     Live(Arc<Download>),
     Record(DownloadRecord),
@@ -195,9 +198,12 @@ impl Daemon {
             Request::ListGroups => self.list_groups().await,
             Request::ListFiles { group } => self.list_files(group).await,
             Request::UploadFile { path, group, name } => self.upload_file(path, group, name).await,
-            Request::DownloadFile { group, file, dest } => {
-                self.download_file(group, file, dest).await
-            }
+            Request::DownloadFile {
+                group,
+                file,
+                dest,
+                only,
+            } => self.download_file(group, file, dest, only).await,
             Request::ShowDownloads => Ok(self.show_downloads()),
             Request::StopShare { group, file } => self.stop_share(group, file).await,
             Request::RemoveFile { group, file } => self.remove_file(group, file).await,

@@ -20,7 +20,7 @@ use minitorr_proto::tracker::Call;
 
 use super::{Daemon, Reply};
 use crate::sharing::hasher::{hash_file, FileStamp};
-use crate::sharing::{ShareKey, SharedFile};
+use crate::sharing::ShareKey;
 use crate::state::{ShareRecord, Withdrawn};
 use crate::tracker::Session;
 
@@ -215,7 +215,10 @@ impl Daemon {
             return None;
         }
         let records = self.state.lock().await.user(&session.user).shares.clone();
-        let paths = records.iter().map(|r| r.path.clone()).collect();
+        let mut paths = HashSet::new();
+        for r in &records {
+            super::trees::watch_paths(r, &mut paths);
+        }
         for key in ctx.unsent.clone() {
             if self.tell_tracker_stop(session, &key).await {
                 ctx.unsent.remove(&key);
@@ -227,15 +230,17 @@ impl Daemon {
             if self.live_download(&rec.group, &rec.meta.name).is_some() {
                 continue;
             }
-            let now = FileStamp::of(&rec.path).ok();
+            let r = rec.clone();
+            let now = self.pool.run(move || super::trees::stamp_now(&r)).await;
             let served = self.serves(&rec);
-            let v = verdict(
-                rec.stamp,
-                now,
-                served,
-                rec.withdrawn,
-                ctx.different.get(&key).copied(),
-            );
+            // A tree is not re-hashed: any of its files changed or gone withdraws it, and it
+            // is offered again once every file matches its stamp again.
+            let known_different = if rec.meta.is_tree() {
+                now.filter(|n| *n != rec.stamp)
+            } else {
+                ctx.different.get(&key).copied()
+            };
+            let v = verdict(rec.stamp, now, served, rec.withdrawn, known_different);
             match v {
                 Verdict::Keep => {}
                 Verdict::Withdraw(why) => self.withdraw(session, &rec, why, ctx).await,
@@ -318,12 +323,7 @@ impl Daemon {
         ctx: &mut WatchCtx,
     ) {
         let (group, file) = (&rec.group, &rec.meta.name);
-        let shared = match SharedFile::complete(
-            group.clone(),
-            Arc::new(rec.meta.clone()),
-            rec.path.clone(),
-            stamp,
-        ) {
+        let shared = match super::trees::open_share(rec, stamp) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(path = %rec.path.display(), error = %e, "cannot open shared file");

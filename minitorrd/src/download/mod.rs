@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use minitorr_proto::control::{DownloadState, DownloadStatus};
 use minitorr_proto::ticket::Ticket;
 use minitorr_proto::tracker::{Call, EventKind, FileDetails, Response};
-use minitorr_proto::types::{FileMeta, PeerInfo};
+use minitorr_proto::types::{FileMeta, PeerInfo, Sha1Hash};
 
 use crate::blocking::BlockingPool;
 use crate::ratelimit::RateLimiter;
@@ -93,6 +93,8 @@ pub enum Outcome {
 
 pub struct Download {
     pub group: String,
+    /// A selective download's `--only` patterns (empty: the whole item).
+    pub only: Vec<String>,
     pub meta: Arc<FileMeta>,
     pub dest: PathBuf,
     pub shared: Arc<SharedFile>,
@@ -119,6 +121,8 @@ pub struct Download {
     paths: Mutex<path::PathPolicy>,
     /// Why the last connection attempt to a holder failed, for the failure message.
     last_unreachable: Mutex<Option<String>>,
+    /// A finished tree's files (disk path, stamp), for the share record.
+    tree_files: Mutex<Vec<crate::storage::walk::SharedTreeFile>>,
 }
 
 impl Download {
@@ -132,7 +136,7 @@ impl Download {
         dest: PathBuf,
         pool: &BlockingPool,
     ) -> Result<Arc<Download>, storage::StorageError> {
-        Self::prepare_reporting(group, meta, dest, pool, None).await
+        Self::prepare_reporting(group, meta, dest, pool, None, Vec::new(), None).await
     }
 
     /// [`Download::prepare`], counting the bytes re-verified in `checked`.
@@ -142,6 +146,8 @@ impl Download {
         dest: PathBuf,
         pool: &BlockingPool,
         checked: Option<Arc<std::sync::atomic::AtomicU64>>,
+        only: Vec<String>,
+        wanted: Option<Arc<Vec<bool>>>,
     ) -> Result<Arc<Download>, storage::StorageError> {
         let m = meta.clone();
         let d = dest.clone();
@@ -149,7 +155,7 @@ impl Download {
             .run(move || -> Result<_, storage::StorageError> {
                 let dir = DestDir::open(d.parent().unwrap_or(std::path::Path::new("/")))?;
                 let name = d.file_name().unwrap_or_default();
-                let (part, existed) = PartFile::open(dir, name, m.clone())?;
+                let (part, existed) = PartFile::open_selective(dir, name, m.clone(), wanted)?;
                 let have = if existed {
                     let started = Instant::now();
                     let have = part.scan_reporting(checked.as_deref()).map_err(|source| {
@@ -168,17 +174,15 @@ impl Download {
                 Ok((part, have))
             })
             .await?;
-        let bytes_done = have.iter_set().map(|i| meta.piece_len(i) as u64).sum();
-        let io = |source| storage::StorageError::Io {
-            what: "open",
-            path: part.path().to_path_buf(),
-            source,
-        };
+        let bytes_done = have
+            .iter_set()
+            .map(|i| part.storage().piece_len(i) as u64)
+            .sum();
         let shared = SharedFile::partial(
             group.clone(),
             meta.clone(),
             part.path().to_path_buf(),
-            part.try_clone_file().map_err(io)?,
+            part.storage(),
             have.clone(),
         );
         let part = Arc::new(part);
@@ -192,9 +196,11 @@ impl Download {
         for i in have.iter_set() {
             whole.piece(i, None);
         }
+        let wanted_pieces = part.wanted_pieces();
         Ok(Arc::new(Download {
             group,
-            picker: Mutex::new(Picker::new(&have)),
+            only,
+            picker: Mutex::new(Picker::with_wanted(&have, &wanted_pieces)),
             progress: Mutex::new(Progress::new(bytes_done)),
             meta,
             dest,
@@ -210,12 +216,26 @@ impl Download {
             news_ready: Notify::new(),
             paths: Mutex::new(path::PathPolicy::default()),
             last_unreachable: Mutex::new(None),
+            tree_files: Mutex::new(Vec::new()),
         }))
     }
 
     /// Flush the finished file and its directory entry to disk (blocking).
     pub fn sync_to_disk(&self) -> std::io::Result<()> {
         self.part.sync_to_disk()
+    }
+
+    /// A finished tree's files as its share record lists them (empty for a single file or
+    /// before completion).
+    pub fn finished_tree_files(&self) -> Vec<crate::storage::walk::SharedTreeFile> {
+        self.tree_files.lock().expect("lock").clone()
+    }
+
+    /// Files whose every piece is verified, and the item's file count.
+    pub fn files_done(&self) -> (u32, u32) {
+        let have = self.shared.have();
+        let s = self.shared.storage();
+        (s.files_done(&have), s.layout().files().len() as u32)
     }
 
     pub fn pieces_done(&self) -> u32 {
@@ -265,6 +285,7 @@ impl Download {
 
     pub fn status(&self) -> DownloadStatus {
         let pieces_done = self.pieces_done();
+        let (files_done, files_total) = self.files_done();
         let p = self.progress.lock().expect("lock");
         let elapsed = p.finished.unwrap_or_else(|| self.started.elapsed());
         DownloadStatus {
@@ -287,6 +308,8 @@ impl Download {
             first_piece_ms: p.first_piece.map(|d| d.as_millis() as u64),
             elapsed_ms: elapsed.as_millis() as u64,
             avg_bps: p.average_speed(elapsed),
+            files_done,
+            files_total,
         }
     }
 
@@ -558,16 +581,27 @@ impl Download {
             .ok_or("download finished twice")?;
         let stamp = env
             .pool
-            .run(move || -> Result<FileStamp, String> {
+            .run(move || -> Result<(FileStamp, Vec<_>), String> {
                 let got = whole
                     .finish()
                     .map_err(|e| format!("cannot compute the whole-file SHA1: {e}"))?;
-                if got != meta.sha1 {
-                    return Err(format!(
-                        "whole-file SHA1 mismatch (got {}, expected {})",
-                        got.short(),
-                        meta.sha1.short()
-                    ));
+                let expected: Vec<(&str, Sha1Hash)> = match &meta.tree {
+                    None => vec![(meta.name.as_str(), meta.sha1)],
+                    Some(t) => t.files().map(|(p, _, h)| (p, h)).collect(),
+                };
+                if got.len() != expected.len() {
+                    return Err("the whole-file hasher lost track of the files".into());
+                }
+                for (g, (path, want)) in got.iter().zip(&expected) {
+                    // None: a file a selective download does not fetch.
+                    let Some(g) = g else { continue };
+                    if g != want {
+                        return Err(format!(
+                            "whole-file SHA1 mismatch for {path} (got {}, expected {})",
+                            g.short(),
+                            want.short()
+                        ));
+                    }
                 }
                 let name = dest.file_name().unwrap_or_default();
                 part.finish(name).map_err(|e| match e {
@@ -576,12 +610,26 @@ impl Download {
                     }
                     e => format!("cannot move the file into place: {e}"),
                 })?;
-                part.stamp().map_err(|e| e.to_string())
+                let files = if part.is_tree() {
+                    part.tree_files().map_err(|e| e.to_string())?
+                } else {
+                    Vec::new()
+                };
+                Ok((part.stamp().map_err(|e| e.to_string())?, files))
             })
             .await?;
-        self.shared.completed_at(&self.dest, stamp);
+        let (stamp, files) = stamp;
+        if self.meta.is_tree() {
+            // Serving goes on through the same handles (beneath the renamed root); each
+            // file's stamp guards it from now on.
+            *self.tree_files.lock().expect("lock") = files;
+            self.shared.completed_tree_at(&self.dest);
+        } else {
+            self.shared.completed_at(&self.dest, stamp);
+        }
         // Complete locally whatever the tracker's state: registering is retried behind.
-        self.announce_in_background(env, true);
+        // A selective download holds only some files: it stays a partial holder.
+        self.announce_in_background(env, self.shared.is_complete());
         Ok(())
     }
 
@@ -606,8 +654,7 @@ impl Download {
                 w.piece(piece, Some(data));
             }
             self.shared.add_piece(piece);
-            let len = self.meta.piece_len(piece) as u64;
-            crate::metrics::global().piece(len, true);
+            let len = self.shared.piece_len(piece) as u64;
             self.progress.lock().expect("lock").record_piece(
                 addr,
                 user,

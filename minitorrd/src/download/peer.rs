@@ -197,7 +197,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             let Some(piece) = dl.next_piece(id) else {
                 break;
             };
-            env.limit.acquire(dl.meta.piece_len(piece) as usize).await;
+            env.limit.acquire(dl.shared.piece_len(piece) as usize).await;
             framed.feed(PeerMsg::Request { piece }).await?;
             inflight.insert(piece, (slot, Instant::now()));
             sent = true;
@@ -336,7 +336,7 @@ async fn verify_and_write(
     _slot: OwnedSemaphorePermit,
 ) -> Verified {
     let expected = dl.meta.pieces[piece as usize];
-    if data.len() != dl.meta.piece_len(piece) as usize {
+    if data.len() != dl.shared.piece_len(piece) as usize {
         return Verified::BadHash(piece);
     }
     let part = dl.part.clone();

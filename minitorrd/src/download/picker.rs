@@ -1,7 +1,9 @@
 //! Piece selection, as a pure data structure (no I/O, no async), so it can be unit-tested.
 //!
 //! Invariant: every piece is in exactly one state — `Missing` (nobody asked for it),
-//! `InFlight` (requested from ≥ 1 peer; the requesters are listed), or `Verified`.
+//! `InFlight` (requested from ≥ 1 peer; the requesters are listed), `Verified`, or
+//! `Unwanted` (a selective download, `--only`, does not fetch it: never picked, never
+//! waited for; the download is complete when every wanted piece is verified).
 //!
 //! * Rarest first: among missing pieces a peer has, pick one held by the fewest connected peers.
 //! * Random tie-break within a window: among equally rare pieces, pick at random among the
@@ -28,6 +30,7 @@ enum PieceState {
     Missing,
     InFlight(Vec<PeerId>),
     Verified,
+    Unwanted,
 }
 
 pub struct Picker {
@@ -35,6 +38,10 @@ pub struct Picker {
     availability: Vec<u16>,
     peers: HashMap<PeerId, Bitfield>,
     verified: u32,
+    unwanted: u32,
+    /// No piece below this index is `Missing` (kept by `pick` and `release`): picks do not
+    /// rescan the done prefix of a 100,000-piece tree each time.
+    first_missing: usize,
     scratch: Vec<u32>,
 }
 
@@ -56,8 +63,23 @@ impl Picker {
             availability: vec![0; n as usize],
             peers: HashMap::new(),
             verified: have.count(),
+            unwanted: 0,
+            first_missing: 0,
             scratch: Vec::with_capacity(WINDOW),
         }
+    }
+
+    /// [`Picker::new`] for a selective download: pieces not set in `wanted` (and not
+    /// already in `have`) are never picked nor waited for.
+    pub fn with_wanted(have: &Bitfield, wanted: &Bitfield) -> Picker {
+        let mut p = Picker::new(have);
+        for (i, st) in p.state.iter_mut().enumerate() {
+            if *st == PieceState::Missing && !wanted.get(i as u32) {
+                *st = PieceState::Unwanted;
+                p.unwanted += 1;
+            }
+        }
+        p
     }
 
     pub fn piece_count(&self) -> u32 {
@@ -69,7 +91,15 @@ impl Picker {
     }
 
     pub fn is_complete(&self) -> bool {
-        self.verified == self.piece_count()
+        self.verified + self.unwanted == self.piece_count()
+    }
+
+    /// Whether `piece` is one this download fetches.
+    pub fn is_wanted(&self, piece: u32) -> bool {
+        !matches!(
+            self.state.get(piece as usize),
+            Some(PieceState::Unwanted) | None
+        )
     }
 
     pub fn is_verified(&self, piece: u32) -> bool {
@@ -125,8 +155,15 @@ impl Picker {
         let have = self.peers.get(&peer)?;
         self.scratch.clear();
         let mut rarest = u16::MAX;
+        while self
+            .state
+            .get(self.first_missing)
+            .is_some_and(|s| *s != PieceState::Missing)
+        {
+            self.first_missing += 1;
+        }
         let mut any_missing = false;
-        for (i, st) in self.state.iter().enumerate() {
+        for (i, st) in self.state.iter().enumerate().skip(self.first_missing) {
             if *st != PieceState::Missing {
                 continue;
             }
@@ -141,6 +178,11 @@ impl Picker {
             }
             if a == rarest && self.scratch.len() < WINDOW {
                 self.scratch.push(i as u32);
+            }
+            // Nothing this peer has is rarer than held by one peer (itself): a full window
+            // at that rarity cannot change.
+            if rarest <= 1 && self.scratch.len() == WINDOW {
+                break;
             }
         }
         let piece = if !self.scratch.is_empty() {
@@ -157,7 +199,7 @@ impl Picker {
         match &mut self.state[piece as usize] {
             st @ PieceState::Missing => *st = PieceState::InFlight(vec![peer]),
             PieceState::InFlight(who) => who.push(peer),
-            PieceState::Verified => unreachable!("never picked"),
+            PieceState::Verified | PieceState::Unwanted => unreachable!("never picked"),
         }
         Some(piece)
     }
@@ -183,9 +225,12 @@ impl Picker {
     /// The piece arrived from `by` and passed its hash. Returns the other peers it was also
     /// requested from (to send them a cancel). Returns `None` if it was already verified.
     pub fn on_verified(&mut self, piece: u32) -> Option<Vec<PeerId>> {
+        if self.state[piece as usize] == PieceState::Unwanted {
+            return None;
+        }
         let st = std::mem::replace(&mut self.state[piece as usize], PieceState::Verified);
         match st {
-            PieceState::Verified => None,
+            PieceState::Verified | PieceState::Unwanted => None,
             PieceState::Missing => {
                 self.verified += 1;
                 Some(vec![])
@@ -208,6 +253,7 @@ impl Picker {
             who.retain(|&p| p != peer);
             if who.is_empty() {
                 *st = PieceState::Missing;
+                self.first_missing = self.first_missing.min(piece as usize);
             }
         }
     }
@@ -215,7 +261,10 @@ impl Picker {
     /// Pieces not verified that no connected peer has.
     pub fn unavailable(&self) -> Vec<u32> {
         (0..self.state.len())
-            .filter(|&i| self.state[i] != PieceState::Verified && self.availability[i] == 0)
+            .filter(|&i| {
+                matches!(self.state[i], PieceState::Missing | PieceState::InFlight(_))
+                    && self.availability[i] == 0
+            })
             .map(|i| i as u32)
             .collect()
     }
@@ -223,8 +272,12 @@ impl Picker {
     /// Whether `peer` has anything we still need.
     pub fn peer_is_useful(&self, peer: PeerId) -> bool {
         self.peers.get(&peer).is_some_and(|have| {
-            have.iter_set()
-                .any(|i| self.state[i as usize] != PieceState::Verified)
+            have.iter_set().any(|i| {
+                matches!(
+                    self.state[i as usize],
+                    PieceState::Missing | PieceState::InFlight(_)
+                )
+            })
         })
     }
 
@@ -406,5 +459,34 @@ mod tests {
             steps += 1;
             assert!(steps < 10_000, "download must make progress");
         }
+    }
+
+    #[test]
+    fn unwanted_pieces_are_never_picked_nor_waited_for() {
+        let n = 10;
+        let have = Bitfield::new(n);
+        let mut wanted = Bitfield::new(n);
+        for i in [2, 3, 7] {
+            wanted.set(i);
+        }
+        let mut p = Picker::with_wanted(&have, &wanted);
+        p.add_peer(1, Bitfield::full(n));
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut got = Vec::new();
+        while let Some(i) = p.pick(1, &mut rng) {
+            got.push(i);
+            p.on_verified(i);
+            if got.len() > 5 {
+                break;
+            }
+        }
+        got.sort();
+        assert_eq!(got, vec![2, 3, 7]);
+        assert!(p.is_complete());
+        assert_eq!(p.verified_count(), 3);
+        assert!(p.unavailable().is_empty());
+        assert!(!p.peer_is_useful(1));
+        assert_eq!(p.on_verified(0), None, "an unwanted piece is not taken");
+        assert!(!p.is_wanted(0) && p.is_wanted(2));
     }
 }

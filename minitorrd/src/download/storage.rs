@@ -16,7 +16,6 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -31,6 +30,7 @@ use minitorr_proto::private_dir::own_uid;
 use minitorr_proto::types::{Bitfield, FileMeta, Sha1Hash};
 
 use crate::sharing::hasher::{sha1_of, FileStamp};
+use crate::storage::Storage;
 
 /// Space left free on the destination's filesystem after a download: 5 % of its size, at most
 /// 64 MiB. Big disks keep 64 MiB (enough for the system to keep working); tiny filesystems
@@ -152,6 +152,26 @@ impl DestDir {
         Ok(())
     }
 
+    /// Rename `from` to `to` inside this directory, never over an existing entry.
+    pub fn rename_noreplace(&self, from: &OsStr, to: &OsStr) -> Result<(), StorageError> {
+        rustix::fs::renameat_with(
+            &self.fd,
+            from,
+            &self.fd,
+            to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| {
+            if e == rustix::io::Errno::EXIST {
+                StorageError::Exists {
+                    path: self.path.join(to),
+                }
+            } else {
+                self.io("rename", from)(e)
+            }
+        })
+    }
+
     /// Whether something (anything, even a dangling link) is at `name` in this directory.
     pub fn entry_exists(&self, name: &OsStr) -> bool {
         rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
@@ -197,8 +217,12 @@ pub fn part_path_for(dest: &Path) -> PathBuf {
     dest.with_file_name(part_name_for(dest.file_name().unwrap_or_default()))
 }
 
+/// Where a download's bytes are kept until complete: one part file (a single-file item), or
+/// a staging directory holding the tree (`.ITEM.minitorr-part/`, private, renamed to `ITEM`
+/// when every file verified). Piece I/O goes through [`Storage`] either way.
 pub struct PartFile {
-    file: File,
+    kind: PartKind,
+    store: Arc<Storage>,
     /// Writers take turns: concurrent pwrites to one file only contend on the inode lock in
     /// the kernel (spinning there cost ~6 % CPU in profiles); hashing stays parallel.
     write_turn: std::sync::Mutex<()>,
@@ -206,6 +230,23 @@ pub struct PartFile {
     name: OsString,
     path: PathBuf,
     meta: Arc<FileMeta>,
+    /// A selective download: the files (layout order) it fetches; the others are not on disk.
+    wanted: Option<Arc<Vec<bool>>>,
+}
+
+enum PartKind {
+    File(File),
+    /// The staging directory's own handle.
+    Tree(OwnedFd),
+}
+
+impl PartKind {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            PartKind::File(f) => f.as_fd(),
+            PartKind::Tree(d) => d.as_fd(),
+        }
+    }
 }
 
 impl PartFile {
@@ -217,6 +258,19 @@ impl PartFile {
         dest_name: &OsStr,
         meta: Arc<FileMeta>,
     ) -> Result<(PartFile, bool), StorageError> {
+        Self::open_selective(dir, dest_name, meta, None)
+    }
+
+    /// [`PartFile::open`] fetching only the `wanted` files of a tree (layout order).
+    pub fn open_selective(
+        dir: DestDir,
+        dest_name: &OsStr,
+        meta: Arc<FileMeta>,
+        wanted: Option<Arc<Vec<bool>>>,
+    ) -> Result<(PartFile, bool), StorageError> {
+        if meta.tree.is_some() {
+            return Self::open_tree(dir, dest_name, meta, wanted);
+        }
         let name = part_name_for(dest_name);
         let path = dir.path.join(&name);
         // Bytes an existing part file already holds need no new space.
@@ -267,16 +321,105 @@ impl PartFile {
             file.set_len(0).map_err(len_err)?;
             preallocate(&file, meta.size).map_err(len_err)?;
         }
+        let store = Arc::new(Storage::single(
+            &meta,
+            file.try_clone().map_err(|source| StorageError::Io {
+                what: "open",
+                path: path.clone(),
+                source,
+            })?,
+        ));
         Ok((
             PartFile {
-                file,
+                kind: PartKind::File(file),
+                store,
                 write_turn: std::sync::Mutex::new(()),
                 dir,
                 name,
                 path,
                 meta,
+                wanted: None,
             },
             existed,
+        ))
+    }
+
+    /// The staging directory of a tree: created private (0700) next to the destination, or
+    /// found again on resume (then it must be a real directory of ours), with every file of
+    /// the tree created inside it ([`crate::storage::tree::create_tree`]).
+    fn open_tree(
+        dir: DestDir,
+        dest_name: &OsStr,
+        meta: Arc<FileMeta>,
+        wanted: Option<Arc<Vec<bool>>>,
+    ) -> Result<(PartFile, bool), StorageError> {
+        let name = part_name_for(dest_name);
+        let path = dir.path.join(&name);
+        let tree = meta.tree.as_ref().expect("a tree");
+        let existed = match rustix::fs::mkdirat(&dir.fd, &name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => false,
+            Err(rustix::io::Errno::EXIST) => true,
+            Err(e) => return Err(dir.io("create", &name)(e)),
+        };
+        if !existed {
+            dir.check_space(&meta.name, meta.size, 0).inspect_err(|_| {
+                let _ = rustix::fs::unlinkat(&dir.fd, &name, AtFlags::REMOVEDIR);
+            })?;
+        }
+        let root = rustix::fs::openat(
+            &dir.fd,
+            &name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => StorageError::Planted {
+                path: path.clone(),
+                why: "it is not a directory (a symbolic link or a file)".into(),
+            },
+            e => dir.io("open", &name)(e),
+        })?;
+        let st = rustix::fs::fstat(&root).map_err(dir.io("stat", &name))?;
+        if st.st_uid != own_uid() {
+            return Err(StorageError::Planted {
+                path,
+                why: format!("it is owned by uid {}, not by you", st.st_uid),
+            });
+        }
+        let files_existed = crate::storage::tree::create_tree_only(
+            &root,
+            tree,
+            wanted.as_deref().map(Vec::as_slice),
+        )
+        .map_err(|e| StorageError::Planted {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        let set_root = root.try_clone().map_err(|source| StorageError::Io {
+            what: "open",
+            path: path.clone(),
+            source,
+        })?;
+        let store = Arc::new(Storage::new(
+            &meta,
+            Box::new(crate::storage::tree::TreeFiles::writable(
+                set_root,
+                path.clone(),
+                &meta,
+            )),
+        ));
+        Ok((
+            PartFile {
+                kind: PartKind::Tree(root),
+                store,
+                write_turn: std::sync::Mutex::new(()),
+                dir,
+                name,
+                path,
+                meta,
+                wanted,
+            },
+            existed && files_existed,
         ))
     }
 
@@ -284,20 +427,59 @@ impl PartFile {
         &self.path
     }
 
-    /// A second handle on the same open file (for serving pieces while downloading): never
-    /// a re-open by name.
-    pub fn try_clone_file(&self) -> io::Result<File> {
-        self.file.try_clone()
+    /// Whether file `i` (layout order) is fetched by this download.
+    pub fn wants_file(&self, i: usize) -> bool {
+        self.wanted.as_ref().is_none_or(|w| w[i])
+    }
+
+    /// The pieces this download fetches (all of them unless selective).
+    pub fn wanted_pieces(&self) -> Bitfield {
+        let layout = self.store.layout();
+        let mut b = Bitfield::new(layout.piece_count());
+        for (i, f) in layout.files().iter().enumerate() {
+            if self.wants_file(i) {
+                for p in f.pieces() {
+                    b.set(p);
+                }
+            }
+        }
+        b
+    }
+
+    pub fn is_tree(&self) -> bool {
+        matches!(self.kind, PartKind::Tree(_))
+    }
+
+    /// The pieces, for serving them while downloading (the same open handles: never a
+    /// re-open by name of a single part file; a tree's files are opened beneath its root).
+    pub fn storage(&self) -> Arc<Storage> {
+        self.store.clone()
     }
 
     pub fn write_piece(&self, piece: u32, data: &[u8]) -> io::Result<()> {
         let _turn = self.write_turn.lock().unwrap_or_else(|e| e.into_inner());
-        self.file.write_all_at(data, self.meta.piece_offset(piece))
+        self.store.write_piece(piece, data)
     }
 
     pub fn read_piece(&self, piece: u32, buf: &mut Vec<u8>) -> io::Result<()> {
-        buf.resize(self.meta.piece_len(piece) as usize, 0);
-        self.file.read_exact_at(buf, self.meta.piece_offset(piece))
+        self.store.read_piece(piece, buf)
+    }
+
+    /// The files of a finished tree as a share record lists them (path on disk, stamp).
+    pub fn tree_files(&self) -> io::Result<Vec<crate::storage::walk::SharedTreeFile>> {
+        let paths = crate::storage::tree::file_paths(&self.meta);
+        let mut out = Vec::with_capacity(paths.len());
+        for (i, p) in paths.into_iter().enumerate() {
+            if !self.wants_file(i) {
+                continue;
+            }
+            let f = self.store.layout_file(i)?;
+            out.push(crate::storage::walk::SharedTreeFile {
+                disk_path: p,
+                stamp: FileStamp::of_file(&f)?,
+            });
+        }
+        Ok(out)
     }
 
     /// Re-verify every piece on disk (resume after a crash): only pieces whose hash matches count.
@@ -313,7 +495,8 @@ impl PartFile {
     ) -> io::Result<Bitfield> {
         let mut have = Bitfield::new(self.meta.piece_count());
         let mut buf = Vec::new();
-        for i in 0..self.meta.piece_count() {
+        let wanted = self.wanted_pieces();
+        for i in wanted.iter_set() {
             self.read_piece(i, &mut buf)?;
             if let Some(c) = checked {
                 c.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -325,9 +508,16 @@ impl PartFile {
         Ok(have)
     }
 
-    /// Stamp (size, mtime, device, inode) of the open file.
+    /// Stamp (size, mtime, device, inode) of the open file (of the staging directory for a
+    /// tree).
     pub fn stamp(&self) -> io::Result<FileStamp> {
-        FileStamp::of_file(&self.file)
+        let st = rustix::fs::fstat(self.kind.fd())?;
+        Ok(FileStamp {
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
     }
 
     /// Move into place without ever replacing an existing file: the inode we wrote (not
@@ -339,6 +529,10 @@ impl PartFile {
     /// after a power loss in between, login re-verifies the file's SHA1.
     pub fn finish(&self, dest_name: &OsStr) -> Result<(), StorageError> {
         let dest = self.dir.path.join(dest_name);
+        let file = match &self.kind {
+            PartKind::File(f) => f,
+            PartKind::Tree(_) => return self.finish_tree(dest_name, dest),
+        };
         let exists = |e: rustix::io::Errno, io: &dyn Fn(rustix::io::Errno) -> StorageError| {
             if e == rustix::io::Errno::EXIST {
                 StorageError::Exists { path: dest.clone() }
@@ -348,7 +542,7 @@ impl PartFile {
         };
         // /proc/self/fd/N with AT_SYMLINK_FOLLOW links the open file itself (what
         // AT_EMPTY_PATH does, without needing CAP_DAC_READ_SEARCH).
-        let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
         match rustix::fs::linkat(
             CWD,
             proc_path.as_str(),
@@ -392,9 +586,67 @@ impl PartFile {
         Ok(())
     }
 
-    /// Flush the finished file and its directory entry to disk (blocking).
+    /// A tree appears at once and whole: the staging directory is renamed to the final name
+    /// (`RENAME_NOREPLACE`: never over anything already there), after checking the staging
+    /// name is still our directory.
+    fn finish_tree(&self, dest_name: &OsStr, dest: PathBuf) -> Result<(), StorageError> {
+        if !self.name_is_ours(&self.name) {
+            return Err(StorageError::Planted {
+                path: self.path.clone(),
+                why: "it was removed or replaced during the download".into(),
+            });
+        }
+        // Every file at its path must be the very inode we wrote and verified: a name inside
+        // the staging tree swapped for a link or another file never lands in the result.
+        let PartKind::Tree(root) = &self.kind else {
+            unreachable!("finish_tree of a single file")
+        };
+        for (i, rel) in crate::storage::tree::file_paths(&self.meta)
+            .iter()
+            .enumerate()
+        {
+            if !self.wants_file(i) {
+                continue;
+            }
+            let same = (|| -> io::Result<bool> {
+                let there = crate::storage::tree::open_beneath(
+                    root,
+                    rel,
+                    OFlags::PATH | OFlags::NOFOLLOW,
+                    Mode::empty(),
+                )?;
+                let (a, b) = (
+                    rustix::fs::fstat(&there)?,
+                    rustix::fs::fstat(&*self.store.layout_file(i)?)?,
+                );
+                Ok(a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+            })();
+            if !matches!(same, Ok(true)) {
+                return Err(StorageError::Planted {
+                    path: self.path.join(rel),
+                    why: "it was removed or replaced during the download".into(),
+                });
+            }
+        }
+        match rustix::fs::renameat_with(
+            &self.dir.fd,
+            &self.name,
+            &self.dir.fd,
+            dest_name,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::EXIST) | Err(rustix::io::Errno::NOTEMPTY) => {
+                Err(StorageError::Exists { path: dest })
+            }
+            Err(e) => Err(self.dir.io("rename", &self.name)(e)),
+        }
+    }
+
+    /// Flush the finished file (every file of a tree) and its directory entry to disk
+    /// (blocking).
     pub fn sync_to_disk(&self) -> io::Result<()> {
-        self.file.sync_data()?;
+        self.store.flush()?;
         rustix::fs::fsync(&self.dir.fd)?;
         Ok(())
     }
@@ -403,7 +655,7 @@ impl PartFile {
     fn name_is_ours(&self, name: &OsStr) -> bool {
         let (Ok(there), Ok(mine)) = (
             rustix::fs::statat(&self.dir.fd, name, AtFlags::SYMLINK_NOFOLLOW),
-            rustix::fs::fstat(self.file.as_fd()),
+            rustix::fs::fstat(self.kind.fd()),
         ) else {
             return false;
         };
@@ -468,17 +720,21 @@ pub struct WholeFileHasher {
     /// Bytes handed over and not yet hashed or dropped. Checked when sending, so a hasher
     /// that falls behind (CPU contention) cannot make the channel grow without bound.
     pending: Arc<AtomicUsize>,
-    handle: std::thread::JoinHandle<io::Result<Sha1Hash>>,
+    handle: std::thread::JoinHandle<io::Result<Vec<Option<Sha1Hash>>>>,
 }
 
 impl WholeFileHasher {
     pub fn start(part: Arc<PartFile>) -> io::Result<Self> {
+        let store = part.storage();
+        let wanted: Vec<bool> = (0..store.layout().files().len())
+            .map(|i| part.wants_file(i))
+            .collect();
         let (tx, rx) = mpsc::channel();
         let pending = Arc::new(AtomicUsize::new(0));
         let p = pending.clone();
         let handle = std::thread::Builder::new()
             .name("whole-sha1".into())
-            .spawn(move || hash_in_order(&part, rx, &p))?;
+            .spawn(move || hash_in_order(&store, &wanted, rx, &p))?;
         Ok(WholeFileHasher {
             tx,
             pending,
@@ -501,8 +757,9 @@ impl WholeFileHasher {
         let _ = self.tx.send(HashMsg::Piece(piece, data));
     }
 
-    /// Wait for the digest (blocking: call from the blocking pool). All pieces must be sent.
-    pub fn finish(self) -> io::Result<Sha1Hash> {
+    /// Wait for the digests, one per file in layout order (blocking: call from the blocking
+    /// pool). All pieces must be sent.
+    pub fn finish(self) -> io::Result<Vec<Option<Sha1Hash>>> {
         let _ = self.tx.send(HashMsg::Finish);
         self.handle
             .join()
@@ -510,34 +767,63 @@ impl WholeFileHasher {
     }
 }
 
+/// Pieces are hashed in item order; each file's SHA1 is finished at its last piece (an empty
+/// file's is the SHA1 of nothing), so a tree's files are verified in the same single pass.
+/// Files a selective download does not fetch are skipped (`None`).
 fn hash_in_order(
-    part: &PartFile,
+    store: &Storage,
+    wanted: &[bool],
     rx: mpsc::Receiver<HashMsg>,
     pending: &AtomicUsize,
-) -> io::Result<Sha1Hash> {
-    let n = part.meta.piece_count();
+) -> io::Result<Vec<Option<Sha1Hash>>> {
+    let files = store.layout().files();
+    let mut digests = Vec::with_capacity(files.len());
+    let mut file = 0usize;
     let mut sha = Sha1::new();
     let mut next = 0u32;
     let mut waiting: BTreeMap<u32, Option<Bytes>> = BTreeMap::new();
     let mut buf = Vec::new();
     let mut finishing = false;
     loop {
-        // Hash every consecutive piece we have.
-        while let Some(data) = waiting.remove(&next) {
+        // Close every file done (or skipped) before `next`.
+        while file < files.len() {
+            let end = files[file].pieces().end;
+            if !wanted[file] {
+                digests.push(None);
+                next = next.max(end);
+                file += 1;
+            } else if next >= end {
+                digests.push(Some(Sha1Hash(std::mem::take(&mut sha).finalize().into())));
+                file += 1;
+            } else {
+                break;
+            }
+        }
+        if file == files.len() {
+            return Ok(digests);
+        }
+        // Drop what was handed over for pieces already behind us.
+        while let Some((&i, _)) = waiting.first_key_value() {
+            if i >= next {
+                break;
+            }
+            if let Some(Some(d)) = waiting.remove(&i) {
+                pending.fetch_sub(d.len(), Ordering::AcqRel);
+            }
+        }
+        if let Some(data) = waiting.remove(&next) {
             match data {
                 Some(d) => {
                     sha.update(&d);
                     pending.fetch_sub(d.len(), Ordering::AcqRel);
                 }
                 None => {
-                    part.read_piece(next, &mut buf)?;
+                    store.read_piece(next, &mut buf)?;
                     sha.update(&buf);
                 }
             }
             next += 1;
-        }
-        if next == n {
-            return Ok(Sha1Hash(sha.finalize().into()));
+            continue;
         }
         if finishing {
             return Err(io::Error::other(format!(
@@ -567,6 +853,11 @@ pub fn remove_part_file(dest: &Path) -> Result<bool, StorageError> {
     let dir = DestDir::open(dest.parent().unwrap_or(Path::new("/")))?;
     let name = part_name_for(dest.file_name().unwrap_or_default());
     let path = dir.path.join(&name);
+    if rustix::fs::statat(&dir.fd, &name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+    {
+        return remove_staging_tree(&dir, &name, &path).map(|()| true);
+    }
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let fd = match rustix::fs::openat(&dir.fd, &name, flags, Mode::empty()) {
         Ok(fd) => fd,
@@ -582,6 +873,60 @@ pub fn remove_part_file(dest: &Path) -> Result<bool, StorageError> {
     check_own_single_file(&fd, &path)?;
     rustix::fs::unlinkat(&dir.fd, &name, AtFlags::empty()).map_err(dir.io("remove", &name))?;
     Ok(true)
+}
+
+/// Delete a tree's staging directory (cancel, remove): only if it is a directory of ours;
+/// everything inside is removed relative to its parent's handle, symlinks as links (never
+/// followed), so nothing outside the staging directory can be touched.
+fn remove_staging_tree(dir: &DestDir, name: &OsStr, path: &Path) -> Result<(), StorageError> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd =
+        rustix::fs::openat(&dir.fd, name, flags, Mode::empty()).map_err(dir.io("open", name))?;
+    let st = rustix::fs::fstat(&fd).map_err(dir.io("stat", name))?;
+    if st.st_uid != own_uid() {
+        return Err(StorageError::Planted {
+            path: path.to_path_buf(),
+            why: format!("it is owned by uid {}, not by you", st.st_uid),
+        });
+    }
+    let io = |source: rustix::io::Errno| StorageError::Io {
+        what: "remove",
+        path: path.to_path_buf(),
+        source: source.into(),
+    };
+    empty_dir(&fd, 0).map_err(io)?;
+    rustix::fs::unlinkat(&dir.fd, name, AtFlags::REMOVEDIR).map_err(io)
+}
+
+/// Remove everything inside the directory `fd` (depth-bounded like item paths).
+fn empty_dir(fd: &OwnedFd, depth: usize) -> rustix::io::Result<()> {
+    if depth > minitorr_proto::item::MAX_ITEM_DEPTH {
+        return Err(rustix::io::Errno::LOOP);
+    }
+    let mut names = Vec::new();
+    for ent in rustix::fs::Dir::read_from(fd)? {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(std::ffi::CString::new(n).expect("no NUL in a file name"));
+        }
+    }
+    for n in names {
+        let st = rustix::fs::statat(fd, &n, AtFlags::SYMLINK_NOFOLLOW)?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            let sub = rustix::fs::openat(
+                fd,
+                &n,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            empty_dir(&sub, depth + 1)?;
+            rustix::fs::unlinkat(fd, &n, AtFlags::REMOVEDIR)?;
+        } else {
+            rustix::fs::unlinkat(fd, &n, AtFlags::empty())?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -760,7 +1105,7 @@ mod tests {
                 .then(|| Bytes::copy_from_slice(&data[s..s + meta.piece_len(i) as usize]));
             hasher.piece(i, bytes);
         }
-        assert_eq!(hasher.finish().unwrap(), meta.sha1);
+        assert_eq!(hasher.finish().unwrap(), vec![Some(meta.sha1)]);
         part.finish("f".as_ref()).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), data);
         assert!(!pp.exists());
@@ -800,5 +1145,113 @@ mod tests {
             Err(StorageError::Exists { .. })
         ));
         assert_eq!(std::fs::read(&dest).unwrap(), b"mine");
+    }
+
+    /// A tree downloads into a private staging directory, verifies file by file in one
+    /// in-order pass, appears whole under its final name, and never over an existing one.
+    #[test]
+    fn a_tree_stages_verifies_and_appears_whole() {
+        use minitorr_proto::item::{Tree, TreeEntry};
+        let dir = tempfile::tempdir().unwrap();
+        let ps = 16 * 1024;
+        let files: Vec<(&str, Vec<u8>)> = vec![
+            ("a/b/big", (0..70_000u32).map(|i| (i % 249) as u8).collect()),
+            ("a/empty", vec![]),
+            ("z", b"last".to_vec()),
+        ];
+        let mut tree = Tree {
+            entries: files
+                .iter()
+                .map(|(p, d)| TreeEntry::file(*p, d.len() as u64, sha1_of(d)))
+                .chain([TreeEntry::dir("void")])
+                .collect(),
+        };
+        tree.sort();
+        let pieces = tree
+            .files()
+            .flat_map(|(p, _, _)| {
+                let d = &files.iter().find(|f| f.0 == p).unwrap().1;
+                d.chunks(ps as usize).map(sha1_of).collect::<Vec<_>>()
+            })
+            .collect();
+        let meta = Arc::new(FileMeta {
+            name: "proj".into(),
+            size: tree.total_size(),
+            piece_size: ps,
+            sha1: tree.digest(),
+            pieces,
+            tree: Some(tree),
+        });
+        meta.check().unwrap();
+        let (part, existed) =
+            PartFile::open(ddir(dir.path()), "proj".as_ref(), meta.clone()).unwrap();
+        assert!(!existed);
+        let staging = dir.path().join(".proj.minitorr-part");
+        assert_eq!(
+            std::fs::metadata(&staging).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let part = Arc::new(part);
+        let store = part.storage();
+        let src = |p: u32| {
+            let loc = store.layout().locate(p).unwrap();
+            let d = &files[loc.file].1;
+            d[loc.offset as usize..loc.offset as usize + loc.len as usize].to_vec()
+        };
+        // Crash after some pieces: resume finds exactly those.
+        part.write_piece(4, &src(4)).unwrap();
+        part.write_piece(1, &src(1)).unwrap();
+        drop(part);
+        let (part, existed) =
+            PartFile::open(ddir(dir.path()), "proj".as_ref(), meta.clone()).unwrap();
+        assert!(existed);
+        assert_eq!(
+            part.scan().unwrap().iter_set().collect::<Vec<_>>(),
+            vec![1, 4]
+        );
+        let part = Arc::new(part);
+        let hasher = WholeFileHasher::start(part.clone()).unwrap();
+        for p in (0..meta.piece_count()).rev() {
+            part.write_piece(p, &src(p)).unwrap();
+            hasher.piece(p, (p % 2 == 0).then(|| Bytes::from(src(p))));
+        }
+        assert_eq!(
+            hasher.finish().unwrap(),
+            vec![
+                Some(sha1_of(&files[0].1)),
+                Some(sha1_of(b"")),
+                Some(sha1_of(b"last"))
+            ]
+        );
+        // Something already at the final name: never replaced.
+        std::fs::create_dir(dir.path().join("proj")).unwrap();
+        std::fs::write(dir.path().join("proj/mine"), b"x").unwrap();
+        assert!(matches!(
+            part.finish("proj".as_ref()),
+            Err(StorageError::Exists { .. })
+        ));
+        std::fs::remove_dir_all(dir.path().join("proj")).unwrap();
+        part.finish("proj".as_ref()).unwrap();
+        for (p, d) in &files {
+            assert_eq!(&std::fs::read(dir.path().join("proj").join(p)).unwrap(), d);
+        }
+        assert!(dir.path().join("proj/void").is_dir());
+        assert!(!staging.exists());
+        assert_eq!(part.tree_files().unwrap().len(), 3);
+    }
+
+    /// Cancelling removes the staging tree, a link planted inside it as a link only.
+    #[test]
+    fn removing_a_staging_tree_never_follows_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), b"mine").unwrap();
+        let st = dir.path().join(".proj.minitorr-part");
+        std::fs::create_dir_all(st.join("a/b")).unwrap();
+        std::fs::write(st.join("a/b/f"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), st.join("a/link")).unwrap();
+        assert!(remove_part_file(&dir.path().join("proj")).unwrap());
+        assert!(!st.exists());
+        assert_eq!(std::fs::read(outside.path().join("keep")).unwrap(), b"mine");
     }
 }

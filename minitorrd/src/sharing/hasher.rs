@@ -123,9 +123,47 @@ pub fn hash_file(path: &Path, name: &str, piece_size: u32) -> io::Result<(FileMe
 }
 
 fn hash_file_inner(path: &Path, name: &str, piece_size: u32) -> io::Result<(FileMeta, FileStamp)> {
-    let mut file = open_shared(path)?;
+    let file = open_shared(path)?;
     let stamp_before = FileStamp::of_file(&file)?;
+    let (whole, pieces, size) = hash_open_file(file, piece_size)?;
+    // The path must still name the file we read (same inode, unchanged).
+    let stamp_after = FileStamp::of(path)?;
+    if stamp_after != stamp_before || size != stamp_after.size {
+        return Err(io::Error::other(
+            "file changed while it was being hashed; try again",
+        ));
+    }
+    let meta = FileMeta {
+        name: name.to_string(),
+        size,
+        piece_size,
+        sha1: whole,
+        pieces,
+        tree: None,
+    };
+    Ok((meta, stamp_after))
+}
+
+/// Files at most this big are hashed on the calling thread (a tree of 10,000 small files
+/// must not start 30,000 threads); bigger ones get the reader + two hasher threads.
+const INLINE_HASH_MAX: u64 = 4 * 1024 * 1024;
+
+/// Whole-file SHA1, piece SHA1s and size of an open file, in one streaming pass.
+pub fn hash_open_file(
+    mut file: File,
+    piece_size: u32,
+) -> io::Result<(Sha1Hash, Vec<Sha1Hash>, u64)> {
     let ps = piece_size as usize;
+    if file.metadata()?.len() <= INLINE_HASH_MAX {
+        let mut data = Vec::new();
+        // One byte more than the limit: a file that grew meanwhile is caught by the caller's
+        // stamp check, not silently truncated.
+        (&mut file)
+            .take(INLINE_HASH_MAX + 1)
+            .read_to_end(&mut data)?;
+        let pieces = data.chunks(ps).map(sha1_of).collect();
+        return Ok((sha1_of(&data), pieces, data.len() as u64));
+    }
     let chunk = ps * (4 * 1024 * 1024 / ps).max(1);
     const BUFFERS: usize = 4;
 
@@ -138,7 +176,7 @@ fn hash_file_inner(path: &Path, name: &str, piece_size: u32) -> io::Result<(File
 
     // Three threads: a reader (the copy out of the page cache), the whole-file SHA1 and the
     // piece SHA1s, each buffer shared by both hashers and recycled once both are done.
-    let (whole, pieces, size) = std::thread::scope(|s| -> io::Result<_> {
+    std::thread::scope(|s| -> io::Result<_> {
         let piece_hasher = s.spawn(move || {
             let mut pieces = Vec::new();
             for buf in piece_rx {
@@ -176,24 +214,7 @@ fn hash_file_inner(path: &Path, name: &str, piece_size: u32) -> io::Result<(File
         let size = reader.join().expect("reader does not panic")?;
         let pieces = piece_hasher.join().expect("piece hasher does not panic");
         Ok((Sha1Hash(whole.finalize().into()), pieces, size))
-    })?;
-
-    // The path must still name the file we read (same inode, unchanged).
-    let stamp_after = FileStamp::of(path)?;
-    if stamp_after != stamp_before || size != stamp_after.size {
-        return Err(io::Error::other(
-            "file changed while it was being hashed; try again",
-        ));
-    }
-    let meta = FileMeta {
-        name: name.to_string(),
-        size,
-        piece_size,
-        sha1: whole,
-        pieces,
-        tree: None,
-    };
-    Ok((meta, stamp_after))
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -18,6 +17,8 @@ use tokio::sync::{broadcast, Notify};
 use minitorr_proto::types::{Bitfield, FileMeta};
 
 use super::hasher::FileStamp;
+use crate::storage::walk::SharedTreeFile;
+use crate::storage::{tree::TreeFiles, Storage};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShareKey {
@@ -29,7 +30,8 @@ pub struct SharedFile {
     pub group: String,
     pub meta: Arc<FileMeta>,
     path: RwLock<PathBuf>,
-    file: File,
+    /// The pieces on disk (one file, or a tree), through the storage seam.
+    store: Arc<Storage>,
     have: Mutex<Bitfield>,
     /// Pieces set in `have` (kept so completion is O(1) per piece).
     have_count: std::sync::atomic::AtomicU32,
@@ -75,26 +77,59 @@ impl SharedFile {
             )));
         }
         let have = Bitfield::full(meta.piece_count());
-        Ok(Self::build(group, meta, path, file, have, Some(stamp)))
+        let store = Arc::new(Storage::single(&meta, file));
+        Ok(Self::build(group, meta, path, store, have, Some(stamp)))
     }
 
-    /// A file being downloaded: starts with the pieces already verified in `have`. `file` is
-    /// a handle on the open part file (never re-opened by name).
+    /// A complete tree on disk, shared as-is: the root directory is opened without following
+    /// a link and must still be the directory hashed (device and inode); each file is opened
+    /// beneath it on demand and served only while it matches its stamp.
+    pub fn complete_tree(
+        group: String,
+        meta: Arc<FileMeta>,
+        root: PathBuf,
+        root_stamp: FileStamp,
+        files: &[SharedTreeFile],
+    ) -> io::Result<Arc<Self>> {
+        let fd = crate::storage::tree::open_root(&root)?;
+        let st = FileStamp::of_file(&File::from(fd.try_clone()?))?;
+        if (st.dev, st.ino) != (root_stamp.dev, root_stamp.ino) {
+            return Err(io::Error::other(format!(
+                "{} is no longer the directory that was shared",
+                root.display()
+            )));
+        }
+        if files.len() != meta.file_count() {
+            return Err(io::Error::other("the share record does not match its tree"));
+        }
+        let set = TreeFiles::shared(
+            fd,
+            root.clone(),
+            files.iter().map(|f| f.disk_path.clone()).collect(),
+            files.iter().map(|f| f.stamp).collect(),
+        );
+        let store = Arc::new(Storage::new(&meta, Box::new(set)));
+        let have = Bitfield::full(meta.piece_count());
+        Ok(Self::build(group, meta, root, store, have, None))
+    }
+
+    /// An item being downloaded: starts with the pieces already verified in `have`. `store`
+    /// is the download's own storage (never re-opened by name).
     pub fn partial(
         group: String,
         meta: Arc<FileMeta>,
         part_path: PathBuf,
-        file: File,
+        store: Arc<Storage>,
         have: Bitfield,
     ) -> Arc<Self> {
-        Self::build(group, meta, part_path, file, have, None)
+        Self::build(group, meta, part_path, store, have, None)
     }
 
     fn build(
         group: String,
         meta: Arc<FileMeta>,
         path: PathBuf,
-        file: File,
+        store: Arc<Storage>,
         have: Bitfield,
         stamp: Option<FileStamp>,
     ) -> Arc<Self> {
@@ -107,7 +142,7 @@ impl SharedFile {
             group,
             meta,
             path: RwLock::new(path),
-            file,
+            store,
             have: Mutex::new(have),
             complete: AtomicBool::new(complete),
             stamp: Mutex::new(stamp),
@@ -255,6 +290,11 @@ impl SharedFile {
         *self.stamp.lock().expect("lock") = Some(stamp);
     }
 
+    /// A downloaded tree was renamed into place: same handles, new path.
+    pub fn completed_tree_at(&self, final_path: &Path) {
+        *self.path.write().expect("lock") = final_path.to_path_buf();
+    }
+
     /// False once the on-disk file no longer matches what was shared (edited, truncated,
     /// deleted): we must never serve bytes that fail the piece hash.
     pub fn still_valid(&self) -> bool {
@@ -276,17 +316,44 @@ impl SharedFile {
         true
     }
 
-    /// The open file, for zero-copy sends of verified pieces.
-    pub fn file(&self) -> &File {
-        &self.file
+    /// [`SharedFile::still_valid`], and the file holding `piece` (one file of a tree) is
+    /// still the one shared: a tree's file edited or truncated in place is never served.
+    pub fn still_valid_for(&self, piece: u32) -> bool {
+        if !self.still_valid() {
+            return false;
+        }
+        if self.is_complete() && !self.store.piece_unchanged(piece) {
+            tracing::warn!(item = %self.meta.name, group = %self.group, piece, "a file of the shared tree changed on disk; no longer serving it");
+            self.stale.store(true, Ordering::Relaxed);
+            if let Some(n) = self.stale_signal.get() {
+                n.notify_one();
+            }
+            return false;
+        }
+        true
+    }
+
+    /// The pieces on disk.
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.store
+    }
+
+    /// Length of `piece` (O(log files), unlike `FileMeta::piece_len` on a tree).
+    pub fn piece_len(&self, piece: u32) -> u32 {
+        self.store.piece_len(piece)
+    }
+
+    /// The open file holding `piece`, the piece's offset in it and its length, for
+    /// zero-copy sends of verified pieces.
+    pub fn piece_file(&self, piece: u32) -> io::Result<(Arc<File>, u64, u32)> {
+        self.store.piece_file(piece)
     }
 
     /// Read one piece (blocking: call from the blocking pool).
     pub fn read_piece(&self, piece: u32) -> io::Result<Bytes> {
-        let len = self.meta.piece_len(piece) as usize;
-        let mut buf = BytesMut::zeroed(len);
-        self.file
-            .read_exact_at(&mut buf, self.meta.piece_offset(piece))?;
+        let (file, offset, len) = self.store.piece_file(piece)?;
+        let mut buf = BytesMut::zeroed(len as usize);
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, offset)?;
         Ok(buf.freeze())
     }
 }

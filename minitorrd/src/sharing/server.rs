@@ -479,7 +479,7 @@ async fn serve_requests<S: PeerStream>(
             let next = queue.lock().expect("lock").pop_front();
             match next {
                 Some(piece) => {
-                    if !shared.has_piece(piece) || !shared.still_valid() {
+                    if !shared.has_piece(piece) || !shared.still_valid_for(piece) {
                         codec.encode(PeerMsg::NoPiece { piece }, &mut out)?;
                         continue;
                     }
@@ -492,7 +492,7 @@ async fn serve_requests<S: PeerStream>(
                         Decision::ServeNew => shared.upload_announce_taken(conn, piece),
                         Decision::Serve => {}
                     }
-                    let len = shared.meta.piece_len(piece);
+                    let len = shared.piece_len(piece);
                     srv.upload_limit.acquire(len as usize).await;
                     // Our turn in the fair split of the upload between this file's
                     // connections (sharing/fair_share.rs).
@@ -565,15 +565,14 @@ async fn send_piece<W: PieceWrite>(
     piece: u32,
     pool: &BlockingPool,
 ) -> std::io::Result<Vec<u8>> {
-    let len = shared.meta.piece_len(piece);
-    let offset = shared.meta.piece_offset(piece);
+    let (file, offset, len) = shared.piece_file(piece)?;
     if let Some(sock) = wr.sendfile_socket() {
         // Frame header by hand (same layout the codec decodes), then the bytes.
         out.put_u32(len + 5);
         out.put_u8(TAG_PIECE);
         out.put_u32(piece);
         write_all(sock, out).await?;
-        send_file_range(sock, shared.file(), offset, len as usize).await?;
+        send_file_range(sock, &file, offset, len as usize).await?;
         return Ok(buf);
     }
     if !out.is_empty() {
@@ -589,15 +588,12 @@ async fn send_piece<W: PieceWrite>(
     buf[5..PIECE_HEADER].copy_from_slice(&piece.to_be_bytes());
     // Fast path: what the page cache holds is copied here without blocking; only the rest
     // (a cache miss: disk I/O) goes to the blocking pool.
-    let cached = read_cached(shared.file(), &mut buf[PIECE_HEADER..], offset);
+    let cached = read_cached(&file, &mut buf[PIECE_HEADER..], offset);
     if PIECE_HEADER + cached < total {
-        let file = shared.clone();
         let (b, read) = pool
             .run(move || {
                 let at = PIECE_HEADER + cached;
-                let r = file
-                    .file()
-                    .read_exact_at(&mut buf[at..], offset + cached as u64);
+                let r = file.read_exact_at(&mut buf[at..], offset + cached as u64);
                 (buf, r)
             })
             .await;

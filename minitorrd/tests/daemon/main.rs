@@ -24,6 +24,7 @@ fn download(file: &str, dest: &std::path::Path) -> Request {
         group: "g1".into(),
         file: file.into(),
         dest: dest.to_path_buf(),
+        only: vec![],
     }
 }
 

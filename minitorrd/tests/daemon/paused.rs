@@ -49,6 +49,7 @@ async fn a_failed_download_is_rechecked_after_10_20_30_s_and_retried_on_the_hold
         group: "g1".into(),
         file: "f.bin".into(),
         dest: dl.clone(),
+        only: vec![],
     })
     .await;
     // The download engine's stall timer is the std clock (real time, see `download::run`),
