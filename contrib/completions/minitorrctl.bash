@@ -1170,7 +1170,7 @@ _minitorrctl() {
         case "$w" in
             --socket) socket=(--socket "${COMP_WORDS[i+1]}"); ((i++)) ;;
             --socket=*) socket=("$w") ;;
-            --dest|--name|--timeout) ((i++)) ;;
+            --dest|--name|--only|--timeout) ((i++)) ;;
             -*) ;;
             *) if [[ -z "$sub" ]]; then sub="$w"; else words+=("$w"); ((pos++)); fi ;;
         esac

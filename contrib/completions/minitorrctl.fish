@@ -220,7 +220,7 @@ function __minitorrctl_positionals
             continue
         end
         switch $t
-            case --socket --dest --name --timeout
+            case --socket --dest --name --only --timeout
                 set skip 1
             case '-*'
             case '*'
