@@ -138,6 +138,9 @@ pub struct Config {
     pub port_mapping: bool,
     /// Lease asked for a port mapping, in seconds (renewed halfway); ≥ 30.
     pub port_mapping_lease_secs: u32,
+    /// Take part in hole punches the tracker coordinates (issue #14), as downloader and as
+    /// holder. Off: only direct connections and the relay.
+    pub hole_punching: bool,
 }
 
 /// The host name as a device name, or "minitorrd" if it is not a valid one.
@@ -178,6 +181,7 @@ impl Default for Config {
             use_relay: true,
             port_mapping: true,
             port_mapping_lease_secs: 3600,
+            hole_punching: true,
         }
     }
 }
@@ -503,6 +507,7 @@ mod tests {
             "allow_plaintext",
             "metrics_listen",
             "use_relay",
+            "hole_punching",
         ] {
             assert!(text.contains(&format!("#{key} = ")), "{key} undocumented");
         }

@@ -52,9 +52,16 @@ fn alice_and_bob_with(
     size: usize,
     bob_unreachable: bool,
 ) -> (Peer, Peer, String) {
-    let alice = Peer::start_unreachable(&dir.join("alice"), &[tracker.addr], &[]);
+    // "Unreachable" here is a listener on 127.0.0.2 while the tracker hands out 127.0.0.1: no
+    // direct connection, but no NAT either, so a hole punch would get through on loopback.
+    // These tests are about the relay, so punching is off (tests/tests/nat.rs punches through
+    // real NATs).
+    let no_punch = dir.join("no-punch.toml");
+    std::fs::write(&no_punch, "hole_punching = false\n").unwrap();
+    let args = ["--config", no_punch.to_str().unwrap()];
+    let alice = Peer::start_unreachable(&dir.join("alice"), &[tracker.addr], &args);
     let bob = if bob_unreachable {
-        Peer::start_unreachable(&dir.join("bob"), &[tracker.addr], &[])
+        Peer::start_unreachable(&dir.join("bob"), &[tracker.addr], &args)
     } else {
         Peer::start(&dir.join("bob"), tracker)
     };

@@ -416,8 +416,10 @@ impl Daemon {
             relay: self.relay_route(&session),
             listen: self.peer_addr,
             punch: match self.link {
-                crate::peerlink::PeerLinkMode::Tls(_) => Some(self.punch.clone()),
-                crate::peerlink::PeerLinkMode::InsecurePlaintext => None,
+                crate::peerlink::PeerLinkMode::Tls(_) if self.cfg.hole_punching => {
+                    Some(self.punch.clone())
+                }
+                _ => None,
             },
         });
         tracing::info!(%file, %group, dest = %dest.display(), pieces = meta.piece_count(), peers = details.peers.len(), "download started");

@@ -30,7 +30,7 @@ impl Daemon {
             .expect("lock")
             .as_ref()
             .is_some_and(|s| s.peer_addr == holder_addr);
-        if !ours || self.shares.get(group, file).is_none() {
+        if !ours || !self.cfg.hole_punching || self.shares.get(group, file).is_none() {
             return;
         }
         let now = std::time::SystemTime::now()

@@ -655,6 +655,7 @@ impl Download {
             }
             self.shared.add_piece(piece);
             let len = self.shared.piece_len(piece) as u64;
+            crate::metrics::global().piece(len, true);
             self.progress.lock().expect("lock").record_piece(
                 addr,
                 user,
@@ -695,7 +696,7 @@ impl Download {
     fn piece_rejected(&self, piece: u32, peer: PeerId, addr: &str, bad_hash: bool) {
         self.picker.lock().expect("lock").release(piece, peer);
         if bad_hash {
-            crate::metrics::global().piece(u64::from(self.meta.piece_len(piece)), false);
+            crate::metrics::global().piece(u64::from(self.shared.piece_len(piece)), false);
             self.progress
                 .lock()
                 .expect("lock")
