@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use minitorr_proto::control::{DownloadState, DownloadStatus, ErrorKind, ErrorReply, Response};
+use minitorr_proto::control::{
+    DownloadState, DownloadStatus, ErrorKind, ErrorReply, EventKind, Response,
+};
 use minitorr_proto::names::{self, validate_file_name};
 use minitorr_proto::tracker::{self, Call};
 use minitorr_proto::types::{FileMeta, FileSummary, Sha1Hash};
@@ -102,6 +104,12 @@ impl Daemon {
         let shared = SharedFile::complete(group.clone(), meta.clone(), path.clone(), stamp)
             .map_err(|e| invalid(format!("cannot open {}: {e}", path.display())))?;
         self.shares.insert(shared);
+        self.bus.publish(EventKind::ShareAdded {
+            group: group.clone(),
+            file: name.clone(),
+            size: meta.size,
+            sha1: meta.sha1,
+        });
         {
             let mut state = self.state.lock().await;
             let rec = ShareRecord {
@@ -238,6 +246,11 @@ impl Daemon {
             });
             list.push(DownloadEntry::Live(dl.clone()));
         }
+        self.bus.publish(EventKind::DownloadAdded {
+            download: dl.event_ref(),
+            size: meta.size,
+            pieces_total: meta.piece_count(),
+        });
         let env = Arc::new(DownloadEnv {
             tracker: self.tracker.clone(),
             token: session.token.clone(),
@@ -247,6 +260,7 @@ impl Daemon {
             max_peers: self.cfg.max_peers_per_download,
             max_depth: self.cfg.max_pipeline_depth,
             link: self.link.clone(),
+            events: self.bus.clone(),
         });
         tracing::info!(%file, %group, dest = %dest.display(), pieces = meta.piece_count(), peers = details.peers.len(), "download started");
         let (me, d, user) = (self.clone(), dl.clone(), session.user);
@@ -297,7 +311,9 @@ impl Daemon {
             }
         } else {
             // A failed download keeps its verified pieces on disk but stops being served.
-            self.shares.remove(&dl.group, &dl.meta.name);
+            if self.shares.remove(&dl.group, &dl.meta.name).is_some() {
+                self.publish_withdrawn(&dl.group, &dl.meta.name, "the download failed");
+            }
         }
         self.save_state(&state).await;
     }
@@ -334,6 +350,9 @@ impl Daemon {
             Ok(_) => {}
             Err(e) if e.kind == ErrorKind::NotFound && had_locally => {}
             Err(e) => return Err(e),
+        }
+        if had_locally {
+            self.publish_withdrawn(&group, &file, "stop_share");
         }
         let mut state = self.state.lock().await;
         state.user(&session.user).remove_share(&group, &file);
@@ -401,13 +420,26 @@ impl Daemon {
         if self.live_download(&group, &file).is_none() {
             let mut state = self.state.lock().await;
             for f in &spellings {
-                self.shares.remove(&group, f);
+                if self.shares.remove(&group, f).is_some() {
+                    self.publish_withdrawn(&group, f, "removed from the group");
+                }
                 state.user(&session.user).remove_share(&group, f);
             }
             self.save_state(&state).await;
         }
         tracing::info!(%file, %group, "file removed from the group");
         Ok(Response::Done { message })
+    }
+}
+
+impl Daemon {
+    /// We no longer serve `file` in `group`.
+    pub(crate) fn publish_withdrawn(&self, group: &str, file: &str, reason: &str) {
+        self.bus.publish(EventKind::ShareWithdrawn {
+            group: group.to_string(),
+            file: file.to_string(),
+            reason: reason.to_string(),
+        });
     }
 }
 

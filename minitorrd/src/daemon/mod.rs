@@ -6,6 +6,7 @@ mod account;
 mod files;
 mod groups;
 mod names;
+mod watch;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -18,6 +19,7 @@ use minitorr_proto::tracker::{self, Call, ErrorCode};
 use crate::blocking::BlockingPool;
 use crate::config::Config;
 use crate::download::Download;
+use crate::events::EventBus;
 use crate::peerlink::{DeviceKey, PeerLinkMode};
 use crate::ratelimit::RateLimiter;
 use crate::sharing::live::LiveConns;
@@ -53,6 +55,8 @@ pub struct Daemon {
     pub(crate) live: Arc<LiveConns>,
     /// Login, logout and shutdown never interleave.
     pub(crate) login_lock: tokio::sync::Mutex<()>,
+    /// What `minitorrctl watch` / `wait` follow: publish with `self.bus.publish(EventKind::…)`.
+    pub(crate) bus: EventBus,
 }
 
 /// A control-level error reply, built from whatever went wrong.
@@ -82,6 +86,7 @@ impl Daemon {
             events: Mutex::new(None),
             live: LiveConns::new(cfg.live_limits()),
             login_lock: tokio::sync::Mutex::new(()),
+            bus: EventBus::default(),
             cfg,
         })
     }
@@ -101,6 +106,11 @@ impl Daemon {
     /// Apply a new download rate limit (SIGHUP).
     pub fn set_download_rate(&self, bytes_per_sec: u64) {
         self.download_limit.set_rate(bytes_per_sec);
+    }
+
+    /// The daemon's event bus (`Request::Watch` streams; see `crate::events`).
+    pub fn events(&self) -> EventBus {
+        self.bus.clone()
     }
 
     pub fn pool(&self) -> BlockingPool {
@@ -135,6 +145,11 @@ impl Daemon {
             Request::RemoveFile { group, file } => self.remove_file(group, file).await,
             Request::RemoveMember { group, user } => self.remove_member(group, user).await,
             Request::Status => Ok(self.status()),
+            // Streams are served by the control socket (`Daemon::watch`), not as one answer.
+            Request::Watch { .. } => Err(fail(
+                ErrorKind::InvalidInput,
+                "watch streams events; send it as the request of its own control connection",
+            )),
         };
         let resp = result.unwrap_or_else(Response::Error);
         if let Response::Error(e) = &resp {

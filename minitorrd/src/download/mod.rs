@@ -26,12 +26,13 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use minitorr_proto::control::{DownloadState, DownloadStatus};
+use minitorr_proto::control::{DownloadRef, DownloadState, DownloadStatus, EventKind};
 use minitorr_proto::ticket::Ticket;
 use minitorr_proto::tracker::{Call, FileDetails, Response};
 use minitorr_proto::types::{FileMeta, PeerInfo};
 
 use crate::blocking::BlockingPool;
+use crate::events::{EventBus, ProgressGate};
 use crate::ratelimit::RateLimiter;
 use crate::sharing::hasher::FileStamp;
 use crate::sharing::SharedFile;
@@ -61,6 +62,8 @@ pub struct DownloadEnv {
     pub max_depth: usize,
     /// TLS (pinning each holder to its listed device key) or loopback-benchmark plaintext.
     pub link: crate::peerlink::PeerLinkMode,
+    /// The daemon's event bus: started, progress (coalesced), peers, completed/failed.
+    pub events: EventBus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +91,8 @@ pub struct Download {
     changed: Notify,
     started: Instant,
     cancel: CancellationToken,
+    /// Peers past the greeting (for `PeerConnected` / `PeerDisconnected` events), by address.
+    greeted: Mutex<HashSet<String>>,
 }
 
 impl Download {
@@ -157,6 +162,7 @@ impl Download {
             changed: Notify::new(),
             started: Instant::now(),
             cancel: CancellationToken::new(),
+            greeted: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -176,6 +182,37 @@ impl Download {
     /// Stop the download (logout, shutdown, or the user's stop_share); verified pieces stay.
     pub fn pause(&self) {
         self.cancel.cancel();
+    }
+
+    /// How events name this download.
+    pub fn event_ref(&self) -> DownloadRef {
+        DownloadRef {
+            group: self.group.clone(),
+            file: self.meta.name.clone(),
+            dest: self.dest.clone(),
+        }
+    }
+
+    fn progress_event(&self) -> EventKind {
+        let s = self.status();
+        EventKind::Progress {
+            download: self.event_ref(),
+            bytes_done: s.bytes_done,
+            size: s.size,
+            pieces_done: s.pieces_done,
+            pieces_total: s.pieces_total,
+            speed_bps: s.speed_bps,
+        }
+    }
+
+    /// A peer task got past the greeting: it is connected now.
+    fn peer_greeted(&self, info: &PeerInfo, env: &DownloadEnv) {
+        self.greeted.lock().expect("lock").insert(info.addr.clone());
+        env.events.publish(EventKind::PeerConnected {
+            download: self.event_ref(),
+            addr: info.addr.clone(),
+            user: info.user.clone(),
+        });
     }
 
     pub fn status(&self) -> DownloadStatus {
@@ -224,16 +261,44 @@ impl Download {
 
     /// Drive the download to an end. `details` is the tracker's answer to `GetFile`.
     pub async fn run(self: Arc<Self>, env: Arc<DownloadEnv>, details: FileDetails) -> Outcome {
+        env.events.publish(EventKind::DownloadStarted {
+            download: self.event_ref(),
+        });
         let outcome = self.clone().coordinate(env.clone(), details).await;
         let outcome = match outcome {
-            Outcome::Completed => match self.finish(&env).await {
-                Ok(()) => Outcome::Completed,
-                Err(e) => Outcome::Failed(e),
-            },
+            Outcome::Completed => {
+                // The one progress event at completion, whatever the coalescing held back.
+                env.events.publish(self.progress_event());
+                match self.finish(&env).await {
+                    Ok(()) => Outcome::Completed,
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
             o => o,
         };
         self.set_outcome(&outcome);
         self.changed.notify_waiters();
+        // Published once the state says so: a watcher that then asks show_downloads agrees.
+        match &outcome {
+            Outcome::Completed => {
+                env.events.publish(EventKind::DownloadCompleted {
+                    download: self.event_ref(),
+                    path: self.dest.clone(),
+                    elapsed_ms: self.status().elapsed_ms,
+                });
+                env.events.publish(EventKind::ShareAdded {
+                    group: self.group.clone(),
+                    file: self.meta.name.clone(),
+                    size: self.meta.size,
+                    sha1: self.meta.sha1,
+                });
+            }
+            Outcome::Failed(reason) => env.events.publish(EventKind::DownloadFailed {
+                download: self.event_ref(),
+                reason: reason.clone(),
+            }),
+            Outcome::Paused => {}
+        }
         outcome
     }
 
@@ -255,6 +320,9 @@ impl Download {
         let mut stalled_since: Option<Instant> = None;
         let mut announced_partial = self.pieces_done() > 0;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        // Progress events: published when the verified count moves, at most one per interval.
+        let mut gate = ProgressGate::default();
+        let mut reported = self.pieces_done();
 
         loop {
             if self.picker.lock().expect("lock").is_complete() {
@@ -304,11 +372,20 @@ impl Download {
                 });
             }
 
+            let progress_due = gate.next_due();
             tokio::select! {
                 Some(joined) = tasks.join_next() => {
                     let Ok((addr, exit)) = joined else { continue };
                     if let Some(id) = connected.remove(&addr) {
                         self.picker.lock().expect("lock").remove_peer(id);
+                    }
+                    if self.greeted.lock().expect("lock").remove(&addr) {
+                        env.events.publish(EventKind::PeerDisconnected {
+                            download: self.event_ref(),
+                            user: known.get(&addr).map(|p| p.user.clone()).unwrap_or_default(),
+                            addr: addr.clone(),
+                            reason: exit.describe(),
+                        });
                     }
                     self.progress.lock().expect("lock").peer(&addr, "").connected = false;
                     match exit {
@@ -334,11 +411,19 @@ impl Download {
                 }
                 _ = tick.tick() => {}
                 _ = self.changed.notified() => {}
+                _ = sleep_until_some(progress_due) => {}
                 _ = self.cancel.cancelled() => {
                     tasks.shutdown().await;
                     return Outcome::Paused;
                 }
             }
+
+            let done = self.pieces_done();
+            let now = Instant::now();
+            if (done != reported && gate.offer(now)) || gate.poll(now) {
+                env.events.publish(self.progress_event());
+            }
+            reported = done;
 
             // Stall detection: every piece we still need is held by nobody we are connected to.
             let (missing, unavailable) = {
@@ -391,6 +476,13 @@ impl Download {
     ) {
         for p in peers {
             if p.addr != env.self_addr {
+                if !known.contains_key(&p.addr) {
+                    env.events.publish(EventKind::HolderFound {
+                        download: self.event_ref(),
+                        addr: p.addr.clone(),
+                        user: p.user.clone(),
+                    });
+                }
                 known.insert(p.addr.clone(), p);
             }
         }
@@ -506,6 +598,14 @@ impl Download {
                 .peer(addr, "")
                 .bad_pieces += 1;
         }
+    }
+}
+
+/// Sleep until `t`, or forever when there is nothing to wait for.
+async fn sleep_until_some(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
 
