@@ -254,6 +254,13 @@ pub fn render(
         (Response::Downloads(d), true) => json::render_downloads(d),
         (Response::Status(s), false) => human::render_status(s, socket),
         (Response::Status(s), true) => json::render_status(s, socket),
+        // Only a `watch` request streams these; no one-shot command receives them.
+        (Response::Watching { .. } | Response::Event(_), _) => {
+            return Err(Failure::transport(
+                socket,
+                format!("unexpected answer to {}", request.command_name()),
+            ))
+        }
     })
 }
 
@@ -383,6 +390,8 @@ fn response_name(r: &Response) -> &'static str {
         Response::Downloads(_) => "Downloads",
         Response::Status(_) => "Status",
         Response::Error(_) => "Error",
+        Response::Watching { .. } => "Watching",
+        Response::Event(_) => "Event",
     }
 }
 

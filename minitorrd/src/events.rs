@@ -49,7 +49,9 @@ impl Default for EventBus {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("too many event subscribers ({0} at once); close a `minitorrctl watch` or `wait` and try again")]
+#[error(
+    "too many event subscribers ({0} at once); close a `minitorrctl watch` or `wait` and try again"
+)]
 pub struct TooManySubscribers(pub usize);
 
 impl EventBus {

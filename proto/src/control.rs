@@ -303,7 +303,10 @@ pub enum EventKind {
         path: PathBuf,
         elapsed_ms: u64,
     },
-    DownloadFailed { download: DownloadRef, reason: String },
+    DownloadFailed {
+        download: DownloadRef,
+        reason: String,
+    },
     /// A state change without an event of its own (e.g. paused, queued, resumed).
     DownloadStateChanged {
         download: DownloadRef,

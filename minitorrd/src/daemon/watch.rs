@@ -12,7 +12,10 @@ impl Daemon {
     pub fn watch(&self, mut req: Request) -> Reply<(Subscription, Vec<DownloadStatus>)> {
         names::normalize(&mut req)?;
         let Request::Watch { group, file } = req else {
-            return Err(fail(ErrorKind::Internal, "watch called with another request"));
+            return Err(fail(
+                ErrorKind::Internal,
+                "watch called with another request",
+            ));
         };
         let filter = EventFilter { group, file };
         let sub = self
