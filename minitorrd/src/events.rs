@@ -257,7 +257,10 @@ mod tests {
         let first = slow.next().await.unwrap();
         assert_eq!(first.kind, EventKind::Lagged { missed: 92 });
         assert_eq!(slow.next().await.unwrap().seq, 93);
-        assert_eq!(bus.inner.tx.lock().unwrap().0.len(), 8);
+        assert!(
+            bus.inner.tx.lock().unwrap().0.len() <= 8,
+            "the ring never grows"
+        );
     }
 
     #[test]
