@@ -182,7 +182,7 @@ impl ProgressGate {
         let due = self.pending
             && self
                 .last_sent
-                .map_or(true, |t| now.saturating_duration_since(t) >= self.every);
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.every);
         if due {
             self.pending = false;
             self.last_sent = Some(now);

@@ -417,8 +417,8 @@ impl EventFilter {
         match kind.subject() {
             None => true,
             Some((g, f)) => {
-                self.group.as_deref().map_or(true, |want| want == g)
-                    && self.file.as_deref().map_or(true, |want| want == f)
+                self.group.as_deref().is_none_or(|want| want == g)
+                    && self.file.as_deref().is_none_or(|want| want == f)
             }
         }
     }

@@ -26,8 +26,8 @@ impl Daemon {
             Response::Downloads(list) => list
                 .into_iter()
                 .filter(|d| {
-                    filter.group.as_deref().map_or(true, |g| g == d.group)
-                        && filter.file.as_deref().map_or(true, |f| f == d.file)
+                    filter.group.as_deref().is_none_or(|g| g == d.group)
+                        && filter.file.as_deref().is_none_or(|f| f == d.file)
                 })
                 .collect(),
             _ => Vec::new(),
