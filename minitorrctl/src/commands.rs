@@ -303,6 +303,13 @@ pub fn render(
         (Response::Devices(d), true) => json::render_devices(d),
         (Response::Shares(s), false) => human::render_shares(s, style),
         (Response::Shares(s), true) => json::render_shares(s),
+        // Only a `watch` request streams these; no one-shot command receives them.
+        (Response::Watching { .. } | Response::Event(_), _) => {
+            return Err(Failure::transport(
+                socket,
+                format!("unexpected answer to {}", request.command_name()),
+            ))
+        }
     })
 }
 
@@ -440,6 +447,8 @@ fn response_name(r: &Response) -> &'static str {
         Response::Error(_) => "Error",
         Response::Devices(_) => "Devices",
         Response::Shares(_) => "Shares",
+        Response::Watching { .. } => "Watching",
+        Response::Event(_) => "Event",
     }
 }
 

@@ -10,6 +10,7 @@ mod groups;
 mod names;
 pub mod retry;
 mod shares;
+mod watch;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -22,6 +23,7 @@ use minitorr_proto::tracker::{self, Call, ErrorCode};
 use crate::blocking::BlockingPool;
 use crate::config::Config;
 use crate::download::Download;
+use crate::events::EventBus;
 use crate::peerlink::{DeviceKey, PeerLinkMode};
 use crate::ratelimit::RateLimiter;
 use crate::sharing::live::LiveConns;
@@ -67,6 +69,8 @@ pub struct Daemon {
     pub(crate) ctl: downloads::Control,
     /// The watcher of this login's shared files (see `shares.rs`).
     pub(crate) share_watch: Mutex<Option<JoinHandle<()>>>,
+    /// What `minitorrctl watch` / `wait` follow: publish with `self.bus.publish(EventKind::…)`.
+    pub(crate) bus: EventBus,
 }
 
 /// How long `status` waits for the tracker to answer its round trip.
@@ -118,6 +122,7 @@ impl Daemon {
             verifying: Mutex::new(Vec::new()),
             ctl: downloads::Control::default(),
             share_watch: Mutex::new(None),
+            bus: EventBus::default(),
             cfg,
         })
     }
@@ -137,6 +142,11 @@ impl Daemon {
     /// Apply a new download rate limit (SIGHUP).
     pub fn set_download_rate(&self, bytes_per_sec: u64) {
         self.download_limit.set_rate(bytes_per_sec);
+    }
+
+    /// The daemon's event bus (`Request::Watch` streams; see `crate::events`).
+    pub fn events(&self) -> EventBus {
+        self.bus.clone()
     }
 
     pub fn pool(&self) -> BlockingPool {
@@ -180,6 +190,11 @@ impl Daemon {
             Request::ResumeDownload { group, file } => self.resume_download(group, file).await,
             Request::RemoveDownload { which } => self.remove_downloads(which).await,
             Request::ListShares => self.list_shares().await,
+            // Streams are served by the control socket (`Daemon::watch`), not as one answer.
+            Request::Watch { .. } => Err(fail(
+                ErrorKind::InvalidInput,
+                "watch streams events; send it as the request of its own control connection",
+            )),
         };
         if matches!(result, Ok(Response::LoggedIn(_))) {
             // Downloads queued before a restart start now; failed ones are watched for holders.
