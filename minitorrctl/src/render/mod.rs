@@ -3,6 +3,7 @@
 
 pub mod human;
 pub mod json;
+pub mod events;
 
 use std::io::IsTerminal;
 

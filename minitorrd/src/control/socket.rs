@@ -128,7 +128,14 @@ async fn serve_client(
         let resp = match req {
             Ok(req @ Request::Watch { .. }) => match daemon.watch(req) {
                 Ok((sub, downloads)) => {
-                    framed.send(Response::Watching { downloads }).await?;
+                    let first = framed.send(Response::Watching { downloads });
+                    match tokio::time::timeout(WATCH_WRITE_TIMEOUT, first).await {
+                        Ok(sent) => sent?,
+                        Err(_) => {
+                            tracing::info!("watch client does not read; closing its stream");
+                            return Ok(());
+                        }
+                    }
                     return stream_events(framed, sub).await;
                 }
                 Err(e) => Response::Error(e),
