@@ -716,3 +716,15 @@ pub fn requests(peer: &Peer, group: &str) -> Vec<String> {
 pub fn tracker_pid(t: &Tracker) -> u32 {
     t.child.as_ref().expect("tracker running").id()
 }
+
+impl Peer {
+    /// Start minitorrctl against this daemon without waiting for it (`watch`, a `wait` to
+    /// race): stdout and stderr are piped.
+    pub fn ctl_child(&self, args: &[&str]) -> Child {
+        self.ctl_command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
