@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::{human, json as j};
 
-/// One compact JSON object and a newline: `{"seq":…,"at_unix_ms":…,"event":"progress",…}`.
+/// One compact JSON object (keys in alphabetical order) and a newline.
 /// Download events carry `group`, `file` and `dest`; share events `group` and `file`.
 pub fn json_line(ev: &DaemonEvent) -> String {
     let mut m = Map::new();
