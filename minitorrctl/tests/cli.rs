@@ -624,10 +624,11 @@ async fn ctrl_c_while_waiting_is_130_and_the_download_goes_on() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Let it poll a few times, so the signal handler is installed.
-    while daemon.requests().len() < 3 {
+    // Let it subscribe (the signal handler is installed by then), and settle.
+    while daemon.requests().is_empty() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let pid = child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-INT", &pid])
