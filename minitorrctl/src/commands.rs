@@ -389,7 +389,6 @@ pub async fn wait_for(
     result
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

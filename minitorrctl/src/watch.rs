@@ -120,7 +120,12 @@ pub async fn follow(
     reporter: &mut Reporter,
     last: &mut Option<DownloadStatus>,
 ) -> Result<DownloadStatus, Failure> {
-    let mut stream = open(client, Some(target.group.clone()), Some(target.file.clone())).await?;
+    let mut stream = open(
+        client,
+        Some(target.group.clone()),
+        Some(target.file.clone()),
+    )
+    .await?;
     let mut list = std::mem::take(&mut stream.downloads);
     loop {
         let Some(d) = pick(&list, target).cloned() else {

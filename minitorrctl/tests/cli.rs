@@ -447,12 +447,21 @@ async fn download_wait_follows_until_complete() {
                 Response::DownloadStarted(status(DownloadState::Downloading, 0))
             }
             Request::Watch { group, file } => {
-                assert_eq!((group.as_deref(), file.as_deref()), (Some("g1"), Some("a.iso")));
-                listing(req, vec![other.clone(), status(DownloadState::Downloading, 300)])
+                assert_eq!(
+                    (group.as_deref(), file.as_deref()),
+                    (Some("g1"), Some("a.iso"))
+                );
+                listing(
+                    req,
+                    vec![other.clone(), status(DownloadState::Downloading, 300)],
+                )
             }
             Request::ShowDownloads => {
                 *counter.lock().unwrap() += 1;
-                listing(req, vec![other.clone(), status(DownloadState::Complete, 1000)])
+                listing(
+                    req,
+                    vec![other.clone(), status(DownloadState::Complete, 1000)],
+                )
             }
             _ => Response::error(ErrorKind::Internal, "unexpected"),
         }),

@@ -190,7 +190,10 @@ fn watch_follows_a_real_download_and_wait_returns_with_the_file() {
     let started = pos("download_started").expect("download_started");
     let first_progress = pos("progress").expect("progress");
     let finished = pos("download_completed").unwrap();
-    assert!(started < first_progress && first_progress < finished, "{about:?}");
+    assert!(
+        started < first_progress && first_progress < finished,
+        "{about:?}"
+    );
     assert!(pos("peer_connected").is_some(), "{about:?}");
     // Ordered: seq only grows.
     let seqs: Vec<u64> = w.seen.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
@@ -268,10 +271,19 @@ fn watch_filters_by_group_and_file() {
     let files = |w: &Watcher| -> Vec<String> {
         w.seen
             .iter()
-            .map(|v| format!("{}/{}", v["group"].as_str().unwrap(), v["file"].as_str().unwrap()))
+            .map(|v| {
+                format!(
+                    "{}/{}",
+                    v["group"].as_str().unwrap(),
+                    v["file"].as_str().unwrap()
+                )
+            })
             .collect()
     };
-    assert_eq!(files(&all), ["g1/x.bin", "g1/y.bin", "g2/z.bin", "g1/x.bin"]);
+    assert_eq!(
+        files(&all),
+        ["g1/x.bin", "g1/y.bin", "g2/z.bin", "g1/x.bin"]
+    );
     assert_eq!(files(&g1), ["g1/x.bin", "g1/y.bin", "g1/x.bin"]);
     assert_eq!(files(&one), ["g1/x.bin", "g1/x.bin"]);
     assert_eq!(all.seen[3]["reason"], "stop_share");
@@ -317,9 +329,17 @@ fn watch_ends_when_the_daemon_is_killed_or_the_reader_goes_away() {
         marker(&bob, dir.path(), &format!("h{n}.bin"));
     }
     let mut out = String::new();
-    head.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    head.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     let mut err = String::new();
-    head.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    head.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.contains("share_added"), "{out}");
     assert!(!err.contains("panicked"), "{err}");

@@ -207,7 +207,11 @@ pub fn human_line(ev: &DaemonEvent) -> String {
         } => format!(
             "{}: {}",
             dl(download),
-            if *cancelled { "cancelled" } else { "removed from the list" }
+            if *cancelled {
+                "cancelled"
+            } else {
+                "removed from the list"
+            }
         ),
         EventKind::HolderOnline {
             download,

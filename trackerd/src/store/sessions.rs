@@ -177,12 +177,11 @@ type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// Delete the sessions last seen before `expired_before`; their (user, address).
 async fn delete_expired(tx: &mut Tx, expired_before: i64) -> Result<Vec<(String, String)>> {
-    let rows = sqlx::query(
-        "DELETE FROM sessions WHERE last_seen < $1 RETURNING user_name, peer_addr",
-    )
-    .bind(expired_before)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows =
+        sqlx::query("DELETE FROM sessions WHERE last_seen < $1 RETURNING user_name, peer_addr")
+            .bind(expired_before)
+            .fetch_all(&mut **tx)
+            .await?;
     rows.iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect()

@@ -458,7 +458,8 @@ async fn an_expired_session_tells_the_group_its_holder_is_gone() {
             addr: Some(bob_addr.into()),
         }]
     );
-    h.err(&bob, Call::Heartbeat, ErrorCode::InvalidSession).await;
+    h.err(&bob, Call::Heartbeat, ErrorCode::InvalidSession)
+        .await;
     // Once: a second sweep finds nothing more.
     assert_eq!(h.svc.expire_sessions().await.unwrap(), 0);
 
