@@ -212,6 +212,9 @@ mod tests {
                 file: file.into(),
                 dest: "/d".into(),
             },
+            size: 1,
+            pieces_done: 0,
+            pieces_total: 1,
         }
     }
 
