@@ -103,6 +103,9 @@ _minitorrctl_static() {
             minitorrctl,wait)
                 cmd="minitorrctl__subcmd__wait"
                 ;;
+            minitorrctl,watch)
+                cmd="minitorrctl__subcmd__watch"
+                ;;
             minitorrctl__subcmd__help,accept_request)
                 cmd="minitorrctl__subcmd__help__subcmd__accept_request"
                 ;;
@@ -190,6 +193,9 @@ _minitorrctl_static() {
             minitorrctl__subcmd__help,wait)
                 cmd="minitorrctl__subcmd__help__subcmd__wait"
                 ;;
+            minitorrctl__subcmd__help,watch)
+                cmd="minitorrctl__subcmd__help__subcmd__watch"
+                ;;
             *)
                 ;;
         esac
@@ -197,7 +203,7 @@ _minitorrctl_static() {
 
     case "${cmd}" in
         minitorrctl)
-            opts="-h -V --socket --json --help --version create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares help"
+            opts="-h -V --socket --json --help --version create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -349,7 +355,7 @@ _minitorrctl_static() {
             return 0
             ;;
         minitorrctl__subcmd__help)
-            opts="create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares help"
+            opts="create_user login logout create_group join_group leave_group list_requests accept_request reject_request remove_member list_groups list_files upload_file download_file show_downloads stop_share remove_file cancel pause resume remove status wait completions man devices revoke_device list_shares watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -768,6 +774,20 @@ _minitorrctl_static() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        minitorrctl__subcmd__help__subcmd__watch)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         minitorrctl__subcmd__join_group)
             opts="-h -V --socket --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1158,6 +1178,24 @@ _minitorrctl_static() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        minitorrctl__subcmd__watch)
+            opts="-h -V --socket --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
     esac
 }
 
@@ -1193,6 +1231,7 @@ _minitorrctl() {
         resume|resume) gpos=1; fpos=2 ;;
         remove|remove) gpos=1; fpos=2 ;;
         wait|wait) gpos=1; fpos=2 ;;
+        watch|watch) gpos=1; fpos=2 ;;
     esac
     if [[ -n "$sub" && "$cur" != -* ]]; then
         local what=()

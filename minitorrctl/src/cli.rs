@@ -447,6 +447,27 @@ pub enum Command {
             Example:\n  minitorrctl list_shares\n  minitorrctl --json list_shares"
     )]
     ListShares,
+
+    /// Print minitorrd's events as they happen: progress, completion, failures, peers, shares
+    #[command(
+        name = "watch",
+        after_help = "Events: download started, progress (at most 10 a second per download), \
+            completed, failed, paused, queued, cancelled; holders online and gone; peers \
+            connected and disconnected; shares added and withdrawn. With --json, one JSON object \
+            per line (see docs/cli-json.md). Human lines start with the time in UTC.\n\n\
+            Runs until Ctrl-C or until the reader of its output goes away (exit 0), or until \
+            minitorrd stops (exit 3). A watcher too slow to read gets a `lagged` event saying \
+            how many events it missed.\n\n\
+            Example:\n  minitorrctl watch\n  minitorrctl --json watch g1 a.iso | jq -c 'select(.event == \"progress\")'"
+    )]
+    Watch {
+        /// Only events about this group
+        #[arg(value_parser = group_id)]
+        group_id: Option<String>,
+        /// Only events about this file of the group
+        #[arg(value_parser = file_name, requires = "group_id")]
+        file_name: Option<String>,
+    },
 }
 
 impl Command {

@@ -3,12 +3,15 @@
 //! Every request uses a fresh connection. The control protocol is "one request, one response,
 //! then the CLI closes", and a Unix-socket connect plus a 9-byte handshake is cheap even at the
 //! 5 polls per second `wait` makes.
+//!
+//! The exception is `Request::Watch` ([`Client::watch`]): its connection stays open and carries
+//! the daemon's events (`watch`, `wait`, `download_file --wait`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use proto::control::{Request, Response};
+use proto::control::{DaemonEvent, DownloadStatus, Request, Response};
 use proto::handshake::Link;
 use proto::private_dir;
 use proto::ProtoError;
@@ -132,3 +135,67 @@ impl Client {
 }
 
 const HUNG_UP: &str = "it closed the connection without answering";
+
+/// What a watch stream ending says: the daemon stopped (or restarted), the CLI did not.
+pub const STREAM_ENDED: &str = "minitorrd closed the event stream (it stopped or restarted)";
+
+/// An open `Watch` stream: the snapshot the daemon took after subscribing, then its events.
+pub struct EventStream {
+    framed: Framed<UnixStream, proto::FrameCodec<Response, Request>>,
+    socket: PathBuf,
+    /// The matching downloads as they were just after the subscription started.
+    pub downloads: Vec<DownloadStatus>,
+}
+
+impl Client {
+    /// Subscribe to the daemon's events (`group` / `file` narrow them). Refusals (not logged
+    /// in is fine; too many watchers, bad names) come back as `Err(Response::Error)` values
+    /// turned into failures by the caller, like [`Client::request`].
+    pub async fn watch(
+        &self,
+        group: Option<String>,
+        file: Option<String>,
+    ) -> Result<Result<EventStream, Response>, Failure> {
+        let stream = self.connect().await?;
+        let mut framed = Framed::new(stream, proto::links::control_client());
+        framed
+            .send(Request::Watch { group, file })
+            .await
+            .map_err(|e| self.lost(e))?;
+        match framed.next().await {
+            Some(Ok(Response::Watching { downloads })) => Ok(Ok(EventStream {
+                framed,
+                socket: self.socket.clone(),
+                downloads,
+            })),
+            Some(Ok(other)) => Ok(Err(other)),
+            Some(Err(e)) => Err(self.lost(e)),
+            None => Err(Failure::transport(&self.socket, HUNG_UP)),
+        }
+    }
+}
+
+impl EventStream {
+    /// The next event; a failure (exit 3) once the daemon closed the stream or went away.
+    pub async fn next(&mut self) -> Result<DaemonEvent, Failure> {
+        match self.framed.next().await {
+            Some(Ok(Response::Event(ev))) => Ok(ev),
+            Some(Ok(other)) => Err(Failure::transport(
+                &self.socket,
+                format!("unexpected answer in an event stream: {other:?}"),
+            )),
+            Some(Err(proto::ProtoError::Io(io))) if crate::exit::hung_up(&io) => Err(self.ended()),
+            Some(Err(e)) => Err(Failure::transport(&self.socket, e)),
+            None => Err(self.ended()),
+        }
+    }
+
+    fn ended(&self) -> Failure {
+        Failure::new(
+            crate::exit::Status::Unreachable,
+            "unreachable",
+            format!("{STREAM_ENDED} at {}", self.socket.display()),
+        )
+        .with_hint(crate::exit::start_daemon_hint())
+    }
+}

@@ -12,9 +12,6 @@ use crate::password::PasswordSource;
 use crate::progress::{self, Reporter};
 use crate::render::{human, json, Style};
 
-/// How often `wait` asks the daemon for the download list.
-pub const POLL_EVERY: Duration = Duration::from_millis(200);
-
 /// What one invocation does.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Plan {
@@ -33,6 +30,11 @@ pub enum Plan {
     },
     Completions(Shell),
     Man(PathBuf),
+    /// Print the daemon's events as they happen.
+    Watch {
+        group: Option<String>,
+        file: Option<String>,
+    },
 }
 
 /// Which download `wait` follows.
@@ -219,6 +221,15 @@ pub fn plan(cmd: Command, cwd: &Path, passwords: &mut dyn PasswordSource) -> Res
         Command::Completions { shell } => return Ok(Plan::Completions(shell)),
         Command::Man { out_dir } => return Ok(Plan::Man(out_dir)),
         Command::ListShares => Request::ListShares,
+        Command::Watch {
+            group_id,
+            file_name,
+        } => {
+            return Ok(Plan::Watch {
+                group: group_id,
+                file: file_name,
+            })
+        }
     };
     Ok(Plan::Send(req))
 }
@@ -271,6 +282,7 @@ pub async fn run(cli: &Cli, plan: Plan) -> Result<String, Failure> {
             let done = wait_for(&client, target, timeout, cli.json).await?;
             Ok(render_done(&done, cli.json))
         }
+        Plan::Watch { group, file } => crate::watch::run(&client, group, file, cli.json).await,
         Plan::Completions(_) | Plan::Man(_) => unreachable!("handled without a daemon in main"),
     }
 }
@@ -325,6 +337,13 @@ pub fn render(
         (Response::Item(i), true) => json::render_item(i),
         (Response::LeftGroup(l), false) => human::render_left_group(l),
         (Response::LeftGroup(l), true) => json::render_left_group(l),
+        // Only a `watch` request streams these; no one-shot command receives them.
+        (Response::Watching { .. } | Response::Event(_), _) => {
+            return Err(Failure::transport(
+                socket,
+                format!("unexpected answer to {}", request.command_name()),
+            ))
+        }
     })
 }
 
@@ -352,7 +371,8 @@ pub fn pick<'a>(downloads: &'a [DownloadStatus], target: &Target) -> Option<&'a 
         .min_by_key(|d| rank(d.state))
 }
 
-/// Poll until the download completes (Ok), fails, vanishes or `timeout` passes (Err).
+/// Follow the download's events until it completes (Ok), fails, vanishes or `timeout` passes
+/// (Err); see `crate::watch::follow`.
 pub async fn wait_for(
     client: &Client,
     mut target: Target,
@@ -361,7 +381,7 @@ pub async fn wait_for(
 ) -> Result<DownloadStatus, Failure> {
     let mut reporter = Reporter::for_stderr(json);
     let mut last: Option<DownloadStatus> = None;
-    let polling = poll(client, &mut target, &mut reporter, &mut last);
+    let polling = crate::watch::follow(client, &mut target, &mut reporter, &mut last);
     let limit = async {
         match timeout {
             Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
@@ -389,83 +409,6 @@ pub async fn wait_for(
     };
     reporter.finish();
     result
-}
-
-async fn poll(
-    client: &Client,
-    target: &mut Target,
-    reporter: &mut Reporter,
-    last: &mut Option<DownloadStatus>,
-) -> Result<DownloadStatus, Failure> {
-    let request = Request::ShowDownloads;
-    loop {
-        let list = match client.request(request.clone()).await? {
-            Response::Downloads(list) => list,
-            Response::Error(e) => return Err(Failure::refused(&e, &request)),
-            other => {
-                return Err(Failure::transport(
-                    client.socket(),
-                    format!(
-                        "unexpected answer to show_downloads: {}",
-                        response_name(&other)
-                    ),
-                ))
-            }
-        };
-        let Some(d) = pick(&list, target) else {
-            return Err(Failure::new(
-                Status::Refused,
-                "not_found",
-                format!("no download of {}/{}", target.group, target.file),
-            )
-            .with_hint(format!(
-                "start one with: minitorrctl download_file {} {} <destination_path>",
-                human::shell_word(&target.group),
-                human::shell_word(&target.file)
-            )));
-        };
-        // Stick to the download picked first, even if another one with the same name appears.
-        target.dest = Some(d.dest.clone());
-        reporter.update(d);
-        *last = Some(d.clone());
-        match d.state {
-            DownloadState::Complete => return Ok(d.clone()),
-            DownloadState::Failed => {
-                let why = d.error.as_deref().unwrap_or("unknown error");
-                return Err(Failure::new(
-                    Status::Refused,
-                    "download_failed",
-                    format!("download of {}/{} failed: {why}", d.group, d.file),
-                )
-                .with_download(d));
-            }
-            // A queued download starts by itself; a paused one when the user resumes it.
-            DownloadState::Downloading
-            | DownloadState::Verifying
-            | DownloadState::Queued
-            | DownloadState::Paused => tokio::time::sleep(POLL_EVERY).await,
-        }
-    }
-}
-
-fn response_name(r: &Response) -> &'static str {
-    match r {
-        Response::Done { .. } => "Done",
-        Response::LoggedIn(_) => "LoggedIn",
-        Response::Groups(_) => "Groups",
-        Response::Requests { .. } => "Requests",
-        Response::Files { .. } => "Files",
-        Response::Uploaded(_) => "Uploaded",
-        Response::DownloadStarted(_) => "DownloadStarted",
-        Response::Downloads(_) => "Downloads",
-        Response::Status(_) => "Status",
-        Response::Error(_) => "Error",
-        Response::Devices(_) => "Devices",
-        Response::Shares(_) => "Shares",
-        Response::Item(_) => "Item",
-        Response::LeftGroup(_) => "LeftGroup",
-        Response::UploadedTree { .. } => "UploadedTree",
-    }
 }
 
 #[cfg(test)]

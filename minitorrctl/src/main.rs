@@ -13,6 +13,7 @@ mod hints;
 mod password;
 mod progress;
 mod render;
+mod watch;
 
 use std::ffi::OsString;
 use std::io::Write;

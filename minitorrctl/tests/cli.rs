@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
 use minitorr_proto as proto;
-use proto::control::{DownloadState, DownloadStatus, ErrorKind, PeerStat, Request, Response};
+use proto::control::{
+    DaemonEvent, DownloadRef, DownloadState, DownloadStatus, ErrorKind, EventKind, PeerStat,
+    Request, Response,
+};
 use proto::handshake::Link;
 use proto::types::{FileSummary, Sha1Hash};
 use tokio::io::AsyncWriteExt;
@@ -26,7 +29,18 @@ struct FakeDaemon {
 }
 
 impl FakeDaemon {
-    fn start(version: u16, mut handler: Handler) -> FakeDaemon {
+    fn start(version: u16, handler: Handler) -> FakeDaemon {
+        FakeDaemon::start_streaming(version, handler, vec![])
+    }
+
+    /// As `start`; a `Watch` request is answered by `handler` (a `Watching` snapshot), then
+    /// sent `events`, and its connection is then held open (as a daemon's would be) while
+    /// the next connections are served.
+    fn start_streaming(
+        version: u16,
+        mut handler: Handler,
+        events: Vec<proto::control::DaemonEvent>,
+    ) -> FakeDaemon {
         let dir = private_tempdir();
         let socket = dir.path().join("minitorrd.sock");
         let listener = UnixListener::bind(&socket).unwrap();
@@ -45,6 +59,15 @@ impl FakeDaemon {
                 if let Some(Ok(req)) = framed.next().await {
                     log.lock().unwrap().push(req.clone());
                     let _ = framed.send(handler(&req)).await;
+                    if matches!(req, Request::Watch { .. }) {
+                        for ev in &events {
+                            let _ = framed.send(Response::Event(ev.clone())).await;
+                        }
+                        tokio::spawn(async move {
+                            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                            drop(framed);
+                        });
+                    }
                 }
             }
         });
@@ -368,30 +391,91 @@ async fn password_is_read_from_stdin_when_not_a_terminal() {
     );
 }
 
+/// What a daemon answers `Watch` and `ShowDownloads` with, when both list `list`.
+fn listing(req: &Request, list: Vec<DownloadStatus>) -> Response {
+    match req {
+        Request::Watch { .. } => Response::Watching { downloads: list },
+        Request::ShowDownloads => Response::Downloads(list),
+        _ => Response::error(ErrorKind::Internal, "unexpected"),
+    }
+}
+
+fn event(seq: u64, kind: EventKind) -> DaemonEvent {
+    DaemonEvent {
+        seq,
+        at_unix_ms: 1,
+        kind,
+    }
+}
+
 #[tokio::test]
 async fn download_wait_follows_until_complete() {
     let polls = Arc::new(Mutex::new(0));
     let counter = polls.clone();
-    let daemon = FakeDaemon::start(
+    let mut other = status(DownloadState::Complete, 1000);
+    other.dest = "/elsewhere/a.iso".into();
+    let mine = DownloadRef {
+        group: "g1".into(),
+        file: "a.iso".into(),
+        dest: "/tmp/in/a.iso".into(),
+    };
+    let elsewhere = DownloadRef {
+        dest: "/elsewhere/a.iso".into(),
+        ..mine.clone()
+    };
+    let progress = |download: &DownloadRef, bytes_done| EventKind::Progress {
+        download: download.clone(),
+        bytes_done,
+        size: 1000,
+        pieces_done: 0,
+        pieces_total: 1,
+        speed_bps: 100,
+    };
+    let events = vec![
+        event(1, progress(&mine, 700)),
+        // About another download of the same file: ignored.
+        event(
+            2,
+            EventKind::DownloadFailed {
+                download: elsewhere.clone(),
+                reason: "x".into(),
+            },
+        ),
+        event(
+            3,
+            EventKind::DownloadCompleted {
+                download: mine.clone(),
+                path: "/tmp/in/a.iso".into(),
+                elapsed_ms: 1500,
+            },
+        ),
+    ];
+    let daemon = FakeDaemon::start_streaming(
         proto::PROTOCOL_VERSION,
         Box::new(move |req| match req {
             Request::DownloadFile { .. } => {
                 Response::DownloadStarted(status(DownloadState::Downloading, 0))
             }
+            Request::Watch { group, file } => {
+                assert_eq!(
+                    (group.as_deref(), file.as_deref()),
+                    (Some("g1"), Some("a.iso"))
+                );
+                listing(
+                    req,
+                    vec![other.clone(), status(DownloadState::Downloading, 300)],
+                )
+            }
             Request::ShowDownloads => {
-                let mut n = counter.lock().unwrap();
-                *n += 1;
-                let mut other = status(DownloadState::Complete, 1000);
-                other.dest = "/elsewhere/a.iso".into();
-                let mine = match *n {
-                    1 => status(DownloadState::Downloading, 300),
-                    2 => status(DownloadState::Downloading, 700),
-                    _ => status(DownloadState::Complete, 1000),
-                };
-                Response::Downloads(vec![other, mine])
+                *counter.lock().unwrap() += 1;
+                listing(
+                    req,
+                    vec![other.clone(), status(DownloadState::Complete, 1000)],
+                )
             }
             _ => Response::error(ErrorKind::Internal, "unexpected"),
         }),
+        events,
     );
     let out = run_ctl(
         &daemon.socket,
@@ -406,7 +490,7 @@ async fn download_wait_follows_until_complete() {
         "{}",
         stdout(&out)
     );
-    // Not a terminal: plain progress lines on stderr, not five a second.
+    // Not a terminal: plain progress lines on stderr, not one per event.
     let err = stderr(&out);
     assert!(
         err.starts_with("[D] [g1] a.iso: 29.9% (300 B/1000 B)")
@@ -414,14 +498,16 @@ async fn download_wait_follows_until_complete() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert_eq!(*polls.lock().unwrap(), 3);
+    // Events, not polling: one show_downloads, after the completion event, for the answer.
+    assert_eq!(*polls.lock().unwrap(), 1);
+    assert!(matches!(daemon.requests()[1], Request::Watch { .. }));
 }
 
 #[tokio::test]
 async fn wait_reports_a_failed_download_with_exit_1() {
     let daemon = FakeDaemon::start(
         proto::PROTOCOL_VERSION,
-        Box::new(|_| Response::Downloads(vec![status(DownloadState::Failed, 10)])),
+        Box::new(|req| listing(req, vec![status(DownloadState::Failed, 10)])),
     );
     let out = run_ctl(
         &daemon.socket,
@@ -444,7 +530,7 @@ async fn wait_reports_a_failed_download_with_exit_1() {
 async fn wait_times_out_with_exit_1() {
     let daemon = FakeDaemon::start(
         proto::PROTOCOL_VERSION,
-        Box::new(|_| Response::Downloads(vec![status(DownloadState::Downloading, 10)])),
+        Box::new(|req| listing(req, vec![status(DownloadState::Downloading, 10)])),
     );
     let started = std::time::Instant::now();
     let out = run_ctl(
@@ -467,7 +553,7 @@ async fn wait_times_out_with_exit_1() {
 async fn wait_for_an_unknown_download_is_exit_1() {
     let daemon = FakeDaemon::start(
         proto::PROTOCOL_VERSION,
-        Box::new(|_| Response::Downloads(vec![])),
+        Box::new(|req| listing(req, vec![])),
     );
     let out = run_ctl(&daemon.socket, &["wait", "g1", "b.iso"], None, None).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -547,7 +633,7 @@ async fn usage_errors_are_exit_2_and_json_when_asked() {
 async fn ctrl_c_while_waiting_is_130_and_the_download_goes_on() {
     let daemon = FakeDaemon::start(
         proto::PROTOCOL_VERSION,
-        Box::new(|_| Response::Downloads(vec![status(DownloadState::Downloading, 10)])),
+        Box::new(|req| listing(req, vec![status(DownloadState::Downloading, 10)])),
     );
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_minitorrctl"))
         .args(["wait", "g1", "a.iso"])
@@ -557,10 +643,11 @@ async fn ctrl_c_while_waiting_is_130_and_the_download_goes_on() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Let it poll a few times, so the signal handler is installed.
-    while daemon.requests().len() < 3 {
+    // Let it subscribe (the signal handler is installed by then), and settle.
+    while daemon.requests().is_empty() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let pid = child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-INT", &pid])
@@ -771,4 +858,38 @@ fn private_tempdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     dir
+}
+
+#[tokio::test]
+async fn wait_ends_with_exit_3_when_the_daemon_closes_the_stream() {
+    let daemon = FakeDaemon::start(
+        proto::PROTOCOL_VERSION,
+        Box::new(|req| listing(req, vec![status(DownloadState::Downloading, 10)])),
+    );
+    // The fake holds a watch connection open for 60 s; this one drops it: answer Watching,
+    // then close (like a daemon that was killed).
+    drop(daemon);
+    let dir = private_tempdir();
+    let socket = dir.path().join("minitorrd.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            if proto::handshake(&mut stream, Link::Control).await.is_err() {
+                continue;
+            }
+            let mut framed = Framed::new(stream, proto::links::control_server());
+            if let Some(Ok(req)) = framed.next().await {
+                let _ = framed
+                    .send(listing(&req, vec![status(DownloadState::Downloading, 10)]))
+                    .await;
+            }
+        }
+    });
+    let out = run_ctl(&socket, &["wait", "g1", "a.iso"], None, None).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("minitorrd closed the event stream"),
+        "{}",
+        stderr(&out)
+    );
 }

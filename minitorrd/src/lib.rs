@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod download;
+pub mod events;
 pub mod metrics;
 pub mod peerlink;
 pub mod portmap;

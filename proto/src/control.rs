@@ -112,6 +112,15 @@ pub enum Request {
         group: String,
         item: String,
     },
+    /// Turn this connection into an event stream (`minitorrctl watch`, `wait`): the daemon
+    /// answers `Watching` (a snapshot of the matching downloads, taken *after* subscribing, so
+    /// nothing that happens later is missed), then sends `Event` frames until the client
+    /// closes. `group` / `file` narrow the stream to one group or one file (`file` needs
+    /// `group`); events not about a download or share (`Lagged`) always pass.
+    Watch {
+        group: Option<String>,
+        file: Option<String>,
+    },
 }
 
 /// Which entries `remove` forgets.
@@ -156,6 +165,7 @@ impl Request {
             Request::RemoveDownload { .. } => "remove",
             Request::ListShares => "list_shares",
             Request::ListItem { .. } => "list_files",
+            Request::Watch { .. } => "watch",
         }
     }
 }
@@ -194,6 +204,12 @@ pub enum Response {
         file: FileSummary,
         skipped: Vec<SkippedEntry>,
     },
+    /// First answer to `Watch`: the matching downloads as they are now (after subscribing).
+    Watching {
+        downloads: Vec<DownloadStatus>,
+    },
+    /// One event of a `Watch` stream.
+    Event(DaemonEvent),
 }
 
 /// Something inside a shared directory that is not part of the item.
@@ -446,4 +462,237 @@ impl Response {
     }
 }
 
+/// One event of the daemon's event stream (`Request::Watch`). `seq` increases by one per
+/// event published in this daemon process (a gap means events were filtered out or, with a
+/// `Lagged` event, dropped); `at_unix_ms` is when it was published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct DaemonEvent {
+    pub seq: u64,
+    pub at_unix_ms: u64,
+    pub kind: EventKind,
+}
+
+/// Which download an event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct DownloadRef {
+    pub group: String,
+    pub file: String,
+    pub dest: PathBuf,
+}
+
+/// What happened. Append-only: new kinds go at the end (and into docs/cli-json.md); a client
+/// that does not know a kind cannot decode it, so old CLIs are not expected to follow new
+/// daemons (both ship together).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum EventKind {
+    /// This subscriber was too slow: `missed` events were dropped for it (never for others).
+    /// Whoever needs exact state asks again (`ShowDownloads`, or a new `Watch`).
+    Lagged { missed: u64 },
+    /// A coordinator started fetching: a new `download_file`, `resume`, a start from the queue,
+    /// an automatic retry, or a download resumed at login. `pieces_done` were already verified.
+    DownloadStarted {
+        download: DownloadRef,
+        size: u64,
+        pieces_done: u32,
+        pieces_total: u32,
+    },
+    /// Verified progress, coalesced: at most one per `PROGRESS_EVERY_MS` per download, plus
+    /// one when the last piece is verified.
+    Progress {
+        download: DownloadRef,
+        bytes_done: u64,
+        size: u64,
+        pieces_done: u32,
+        pieces_total: u32,
+        speed_bps: u64,
+    },
+    /// The file is verified and in place at `path`.
+    DownloadCompleted {
+        download: DownloadRef,
+        path: PathBuf,
+        elapsed_ms: u64,
+    },
+    DownloadFailed {
+        download: DownloadRef,
+        reason: String,
+    },
+    /// Paused or queued (the states without an event of their own).
+    DownloadStateChanged {
+        download: DownloadRef,
+        state: DownloadState,
+    },
+    /// No longer listed by show_downloads: cancelled (`cancelled`) or a finished entry
+    /// forgotten with `remove`.
+    DownloadRemoved {
+        download: DownloadRef,
+        cancelled: bool,
+    },
+    /// The tracker says a holder of the file came online (a member started sharing or
+    /// downloading it).
+    HolderOnline {
+        download: DownloadRef,
+        addr: String,
+        user: String,
+    },
+    /// The tracker says `user` holds the file no more: at `addr`, or anywhere when `addr` is
+    /// absent (logout, session expired or replaced, left the group, share withdrawn).
+    HolderGone {
+        download: DownloadRef,
+        user: String,
+        addr: Option<String>,
+    },
+    PeerConnected {
+        download: DownloadRef,
+        addr: String,
+        user: String,
+    },
+    PeerDisconnected {
+        download: DownloadRef,
+        addr: String,
+        user: String,
+        reason: String,
+    },
+    /// We now serve this file to the group (upload_file, or a download completed).
+    ShareAdded {
+        group: String,
+        file: String,
+        size: u64,
+        sha1: Sha1Hash,
+    },
+    /// We stopped serving it (`reason`: stop_share, remove_file, download failed, …).
+    ShareWithdrawn {
+        group: String,
+        file: String,
+        reason: String,
+    },
+}
+
+/// Progress events of one download are at least this far apart (10 per second at most).
+pub const PROGRESS_EVERY_MS: u64 = 100;
+
+impl EventKind {
+    /// The (group, file) the event is about, if any (for `Watch` filters).
+    pub fn subject(&self) -> Option<(&str, &str)> {
+        match self {
+            EventKind::Lagged { .. } => None,
+            EventKind::DownloadStarted { download, .. }
+            | EventKind::Progress { download, .. }
+            | EventKind::DownloadCompleted { download, .. }
+            | EventKind::DownloadFailed { download, .. }
+            | EventKind::DownloadStateChanged { download, .. }
+            | EventKind::DownloadRemoved { download, .. }
+            | EventKind::HolderOnline { download, .. }
+            | EventKind::HolderGone { download, .. }
+            | EventKind::PeerConnected { download, .. }
+            | EventKind::PeerDisconnected { download, .. } => {
+                Some((&download.group, &download.file))
+            }
+            EventKind::ShareAdded { group, file, .. }
+            | EventKind::ShareWithdrawn { group, file, .. } => Some((group, file)),
+        }
+    }
+
+    /// The download it is about, if it is about one.
+    pub fn download(&self) -> Option<&DownloadRef> {
+        match self {
+            EventKind::DownloadStarted { download, .. }
+            | EventKind::Progress { download, .. }
+            | EventKind::DownloadCompleted { download, .. }
+            | EventKind::DownloadFailed { download, .. }
+            | EventKind::DownloadStateChanged { download, .. }
+            | EventKind::DownloadRemoved { download, .. }
+            | EventKind::HolderOnline { download, .. }
+            | EventKind::HolderGone { download, .. }
+            | EventKind::PeerConnected { download, .. }
+            | EventKind::PeerDisconnected { download, .. } => Some(download),
+            EventKind::Lagged { .. }
+            | EventKind::ShareAdded { .. }
+            | EventKind::ShareWithdrawn { .. } => None,
+        }
+    }
+
+    /// snake_case name, as in `--json` output and docs/cli-json.md.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Lagged { .. } => "lagged",
+            EventKind::DownloadStarted { .. } => "download_started",
+            EventKind::Progress { .. } => "progress",
+            EventKind::DownloadCompleted { .. } => "download_completed",
+            EventKind::DownloadFailed { .. } => "download_failed",
+            EventKind::DownloadStateChanged { .. } => "download_state_changed",
+            EventKind::DownloadRemoved { .. } => "download_removed",
+            EventKind::HolderOnline { .. } => "holder_online",
+            EventKind::HolderGone { .. } => "holder_gone",
+            EventKind::PeerConnected { .. } => "peer_connected",
+            EventKind::PeerDisconnected { .. } => "peer_disconnected",
+            EventKind::ShareAdded { .. } => "share_added",
+            EventKind::ShareWithdrawn { .. } => "share_withdrawn",
+        }
+    }
+}
+
+/// A `Watch` filter: everything, one group, or one file of a group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub group: Option<String>,
+    pub file: Option<String>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, kind: &EventKind) -> bool {
+        match kind.subject() {
+            None => true,
+            Some((g, f)) => {
+                self.group.as_deref().is_none_or(|want| want == g)
+                    && self.file.as_deref().is_none_or(|want| want == f)
+            }
+        }
+    }
+}
+
 crate::postcard_wire!(Request, Response);
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    fn dl(group: &str, file: &str) -> DownloadRef {
+        DownloadRef {
+            group: group.into(),
+            file: file.into(),
+            dest: "/tmp/x".into(),
+        }
+    }
+
+    #[test]
+    fn filters_by_group_and_file_and_always_passes_lagged() {
+        let started = EventKind::DownloadStarted {
+            download: dl("g1", "a.iso"),
+            size: 1,
+            pieces_done: 0,
+            pieces_total: 1,
+        };
+        let shared = EventKind::ShareAdded {
+            group: "g2".into(),
+            file: "b".into(),
+            size: 1,
+            sha1: Sha1Hash([0; 20]),
+        };
+        let lagged = EventKind::Lagged { missed: 3 };
+        let all = EventFilter::default();
+        let g1 = EventFilter {
+            group: Some("g1".into()),
+            file: None,
+        };
+        let g1_b = EventFilter {
+            group: Some("g1".into()),
+            file: Some("b".into()),
+        };
+        assert!(all.matches(&started) && all.matches(&shared) && all.matches(&lagged));
+        assert!(g1.matches(&started) && !g1.matches(&shared) && g1.matches(&lagged));
+        assert!(!g1_b.matches(&started) && !g1_b.matches(&shared) && g1_b.matches(&lagged));
+    }
+}

@@ -779,3 +779,15 @@ impl Peer {
         })
     }
 }
+
+impl Peer {
+    /// Start minitorrctl against this daemon without waiting for it (`watch`, a `wait` to
+    /// race): stdout and stderr are piped.
+    pub fn ctl_child(&self, args: &[&str]) -> Child {
+        self.ctl_command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}

@@ -266,6 +266,11 @@ async fn run(
         key_source,
         shutdown.clone(),
     ));
+    // Sessions without a heartbeat for session_ttl_secs end here (HolderGone to their groups),
+    // not only when somebody next logs in. A tenth of the TTL: the holder is gone at most
+    // 10 % later than its session; at least every second, at most every minute.
+    let sweep_every = std::time::Duration::from_secs((config.session_ttl_secs / 10).clamp(1, 60));
+    tokio::spawn(service.clone().sweep_sessions(sweep_every));
     trackerd::shutdown::install(shutdown.clone(), move || {
         reload_log_level(&config_path, &log)
     })

@@ -1,6 +1,7 @@
 //! Turning daemon answers into output. Everything here is a pure function from values to a
 //! `String`, so the formats are pinned by snapshot tests and changes to them are deliberate.
 
+pub mod events;
 pub mod human;
 pub mod json;
 

@@ -15,12 +15,17 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use minitorr_proto::control::{ErrorKind, Response};
+use minitorr_proto::control::{ErrorKind, Request, Response};
 use minitorr_proto::private_dir::{ensure_private_dir, PrivateDirError};
 use minitorr_proto::{handshake, links, Link};
 
 use super::authorize;
 use crate::daemon::Daemon;
+use crate::events::Subscription;
+
+/// A watch client whose socket takes no event for this long is dropped (its slot is freed).
+/// Until then it only holds a cursor in the bus's ring: see `crate::events`.
+const WATCH_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Error)]
 pub enum SocketError {
@@ -121,6 +126,20 @@ async fn serve_client(
     let mut framed = Framed::new(stream, links::control_server());
     while let Some(req) = framed.next().await {
         let resp = match req {
+            Ok(req @ Request::Watch { .. }) => match daemon.watch(req) {
+                Ok((sub, downloads)) => {
+                    let first = framed.send(Response::Watching { downloads });
+                    match tokio::time::timeout(WATCH_WRITE_TIMEOUT, first).await {
+                        Ok(sent) => sent?,
+                        Err(_) => {
+                            tracing::info!("watch client does not read; closing its stream");
+                            return Ok(());
+                        }
+                    }
+                    return stream_events(framed, sub).await;
+                }
+                Err(e) => Response::Error(e),
+            },
             Ok(req) => daemon.handle(req).await,
             Err(e) => {
                 let _ = framed
@@ -135,4 +154,35 @@ async fn serve_client(
         framed.send(resp).await?;
     }
     Ok(())
+}
+
+type ControlFramed = Framed<
+    UnixStream,
+    minitorr_proto::FrameCodec<minitorr_proto::control::Request, minitorr_proto::control::Response>,
+>;
+
+/// Forward events until the client closes (EOF, or anything it sends: a watch connection
+/// carries no further requests), the daemon's bus closes, or the client stops reading for
+/// [`WATCH_WRITE_TIMEOUT`].
+async fn stream_events(mut framed: ControlFramed, mut sub: Subscription) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            ev = sub.next() => {
+                let Some(ev) = ev else { return Ok(()) };
+                match tokio::time::timeout(WATCH_WRITE_TIMEOUT, framed.send(Response::Event(ev))).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        tracing::info!("watch client stopped reading; closing its stream");
+                        return Ok(());
+                    }
+                }
+            }
+            msg = framed.next() => {
+                if let Some(Err(e)) = msg {
+                    return Err(e.into());
+                }
+                return Ok(());
+            }
+        }
+    }
 }

@@ -188,15 +188,19 @@ impl Daemon {
                     nonce,
                 } => d.answer_punch(group, file, holder_addr, from, *nonce, ev.at_unix),
                 tracker::EventKind::MemberGone { group, user: gone } if *gone == user => {
-                    d.shares.remove_group(group);
+                    d.unshare_group(group, "no longer a member of the group");
                 }
-                tracker::EventKind::GroupDeleted { group } => d.shares.remove_group(group),
+                tracker::EventKind::GroupDeleted { group } => {
+                    d.unshare_group(group, "the group was deleted")
+                }
                 // A running download's partial share is its own business (it re-announces).
                 tracker::EventKind::FileRemoved { group, file }
                     if d.shares.get(group, file).is_some_and(|f| f.is_complete())
                         && d.live_download(group, file).is_none() =>
                 {
-                    d.shares.remove(group, file);
+                    if d.shares.remove(group, file).is_some() {
+                        d.publish_withdrawn(group, file, "removed from the group");
+                    }
                     // Forget it in state.json too, or the next login would register the entry
                     // the group's owner just removed all over again.
                     let (group, file, user) = (group.clone(), file.clone(), user.clone());
@@ -342,6 +346,7 @@ impl Daemon {
             }
             match super::trees::open_share(&rec, rec.stamp) {
                 Ok(f) => {
+                    self.publish_share_added(&f);
                     self.shares.insert(f);
                     report.reshared.push(ShareRef {
                         group: rec.group.clone(),
@@ -441,6 +446,7 @@ impl Daemon {
         match self.call_with(Some(&session.token), call).await {
             Ok(_) => match super::trees::open_share(&share, stamp) {
                 Ok(f) => {
+                    self.publish_share_added(&f);
                     self.shares.insert(f);
                     report.reshared.push(ShareRef {
                         group: rec.group.clone(),

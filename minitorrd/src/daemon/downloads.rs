@@ -26,7 +26,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use minitorr_proto::control::{
-    DownloadState, DownloadStatus, ErrorKind, ErrorReply, RemoveDownloads, Response,
+    DownloadRef, DownloadState, DownloadStatus, ErrorKind, ErrorReply, EventKind, RemoveDownloads,
+    Response,
 };
 use minitorr_proto::tracker::{self, Call};
 
@@ -139,6 +140,24 @@ pub(crate) fn record_state(s: RecordState) -> DownloadState {
     }
 }
 
+/// How events name the download of an entry.
+fn entry_ref(e: &DownloadEntry) -> DownloadRef {
+    let (group, file, dest) = entry_key(e);
+    DownloadRef {
+        group: group.to_string(),
+        file: file.to_string(),
+        dest: dest.to_path_buf(),
+    }
+}
+
+fn record_ref(r: &DownloadRecord) -> DownloadRef {
+    DownloadRef {
+        group: r.group.clone(),
+        file: r.meta.name.clone(),
+        dest: r.dest.clone(),
+    }
+}
+
 fn entry_key(e: &DownloadEntry) -> (&str, &str, &Path) {
     match e {
         DownloadEntry::Live(d) => (&d.group, &d.meta.name, &d.dest),
@@ -195,11 +214,22 @@ impl Daemon {
         let saved: Option<DownloadRecord>;
         let mut share: Option<ShareRecord> = None;
         let mut stop_serving: Option<(String, String)> = None;
+        // What watchers are told (published once the list says so, see `crate::events`), and
+        // the finished download to flush to disk.
+        let mut events: Vec<EventKind> = Vec::new();
+        let mut finished: Option<Arc<Download>> = None;
         {
             let mut list = self.downloads.lock().expect("lock");
             let pos = list.iter().position(|e| entry_key(e).2 == dest);
+            let subject = pos.map(|p| entry_ref(&list[p]));
             match change {
                 Change::Started(dl) => {
+                    events.push(EventKind::DownloadStarted {
+                        download: dl.event_ref(),
+                        size: dl.meta.size,
+                        pieces_done: dl.pieces_done(),
+                        pieces_total: dl.meta.piece_count(),
+                    });
                     // A new attempt replaces what show_downloads listed for this destination
                     // (a remembered record, or a failed/finished run of this process).
                     list.retain(|e| match e {
@@ -214,6 +244,10 @@ impl Daemon {
                     saved = Some(rec);
                 }
                 Change::Queued(mut rec) => {
+                    events.push(EventKind::DownloadStateChanged {
+                        download: record_ref(&rec),
+                        state: DownloadState::Queued,
+                    });
                     rec.state = RecordState::Queued;
                     rec.error = None;
                     if let Some(p) = pos {
@@ -228,6 +262,10 @@ impl Daemon {
                     let mut rec = entry_record(&list[p]);
                     rec.state = RecordState::Paused;
                     rec.error = None;
+                    events.push(EventKind::DownloadStateChanged {
+                        download: record_ref(&rec),
+                        state: DownloadState::Paused,
+                    });
                     stop_serving = Some((rec.group.clone(), rec.meta.name.clone()));
                     list[p] = DownloadEntry::Record(rec.clone());
                     saved = Some(rec);
@@ -236,6 +274,16 @@ impl Daemon {
                     let Some(p) = pos else { return };
                     frees_slot = true;
                     let mut rec = entry_record(&list[p]);
+                    let mut elapsed_ms = 0;
+                    if let DownloadEntry::Live(d) = &list[p] {
+                        elapsed_ms = d.status().elapsed_ms;
+                        finished = Some(d.clone());
+                    }
+                    events.push(EventKind::DownloadCompleted {
+                        download: record_ref(&rec),
+                        path: rec.dest.clone(),
+                        elapsed_ms,
+                    });
                     rec.state = RecordState::Complete;
                     rec.error = None;
                     rec.bytes_done = rec.meta.size;
@@ -250,6 +298,12 @@ impl Daemon {
                         // share (which would announce the whole item at the next login).
                         Ok(_) if !rec.only.is_empty() => {}
                         Ok(stamp) => {
+                            events.push(EventKind::ShareAdded {
+                                group: rec.group.clone(),
+                                file: rec.meta.name.clone(),
+                                size: rec.meta.size,
+                                sha1: rec.meta.sha1,
+                            });
                             share = Some(ShareRecord {
                                 group: rec.group.clone(),
                                 path: rec.dest.clone(),
@@ -268,6 +322,10 @@ impl Daemon {
                     frees_slot = true;
                     let mut rec = entry_record(&list[p]);
                     rec.state = RecordState::Failed;
+                    events.push(EventKind::DownloadFailed {
+                        download: record_ref(&rec),
+                        reason: why.clone(),
+                    });
                     rec.error = Some(why);
                     if let DownloadEntry::Record(r) = &mut list[p] {
                         *r = rec.clone();
@@ -281,6 +339,12 @@ impl Daemon {
                     frees_slot = is_running(&list[p]);
                     let e = list.remove(p);
                     let (g, f, _) = entry_key(&e);
+                    if let Some(download) = subject {
+                        events.push(EventKind::DownloadRemoved {
+                            download,
+                            cancelled: what == "cancelled",
+                        });
+                    }
                     if what == "cancelled" {
                         stop_serving = Some((g.to_string(), f.to_string()));
                     }
@@ -297,6 +361,23 @@ impl Daemon {
             {
                 self.shares.remove(&group, &file);
                 self.live.close_file(&group, &file);
+            }
+        }
+        // Watchers hear of it now: show_downloads already says so (a `wait` that subscribed
+        // and then listed sees it in one or the other, see `Daemon::watch`).
+        for ev in events {
+            self.bus.publish(ev);
+        }
+        if let Some(d) = finished {
+            // The file is in place and verified; make it durable before the state file says
+            // so (a power loss before this point is caught by re-verification at login). After
+            // the event: a `wait` need not sit through the flush of a big file.
+            match tokio::task::spawn_blocking(move || d.sync_to_disk()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot flush the finished download to disk")
+                }
+                Err(e) => tracing::warn!(error = %e, "flush task failed"),
             }
         }
         {

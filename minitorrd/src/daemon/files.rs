@@ -99,6 +99,7 @@ impl Daemon {
         let meta = Arc::new(meta);
         let shared = SharedFile::complete(group.clone(), meta.clone(), path.clone(), stamp)
             .map_err(|e| invalid(format!("cannot open {}: {e}", path.display())))?;
+        self.publish_share_added(&shared);
         self.shares.insert(shared);
         {
             let mut state = self.state.lock().await;
@@ -259,6 +260,7 @@ impl Daemon {
         let shared =
             SharedFile::complete(group.clone(), Arc::new(meta.clone()), dest.clone(), stamp)
                 .map_err(|e| invalid(format!("cannot open {}: {e}", dest.display())))?;
+        self.publish_share_added(&shared);
         self.shares.insert(shared);
         let rec = DownloadRecord {
             group: group.clone(),
@@ -421,6 +423,7 @@ impl Daemon {
                 }
                 _ => None,
             },
+            events: self.bus.clone(),
         });
         tracing::info!(%file, %group, dest = %dest.display(), pieces = meta.piece_count(), peers = details.peers.len(), "download started");
         let (me, d, user) = (self.clone(), dl.clone(), session.user);
@@ -437,16 +440,7 @@ impl Daemon {
         let change = match outcome {
             Outcome::Completed => {
                 self.task_ended(&dl.dest);
-                // The file is in place and verified; make it durable before the state file
-                // says so (a power loss before this point is caught by re-verification at login).
-                let d = dl.clone();
-                match tokio::task::spawn_blocking(move || d.sync_to_disk()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "cannot flush the finished download to disk")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "flush task failed"),
-                }
+                // `transition` flushes the file to disk before state.json says complete.
                 Change::Completed
             }
             Outcome::Failed(e) => {
@@ -465,22 +459,25 @@ impl Daemon {
     }
 
     pub(super) fn show_downloads(&self) -> Response {
+        Response::Downloads(self.download_list())
+    }
+
+    /// What show_downloads lists.
+    pub(super) fn download_list(&self) -> Vec<DownloadStatus> {
         let list = self.downloads.lock().expect("lock");
-        Response::Downloads(
-            list.iter()
-                .map(|e| match e {
-                    DownloadEntry::Live(d) => d.status(),
-                    DownloadEntry::Record(r) => record_status(r),
-                })
-                .chain(
-                    self.verifying
-                        .lock()
-                        .expect("lock")
-                        .iter()
-                        .map(|v| v.status()),
-                )
-                .collect(),
-        )
+        list.iter()
+            .map(|e| match e {
+                DownloadEntry::Live(d) => d.status(),
+                DownloadEntry::Record(r) => record_status(r),
+            })
+            .chain(
+                self.verifying
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .map(|v| v.status()),
+            )
+            .collect()
     }
 
     pub(super) async fn stop_share(&self, group: String, file: String) -> Reply<Response> {
@@ -513,6 +510,9 @@ impl Daemon {
             Ok(_) => {}
             Err(e) if e.kind == ErrorKind::NotFound && had_locally => {}
             Err(e) => return Err(e),
+        }
+        if had_locally {
+            self.publish_withdrawn(&group, &file, "stop_share");
         }
         let mut state = self.state.lock().await;
         state.user(&session.user).remove_share(&group, &file);
@@ -573,7 +573,9 @@ impl Daemon {
         if self.live_download(&group, &file).is_none() {
             let mut state = self.state.lock().await;
             for f in &spellings {
-                self.shares.remove(&group, f);
+                if self.shares.remove(&group, f).is_some() {
+                    self.publish_withdrawn(&group, f, "removed from the group");
+                }
                 state.user(&session.user).remove_share(&group, f);
             }
             self.save_state(&state).await;

@@ -55,7 +55,7 @@ impl Daemon {
             other => return Err(unexpected(other)),
         };
         // The tracker dropped our shares in the group; stop serving them and forget them.
-        self.shares.remove_group(&group);
+        self.unshare_group(&group, "left the group");
         self.live.close_group(&group);
         let user = self.current_session()?.user;
         let mut state = self.state.lock().await;

@@ -14,6 +14,7 @@ mod relay;
 pub mod retry;
 mod shares;
 mod trees;
+mod watch;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -26,6 +27,7 @@ use minitorr_proto::tracker::{self, Call, ErrorCode};
 use crate::blocking::BlockingPool;
 use crate::config::Config;
 use crate::download::Download;
+use crate::events::EventBus;
 use crate::peerlink::{DeviceKey, PeerLinkMode};
 use crate::ratelimit::RateLimiter;
 use crate::sharing::live::LiveConns;
@@ -84,6 +86,8 @@ pub struct Daemon {
     pub(crate) portmap: Mutex<Option<Arc<crate::portmap::PortMapper>>>,
     /// Hole punching, shared with the peer server (`crate::punch`).
     pub(crate) punch: Arc<crate::punch::PunchHub>,
+    /// What `minitorrctl watch` / `wait` follow: publish with `self.bus.publish(EventKind::…)`.
+    pub(crate) bus: EventBus,
 }
 
 /// How long `status` waits for the tracker to answer its round trip.
@@ -142,6 +146,7 @@ impl Daemon {
             share_watch: Mutex::new(None),
             portmap: Mutex::new(None),
             punch: Arc::new(crate::punch::PunchHub::default()),
+            bus: EventBus::default(),
             cfg,
         })
     }
@@ -165,6 +170,11 @@ impl Daemon {
     /// Apply a new download rate limit (SIGHUP).
     pub fn set_download_rate(&self, bytes_per_sec: u64) {
         self.download_limit.set_rate(bytes_per_sec);
+    }
+
+    /// The daemon's event bus (`Request::Watch` streams; see `crate::events`).
+    pub fn events(&self) -> EventBus {
+        self.bus.clone()
     }
 
     pub fn pool(&self) -> BlockingPool {
@@ -219,6 +229,11 @@ impl Daemon {
             Request::RemoveDownload { which } => self.remove_downloads(which).await,
             Request::ListShares => self.list_shares().await,
             Request::ListItem { group, item } => self.list_item(group, item).await,
+            // Streams are served by the control socket (`Daemon::watch`), not as one answer.
+            Request::Watch { .. } => Err(fail(
+                ErrorKind::InvalidInput,
+                "watch streams events; send it as the request of its own control connection",
+            )),
         };
         if matches!(result, Ok(Response::LoggedIn(_))) {
             // Downloads queued before a restart start now; failed ones are watched for holders.

@@ -66,5 +66,19 @@ pub(super) fn normalize(req: &mut Request) -> Result<(), ErrorReply> {
             norm(group, names::group)?;
             names::validate_legacy_file_name(file).map_err(bad)
         }
+        Request::Watch { group, file } => {
+            if let Some(g) = group {
+                norm(g, names::group)?;
+            } else if file.is_some() {
+                return Err(fail(
+                    ErrorKind::InvalidInput,
+                    "a watch filter naming a file needs its group",
+                ));
+            }
+            match file {
+                Some(f) => norm(f, names::file_name),
+                None => Ok(()),
+            }
+        }
     }
 }

@@ -286,6 +286,11 @@ impl Daemon {
             .is_some()
         {
             self.live.close_file(group, file);
+            let reason = match why {
+                Withdrawn::Changed => "the file changed on disk",
+                Withdrawn::Missing => "the file is gone from disk",
+            };
+            self.publish_withdrawn(group, file, reason);
         }
         let what = match why {
             Withdrawn::Changed => "it changed",
@@ -352,6 +357,7 @@ impl Daemon {
             return;
         }
         ctx.unsent.remove(&key_of(rec));
+        self.publish_share_added(&shared);
         self.shares.insert(shared);
         if rec.withdrawn.is_some() {
             tracing::info!(%file, %group, path = %rec.path.display(), "shared file is back unchanged; offered again");

@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod storage;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,12 +31,13 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use minitorr_proto::control::{DownloadState, DownloadStatus};
+use minitorr_proto::control::{self, DownloadRef, DownloadState, DownloadStatus};
 use minitorr_proto::ticket::Ticket;
 use minitorr_proto::tracker::{Call, EventKind, FileDetails, Response};
 use minitorr_proto::types::{FileMeta, PeerInfo, Sha1Hash};
 
 use crate::blocking::BlockingPool;
+use crate::events::{EventBus, ProgressGate};
 use crate::ratelimit::RateLimiter;
 use crate::sharing::hasher::FileStamp;
 use crate::sharing::SharedFile;
@@ -81,6 +83,8 @@ pub struct DownloadEnv {
     pub listen: std::net::SocketAddr,
     /// Hole punching; `None` turns it off (plaintext benchmark mode).
     pub punch: Option<Arc<crate::punch::PunchHub>>,
+    /// The daemon's event bus: started, progress (coalesced), peers, completed/failed.
+    pub events: EventBus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +127,9 @@ pub struct Download {
     last_unreachable: Mutex<Option<String>>,
     /// A finished tree's files (disk path, stamp), for the share record.
     tree_files: Mutex<Vec<crate::storage::walk::SharedTreeFile>>,
+    /// Peers past the greeting (for `PeerConnected` / `PeerDisconnected` events): address to
+    /// user. A lock of its own, never held with another.
+    greeted: Mutex<HashMap<String, String>>,
 }
 
 impl Download {
@@ -217,6 +224,7 @@ impl Download {
             paths: Mutex::new(path::PathPolicy::default()),
             last_unreachable: Mutex::new(None),
             tree_files: Mutex::new(Vec::new()),
+            greeted: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -283,6 +291,40 @@ impl Download {
         self.cancel.cancel();
     }
 
+    /// How events name this download.
+    pub fn event_ref(&self) -> DownloadRef {
+        DownloadRef {
+            group: self.group.clone(),
+            file: self.meta.name.clone(),
+            dest: self.dest.clone(),
+        }
+    }
+
+    fn progress_event(&self) -> control::EventKind {
+        let s = self.status();
+        control::EventKind::Progress {
+            download: self.event_ref(),
+            bytes_done: s.bytes_done,
+            size: s.size,
+            pieces_done: s.pieces_done,
+            pieces_total: s.pieces_total,
+            speed_bps: s.speed_bps,
+        }
+    }
+
+    /// A peer task got past the greeting: it is connected now.
+    fn peer_greeted(&self, info: &PeerInfo, env: &DownloadEnv) {
+        self.greeted
+            .lock()
+            .expect("lock")
+            .insert(info.addr.clone(), info.user.clone());
+        env.events.publish(control::EventKind::PeerConnected {
+            download: self.event_ref(),
+            addr: info.addr.clone(),
+            user: info.user.clone(),
+        });
+    }
+
     pub fn status(&self) -> DownloadStatus {
         let pieces_done = self.pieces_done();
         let (files_done, files_total) = self.files_done();
@@ -333,10 +375,15 @@ impl Download {
     pub async fn run(self: Arc<Self>, env: Arc<DownloadEnv>, details: FileDetails) -> Outcome {
         let outcome = self.clone().coordinate(env.clone(), details).await;
         let outcome = match outcome {
-            Outcome::Completed => match self.finish(&env).await {
-                Ok(()) => Outcome::Completed,
-                Err(e) => Outcome::Failed(e),
-            },
+            Outcome::Completed => {
+                // The one progress event at completion, whatever the coalescing held back.
+                // (Started, completed and failed are published by `Daemon::transition`.)
+                env.events.publish(self.progress_event());
+                match self.finish(&env).await {
+                    Ok(()) => Outcome::Completed,
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
             o => o,
         };
         self.set_outcome(&outcome);
@@ -366,6 +413,9 @@ impl Download {
         // gone) must not hold up peers, completion or cancellation. One at a time.
         let (refresh_tx, mut refresh_rx) = tokio::sync::mpsc::channel(1);
         let mut refreshing: Option<tokio_util::task::AbortOnDropHandle<()>> = None;
+        // Progress events: published when the verified count moves, at most one per interval.
+        let mut gate = ProgressGate::default();
+        let mut reported = self.pieces_done();
 
         loop {
             if self.is_complete_now() {
@@ -397,9 +447,11 @@ impl Download {
                 self.announce_in_background(&env, false);
             }
 
+            let progress_due = gate.next_due();
             tokio::select! {
                 Some(joined) = tasks.join_next() => {
                     let Ok((addr, exit)) = joined else { continue };
+                    let why_ended = exit.describe();
                     let ended = match exit {
                         peer::PeerExit::Liar => {
                             tracing::warn!(peer = %addr, file = %self.meta.name, "peer sent corrupt pieces repeatedly; dropped for this download");
@@ -426,11 +478,21 @@ impl Download {
                     if let Some(id) = book.ended(&addr, ended, Instant::now()) {
                         self.picker.lock().expect("lock").remove_peer(id);
                     }
+                    let greeted = self.greeted.lock().expect("lock").remove(&addr);
+                    if let Some(user) = greeted {
+                        env.events.publish(control::EventKind::PeerDisconnected {
+                            download: self.event_ref(),
+                            addr: addr.clone(),
+                            user,
+                            reason: why_ended,
+                        });
+                    }
                     self.progress.lock().expect("lock").peer(&addr, "").connected = false;
                 }
                 _ = self.news_ready.notified() => {}
                 _ = tick.tick() => {}
                 _ = self.changed.notified() => {}
+                _ = sleep_until_some(progress_due) => {}
                 Some(result) = refresh_rx.recv() => {
                     refreshing = None;
                     match result {
@@ -457,14 +519,31 @@ impl Download {
                 match n {
                     HolderNews::Online(p) => {
                         tracing::debug!(peer = %p.addr, user = %p.user, file = %self.meta.name, "holder online (tracker event)");
+                        env.events.publish(control::EventKind::HolderOnline {
+                            download: self.event_ref(),
+                            addr: p.addr.clone(),
+                            user: p.user.clone(),
+                        });
                         book.learn(p, Source::Online);
                     }
                     HolderNews::Gone { user, addr } => {
                         tracing::debug!(%user, ?addr, file = %self.meta.name, "holder gone (tracker event)");
                         book.gone(&user, addr.as_deref());
+                        env.events.publish(control::EventKind::HolderGone {
+                            download: self.event_ref(),
+                            user,
+                            addr,
+                        });
                     }
                 }
             }
+
+            let done = self.pieces_done();
+            let now = Instant::now();
+            if (done != reported && gate.offer(now)) || gate.poll(now) {
+                env.events.publish(self.progress_event());
+            }
+            reported = done;
 
             // Stall detection: every piece we still need is held by nobody we are connected to.
             let (missing, unavailable) = {
@@ -703,6 +782,14 @@ impl Download {
                 .peer(addr, "")
                 .bad_pieces += 1;
         }
+    }
+}
+
+/// Sleep until `t`, or forever when there is nothing to wait for.
+async fn sleep_until_some(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
 

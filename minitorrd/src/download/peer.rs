@@ -49,6 +49,19 @@ pub enum PeerExit {
     Fatal(String),
 }
 
+impl PeerExit {
+    /// Why the connection ended, for `PeerDisconnected` events.
+    pub fn describe(&self) -> String {
+        match self {
+            PeerExit::Done => "nothing more to fetch from it".into(),
+            PeerExit::Gone(why) | PeerExit::Unreachable(why) => why.clone(),
+            PeerExit::Liar => "sent corrupt pieces repeatedly".into(),
+            PeerExit::Impostor(_) => "proved another device key than the tracker listed".into(),
+            PeerExit::Fatal(why) => why.clone(),
+        }
+    }
+}
+
 enum Verified {
     Good(u32, Bytes),
     BadHash(u32),
@@ -143,6 +156,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     if have.len() != dl.meta.piece_count() || !have.is_well_formed() {
         anyhow::bail!("bitfield of the wrong size");
     }
+    dl.peer_greeted(info, env);
     dl.picker.lock().expect("lock").add_peer(id, have);
     // Tell the peer what we hold and, from now on, each piece we verify (from anyone): an
     // origin seeder then sends nobody else a piece that is already in the swarm while pieces

@@ -461,10 +461,14 @@ impl Shares {
     }
 
     pub fn remove_group(&self, group: &str) {
-        self.map
-            .write()
-            .expect("lock")
-            .retain(|k, _| k.group != group);
+        self.take_group(group);
+    }
+
+    /// Remove every share of `group` and return them (to tell watchers which went).
+    pub fn take_group(&self, group: &str) -> Vec<Arc<SharedFile>> {
+        let mut map = self.map.write().expect("lock");
+        let keys: Vec<ShareKey> = map.keys().filter(|k| k.group == group).cloned().collect();
+        keys.into_iter().filter_map(|k| map.remove(&k)).collect()
     }
 
     pub fn clear(&self) {

@@ -264,6 +264,9 @@ impl Service {
             // Their event streams end now, as after a logout.
             self.sessions_ended();
         }
+        // The login may have written HolderGone events (a replaced session's old address,
+        // sessions that expired): subscribers hear of them now, not at the next poll.
+        self.events_committed().await;
         self.store
             .register_device(&user, &device_key, name, &peer_addr, now as i64)
             .await?;
@@ -277,6 +280,31 @@ impl Service {
             peer_addr,
             relay: self.policy.relay_addr.map(|a| a.to_string()),
         }))
+    }
+
+    /// Drop the sessions that expired (no heartbeat for `session_ttl_secs`, by the injected
+    /// clock) and tell their groups the holders are gone (`HolderGone`), as a logout would.
+    /// Returns how many expired. Run periodically by [`Service::sweep_sessions`].
+    pub async fn expire_sessions(&self) -> Result<u64, crate::store::StoreError> {
+        let n = self.store.expire_sessions(self.expired_before()).await?;
+        if n > 0 {
+            tracing::info!(expired = n, "sessions expired; holders gone");
+            self.sessions_ended();
+            self.events_committed().await;
+        }
+        Ok(n)
+    }
+
+    /// Every `every`, [`Service::expire_sessions`] (logged on failure, never ends).
+    pub async fn sweep_sessions(self: std::sync::Arc<Self>, every: std::time::Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.expire_sessions().await {
+                tracing::warn!(error = %e, "cannot expire sessions");
+            }
+        }
     }
 
     pub(super) async fn logout(&self, caller: &Caller) -> Outcome {

@@ -40,16 +40,14 @@ impl Store {
         expired_before: i64,
     ) -> Result<u64> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM sessions WHERE last_seen < $1")
-            .bind(expired_before)
-            .execute(&mut *tx)
-            .await?;
-        let replaced = sqlx::query("DELETE FROM sessions WHERE user_name = $1 AND device_key = $2")
-            .bind(user)
-            .bind(hex::encode(device_key))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let expired = delete_expired(&mut tx, expired_before).await?;
+        let replaced: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM sessions WHERE user_name = $1 AND device_key = $2 RETURNING peer_addr",
+        )
+        .bind(user)
+        .bind(hex::encode(device_key))
+        .fetch_all(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO sessions (token_hash, user_name, peer_addr, created, last_seen, device_key) \
              VALUES ($1, $2, $3, $4, $4, $5)",
@@ -61,8 +59,29 @@ impl Store {
         .bind(hex::encode(device_key))
         .execute(&mut *tx)
         .await?;
+        // Holders that went with the deleted sessions: the device's old address (a daemon that
+        // moved; at the same address it is still the holder) and whoever expired.
+        let mut gone: Vec<(String, String)> = expired;
+        gone.extend(replaced.iter().map(|a| (user.to_string(), a.clone())));
+        for (u, a) in dedup(gone) {
+            holder_gone(&mut tx, &u, &a, expired_before).await?;
+        }
         tx.commit().await?;
-        Ok(replaced)
+        Ok(replaced.len() as u64)
+    }
+
+    /// Drop the sessions last seen before `expired_before` (no heartbeat for the session TTL:
+    /// the daemon crashed or lost its network) and tell the groups their holders are gone,
+    /// as a logout does. Returns how many sessions expired.
+    pub async fn expire_sessions(&self, expired_before: i64) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let expired = delete_expired(&mut tx, expired_before).await?;
+        let n = expired.len() as u64;
+        for (u, a) in dedup(expired) {
+            holder_gone(&mut tx, &u, &a, expired_before).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// The session behind `token_hash`, unless it is unknown or was last seen before
@@ -139,21 +158,7 @@ impl Store {
             return Ok(false);
         };
         let (user, addr): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-        let groups: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT group_name FROM shares WHERE user_name = $1 ORDER BY group_name",
-        )
-        .bind(&user)
-        .fetch_all(&mut *tx)
-        .await?;
-        for group in groups {
-            let gone = minitorr_proto::tracker::EventKind::HolderGone {
-                group,
-                file: None,
-                user: user.clone(),
-                addr: Some(addr.clone()),
-            };
-            super::events::emit(&mut tx, &gone, &[]).await?;
-        }
+        emit_holder_gone(&mut tx, &user, &addr).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -186,4 +191,63 @@ impl Store {
         .await?;
         row.map(|r| Ok(r.try_get(0)?)).transpose()
     }
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Delete the sessions last seen before `expired_before`; their (user, address).
+async fn delete_expired(tx: &mut Tx, expired_before: i64) -> Result<Vec<(String, String)>> {
+    let rows =
+        sqlx::query("DELETE FROM sessions WHERE last_seen < $1 RETURNING user_name, peer_addr")
+            .bind(expired_before)
+            .fetch_all(&mut **tx)
+            .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+fn dedup(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// `user` at `addr` holds nothing any more — unless another live session of the user is at
+/// that address (a second login of the same daemon, or another device behind it).
+async fn holder_gone(tx: &mut Tx, user: &str, addr: &str, expired_before: i64) -> Result<()> {
+    let still: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM sessions WHERE user_name = $1 AND peer_addr = $2 AND last_seen >= $3 \
+         LIMIT 1",
+    )
+    .bind(user)
+    .bind(addr)
+    .bind(expired_before)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if still.is_none() {
+        emit_holder_gone(tx, user, addr).await?;
+    }
+    Ok(())
+}
+
+/// One `HolderGone` (at `addr`) per group where `user` shares something, so the members'
+/// downloads drop that address at once.
+async fn emit_holder_gone(tx: &mut Tx, user: &str, addr: &str) -> Result<()> {
+    let groups: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT group_name FROM shares WHERE user_name = $1 ORDER BY group_name",
+    )
+    .bind(user)
+    .fetch_all(&mut **tx)
+    .await?;
+    for group in groups {
+        let gone = minitorr_proto::tracker::EventKind::HolderGone {
+            group,
+            file: None,
+            user: user.to_string(),
+            addr: Some(addr.to_string()),
+        };
+        super::events::emit(tx, &gone, &[]).await?;
+    }
+    Ok(())
 }

@@ -474,3 +474,108 @@ async fn punch_requests_reach_only_the_holder_and_only_from_members() {
     );
     h.ok(&carol, punch(&holder)).await;
 }
+
+/// The holder events of `got` about `user`.
+fn holder_gone_of(got: &[EventKind], user: &str) -> Vec<EventKind> {
+    got.iter()
+        .filter(|k| matches!(k, EventKind::HolderGone { user: u, .. } if u == user))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_login_replacing_a_session_elsewhere_tells_the_group_the_old_address_is_gone() {
+    let h = Harness::new().await;
+    let (alice, bob) = (h.user("alice").await, h.user("bob").await);
+    h.group("g1", &alice, &[&bob]).await;
+    h.ok(&bob, share("g1", meta("f.bin", 40_000, 3), true))
+        .await;
+    let mut sa = sub(&h, &alice).await;
+    drain_all(&h.svc, &mut sa).await;
+    // `h.user` logged bob in at 127.0.0.1:7003 with the shared test device key.
+    let old = "127.0.0.1:7003";
+
+    // The same daemon logs in again at the same address: still the holder, nothing said.
+    h.login_at("bob", old).await;
+    assert_eq!(holder_gone_of(&drain_all(&h.svc, &mut sa).await, "bob"), []);
+
+    // It comes back from another address (restarted elsewhere, new IP): the old one is gone,
+    // exactly as after a logout there.
+    h.login_at("bob", "127.0.0.1:7999").await;
+    assert_eq!(
+        holder_gone_of(&drain_all(&h.svc, &mut sa).await, "bob"),
+        vec![EventKind::HolderGone {
+            group: "g1".into(),
+            file: None,
+            user: "bob".into(),
+            addr: Some(old.into()),
+        }]
+    );
+}
+
+#[tokio::test]
+async fn an_expired_session_tells_the_group_its_holder_is_gone() {
+    let h = Harness::new().await;
+    let (alice, bob) = (h.user("alice").await, h.user("bob").await);
+    h.group("g1", &alice, &[&bob]).await;
+    h.ok(&bob, share("g1", meta("f.bin", 40_000, 3), true))
+        .await;
+    let bob_addr = "127.0.0.1:7003";
+    let mut sa = sub(&h, &alice).await;
+    drain_all(&h.svc, &mut sa).await;
+
+    // Nothing expired yet: the sweep drops nothing and says nothing.
+    assert_eq!(h.svc.expire_sessions().await.unwrap(), 0);
+    // Bob's daemon dies (no more heartbeats); alice's keeps beating. Past the session TTL
+    // the sweep drops bob's session and tells g1.
+    let ttl = trackerd::config::DEFAULT_SESSION_TTL_SECS;
+    for _ in 0..4 {
+        h.advance(ttl / 3);
+        h.ok(&alice, Call::Heartbeat).await;
+    }
+    assert_eq!(h.svc.expire_sessions().await.unwrap(), 1);
+    assert_eq!(
+        holder_gone_of(&drain_all(&h.svc, &mut sa).await, "bob"),
+        vec![EventKind::HolderGone {
+            group: "g1".into(),
+            file: None,
+            user: "bob".into(),
+            addr: Some(bob_addr.into()),
+        }]
+    );
+    h.err(&bob, Call::Heartbeat, ErrorCode::InvalidSession)
+        .await;
+    // Once: a second sweep finds nothing more.
+    assert_eq!(h.svc.expire_sessions().await.unwrap(), 0);
+
+    // A login (of anyone) also drops expired sessions, with the same event: carol (sharing
+    // in g1) goes silent, then dave logs in after her TTL, before any sweep.
+    let carol = h.user("carol").await;
+    h.ok(&carol, Call::JoinGroup { group: "g1".into() }).await;
+    h.ok(
+        &alice,
+        Call::AcceptRequest {
+            group: "g1".into(),
+            user: "carol".into(),
+        },
+    )
+    .await;
+    h.ok(&carol, share("g1", meta("c.bin", 40_000, 4), true))
+        .await;
+    for _ in 0..4 {
+        h.advance(ttl / 3);
+        h.ok(&alice, Call::Heartbeat).await;
+    }
+    drain_all(&h.svc, &mut sa).await;
+    h.user("dave").await;
+    assert_eq!(
+        holder_gone_of(&drain_all(&h.svc, &mut sa).await, "carol"),
+        vec![EventKind::HolderGone {
+            group: "g1".into(),
+            file: None,
+            user: "carol".into(),
+            addr: Some("127.0.0.1:7005".into()),
+        }]
+    );
+    assert_eq!(h.svc.expire_sessions().await.unwrap(), 0);
+}
