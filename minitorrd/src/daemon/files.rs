@@ -487,23 +487,16 @@ impl Daemon {
                 "{file} in {group} is still downloading; wait for it to finish"
             )));
         }
-        // The record and the served share go together under the state lock, record first: the
-        // share watcher checks the record under that lock before it serves a share again
-        // (daemon/shares.rs, `offer`), so it cannot re-offer what is being stopped.
-        let (served, recorded) = {
-            let mut state = self.state.lock().await;
-            // A share withdrawn because its file changed is not served but still ours to forget.
-            let recorded = state
-                .user(&session.user)
-                .shares
-                .iter()
-                .any(|r| r.group == group && r.meta.name == file);
-            if recorded {
-                state.user(&session.user).remove_share(&group, &file);
-                self.save_state(&state).await;
-            }
-            (self.shares.remove(&group, &file).is_some(), recorded)
-        };
+        let served = self.shares.remove(&group, &file).is_some();
+        // A share withdrawn because its file changed is not served but still ours to forget.
+        let recorded = self
+            .state
+            .lock()
+            .await
+            .user(&session.user)
+            .shares
+            .iter()
+            .any(|r| r.group == group && r.meta.name == file);
         let had_locally = served || recorded;
         // Connections already serving it close now, not when the peer next asks.
         self.live.close_file(&group, &file);
@@ -521,6 +514,9 @@ impl Daemon {
         if had_locally {
             self.publish_withdrawn(&group, &file, "stop_share");
         }
+        let mut state = self.state.lock().await;
+        state.user(&session.user).remove_share(&group, &file);
+        self.save_state(&state).await;
         Ok(Response::Done {
             message: format!("stopped sharing {file} in {group}"),
         })

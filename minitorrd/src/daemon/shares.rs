@@ -357,29 +357,8 @@ impl Daemon {
             return;
         }
         ctx.unsent.remove(&key_of(rec));
-        {
-            // `stop_share` removes the record and the served share under this same lock, so
-            // checking the record here and inserting under the lock can never re-serve a
-            // share the user just stopped; if it stopped while our `Share` was on its way,
-            // the tracker is told again that we do not hold it.
-            let mut state = self.state.lock().await;
-            let still = state
-                .user(&session.user)
-                .shares
-                .iter()
-                .any(|r| r.group == *group && r.meta.name == *file);
-            if !still {
-                drop(state);
-                let stop = Call::StopShare {
-                    group: group.clone(),
-                    file: file.clone(),
-                };
-                let _ = self.call_with(Some(&session.token), stop).await;
-                return;
-            }
-            self.publish_share_added(&shared);
-            self.shares.insert(shared);
-        }
+        self.publish_share_added(&shared);
+        self.shares.insert(shared);
         if rec.withdrawn.is_some() {
             tracing::info!(%file, %group, path = %rec.path.display(), "shared file is back unchanged; offered again");
         }
