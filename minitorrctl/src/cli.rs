@@ -454,7 +454,7 @@ pub enum Command {
         after_help = "Events: download started, progress (at most 10 a second per download), \
             completed, failed, paused, queued, cancelled; holders online and gone; peers \
             connected and disconnected; shares added and withdrawn. With --json, one JSON object \
-            per line (see docs/cli-json.md). Human lines start with the time in UTC.\n\n\
+            per line (see /usr/local/share/doc/minitorr/cli-json.md). Human lines start with the time in UTC.\n\n\
             Runs until Ctrl-C or until the reader of its output goes away (exit 0), or until \
             minitorrd stops (exit 3). A watcher too slow to read gets a `lagged` event saying \
             how many events it missed.\n\n\
