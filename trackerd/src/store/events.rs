@@ -152,24 +152,7 @@ pub(super) async fn emit(
     kind: &EventKind,
     also: &[&str],
 ) -> Result<u64> {
-    let id: i64 =
-        sqlx::query_scalar("UPDATE event_seq SET last = last + 1 WHERE id = 1 RETURNING last")
-            .fetch_one(&mut **tx)
-            .await?;
-    let (k, group, user, file, detail) = columns(kind);
-    sqlx::query(
-        "INSERT INTO events (id, created, kind, group_name, user_name, file_name, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(id)
-    .bind(unix_now())
-    .bind(k)
-    .bind(group)
-    .bind(user)
-    .bind(file)
-    .bind(detail)
-    .execute(&mut **tx)
-    .await?;
+    let (id, group) = insert_event(tx, kind).await?;
     sqlx::query(
         "INSERT INTO event_recipients (event_id, user_name) \
          SELECT $1, user_name FROM group_members WHERE group_name = $2 \
@@ -179,16 +162,7 @@ pub(super) async fn emit(
     .bind(group)
     .execute(&mut **tx)
     .await?;
-    for u in also {
-        sqlx::query(
-            "INSERT INTO event_recipients (event_id, user_name) VALUES ($1, $2) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(id)
-        .bind(*u)
-        .execute(&mut **tx)
-        .await?;
-    }
+    add_recipients(tx, id, also).await?;
     to_u64(id, "event id")
 }
 
@@ -199,6 +173,16 @@ pub(super) async fn emit_to(
     kind: &EventKind,
     recipients: &[&str],
 ) -> Result<u64> {
+    let (id, _) = insert_event(tx, kind).await?;
+    add_recipients(tx, id, recipients).await?;
+    to_u64(id, "event id")
+}
+
+/// The next event id and the event's row (no recipients yet); its id and group.
+async fn insert_event<'k>(
+    tx: &mut Transaction<'static, Any>,
+    kind: &'k EventKind,
+) -> Result<(i64, &'k str)> {
     let id: i64 =
         sqlx::query_scalar("UPDATE event_seq SET last = last + 1 WHERE id = 1 RETURNING last")
             .fetch_one(&mut **tx)
@@ -217,7 +201,11 @@ pub(super) async fn emit_to(
     .bind(detail)
     .execute(&mut **tx)
     .await?;
-    for u in recipients {
+    Ok((id, group))
+}
+
+async fn add_recipients(tx: &mut Transaction<'static, Any>, id: i64, users: &[&str]) -> Result<()> {
+    for u in users {
         sqlx::query(
             "INSERT INTO event_recipients (event_id, user_name) VALUES ($1, $2) \
              ON CONFLICT DO NOTHING",
@@ -227,7 +215,7 @@ pub(super) async fn emit_to(
         .execute(&mut **tx)
         .await?;
     }
-    to_u64(id, "event id")
+    Ok(())
 }
 
 impl Store {
