@@ -181,6 +181,8 @@ def start_miniupnpd(i: int, upnp: bool = True):
         "secure_mode=yes",
         "system_uptime=yes",
         "ipv6_disable=yes",
+        # PCP grants at least 120 s by default; 30 lets the tests see a lease renewed in time.
+        "min_lifetime=30",
         f"lease_file={sd}/miniupnpd-r{i}.leases",
         "uuid=3a7c1d7e-0000-4000-8000-00000000000" + str(i % 10),
         "allow 1024-65535 192.168.0.0/16 1024-65535",
