@@ -198,6 +198,15 @@ impl PortMapper {
         let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
         let gw = default_gateway_v4(&table)
             .ok_or_else(|| "no IPv4 default gateway to ask over PCP/NAT-PMP".to_string())?;
+        self.map_pmp_at(gw, listen, lease_secs).await
+    }
+
+    async fn map_pmp_at(
+        &self,
+        gw: Ipv4Addr,
+        listen: SocketAddr,
+        lease_secs: u32,
+    ) -> Result<u32, String> {
         let gw_addr = SocketAddr::new(gw.into(), crab_nat::GATEWAY_PORT);
         let local = local_addr_towards(listen, gw_addr)?;
         let port = std::num::NonZeroU16::new(listen.port())
@@ -403,6 +412,80 @@ eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
         assert_eq!(default_gateway_v4(ptp), None);
         assert_eq!(default_gateway_v4(""), None);
         assert_eq!(default_gateway_v4("garbage\nx y"), None);
+    }
+
+    /// A gateway that speaks only NAT-PMP (RFC 6886), on UDP 5351 of a loopback address:
+    /// it answers PCP with "unsupported version", maps TCP ports as asked, and records each
+    /// mapping request's (internal port, lifetime).
+    fn fake_natpmp_gateway() -> (Ipv4Addr, Arc<Mutex<Vec<(u16, u32)>>>) {
+        let seen = Arc::new(Mutex::new(vec![]));
+        for _ in 0..20 {
+            let ip = Ipv4Addr::new(127, 77, rand_octet(), 1);
+            let Ok(sock) = std::net::UdpSocket::bind((ip, crab_nat::GATEWAY_PORT)) else {
+                continue;
+            };
+            let log = seen.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1100];
+                while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    let epoch = 1000u32.to_be_bytes();
+                    let reply: Vec<u8> = match (buf[0], buf[1], n) {
+                        // PCP (version 2): NAT-PMP's "unsupported version", version 0.
+                        (2, op, _) => [&[0, op | 0x80, 0, 1][..], &epoch].concat(),
+                        // External address.
+                        (0, 0, 2) => [&[0, 0x80, 0, 0][..], &epoch, &[203, 0, 113, 9]].concat(),
+                        // Map TCP: internal port, suggested external port, lifetime.
+                        (0, 2, 12) => {
+                            let internal = u16::from_be_bytes([buf[4], buf[5]]);
+                            let life = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+                            log.lock().unwrap().push((internal, life));
+                            let ext = if life == 0 { 0 } else { internal };
+                            [&[0, 0x82, 0, 0][..], &epoch, &internal.to_be_bytes()]
+                                .concat()
+                                .into_iter()
+                                .chain(ext.to_be_bytes())
+                                .chain(life.to_be_bytes())
+                                .collect()
+                        }
+                        _ => continue,
+                    };
+                    let _ = sock.send_to(&reply, from);
+                }
+            });
+            return (ip, seen);
+        }
+        panic!("no free 127.77.x.1:5351");
+    }
+
+    fn rand_octet() -> u8 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        (t ^ std::process::id()) as u8
+    }
+
+    #[tokio::test]
+    async fn natpmp_gateway_maps_renews_and_deletes_when_pcp_is_refused() {
+        let (gw, seen) = fake_natpmp_gateway();
+        let me = PortMapper::new(PortMappingState::Searching, None);
+        let listen: SocketAddr = "127.0.0.1:7123".parse().unwrap();
+        let lease = me.map_pmp_at(gw, listen, 60).await.unwrap();
+        assert_eq!(lease, 60);
+        let s = me.status();
+        assert_eq!(s.state, PortMappingState::Mapped);
+        assert_eq!(s.protocol.as_deref(), Some("NAT-PMP"));
+        assert_eq!(s.gateway, Some(format!("{gw}:5351")));
+        assert_eq!(s.external_addr.as_deref(), Some("203.0.113.9:7123"));
+        assert_eq!(me.external_addr(), Some("203.0.113.9:7123".parse().unwrap()));
+        // The next round renews the mapping it holds (no UPnP search first).
+        assert_eq!(me.map_once(listen, 60).await.unwrap(), 60);
+        assert_eq!(*seen.lock().unwrap(), vec![(7123, 60), (7123, 60)]);
+        // Shutdown deletes it: a mapping request with lifetime 0.
+        me.release().await;
+        assert_eq!(seen.lock().unwrap().last(), Some(&(7123, 0)));
+        assert_eq!(me.status().state, PortMappingState::Off);
+        assert_eq!(me.external_addr(), None);
     }
 
     #[test]
