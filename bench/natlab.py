@@ -189,6 +189,8 @@ def start_miniupnpd(i: int, upnp: bool = True):
         "deny 0-65535 0.0.0.0/0 0-65535",
         "",
     ]))
+    # A lease file left by an earlier lab would bring back its mappings.
+    (sd / f"miniupnpd-r{i}.leases").unlink(missing_ok=True)
     log = open(sd / f"miniupnpd-r{i}.log", "ab")
     pidfile = sd / f"miniupnpd-r{i}.pid"
     p = subprocess.Popen(["ip", "netns", "exec", router_ns(i), "miniupnpd", "-d", "-f", str(conf),

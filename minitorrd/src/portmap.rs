@@ -174,15 +174,17 @@ impl PortMapper {
     #[tracing::instrument(skip(self), level = "debug")]
     async fn map_once(&self, listen: SocketAddr, lease_secs: u32) -> Result<u32, String> {
         // A PCP/NAT-PMP mapping is renewed where it is (same external port, same nonce); when
-        // that fails the gateway may have changed, so search from the start.
-        let held = self.active.lock().await.take();
-        if let Some(Active::Pmp(mut m)) = held {
+        // that fails the gateway may have changed, so search from the start. A copy is renewed:
+        // shutdown cancels this task at any await, and must still find the mapping to delete.
+        let held = match &*self.active.lock().await {
+            Some(Active::Pmp(m)) => Some(m.clone()),
+            _ => None,
+        };
+        if let Some(mut m) = held {
             match m.renew().await {
                 Ok(()) => return self.pmp_mapped(m).await,
                 Err(e) => tracing::info!(error = %e, "renewing the PCP/NAT-PMP mapping failed"),
             }
-        } else {
-            *self.active.lock().await = held;
         }
         let igd = match self.map_igd(listen, lease_secs).await {
             Ok(lease) => return Ok(lease),
