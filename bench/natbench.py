@@ -2,6 +2,7 @@
 """natbench.py — connection paths across NATs in the NAT lab (issue #14 item 6).
 
   bench/natbench.py [--size 256MiB] [--runs 3] [--rate 200mbit] [--bin-dir target/debug] [--json OUT]
+                    [--paths direct,relayed]
 
 Brings up bench/natlab.py with sites pub, pub, eim, eim, sym, upnp, sym (every host's egress
 capped at --rate with tc tbf), runs trackerd on the public side with its relay (`relay_listen`
@@ -153,7 +154,12 @@ def main():
     ap.add_argument("--rate", default="200mbit")
     ap.add_argument("--bin-dir", default=str(HERE.parent / "target" / "debug"))
     ap.add_argument("--json")
+    ap.add_argument("--paths", default=",".join(PATHS),
+                    help="comma-separated subset of the paths to measure (default: all)")
     a = ap.parse_args()
+    paths = a.paths.split(",")
+    if "direct" not in paths or any(p not in PATHS for p in paths):
+        ap.error(f"--paths: a subset of {', '.join(PATHS)} including direct (the reference)")
     natlab.lab.need_root()
     natlab.down()
     res: dict = {"rate": a.rate, "size": a.size, "runs": a.runs, "paths": {}}
@@ -169,7 +175,7 @@ def main():
                 lab.ctl(1, "accept_request", "g", f"u{i}")
             lab.wait(lambda: json.loads(lab.ctl(6, "--json", "status"))["port_mapping"]["state"] == "mapped",
                      "UPnP mapping")
-            for path in PATHS:
+            for path in paths:
                 small = [download(lab, path, a.small, f"s{r}") for r in range(a.runs)]
                 big = [download(lab, path, a.size, f"b{r}") for r in range(a.runs)]
                 row = {

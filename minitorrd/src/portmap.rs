@@ -400,7 +400,8 @@ mod tests {
 
     #[test]
     fn the_default_gateway_comes_from_the_kernel_route_table() {
-        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
 eth0\t0002A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
 eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
         assert_eq!(
@@ -479,7 +480,10 @@ eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
         assert_eq!(s.protocol.as_deref(), Some("NAT-PMP"));
         assert_eq!(s.gateway, Some(format!("{gw}:5351")));
         assert_eq!(s.external_addr.as_deref(), Some("203.0.113.9:7123"));
-        assert_eq!(me.external_addr(), Some("203.0.113.9:7123".parse().unwrap()));
+        assert_eq!(
+            me.external_addr(),
+            Some("203.0.113.9:7123".parse().unwrap())
+        );
         // The next round renews the mapping it holds (no UPnP search first).
         assert_eq!(me.map_once(listen, 60).await.unwrap(), 60);
         assert_eq!(*seen.lock().unwrap(), vec![(7123, 60), (7123, 60)]);

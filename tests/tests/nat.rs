@@ -372,7 +372,10 @@ fn natpmp_router_maps_renews_serves_and_deletes_without_upnp() {
     assert_eq!(s["lease_secs"], 30, "{s}");
     let rules = lab.router_dump(0);
     let nft = rules.split("--- miniupnpd ---").next().unwrap();
-    assert!(nft.contains("192.168.1.2") && nft.contains("7000"), "{rules}");
+    assert!(
+        nft.contains("192.168.1.2") && nft.contains("7000"),
+        "{rules}"
+    );
 
     // The mapping is what makes the holder reachable: a symmetric-NAT downloader connects
     // straight to it (no relay configured, and a symmetric NAT cannot be punched to).
@@ -418,7 +421,10 @@ fn natpmp_router_maps_renews_serves_and_deletes_without_upnp() {
     holder.terminate();
     let rules = lab.router_dump(0);
     let nft = rules.split("--- miniupnpd ---").next().unwrap();
-    assert!(!nft.contains("192.168.1.2"), "mapping left behind:\n{rules}");
+    assert!(
+        !nft.contains("192.168.1.2"),
+        "mapping left behind:\n{rules}"
+    );
 }
 
 /// What Debian's miniupnpd answers first: crab_nat asks PCP (RFC 6887 recommends it) and
