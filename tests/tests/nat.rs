@@ -1,6 +1,6 @@
 //! Across NATs (issue #14) in the NAT lab (bench/natlab.py): router namespaces that masquerade
 //! private sites onto a public bridge where the tracker lives — port-preserving (EIM) and
-//! symmetric NATs, and a router running Debian's miniupnpd.
+//! symmetric NATs, and routers running Debian's miniupnpd (UPnP-IGD, or only NAT-PMP/PCP).
 //!
 //! These tests need root (network namespaces, nftables, miniupnpd): they fail loudly, never
 //! skip, when not root. CI runs the suite as root and installs nftables and miniupnpd
