@@ -417,10 +417,14 @@ eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
         assert_eq!(default_gateway_v4("garbage\nx y"), None);
     }
 
+    /// The (internal port, lifetime) of each mapping request a fake gateway saw.
+    type Requests = Arc<Mutex<Vec<(u16, u32)>>>;
+
     /// A gateway that speaks only NAT-PMP (RFC 6886), on UDP 5351 of a loopback address:
     /// it answers PCP with "unsupported version", maps TCP ports as asked, and records each
-    /// mapping request's (internal port, lifetime).
-    fn fake_natpmp_gateway() -> (Ipv4Addr, Arc<Mutex<Vec<(u16, u32)>>>) {
+    /// mapping request's (internal port, lifetime). `mute_renewals`: it never answers a mapping
+    /// request after the first (a gateway gone quiet mid-renewal), deletions excepted.
+    fn fake_natpmp_gateway(mute_renewals: bool) -> (Ipv4Addr, Requests) {
         let seen = Arc::new(Mutex::new(vec![]));
         for _ in 0..20 {
             let ip = Ipv4Addr::new(127, 77, rand_octet(), 1);
@@ -441,7 +445,11 @@ eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
                         (0, 2, 12) => {
                             let internal = u16::from_be_bytes([buf[4], buf[5]]);
                             let life = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
-                            log.lock().unwrap().push((internal, life));
+                            let mut log = log.lock().unwrap();
+                            log.push((internal, life));
+                            if mute_renewals && life > 0 && log.len() > 1 {
+                                continue;
+                            }
                             let ext = if life == 0 { 0 } else { internal };
                             [&[0, 0x82, 0, 0][..], &epoch, &internal.to_be_bytes()]
                                 .concat()
@@ -470,7 +478,7 @@ eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
 
     #[tokio::test]
     async fn natpmp_gateway_maps_renews_and_deletes_when_pcp_is_refused() {
-        let (gw, seen) = fake_natpmp_gateway();
+        let (gw, seen) = fake_natpmp_gateway(false);
         let me = PortMapper::new(PortMappingState::Searching, None);
         let listen: SocketAddr = "127.0.0.1:7123".parse().unwrap();
         let lease = me.map_pmp_at(gw, listen, 60).await.unwrap();
@@ -492,6 +500,31 @@ eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
         assert_eq!(seen.lock().unwrap().last(), Some(&(7123, 0)));
         assert_eq!(me.status().state, PortMappingState::Off);
         assert_eq!(me.external_addr(), None);
+    }
+
+    /// Shutdown cancels the mapping task at any await, e.g. while a renewal waits for the
+    /// gateway: the mapping must still be there to delete (it was lost once, found in the lab).
+    #[tokio::test]
+    async fn shutdown_during_a_renewal_still_deletes_the_mapping() {
+        let (gw, seen) = fake_natpmp_gateway(true);
+        let me = PortMapper::new(PortMappingState::Searching, None);
+        let listen: SocketAddr = "127.0.0.1:7124".parse().unwrap();
+        me.map_pmp_at(gw, listen, 60).await.unwrap();
+        let renewal = tokio::time::timeout(Duration::from_millis(300), me.map_once(listen, 60));
+        assert!(
+            renewal.await.is_err(),
+            "the muted gateway answered a renewal?"
+        );
+        me.release().await;
+        // The mapping, the renewal (sent again after 250 ms unanswered), then the deletion.
+        let seen = seen.lock().unwrap().clone();
+        assert!(seen.len() >= 3, "{seen:?}");
+        assert!(
+            seen[..seen.len() - 1].iter().all(|r| *r == (7124, 60)),
+            "{seen:?}"
+        );
+        assert_eq!(seen.last(), Some(&(7124, 0)), "{seen:?}");
+        assert_eq!(me.status().state, PortMappingState::Off);
     }
 
     #[test]
