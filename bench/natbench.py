@@ -2,15 +2,18 @@
 """natbench.py — connection paths across NATs in the NAT lab (issue #14 item 6).
 
   bench/natbench.py [--size 256MiB] [--runs 3] [--rate 200mbit] [--bin-dir target/debug] [--json OUT]
+                    [--paths direct,relayed]
 
-Brings up bench/natlab.py with sites pub, pub, eim, eim, sym, upnp (every host's egress capped
-at --rate with tc tbf), runs trackerd on the public side and one minitorrd per site, and per path
+Brings up bench/natlab.py with sites pub, pub, eim, eim, sym, upnp, sym (every host's egress
+capped at --rate with tc tbf), runs trackerd on the public side with its relay (`relay_listen`
+on port 5001) and one minitorrd per site, and per path
 downloads fresh files (one holder each, so no other peer can serve them):
 
   direct        pub  <- pub    plain connection
   upnp          pub  <- upnp   direct to the router's mapped port (miniupnpd)
   punched       eim  <- eim    TCP simultaneous open through two port-preserving NATs
   punched-rev   pub  <- sym    the symmetric-NAT holder's connection lands on the listener
+  relayed       sym  <- sym    neither can accept nor be punched to: only the tracker's relay
 
 Reports, per path, time to the first verified piece (`first_piece_ms`: includes the direct
 attempt's stagger, the tracker round trips of a punch, TLS, and one 512 KiB piece) on small
@@ -39,8 +42,9 @@ PATHS = {  # name -> (downloader site, holder site), 1-based as natlab numbers t
     "upnp": (1, 6),
     "punched": (3, 4),
     "punched-rev": (1, 5),
+    "relayed": (5, 7),
 }
-KINDS = ["pub", "pub", "eim", "eim", "sym", "upnp"]
+KINDS = ["pub", "pub", "eim", "eim", "sym", "upnp", "sym"]
 
 
 def parse_size(s: str) -> int:
@@ -64,8 +68,13 @@ class Lab:
         t = self.info["tracker"]
         self.tracker = f"{t['addr']}:5000"
         (work / "t").mkdir()
+        # The relay, for the sym <- sym path (the only one that needs it: the others must not
+        # take it, and the script checks the path each reports).
+        cfg = work / "t" / "trackerd.toml"
+        cfg.write_text('relay_listen = "%s:5001"\n' % t["addr"])
         self.spawn(t["ns"], "trackerd", ["--listen", self.tracker, "--state-dir", str(work / "t" / "state"),
-                                         "--allow-plaintext"], work / "t" / "trackerd.log")
+                                         "--config", str(cfg), "--allow-plaintext"],
+                   work / "t" / "trackerd.log")
         self.wait(lambda: "listening on" in (work / "t" / "trackerd.log").read_text(), "trackerd")
         self.sockets = {}
         for i, site in self.info["sites"].items():
@@ -145,7 +154,12 @@ def main():
     ap.add_argument("--rate", default="200mbit")
     ap.add_argument("--bin-dir", default=str(HERE.parent / "target" / "debug"))
     ap.add_argument("--json")
+    ap.add_argument("--paths", default=",".join(PATHS),
+                    help="comma-separated subset of the paths to measure (default: all)")
     a = ap.parse_args()
+    paths = a.paths.split(",")
+    if "direct" not in paths or any(p not in PATHS for p in paths):
+        ap.error(f"--paths: a subset of {', '.join(PATHS)} including direct (the reference)")
     natlab.lab.need_root()
     natlab.down()
     res: dict = {"rate": a.rate, "size": a.size, "runs": a.runs, "paths": {}}
@@ -161,7 +175,7 @@ def main():
                 lab.ctl(1, "accept_request", "g", f"u{i}")
             lab.wait(lambda: json.loads(lab.ctl(6, "--json", "status"))["port_mapping"]["state"] == "mapped",
                      "UPnP mapping")
-            for path in PATHS:
+            for path in paths:
                 small = [download(lab, path, a.small, f"s{r}") for r in range(a.runs)]
                 big = [download(lab, path, a.size, f"b{r}") for r in range(a.runs)]
                 row = {

@@ -10,6 +10,8 @@
               destination), inbound dropped the same way (a carrier-grade / office NAT)
         upnp  like eim, plus Debian's miniupnpd on the router (UPnP-IGD and NAT-PMP on the LAN
               side; mappings become nftables DNAT rules in its own chains)
+        natpmp  like upnp, but miniupnpd speaks only NAT-PMP/PCP (enable_upnp=no): no SSDP, so
+              a daemon must fall back from UPnP-IGD to PCP/NAT-PMP on UDP 5351
       [--rate RATE]   cap every host's and the tracker's egress (tc tbf, e.g. 200mbit)
   bench/natlab.py exec I CMD...        run CMD in site I's host ("t": the tracker host)
   bench/natlab.py info                 the lab as JSON (namespaces, addresses, kinds)
@@ -44,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab  # noqa: E402  (shared helpers: sh, quiet_ns, need_root, namespaces, prefix)
 
 PUBLIC = "11.77.0"
-KINDS = ("pub", "eim", "sym", "upnp")
+KINDS = ("pub", "eim", "sym", "upnp", "natpmp")
 
 
 def P() -> str:
@@ -73,7 +75,7 @@ def info_path() -> Path:
 
 def need_tools(kinds):
     missing = [t for t in ("ip", "nft") if not shutil.which(t)]
-    if "upnp" in kinds and not shutil.which("miniupnpd"):
+    if ("upnp" in kinds or "natpmp" in kinds) and not shutil.which("miniupnpd"):
         missing.append("miniupnpd")
     if missing:
         raise RuntimeError(f"natlab: missing {', '.join(missing)} (apt-get install -y iproute2 nftables "
@@ -167,7 +169,7 @@ table inet filter {
 """
 
 
-def start_miniupnpd(i: int):
+def start_miniupnpd(i: int, upnp: bool = True):
     sd = state_dir()
     conf = sd / f"miniupnpd-r{i}.conf"
     conf.write_text("\n".join([
@@ -175,32 +177,38 @@ def start_miniupnpd(i: int):
         "listening_ip=lan0",
         "http_port=0",
         "enable_natpmp=yes",
-        "enable_upnp=yes",
+        f"enable_upnp={'yes' if upnp else 'no'}",
         "secure_mode=yes",
         "system_uptime=yes",
         "ipv6_disable=yes",
+        # PCP grants at least 120 s by default; 30 lets the tests see a lease renewed in time.
+        "min_lifetime=30",
         f"lease_file={sd}/miniupnpd-r{i}.leases",
         "uuid=3a7c1d7e-0000-4000-8000-00000000000" + str(i % 10),
         "allow 1024-65535 192.168.0.0/16 1024-65535",
         "deny 0-65535 0.0.0.0/0 0-65535",
         "",
     ]))
+    # A lease file left by an earlier lab would bring back its mappings.
+    (sd / f"miniupnpd-r{i}.leases").unlink(missing_ok=True)
     log = open(sd / f"miniupnpd-r{i}.log", "ab")
     pidfile = sd / f"miniupnpd-r{i}.pid"
     p = subprocess.Popen(["ip", "netns", "exec", router_ns(i), "miniupnpd", "-d", "-f", str(conf),
                           "-P", str(pidfile)], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                          start_new_session=True)
     (sd / f"miniupnpd-r{i}.ourpid").write_text(str(p.pid))
-    # Ready when it listens for SSDP (UDP 1900) in the router's namespace.
+    # Ready when it listens for SSDP (UDP 1900), or NAT-PMP/PCP (UDP 5351) without UPnP, in the
+    # router's namespace.
+    port = ":1900" if upnp else ":5351"
     for _ in range(100):
         if p.poll() is not None:
             raise RuntimeError(f"miniupnpd on router {i} exited: "
                                f"{(sd / f'miniupnpd-r{i}.log').read_text()[-2000:]}")
         r = lab.sh("ip", "netns", "exec", router_ns(i), "ss", "-lnu", check=False)
-        if ":1900" in r.stdout:
+        if port in r.stdout:
             return
         time.sleep(0.05)
-    raise RuntimeError(f"miniupnpd on router {i} not listening on UDP 1900 after 5 s")
+    raise RuntimeError(f"miniupnpd on router {i} not listening on UDP {port} after 5 s")
 
 
 def up(kinds: list[str], rate: str | None = None) -> dict:
@@ -248,9 +256,9 @@ def build(kinds: list[str], rate: str | None) -> dict:
             lab.sh("ip", "-n", h, "route", "add", "default", "via", f"192.168.{i}.1")
             lab.sh("ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
             nft(r, router_rules(kind))
-            if kind == "upnp":
+            if kind in ("upnp", "natpmp"):
                 nft(r, MINIUPNPD_RULES)
-                start_miniupnpd(i)
+                start_miniupnpd(i, upnp=kind == "upnp")
             site.update(addr=f"192.168.{i}.2", router_ns=r, gateway=f"192.168.{i}.1")
         info["sites"][str(i)] = site
         if rate:

@@ -133,7 +133,7 @@ pub struct Config {
     /// Use the tracker's relay (when it offers one) as the last resort: wait there for
     /// downloaders that cannot reach us, and go through it to holders we cannot reach.
     pub use_relay: bool,
-    /// Ask the router (UPnP-IGD) to forward the peer port when `listen` is a private address
+    /// Ask the router (UPnP-IGD, else PCP/NAT-PMP) to forward the peer port when `listen` is a private address
     /// (issue #14); renewed in the background, deleted at a clean shutdown.
     pub port_mapping: bool,
     /// Lease asked for a port mapping, in seconds (renewed halfway); ≥ 30.

@@ -394,7 +394,7 @@ pub struct DaemonStatus {
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct PortMappingStatus {
     pub state: PortMappingState,
-    /// "UPnP-IGD" once a gateway answered.
+    /// "UPnP-IGD", "PCP" or "NAT-PMP" once a gateway answered.
     pub protocol: Option<String>,
     /// The gateway's control address (its LAN side).
     pub gateway: Option<String>,

@@ -1,6 +1,6 @@
 //! Across NATs (issue #14) in the NAT lab (bench/natlab.py): router namespaces that masquerade
 //! private sites onto a public bridge where the tracker lives — port-preserving (EIM) and
-//! symmetric NATs, and a router running Debian's miniupnpd.
+//! symmetric NATs, and routers running Debian's miniupnpd (UPnP-IGD, or only NAT-PMP/PCP).
 //!
 //! These tests need root (network namespaces, nftables, miniupnpd): they fail loudly, never
 //! skip, when not root. CI runs the suite as root and installs nftables and miniupnpd
@@ -336,3 +336,97 @@ fn tail(s: &str, n: usize) -> String {
     let v: Vec<&str> = s.lines().collect();
     v[v.len().saturating_sub(n)..].join("\n")
 }
+
+/// A router whose miniupnpd speaks only NAT-PMP/PCP (`enable_upnp=no`): the daemon finds no
+/// UPnP-IGD gateway, falls back to PCP/NAT-PMP at its default gateway, renews the mapping
+/// before its lease runs out, a downloader behind a symmetric NAT (which can neither accept
+/// nor be punched to) reaches it directly through the mapping, and shutdown deletes it.
+#[test]
+fn natpmp_router_maps_renews_serves_and_deletes_without_upnp() {
+    need_root("NAT lab");
+    let _l = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = NatLab::up("natlabP", &["natpmp", "sym"], None);
+    let tracker = LabTracker::start(&lab, &tmp.path().join("t"), &[]);
+    let cfg = tmp.path().join("minitorrd.toml");
+    std::fs::write(&cfg, "port_mapping_lease_secs = 30\n").unwrap();
+    let mut holder = LabPeer::start(
+        &lab.sites[0],
+        &tracker,
+        &tmp.path().join("h"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let downloader = LabPeer::start(&lab.sites[1], &tracker, &tmp.path().join("d"), &[]);
+
+    let start = Instant::now();
+    wait_for("the NAT-PMP/PCP mapping", Duration::from_secs(30), || {
+        status(&holder)["port_mapping"]["state"] == "mapped"
+    });
+    let mapped_at = Instant::now();
+    eprintln!("natpmp mapping after {:?}", start.elapsed());
+    let s = status(&holder)["port_mapping"].clone();
+    let want = format!("{}:7000", lab.sites[0].public_addr);
+    assert_eq!(s["external_addr"], want.as_str(), "{s}");
+    assert_eq!(s["protocol"], PMP_PROTOCOL, "{s}");
+    assert_eq!(s["gateway"], "192.168.1.1:5351", "{s}");
+    assert_eq!(s["lease_secs"], 30, "{s}");
+    let rules = lab.router_dump(0);
+    let nft = rules.split("--- miniupnpd ---").next().unwrap();
+    assert!(
+        nft.contains("192.168.1.2") && nft.contains("7000"),
+        "{rules}"
+    );
+
+    // The mapping is what makes the holder reachable: a symmetric-NAT downloader connects
+    // straight to it (no relay configured, and a symmetric NAT cannot be punched to).
+    holder.ok(&["create_user", "h", "pw"]);
+    holder.ok(&["login", "h", "pw"]);
+    downloader.ok(&["create_user", "d", "pw"]);
+    downloader.ok(&["login", "d", "pw"]);
+    holder.ok(&["create_group", "g"]);
+    downloader.ok(&["join_group", "g"]);
+    holder.ok(&["accept_request", "g", "d"]);
+    let f = tmp.path().join("mapped.bin");
+    let sum = random_file(&f, 1024 * 1024 + 5);
+    holder.ok(&["upload_file", f.to_str().unwrap(), "g"]);
+    let dest = tmp.path().join("dl");
+    std::fs::create_dir_all(&dest).unwrap();
+    downloader.ok(&[
+        "download_file",
+        "g",
+        "mapped.bin",
+        &format!("{}/", dest.display()),
+        "--wait",
+    ]);
+    assert_eq!(sha1_file(&dest.join("mapped.bin")), sum);
+    assert_eq!(
+        path_of(&downloader, "mapped.bin").as_deref(),
+        Some("direct")
+    );
+
+    // Past the 30 s lease: miniupnpd drops expired NAT-PMP/PCP mappings, so it is still there
+    // only because the daemon renewed it (halfway, every 15 s; 52 s falls between renewals).
+    let past_lease = Duration::from_secs(52);
+    if let Some(rest) = past_lease.checked_sub(mapped_at.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    let s = status(&holder)["port_mapping"].clone();
+    assert_eq!(s["state"], "mapped", "{s}");
+    assert_eq!(s["protocol"], PMP_PROTOCOL, "{s}");
+    let rules = lab.router_dump(0);
+    let nft = rules.split("--- miniupnpd ---").next().unwrap();
+    assert!(nft.contains("192.168.1.2"), "mapping expired:\n{rules}");
+
+    // A clean shutdown deletes it at the router.
+    holder.terminate();
+    let rules = lab.router_dump(0);
+    let nft = rules.split("--- miniupnpd ---").next().unwrap();
+    assert!(
+        !nft.contains("192.168.1.2"),
+        "mapping left behind:\n{rules}"
+    );
+}
+
+/// What Debian's miniupnpd answers first: crab_nat asks PCP (RFC 6887 recommends it) and
+/// falls back to NAT-PMP only when the gateway says it speaks the older version.
+const PMP_PROTOCOL: &str = "PCP";
