@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -108,7 +108,7 @@ impl StateFile {
         {
             // 0600, and never through a link planted at the temp name (the state dir is
             // checked to be ours and 0700 at startup; this holds even if it were not).
-            let mut f = fs::OpenOptions::new()
+            let f = fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
