@@ -13,6 +13,8 @@ Scenarios (see docs/BENCHMARKS.md):
   resources   peak RSS, CPU seconds, first piece of the downloading minitorrd (loopback runs)
   many_peers  10 vs 100 seeders, ~100 vs ~1000 small files: download time/CPU, list_files time
   profile     perf profile of the downloading minitorrd, 1 seeder on loopback (full mode)
+  tree        issue #13: trees of 10,000 small / 100,000 tiny files (upload, list, download, RSS),
+              a 1 GiB tree of 16 files vs a single 1 GiB file from 3 seeders (full run or --only tree)
 
 Python 3.11 standard library only. libtorrent runs under /usr/bin/python3 (bench/lt_peer.py).
 """
@@ -1253,6 +1255,7 @@ def markdown(r: dict) -> str:
                       f"downloader CPU {fmt(g['download_cpu'], '×')}, list_files {fmt(g['list_files_time'], '×')}."]
         L += [""]
     L += markdown_lab(s)
+    L += markdown_tree(s)
     pf = s.get("profile")
     if pf:
         L += ["## Profile: downloading minitorrd, 1 seeder, loopback (perf, self time)", ""]
@@ -1347,6 +1350,223 @@ def markdown_lab(s: dict) -> list[str]:
     return L
 
 
+# ---------------------------------------------------------------- trees (issue #13)
+
+
+def make_tree(data_dir: Path, tag: str, layout: list[tuple[str, int]], seed: int) -> Path:
+    """A directory tree of (relative path, size) files of seeded random bytes, written once
+    (cached in data_dir; a `.complete` marker next to it says it is whole)."""
+    root = data_dir / tag / tag
+    marker = data_dir / tag / ".complete"
+    if not marker.exists():
+        log(f"writing tree {tag}: {len(layout)} files, {human(sum(s for _, s in layout))}")
+        shutil.rmtree(root, ignore_errors=True)
+        import random
+        rng = random.Random(seed)
+        for rel, size in layout:
+            p = root / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            with open(p, "wb") as f:
+                left = size
+                while left:
+                    n = min(left, 16 * MiB)
+                    f.write(rng.randbytes(n))
+                    left -= n
+        marker.write_text(f"{len(layout)}\n")
+    for dirpath, _, names in os.walk(root):  # warm the page cache (and the dentry cache)
+        for n in names:
+            with open(os.path.join(dirpath, n), "rb") as f:
+                while f.read(16 * MiB):
+                    pass
+    return root
+
+
+def tree_layout_small(n: int, seed: int) -> list[tuple[str, int]]:
+    """n files of 1–64 KiB, three levels: dNN/eNN/fNNNN.bin (10 × 10 directories)."""
+    import random
+    rng = random.Random(seed)
+    return [(f"d{i % 10:02}/e{(i // 10) % 10:02}/f{i:06}.bin", rng.randint(1024, 64 * 1024)) for i in range(n)]
+
+
+def tree_layout_tiny(n: int, seed: int) -> list[tuple[str, int]]:
+    """n files of 0–64 bytes (about one in 65 empty), three levels like tree_layout_small."""
+    import random
+    rng = random.Random(seed)
+    return [(f"d{i % 10:02}/e{(i // 10) % 10:02}/f{i:06}.bin", rng.randint(0, 64)) for i in range(n)]
+
+
+def timed_ctl(cl: Cluster, d: Daemon, *args, timeout=900) -> tuple[float, dict]:
+    """Wall time from starting minitorrctl to its return (JSON parsing by Python not counted)."""
+    cmd = [cl.bins / "minitorrctl", "--socket", d.sock, "--json", *args]
+    t = time.perf_counter()
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+                       env=cl.env, timeout=timeout, stdin=subprocess.DEVNULL)
+    wall = time.perf_counter() - t
+    try:
+        doc = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        doc = {"raw": r.stdout[-2000:], "stderr": r.stderr[-2000:]}
+    if r.returncode != 0:
+        raise CtlError(args, doc, r.returncode)
+    return wall, doc
+
+
+def tree_stats(root: Path) -> tuple[int, int]:
+    """(regular files, bytes) under root."""
+    n = b = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            n += 1
+            b += os.lstat(os.path.join(dirpath, name)).st_size
+    return n, b
+
+
+def tree_download(cl: Cluster, name: str, group: str, item: str, files: int, size: int,
+                  is_tree: bool) -> dict:
+    """One cold `download_file --wait` by a fresh minitorrd: wall time, CPU, peak RSS (VmHWM)."""
+    d = cl.start_daemon(name)
+    try:
+        cl.join(d, [group])
+        dest = d.dir / "in"
+        dest.mkdir()
+        cpu0 = proc_cpu(d.pid)
+        wall, doc = timed_ctl(cl, d, "download_file", group, item, dest, "--wait")
+        cpu = proc_cpu(d.pid) - cpu0
+        hwm = proc_status_kb(d.pid, "VmHWM")
+        if doc["download"]["state"] != "complete":
+            raise RuntimeError(f"download not complete: {doc}")
+        got = tree_stats(dest / item) if is_tree else (1, (dest / item).stat().st_size)
+        if got != (files, size):
+            raise RuntimeError(f"downloaded {got} (files, bytes), want {(files, size)}")
+        # The daemon's work does not end when the download is reported complete (it records
+        # and announces the new share and saves its state, again at logout): measure after.
+        time.sleep(2)
+        life = lifetime_peak_kib(cl, d)
+        return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": hwm / 1024,
+                "lifetime_peak_rss_mib": life / 1024, "mbps": size * 8 / 1e6 / wall}
+    finally:
+        cl.stop_daemon(d)
+        shutil.rmtree(d.dir, ignore_errors=True)
+
+
+def lifetime_peak_kib(cl: Cluster, d: Daemon) -> int:
+    """Log `d` out (it saves its state), then its VmHWM: the peak over the download, the work
+    after completion and the logout. (Not the child's ru_maxrss: Linux carries the forking
+    Python's pre-exec high-water mark into it.) The caller stops the daemon."""
+    try:
+        cl.ctl(d, "logout", timeout=60)
+    except Exception:  # noqa: BLE001 - measured either way
+        pass
+    time.sleep(0.5)
+    return proc_status_kb(d.pid, "VmHWM")
+
+
+def scenario_tree(a, bins, work, data_dir, res: dict):
+    """Issue #13's floors: a tree of many small files (upload, list, download), a tree of very
+    many tiny files (list time, downloader RSS), and a big tree of 16 files from 3 seeders
+    against a single file of the same size from the same seeders."""
+    cl = Cluster(bins, work / "tree", Net(False))
+    out: dict = {}
+    try:
+        seeders = [cl.start_daemon(f"ts{i}") for i in range(3)]
+        for s in seeders:
+            cl.join(s, ["tree"])
+        rows = []
+        for kind, n, layout_fn in (("small", a.tree_small, tree_layout_small),
+                                   ("tiny", a.tree_tiny, tree_layout_tiny)):
+            tag = f"tree-{kind}-{n}"
+            layout = layout_fn(n, 13)
+            root = make_tree(data_dir, tag, layout, 13)
+            size = sum(s for _, s in layout)
+            log(f"tree: {kind}, {n} files, {human(size)}: upload")
+            up_s, up = timed_ctl(cl, seeders[0], "upload_file", root, "tree")
+            item = up["file"]
+            lf = []
+            for _ in range(5):
+                lf.append(timed_ctl(cl, seeders[0], "list_files", "tree", tag)[0])
+            log(f"tree: {kind}: upload {up_s:.2f} s, list_files ITEM {statistics.median(lf):.3f} s; download")
+            dls = [tree_download(cl, f"td-{kind}-{r}", "tree", tag, n, size, True) for r in range(a.runs)]
+            rows.append({
+                "case": kind, "files": n, "size": size, "pieces": item["pieces"],
+                "piece_size": item["piece_size"], "upload_s": up_s, "list_files_item_s": stats(lf),
+                "download_s": stats([r["wall_s"] for r in dls]),
+                "download_cpu_s": stats([r["cpu_s"] for r in dls]),
+                "download_peak_rss_mib": stats([r["peak_rss_mib"] for r in dls]),
+                "lifetime_peak_rss_mib": stats([r["lifetime_peak_rss_mib"] for r in dls]),
+            })
+            cl.ctl(seeders[0], "stop_share", "tree", tag)
+        out["many_files"] = rows
+        # big tree of 16 files vs a single file of the same size, both held by the 3 seeders
+        size = a.tree_size
+        per = size // 16
+        layout = [(f"{'ab'[i // 8]}/part{i:02}.bin", per) for i in range(16)]
+        tag = f"tree-big-{size}"
+        root = make_tree(data_dir, tag, layout, 16)
+        single = make_data(data_dir, size, "loopback")
+        log(f"tree: {human(size)} tree of 16 files and a single file, 3 seeders: uploads")
+        for s in seeders:
+            cl.ctl(s, "upload_file", root, "tree")
+            cl.ctl(s, "upload_file", single, "tree")
+        tree_runs, file_runs = [], []
+        for rnd in range(a.warmup + a.runs):
+            # alternate which goes first, so a drift in machine load hits both alike
+            order = [("tree", True), ("file", False)] if rnd % 2 == 0 else [("file", False), ("tree", True)]
+            for what, is_tree in order:
+                log(f"tree: {human(size)} {what}, round {rnd}")
+                r = tree_download(cl, f"tb-{what}-{rnd}", "tree", tag if is_tree else single.name,
+                                  16 if is_tree else 1, size, is_tree)
+                if rnd >= a.warmup:
+                    (tree_runs if is_tree else file_runs).append(r)
+        tw, fw = stats([r["wall_s"] for r in tree_runs]), stats([r["wall_s"] for r in file_runs])
+        out["big"] = {
+            "size": size, "files": 16, "seeders": 3,
+            "tree_s": tw, "file_s": fw,
+            "tree_mbit_s": stats([r["mbps"] for r in tree_runs]),
+            "file_mbit_s": stats([r["mbps"] for r in file_runs]),
+            "tree_peak_rss_mib": stats([r["peak_rss_mib"] for r in tree_runs]),
+            "file_peak_rss_mib": stats([r["peak_rss_mib"] for r in file_runs]),
+            "tree_lifetime_peak_rss_mib": stats([r["lifetime_peak_rss_mib"] for r in tree_runs]),
+            "file_lifetime_peak_rss_mib": stats([r["lifetime_peak_rss_mib"] for r in file_runs]),
+            # > 1: the tree is slower; the floor is 1.10
+            "tree_time_over_file": ratio(tw["median"], fw["median"]),
+        }
+        res["tree"] = out
+    finally:
+        cl.shutdown()
+
+
+def markdown_tree(s: dict) -> list[str]:
+    t = s.get("tree")
+    if not t:
+        return []
+    L = ["## Trees (issue #13), 127.0.0.1", "",
+         "Wall time of `minitorrctl` from start to return (`upload_file DIR`, `list_files GROUP ITEM "
+         "--json`, `download_file --wait` by a fresh daemon); peak RSS = VmHWM of the downloading "
+         "minitorrd when `download_file --wait` returns; peak after = its VmHWM 2 s later and after "
+         "`logout` (the work after completion included). Files in three levels (dNN/eNN/fNNNNNN.bin).", "",
+         "| tree | size (pieces) | upload_file | list_files ITEM | download | download CPU | downloader peak RSS | peak after logout |",
+         "|---|---|---|---|---|---|---|---|"]
+    for r in t.get("many_files", []):
+        what = (f"{r['files']:,} files of 1–64 KiB" if r["case"] == "small"
+                else f"{r['files']:,} files of 0–64 B")
+        sz = f"{r['size'] / MiB:.1f} MiB" if r["size"] >= MiB else f"{r['size']:,} B"
+        L.append(f"| {what} | {sz} "
+                 f"({r['pieces']:,}) | {r['upload_s']:.2f} s | {cell(r['list_files_item_s'], ' s', 3)} | "
+                 f"{cell(r['download_s'], ' s')} | {cell(r['download_cpu_s'], ' s')} | "
+                 f"{cell(r['download_peak_rss_mib'], ' MiB', 1)} | {cell(r.get('lifetime_peak_rss_mib'), ' MiB', 1)} |")
+    b = t.get("big")
+    if b:
+        L += ["", f"{human(b['size'])}: a tree of {b['files']} files vs a single file, {b['seeders']} seeders "
+              "holding both:", "",
+              "| item | download | Mbit/s | downloader peak RSS | peak after logout |", "|---|---|---|---|---|",
+              f"| tree of {b['files']} files | {cell(b['tree_s'], ' s')} | {cell(b['tree_mbit_s'], '', 0)} | "
+              f"{cell(b['tree_peak_rss_mib'], ' MiB', 1)} | {cell(b.get('tree_lifetime_peak_rss_mib'), ' MiB', 1)} |",
+              f"| single file | {cell(b['file_s'], ' s')} | {cell(b['file_mbit_s'], '', 0)} | "
+              f"{cell(b['file_peak_rss_mib'], ' MiB', 1)} | {cell(b.get('file_lifetime_peak_rss_mib'), ' MiB', 1)} |", "",
+              f"Tree time ÷ single-file time (median): {fmt(b['tree_time_over_file'], '×', 3)} (floor: ≤ 1.10×)."]
+    return L + [""]
+
+
 def parse_stagger(s: str) -> list[tuple[int, float]]:
     """"8@2" = 8 leechers, one joining every 2 s; comma list; "" = none."""
     out = []
@@ -1383,7 +1603,7 @@ def main():
     ap.add_argument("--many-size", type=parse_size, default=None, help="file held by every seeder (64MiB; quick 4MiB)")
     ap.add_argument("--small-files", type=int, default=None, help="small files per seeder (10; quick 3)")
     ap.add_argument("--only", default="",
-                    help="comma list of scenarios: loopback,netlab,many_peers,netem_check,swarm,wan")
+                    help="comma list of scenarios: loopback,netlab,many_peers,netem_check,swarm,wan,tree")
     ap.add_argument("--out-name", default="latest", help="report file names: OUT/NAME.{md,json}")
     ap.add_argument("--swarm-size", type=parse_size, default=None, help="swarm file size (64MiB; quick 8MiB)")
     ap.add_argument("--swarm-rate", default="50mbit", help="every host's egress cap in the swarm scenario")
@@ -1395,6 +1615,9 @@ def main():
     ap.add_argument("--wan-delays", default=None, help="one-way delays in ms, e.g. 50,100,200 (quick: 50)")
     ap.add_argument("--wan-loss", default=None, help="loss each way, e.g. 0,1%% (quick: 1%%)")
     ap.add_argument("--wan-runs", type=int, default=1, help="runs of each wan case (default 1)")
+    ap.add_argument("--tree-small", type=int, default=None, help="files of 1-64 KiB in the tree scenario (10000; quick 1000)")
+    ap.add_argument("--tree-tiny", type=int, default=None, help="files of 0-64 B in the tree scenario (100000; quick 5000)")
+    ap.add_argument("--tree-size", type=parse_size, default=None, help="the 16-file tree vs single file size (1GiB; quick 64MiB)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     ap.add_argument("--background-load", type=int, default=0, metavar="N",
                     help="keep N busy-looping processes running during the whole bench (a noisy "
@@ -1415,7 +1638,7 @@ def main():
     a.small_files = a.small_files if a.small_files is not None else (3 if q else 10)
     only = set(filter(None, a.only.split(",")))
     a.only_set = only
-    unknown = only - {"loopback", "netlab", "many_peers", "netem_check", "swarm", "wan"}
+    unknown = only - {"loopback", "netlab", "many_peers", "netem_check", "swarm", "wan", "tree"}
     if unknown:
         sys.exit(f"bench: unknown scenario(s) {', '.join(sorted(unknown))}")
     a.swarm_size = a.swarm_size or parse_size("8MiB" if q else "64MiB")
@@ -1424,6 +1647,9 @@ def main():
     a.wan_size = a.wan_size or parse_size("8MiB" if q else "64MiB")
     a.wan_delays = [float(x) for x in (a.wan_delays or ("50" if q else "50,100,200")).split(",")]
     a.wan_loss = [x.strip() for x in (a.wan_loss or ("1%" if q else "0,1%")).split(",")]
+    a.tree_small = a.tree_small or (1000 if q else 10000)
+    a.tree_tiny = a.tree_tiny or (5000 if q else 100000)
+    a.tree_size = a.tree_size or parse_size("64MiB" if q else "1GiB")
     a.out = a.out.resolve()
     a.out.mkdir(parents=True, exist_ok=True)
 
@@ -1464,6 +1690,8 @@ def main():
             scenario_swarm(a, bins, work, a.data_dir, res)
         if lab_full or "wan" in only:
             scenario_wan(a, bins, work, a.data_dir, res)
+        if lab_full or "tree" in only:
+            scenario_tree(a, bins, work, a.data_dir, res)
     except BaseException:
         log(f"FAILED; logs kept in {work}")
         a.keep = True

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -108,14 +108,19 @@ impl StateFile {
         {
             // 0600, and never through a link planted at the temp name (the state dir is
             // checked to be ours and 0700 at startup; this holds even if it were not).
-            let mut f = fs::OpenOptions::new()
+            let f = fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
                 .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                 .open(&tmp)?;
-            f.write_all(&serde_json::to_vec(self).map_err(io::Error::other)?)?;
+            // Streamed, not built in memory first: a record of a 100,000-file tree is tens of
+            // MB of JSON, and a `to_vec` buffer (doubling as it grows) was the downloading
+            // daemon's peak RSS when the tree completed (bench/run.py tree scenario).
+            let mut w = io::BufWriter::with_capacity(256 * 1024, f);
+            serde_json::to_writer(&mut w, self).map_err(io::Error::other)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
         }
         fs::rename(&tmp, path)?;
@@ -177,6 +182,50 @@ impl UserState {
 mod tests {
     use super::*;
     use minitorr_proto::types::Sha1Hash;
+
+    #[test]
+    fn a_state_larger_than_the_write_buffer_is_saved_whole() {
+        // save() streams through a 256 KiB buffer: a state of several buffers' worth must
+        // come out byte for byte as the in-memory serialisation, and load back.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut st = StateFile::default();
+        for i in 0..5000u32 {
+            st.user("alice").upsert_share(ShareRecord {
+                group: "g1".into(),
+                path: format!("/data/some/longer/directory/name/file-{i:06}.bin").into(),
+                stamp: FileStamp {
+                    size: u64::from(i),
+                    mtime_ns: 5,
+                    dev: 0,
+                    ino: u64::from(i),
+                },
+                meta: FileMeta {
+                    name: format!("file-{i:06}.bin"),
+                    size: u64::from(i),
+                    piece_size: 16384,
+                    sha1: Sha1Hash([3; 20]),
+                    pieces: vec![Sha1Hash([4; 20])],
+                    tree: None,
+                },
+                withdrawn: None,
+                tree_files: Vec::new(),
+            });
+        }
+        st.save(&path).unwrap();
+        let on_disk = fs::read(&path).unwrap();
+        assert!(
+            on_disk.len() > 3 * 256 * 1024,
+            "only {} bytes",
+            on_disk.len()
+        );
+        assert_eq!(on_disk, serde_json::to_vec(&st).unwrap());
+        assert_eq!(
+            StateFile::load(&path).unwrap().users["alice"].shares.len(),
+            5000
+        );
+        assert!(!path.with_extension("json.tmp").exists());
+    }
 
     #[test]
     fn save_and_load_round_trip_atomically() {
