@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -1430,7 +1431,24 @@ def tree_download(cl: Cluster, name: str, group: str, item: str, files: int, siz
         dest = d.dir / "in"
         dest.mkdir()
         cpu0 = proc_cpu(d.pid)
-        wall, doc = timed_ctl(cl, d, "download_file", group, item, dest, "--wait")
+        # VmRSS sampled every 0.2 s while the download runs: the steady level during it
+        # (VmHWM at return also holds the completion work done before the answer).
+        samples: list[int] = []
+        stop = threading.Event()
+
+        def sample():
+            while not stop.wait(0.2):
+                try:
+                    samples.append(proc_status_kb(d.pid, "VmRSS") or 0)
+                except OSError:
+                    return
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            wall, doc = timed_ctl(cl, d, "download_file", group, item, dest, "--wait")
+        finally:
+            stop.set()
+            sampler.join()
         cpu = proc_cpu(d.pid) - cpu0
         hwm = proc_status_kb(d.pid, "VmHWM")
         if doc["download"]["state"] != "complete":
@@ -1442,7 +1460,9 @@ def tree_download(cl: Cluster, name: str, group: str, item: str, files: int, siz
         # and announces the new share and saves its state, again at logout): measure after.
         time.sleep(2)
         life = lifetime_peak_kib(cl, d)
+        during = samples[:-1] or samples  # the last sample may already be the completion
         return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": hwm / 1024,
+                "during_rss_mib": (max(during) / 1024) if during else None,
                 "lifetime_peak_rss_mib": life / 1024, "mbps": size * 8 / 1e6 / wall}
     finally:
         cl.stop_daemon(d)
@@ -1474,6 +1494,8 @@ def scenario_tree(a, bins, work, data_dir, res: dict):
         rows = []
         for kind, n, layout_fn in (("small", a.tree_small, tree_layout_small),
                                    ("tiny", a.tree_tiny, tree_layout_tiny)):
+            if kind not in a.tree_cases:
+                continue
             tag = f"tree-{kind}-{n}"
             layout = layout_fn(n, 13)
             root = make_tree(data_dir, tag, layout, 13)
@@ -1492,10 +1514,16 @@ def scenario_tree(a, bins, work, data_dir, res: dict):
                 "download_s": stats([r["wall_s"] for r in dls]),
                 "download_cpu_s": stats([r["cpu_s"] for r in dls]),
                 "download_peak_rss_mib": stats([r["peak_rss_mib"] for r in dls]),
+                "during_rss_mib": stats([r["during_rss_mib"] for r in dls if r["during_rss_mib"]]),
                 "lifetime_peak_rss_mib": stats([r["lifetime_peak_rss_mib"] for r in dls]),
+                # the seeder that uploaded the tree and served every download of it
+                "seeder_peak_rss_mib": proc_status_kb(seeders[0].pid, "VmHWM") / 1024,
             })
             cl.ctl(seeders[0], "stop_share", "tree", tag)
         out["many_files"] = rows
+        if "big" not in a.tree_cases:
+            res["tree"] = out
+            return
         # big tree of 16 files vs a single file of the same size, both held by the 3 seeders
         size = a.tree_size
         per = size // 16
@@ -1544,8 +1572,8 @@ def markdown_tree(s: dict) -> list[str]:
          "--json`, `download_file --wait` by a fresh daemon); peak RSS = VmHWM of the downloading "
          "minitorrd when `download_file --wait` returns; peak after = its VmHWM 2 s later and after "
          "`logout` (the work after completion included). Files in three levels (dNN/eNN/fNNNNNN.bin).", "",
-         "| tree | size (pieces) | upload_file | list_files ITEM | download | download CPU | downloader peak RSS | peak after logout |",
-         "|---|---|---|---|---|---|---|---|"]
+         "| tree | size (pieces) | upload_file | list_files ITEM | download | download CPU | downloader RSS during | downloader peak RSS | peak after logout | seeder peak RSS |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
     for r in t.get("many_files", []):
         what = (f"{r['files']:,} files of 1–64 KiB" if r["case"] == "small"
                 else f"{r['files']:,} files of 0–64 B")
@@ -1553,7 +1581,9 @@ def markdown_tree(s: dict) -> list[str]:
         L.append(f"| {what} | {sz} "
                  f"({r['pieces']:,}) | {r['upload_s']:.2f} s | {cell(r['list_files_item_s'], ' s', 3)} | "
                  f"{cell(r['download_s'], ' s')} | {cell(r['download_cpu_s'], ' s')} | "
-                 f"{cell(r['download_peak_rss_mib'], ' MiB', 1)} | {cell(r.get('lifetime_peak_rss_mib'), ' MiB', 1)} |")
+                 f"{cell(r.get('during_rss_mib'), ' MiB', 1)} | "
+                 f"{cell(r['download_peak_rss_mib'], ' MiB', 1)} | {cell(r.get('lifetime_peak_rss_mib'), ' MiB', 1)} | "
+                 f"{fmt(r.get('seeder_peak_rss_mib'), ' MiB', 1)} |")
     b = t.get("big")
     if b:
         L += ["", f"{human(b['size'])}: a tree of {b['files']} files vs a single file, {b['seeders']} seeders "
@@ -1618,6 +1648,9 @@ def main():
     ap.add_argument("--tree-small", type=int, default=None, help="files of 1-64 KiB in the tree scenario (10000; quick 1000)")
     ap.add_argument("--tree-tiny", type=int, default=None, help="files of 0-64 B in the tree scenario (100000; quick 5000)")
     ap.add_argument("--tree-size", type=parse_size, default=None, help="the 16-file tree vs single file size (1GiB; quick 64MiB)")
+    ap.add_argument("--tree-cases", default="small,tiny,big",
+                    help="tree scenario cases to run: comma list of small,tiny,big (default all; "
+                         "e.g. tiny = the 100,000-file RSS case alone)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     ap.add_argument("--background-load", type=int, default=0, metavar="N",
                     help="keep N busy-looping processes running during the whole bench (a noisy "
@@ -1650,6 +1683,9 @@ def main():
     a.tree_small = a.tree_small or (1000 if q else 10000)
     a.tree_tiny = a.tree_tiny or (5000 if q else 100000)
     a.tree_size = a.tree_size or parse_size("64MiB" if q else "1GiB")
+    a.tree_cases = set(filter(None, a.tree_cases.split(",")))
+    if a.tree_cases - {"small", "tiny", "big"}:
+        sys.exit(f"bench: unknown --tree-cases {', '.join(sorted(a.tree_cases - {'small', 'tiny', 'big'}))}")
     a.out = a.out.resolve()
     a.out.mkdir(parents=True, exist_ok=True)
 

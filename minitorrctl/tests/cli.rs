@@ -142,6 +142,7 @@ fn status(state: DownloadState, done: u64) -> DownloadStatus {
         avg_bps: done * 1000 / 1500,
         files_done: 0,
         files_total: 1,
+        selection: None,
     }
 }
 

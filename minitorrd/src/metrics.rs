@@ -257,6 +257,7 @@ mod tests {
             avg_bps: 0,
             files_done: 0,
             files_total: 1,
+            selection: None,
         };
         let list = Response::Downloads(vec![
             status(DownloadState::Downloading),

@@ -7,6 +7,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +39,9 @@ pub struct ShareRecord {
     pub group: String,
     pub path: PathBuf,
     pub stamp: FileStamp,
-    pub meta: FileMeta,
+    /// Shared with the download it came from and the served share (`Arc`): a 100,000-file
+    /// tree's listing is ~10 MB and is held once (serialised as a plain `FileMeta`).
+    pub meta: Arc<FileMeta>,
     /// Set while the file is withdrawn from the tracker because it changed or vanished on
     /// disk; cleared when it is offered again (it came back with the shared content).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,8 +49,13 @@ pub struct ShareRecord {
     /// For a shared tree (`meta.tree` set; `path` is its root directory and `stamp` the
     /// root's): every file in layout order, its path on disk under the root and its stamp.
     /// Any file no longer matching withdraws the whole item.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tree_files: Vec<crate::storage::walk::SharedTreeFile>,
+    /// (An `Arc`: the share watcher copies the records every sweep.)
+    #[serde(default, skip_serializing_if = "no_files")]
+    pub tree_files: Arc<Vec<crate::storage::walk::SharedTreeFile>>,
+}
+
+fn no_files(f: &Arc<Vec<crate::storage::walk::SharedTreeFile>>) -> bool {
+    f.is_empty()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +79,8 @@ pub enum RecordState {
 pub struct DownloadRecord {
     pub group: String,
     pub dest: PathBuf,
-    pub meta: FileMeta,
+    /// The running download's own `Arc` (see [`ShareRecord::meta`]).
+    pub meta: Arc<FileMeta>,
     pub state: RecordState,
     pub error: Option<String>,
     /// Verified bytes and pieces when the download last stopped (shown for paused entries;
@@ -87,15 +96,19 @@ pub struct DownloadRecord {
 
 impl StateFile {
     pub fn load(path: &Path) -> io::Result<StateFile> {
-        match fs::read(path) {
-            Ok(bytes) => {
-                let mut state: StateFile = serde_json::from_slice(&bytes).map_err(|e| {
+        match File::open(path) {
+            Ok(f) => {
+                // Read through a buffer, not into one `Vec` first (tens of MB for a
+                // 100,000-file tree, on top of the records being built from it).
+                let r = io::BufReader::with_capacity(256 * 1024, f);
+                let mut state: StateFile = serde_json::from_reader(r).map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("{}: {e}", path.display()),
                     )
                 })?;
                 state.normalize_names();
+                state.share_listings();
                 Ok(state)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StateFile::default()),
@@ -141,7 +154,24 @@ impl StateFile {
                 .map(|s| &mut s.meta)
                 .chain(u.downloads.iter_mut().map(|d| &mut d.meta));
             for meta in metas {
-                meta.name = minitorr_proto::names::nfc(&meta.name);
+                let nfc = minitorr_proto::names::nfc(&meta.name);
+                if nfc != meta.name {
+                    Arc::make_mut(meta).name = nfc;
+                }
+            }
+        }
+    }
+
+    /// A finished download and the share it became name the same item: after loading they
+    /// hold one listing again (serde reads each `Arc` as its own copy), not two.
+    fn share_listings(&mut self) {
+        for u in self.users.values_mut() {
+            for d in &mut u.downloads {
+                if let Some(s) = u.shares.iter().find(|s| {
+                    s.group == d.group && s.meta.name == d.meta.name && s.meta.sha1 == d.meta.sha1
+                }) {
+                    d.meta = s.meta.clone();
+                }
             }
         }
     }
@@ -209,7 +239,7 @@ mod tests {
                     tree: None,
                 },
                 withdrawn: None,
-                tree_files: Vec::new(),
+                tree_files: Default::default(),
             });
         }
         st.save(&path).unwrap();
@@ -252,7 +282,7 @@ mod tests {
             },
             meta: meta.clone(),
             withdrawn: None,
-            tree_files: Vec::new(),
+            tree_files: Default::default(),
         });
         st.user("alice").upsert_share(ShareRecord {
             group: "g1".into(),
@@ -265,7 +295,7 @@ mod tests {
             },
             meta,
             withdrawn: None,
-            tree_files: Vec::new(),
+            tree_files: Default::default(),
         });
         st.save(&path).unwrap();
         let back = StateFile::load(&path).unwrap();
@@ -301,7 +331,7 @@ mod tests {
                 tree: None,
             },
             withdrawn: None,
-            tree_files: Vec::new(),
+            tree_files: Default::default(),
         });
         st.save(&path).unwrap();
         let back = StateFile::load(&path).unwrap();

@@ -317,6 +317,20 @@ pub struct DownloadStatus {
     pub files_done: u32,
     #[serde(default)]
     pub files_total: u32,
+    /// A selective download (`--only`): the whole item's totals. `size`, `bytes_done`,
+    /// `pieces_done`/`pieces_total` and `files_done`/`files_total` then count the selected
+    /// files only. `None`: the whole item is downloaded.
+    #[serde(default)]
+    pub selection: Option<ItemTotals>,
+}
+
+/// An item's totals (see [`DownloadStatus::selection`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ItemTotals {
+    pub size: u64,
+    pub pieces: u32,
+    pub files: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -436,7 +436,7 @@ pub fn render_downloads(downloads: &[DownloadStatus], style: Style) -> String {
                 DownloadState::Complete => vec![
                     head,
                     percent(d),
-                    size(d.size),
+                    format!("{}{}", size(d.size), selection_part(d)),
                     String::new(),
                     String::new(),
                     format!("-> {}", clean(&d.dest.to_string_lossy())),
@@ -764,12 +764,23 @@ pub fn render_item(item: &ItemListing, style: Style) -> String {
     join_lines(lines)
 }
 
-/// `, 3/16 files` for an item of several files (nothing for a single file).
+/// `, 3/16 files` for an item of several files (nothing for a single file); a selective
+/// download says so: `, 1/3 files (3/10 files selected)`.
 fn files_part(d: &DownloadStatus) -> String {
-    if d.files_total > 1 {
+    let mut out = if d.files_total > 1 || d.selection.is_some() {
         format!(", {}/{} files", d.files_done, d.files_total)
     } else {
         String::new()
+    };
+    out.push_str(&selection_part(d));
+    out
+}
+
+/// ` (3/10 files selected)` for a selective download (nothing otherwise).
+fn selection_part(d: &DownloadStatus) -> String {
+    match &d.selection {
+        Some(item) => format!(" ({}/{} files selected)", d.files_total, item.files),
+        None => String::new(),
     }
 }
 

@@ -110,6 +110,18 @@ pub struct DownloadView<'a> {
     pub avg_bps: u64,
     pub files_done: u32,
     pub files_total: u32,
+    /// A selective download (`--only`): the whole item's totals (`size`, `bytes_done`,
+    /// `pieces_*` and `files_*` then count the selected files). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<SelectionView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SelectionView {
+    pub selected: bool,
+    pub item_size: u64,
+    pub item_pieces: u32,
+    pub item_files: u32,
 }
 
 /// `download_file` (with or without `--wait`) and `wait`.
@@ -254,6 +266,12 @@ pub fn download(d: &DownloadStatus) -> DownloadView<'_> {
         avg_bps: d.avg_bps,
         files_done: d.files_done,
         files_total: d.files_total,
+        selection: d.selection.map(|t| SelectionView {
+            selected: true,
+            item_size: t.size,
+            item_pieces: t.pieces,
+            item_files: t.files,
+        }),
     }
 }
 

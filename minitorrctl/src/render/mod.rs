@@ -146,6 +146,7 @@ pub mod testdata {
             avg_bps: 12_715_363,
             files_done: 0,
             files_total: 1,
+            selection: None,
         }
     }
 
@@ -168,6 +169,7 @@ pub mod testdata {
             avg_bps: 360_083,
             files_done: 0,
             files_total: 1,
+            selection: None,
         }
     }
 
@@ -190,6 +192,7 @@ pub mod testdata {
             avg_bps: 662_200,
             files_done: 0,
             files_total: 1,
+            selection: None,
         }
     }
 

@@ -436,7 +436,7 @@ impl Daemon {
             stamp,
             meta: rec.meta.clone(),
             withdrawn: None,
-            tree_files,
+            tree_files: Arc::new(tree_files),
         };
         let call = Call::Share {
             group: rec.group.clone(),

@@ -179,7 +179,7 @@ fn entry_record(e: &DownloadEntry) -> DownloadRecord {
             DownloadRecord {
                 group: d.group.clone(),
                 dest: d.dest.clone(),
-                meta: (*d.meta).clone(),
+                meta: d.meta.clone(),
                 state: match st.state {
                     DownloadState::Complete => RecordState::Complete,
                     DownloadState::Failed => RecordState::Failed,
@@ -310,7 +310,7 @@ impl Daemon {
                                 stamp,
                                 meta: rec.meta.clone(),
                                 withdrawn: None,
-                                tree_files,
+                                tree_files: Arc::new(tree_files),
                             })
                         }
                         Err(e) => tracing::warn!(error = %e, "finished file vanished"),
@@ -547,7 +547,7 @@ impl Daemon {
         let rec = DownloadRecord {
             group,
             dest: dest.clone(),
-            meta: details.meta,
+            meta: Arc::new(details.meta),
             state: RecordState::Queued,
             error: None,
             bytes_done: 0,
@@ -687,13 +687,13 @@ impl Daemon {
             let Some(rec) = failed.iter().find(|r| r.dest == dest) else {
                 continue;
             };
-            let call = Call::GetFile {
+            let call = Call::GetHolders {
                 group: rec.group.clone(),
                 file: rec.meta.name.clone(),
             };
             let holder_online = match self.call_with(Some(&session.token), call).await {
-                Ok(tracker::Response::File(d)) => {
-                    d.meta.sha1 == rec.meta.sha1
+                Ok(tracker::Response::Holders(d)) => {
+                    d.sha1 == rec.meta.sha1
                         && d.peers.iter().any(|p| p.addr != session.peer_addr)
                 }
                 _ => false,

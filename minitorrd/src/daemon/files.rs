@@ -89,6 +89,7 @@ impl Daemon {
             .run(move || hash_file(&p, &n, ps))
             .await
             .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+        let meta = Arc::new(meta);
         let call = Call::Share {
             group: group.clone(),
             meta: meta.clone(),
@@ -96,7 +97,6 @@ impl Daemon {
         };
         self.call_with(Some(&session.token), call).await?;
 
-        let meta = Arc::new(meta);
         let shared = SharedFile::complete(group.clone(), meta.clone(), path.clone(), stamp)
             .map_err(|e| invalid(format!("cannot open {}: {e}", path.display())))?;
         self.publish_share_added(&shared);
@@ -107,9 +107,9 @@ impl Daemon {
                 group: group.clone(),
                 path,
                 stamp,
-                meta: (*meta).clone(),
+                meta: meta.clone(),
                 withdrawn: None,
-                tree_files: Vec::new(),
+                tree_files: Default::default(),
             };
             state.user(&session.user).upsert_share(rec);
             self.save_state(&state).await;
@@ -220,7 +220,7 @@ impl Daemon {
         plan: dest::Resolved,
     ) -> Reply<Response> {
         let dest = checked_dir(&plan.dir)?.join(&plan.name);
-        let meta = self.file_details(&group, &file).await?.meta;
+        let meta = Arc::new(self.file_details(&group, &file).await?.meta);
         if meta.is_tree() {
             // A tree lands as a directory; a file at its name is never replaced.
             return Err(refused(format!(
@@ -258,7 +258,7 @@ impl Daemon {
         })
         .await?;
         let shared =
-            SharedFile::complete(group.clone(), Arc::new(meta.clone()), dest.clone(), stamp)
+            SharedFile::complete(group.clone(), meta.clone(), dest.clone(), stamp)
                 .map_err(|e| invalid(format!("cannot open {}: {e}", dest.display())))?;
         self.publish_share_added(&shared);
         self.shares.insert(shared);
@@ -282,7 +282,7 @@ impl Daemon {
                 stamp,
                 meta,
                 withdrawn: None,
-                tree_files: Vec::new(),
+                tree_files: Default::default(),
             });
             self.save_state(&state).await;
         }
@@ -603,20 +603,27 @@ const MAX_PIECES_PREFERRED: u32 = 128 * 1024;
 
 pub(super) fn record_status(r: &DownloadRecord) -> DownloadStatus {
     let complete = r.state == RecordState::Complete;
+    let item = crate::download::item_totals(&r.meta);
+    // A selective download counts the files it fetches (the item's totals alongside).
+    let selected = match super::trees::wanted_files(&r.meta, &r.only) {
+        Ok(Some(w)) => Some(crate::download::selection_totals(&r.meta, &w)),
+        _ => None,
+    };
+    let totals = selected.unwrap_or(item);
     DownloadStatus {
         group: r.group.clone(),
         file: r.meta.name.clone(),
         dest: r.dest.clone(),
         state: super::downloads::record_state(r.state),
-        size: r.meta.size,
+        size: totals.size,
         sha1: r.meta.sha1,
-        bytes_done: if complete { r.meta.size } else { r.bytes_done },
+        bytes_done: if complete { totals.size } else { r.bytes_done },
         pieces_done: if complete {
-            r.meta.piece_count()
+            totals.pieces
         } else {
             r.pieces_done
         },
-        pieces_total: r.meta.piece_count(),
+        pieces_total: totals.pieces,
         speed_bps: 0,
         peers: vec![],
         error: r.error.clone(),
@@ -624,12 +631,9 @@ pub(super) fn record_status(r: &DownloadRecord) -> DownloadStatus {
         elapsed_ms: 0,
         avg_bps: 0,
         // Per-file progress is known only while the download runs (a record keeps counts).
-        files_done: if complete {
-            r.meta.file_count() as u32
-        } else {
-            0
-        },
-        files_total: r.meta.file_count() as u32,
+        files_done: if complete { totals.files } else { 0 },
+        files_total: totals.files,
+        selection: selected.map(|_| item),
     }
 }
 
@@ -647,7 +651,7 @@ impl Verifying {
         s.bytes_done = self
             .checked
             .load(std::sync::atomic::Ordering::Relaxed)
-            .min(self.rec.meta.size);
+            .min(s.size);
         s.error = None;
         s
     }

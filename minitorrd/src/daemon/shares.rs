@@ -9,7 +9,7 @@
 //! watcher). What to do about a record is decided by the pure [`verdict`].
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,7 +109,7 @@ impl Daemon {
                     self.shares.stats(&rec.group, &rec.meta.name).snapshot();
                 ShareStatus {
                     group: rec.group,
-                    file: rec.meta.name,
+                    file: rec.meta.name.clone(),
                     path: rec.path,
                     size: rec.meta.size,
                     uploaded_bytes,
@@ -135,14 +135,14 @@ impl Daemon {
         let changed = self.shares.changed();
         let task = async move {
             let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-            let paths: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
+            let paths: Arc<Mutex<super::trees::WatchSet>> = Arc::default();
             let seen = paths.clone();
             let mut watcher = notify::recommended_watcher(
                 move |res: notify::Result<notify::Event>| {
                     let Ok(ev) = res else { return };
                     let ours = ev.need_rescan() || {
                         let paths = seen.lock().expect("lock");
-                        ev.paths.iter().any(|p| paths.contains(p))
+                        ev.paths.iter().any(|p| paths.concerns(p))
                     };
                     if ours {
                         let _ = tx.try_send(());
@@ -167,10 +167,7 @@ impl Daemon {
                 let Some(now) = d.check_shares(&session, &mut ctx).await else {
                     return;
                 };
-                let want: HashSet<PathBuf> = now
-                    .iter()
-                    .filter_map(|p| p.parent().map(Path::to_path_buf))
-                    .collect();
+                let want = now.dirs();
                 if let Some(w) = watcher.as_mut() {
                     for dir in dirs.difference(&want) {
                         let _ = w.unwatch(dir);
@@ -203,7 +200,7 @@ impl Daemon {
         self: &Arc<Self>,
         session: &Session,
         ctx: &mut WatchCtx,
-    ) -> Option<HashSet<PathBuf>> {
+    ) -> Option<super::trees::WatchSet> {
         let current = |d: &Daemon| {
             d.session
                 .read()
@@ -215,7 +212,7 @@ impl Daemon {
             return None;
         }
         let records = self.state.lock().await.user(&session.user).shares.clone();
-        let mut paths = HashSet::new();
+        let mut paths = super::trees::WatchSet::default();
         for r in &records {
             super::trees::watch_paths(r, &mut paths);
         }

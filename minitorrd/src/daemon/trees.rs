@@ -59,7 +59,7 @@ impl Daemon {
             .run(move || hash_tree(&p, &n, ps))
             .await
             .map_err(|e| invalid(e.to_string()))?;
-        let meta = hashed.meta;
+        let meta = Arc::new(hashed.meta);
         tracing::info!(item = %name, %group, files = meta.file_count(), size = meta.size, skipped = hashed.skipped.len(), "tree hashed");
         let call = Call::Share {
             group: group.clone(),
@@ -67,7 +67,6 @@ impl Daemon {
             complete: true,
         };
         self.call_with(Some(&session.token), call).await?;
-        let meta = Arc::new(meta);
         let shared = SharedFile::complete_tree(
             group.clone(),
             meta.clone(),
@@ -83,9 +82,9 @@ impl Daemon {
                 group: group.clone(),
                 path,
                 stamp: hashed.root_stamp,
-                meta: (*meta).clone(),
+                meta: meta.clone(),
                 withdrawn: None,
-                tree_files: hashed.files,
+                tree_files: Arc::new(hashed.files),
             });
             self.save_state(&state).await;
         }
@@ -144,10 +143,16 @@ pub(crate) fn stamp_now(rec: &ShareRecord) -> Option<FileStamp> {
     if (st.st_dev, st.st_ino) != (rec.stamp.dev, rec.stamp.ino) {
         return Some(changed);
     }
-    let same = rec.tree_files.iter().all(|f| {
+    let Some(tree) = &rec.meta.tree else {
+        return None;
+    };
+    if tree.file_count() != rec.tree_files.len() {
+        return Some(changed);
+    }
+    let same = tree.files().zip(rec.tree_files.iter()).all(|((item, _, _), f)| {
         open_beneath(
             &root,
-            &f.disk_path,
+            f.disk(item),
             rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW,
             rustix::fs::Mode::empty(),
         )
@@ -160,7 +165,7 @@ pub(crate) fn stamp_now(rec: &ShareRecord) -> Option<FileStamp> {
 
 /// Open a share record for serving (a file, or a tree beneath its root).
 pub(crate) fn open_share(rec: &ShareRecord, stamp: FileStamp) -> io::Result<Arc<SharedFile>> {
-    let meta = Arc::new(rec.meta.clone());
+    let meta = rec.meta.clone();
     if rec.meta.tree.is_some() {
         SharedFile::complete_tree(
             rec.group.clone(),
@@ -189,12 +194,50 @@ pub(crate) fn rehash(
     }
 }
 
-/// The paths the share watcher watches for a record: the file, or every file of a tree (so
-/// an inotify event on any of them, or in any of their directories, wakes it).
-pub(crate) fn watch_paths(rec: &ShareRecord, out: &mut HashSet<PathBuf>) {
-    out.insert(rec.path.clone());
-    for f in &rec.tree_files {
-        out.insert(rec.path.join(&f.disk_path));
+/// What the share watcher watches: shared files by path, and the directories of shared
+/// trees (any event inside one of them is ours: a tree's directories hold its files). Not
+/// every file of a tree by path: 100,000 absolute paths were ~15 MB, rebuilt every sweep.
+#[derive(Debug, Default)]
+pub(crate) struct WatchSet {
+    pub files: HashSet<PathBuf>,
+    pub tree_dirs: HashSet<PathBuf>,
+}
+
+impl WatchSet {
+    /// Does an inotify event on `p` concern a share?
+    pub fn concerns(&self, p: &Path) -> bool {
+        self.files.contains(p)
+            || self.tree_dirs.contains(p)
+            || p.parent().is_some_and(|d| self.tree_dirs.contains(d))
+    }
+
+    /// The directories to watch.
+    pub fn dirs(&self) -> HashSet<PathBuf> {
+        self.files
+            .iter()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .chain(self.tree_dirs.iter().cloned())
+            .collect()
+    }
+}
+
+/// Add what the share watcher watches for a record: the file, or the directories of a tree
+/// (its root and every directory holding one of its files).
+pub(crate) fn watch_paths(rec: &ShareRecord, out: &mut WatchSet) {
+    let Some(tree) = &rec.meta.tree else {
+        out.files.insert(rec.path.clone());
+        return;
+    };
+    out.files.insert(rec.path.clone());
+    out.tree_dirs.insert(rec.path.clone());
+    let mut dirs: HashSet<&str> = HashSet::new();
+    for ((item, _, _), f) in tree.files().zip(rec.tree_files.iter()) {
+        if let Some((dir, _)) = f.disk(item).rsplit_once('/') {
+            dirs.insert(dir);
+        }
+    }
+    for d in dirs {
+        out.tree_dirs.insert(rec.path.join(d));
     }
 }
 
@@ -279,7 +322,7 @@ impl Daemon {
                     DownloadRecord {
                         group: d.group.clone(),
                         dest: d.dest.clone(),
-                        meta: (*d.meta).clone(),
+                        meta: d.meta.clone(),
                         state: RecordState::Complete,
                         error: None,
                         bytes_done: s.bytes_done,

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use minitorr_proto::control::{self, DownloadRef, DownloadState, DownloadStatus};
 use minitorr_proto::ticket::Ticket;
-use minitorr_proto::tracker::{Call, EventKind, FileDetails, Response};
+use minitorr_proto::tracker::{Call, EventKind, FileDetails, Holders, Response};
 use minitorr_proto::types::{FileMeta, PeerInfo, Sha1Hash};
 
 use crate::blocking::BlockingPool;
@@ -125,6 +125,8 @@ pub struct Download {
     paths: Mutex<path::PathPolicy>,
     /// Why the last connection attempt to a holder failed, for the failure message.
     last_unreachable: Mutex<Option<String>>,
+    /// A selective download: the selected files' totals (see `DownloadStatus::selection`).
+    selected: Option<control::ItemTotals>,
     /// A finished tree's files (disk path, stamp), for the share record.
     tree_files: Mutex<Vec<crate::storage::walk::SharedTreeFile>>,
     /// Peers past the greeting (for `PeerConnected` / `PeerDisconnected` events): address to
@@ -204,7 +206,9 @@ impl Download {
             whole.piece(i, None);
         }
         let wanted_pieces = part.wanted_pieces();
+        let selected = part.wanted().map(|w| selection_totals(&meta, w));
         Ok(Arc::new(Download {
+            selected,
             group,
             only,
             picker: Mutex::new(Picker::with_wanted(&have, &wanted_pieces)),
@@ -234,16 +238,23 @@ impl Download {
     }
 
     /// A finished tree's files as its share record lists them (empty for a single file or
-    /// before completion).
+    /// before completion). Taken, not copied: asked once, by the completion.
     pub fn finished_tree_files(&self) -> Vec<crate::storage::walk::SharedTreeFile> {
-        self.tree_files.lock().expect("lock").clone()
+        std::mem::take(&mut *self.tree_files.lock().expect("lock"))
     }
 
-    /// Files whose every piece is verified, and the item's file count.
+    /// Files whose every piece is verified, and the file count — of the selected files for
+    /// a selective download.
     pub fn files_done(&self) -> (u32, u32) {
         let have = self.shared.have();
         let s = self.shared.storage();
-        (s.files_done(&have), s.layout().files().len() as u32)
+        let n = s.layout().files().len();
+        let wanted = |i: &usize| self.part.wants_file(*i);
+        let done = (0..n)
+            .filter(wanted)
+            .filter(|&i| s.file_complete(&have, i))
+            .count();
+        (done as u32, (0..n).filter(wanted).count() as u32)
     }
 
     pub fn pieces_done(&self) -> u32 {
@@ -328,6 +339,11 @@ impl Download {
     pub fn status(&self) -> DownloadStatus {
         let pieces_done = self.pieces_done();
         let (files_done, files_total) = self.files_done();
+        // A selective download counts what it fetches; the item's totals go alongside.
+        let (size, pieces_total, selection) = match &self.selected {
+            Some(sel) => (sel.size, sel.pieces, Some(item_totals(&self.meta))),
+            None => (self.meta.size, self.meta.piece_count(), None),
+        };
         let p = self.progress.lock().expect("lock");
         let elapsed = p.finished.unwrap_or_else(|| self.started.elapsed());
         DownloadStatus {
@@ -335,11 +351,11 @@ impl Download {
             file: self.meta.name.clone(),
             dest: self.dest.clone(),
             state: p.state,
-            size: self.meta.size,
+            size,
             sha1: self.meta.sha1,
             bytes_done: p.bytes_done,
             pieces_done,
-            pieces_total: self.meta.piece_count(),
+            pieces_total,
             speed_bps: if p.state == DownloadState::Downloading {
                 p.speed()
             } else {
@@ -352,6 +368,7 @@ impl Download {
             avg_bps: p.average_speed(elapsed),
             files_done,
             files_total,
+            selection,
         }
     }
 
@@ -497,7 +514,7 @@ impl Download {
                     refreshing = None;
                     match result {
                         Ok(d) => {
-                            let d: FileDetails = d;
+                            let d: Holders = d;
                             renew_at = renew_time(&d.ticket);
                             ticket_tx.send_replace(d.ticket);
                             for p in d.peers {
@@ -586,14 +603,16 @@ impl Download {
         self.picker.lock().expect("lock").is_complete()
     }
 
-    async fn refresh(&self, env: &DownloadEnv) -> Result<FileDetails, String> {
-        let call = Call::GetFile {
+    /// Holders and a fresh ticket (`GetHolders`: not the listing we already have, which for a
+    /// 100,000-file tree is megabytes re-sent and re-parsed at every refresh).
+    async fn refresh(&self, env: &DownloadEnv) -> Result<Holders, String> {
+        let call = Call::GetHolders {
             group: self.group.clone(),
             file: self.meta.name.clone(),
         };
         match env.tracker.call(Some(&env.token), call).await {
-            Ok(Response::File(d)) if d.meta.sha1 == self.meta.sha1 => Ok(*d),
-            Ok(Response::File(_)) => Err("the file changed on the tracker".into()),
+            Ok(Response::Holders(h)) if h.sha1 == self.meta.sha1 => Ok(*h),
+            Ok(Response::Holders(_)) => Err("the file changed on the tracker".into()),
             Ok(Response::Error { message, .. }) => Err(message),
             Ok(other) => Err(format!("unexpected tracker answer {other:?}")),
             Err(e) => Err(e.to_string()),
@@ -605,7 +624,7 @@ impl Download {
     async fn announce(&self, env: &DownloadEnv, complete: bool) -> bool {
         let call = Call::Share {
             group: self.group.clone(),
-            meta: (*self.meta).clone(),
+            meta: self.meta.clone(),
             complete,
         };
         match env.tracker.call(Some(&env.token), call).await {
@@ -833,4 +852,28 @@ fn renew_time(t: &Ticket) -> u64 {
     let now = unix_now();
     let left = t.claims.expires_unix.saturating_sub(now);
     t.claims.expires_unix.saturating_sub((left / 3).max(1))
+}
+
+/// An item's own totals.
+pub fn item_totals(meta: &FileMeta) -> control::ItemTotals {
+    control::ItemTotals {
+        size: meta.size,
+        pieces: meta.piece_count(),
+        files: meta.file_count() as u32,
+    }
+}
+
+/// The totals of the files (layout order) set in `wanted`.
+pub fn selection_totals(meta: &FileMeta, wanted: &[bool]) -> control::ItemTotals {
+    let mut t = control::ItemTotals::default();
+    if let Some(tree) = &meta.tree {
+        for ((_, size, _), w) in tree.files().zip(wanted) {
+            if *w {
+                t.size += size;
+                t.pieces += FileMeta::piece_count_for(size, meta.piece_size);
+                t.files += 1;
+            }
+        }
+    }
+    t
 }

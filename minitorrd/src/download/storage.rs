@@ -405,7 +405,7 @@ impl PartFile {
             Box::new(crate::storage::tree::TreeFiles::writable(
                 set_root,
                 path.clone(),
-                &meta,
+                meta.clone(),
             )),
         ));
         Ok((
@@ -425,6 +425,11 @@ impl PartFile {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A selective download's files (layout order); `None`: every file.
+    pub fn wanted(&self) -> Option<&[bool]> {
+        self.wanted.as_deref().map(Vec::as_slice)
     }
 
     /// Whether file `i` (layout order) is fetched by this download.
@@ -465,17 +470,18 @@ impl PartFile {
         self.store.read_piece(piece, buf)
     }
 
-    /// The files of a finished tree as a share record lists them (path on disk, stamp).
+    /// The files of a finished tree as a share record lists them (stamps; the path on disk
+    /// is the item path, which the record does not repeat).
     pub fn tree_files(&self) -> io::Result<Vec<crate::storage::walk::SharedTreeFile>> {
-        let paths = crate::storage::tree::file_paths(&self.meta);
-        let mut out = Vec::with_capacity(paths.len());
-        for (i, p) in paths.into_iter().enumerate() {
+        let n = self.store.layout().files().len();
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
             if !self.wants_file(i) {
                 continue;
             }
             let f = self.store.layout_file(i)?;
             out.push(crate::storage::walk::SharedTreeFile {
-                disk_path: p,
+                disk_path: String::new(),
                 stamp: FileStamp::of_file(&f)?,
             });
         }
@@ -601,10 +607,8 @@ impl PartFile {
         let PartKind::Tree(root) = &self.kind else {
             unreachable!("finish_tree of a single file")
         };
-        for (i, rel) in crate::storage::tree::file_paths(&self.meta)
-            .iter()
-            .enumerate()
-        {
+        let tree = self.meta.tree.as_ref().expect("a tree");
+        for (i, (rel, _, _)) in tree.files().enumerate() {
             if !self.wants_file(i) {
                 continue;
             }

@@ -105,7 +105,7 @@ impl SharedFile {
         let set = TreeFiles::shared(
             fd,
             root.clone(),
-            files.iter().map(|f| f.disk_path.clone()).collect(),
+            crate::storage::walk::tree_paths(&meta, files),
             files.iter().map(|f| f.stamp).collect(),
         );
         let store = Arc::new(Storage::new(&meta, Box::new(set)));

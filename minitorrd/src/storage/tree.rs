@@ -89,6 +89,56 @@ pub fn file_paths(meta: &FileMeta) -> Vec<String> {
     }
 }
 
+/// Where each file of a tree (layout order) is under the root, without a `String` per file:
+/// the item's own listing (the `Arc` the download, its records and the share hold anyway)
+/// indexed by file, with the rare file whose name differs on disk (Unicode normalisation)
+/// overridden. A 100,000-file tree's paths copied out cost ~4 MB per copy.
+pub struct TreePaths {
+    meta: Arc<FileMeta>,
+    /// Index into `meta.tree.entries` of each file, layout order.
+    entries: Vec<u32>,
+    /// Files whose path on disk is not their item path.
+    disk: HashMap<usize, String>,
+}
+
+impl TreePaths {
+    /// The item paths of `meta`'s files, with `disk` overrides (file index → path on disk).
+    pub fn new(meta: Arc<FileMeta>, disk: HashMap<usize, String>) -> TreePaths {
+        let entries = match &meta.tree {
+            Some(t) => t
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| matches!(e.kind, EntryKind::File { .. }))
+                .map(|(i, _)| i as u32)
+                .collect(),
+            None => Vec::new(),
+        };
+        TreePaths {
+            meta,
+            entries,
+            disk,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// File `i`'s path relative to the root.
+    pub fn get(&self, i: usize) -> &str {
+        if let Some(p) = self.disk.get(&i) {
+            return p;
+        }
+        let t = self.meta.tree.as_ref().expect("a tree");
+        &t.entries[self.entries[i] as usize].path
+    }
+}
+
 /// Read-only (a shared tree) or read-write (a download's staging tree).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -99,7 +149,7 @@ pub enum Access {
 pub struct TreeFiles {
     root: OwnedFd,
     root_path: PathBuf,
-    paths: Vec<String>,
+    paths: TreePaths,
     access: Access,
     /// For a shared tree: each file's stamp when hashed; a file that no longer matches is
     /// never served.
@@ -110,17 +160,17 @@ pub struct TreeFiles {
 impl TreeFiles {
     /// A shared tree rooted at the directory `root` (already opened), whose files must still
     /// match `stamps` (layout order).
-    /// `disk_paths` (layout order) may differ from the item paths in Unicode normalisation.
+    /// `paths` may differ from the item paths in Unicode normalisation.
     pub fn shared(
         root: OwnedFd,
         root_path: PathBuf,
-        disk_paths: Vec<String>,
+        paths: TreePaths,
         stamps: Vec<FileStamp>,
     ) -> TreeFiles {
         TreeFiles {
             root,
             root_path,
-            paths: disk_paths,
+            paths,
             access: Access::Read,
             stamps: Some(stamps),
             open: Mutex::new(HashMap::new()),
@@ -128,11 +178,11 @@ impl TreeFiles {
     }
 
     /// A download's tree under `root` (already created by [`create_tree`]).
-    pub fn writable(root: OwnedFd, root_path: PathBuf, meta: &FileMeta) -> TreeFiles {
+    pub fn writable(root: OwnedFd, root_path: PathBuf, meta: Arc<FileMeta>) -> TreeFiles {
         TreeFiles {
             root,
             root_path,
-            paths: file_paths(meta),
+            paths: TreePaths::new(meta, HashMap::new()),
             access: Access::Write,
             stamps: None,
             open: Mutex::new(HashMap::new()),
@@ -144,7 +194,7 @@ impl TreeFiles {
     }
 
     fn open_file(&self, i: usize) -> io::Result<File> {
-        let rel = &self.paths[i];
+        let rel = self.paths.get(i);
         let flags = match self.access {
             Access::Read => OFlags::RDONLY,
             Access::Write => OFlags::RDWR,
@@ -387,7 +437,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let root = open_root(dir.path()).unwrap();
             prop_assert!(!create_tree(&root, meta.tree.as_ref().unwrap()).unwrap());
-            let s = Storage::new(&meta, Box::new(TreeFiles::writable(root, dir.path().into(), &meta)));
+            let s = Storage::new(&meta, Box::new(TreeFiles::writable(root, dir.path().into(), Arc::new(meta.clone()))));
             prop_assert_eq!(s.piece_count() as usize, meta.pieces.len());
             let mut order: Vec<u32> = (0..s.piece_count()).collect();
             let mut x = order_seed | 1;
@@ -450,7 +500,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dir.path().join("sub")).unwrap();
         let s = Storage::new(
             &meta,
-            Box::new(TreeFiles::writable(root, dir.path().into(), &meta)),
+            Box::new(TreeFiles::writable(root, dir.path().into(), Arc::new(meta.clone()))),
         );
         for p in 0..s.piece_count() {
             assert!(s.write_piece(p, &[9u8; 100]).is_err());

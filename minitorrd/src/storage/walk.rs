@@ -75,8 +75,37 @@ pub struct HashedTree {
 /// and its stamp (a file that no longer matches is withdrawn, never served).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedTreeFile {
+    /// Empty when it is the item path (always for a downloaded tree, and for every name
+    /// already in NFC): 100,000 paths are not stored twice, in memory or in state.json.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub disk_path: String,
     pub stamp: FileStamp,
+}
+
+impl SharedTreeFile {
+    /// The path on disk, relative to the root, of the file whose item path is `item`.
+    pub fn disk<'a>(&'a self, item: &'a str) -> &'a str {
+        if self.disk_path.is_empty() {
+            item
+        } else {
+            &self.disk_path
+        }
+    }
+}
+
+/// A shared tree's files (layout order) as the storage seam opens them: the item's listing
+/// and the paths that differ on disk.
+pub fn tree_paths(
+    meta: &std::sync::Arc<FileMeta>,
+    files: &[SharedTreeFile],
+) -> super::tree::TreePaths {
+    let disk = files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.disk_path.is_empty())
+        .map(|(i, f)| (i, f.disk_path.clone()))
+        .collect();
+    super::tree::TreePaths::new(meta.clone(), disk)
 }
 
 struct Walk {
@@ -240,7 +269,11 @@ pub fn hash_tree(root: &Path, name: &str, preferred: u32) -> Result<HashedTree, 
         pieces.extend(p);
         entries.push(TreeEntry::file(f.item.clone(), size, sha1));
         files.push(SharedTreeFile {
-            disk_path: f.disk.clone(),
+            disk_path: if f.disk == f.item {
+                String::new()
+            } else {
+                f.disk.clone()
+            },
             stamp: after,
         });
     }

@@ -3,7 +3,7 @@
 
 use minitorr_proto::names;
 use minitorr_proto::ticket::TicketClaims;
-use minitorr_proto::tracker::{ErrorCode, FileDetails, Response};
+use minitorr_proto::tracker::{ErrorCode, FileDetails, Holders, Response};
 use minitorr_proto::types::{FileMeta, PeerInfo};
 
 use super::{fail, valid, Caller, Fail, Outcome, Service};
@@ -195,6 +195,37 @@ impl Service {
         Ok(Response::File(Box::new(FileDetails {
             group: group.to_string(),
             meta,
+            peers,
+            ticket,
+        })))
+    }
+
+    /// A running download's refresh: `get_file` without the metadata (a big tree's listing
+    /// is neither loaded from the database nor sent).
+    pub(super) async fn get_holders(&self, caller: &Caller, group: &str, file: &str) -> Outcome {
+        self.require_member(caller, group).await?;
+        valid(names::validate_file_name(file))?;
+        let Some(sha1) = self.store.file_sha1(group, file).await? else {
+            return fail(ErrorCode::NotFound, format!("{group} has no file {file}"));
+        };
+        let peers = self
+            .store
+            .file_peers(group, file, self.online_since(), &caller.token_hash)
+            .await?;
+        let claims = TicketClaims {
+            user: caller.session.user.clone(),
+            group: group.to_string(),
+            file_name: file.to_string(),
+            file_sha1: sha1,
+            issued_unix: self.now(),
+            expires_unix: self.now() + self.timing.ticket_ttl_secs,
+            device_key: caller.session.device_key,
+        };
+        let ticket = self.sign_ticket(claims);
+        Ok(Response::Holders(Box::new(Holders {
+            group: group.to_string(),
+            file: file.to_string(),
+            sha1,
             peers,
             ticket,
         })))

@@ -509,10 +509,15 @@ impl Service {
                 group,
                 meta,
                 complete,
-            } => self.share(caller, &group, meta, complete).await,
+            } => {
+                // Ours alone once decoded: no copy.
+                let meta = std::sync::Arc::unwrap_or_clone(meta);
+                self.share(caller, &group, meta, complete).await
+            }
             Call::StopShare { group, file } => self.stop_share(caller, &group, &file).await,
             Call::RemoveFile { group, file } => self.remove_file(caller, &group, &file).await,
             Call::GetFile { group, file } => self.get_file(caller, &group, &file).await,
+            Call::GetHolders { group, file } => self.get_holders(caller, &group, &file).await,
             Call::ListItem { group, item } => self.list_item(caller, &group, &item).await,
             Call::RemoveMember { group, user } => self.remove_member(caller, &group, &user).await,
             Call::Subscribe { .. } => fail(
@@ -597,5 +602,6 @@ fn call_name(c: &Call) -> &'static str {
         Call::LogoutDevice => "logout_device",
         Call::ListItem { .. } => "list_item",
         Call::Punch { .. } => "punch",
+        Call::GetHolders { .. } => "get_holders",
     }
 }

@@ -71,9 +71,10 @@ pub(super) fn normalize(call: &mut Call) -> Result<(), Fail> {
         }
         Call::Share { group: g, meta, .. } => {
             group(g)?;
-            file(&mut meta.name)
+            file(&mut std::sync::Arc::make_mut(meta).name)
         }
         Call::GetFile { group: g, file: f }
+        | Call::GetHolders { group: g, file: f }
         | Call::ListItem { group: g, item: f }
         | Call::Punch {
             group: g, file: f, ..

@@ -515,6 +515,18 @@ impl Store {
         Ok(Some(meta))
     }
 
+    /// The SHA1 of one file (or tree), if `group` has it: what `GetHolders` needs, without
+    /// loading the piece list and listing.
+    pub async fn file_sha1(&self, group: &str, name: &str) -> Result<Option<Sha1Hash>> {
+        let row = sqlx::query("SELECT sha1 FROM files WHERE group_name = $1 AND name = $2")
+            .bind(group)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| sha1_from_hex(&r.try_get::<String, _>(0)?))
+            .transpose()
+    }
+
     /// Online sessions (seen at or after `online_since`) of users sharing the file, except the
     /// session `exclude_token_hash`; complete holders first, then the most recently seen.
     pub async fn file_peers(
