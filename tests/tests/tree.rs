@@ -420,3 +420,108 @@ fn ten_thousand_small_files() {
         assert!(took < Duration::from_secs(300), "{what} took {took:?}");
     }
 }
+
+/// A selective download is reported as one: `show_downloads` (human and `--json`) counts the
+/// selected files' size, pieces and files, and says how many of the item's files are
+/// selected. Its files are seeded again after the holder restarts (SIGTERM) and after a
+/// SIGKILL: with the original seeder gone, later members get exactly those files from it.
+#[test]
+fn selective_holdings_are_reported_and_seeded_again_after_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tracker = Tracker::start(&tmp.path().join("t"));
+    let mut seed = Peer::start(&tmp.path().join("s"), &tracker);
+    let mut part = Peer::start(&tmp.path().join("p"), &tracker);
+    let mut late = Peer::start(&tmp.path().join("late"), &tracker);
+    let later = Peer::start(&tmp.path().join("later"), &tracker);
+    user(&seed, "s");
+    user(&part, "p");
+    user(&late, "late");
+    user(&later, "later");
+    group_with(
+        &seed,
+        "g1",
+        &[(&part, "p"), (&late, "late"), (&later, "later")],
+    );
+    let root = tmp.path().join("s").join("proj");
+    let files = make_tree(&root, 3 * MIB);
+    seed.ok(&["upload_file", root.to_str().unwrap(), "g1"]);
+    let sha = |p: &str| files.iter().find(|f| f.0 == p).unwrap().1.clone();
+
+    let dest = tmp.path().join("p");
+    let only = ["--only", "docs", "--only", "*.dat"];
+    let mut args = vec!["download_file", "g1", "proj", dest.to_str().unwrap()];
+    args.extend(only);
+    part.ok(&args);
+    let d = part.wait_download("g1", "proj", LONG);
+    assert_eq!(d["state"], "complete", "{d}");
+    // docs/readme.txt and top.dat of the item's 5 files (the symlink is not part of it).
+    let selected_size = (700_000 + 512 * 1024) as u64;
+    let check_report = |d: &serde_json::Value| {
+        assert_eq!(d["size"], selected_size, "the selection's size: {d}");
+        assert_eq!(d["bytes_done"], selected_size, "{d}");
+        assert_eq!(d["files_done"], 2, "{d}");
+        assert_eq!(d["files_total"], 2, "{d}");
+        assert_eq!(d["pieces_done"], d["pieces_total"], "100 % of the selection: {d}");
+        assert_eq!(d["selection"]["selected"], true, "{d}");
+        assert_eq!(d["selection"]["item_files"], 5, "{d}");
+        assert_eq!(
+            d["selection"]["item_size"],
+            (3 * MIB + 1_234 + 700_000 + 512 * 1024) as u64,
+            "{d}"
+        );
+    };
+    check_report(&d);
+    let human = part.ok(&["show_downloads"]);
+    assert!(human.contains("2/5 files selected"), "{human}");
+    assert!(human.contains("100.0%"), "{human}");
+
+    // Graceful restart of the selective holder, then the original seeder goes away.
+    part.terminate();
+    part.restart();
+    part.ok(&["login", "p", "pw-of-someone"]);
+    check_report(&download_entry(&part, "g1", "proj").expect("listed after a restart"));
+    seed.kill9();
+    let late_dest = tmp.path().join("late");
+    let mut args = vec!["download_file", "g1", "proj", late_dest.to_str().unwrap()];
+    args.extend(only);
+    late.ok(&args);
+    let d = late.wait_download("g1", "proj", LONG);
+    assert_eq!(d["state"], "complete", "{d}\n{}", part.log_tail(30));
+    for p in ["docs/readme.txt", "top.dat"] {
+        assert_eq!(sha1_file(&late_dest.join("proj").join(p)), sha(p), "{p}");
+    }
+    check_report(&d);
+
+    // SIGKILL of the selective holder; the other holder is gone too: after the restart the
+    // selective holder alone serves its files again.
+    late.kill9();
+    part.kill9();
+    part.restart();
+    part.ok(&["login", "p", "pw-of-someone"]);
+    let later_dest = tmp.path().join("later");
+    later.ok(&[
+        "download_file",
+        "g1",
+        "proj",
+        later_dest.to_str().unwrap(),
+        "--only",
+        "top.dat",
+    ]);
+    let d = later.wait_download("g1", "proj", LONG);
+    assert_eq!(d["state"], "complete", "{d}\n{}", part.log_tail(30));
+    assert_eq!(
+        sha1_file(&later_dest.join("proj/top.dat")),
+        sha("top.dat")
+    );
+    assert!(!later_dest.join("proj/docs").exists(), "only top.dat: {d}");
+    assert_eq!(d["files_total"], 1, "{d}");
+    assert_eq!(d["selection"]["item_files"], 5, "{d}");
+    let from: Vec<_> = d["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["bytes_received"].as_u64().unwrap() > 0)
+        .map(|p| p["user"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(from, ["p"], "served by the selective holder alone: {d}");
+}

@@ -491,6 +491,15 @@ impl Daemon {
             .downloads
             .clone();
         for rec in records {
+            if rec.state == RecordState::Complete && !rec.only.is_empty() {
+                // A finished selective download: seed its files again (issue #13).
+                let (me, s, r) = (self.clone(), session.clone(), rec.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = me.reseed_selection(&s, &r).await {
+                        tracing::warn!(file = %r.meta.name, group = %r.group, error = %e, "the files of a selective download are not seeded");
+                    }
+                });
+            }
             if rec.state != RecordState::Downloading {
                 self.downloads
                     .lock()
@@ -503,6 +512,29 @@ impl Daemon {
             } else {
                 rec.dest.is_file()
             };
+            if finished
+                && part_path_for(&rec.dest).symlink_metadata().is_err()
+                && !rec.only.is_empty()
+            {
+                // A selective download killed after its tree was moved into place (every
+                // selected piece and file verified first) but before the state was saved: it
+                // is complete; seed what it holds (re-verified), never fetch it again.
+                let mut rec = rec;
+                rec.state = RecordState::Complete;
+                rec.error = None;
+                let rec = self.save_download_record(session, rec, None).await;
+                let (me, s, r) = (self.clone(), session.clone(), rec.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = me.reseed_selection(&s, &r).await {
+                        tracing::warn!(file = %r.meta.name, group = %r.group, error = %e, "the files of a selective download are not seeded");
+                    }
+                });
+                self.downloads
+                    .lock()
+                    .expect("lock")
+                    .push(DownloadEntry::Record(rec));
+                continue;
+            }
             if finished && part_path_for(&rec.dest).symlink_metadata().is_err() {
                 // Killed after the finished file was moved into place but before the state
                 // was saved: adopt the file if it is the right one, never download it again.

@@ -386,6 +386,126 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Seed again what a finished selective download holds (after a restart or a new
+    /// login): its selected files are re-verified piece by piece where they lie (`dest`), and
+    /// the verified pieces are served as a partial holder (`Share { complete: false }`), like
+    /// a download's part file. Never a share record: that would announce the whole item.
+    pub(super) async fn reseed_selection(
+        self: &Arc<Self>,
+        session: &crate::tracker::Session,
+        rec: &DownloadRecord,
+    ) -> Result<(), String> {
+        let Some(wanted) = wanted_files(&rec.meta, &rec.only)? else {
+            return Err("not a selective download".into());
+        };
+        if self.shares.get(&rec.group, &rec.meta.name).is_some() {
+            return Ok(()); // a download or a complete share of it serves it already
+        }
+        let (meta, dest) = (rec.meta.clone(), rec.dest.clone());
+        let started = std::time::Instant::now();
+        let (store, have) = self
+            .pool
+            .run(move || open_selection(&dest, &meta, &wanted))
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", rec.dest.display()))?;
+        crate::metrics::global().hashed(crate::metrics::Hashing::Reverify, started.elapsed());
+        let pieces = have.count();
+        let shared = SharedFile::partial(
+            rec.group.clone(),
+            rec.meta.clone(),
+            rec.dest.clone(),
+            Arc::new(store),
+            have,
+        );
+        // A download started meanwhile owns the entry (it re-verifies on its own).
+        if self.live_download(&rec.group, &rec.meta.name).is_some()
+            || self.shares.get(&rec.group, &rec.meta.name).is_some()
+        {
+            return Ok(());
+        }
+        self.shares.insert(shared);
+        let call = Call::Share {
+            group: rec.group.clone(),
+            meta: rec.meta.clone(),
+            complete: false,
+        };
+        if let Err(e) = self.call_with(Some(&session.token), call).await {
+            self.shares.remove(&rec.group, &rec.meta.name);
+            return Err(format!("tracker refused: {}", e.message));
+        }
+        tracing::info!(file = %rec.meta.name, group = %rec.group, pieces, "seeding the files of a selective download again");
+        Ok(())
+    }
+}
+
+/// A finished selective download's tree at `dest`, opened for serving the `wanted` files
+/// (layout order): each is opened beneath the root (never through a link) and stamped, and
+/// its pieces re-verified; only matching pieces are in the returned bitfield, and a file is
+/// served only while it keeps that stamp. Blocking.
+fn open_selection(
+    dest: &Path,
+    meta: &Arc<FileMeta>,
+    wanted: &[bool],
+) -> io::Result<(crate::storage::Storage, minitorr_proto::types::Bitfield)> {
+    let root = open_root(dest)?;
+    let st = rustix::fs::fstat(&root)?;
+    if st.st_uid != minitorr_proto::private_dir::own_uid() {
+        return Err(io::Error::other(format!(
+            "{} is owned by uid {}, not by you",
+            dest.display(),
+            st.st_uid
+        )));
+    }
+    let tree = meta.tree.as_ref().ok_or_else(|| io::Error::other("not a tree"))?;
+    // A file that is not held (not selected, or gone) gets a stamp nothing matches.
+    let none = FileStamp {
+        size: u64::MAX,
+        mtime_ns: 0,
+        dev: 0,
+        ino: 0,
+    };
+    let mut stamps = vec![none; wanted.len()];
+    for (i, (path, _, _)) in tree.files().enumerate() {
+        if !wanted.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        let fd = open_beneath(
+            &root,
+            path,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK,
+            rustix::fs::Mode::empty(),
+        );
+        if let Ok(fd) = fd {
+            let f = std::fs::File::from(fd);
+            if f.metadata().is_ok_and(|m| m.is_file()) {
+                if let Ok(s) = FileStamp::of_file(&f) {
+                    stamps[i] = s;
+                }
+            }
+        }
+    }
+    let paths = crate::storage::tree::TreePaths::new(meta.clone(), Default::default());
+    let set = crate::storage::tree::TreeFiles::shared(root, dest.to_path_buf(), paths, stamps);
+    let store = crate::storage::Storage::new(meta, Box::new(set));
+    let mut have = minitorr_proto::types::Bitfield::new(meta.piece_count());
+    let mut buf = Vec::new();
+    for (i, f) in store.layout().files().iter().enumerate() {
+        if !wanted.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        for p in f.pieces() {
+            // A file gone or changed is simply not held (its pieces stay unset).
+            if store.read_piece(p, &mut buf).is_ok()
+                && crate::sharing::hasher::sha1_of(&buf) == meta.pieces[p as usize]
+            {
+                have.set(p);
+            }
+        }
+    }
+    Ok((store, have))
+}
+
 /// Move a finished tree at `dest` back to its staging name (never over anything): only a
 /// real directory of ours, by handle.
 fn unfinish_tree(dest: &Path) -> Result<(), StorageError> {
