@@ -125,7 +125,7 @@ fn main() {
             },
             req(Call::Share {
                 group: "g1".into(),
-                meta: meta(),
+                meta: meta().into(),
                 complete: true,
             }),
             req(Call::GetFile {

@@ -230,14 +230,14 @@ mod tests {
                     dev: 0,
                     ino: u64::from(i),
                 },
-                meta: FileMeta {
+                meta: Arc::new(FileMeta {
                     name: format!("file-{i:06}.bin"),
                     size: u64::from(i),
                     piece_size: 16384,
                     sha1: Sha1Hash([3; 20]),
                     pieces: vec![Sha1Hash([4; 20])],
                     tree: None,
-                },
+                }),
                 withdrawn: None,
                 tree_files: Default::default(),
             });
@@ -280,7 +280,7 @@ mod tests {
                 dev: 0,
                 ino: 0,
             },
-            meta: meta.clone(),
+            meta: meta.clone().into(),
             withdrawn: None,
             tree_files: Default::default(),
         });
@@ -293,7 +293,7 @@ mod tests {
                 dev: 0,
                 ino: 0,
             },
-            meta,
+            meta: meta.into(),
             withdrawn: None,
             tree_files: Default::default(),
         });
@@ -306,6 +306,58 @@ mod tests {
         );
         assert_eq!(back.users["alice"].shares[0].path, PathBuf::from("/y/a"));
         assert!(!path.with_extension("json.tmp").exists());
+    }
+
+    #[test]
+    fn a_finished_download_and_its_share_hold_one_listing_after_loading() {
+        // The listing is written once per record, but loaded back as one `Arc` (a
+        // 100,000-file tree's is ~10 MB); a tree file whose disk path is its item path does
+        // not repeat it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let meta = Arc::new(FileMeta {
+            name: "proj".into(),
+            size: 1,
+            piece_size: 16384,
+            sha1: Sha1Hash([1; 20]),
+            pieces: vec![Sha1Hash([2; 20])],
+            tree: None,
+        });
+        let stamp = FileStamp {
+            size: 1,
+            mtime_ns: 5,
+            dev: 0,
+            ino: 0,
+        };
+        let mut st = StateFile::default();
+        let u = st.user("alice");
+        u.upsert_share(ShareRecord {
+            group: "g1".into(),
+            path: "/x/proj".into(),
+            stamp,
+            meta: meta.clone(),
+            withdrawn: None,
+            tree_files: Arc::new(vec![crate::storage::walk::SharedTreeFile {
+                disk_path: String::new(),
+                stamp,
+            }]),
+        });
+        u.upsert_download(DownloadRecord {
+            group: "g1".into(),
+            dest: "/x/proj".into(),
+            meta,
+            state: RecordState::Complete,
+            error: None,
+            bytes_done: 1,
+            pieces_done: 1,
+            only: Vec::new(),
+        });
+        st.save(&path).unwrap();
+        assert!(!fs::read_to_string(&path).unwrap().contains("disk_path"));
+        let back = StateFile::load(&path).unwrap();
+        let u = &back.users["alice"];
+        assert!(Arc::ptr_eq(&u.shares[0].meta, &u.downloads[0].meta));
+        assert_eq!(u.shares[0].tree_files[0].disk("a/b"), "a/b");
     }
 
     #[test]
@@ -322,14 +374,14 @@ mod tests {
                 dev: 0,
                 ino: 0,
             },
-            meta: FileMeta {
+            meta: Arc::new(FileMeta {
                 name: "cafe\u{301}".into(),
                 size: 1,
                 piece_size: 16384,
                 sha1: Sha1Hash([1; 20]),
                 pieces: vec![Sha1Hash([2; 20])],
                 tree: None,
-            },
+            }),
             withdrawn: None,
             tree_files: Default::default(),
         });

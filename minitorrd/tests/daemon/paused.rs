@@ -9,11 +9,11 @@ use minitorr_proto::control::{DownloadState, Request};
 
 use super::harness::*;
 
-/// GetFile requests the tracker answered so far.
+/// Holder checks (`GetHolders`, what the retry policy asks) the tracker answered so far.
 fn get_files(net: &Net) -> u64 {
     let text = net.svc.metrics().encode();
     text.lines()
-        .filter(|l| l.starts_with("minitorr_tracker_requests_total{kind=\"get_file\""))
+        .filter(|l| l.starts_with("minitorr_tracker_requests_total{kind=\"get_holders\""))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum()
 }

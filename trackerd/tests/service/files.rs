@@ -249,6 +249,46 @@ async fn get_file_lists_online_holders_and_signs_a_ticket() {
     let _ = dave;
 }
 
+/// `GetHolders` (a running download's refresh) answers what `GetFile` does without the
+/// metadata: the same holders, a ticket for the same item; members only, `NotFound` for an
+/// unknown item.
+#[tokio::test]
+async fn get_holders_is_get_file_without_the_metadata() {
+    let h = Harness::new().await;
+    let (alice, bob, carol, eve) = (
+        h.user("alice").await,
+        h.user("bob").await,
+        h.user("carol").await,
+        h.user("eve").await,
+    );
+    h.group("g1", &alice, &[&bob, &carol]).await;
+    let m = meta("a.iso", 50_000, 4);
+    h.ok(&bob, share("g1", m.clone(), false)).await;
+    h.ok(&carol, share("g1", m.clone(), true)).await;
+    let get = |file: &str| Call::GetHolders {
+        group: "g1".into(),
+        file: file.into(),
+    };
+    let holders = match h.call(Some(&alice), get("a.iso")).await {
+        Response::Holders(x) => *x,
+        other => panic!("{other:?}"),
+    };
+    let d = details(&h, &alice, "g1", "a.iso").await;
+    assert_eq!(holders.peers, d.peers);
+    assert_eq!((holders.group.as_str(), holders.file.as_str()), ("g1", "a.iso"));
+    assert_eq!(holders.sha1, m.sha1);
+    let claims = holders
+        .ticket
+        .verify(&h.svc.verifying_key(), h.now())
+        .unwrap();
+    assert_eq!(
+        (claims.user.as_str(), claims.file_name.as_str(), claims.file_sha1),
+        ("alice", "a.iso", m.sha1)
+    );
+    h.err(&alice, get("nope"), ErrorCode::NotFound).await;
+    h.err(&eve, get("a.iso"), ErrorCode::Forbidden).await;
+}
+
 #[tokio::test]
 async fn holders_go_offline_without_heartbeats_and_come_back() {
     let h = Harness::new().await;

@@ -288,7 +288,7 @@ pub fn meta(name: &str, size: u64, seed: u8) -> FileMeta {
 pub fn share(group: &str, meta: FileMeta, complete: bool) -> Call {
     Call::Share {
         group: group.into(),
-        meta,
+        meta: meta.into(),
         complete,
     }
 }
