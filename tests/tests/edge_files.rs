@@ -143,7 +143,7 @@ fn refused_names_give_clear_errors() {
             let r = c
                 .call(Call::Share {
                     group: "g1".into(),
-                    meta,
+                    meta: meta.into(),
                     complete: true,
                 })
                 .await;
@@ -162,7 +162,7 @@ fn refused_names_give_clear_errors() {
         let r = c
             .call(Call::Share {
                 group: "g1".into(),
-                meta,
+                meta: meta.into(),
                 complete: true,
             })
             .await;

@@ -53,7 +53,7 @@ fn the_owner_removes_a_bogus_registration_and_the_real_upload_then_succeeds() {
         let r = raw
             .call(Call::Share {
                 group: "g1".into(),
-                meta: bogus,
+                meta: bogus.into(),
                 complete: true,
             })
             .await;
@@ -192,7 +192,7 @@ fn a_member_cannot_make_the_tracker_hand_out_someone_elses_address() {
             let r = raw
                 .call(Call::Share {
                     group: "g1".into(),
-                    meta: meta.clone(),
+                    meta: meta.clone().into(),
                     complete: true,
                 })
                 .await;

@@ -93,14 +93,14 @@ fn scenario(dir: &std::path::Path, t: &Tracker, db: &str) {
     let started = Instant::now();
     ok(rt.block_on(alice.tracker.call(Call::Share {
         group: "g1".into(),
-        meta: many.clone(),
+        meta: many.clone().into(),
         complete: true,
     })));
     let register_many = started.elapsed();
     let started = Instant::now();
     ok(rt.block_on(alice.tracker.call(Call::Share {
         group: "g1".into(),
-        meta: tib.clone(),
+        meta: tib.clone().into(),
         complete: true,
     })));
     let register_tib = started.elapsed();

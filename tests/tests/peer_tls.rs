@@ -214,7 +214,7 @@ fn a_holder_proving_another_key_than_the_tracker_listed_is_never_used() {
         let r = c
             .call(Call::Share {
                 group: "g1".into(),
-                meta: meta.clone(),
+                meta: meta.clone().into(),
                 complete: true,
             })
             .await;

@@ -254,7 +254,7 @@ fn outsiders_non_members_and_pending_members_get_nothing() {
             },
             Call::Share {
                 group: "g1".into(),
-                meta: fakepeer::meta_for("planted.bin", &data, 16 * 1024),
+                meta: fakepeer::meta_for("planted.bin", &data, 16 * 1024).into(),
                 complete: true,
             },
         ] {
@@ -288,7 +288,7 @@ fn outsiders_non_members_and_pending_members_get_nothing() {
         let r = m
             .call(Call::Share {
                 group: "g1".into(),
-                meta,
+                meta: meta.into(),
                 complete: true,
             })
             .await;

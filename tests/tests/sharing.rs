@@ -140,7 +140,7 @@ fn seeder_killed_mid_download_and_lying_peer_still_give_a_correct_file() {
     let (liar_addr, mut liar_tracker) = liar_addr;
     let r = rt.block_on(liar_tracker.call(minitorr_proto::tracker::Call::Share {
         group: "g1".into(),
-        meta,
+        meta: meta.into(),
         complete: true,
     }));
     assert!(

@@ -277,7 +277,7 @@ async fn daemon(
         &tok,
         Call::Share {
             group: g.clone(),
-            meta: meta(i),
+            meta: meta(i).into(),
             complete: true,
         },
     )
