@@ -909,6 +909,30 @@ mod tests {
     }
 
     #[test]
+    fn a_selective_download_counts_and_names_its_selection() {
+        let mut d = downloading();
+        d.size = 3 << 20;
+        d.bytes_done = 1 << 20;
+        d.files_done = 1;
+        d.files_total = 3;
+        d.selection = Some(proto::control::ItemTotals {
+            size: 1 << 30,
+            pieces: 2048,
+            files: 10,
+        });
+        let out = render_downloads(&[d.clone()], Style::PLAIN);
+        assert!(
+            out.contains("1.0 MiB/3.0 MiB, 1/3 files (3/10 files selected)"),
+            "{out}"
+        );
+        d.state = DownloadState::Complete;
+        d.bytes_done = d.size;
+        d.files_done = 3;
+        let out = render_downloads(&[d], Style::PLAIN);
+        assert!(out.contains("3.0 MiB (3/10 files selected)"), "{out}");
+    }
+
+    #[test]
     fn downloads_lines_start_like_the_seed() {
         let out = render_downloads(&[downloading(), complete(), failed()], Style::PLAIN);
         let lines: Vec<&str> = out.lines().collect();

@@ -666,4 +666,24 @@ mod left_group_tests {
             "left g1; it had no other member and was deleted\n"
         );
     }
+
+    #[test]
+    fn a_selective_download_carries_the_items_totals() {
+        let mut d = crate::render::testdata::downloading();
+        assert!(super::download(&d).selection.is_none());
+        let v: serde_json::Value =
+            serde_json::from_str(&super::render_downloads(&[d.clone()])).unwrap();
+        assert!(v["downloads"][0].get("selection").is_none(), "{v}");
+        d.selection = Some(proto::control::ItemTotals {
+            size: 1 << 30,
+            pieces: 2048,
+            files: 10,
+        });
+        let v: serde_json::Value = serde_json::from_str(&super::render_downloads(&[d])).unwrap();
+        assert_eq!(
+            v["downloads"][0]["selection"],
+            serde_json::json!({"selected": true, "item_size": 1u64 << 30, "item_pieces": 2048,
+                "item_files": 10})
+        );
+    }
 }
