@@ -1571,7 +1571,9 @@ def markdown_tree(s: dict) -> list[str]:
          "Wall time of `minitorrctl` from start to return (`upload_file DIR`, `list_files GROUP ITEM "
          "--json`, `download_file --wait` by a fresh daemon); peak RSS = VmHWM of the downloading "
          "minitorrd when `download_file --wait` returns; peak after = its VmHWM 2 s later and after "
-         "`logout` (the work after completion included). Files in three levels (dNN/eNN/fNNNNNN.bin).", "",
+         "`logout` (the work after completion included); RSS during = the highest VmRSS sampled every "
+         "0.2 s while `download_file --wait` ran; seeder peak = VmHWM of the seeder that uploaded "
+         "the trees and served every download. Files in three levels (dNN/eNN/fNNNNNN.bin).", "",
          "| tree | size (pieces) | upload_file | list_files ITEM | download | download CPU | downloader RSS during | downloader peak RSS | peak after logout | seeder peak RSS |",
          "|---|---|---|---|---|---|---|---|---|---|"]
     for r in t.get("many_files", []):

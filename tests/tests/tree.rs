@@ -461,7 +461,10 @@ fn selective_holdings_are_reported_and_seeded_again_after_restarts() {
         assert_eq!(d["bytes_done"], selected_size, "{d}");
         assert_eq!(d["files_done"], 2, "{d}");
         assert_eq!(d["files_total"], 2, "{d}");
-        assert_eq!(d["pieces_done"], d["pieces_total"], "100 % of the selection: {d}");
+        assert_eq!(
+            d["pieces_done"], d["pieces_total"],
+            "100 % of the selection: {d}"
+        );
         assert_eq!(d["selection"]["selected"], true, "{d}");
         assert_eq!(d["selection"]["item_files"], 5, "{d}");
         assert_eq!(
@@ -509,10 +512,7 @@ fn selective_holdings_are_reported_and_seeded_again_after_restarts() {
     ]);
     let d = later.wait_download("g1", "proj", LONG);
     assert_eq!(d["state"], "complete", "{d}\n{}", part.log_tail(30));
-    assert_eq!(
-        sha1_file(&later_dest.join("proj/top.dat")),
-        sha("top.dat")
-    );
+    assert_eq!(sha1_file(&later_dest.join("proj/top.dat")), sha("top.dat"));
     assert!(!later_dest.join("proj/docs").exists(), "only top.dat: {d}");
     assert_eq!(d["files_total"], 1, "{d}");
     assert_eq!(d["selection"]["item_files"], 5, "{d}");

@@ -693,8 +693,7 @@ impl Daemon {
             };
             let holder_online = match self.call_with(Some(&session.token), call).await {
                 Ok(tracker::Response::Holders(d)) => {
-                    d.sha1 == rec.meta.sha1
-                        && d.peers.iter().any(|p| p.addr != session.peer_addr)
+                    d.sha1 == rec.meta.sha1 && d.peers.iter().any(|p| p.addr != session.peer_addr)
                 }
                 _ => false,
             };

@@ -257,9 +257,8 @@ impl Daemon {
             complete: true,
         })
         .await?;
-        let shared =
-            SharedFile::complete(group.clone(), meta.clone(), dest.clone(), stamp)
-                .map_err(|e| invalid(format!("cannot open {}: {e}", dest.display())))?;
+        let shared = SharedFile::complete(group.clone(), meta.clone(), dest.clone(), stamp)
+            .map_err(|e| invalid(format!("cannot open {}: {e}", dest.display())))?;
         self.publish_share_added(&shared);
         self.shares.insert(shared);
         let rec = DownloadRecord {

@@ -149,17 +149,20 @@ pub(crate) fn stamp_now(rec: &ShareRecord) -> Option<FileStamp> {
     if tree.file_count() != rec.tree_files.len() {
         return Some(changed);
     }
-    let same = tree.files().zip(rec.tree_files.iter()).all(|((item, _, _), f)| {
-        open_beneath(
-            &root,
-            f.disk(item),
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW,
-            rustix::fs::Mode::empty(),
-        )
-        .ok()
-        .and_then(|fd| FileStamp::of_file(&std::fs::File::from(fd)).ok())
-            == Some(f.stamp)
-    });
+    let same = tree
+        .files()
+        .zip(rec.tree_files.iter())
+        .all(|((item, _, _), f)| {
+            open_beneath(
+                &root,
+                f.disk(item),
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW,
+                rustix::fs::Mode::empty(),
+            )
+            .ok()
+            .and_then(|fd| FileStamp::of_file(&std::fs::File::from(fd)).ok())
+                == Some(f.stamp)
+        });
     Some(if same { rec.stamp } else { changed })
 }
 
@@ -457,7 +460,10 @@ fn open_selection(
             st.st_uid
         )));
     }
-    let tree = meta.tree.as_ref().ok_or_else(|| io::Error::other("not a tree"))?;
+    let tree = meta
+        .tree
+        .as_ref()
+        .ok_or_else(|| io::Error::other("not a tree"))?;
     // A file that is not held (not selected, or gone) gets a stamp nothing matches.
     let none = FileStamp {
         size: u64::MAX,
@@ -473,7 +479,9 @@ fn open_selection(
         let fd = open_beneath(
             &root,
             path,
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::NONBLOCK,
             rustix::fs::Mode::empty(),
         );
         if let Ok(fd) = fd {

@@ -500,7 +500,11 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dir.path().join("sub")).unwrap();
         let s = Storage::new(
             &meta,
-            Box::new(TreeFiles::writable(root, dir.path().into(), Arc::new(meta.clone()))),
+            Box::new(TreeFiles::writable(
+                root,
+                dir.path().into(),
+                Arc::new(meta.clone()),
+            )),
         );
         for p in 0..s.piece_count() {
             assert!(s.write_piece(p, &[9u8; 100]).is_err());

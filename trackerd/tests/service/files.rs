@@ -275,14 +275,21 @@ async fn get_holders_is_get_file_without_the_metadata() {
     };
     let d = details(&h, &alice, "g1", "a.iso").await;
     assert_eq!(holders.peers, d.peers);
-    assert_eq!((holders.group.as_str(), holders.file.as_str()), ("g1", "a.iso"));
+    assert_eq!(
+        (holders.group.as_str(), holders.file.as_str()),
+        ("g1", "a.iso")
+    );
     assert_eq!(holders.sha1, m.sha1);
     let claims = holders
         .ticket
         .verify(&h.svc.verifying_key(), h.now())
         .unwrap();
     assert_eq!(
-        (claims.user.as_str(), claims.file_name.as_str(), claims.file_sha1),
+        (
+            claims.user.as_str(),
+            claims.file_name.as_str(),
+            claims.file_sha1
+        ),
         ("alice", "a.iso", m.sha1)
     );
     h.err(&alice, get("nope"), ErrorCode::NotFound).await;
