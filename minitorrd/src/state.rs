@@ -166,11 +166,16 @@ impl StateFile {
     /// hold one listing again (serde reads each `Arc` as its own copy), not two.
     fn share_listings(&mut self) {
         for u in self.users.values_mut() {
+            let shared: std::collections::HashMap<(&str, &str), &Arc<FileMeta>> = u
+                .shares
+                .iter()
+                .map(|s| ((s.group.as_str(), s.meta.name.as_str()), &s.meta))
+                .collect();
             for d in &mut u.downloads {
-                if let Some(s) = u.shares.iter().find(|s| {
-                    s.group == d.group && s.meta.name == d.meta.name && s.meta.sha1 == d.meta.sha1
-                }) {
-                    d.meta = s.meta.clone();
+                if let Some(m) = shared.get(&(d.group.as_str(), d.meta.name.as_str())) {
+                    if m.sha1 == d.meta.sha1 {
+                        d.meta = Arc::clone(m);
+                    }
                 }
             }
         }
