@@ -61,6 +61,7 @@ impl Daemon {
             .map_err(|e| invalid(e.to_string()))?;
         let meta = hashed.meta;
         tracing::info!(item = %name, %group, files = meta.file_count(), size = meta.size, skipped = hashed.skipped.len(), "tree hashed");
+        let _ops = self.share_ops.lock().await;
         let call = Call::Share {
             group: group.clone(),
             meta: meta.clone(),
