@@ -161,6 +161,7 @@ impl Daemon {
         let (history_tx, history_rx) = tokio::sync::oneshot::channel();
         let me = Arc::downgrade(self);
         let user = session.user.clone();
+        let sess = session.clone();
         let on_event = move |ev: &tracker::Event, news: bool| {
             let Some(d) = me.upgrade() else { return };
             let closed = d.live.apply(&ev.kind, ev.at_unix, &user, news);
@@ -198,17 +199,8 @@ impl Daemon {
                     if d.shares.get(group, file).is_some_and(|f| f.is_complete())
                         && d.live_download(group, file).is_none() =>
                 {
-                    if d.shares.remove(group, file).is_some() {
-                        d.publish_withdrawn(group, file, "removed from the group");
-                    }
-                    // Forget it in state.json too, or the next login would register the entry
-                    // the group's owner just removed all over again.
-                    let (group, file, user) = (group.clone(), file.clone(), user.clone());
-                    tokio::spawn(async move {
-                        let mut state = d.state.lock().await;
-                        state.user(&user).remove_share(&group, &file);
-                        d.save_state(&state).await;
-                    });
+                    let (group, file, session) = (group.clone(), file.clone(), sess.clone());
+                    tokio::spawn(async move { d.file_removed(&session, &group, &file).await });
                 }
                 _ => {}
             }

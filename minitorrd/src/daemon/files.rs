@@ -90,6 +90,7 @@ impl Daemon {
             .await
             .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
         let meta = Arc::new(meta);
+        let _ops = self.share_ops.lock().await;
         let call = Call::Share {
             group: group.clone(),
             meta: meta.clone(),
@@ -481,6 +482,7 @@ impl Daemon {
 
     pub(super) async fn stop_share(&self, group: String, file: String) -> Reply<Response> {
         let session = self.current_session()?;
+        let _ops = self.share_ops.lock().await;
         if self.live_download(&group, &file).is_some() {
             return Err(refused(format!(
                 "{file} in {group} is still downloading; wait for it to finish"

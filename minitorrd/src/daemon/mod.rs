@@ -75,6 +75,12 @@ pub struct Daemon {
     pub(crate) ctl: downloads::Control,
     /// The watcher of this login's shared files (see `shares.rs`).
     pub(crate) share_watch: Mutex<Option<JoinHandle<()>>>,
+    /// Serializes every change to what we share — the tracker's registration, the registry
+    /// and the share records — so each one sees the others' outcome: a share the user just
+    /// stopped is never re-offered by the watcher, and a tracker event about an earlier
+    /// registration never undoes a newer one (see `shares.rs`, `file_removed`). Taken before
+    /// `state`; held across tracker calls, never across hashing.
+    pub(crate) share_ops: tokio::sync::Mutex<()>,
     /// This login's `Listen` connection to the tracker's relay (peerlink/relay.rs).
     pub(crate) relay_listener: Mutex<Option<JoinHandle<()>>>,
     pub(crate) relay_status: Arc<crate::peerlink::relay::RelayStatus>,
@@ -144,6 +150,7 @@ impl Daemon {
             verifying: Mutex::new(Vec::new()),
             ctl: downloads::Control::default(),
             share_watch: Mutex::new(None),
+            share_ops: tokio::sync::Mutex::new(()),
             portmap: Mutex::new(None),
             punch: Arc::new(crate::punch::PunchHub::default()),
             bus: EventBus::default(),

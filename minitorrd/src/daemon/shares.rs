@@ -118,6 +118,28 @@ impl Daemon {
                 }
             })
             .collect();
+        // A download that just completed is served before its record is saved (that waits
+        // for the file's flush to disk, and `download_file --wait` does not): show it too.
+        let recorded: HashSet<(String, String)> = out
+            .iter()
+            .map(|s| (s.group.clone(), s.file.clone()))
+            .collect();
+        for f in self.shares.complete() {
+            if recorded.contains(&(f.group.clone(), f.meta.name.clone())) {
+                continue;
+            }
+            let (uploaded_bytes, peers_served) =
+                self.shares.stats(&f.group, &f.meta.name).snapshot();
+            out.push(ShareStatus {
+                group: f.group.clone(),
+                file: f.meta.name.clone(),
+                path: f.path(),
+                size: f.meta.size,
+                uploaded_bytes,
+                peers_served,
+                state: ShareState::Serving,
+            });
+        }
         out.sort_by(|a, b| (&a.group, &a.file).cmp(&(&b.group, &b.file)));
         Ok(Response::Shares(out))
     }
@@ -277,6 +299,10 @@ impl Daemon {
         ctx: &mut WatchCtx,
     ) {
         let (group, file) = (&rec.group, &rec.meta.name);
+        let _ops = self.share_ops.lock().await;
+        if !self.still_recorded(session, rec).await {
+            return;
+        }
         if self
             .shares
             .remove_if(group, file, |s| s.is_complete() && s.path() == rec.path)
@@ -325,6 +351,12 @@ impl Daemon {
         ctx: &mut WatchCtx,
     ) {
         let (group, file) = (&rec.group, &rec.meta.name);
+        let _ops = self.share_ops.lock().await;
+        // The user may have stopped this share since the round read its record, or shared it
+        // again (then it is served already).
+        if !self.still_recorded(session, rec).await || self.serves(rec) {
+            return;
+        }
         let shared = match super::trees::open_share(rec, stamp) {
             Ok(s) => s,
             Err(e) => {
@@ -364,6 +396,67 @@ impl Daemon {
             r.stamp = stamp;
         })
         .await;
+    }
+
+    /// Is `rec` (same group, name, path and content) still one of the user's share records?
+    async fn still_recorded(&self, session: &Session, rec: &ShareRecord) -> bool {
+        self.state
+            .lock()
+            .await
+            .user(&session.user)
+            .shares
+            .iter()
+            .any(|r| {
+                r.group == rec.group
+                    && r.meta.name == rec.meta.name
+                    && r.path == rec.path
+                    && r.meta.sha1 == rec.meta.sha1
+            })
+    }
+
+    /// The tracker says the entry `file` of `group` is gone (its owner removed it, or nobody
+    /// shared it any more). Events arrive late: the entry may have been gone only between
+    /// our own `stop_share` and a new `upload_file` of the same file, whose registration this
+    /// event must not undo. So, with every other share change held off, ask the tracker
+    /// whether the entry exists now, and forget our share only if it does not.
+    pub(super) async fn file_removed(&self, session: &Session, group: &str, file: &str) {
+        let _ops = self.share_ops.lock().await;
+        if !self
+            .shares
+            .get(group, file)
+            .is_some_and(|f| f.is_complete())
+            || self.live_download(group, file).is_some()
+        {
+            return;
+        }
+        let listed = match self
+            .call_with(
+                Some(&session.token),
+                Call::ListFiles {
+                    group: group.to_string(),
+                },
+            )
+            .await
+        {
+            Ok(minitorr_proto::tracker::Response::Files(files)) => {
+                files.iter().any(|f| f.name == file)
+            }
+            // Cannot tell (tracker gone again, group gone): trust the event.
+            _ => false,
+        };
+        if listed {
+            tracing::debug!(%file, %group, "file_removed event is older than our share of it; kept");
+            return;
+        }
+        if self.shares.remove(group, file).is_some() {
+            self.publish_withdrawn(group, file, "removed from the group");
+        }
+        // Forget it in state.json too, or the next login would register the entry the group's
+        // owner just removed all over again.
+        let mut state = self.state.lock().await;
+        if state.user(&session.user).remove_share(group, file) {
+            self.save_state(&state).await;
+        }
     }
 
     /// Update the user's record for the same file at the same path, if it is still there.

@@ -61,6 +61,7 @@ impl Daemon {
             .map_err(|e| invalid(e.to_string()))?;
         let meta = Arc::new(hashed.meta);
         tracing::info!(item = %name, %group, files = meta.file_count(), size = meta.size, skipped = hashed.skipped.len(), "tree hashed");
+        let _ops = self.share_ops.lock().await;
         let call = Call::Share {
             group: group.clone(),
             meta: meta.clone(),
@@ -421,6 +422,8 @@ impl Daemon {
             Arc::new(store),
             have,
         );
+        // Like every share change, under `share_ops` across the tracker call.
+        let _ops = self.share_ops.lock().await;
         // A download started meanwhile owns the entry (it re-verifies on its own).
         if self.live_download(&rec.group, &rec.meta.name).is_some()
             || self.shares.get(&rec.group, &rec.meta.name).is_some()

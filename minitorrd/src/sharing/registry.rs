@@ -482,4 +482,10 @@ impl Shares {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Every complete share being served now.
+    pub fn complete(&self) -> Vec<Arc<SharedFile>> {
+        let map = self.map.read().expect("lock");
+        map.values().filter(|f| f.is_complete()).cloned().collect()
+    }
 }
