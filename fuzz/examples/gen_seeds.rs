@@ -82,6 +82,7 @@ fn main() {
                 group: "g1".into(),
                 file: "a.iso".into(),
                 dest: "/tmp/out".into(),
+                only: vec!["docs/*.md".into()],
             },
             C::ListGroups,
             C::Status,
