@@ -178,3 +178,98 @@ fn a_share_missing_at_login_is_listed_and_offered_when_it_returns() {
     });
     assert_eq!(state_of(&alice, "r.bin"), "serving");
 }
+
+/// `stop_share` the moment the download's completion event arrives (as a script after
+/// `download_file --wait` would, minus the process start-up): the completion's own bookkeeping
+/// (the share record is saved after the file's flush, behind the event) must not bring the
+/// stopped share back, now or at the next login.
+#[test]
+fn a_share_stopped_right_after_its_download_completes_stays_stopped() {
+    use futures::{SinkExt, StreamExt};
+    use minitorr_proto::control::{EventKind, Request, Response};
+    use minitorr_proto::Link;
+    use tokio_util::codec::Framed;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (_t, alice, mut bob) = alice_and_bob_in_g1(tmp.path());
+    let p = tmp.path().join("alice").join("s.bin");
+    random_file(&p, 48 * 1024 * KIB);
+    alice.ok(&["upload_file", p.to_str().unwrap(), "g1"]);
+    let dl = tmp.path().join("bob").join("dl");
+    std::fs::create_dir(&dl).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let connect = || async {
+            let mut s = tokio::net::UnixStream::connect(&bob.socket).await.unwrap();
+            minitorr_proto::handshake(&mut s, Link::Control)
+                .await
+                .unwrap();
+            Framed::new(s, minitorr_proto::links::control_client())
+        };
+        let mut events = connect().await;
+        events
+            .send(Request::Watch {
+                group: Some("g1".into()),
+                file: Some("s.bin".into()),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(
+            events.next().await.unwrap().unwrap(),
+            Response::Watching { .. }
+        ));
+        let mut ctl = connect().await;
+        ctl.send(Request::DownloadFile {
+            group: "g1".into(),
+            file: "s.bin".into(),
+            dest: dl.clone(),
+            only: vec![],
+        })
+        .await
+        .unwrap();
+        let r = ctl.next().await.unwrap().unwrap();
+        assert!(!matches!(r, Response::Error(_)), "{r:?}");
+        loop {
+            let next = tokio::time::timeout(LONG, events.next()).await;
+            let Ok(Some(Ok(Response::Event(ev)))) = next else {
+                panic!("no completion event: {next:?}")
+            };
+            match ev.kind {
+                EventKind::DownloadCompleted { .. } => break,
+                EventKind::DownloadFailed { .. } => panic!("{ev:?}"),
+                _ => {}
+            }
+        }
+        ctl.send(Request::StopShare {
+            group: "g1".into(),
+            file: "s.bin".into(),
+        })
+        .await
+        .unwrap();
+        let r = ctl.next().await.unwrap().unwrap();
+        assert!(!matches!(r, Response::Error(_)), "{r:?}");
+    });
+    // Long enough for the flush and the state save to be over.
+    std::thread::sleep(Duration::from_secs(2));
+    let none = |peer: &Peer| {
+        peer.json(&["list_shares"])["shares"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["file"] != "s.bin")
+    };
+    assert!(none(&bob), "{}", bob.json(&["list_shares"]));
+    assert_eq!(seeders(&bob, "g1", "s.bin"), 1, "only alice holds it");
+    bob.restart();
+    assert!(
+        none(&bob),
+        "back after a restart: {}",
+        bob.json(&["list_shares"])
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        seeders(&alice, "g1", "s.bin"),
+        1,
+        "bob registered it again at login"
+    );
+}

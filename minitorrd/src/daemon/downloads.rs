@@ -393,6 +393,19 @@ impl Daemon {
             }
         }
         {
+            // `stop_share` may have run since the completion event (it is allowed as soon as
+            // the download is no longer live, and the flush above can take seconds): record
+            // the share only if the registry still serves it, under `share_ops` as every
+            // change to what we share.
+            let _ops = match share {
+                Some(_) => Some(self.share_ops.lock().await),
+                None => None,
+            };
+            let share = share.filter(|r| {
+                self.shares
+                    .get(&r.group, &r.meta.name)
+                    .is_some_and(|s| s.is_complete() && s.meta.sha1 == r.meta.sha1)
+            });
             let mut state = self.state.lock().await;
             let u = state.user(user);
             match &saved {
