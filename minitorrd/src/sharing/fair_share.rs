@@ -1,34 +1,77 @@
-//! A fair split of a seeder's upload between the connections serving one file (issue #11,
-//! item 2), as a pure data structure: deficit round robin over bytes.
+//! A fair split of a daemon's upload of one file between the connections serving it (issue
+//! #11, item 2), as a pure data structure: one piece at a time on the wire, least-served
+//! connection first.
 //!
-//! Without it each connection's task writes as fast as its socket takes bytes, so the split
-//! follows TCP and the downloaders' request depths: in a crowd of 16 leechers capped at
-//! 50 Mbit/s, one got 35 pieces from the seeder and most got 6 (measured,
-//! docs/BENCHMARKS.md). A leecher that got many pieces nobody else has must then upload each of
-//! them to everyone else, and its uplink becomes the crowd's bottleneck.
+//! Without any split each connection's task writes as fast as its socket takes bytes, so the
+//! split follows TCP and the downloaders' request depths: in a crowd of 16 leechers capped at
+//! 50 Mbit/s, one got 35 pieces from the seeder and most got 6 (measured, docs/BENCHMARKS.md).
+//! A leecher that got many pieces nobody else has must then upload each of them to everyone
+//! else, and its uplink becomes the crowd's bottleneck.
 //!
-//! Rule: a connection that has a piece ready may send it when it has sent at most
-//! [`QUANTUM`] more bytes than the least-served connection that also has a piece ready; a
-//! connection that was idle does not bank credit (it restarts at most one quantum below the
-//! others). The least-served ready connection may always send, so someone always progresses;
-//! the caller waits at most [`MAX_WAIT`] for its turn (a connection whose socket is blocked
-//! must not hold the others back for long).
+//! A split at byte granularity (every connection's TCP sharing the uplink at once) is fair in
+//! bytes but slow in pieces: with 16 connections each 512 KiB piece takes 16 times as long to
+//! cross, all of a round's pieces complete together at the end of the round, and nobody can
+//! pass a piece on until then — at the start (leechers idle for the first round) and at the end
+//! (the last pieces all arrive together and must then cross 15 more uplinks). So the wire is
+//! handed out **one piece at a time**: a connection sends a piece at the full rate of the
+//! uplink, and the next one starts when its kernel queue is nearly drained (the caller waits
+//! for that, `sharing/server.rs`; [`DRAINED`]).
+//!
+//! Rule: among the connections waiting to send a piece, the least-served (bytes) gets the wire
+//! when it is free; a connection that was idle does not bank credit (it restarts at most one
+//! [`QUANTUM`] below the others waiting). A holder that does not hand the wire back within
+//! [`FairShare::hold_limit`] (a few times the usual hold; a socket blocked by a slow reader)
+//! loses it: the next connection goes while it finishes. Someone always progresses.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::upload_policy::ConnId;
 
-/// How far one connection may run ahead of the least-served ready one: two 512 KiB pieces.
+/// How far below the other waiting connections a connection that was idle restarts: two
+/// 512 KiB pieces of credit at most.
 pub const QUANTUM: u64 = 1024 * 1024;
-/// Longest a connection waits for its turn before it sends anyway.
-pub const MAX_WAIT: Duration = Duration::from_millis(300);
+/// A holder hands the wire on when at most this many bytes it wrote are still in its socket's
+/// kernel queue (unsent or unacknowledged): ~20 ms at 50 Mbit/s, enough for the next
+/// connection to start before the wire idles.
+pub const DRAINED: u64 = 128 * 1024;
+/// Bounds of the time a holder may keep the wire before the next connection goes anyway.
+pub const HOLD_MIN: Duration = Duration::from_millis(20);
+pub const HOLD_MAX: Duration = Duration::from_secs(1);
+/// Belt and braces: a connection never waits longer than this for its turn (it then sends at
+/// the same time as the holder, as without a split).
+pub const MAX_WAIT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Default)]
+/// The answer to [`FairShare::want`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// Send now (the wire is yours until [`FairShare::done`]).
+    Go,
+    /// Wait for a change (`done`, `idle`, `abandon`, `close`), or until this instant, when the
+    /// holder's time is up.
+    Wait(Option<Instant>),
+}
+
+#[derive(Debug)]
 pub struct FairShare {
     sent: HashMap<ConnId, u64>,
-    /// Connections with pieces to send (from their first `want` until `idle`).
-    ready: HashSet<ConnId>,
+    /// Connections waiting for the wire (inside `want` … `Go`/`abandon`).
+    waiting: HashSet<ConnId>,
+    /// Who sends now, since when.
+    wire: Option<(ConnId, Instant)>,
+    /// Moving average of how long holders keep the wire.
+    hold: Duration,
+}
+
+impl Default for FairShare {
+    fn default() -> Self {
+        FairShare {
+            sent: HashMap::new(),
+            waiting: HashSet::new(),
+            wire: None,
+            hold: Duration::from_millis(100),
+        }
+    }
 }
 
 impl FairShare {
@@ -40,43 +83,86 @@ impl FairShare {
 
     pub fn close(&mut self, conn: ConnId) {
         self.sent.remove(&conn);
-        self.ready.remove(&conn);
+        self.waiting.remove(&conn);
+        if self.wire.is_some_and(|(h, _)| h == conn) {
+            self.wire = None;
+        }
+    }
+
+    /// How long a holder may keep the wire before the next connection goes anyway.
+    pub fn hold_limit(&self) -> Duration {
+        (self.hold * 3).clamp(HOLD_MIN, HOLD_MAX)
     }
 
     /// `conn` has a piece ready: may it send now?
-    pub fn want(&mut self, conn: ConnId) -> bool {
+    pub fn want(&mut self, conn: ConnId, now: Instant) -> Turn {
         if !self.sent.contains_key(&conn) {
-            return true;
+            return Turn::Go;
         }
-        let newly_ready = self.ready.insert(conn);
+        if self.waiting.insert(conn) {
+            // Idle until now: no credit banked.
+            let floor = self
+                .waiting
+                .iter()
+                .filter(|&&c| c != conn)
+                .filter_map(|c| self.sent.get(c))
+                .copied()
+                .min();
+            if let Some(floor) = floor {
+                let mine = self.sent.get_mut(&conn).expect("checked");
+                *mine = (*mine).max(floor.saturating_sub(QUANTUM));
+            }
+        }
+        if let Some((holder, since)) = self.wire {
+            let until = since + self.hold_limit();
+            if holder != conn && now < until {
+                return Turn::Wait(Some(until));
+            }
+        }
         let floor = self
-            .ready
+            .waiting
             .iter()
-            .filter(|&&c| c != conn)
             .filter_map(|c| self.sent.get(c))
             .copied()
-            .min();
-        let Some(floor) = floor else {
-            return true;
-        };
-        let mine = self.sent.get_mut(&conn).expect("checked");
-        if newly_ready {
-            // Idle until now: no credit banked.
-            *mine = (*mine).max(floor.saturating_sub(QUANTUM));
+            .min()
+            .unwrap_or(0);
+        if self.sent[&conn] <= floor {
+            self.waiting.remove(&conn);
+            self.wire = Some((conn, now));
+            Turn::Go
+        } else {
+            Turn::Wait(None)
         }
-        *mine <= floor + QUANTUM
     }
 
-    /// `conn` wrote `len` bytes of a piece (it stays ready until [`FairShare::idle`]).
-    pub fn sent(&mut self, conn: ConnId, len: u64) {
+    /// `conn` stopped waiting without sending (its connection ended, or it gave up waiting).
+    pub fn abandon(&mut self, conn: ConnId) {
+        self.waiting.remove(&conn);
+    }
+
+    /// Whether a connection other than `conn` waits for the wire (if not, the holder need not
+    /// wait for its queue to drain before it goes on).
+    pub fn others_waiting(&self, conn: ConnId) -> bool {
+        self.waiting.iter().any(|&c| c != conn)
+    }
+
+    /// `conn` sent a piece of `len` bytes and hands the wire on (if it still held it).
+    pub fn done(&mut self, conn: ConnId, len: u64, now: Instant) {
         if let Some(s) = self.sent.get_mut(&conn) {
             *s += len;
         }
+        if let Some((holder, since)) = self.wire {
+            if holder == conn {
+                let took = now.saturating_duration_since(since).min(HOLD_MAX);
+                self.hold = (self.hold * 7 + took) / 8;
+                self.wire = None;
+            }
+        }
     }
 
-    /// `conn` has nothing to send now.
-    pub fn idle(&mut self, conn: ConnId) {
-        self.ready.remove(&conn);
+    #[cfg(test)]
+    fn holder(&self) -> Option<ConnId> {
+        self.wire.map(|(h, _)| h)
     }
 }
 
@@ -89,55 +175,99 @@ mod tests {
     const PIECE: u64 = 512 * 1024;
 
     #[test]
-    fn a_connection_ahead_waits_for_the_others() {
+    fn one_piece_at_a_time_least_served_first() {
+        let t = Instant::now();
         let mut f = FairShare::default();
         f.open(1);
         f.open(2);
-        assert!(f.want(1));
-        f.sent(1, PIECE);
-        assert!(f.want(1));
-        f.sent(1, PIECE);
-        assert!(f.want(1));
-        f.sent(1, PIECE);
-        // 2 wants to send now (it restarts one quantum behind 1): 1 may send while it is at
-        // most one quantum ahead of 2 — one more piece — then waits while 2 goes.
-        assert!(f.want(2));
-        assert!(f.want(1));
-        f.sent(1, PIECE);
-        assert!(!f.want(1));
-        assert!(f.want(2));
-        f.sent(2, PIECE);
-        // 2 caught up by a piece: 1's turn again (they alternate).
-        assert!(f.want(1));
-        f.idle(2);
-        // 2 has nothing more to send: 1 may go on alone.
-        assert!(f.want(1));
+        assert_eq!(f.want(1, t), Turn::Go);
+        // 1 holds the wire: 2 waits until 1 is done or its time is up.
+        assert!(matches!(f.want(2, t), Turn::Wait(Some(_))));
+        assert!(f.others_waiting(1));
+        f.done(1, PIECE, t + Duration::from_millis(80));
+        // 1 wants again, but 2 is less served: 2 goes first.
+        assert_eq!(f.want(1, t + Duration::from_millis(80)), Turn::Wait(None));
+        assert_eq!(f.want(2, t + Duration::from_millis(80)), Turn::Go);
+        f.done(2, PIECE, t + Duration::from_millis(160));
+        assert_eq!(f.want(1, t + Duration::from_millis(160)), Turn::Go);
+        f.done(1, PIECE, t + Duration::from_millis(240));
+        // 2 has nothing more to send: 1 goes on alone.
+        assert_eq!(f.want(1, t + Duration::from_millis(240)), Turn::Go);
+        assert!(!f.others_waiting(1));
+    }
+
+    #[test]
+    fn a_holder_that_does_not_hand_back_loses_the_wire() {
+        let t = Instant::now();
+        let mut f = FairShare::default();
+        f.open(1);
+        f.open(2);
+        assert_eq!(f.want(1, t), Turn::Go);
+        let Turn::Wait(Some(until)) = f.want(2, t) else {
+            panic!("2 should wait for 1's time to be up");
+        };
+        assert!(until - t <= HOLD_MAX);
+        assert_eq!(f.want(2, until), Turn::Go);
+        assert_eq!(f.holder(), Some(2));
+        // 1 finishes late: its bytes count, 2 keeps the wire.
+        f.done(1, PIECE, until + Duration::from_millis(5));
+        assert_eq!(f.holder(), Some(2));
+    }
+
+    #[test]
+    fn a_closed_or_abandoning_waiter_does_not_block_the_others() {
+        let t = Instant::now();
+        let mut f = FairShare::default();
+        for c in 1..=3 {
+            f.open(c);
+        }
+        f.done(2, 4 * PIECE, t);
+        f.done(3, 4 * PIECE, t);
+        // 1 is least served and waits (while 2 holds), then goes away.
+        assert_eq!(f.want(2, t), Turn::Go);
+        assert!(matches!(f.want(1, t), Turn::Wait(_)));
+        assert!(matches!(f.want(3, t), Turn::Wait(_)));
+        f.done(2, PIECE, t);
+        f.abandon(1);
+        assert_eq!(f.want(3, t), Turn::Go);
+        f.done(3, PIECE, t);
+        assert!(matches!(f.want(1, t), Turn::Go));
+        f.close(1);
+        assert_eq!(f.holder(), None);
+        assert_eq!(f.want(2, t), Turn::Go);
     }
 
     #[test]
     fn an_idle_connection_banks_no_credit() {
+        let t = Instant::now();
         let mut f = FairShare::default();
         f.open(1);
         f.open(2);
         for _ in 0..20 {
-            assert!(f.want(1));
-            f.sent(1, PIECE);
+            assert_eq!(f.want(1, t), Turn::Go);
+            f.done(1, PIECE, t);
         }
         // 2 comes back after 10 MiB went to 1, while 1 has more to send: 2 may send at most
-        // two quanta before it waits for 1 again.
-        assert!(f.want(1));
+        // two quanta before 1 goes again.
+        assert!(matches!(f.want(1, t), Turn::Go));
+        f.done(1, PIECE, t);
         let mut run = 0;
-        while f.want(2) && run < 100 {
-            f.sent(2, PIECE);
+        loop {
+            assert!(matches!(f.want(1, t), Turn::Wait(_) | Turn::Go));
+            if f.holder() == Some(1) {
+                break;
+            }
+            assert_eq!(f.want(2, t), Turn::Go);
+            f.done(2, PIECE, t);
             run += 1;
+            assert!(run <= 5, "2 sent {run} pieces in a row");
         }
-        assert!(run <= 5, "2 sent {run} pieces in a row");
-        assert!(f.want(1));
     }
 
-    /// Random demand: the least-served ready connection may always send (nobody waits for
-    /// nothing), and connections that always have pieces to send end within a couple of
-    /// quanta of each other, whatever the others do.
+    /// Random demand and random holding times: whenever the wire is free (or its holder's
+    /// time is up) someone waiting may go — nobody waits for nothing — at most one connection
+    /// holds the wire, and connections that always have pieces to send end within a couple
+    /// of pieces of each other, whatever the others do.
     #[test]
     fn always_someone_may_send_and_backlogged_connections_share_evenly() {
         for seed in 0..50 {
@@ -148,23 +278,56 @@ mod tests {
             for c in 0..n {
                 f.open(c);
             }
+            let mut now = Instant::now();
             let mut got = vec![0u64; n as usize];
-            for _ in 0..2000 {
+            let mut holding: Option<(u64, Instant)> = None;
+            for _ in 0..3000 {
+                now += Duration::from_millis(rng.gen_range(0..30));
+                // The holder is done after a random time (sometimes far too long).
+                if let Some((c, until)) = holding {
+                    if now >= until {
+                        f.done(c, PIECE, now);
+                        got[c as usize] += PIECE;
+                        holding = None;
+                    }
+                }
                 let ready: Vec<u64> = (0..n)
-                    .filter(|&c| c < backlogged || rng.gen_bool(0.5))
+                    .filter(|&c| c < backlogged || rng.gen_bool(0.3))
+                    .filter(|&c| holding.is_none_or(|(h, _)| h != c))
                     .collect();
-                let may: Vec<u64> = ready.iter().copied().filter(|&c| f.want(c)).collect();
-                assert!(!may.is_empty(), "seed {seed}: nobody may send");
-                let c = may[rng.gen_range(0..may.len())];
-                f.sent(c, PIECE);
-                got[c as usize] += PIECE;
-                for c in ready.into_iter().filter(|&c| c >= backlogged) {
-                    f.idle(c);
+                let mut went = None;
+                let mut earliest = None::<Instant>;
+                for &c in &ready {
+                    match f.want(c, now) {
+                        Turn::Go => {
+                            assert!(went.is_none(), "seed {seed}: two went at once");
+                            went = Some(c);
+                        }
+                        Turn::Wait(Some(u)) => earliest = Some(earliest.map_or(u, |e| e.min(u))),
+                        Turn::Wait(None) => {}
+                    }
+                }
+                for &c in ready.iter().filter(|&&c| c >= backlogged && Some(c) != went) {
+                    f.abandon(c);
+                }
+                if let Some(c) = went {
+                    if let Some((old, _)) = holding {
+                        // The old holder's time was up: it finishes meanwhile.
+                        f.done(old, PIECE, now);
+                        got[old as usize] += PIECE;
+                    }
+                    let long = rng.gen_bool(0.05);
+                    let took = Duration::from_millis(if long { 3000 } else { rng.gen_range(1..100) });
+                    holding = Some((c, now + took));
+                } else if holding.is_none() {
+                    assert!(ready.is_empty(), "seed {seed}: wire free, {ready:?} waiting, nobody went");
+                } else if let Some(u) = earliest {
+                    assert!(u - now <= HOLD_MAX, "seed {seed}");
                 }
             }
             let b = &got[..backlogged as usize];
             let (lo, hi) = (b.iter().min().unwrap(), b.iter().max().unwrap());
-            assert!(hi - lo <= 2 * QUANTUM + PIECE, "seed {seed}: {got:?}");
+            assert!(hi - lo <= 2 * QUANTUM + 2 * PIECE, "seed {seed}: {got:?}");
         }
     }
 }

@@ -189,33 +189,61 @@ impl SharedFile {
         self.fair_turn.notify_waiters();
     }
 
-    /// Wait for `conn`'s turn to send a piece (`fair_share.rs`): until it is not ahead of the
-    /// other connections with pieces to send, or `MAX_WAIT`.
+    /// Wait for `conn`'s turn to send a piece (`fair_share.rs`): the wire is free (or its
+    /// holder's time is up) and no connection that waits is less served; at most `MAX_WAIT`.
+    /// Call [`SharedFile::fair_done`] after the piece.
     pub async fn fair_turn(&self, conn: super::upload_policy::ConnId) {
-        let deadline = tokio::time::Instant::now() + super::fair_share::MAX_WAIT;
+        use super::fair_share::{Turn, MAX_WAIT};
+        // Stop waiting however this future ends (a connection dropped while it waits must
+        // not hold the others back).
+        struct Waiting<'a>(&'a SharedFile, super::upload_policy::ConnId, bool);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                if !self.2 {
+                    self.0.fair.lock().expect("lock").abandon(self.1);
+                    self.0.fair_turn.notify_waiters();
+                }
+            }
+        }
+        let mut waiting = Waiting(self, conn, false);
+        let deadline = tokio::time::Instant::now() + MAX_WAIT;
         loop {
             let turn = self.fair_turn.notified();
             tokio::pin!(turn);
             turn.as_mut().enable();
-            if self.fair.lock().expect("lock").want(conn) {
-                return;
-            }
+            let answer = self
+                .fair
+                .lock()
+                .expect("lock")
+                .want(conn, std::time::Instant::now());
+            let until = match answer {
+                Turn::Go => {
+                    waiting.2 = true;
+                    return;
+                }
+                Turn::Wait(Some(at)) => tokio::time::Instant::from_std(at).min(deadline),
+                Turn::Wait(None) => deadline,
+            };
             tokio::select! {
                 _ = turn => {}
-                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tokio::time::sleep_until(until) => if tokio::time::Instant::now() >= deadline {
+                    return; // Waiting's drop abandons the turn: we send alongside the holder
+                },
             }
         }
     }
 
-    /// `conn` wrote a piece of `len` bytes.
-    pub fn fair_sent(&self, conn: super::upload_policy::ConnId, len: u64) {
-        self.fair.lock().expect("lock").sent(conn, len);
-        self.fair_turn.notify_waiters();
+    /// Whether another connection waits for the wire while `conn` holds it.
+    pub fn fair_others_waiting(&self, conn: super::upload_policy::ConnId) -> bool {
+        self.fair.lock().expect("lock").others_waiting(conn)
     }
 
-    /// `conn` has nothing to send for now.
-    pub fn fair_idle(&self, conn: super::upload_policy::ConnId) {
-        self.fair.lock().expect("lock").idle(conn);
+    /// `conn` sent a piece of `len` bytes (and its socket drained): the wire is free.
+    pub fn fair_done(&self, conn: super::upload_policy::ConnId, len: u64) {
+        self.fair
+            .lock()
+            .expect("lock")
+            .done(conn, len, std::time::Instant::now());
         self.fair_turn.notify_waiters();
     }
 

@@ -402,6 +402,14 @@ async fn serve_requests<S: PeerStream>(
     // Cancel can overtake queued requests and reading never waits for disk or the rate
     // limiter. Piece bytes go out by the stream's fastest way (see `send_piece`).
     let parts = framed.into_parts();
+    // A second handle on the TCP socket, to read its send queue (`wait_drained`); taken while
+    // the stream is alive, so the descriptor is the connection's.
+    let sock = parts.io.tcp_fd().and_then(|fd| {
+        // SAFETY: `fd` belongs to `parts.io`, which is alive here; it is only duplicated.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+            .try_clone_to_owned()
+            .ok()
+    });
     let (rd, mut wr) = parts.io.into_halves();
     let queue = Arc::new(Mutex::new(VecDeque::<u32>::new()));
     let wake = Arc::new(Notify::new());
@@ -499,7 +507,14 @@ async fn serve_requests<S: PeerStream>(
                     shared.fair_turn(conn).await;
                     piece_buf =
                         send_piece(&mut wr, &mut out, piece_buf, &shared, piece, &srv.pool).await?;
-                    shared.fair_sent(conn, u64::from(len));
+                    // Hand the wire on only when this piece has (nearly) left the kernel, so
+                    // the next connection's piece follows it at the uplink's full rate
+                    // instead of sharing it (fair_share.rs).
+                    wr.flush().await?;
+                    if let Some(sock) = &sock {
+                        wait_drained(sock, &shared, conn).await;
+                    }
+                    shared.fair_done(conn, u64::from(len));
                     stats.uploaded(len as u64);
                     if !counted_peer {
                         counted_peer = true;
@@ -513,7 +528,6 @@ async fn serve_requests<S: PeerStream>(
                 }
                 None if closed.load(Ordering::Acquire) => return Ok(()),
                 None => {
-                    shared.fair_idle(conn);
                     wr.write_all(&out).await?;
                     out.clear();
                     wr.flush().await?;
@@ -547,6 +561,34 @@ async fn serve_requests<S: PeerStream>(
             copies_0_1_2_3plus = ?copies, "peer connection served");
     }
     result
+}
+
+/// Wait until at most `DRAINED` bytes are queued in the socket (unsent or unacknowledged),
+/// while other connections wait for the wire; at most the fair split's hold limit (after
+/// that the others go anyway).
+async fn wait_drained(sock: &std::os::fd::OwnedFd, shared: &SharedFile, conn: super::upload_policy::ConnId) {
+    use super::fair_share::{DRAINED, HOLD_MAX};
+    let started = std::time::Instant::now();
+    while shared.fair_others_waiting(conn) && started.elapsed() < HOLD_MAX {
+        match send_queue(sock) {
+            Ok(q) if q > DRAINED => tokio::time::sleep(Duration::from_millis(1)).await,
+            _ => return,
+        }
+    }
+}
+
+/// Bytes in a TCP socket's send queue, unsent or unacknowledged (SIOCOUTQ).
+fn send_queue(sock: &std::os::fd::OwnedFd) -> std::io::Result<u64> {
+    /// SIOCOUTQ (= TIOCOUTQ, include/uapi/linux/sockios.h): an int.
+    const SIOCOUTQ: rustix::ioctl::Opcode = 0x5411;
+    // SAFETY: SIOCOUTQ on a socket writes one int.
+    let q = unsafe {
+        rustix::ioctl::ioctl(
+            sock,
+            rustix::ioctl::Getter::<SIOCOUTQ, std::ffi::c_int>::new(),
+        )
+    }?;
+    Ok(u64::try_from(q).unwrap_or(0))
 }
 
 /// Length of a piece frame's header: u32 frame length, tag, u32 piece index.
