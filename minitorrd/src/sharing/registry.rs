@@ -286,6 +286,16 @@ impl SharedFile {
         self.taken_tx.subscribe()
     }
 
+    /// Seconds the upload idled between pieces with nobody waiting (`FairShare::idle_total`).
+    pub fn fair_idle_s(&self) -> f64 {
+        self.fair.lock().expect("lock").idle_total().as_secs_f64()
+    }
+
+    /// Pieces served by reason (`UploadPolicy::served_why`, for the log).
+    pub fn upload_served_why(&self) -> [u32; 6] {
+        self.upload.lock().expect("lock").served_why()
+    }
+
     /// Pieces sent 0, 1, 2, 3+ times (for the log).
     pub fn upload_copies(&self) -> [u32; 4] {
         self.upload.lock().expect("lock").copies_histogram()

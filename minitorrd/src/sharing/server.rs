@@ -458,6 +458,8 @@ async fn serve_requests<S: PeerStream>(
     // Per-connection counters, logged when it ends (how the seeder's upload was split).
     let started = std::time::Instant::now();
     let (mut served, mut deferred) = (0u32, 0u32);
+    // Times this connection had no request to serve, and for how long in all.
+    let (mut starved, mut starved_s) = (0u32, 0f64);
     let result = async {
         loop {
             // Tell the peer about pieces we verified meanwhile (partial seeding).
@@ -523,11 +525,15 @@ async fn serve_requests<S: PeerStream>(
                     served += 1;
                     if shared.upload_sent(conn, piece) {
                         tracing::info!(file = %shared.meta.name, after_s = started.elapsed().as_secs_f64(),
+                            new_aftercopy_lone_long_reask_full = ?shared.upload_served_why(),
                             "every piece has gone out at least once");
                     }
                 }
                 None if closed.load(Ordering::Acquire) => return Ok(()),
                 None => {
+                    starved += 1;
+                    let since = std::time::Instant::now();
+                    let _count = CountIdle(&mut starved_s, since);
                     wr.write_all(&out).await?;
                     out.clear();
                     wr.flush().await?;
@@ -558,15 +564,30 @@ async fn serve_requests<S: PeerStream>(
         let copies = shared.upload_copies();
         tracing::info!(file = %shared.meta.name, %user, served, deferred,
             secs = started.elapsed().as_secs_f64(),
-            copies_0_1_2_3plus = ?copies, "peer connection served");
+            copies_0_1_2_3plus = ?copies,
+            new_aftercopy_lone_long_reask_full = ?shared.upload_served_why(),
+            starved, starved_s, wire_idle_s = shared.fair_idle_s(),
+            "peer connection served");
     }
     result
+}
+
+/// Adds the time since `.1` to `.0` when dropped.
+struct CountIdle<'a>(&'a mut f64, std::time::Instant);
+impl Drop for CountIdle<'_> {
+    fn drop(&mut self) {
+        *self.0 += self.1.elapsed().as_secs_f64();
+    }
 }
 
 /// Wait until at most `DRAINED` bytes are queued in the socket (unsent or unacknowledged),
 /// while other connections wait for the wire; at most the fair split's hold limit (after
 /// that the others go anyway).
-async fn wait_drained(sock: &std::os::fd::OwnedFd, shared: &SharedFile, conn: super::upload_policy::ConnId) {
+async fn wait_drained(
+    sock: &std::os::fd::OwnedFd,
+    shared: &SharedFile,
+    conn: super::upload_policy::ConnId,
+) {
     use super::fair_share::{DRAINED, HOLD_MAX};
     let started = std::time::Instant::now();
     while shared.fair_others_waiting(conn) && started.elapsed() < HOLD_MAX {

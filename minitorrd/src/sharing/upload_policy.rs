@@ -106,6 +106,25 @@ pub struct UploadPolicy {
     never_sent: u32,
     conns: HashMap<ConnId, Conn>,
     next_id: ConnId,
+    /// Pieces served, by reason ([`Why`]), for the log.
+    why: [u32; 6],
+}
+
+/// Why a piece was served (counted for the log: which rule lets duplicates through).
+#[derive(Debug, Clone, Copy)]
+enum Why {
+    /// Nobody else holds or receives it.
+    New,
+    /// Every piece is in the swarm (initial seeding is over).
+    AfterCopy,
+    /// The only connection.
+    Lone,
+    /// In the swarm for `REASK_AFTER` already.
+    LongInSwarm,
+    /// Asked again `REASK_AFTER` after an `Elsewhere`.
+    Reask,
+    /// Too many deferrals remembered for this connection.
+    Full,
 }
 
 impl UploadPolicy {
@@ -119,6 +138,7 @@ impl UploadPolicy {
             never_sent: pieces,
             conns: HashMap::new(),
             next_id: 0,
+            why: [0; 6],
         }
     }
 
@@ -204,17 +224,30 @@ impl UploadPolicy {
         let others = self.holders[i];
         let long_in_swarm =
             self.since[i].is_some_and(|t| now.saturating_duration_since(t) >= REASK_AFTER);
-        let serve = others == 0 || self.absent == 0 || self.conns.len() <= 1 || long_in_swarm || {
+        let why = if others == 0 {
+            Some(Why::New)
+        } else if self.absent == 0 {
+            Some(Why::AfterCopy)
+        } else if self.conns.len() <= 1 {
+            Some(Why::Lone)
+        } else if long_in_swarm {
+            Some(Why::LongInSwarm)
+        } else {
             let c = self.conns.get_mut(&conn).expect("checked");
             match c.deferred.get(&piece) {
-                Some(&at) => now.saturating_duration_since(at) >= REASK_AFTER,
-                None if c.deferred.len() >= MAX_DEFERRED_PER_CONN => true,
+                Some(&at) if now.saturating_duration_since(at) >= REASK_AFTER => Some(Why::Reask),
+                Some(_) => None,
+                None if c.deferred.len() >= MAX_DEFERRED_PER_CONN => Some(Why::Full),
                 None => {
                     c.deferred.insert(piece, now);
-                    false
+                    None
                 }
             }
         };
+        let serve = why.is_some();
+        if let Some(why) = why {
+            self.why[why as usize] = self.why[why as usize].saturating_add(1);
+        }
         if !serve {
             return Decision::Elsewhere;
         }
@@ -238,6 +271,12 @@ impl UploadPolicy {
             return self.never_sent == 0;
         }
         false
+    }
+
+    /// Pieces served so far because: new, after the first copy, lone connection, long in
+    /// the swarm, asked again, deferrals full (for the log).
+    pub fn served_why(&self) -> [u32; 6] {
+        self.why
     }
 
     /// Pieces sent n times, for n = 0, 1, 2, 3 and more (for the log at the end of initial
