@@ -292,7 +292,7 @@ impl SharedFile {
     }
 
     /// Pieces served by reason (`UploadPolicy::served_why`, for the log).
-    pub fn upload_served_why(&self) -> [u32; 6] {
+    pub fn upload_served_why(&self) -> [u32; 5] {
         self.upload.lock().expect("lock").served_why()
     }
 

@@ -525,7 +525,7 @@ async fn serve_requests<S: PeerStream>(
                     served += 1;
                     if shared.upload_sent(conn, piece) {
                         tracing::info!(file = %shared.meta.name, after_s = started.elapsed().as_secs_f64(),
-                            new_aftercopy_lone_long_reask_full = ?shared.upload_served_why(),
+                            new_rarest_lone_reask_full = ?shared.upload_served_why(),
                             "every piece has gone out at least once");
                     }
                 }
@@ -565,7 +565,7 @@ async fn serve_requests<S: PeerStream>(
         tracing::info!(file = %shared.meta.name, %user, served, deferred,
             secs = started.elapsed().as_secs_f64(),
             copies_0_1_2_3plus = ?copies,
-            new_aftercopy_lone_long_reask_full = ?shared.upload_served_why(),
+            new_rarest_lone_reask_full = ?shared.upload_served_why(),
             starved, starved_s, wire_idle_s = shared.fair_idle_s(),
             "peer connection served");
     }

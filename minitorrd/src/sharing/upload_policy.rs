@@ -48,6 +48,10 @@ pub const MAX_DEFERRED_PER_CONN: usize = 256;
 /// a 512 KiB piece takes ~1.3 s each way).
 pub const REASK_AFTER: Duration = Duration::from_secs(3);
 
+/// After the first copy, a piece held by at most this many more live connections than the
+/// rarest piece is served at once; others get `Elsewhere` first (the leechers have them).
+pub const RAREST_SLACK: u16 = 1;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Serve,
@@ -96,8 +100,6 @@ pub struct UploadPolicy {
     /// Live connections holding or receiving each piece (u16::MAX is not reachable:
     /// connections are bounded far below it).
     holders: Vec<u16>,
-    /// Since when each piece has had a live holder.
-    since: Vec<Option<Instant>>,
     /// Pieces no live connection holds or receives: initial seeding lasts while there are
     /// any. When a crowd has left, this is every piece again, so the next crowd is seeded the
     /// same way.
@@ -107,7 +109,7 @@ pub struct UploadPolicy {
     conns: HashMap<ConnId, Conn>,
     next_id: ConnId,
     /// Pieces served, by reason ([`Why`]), for the log.
-    why: [u32; 6],
+    why: [u32; 5],
 }
 
 /// Why a piece was served (counted for the log: which rule lets duplicates through).
@@ -115,12 +117,10 @@ pub struct UploadPolicy {
 enum Why {
     /// Nobody else holds or receives it.
     New,
-    /// Every piece is in the swarm (initial seeding is over).
-    AfterCopy,
+    /// Every piece is in the swarm and this one is among the rarest there.
+    Rarest,
     /// The only connection.
     Lone,
-    /// In the swarm for `REASK_AFTER` already.
-    LongInSwarm,
     /// Asked again `REASK_AFTER` after an `Elsewhere`.
     Reask,
     /// Too many deferrals remembered for this connection.
@@ -133,12 +133,11 @@ impl UploadPolicy {
             pieces,
             sent: vec![0; pieces as usize],
             holders: vec![0; pieces as usize],
-            since: vec![None; pieces as usize],
             absent: pieces,
             never_sent: pieces,
             conns: HashMap::new(),
             next_id: 0,
-            why: [0; 6],
+            why: [0; 5],
         }
     }
 
@@ -175,7 +174,6 @@ impl UploadPolicy {
                 *h -= 1;
                 if *h == 0 {
                     self.absent += 1;
-                    self.since[w * 64 + b] = None;
                 }
             }
         }
@@ -186,26 +184,30 @@ impl UploadPolicy {
     }
 
     /// One more live holder of `piece`; true if it had none.
-    fn add_holder(&mut self, piece: u32, now: Instant) -> bool {
+    fn add_holder(&mut self, piece: u32) -> bool {
         let h = &mut self.holders[piece as usize];
         *h += 1;
         if *h == 1 {
             self.absent -= 1;
-            self.since[piece as usize] = Some(now);
             return true;
         }
         false
     }
 
+    /// Live holders of the rarest piece.
+    fn rarest(&self) -> u16 {
+        self.holders.iter().copied().min().unwrap_or(0)
+    }
+
     /// The downloader on `conn` says it verified `piece` (from anyone).
-    pub fn peer_has(&mut self, conn: ConnId, piece: u32, now: Instant) {
+    pub fn peer_has(&mut self, conn: ConnId, piece: u32, _now: Instant) {
         if piece >= self.pieces {
             return;
         }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.deferred.remove(&piece);
             if c.set(piece) {
-                self.add_holder(piece, now);
+                self.add_holder(piece);
             }
         }
     }
@@ -222,16 +224,12 @@ impl UploadPolicy {
             return Decision::Serve;
         }
         let others = self.holders[i];
-        let long_in_swarm =
-            self.since[i].is_some_and(|t| now.saturating_duration_since(t) >= REASK_AFTER);
         let why = if others == 0 {
             Some(Why::New)
-        } else if self.absent == 0 {
-            Some(Why::AfterCopy)
         } else if self.conns.len() <= 1 {
             Some(Why::Lone)
-        } else if long_in_swarm {
-            Some(Why::LongInSwarm)
+        } else if self.absent == 0 && others <= self.rarest() + RAREST_SLACK {
+            Some(Why::Rarest)
         } else {
             let c = self.conns.get_mut(&conn).expect("checked");
             match c.deferred.get(&piece) {
@@ -253,7 +251,7 @@ impl UploadPolicy {
         }
         let c = self.conns.get_mut(&conn).expect("checked");
         c.deferred.remove(&piece);
-        if c.set(piece) && self.add_holder(piece, now) && self.absent > 0 && self.conns.len() > 1 {
+        if c.set(piece) && self.add_holder(piece) && self.absent > 0 && self.conns.len() > 1 {
             return Decision::ServeNew;
         }
         Decision::Serve
@@ -273,9 +271,9 @@ impl UploadPolicy {
         false
     }
 
-    /// Pieces served so far because: new, after the first copy, lone connection, long in
-    /// the swarm, asked again, deferrals full (for the log).
-    pub fn served_why(&self) -> [u32; 6] {
+    /// Pieces served so far because: new, rarest after the first copy, lone connection,
+    /// asked again, deferrals full (for the log).
+    pub fn served_why(&self) -> [u32; 5] {
         self.why
     }
 
