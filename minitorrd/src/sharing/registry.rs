@@ -219,6 +219,9 @@ impl SharedFile {
             let until = match answer {
                 Turn::Go => {
                     waiting.2 = true;
+                    // Room may remain on the wire for a waiter that was told to wait
+                    // because we were less served.
+                    self.fair_turn.notify_waiters();
                     return;
                 }
                 Turn::Wait(Some(at)) => tokio::time::Instant::from_std(at).min(deadline),
