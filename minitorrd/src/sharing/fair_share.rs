@@ -73,6 +73,9 @@ pub struct FairShare {
     /// log: an idle uplink while downloaders still need pieces is lost time).
     idle_since: Option<Instant>,
     idle_total: Duration,
+    /// Time-weighted sum of the number of holders, and since when it was last updated (for
+    /// the log: how full the wire was kept).
+    held: (f64, Option<Instant>),
 }
 
 impl Default for FairShare {
@@ -92,6 +95,7 @@ impl FairShare {
             hold: Duration::from_millis(100),
             idle_since: None,
             idle_total: Duration::ZERO,
+            held: (0.0, None),
         }
     }
 
@@ -155,6 +159,7 @@ impl FairShare {
             .min()
             .unwrap_or(0);
         if self.sent[&conn] <= floor {
+            self.account(now);
             self.waiting.remove(&conn);
             if self.wire.len() >= self.holders {
                 if let Some(i) = self.wire.iter().position(|&(_, since)| now >= since + limit) {
@@ -188,6 +193,7 @@ impl FairShare {
             *s += len;
         }
         if let Some(i) = self.wire.iter().position(|&(h, _)| h == conn) {
+            self.account(now);
             let (_, since) = self.wire.remove(i);
             let took = now.saturating_duration_since(since).min(HOLD_MAX);
             self.hold = (self.hold * 7 + took) / 8;
@@ -195,6 +201,23 @@ impl FairShare {
                 self.idle_since = Some(now);
             }
         }
+    }
+
+    fn account(&mut self, now: Instant) {
+        if let Some(at) = self.held.1 {
+            self.held.0 += self.wire.len() as f64 * now.saturating_duration_since(at).as_secs_f64();
+        }
+        self.held.1 = Some(now);
+    }
+
+    /// Holder-seconds so far (the time-weighted number of connections on the wire).
+    pub fn held_s(&self) -> f64 {
+        self.held.0
+    }
+
+    /// Moving average of how long a holder keeps the wire.
+    pub fn hold(&self) -> Duration {
+        self.hold
     }
 
     /// Total time the wire was free with nobody waiting, between two pieces.

@@ -26,6 +26,10 @@ pub struct ShareKey {
     pub file: String,
 }
 
+/// Sent on the taken channel instead of a connection id when initial seeding ends
+/// ([`SharedFile::subscribe_taken`]; connection ids start at 1).
+pub const INITIAL_SEEDING_OVER: super::upload_policy::ConnId = 0;
+
 pub struct SharedFile {
     pub group: String,
     pub meta: Arc<FileMeta>,
@@ -259,10 +263,16 @@ impl SharedFile {
         if !self.origin {
             return super::upload_policy::Decision::Serve;
         }
-        self.upload
-            .lock()
-            .expect("lock")
-            .decide(conn, piece, std::time::Instant::now())
+        let mut policy = self.upload.lock().expect("lock");
+        let seeding = policy.initial_seeding();
+        let decision = policy.decide(conn, piece, std::time::Instant::now());
+        if seeding && !policy.initial_seeding() {
+            // The last piece nobody had just went out: every connection offers again what
+            // it told its downloader to get elsewhere (they are the crowd's rarest pieces
+            // in the tail, and our uplink is free now).
+            let _ = self.taken_tx.send((INITIAL_SEEDING_OVER, 0));
+        }
+        decision
     }
 
     /// Returns true the first time every piece has gone out once (end of initial seeding).
@@ -285,6 +295,8 @@ impl SharedFile {
         let _ = self.taken_tx.send((conn, piece));
     }
 
+    /// What `subscribe_taken` receives when initial seeding ends: `(INITIAL_SEEDING_OVER, _)`
+    /// (connection ids start at 1).
     pub fn subscribe_taken(&self) -> broadcast::Receiver<(super::upload_policy::ConnId, u32)> {
         self.taken_tx.subscribe()
     }
@@ -292,6 +304,12 @@ impl SharedFile {
     /// Seconds the upload idled between pieces with nobody waiting (`FairShare::idle_total`).
     pub fn fair_idle_s(&self) -> f64 {
         self.fair.lock().expect("lock").idle_total().as_secs_f64()
+    }
+
+    /// Holder-seconds and the average hold (`FairShare::held_s`, `hold`), for the log.
+    pub fn fair_held(&self) -> (f64, f64) {
+        let f = self.fair.lock().expect("lock");
+        (f.held_s(), f.hold().as_secs_f64() * 1000.0)
     }
 
     /// Pieces served by reason (`UploadPolicy::served_why`, for the log).

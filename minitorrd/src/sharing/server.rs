@@ -424,6 +424,9 @@ async fn serve_requests<S: PeerStream>(
     let registered = Registered(shared.clone(), shared.upload_open());
     let conn = registered.1;
     let mut taken_rx = shared.subscribe_taken();
+    // Pieces we told this downloader to get elsewhere during initial seeding: offered again
+    // (`Have`) when it ends.
+    let mut sent_elsewhere: Vec<u32> = Vec::new();
 
     let reader = {
         let (queue, wake, closed) = (queue.clone(), wake.clone(), closed.clone());
@@ -478,11 +481,10 @@ async fn serve_requests<S: PeerStream>(
             // not ask us for them (and what it queued for them is dropped, as if answered).
             loop {
                 match taken_rx.try_recv() {
-                    Ok((by, piece)) if by != conn => {
-                        queue.lock().expect("lock").retain(|&p| p != piece);
-                        codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
+                    Ok(taken) => {
+                        on_taken(taken, conn, &queue, &mut sent_elsewhere, &mut codec, &mut out)?
                     }
-                    Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => {}
                     Err(_) => break,
                 }
             }
@@ -495,6 +497,7 @@ async fn serve_requests<S: PeerStream>(
                     }
                     match shared.upload_decide(conn, piece) {
                         Decision::Elsewhere => {
+                            sent_elsewhere.push(piece);
                             codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
                             deferred += 1;
                             continue;
@@ -545,11 +548,8 @@ async fn serve_requests<S: PeerStream>(
                             Err(broadcast::error::RecvError::Closed) => return Ok(()),
                         },
                         r = taken_rx.recv() => match r {
-                            Ok((by, piece)) if by != conn => {
-                                queue.lock().expect("lock").retain(|&p| p != piece);
-                                codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
-                            }
-                            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                            Ok(taken) => on_taken(taken, conn, &queue, &mut sent_elsewhere, &mut codec, &mut out)?,
+                            Err(broadcast::error::RecvError::Lagged(_)) => {}
                             Err(broadcast::error::RecvError::Closed) => return Ok(()),
                         },
                     }
@@ -567,9 +567,35 @@ async fn serve_requests<S: PeerStream>(
             copies_0_1_2_3plus = ?copies,
             new_rarest_lone_reask_full = ?shared.upload_served_why(),
             starved, starved_s, wire_idle_s = shared.fair_idle_s(),
+            held_s_hold_ms = ?shared.fair_held(),
             "peer connection served");
     }
     result
+}
+
+/// Another connection took `piece` into the swarm: our downloader should not ask us for it
+/// (what it queued for it is dropped, as if answered). Or initial seeding is over: offer
+/// again every piece we sent it elsewhere for.
+fn on_taken(
+    (by, piece): (super::upload_policy::ConnId, u32),
+    conn: super::upload_policy::ConnId,
+    queue: &Mutex<VecDeque<u32>>,
+    sent_elsewhere: &mut Vec<u32>,
+    codec: &mut minitorr_proto::FrameCodec<PeerMsg, PeerMsg>,
+    out: &mut BytesMut,
+) -> Result<(), minitorr_proto::ProtoError> {
+    if by == super::registry::INITIAL_SEEDING_OVER {
+        sent_elsewhere.sort_unstable();
+        sent_elsewhere.dedup();
+        for piece in sent_elsewhere.drain(..) {
+            codec.encode(PeerMsg::Have { piece }, out)?;
+        }
+    } else if by != conn {
+        queue.lock().expect("lock").retain(|&p| p != piece);
+        sent_elsewhere.push(piece);
+        codec.encode(PeerMsg::Elsewhere { piece }, out)?;
+    }
+    Ok(())
 }
 
 /// Adds the time since `.1` to `.0` when dropped.
