@@ -1,5 +1,5 @@
 //! A fair split of a daemon's upload of one file between the connections serving it (issue
-//! #11, item 2), as a pure data structure: one piece at a time on the wire, least-served
+//! #11, item 2), as a pure data structure: a few pieces at a time on the wire, least-served
 //! connection first.
 //!
 //! Without any split each connection's task writes as fast as its socket takes bytes, so the
@@ -13,13 +13,13 @@
 //! cross, all of a round's pieces complete together at the end of the round, and nobody can
 //! pass a piece on until then — at the start (leechers idle for the first round) and at the end
 //! (the last pieces all arrive together and must then cross 15 more uplinks). So the wire is
-//! handed out **one piece at a time**: a connection sends a piece at the full rate of the
-//! uplink, and the next one starts when its kernel queue is nearly drained (the caller waits
-//! for that, `sharing/server.rs`; [`DRAINED`]).
+//! handed out **a few pieces at a time**: at most [`HOLDERS`] connections send a piece at
+//! once, each at a third of the uplink or more, and the next one starts when a holder's kernel
+//! queue is nearly drained (the caller waits for that, `sharing/server.rs`; [`DRAINED`]).
 //!
 //! Rule: among the connections waiting to send a piece, the least-served (bytes) gets the wire
-//! when it is free; a connection that was idle does not bank credit (it restarts at most one
-//! [`QUANTUM`] below the others waiting). A holder that does not hand the wire back within
+//! when it has room; a connection that was idle does not bank credit (it restarts at most one
+//! [`QUANTUM`] below the busy ones). A holder that does not hand its place back within
 //! [`FairShare::hold_limit`] (a few times the usual hold; a socket blocked by a slow reader)
 //! loses it: the next connection goes while it finishes. Someone always progresses.
 

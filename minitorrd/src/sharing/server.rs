@@ -512,9 +512,9 @@ async fn serve_requests<S: PeerStream>(
                     shared.fair_turn(conn).await;
                     piece_buf =
                         send_piece(&mut wr, &mut out, piece_buf, &shared, piece, &srv.pool).await?;
-                    // Hand the wire on only when this piece has (nearly) left the kernel, so
-                    // the next connection's piece follows it at the uplink's full rate
-                    // instead of sharing it (fair_share.rs).
+                    // Give our place on the wire up only when this piece has (nearly) left
+                    // the kernel, so a few pieces cross at a time, each fast, instead of every
+                    // connection's piece crawling at once (fair_share.rs).
                     wr.flush().await?;
                     if let Some(sock) = &sock {
                         wait_drained(sock, &shared, conn).await;

@@ -9,11 +9,12 @@
 //! anyone). A piece is *in the swarm* when some other live connection holds or is receiving it.
 //!
 //! * **Serve** a piece not in the swarm; a piece this connection holds already (a re-request
-//!   after a bad transfer); anything when every piece is in the swarm (initial seeding is over
-//!   until a crowd leaves and pieces are absent again) or when this is the only connection
-//!   (nobody else to get it from); a piece in the swarm for [`REASK_AFTER`] already; and a
-//!   piece this connection was told to get elsewhere at least [`REASK_AFTER`] ago (no stall,
-//!   whatever the swarm does: a piece that nobody passes on comes at most that much later).
+//!   after a bad transfer); anything when this is the only connection (nobody else to get it
+//!   from); once every piece is in the swarm (initial seeding is over until a crowd leaves and
+//!   pieces are absent again), a piece among the rarest there (held by at most
+//!   [`RAREST_SLACK`] more live connections than the rarest piece); and a piece this
+//!   connection was told to get elsewhere at least [`REASK_AFTER`] ago (no stall, whatever
+//!   the swarm does: a piece that nobody passes on comes at most that much later).
 //! * Otherwise answer **Elsewhere** (`PeerMsg::Elsewhere`): the downloader releases the piece,
 //!   does not ask us for it for a while, and takes it from the leecher that has it (holder
 //!   events make leechers connect to each other within a second, and they announce it with
@@ -31,8 +32,12 @@
 //! downloader that completed serves what it has: its pieces came from the swarm.
 //! Memory: a bit per piece and connection, a counter per piece, and at most
 //! [`MAX_DEFERRED_PER_CONN`] remembered deferrals per connection. A downloader that claims
-//! pieces it lacks can only make the others wait [`REASK_AFTER`] for those pieces, and only
-//! while initial seeding lasts.
+//! pieces it lacks can only make the others wait [`REASK_AFTER`] for those pieces.
+//!
+//! A piece in the swarm is not served before the downloader asked again (there used to be an
+//! exception for pieces in the swarm for [`REASK_AFTER`]: with 16 leechers, whose uplinks are
+//! busy, it sent ~10 pieces twice during the first copy, and the first copy is what the
+//! crowd waits for).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -349,7 +354,7 @@ mod tests {
     }
 
     #[test]
-    fn once_every_piece_went_out_everything_is_served() {
+    fn once_every_piece_went_out_the_rarest_are_served() {
         let t = Instant::now();
         let mut p = UploadPolicy::new(2);
         let (a, b) = (p.open(), p.open());
@@ -358,6 +363,45 @@ mod tests {
         assert!(!p.initial_seeding());
         assert!(p.decide(b, 0, t).serve());
         assert!(p.decide(b, 1, t).serve());
+        p.check_invariants();
+    }
+
+    /// After the first copy, a piece many hold is sent elsewhere first (and served when asked
+    /// again), one among the rarest at once.
+    #[test]
+    fn after_the_first_copy_common_pieces_go_elsewhere_first() {
+        let t = Instant::now();
+        let mut p = UploadPolicy::new(2);
+        let conns: Vec<ConnId> = (0..5).map(|_| p.open()).collect();
+        // Piece 0 is everywhere but on the last connection; piece 1 on one connection only.
+        for &c in &conns[..4] {
+            p.peer_has(c, 0, t);
+        }
+        p.peer_has(conns[0], 1, t);
+        assert!(!p.initial_seeding());
+        let last = conns[4];
+        assert_eq!(p.decide(last, 0, t), Decision::Elsewhere);
+        assert!(p.decide(last, 1, t).serve());
+        assert_eq!(
+            p.decide(last, 0, t + Duration::from_millis(500)),
+            Decision::Elsewhere
+        );
+        assert!(p.decide(last, 0, t + REASK_AFTER).serve());
+        p.check_invariants();
+    }
+
+    /// A piece in the swarm for a long time is still sent elsewhere until its downloader asks
+    /// again (there is no "long in the swarm" exception any more).
+    #[test]
+    fn a_piece_long_in_the_swarm_is_not_served_before_it_is_asked_again() {
+        let t = Instant::now();
+        let mut p = UploadPolicy::new(3);
+        let (a, b) = (p.open(), p.open());
+        assert_eq!(p.decide(a, 0, t), Decision::ServeNew);
+        let later = t + 10 * REASK_AFTER;
+        assert_eq!(p.decide(b, 0, later), Decision::Elsewhere);
+        assert!(p.decide(b, 0, later + REASK_AFTER).serve());
+        p.check_invariants();
     }
 
     #[test]
