@@ -145,7 +145,10 @@ impl FairShare {
         let limit = self.hold_limit();
         if self.wire.len() >= self.holders {
             // Full; a holder whose time is up makes room.
-            let expired = self.wire.iter().position(|&(_, since)| now >= since + limit);
+            let expired = self
+                .wire
+                .iter()
+                .position(|&(_, since)| now >= since + limit);
             let Some(_) = expired else {
                 let until = self.wire.iter().map(|&(_, since)| since + limit).min();
                 return Turn::Wait(until);
@@ -162,7 +165,11 @@ impl FairShare {
             self.account(now);
             self.waiting.remove(&conn);
             if self.wire.len() >= self.holders {
-                if let Some(i) = self.wire.iter().position(|&(_, since)| now >= since + limit) {
+                if let Some(i) = self
+                    .wire
+                    .iter()
+                    .position(|&(_, since)| now >= since + limit)
+                {
                     self.wire.remove(i);
                 }
             }
@@ -386,7 +393,9 @@ mod tests {
                             went = Some(c);
                             break;
                         }
-                        Turn::Wait(Some(u)) => assert!(u > now && u - now <= HOLD_MAX, "seed {seed}"),
+                        Turn::Wait(Some(u)) => {
+                            assert!(u > now && u - now <= HOLD_MAX, "seed {seed}")
+                        }
                         Turn::Wait(None) => {}
                     }
                 }
@@ -398,7 +407,11 @@ mod tests {
                     false => Duration::from_millis(50),
                 };
                 holding.push((c, now + took));
-                assert!(f.wire.len() <= holders, "seed {seed}: {} on the wire", f.wire.len());
+                assert!(
+                    f.wire.len() <= holders,
+                    "seed {seed}: {} on the wire",
+                    f.wire.len()
+                );
             }
             if !ready.is_empty() {
                 let limit = f.hold_limit();
