@@ -424,9 +424,9 @@ async fn serve_requests<S: PeerStream>(
     let registered = Registered(shared.clone(), shared.upload_open());
     let conn = registered.1;
     let mut taken_rx = shared.subscribe_taken();
-    // Pieces we told this downloader to get elsewhere during initial seeding: offered again
-    // (`Have`) when it ends.
-    let mut sent_elsewhere: Vec<u32> = Vec::new();
+    // Pieces we told this downloader to get elsewhere (a bit per piece: a peer repeating
+    // requests cannot grow it): offered again (`Have`) when initial seeding ends.
+    let mut sent_elsewhere = PieceSet::new(shared.meta.piece_count());
 
     let reader = {
         let (queue, wake, closed) = (queue.clone(), wake.clone(), closed.clone());
@@ -497,7 +497,7 @@ async fn serve_requests<S: PeerStream>(
                     }
                     match shared.upload_decide(conn, piece) {
                         Decision::Elsewhere => {
-                            sent_elsewhere.push(piece);
+                            sent_elsewhere.insert(piece);
                             codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
                             deferred += 1;
                             continue;
@@ -580,22 +580,48 @@ fn on_taken(
     (by, piece): (super::upload_policy::ConnId, u32),
     conn: super::upload_policy::ConnId,
     queue: &Mutex<VecDeque<u32>>,
-    sent_elsewhere: &mut Vec<u32>,
+    sent_elsewhere: &mut PieceSet,
     codec: &mut minitorr_proto::FrameCodec<PeerMsg, PeerMsg>,
     out: &mut BytesMut,
 ) -> Result<(), minitorr_proto::ProtoError> {
     if by == super::registry::INITIAL_SEEDING_OVER {
-        sent_elsewhere.sort_unstable();
-        sent_elsewhere.dedup();
-        for piece in sent_elsewhere.drain(..) {
+        for piece in sent_elsewhere.take() {
             codec.encode(PeerMsg::Have { piece }, out)?;
         }
     } else if by != conn {
         queue.lock().expect("lock").retain(|&p| p != piece);
-        sent_elsewhere.push(piece);
+        sent_elsewhere.insert(piece);
         codec.encode(PeerMsg::Elsewhere { piece }, out)?;
     }
     Ok(())
+}
+
+/// A set of piece indexes, a bit each.
+struct PieceSet(Vec<u64>);
+
+impl PieceSet {
+    fn new(pieces: u32) -> PieceSet {
+        PieceSet(vec![0; (pieces as usize).div_ceil(64)])
+    }
+
+    fn insert(&mut self, piece: u32) {
+        if let Some(w) = self.0.get_mut(piece as usize / 64) {
+            *w |= 1 << (piece % 64);
+        }
+    }
+
+    /// The pieces in the set, in order; the set is left empty.
+    fn take(&mut self) -> Vec<u32> {
+        let mut out = Vec::new();
+        for (i, w) in self.0.iter_mut().enumerate() {
+            let mut bits = std::mem::take(w);
+            while bits != 0 {
+                out.push(i as u32 * 64 + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+        }
+        out
+    }
 }
 
 /// Adds the time since `.1` to `.0` when dropped.
@@ -813,4 +839,19 @@ async fn send_file_range(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PieceSet;
+
+    #[test]
+    fn a_piece_set_holds_each_piece_once_and_empties_when_taken() {
+        let mut s = PieceSet::new(130);
+        for p in [129, 3, 64, 3, 0, 129, 500] {
+            s.insert(p); // 500 is out of range: ignored
+        }
+        assert_eq!(s.take(), vec![0, 3, 64, 129]);
+        assert!(s.take().is_empty());
+    }
 }
