@@ -31,6 +31,9 @@ const MAX_BAD_PIECES: u32 = 2;
 /// downloaders have it meanwhile, or the seeder serves it the second time).
 /// The seeder's `REASK_AFTER` (sharing/upload_policy.rs): asked again no sooner, it serves.
 const ELSEWHERE_COOLDOWN: Duration = Duration::from_secs(3);
+/// Requests (or pieces being verified) every peer may hold even when the download's memory
+/// slots are taken by others: the slots then grow, up to the download's maximum.
+const MIN_IN_FLIGHT: usize = 2;
 
 #[derive(Debug)]
 pub enum PeerExit {
@@ -199,8 +202,12 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             let slot = match dl.slots.clone().try_acquire_owned() {
                 Ok(slot) => slot,
                 // A long link needs more in flight than the free slots allow: grow the
-                // download's memory (bounded) for the bandwidth-delay part only.
-                Err(_) if held >= short_depth && dl.grow_slots() => {
+                // download's memory (bounded) for the bandwidth-delay part only. And every
+                // peer may keep `MIN_IN_FLIGHT` requests whatever the others hold: in a crowd
+                // 15 slow leechers filled the download's slots and the connection to the
+                // seeder — the only source of new pieces — waited for one (the seeder's
+                // uplink idled; docs/BENCHMARKS.md).
+                Err(_) if (held >= short_depth || held < MIN_IN_FLIGHT) && dl.grow_slots() => {
                     match dl.slots.clone().try_acquire_owned() {
                         Ok(slot) => slot,
                         Err(_) => break,

@@ -62,6 +62,11 @@ pub trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     type Write: PieceWrite;
     /// Halves for a reader and a writer running at the same time.
     fn into_halves(self) -> (Self::Read, Self::Write);
+    /// The TCP socket underneath, to read its kernel send queue (the seeder's fair split,
+    /// sharing/fair_share.rs). `None` if there is none.
+    fn tcp_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// The writing half of a peer stream.
@@ -79,6 +84,9 @@ impl PeerStream for TcpStream {
     fn into_halves(self) -> (OwnedReadHalf, OwnedWriteHalf) {
         self.into_split()
     }
+    fn tcp_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
+    }
 }
 
 impl PieceWrite for OwnedWriteHalf {
@@ -92,6 +100,9 @@ impl PeerStream for tls::TlsStream {
     type Write = WriteHalf<tls::TlsStream>;
     fn into_halves(self) -> (Self::Read, Self::Write) {
         tokio::io::split(self)
+    }
+    fn tcp_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
     }
 }
 

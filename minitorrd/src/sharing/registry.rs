@@ -26,6 +26,10 @@ pub struct ShareKey {
     pub file: String,
 }
 
+/// Sent on the taken channel instead of a connection id when initial seeding ends
+/// ([`SharedFile::subscribe_taken`]; connection ids start at 1).
+pub const INITIAL_SEEDING_OVER: super::upload_policy::ConnId = 0;
+
 pub struct SharedFile {
     pub group: String,
     pub meta: Arc<FileMeta>,
@@ -189,33 +193,64 @@ impl SharedFile {
         self.fair_turn.notify_waiters();
     }
 
-    /// Wait for `conn`'s turn to send a piece (`fair_share.rs`): until it is not ahead of the
-    /// other connections with pieces to send, or `MAX_WAIT`.
+    /// Wait for `conn`'s turn to send a piece (`fair_share.rs`): the wire is free (or its
+    /// holder's time is up) and no connection that waits is less served; at most `MAX_WAIT`.
+    /// Call [`SharedFile::fair_done`] after the piece.
     pub async fn fair_turn(&self, conn: super::upload_policy::ConnId) {
-        let deadline = tokio::time::Instant::now() + super::fair_share::MAX_WAIT;
+        use super::fair_share::{Turn, MAX_WAIT};
+        // Stop waiting however this future ends (a connection dropped while it waits must
+        // not hold the others back).
+        struct Waiting<'a>(&'a SharedFile, super::upload_policy::ConnId, bool);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                if !self.2 {
+                    self.0.fair.lock().expect("lock").abandon(self.1);
+                    self.0.fair_turn.notify_waiters();
+                }
+            }
+        }
+        let mut waiting = Waiting(self, conn, false);
+        let deadline = tokio::time::Instant::now() + MAX_WAIT;
         loop {
             let turn = self.fair_turn.notified();
             tokio::pin!(turn);
             turn.as_mut().enable();
-            if self.fair.lock().expect("lock").want(conn) {
-                return;
-            }
+            let answer = self
+                .fair
+                .lock()
+                .expect("lock")
+                .want(conn, std::time::Instant::now());
+            let until = match answer {
+                Turn::Go => {
+                    waiting.2 = true;
+                    // Room may remain on the wire for a waiter that was told to wait
+                    // because we were less served.
+                    self.fair_turn.notify_waiters();
+                    return;
+                }
+                Turn::Wait(Some(at)) => tokio::time::Instant::from_std(at).min(deadline),
+                Turn::Wait(None) => deadline,
+            };
             tokio::select! {
                 _ = turn => {}
-                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tokio::time::sleep_until(until) => if tokio::time::Instant::now() >= deadline {
+                    return; // Waiting's drop abandons the turn: we send alongside the holder
+                },
             }
         }
     }
 
-    /// `conn` wrote a piece of `len` bytes.
-    pub fn fair_sent(&self, conn: super::upload_policy::ConnId, len: u64) {
-        self.fair.lock().expect("lock").sent(conn, len);
-        self.fair_turn.notify_waiters();
+    /// Whether another connection waits for the wire while `conn` holds it.
+    pub fn fair_others_waiting(&self, conn: super::upload_policy::ConnId) -> bool {
+        self.fair.lock().expect("lock").others_waiting(conn)
     }
 
-    /// `conn` has nothing to send for now.
-    pub fn fair_idle(&self, conn: super::upload_policy::ConnId) {
-        self.fair.lock().expect("lock").idle(conn);
+    /// `conn` sent a piece of `len` bytes (and its socket drained): the wire is free.
+    pub fn fair_done(&self, conn: super::upload_policy::ConnId, len: u64) {
+        self.fair
+            .lock()
+            .expect("lock")
+            .done(conn, len, std::time::Instant::now());
         self.fair_turn.notify_waiters();
     }
 
@@ -228,10 +263,16 @@ impl SharedFile {
         if !self.origin {
             return super::upload_policy::Decision::Serve;
         }
-        self.upload
-            .lock()
-            .expect("lock")
-            .decide(conn, piece, std::time::Instant::now())
+        let mut policy = self.upload.lock().expect("lock");
+        let seeding = policy.initial_seeding();
+        let decision = policy.decide(conn, piece, std::time::Instant::now());
+        if seeding && !policy.initial_seeding() {
+            // The last piece nobody had just went out: every connection offers again what
+            // it told its downloader to get elsewhere (they are the crowd's rarest pieces
+            // in the tail, and our uplink is free now).
+            let _ = self.taken_tx.send((INITIAL_SEEDING_OVER, 0));
+        }
+        decision
     }
 
     /// Returns true the first time every piece has gone out once (end of initial seeding).
@@ -254,8 +295,26 @@ impl SharedFile {
         let _ = self.taken_tx.send((conn, piece));
     }
 
+    /// What `subscribe_taken` receives when initial seeding ends: `(INITIAL_SEEDING_OVER, _)`
+    /// (connection ids start at 1).
     pub fn subscribe_taken(&self) -> broadcast::Receiver<(super::upload_policy::ConnId, u32)> {
         self.taken_tx.subscribe()
+    }
+
+    /// Seconds the upload idled between pieces with nobody waiting (`FairShare::idle_total`).
+    pub fn fair_idle_s(&self) -> f64 {
+        self.fair.lock().expect("lock").idle_total().as_secs_f64()
+    }
+
+    /// Holder-seconds and the average hold (`FairShare::held_s`, `hold`), for the log.
+    pub fn fair_held(&self) -> (f64, f64) {
+        let f = self.fair.lock().expect("lock");
+        (f.held_s(), f.hold().as_secs_f64() * 1000.0)
+    }
+
+    /// Pieces served by reason (`UploadPolicy::served_why`, for the log).
+    pub fn upload_served_why(&self) -> [u32; 5] {
+        self.upload.lock().expect("lock").served_why()
     }
 
     /// Pieces sent 0, 1, 2, 3+ times (for the log).

@@ -402,6 +402,14 @@ async fn serve_requests<S: PeerStream>(
     // Cancel can overtake queued requests and reading never waits for disk or the rate
     // limiter. Piece bytes go out by the stream's fastest way (see `send_piece`).
     let parts = framed.into_parts();
+    // A second handle on the TCP socket, to read its send queue (`wait_drained`); taken while
+    // the stream is alive, so the descriptor is the connection's.
+    let sock = parts.io.tcp_fd().and_then(|fd| {
+        // SAFETY: `fd` belongs to `parts.io`, which is alive here; it is only duplicated.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+            .try_clone_to_owned()
+            .ok()
+    });
     let (rd, mut wr) = parts.io.into_halves();
     let queue = Arc::new(Mutex::new(VecDeque::<u32>::new()));
     let wake = Arc::new(Notify::new());
@@ -416,6 +424,9 @@ async fn serve_requests<S: PeerStream>(
     let registered = Registered(shared.clone(), shared.upload_open());
     let conn = registered.1;
     let mut taken_rx = shared.subscribe_taken();
+    // Pieces we told this downloader to get elsewhere (a bit per piece: a peer repeating
+    // requests cannot grow it): offered again (`Have`) when initial seeding ends.
+    let mut sent_elsewhere = PieceSet::new(shared.meta.piece_count());
 
     let reader = {
         let (queue, wake, closed) = (queue.clone(), wake.clone(), closed.clone());
@@ -450,6 +461,8 @@ async fn serve_requests<S: PeerStream>(
     // Per-connection counters, logged when it ends (how the seeder's upload was split).
     let started = std::time::Instant::now();
     let (mut served, mut deferred) = (0u32, 0u32);
+    // Times this connection had no request to serve, and for how long in all.
+    let (mut starved, mut starved_s) = (0u32, 0f64);
     let result = async {
         loop {
             // Tell the peer about pieces we verified meanwhile (partial seeding).
@@ -468,11 +481,10 @@ async fn serve_requests<S: PeerStream>(
             // not ask us for them (and what it queued for them is dropped, as if answered).
             loop {
                 match taken_rx.try_recv() {
-                    Ok((by, piece)) if by != conn => {
-                        queue.lock().expect("lock").retain(|&p| p != piece);
-                        codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
+                    Ok(taken) => {
+                        on_taken(taken, conn, &queue, &mut sent_elsewhere, &mut codec, &mut out)?
                     }
-                    Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => {}
                     Err(_) => break,
                 }
             }
@@ -485,6 +497,7 @@ async fn serve_requests<S: PeerStream>(
                     }
                     match shared.upload_decide(conn, piece) {
                         Decision::Elsewhere => {
+                            sent_elsewhere.insert(piece);
                             codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
                             deferred += 1;
                             continue;
@@ -499,7 +512,14 @@ async fn serve_requests<S: PeerStream>(
                     shared.fair_turn(conn).await;
                     piece_buf =
                         send_piece(&mut wr, &mut out, piece_buf, &shared, piece, &srv.pool).await?;
-                    shared.fair_sent(conn, u64::from(len));
+                    // Give our place on the wire up only when this piece has (nearly) left
+                    // the kernel, so a few pieces cross at a time, each fast, instead of every
+                    // connection's piece crawling at once (fair_share.rs).
+                    wr.flush().await?;
+                    if let Some(sock) = &sock {
+                        wait_drained(sock, &shared, conn).await;
+                    }
+                    shared.fair_done(conn, u64::from(len));
                     stats.uploaded(len as u64);
                     if !counted_peer {
                         counted_peer = true;
@@ -508,12 +528,15 @@ async fn serve_requests<S: PeerStream>(
                     served += 1;
                     if shared.upload_sent(conn, piece) {
                         tracing::info!(file = %shared.meta.name, after_s = started.elapsed().as_secs_f64(),
+                            new_rarest_lone_reask_full = ?shared.upload_served_why(),
                             "every piece has gone out at least once");
                     }
                 }
                 None if closed.load(Ordering::Acquire) => return Ok(()),
                 None => {
-                    shared.fair_idle(conn);
+                    starved += 1;
+                    let since = std::time::Instant::now();
+                    let _count = CountIdle(&mut starved_s, since);
                     wr.write_all(&out).await?;
                     out.clear();
                     wr.flush().await?;
@@ -525,11 +548,8 @@ async fn serve_requests<S: PeerStream>(
                             Err(broadcast::error::RecvError::Closed) => return Ok(()),
                         },
                         r = taken_rx.recv() => match r {
-                            Ok((by, piece)) if by != conn => {
-                                queue.lock().expect("lock").retain(|&p| p != piece);
-                                codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
-                            }
-                            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                            Ok(taken) => on_taken(taken, conn, &queue, &mut sent_elsewhere, &mut codec, &mut out)?,
+                            Err(broadcast::error::RecvError::Lagged(_)) => {}
                             Err(broadcast::error::RecvError::Closed) => return Ok(()),
                         },
                     }
@@ -544,9 +564,104 @@ async fn serve_requests<S: PeerStream>(
         let copies = shared.upload_copies();
         tracing::info!(file = %shared.meta.name, %user, served, deferred,
             secs = started.elapsed().as_secs_f64(),
-            copies_0_1_2_3plus = ?copies, "peer connection served");
+            copies_0_1_2_3plus = ?copies,
+            new_rarest_lone_reask_full = ?shared.upload_served_why(),
+            starved, starved_s, wire_idle_s = shared.fair_idle_s(),
+            held_s_hold_ms = ?shared.fair_held(),
+            "peer connection served");
     }
     result
+}
+
+/// Another connection took `piece` into the swarm: our downloader should not ask us for it
+/// (what it queued for it is dropped, as if answered). Or initial seeding is over: offer
+/// again every piece we sent it elsewhere for.
+fn on_taken(
+    (by, piece): (super::upload_policy::ConnId, u32),
+    conn: super::upload_policy::ConnId,
+    queue: &Mutex<VecDeque<u32>>,
+    sent_elsewhere: &mut PieceSet,
+    codec: &mut minitorr_proto::FrameCodec<PeerMsg, PeerMsg>,
+    out: &mut BytesMut,
+) -> Result<(), minitorr_proto::ProtoError> {
+    if by == super::registry::INITIAL_SEEDING_OVER {
+        for piece in sent_elsewhere.take() {
+            codec.encode(PeerMsg::Have { piece }, out)?;
+        }
+    } else if by != conn {
+        queue.lock().expect("lock").retain(|&p| p != piece);
+        sent_elsewhere.insert(piece);
+        codec.encode(PeerMsg::Elsewhere { piece }, out)?;
+    }
+    Ok(())
+}
+
+/// A set of piece indexes, a bit each.
+struct PieceSet(Vec<u64>);
+
+impl PieceSet {
+    fn new(pieces: u32) -> PieceSet {
+        PieceSet(vec![0; (pieces as usize).div_ceil(64)])
+    }
+
+    fn insert(&mut self, piece: u32) {
+        if let Some(w) = self.0.get_mut(piece as usize / 64) {
+            *w |= 1 << (piece % 64);
+        }
+    }
+
+    /// The pieces in the set, in order; the set is left empty.
+    fn take(&mut self) -> Vec<u32> {
+        let mut out = Vec::new();
+        for (i, w) in self.0.iter_mut().enumerate() {
+            let mut bits = std::mem::take(w);
+            while bits != 0 {
+                out.push(i as u32 * 64 + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+        }
+        out
+    }
+}
+
+/// Adds the time since `.1` to `.0` when dropped.
+struct CountIdle<'a>(&'a mut f64, std::time::Instant);
+impl Drop for CountIdle<'_> {
+    fn drop(&mut self) {
+        *self.0 += self.1.elapsed().as_secs_f64();
+    }
+}
+
+/// Wait until at most `DRAINED` bytes are queued in the socket (unsent or unacknowledged),
+/// while other connections wait for the wire; at most the fair split's hold limit (after
+/// that the others go anyway).
+async fn wait_drained(
+    sock: &std::os::fd::OwnedFd,
+    shared: &SharedFile,
+    conn: super::upload_policy::ConnId,
+) {
+    use super::fair_share::{DRAINED, HOLD_MAX};
+    let started = std::time::Instant::now();
+    while shared.fair_others_waiting(conn) && started.elapsed() < HOLD_MAX {
+        match send_queue(sock) {
+            Ok(q) if q > DRAINED => tokio::time::sleep(Duration::from_millis(1)).await,
+            _ => return,
+        }
+    }
+}
+
+/// Bytes in a TCP socket's send queue, unsent or unacknowledged (SIOCOUTQ).
+fn send_queue(sock: &std::os::fd::OwnedFd) -> std::io::Result<u64> {
+    /// SIOCOUTQ (= TIOCOUTQ, include/uapi/linux/sockios.h): an int.
+    const SIOCOUTQ: rustix::ioctl::Opcode = 0x5411;
+    // SAFETY: SIOCOUTQ on a socket writes one int.
+    let q = unsafe {
+        rustix::ioctl::ioctl(
+            sock,
+            rustix::ioctl::Getter::<SIOCOUTQ, std::ffi::c_int>::new(),
+        )
+    }?;
+    Ok(u64::try_from(q).unwrap_or(0))
 }
 
 /// Length of a piece frame's header: u32 frame length, tag, u32 piece index.
@@ -724,4 +839,19 @@ async fn send_file_range(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PieceSet;
+
+    #[test]
+    fn a_piece_set_holds_each_piece_once_and_empties_when_taken() {
+        let mut s = PieceSet::new(130);
+        for p in [129, 3, 64, 3, 0, 129, 500] {
+            s.insert(p); // 500 is out of range: ignored
+        }
+        assert_eq!(s.take(), vec![0, 3, 64, 129]);
+        assert!(s.take().is_empty());
+    }
 }

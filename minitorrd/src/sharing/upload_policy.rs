@@ -9,11 +9,12 @@
 //! anyone). A piece is *in the swarm* when some other live connection holds or is receiving it.
 //!
 //! * **Serve** a piece not in the swarm; a piece this connection holds already (a re-request
-//!   after a bad transfer); anything when every piece is in the swarm (initial seeding is over
-//!   until a crowd leaves and pieces are absent again) or when this is the only connection
-//!   (nobody else to get it from); a piece in the swarm for [`REASK_AFTER`] already; and a
-//!   piece this connection was told to get elsewhere at least [`REASK_AFTER`] ago (no stall,
-//!   whatever the swarm does: a piece that nobody passes on comes at most that much later).
+//!   after a bad transfer); anything when this is the only connection (nobody else to get it
+//!   from); once every piece is in the swarm (initial seeding is over until a crowd leaves and
+//!   pieces are absent again), a piece among the rarest there (held by at most
+//!   [`RAREST_SLACK`] more live connections than the rarest piece); and a piece this
+//!   connection was told to get elsewhere at least [`REASK_AFTER`] ago (no stall, whatever
+//!   the swarm does: a piece that nobody passes on comes at most that much later).
 //! * Otherwise answer **Elsewhere** (`PeerMsg::Elsewhere`): the downloader releases the piece,
 //!   does not ask us for it for a while, and takes it from the leecher that has it (holder
 //!   events make leechers connect to each other within a second, and they announce it with
@@ -31,8 +32,12 @@
 //! downloader that completed serves what it has: its pieces came from the swarm.
 //! Memory: a bit per piece and connection, a counter per piece, and at most
 //! [`MAX_DEFERRED_PER_CONN`] remembered deferrals per connection. A downloader that claims
-//! pieces it lacks can only make the others wait [`REASK_AFTER`] for those pieces, and only
-//! while initial seeding lasts.
+//! pieces it lacks can only make the others wait [`REASK_AFTER`] for those pieces.
+//!
+//! A piece in the swarm is not served before the downloader asked again (there used to be an
+//! exception for pieces in the swarm for [`REASK_AFTER`]: with 16 leechers, whose uplinks are
+//! busy, it sent ~10 pieces twice during the first copy, and the first copy is what the
+//! crowd waits for).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -47,6 +52,10 @@ pub const MAX_DEFERRED_PER_CONN: usize = 256;
 /// (long enough for the other holder to receive and pass it on in a crowd of 16 at 50 Mbit/s:
 /// a 512 KiB piece takes ~1.3 s each way).
 pub const REASK_AFTER: Duration = Duration::from_secs(3);
+
+/// After the first copy, a piece held by at most this many more live connections than the
+/// rarest piece is served at once; others get `Elsewhere` first (the leechers have them).
+pub const RAREST_SLACK: u16 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -96,8 +105,6 @@ pub struct UploadPolicy {
     /// Live connections holding or receiving each piece (u16::MAX is not reachable:
     /// connections are bounded far below it).
     holders: Vec<u16>,
-    /// Since when each piece has had a live holder.
-    since: Vec<Option<Instant>>,
     /// Pieces no live connection holds or receives: initial seeding lasts while there are
     /// any. When a crowd has left, this is every piece again, so the next crowd is seeded the
     /// same way.
@@ -106,6 +113,23 @@ pub struct UploadPolicy {
     never_sent: u32,
     conns: HashMap<ConnId, Conn>,
     next_id: ConnId,
+    /// Pieces served, by reason ([`Why`]), for the log.
+    why: [u32; 5],
+}
+
+/// Why a piece was served (counted for the log: which rule lets duplicates through).
+#[derive(Debug, Clone, Copy)]
+enum Why {
+    /// Nobody else holds or receives it.
+    New,
+    /// Every piece is in the swarm and this one is among the rarest there.
+    Rarest,
+    /// The only connection.
+    Lone,
+    /// Asked again `REASK_AFTER` after an `Elsewhere`.
+    Reask,
+    /// Too many deferrals remembered for this connection.
+    Full,
 }
 
 impl UploadPolicy {
@@ -114,11 +138,11 @@ impl UploadPolicy {
             pieces,
             sent: vec![0; pieces as usize],
             holders: vec![0; pieces as usize],
-            since: vec![None; pieces as usize],
             absent: pieces,
             never_sent: pieces,
             conns: HashMap::new(),
             next_id: 0,
+            why: [0; 5],
         }
     }
 
@@ -155,7 +179,6 @@ impl UploadPolicy {
                 *h -= 1;
                 if *h == 0 {
                     self.absent += 1;
-                    self.since[w * 64 + b] = None;
                 }
             }
         }
@@ -166,26 +189,30 @@ impl UploadPolicy {
     }
 
     /// One more live holder of `piece`; true if it had none.
-    fn add_holder(&mut self, piece: u32, now: Instant) -> bool {
+    fn add_holder(&mut self, piece: u32) -> bool {
         let h = &mut self.holders[piece as usize];
         *h += 1;
         if *h == 1 {
             self.absent -= 1;
-            self.since[piece as usize] = Some(now);
             return true;
         }
         false
     }
 
+    /// Live holders of the rarest piece.
+    fn rarest(&self) -> u16 {
+        self.holders.iter().copied().min().unwrap_or(0)
+    }
+
     /// The downloader on `conn` says it verified `piece` (from anyone).
-    pub fn peer_has(&mut self, conn: ConnId, piece: u32, now: Instant) {
+    pub fn peer_has(&mut self, conn: ConnId, piece: u32, _now: Instant) {
         if piece >= self.pieces {
             return;
         }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.deferred.remove(&piece);
             if c.set(piece) {
-                self.add_holder(piece, now);
+                self.add_holder(piece);
             }
         }
     }
@@ -202,25 +229,34 @@ impl UploadPolicy {
             return Decision::Serve;
         }
         let others = self.holders[i];
-        let long_in_swarm =
-            self.since[i].is_some_and(|t| now.saturating_duration_since(t) >= REASK_AFTER);
-        let serve = others == 0 || self.absent == 0 || self.conns.len() <= 1 || long_in_swarm || {
+        let why = if others == 0 {
+            Some(Why::New)
+        } else if self.conns.len() <= 1 {
+            Some(Why::Lone)
+        } else if self.absent == 0 && others <= self.rarest() + RAREST_SLACK {
+            Some(Why::Rarest)
+        } else {
             let c = self.conns.get_mut(&conn).expect("checked");
             match c.deferred.get(&piece) {
-                Some(&at) => now.saturating_duration_since(at) >= REASK_AFTER,
-                None if c.deferred.len() >= MAX_DEFERRED_PER_CONN => true,
+                Some(&at) if now.saturating_duration_since(at) >= REASK_AFTER => Some(Why::Reask),
+                Some(_) => None,
+                None if c.deferred.len() >= MAX_DEFERRED_PER_CONN => Some(Why::Full),
                 None => {
                     c.deferred.insert(piece, now);
-                    false
+                    None
                 }
             }
         };
+        let serve = why.is_some();
+        if let Some(why) = why {
+            self.why[why as usize] = self.why[why as usize].saturating_add(1);
+        }
         if !serve {
             return Decision::Elsewhere;
         }
         let c = self.conns.get_mut(&conn).expect("checked");
         c.deferred.remove(&piece);
-        if c.set(piece) && self.add_holder(piece, now) && self.absent > 0 && self.conns.len() > 1 {
+        if c.set(piece) && self.add_holder(piece) && self.absent > 0 && self.conns.len() > 1 {
             return Decision::ServeNew;
         }
         Decision::Serve
@@ -238,6 +274,12 @@ impl UploadPolicy {
             return self.never_sent == 0;
         }
         false
+    }
+
+    /// Pieces served so far because: new, rarest after the first copy, lone connection,
+    /// asked again, deferrals full (for the log).
+    pub fn served_why(&self) -> [u32; 5] {
+        self.why
     }
 
     /// Pieces sent n times, for n = 0, 1, 2, 3 and more (for the log at the end of initial
@@ -312,7 +354,7 @@ mod tests {
     }
 
     #[test]
-    fn once_every_piece_went_out_everything_is_served() {
+    fn once_every_piece_went_out_the_rarest_are_served() {
         let t = Instant::now();
         let mut p = UploadPolicy::new(2);
         let (a, b) = (p.open(), p.open());
@@ -321,6 +363,45 @@ mod tests {
         assert!(!p.initial_seeding());
         assert!(p.decide(b, 0, t).serve());
         assert!(p.decide(b, 1, t).serve());
+        p.check_invariants();
+    }
+
+    /// After the first copy, a piece many hold is sent elsewhere first (and served when asked
+    /// again), one among the rarest at once.
+    #[test]
+    fn after_the_first_copy_common_pieces_go_elsewhere_first() {
+        let t = Instant::now();
+        let mut p = UploadPolicy::new(2);
+        let conns: Vec<ConnId> = (0..5).map(|_| p.open()).collect();
+        // Piece 0 is everywhere but on the last connection; piece 1 on one connection only.
+        for &c in &conns[..4] {
+            p.peer_has(c, 0, t);
+        }
+        p.peer_has(conns[0], 1, t);
+        assert!(!p.initial_seeding());
+        let last = conns[4];
+        assert_eq!(p.decide(last, 0, t), Decision::Elsewhere);
+        assert!(p.decide(last, 1, t).serve());
+        assert_eq!(
+            p.decide(last, 0, t + Duration::from_millis(500)),
+            Decision::Elsewhere
+        );
+        assert!(p.decide(last, 0, t + REASK_AFTER).serve());
+        p.check_invariants();
+    }
+
+    /// A piece in the swarm for a long time is still sent elsewhere until its downloader asks
+    /// again (there is no "long in the swarm" exception any more).
+    #[test]
+    fn a_piece_long_in_the_swarm_is_not_served_before_it_is_asked_again() {
+        let t = Instant::now();
+        let mut p = UploadPolicy::new(3);
+        let (a, b) = (p.open(), p.open());
+        assert_eq!(p.decide(a, 0, t), Decision::ServeNew);
+        let later = t + 10 * REASK_AFTER;
+        assert_eq!(p.decide(b, 0, later), Decision::Elsewhere);
+        assert!(p.decide(b, 0, later + REASK_AFTER).serve());
+        p.check_invariants();
     }
 
     #[test]
