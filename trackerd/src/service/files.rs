@@ -2,7 +2,7 @@
 //! and a download ticket.
 
 use minitorr_proto::names;
-use minitorr_proto::ticket::TicketClaims;
+use minitorr_proto::ticket::{Ticket, TicketClaims};
 use minitorr_proto::tracker::{ErrorCode, FileDetails, Holders, Response};
 use minitorr_proto::types::{FileMeta, PeerInfo};
 
@@ -176,6 +176,28 @@ impl Service {
         let Some(meta) = self.store.file(group, file).await? else {
             return fail(ErrorCode::NotFound, format!("{group} has no file {file}"));
         };
+        let (peers, ticket) = self
+            .holders_and_ticket(caller, group, file, &meta.name, meta.sha1)
+            .await?;
+        Ok(Response::File(Box::new(FileDetails {
+            group: group.to_string(),
+            meta,
+            peers,
+            ticket,
+        })))
+    }
+
+    /// The online holders of `file` (the caller's own session left out) and a download ticket
+    /// for `ticket_name`/`sha1`, bound to the caller's device key: only a peer link
+    /// authenticated with that key can use it.
+    async fn holders_and_ticket(
+        &self,
+        caller: &Caller,
+        group: &str,
+        file: &str,
+        ticket_name: &str,
+        sha1: minitorr_proto::types::Sha1Hash,
+    ) -> Result<(Vec<PeerInfo>, Ticket), Fail> {
         let peers = self
             .store
             .file_peers(group, file, self.online_since(), &caller.token_hash)
@@ -183,21 +205,13 @@ impl Service {
         let claims = TicketClaims {
             user: caller.session.user.clone(),
             group: group.to_string(),
-            file_name: meta.name.clone(),
-            file_sha1: meta.sha1,
+            file_name: ticket_name.to_string(),
+            file_sha1: sha1,
             issued_unix: self.now(),
             expires_unix: self.now() + self.timing.ticket_ttl_secs,
-            // Bound to the asking daemon: only a peer link authenticated with this key can
-            // use the ticket.
             device_key: caller.session.device_key,
         };
-        let ticket = self.sign_ticket(claims);
-        Ok(Response::File(Box::new(FileDetails {
-            group: group.to_string(),
-            meta,
-            peers,
-            ticket,
-        })))
+        Ok((peers, self.sign_ticket(claims)))
     }
 
     /// A running download's refresh: `get_file` without the metadata (a big tree's listing
@@ -208,20 +222,9 @@ impl Service {
         let Some(sha1) = self.store.file_sha1(group, file).await? else {
             return fail(ErrorCode::NotFound, format!("{group} has no file {file}"));
         };
-        let peers = self
-            .store
-            .file_peers(group, file, self.online_since(), &caller.token_hash)
+        let (peers, ticket) = self
+            .holders_and_ticket(caller, group, file, file, sha1)
             .await?;
-        let claims = TicketClaims {
-            user: caller.session.user.clone(),
-            group: group.to_string(),
-            file_name: file.to_string(),
-            file_sha1: sha1,
-            issued_unix: self.now(),
-            expires_unix: self.now() + self.timing.ticket_ttl_secs,
-            device_key: caller.session.device_key,
-        };
-        let ticket = self.sign_ticket(claims);
         Ok(Response::Holders(Box::new(Holders {
             group: group.to_string(),
             file: file.to_string(),
