@@ -253,8 +253,10 @@ class Cluster:
         cmd = [*self.net.prefix(host), self.bins / "minitorrd", "--socket", sock,
                "--state-dir", d / "state", "--tracker", self.tracker_addr]
         conf = ""
-        if self.log_level:
-            conf += f'log_level = "{self.log_level}"\n'
+        # MT_BENCH_LOG_LEVEL overrides the daemons' log level (e.g. tracing a swarm run).
+        level = os.environ.get("MT_BENCH_LOG_LEVEL") or self.log_level
+        if level:
+            conf += f'log_level = "{level}"\n'
         if self.plaintext:
             conf += "insecure_plaintext_peer_links_for_benchmarks = true\n"
         if conf:

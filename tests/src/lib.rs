@@ -50,6 +50,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A free loopback address (a port nobody listened on a moment ago; see `on_a_free_port`).
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
 pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
@@ -144,6 +149,28 @@ impl Tracker {
 
     pub fn start_at(dir: &Path, addr: SocketAddr) -> Tracker {
         Self::start_with(dir, addr, &[])
+    }
+
+    /// A trackerd on a free port with extra command-line arguments (e.g. `--database-url`),
+    /// retried on another port if a parallel test takes this one.
+    pub fn start_args(dir: &Path, extra_args: &[&str]) -> Tracker {
+        Self::start_configured(dir, || extra_args.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// A trackerd on a free port whose extra arguments are built anew for each attempt: when
+    /// they name ports of their own (a config file's `metrics_listen` or `relay_listen`), a
+    /// port taken by a parallel test is replaced with the tracker's port, not retried as is.
+    pub fn start_configured(dir: &Path, mut extra_args: impl FnMut() -> Vec<String>) -> Tracker {
+        std::fs::create_dir_all(dir).unwrap();
+        on_a_free_port("trackerd", &dir.join("trackerd.log"), |addr| {
+            let mut t = Tracker {
+                dir: dir.to_path_buf(),
+                addr,
+                extra_args: extra_args(),
+                child: None,
+            };
+            t.try_spawn().is_ok().then_some(t)
+        })
     }
 
     /// A trackerd with extra command-line arguments (e.g. `--database-url`, `--tls-cert`).
@@ -246,6 +273,18 @@ impl Peer {
     }
 
     pub fn start_with(dir: &Path, trackers: &[SocketAddr], extra_args: &[&str]) -> Peer {
+        Self::start_configured(dir, trackers, || {
+            extra_args.iter().map(|s| s.to_string()).collect()
+        })
+    }
+
+    /// A minitorrd whose extra arguments are built anew for each start attempt (see
+    /// `Tracker::start_configured`: ports named in them are chosen again with the peer port).
+    pub fn start_configured(
+        dir: &Path,
+        trackers: &[SocketAddr],
+        mut extra_args: impl FnMut() -> Vec<String>,
+    ) -> Peer {
         std::fs::create_dir_all(dir).unwrap();
         // The control socket lives here: its directory must be private (0700), or both
         // minitorrd and minitorrctl refuse it.
@@ -256,7 +295,7 @@ impl Peer {
                 socket: dir.join("ctl.sock"),
                 addr,
                 trackers: trackers.to_vec(),
-                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                extra_args: extra_args(),
                 child: None,
             };
             p.try_spawn().is_ok().then_some(p)

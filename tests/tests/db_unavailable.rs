@@ -12,10 +12,6 @@ use std::time::{Duration, Instant};
 use minitorr_e2e::faultproxy::{FaultProxy, Mode};
 use minitorr_e2e::*;
 
-fn addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
-}
-
 /// `list_groups` while the database is away: exit 1, the clear error, fast (target ~2 s; the
 /// margin is for a loaded machine, far below the 30 s it took before).
 fn fails_fast(peer: &Peer, what: &str) -> Duration {
@@ -71,11 +67,7 @@ fn database_outage_fails_fast_and_the_tracker_recovers_by_itself() {
     let proxy = FaultProxy::start(upstream);
     let url = pg::with_host(&db.url, proxy.addr);
     let tmp = tempfile::tempdir().unwrap();
-    let tracker = Tracker::start_with(
-        &tmp.path().join("tracker"),
-        addr(),
-        &["--database-url", &url],
-    );
+    let tracker = Tracker::start_args(&tmp.path().join("tracker"), &["--database-url", &url]);
     let alice = Peer::start(&tmp.path().join("alice"), &tracker);
     user(&alice, "alice");
     alice.ok(&["create_group", "team"]);

@@ -26,15 +26,11 @@ fn postgres() -> Option<String> {
     pg::admin_url("tracker HA test (tests/tests/ha_postgres.rs)")
 }
 
-fn addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
-}
-
 /// Two trackers on `db`, each with its own (unused) state dir.
 fn two_trackers(dir: &Path, db: &TestDatabase) -> (Tracker, Tracker) {
     let args = ["--database-url", db.url.as_str()];
-    let a = Tracker::start_with(&dir.join("tracker-a"), addr(), &args);
-    let b = Tracker::start_with(&dir.join("tracker-b"), addr(), &args);
+    let a = Tracker::start_args(&dir.join("tracker-a"), &args);
+    let b = Tracker::start_args(&dir.join("tracker-b"), &args);
     (a, b)
 }
 
@@ -289,7 +285,7 @@ fn two_trackers_sign_with_their_own_keys_and_every_seeder_accepts_both() {
     let db = TestDatabase::create(&admin, "minitorr_ha");
     let tmp = tempfile::tempdir().unwrap();
     let args = ["--database-url", db.url.as_str()];
-    let ta = Tracker::start_with(&tmp.path().join("tracker-a"), addr(), &args);
+    let ta = Tracker::start_args(&tmp.path().join("tracker-a"), &args);
     let s1 = Peer::start_with(&tmp.path().join("s1"), &[ta.addr], &[]);
     user(&s1, "s1");
     s1.ok(&["create_group", "g"]);
@@ -298,7 +294,7 @@ fn two_trackers_sign_with_their_own_keys_and_every_seeder_accepts_both() {
     s1.ok(&["upload_file", src.to_str().unwrap(), "g"]);
 
     // B (and its key) appear after s1 logged in at A.
-    let tb = Tracker::start_with(&tmp.path().join("tracker-b"), addr(), &args);
+    let tb = Tracker::start_args(&tmp.path().join("tracker-b"), &args);
     let key_a = std::fs::read_to_string(ta.dir.join("state/ticket-signing.key")).unwrap();
     let key_b = std::fs::read_to_string(tb.dir.join("state/ticket-signing.key")).unwrap();
     assert_ne!(key_a, key_b, "each tracker has its own key file");

@@ -2,7 +2,7 @@
 //! registration the owner removes, sharing under another name, a quota refusal through the
 //! CLI, announced peer addresses replaced by observed ones, look-alike and NFD names.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 
 use minitorr_e2e::*;
@@ -143,10 +143,8 @@ fn a_quota_refusal_reaches_the_cli_with_its_message_and_exit_status() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("trackerd.toml");
     std::fs::write(&cfg, "quota_files_per_group = 1\n").unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let tracker = Tracker::start_with(
+    let tracker = Tracker::start_args(
         &dir.path().join("tracker"),
-        addr,
         &["--config", cfg.to_str().unwrap()],
     );
     let alice = Peer::start(&dir.path().join("alice"), &tracker);

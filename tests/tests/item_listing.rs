@@ -255,10 +255,8 @@ fn items_are_registered_listed_and_served_on_postgresql() {
     };
     let db = TestDatabase::create(&admin, "items");
     let tmp = tempfile::tempdir().unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let t = Tracker::start_with(
+    let t = Tracker::start_args(
         &tmp.path().join("tracker"),
-        addr,
         &["--database-url", db.url.as_str()],
     );
     scenario(tmp.path(), &t, "PostgreSQL");

@@ -3,6 +3,7 @@
 //! upload and a download; a plain TCP GET scrapes both, the text must parse, and the counters
 //! must have moved.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -123,27 +124,34 @@ fn config(dir: &std::path::Path, name: &str, text: &str) -> String {
 #[test]
 fn both_daemons_serve_metrics_that_parse_and_move() {
     let dir = tempfile::tempdir().unwrap();
-    let tm: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let am: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let bm: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Each start attempt picks its own metrics port (a parallel test may take one), and the
+    // port that worked is remembered here.
     let tdir = dir.path().join("tracker");
-    let tcfg = config(
-        &tdir,
-        "trackerd.toml",
-        &format!("metrics_listen = \"{tm}\"\n"),
-    );
-    let tracker = Tracker::start_with(
-        &tdir,
-        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        &["--config", &tcfg],
-    );
-    let peer = |name: &str, m: SocketAddr| {
+    let tm = Cell::new(None);
+    let tracker = Tracker::start_configured(&tdir, || {
+        let m = free_addr();
+        tm.set(Some(m));
+        let cfg = config(
+            &tdir,
+            "trackerd.toml",
+            &format!("metrics_listen = \"{m}\"\n"),
+        );
+        vec!["--config".into(), cfg]
+    });
+    let tm = tm.get().unwrap();
+    let peer = |name: &str| {
         let d = dir.path().join(name);
-        let cfg = config(&d, "minitorrd.toml", &format!("metrics_listen = \"{m}\"\n"));
-        Peer::start_with(&d, &[tracker.addr], &["--config", &cfg])
+        let m = Cell::new(None);
+        let p = Peer::start_configured(&d, &[tracker.addr], || {
+            let a = free_addr();
+            m.set(Some(a));
+            let cfg = config(&d, "minitorrd.toml", &format!("metrics_listen = \"{a}\"\n"));
+            vec!["--config".into(), cfg]
+        });
+        (p, m.get().unwrap())
     };
-    let alice = peer("alice", am);
-    let bob = peer("bob", bm);
+    let (alice, am) = peer("alice");
+    let (bob, bm) = peer("bob");
 
     let before = parse(&scrape(tm));
     assert_eq!(value(&before, "minitorr_tracker_users", &[]), 0.0);
@@ -304,30 +312,24 @@ fn no_metrics_port_unless_configured() {
 fn a_non_loopback_metrics_address_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let tdir = dir.path().join("tracker");
-    let port = free_port();
-    let tcfg = config(
-        &tdir,
-        "trackerd.toml",
-        &format!("metrics_listen = \"0.0.0.0:{port}\"\n"),
-    );
-    let tracker = Tracker::start_with(
-        &tdir,
-        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        &["--config", &tcfg],
-    );
+    let port = Cell::new(0);
+    let tracker = Tracker::start_configured(&tdir, || {
+        port.set(free_port());
+        let m = format!("metrics_listen = \"0.0.0.0:{}\"\n", port.get());
+        vec!["--config".into(), config(&tdir, "trackerd.toml", &m)]
+    });
     let log = tracker.log();
     assert!(log.contains("not a loopback address"), "{log}");
-    assert!(listening_ports(tracker_pid(&tracker)).contains(&port));
+    assert!(listening_ports(tracker_pid(&tracker)).contains(&port.get()));
 
     let pdir = dir.path().join("peer");
-    let pport = free_port();
-    let pcfg = config(
-        &pdir,
-        "minitorrd.toml",
-        &format!("metrics_listen = \"0.0.0.0:{pport}\"\n"),
-    );
-    let peer = Peer::start_with(&pdir, &[tracker.addr], &["--config", &pcfg]);
+    let pport = Cell::new(0);
+    let peer = Peer::start_configured(&pdir, &[tracker.addr], || {
+        pport.set(free_port());
+        let m = format!("metrics_listen = \"0.0.0.0:{}\"\n", pport.get());
+        vec!["--config".into(), config(&pdir, "minitorrd.toml", &m)]
+    });
     let log = peer.log_tail(50);
     assert!(log.contains("not a loopback address"), "{log}");
-    assert!(listening_ports(peer_pid(&peer)).contains(&pport));
+    assert!(listening_ports(peer_pid(&peer)).contains(&pport.get()));
 }

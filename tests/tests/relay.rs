@@ -22,18 +22,18 @@ use tokio::net::{TcpListener, TcpStream};
 
 const MB: usize = 1024 * 1024;
 
-fn free_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
-}
-
 /// A trackerd with the relay on (`relay_listen`), plus `extra` config lines. Returns the
 /// tracker and the relay's listen address.
 fn tracker_with_relay(dir: &Path, extra: &str) -> (Tracker, SocketAddr) {
     std::fs::create_dir_all(dir).unwrap();
-    let relay = free_addr();
-    let cfg = dir.join("trackerd.toml");
-    std::fs::write(&cfg, format!("relay_listen = \"{relay}\"\n{extra}")).unwrap();
-    let t = Tracker::start_with(dir, free_addr(), &["--config", cfg.to_str().unwrap()]);
+    // The relay's port is chosen again with the tracker's if a start attempt finds it taken.
+    let mut relay = free_addr();
+    let t = Tracker::start_configured(dir, || {
+        relay = free_addr();
+        let cfg = dir.join("trackerd.toml");
+        std::fs::write(&cfg, format!("relay_listen = \"{relay}\"\n{extra}")).unwrap();
+        vec!["--config".into(), cfg.to_str().unwrap().into()]
+    });
     wait_until("the relay listening", Duration::from_secs(10), || {
         t.log().contains("relay listening on")
     });
@@ -373,22 +373,24 @@ async fn pump(
 #[test]
 fn a_relay_that_flips_a_byte_breaks_the_link_never_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    // The daemons are told to use the tamperer, which forwards to the real relay.
-    let relay_port = free_port();
-    let relay: SocketAddr = format!("127.0.0.1:{relay_port}").parse().unwrap();
-    let tamperer = Tamperer::start(relay, 512 * 1024);
+    // The daemons are told to use the tamperer, which forwards to the real relay. Both are
+    // made again if a start attempt finds the relay's port taken.
     let tdir = dir.path().join("tracker");
     std::fs::create_dir_all(&tdir).unwrap();
-    let cfg = tdir.join("trackerd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let mut tamperer = None;
+    let tracker = Tracker::start_configured(&tdir, || {
+        let relay = free_addr();
+        let t = Tamperer::start(relay, 512 * 1024);
+        let cfg = tdir.join("trackerd.toml");
+        let text = format!(
             "relay_listen = \"{relay}\"\nrelay_public_addr = \"{}\"\n",
-            tamperer.addr
-        ),
-    )
-    .unwrap();
-    let tracker = Tracker::start_with(&tdir, free_addr(), &["--config", cfg.to_str().unwrap()]);
+            t.addr
+        );
+        std::fs::write(&cfg, text).unwrap();
+        tamperer = Some(t);
+        vec!["--config".into(), cfg.to_str().unwrap().into()]
+    });
+    let tamperer = tamperer.unwrap();
     let (alice, bob, sha) = unreachable_alice_and_bob(dir.path(), &tracker, 4 * MB);
     wait_relay_listening(&alice);
     let dest = dir.path().join("got.bin");

@@ -34,11 +34,7 @@ fn setup(
     std::fs::create_dir_all(&tdir).unwrap();
     let cfg = tdir.join("trackerd.toml");
     std::fs::write(&cfg, tracker_toml).unwrap();
-    let tracker = Tracker::start_with(
-        &tdir,
-        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        &["--config", cfg.to_str().unwrap()],
-    );
+    let tracker = Tracker::start_args(&tdir, &["--config", cfg.to_str().unwrap()]);
     let adir = dir.join("alice");
     std::fs::create_dir_all(&adir).unwrap();
     let acfg = adir.join("minitorrd.toml");

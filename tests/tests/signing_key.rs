@@ -81,11 +81,7 @@ fn setup(toml: &str) -> Setup {
     std::fs::create_dir_all(&tdir).unwrap();
     let config = tdir.join("trackerd.toml");
     std::fs::write(&config, toml).unwrap();
-    let tracker = Tracker::start_with(
-        &tdir,
-        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        &["--config", config.to_str().unwrap()],
-    );
+    let tracker = Tracker::start_args(&tdir, &["--config", config.to_str().unwrap()]);
     let a = Peer::start(&tmp.path().join("a"), &tracker);
     user(&a, "a");
     a.ok(&["create_group", "g1"]);

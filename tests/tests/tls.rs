@@ -24,10 +24,8 @@ fn self_signed(dir: &Path) -> Cert {
 }
 
 fn tls_tracker(dir: &Path, c: &Cert) -> Tracker {
-    let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    Tracker::start_with(
+    Tracker::start_args(
         dir,
-        addr,
         &[
             "--tls-cert",
             c.cert.to_str().unwrap(),

@@ -188,7 +188,12 @@ impl SharedFile {
     }
 
     pub fn upload_close(&self, conn: super::upload_policy::ConnId) {
-        self.upload.lock().expect("lock").close(conn);
+        {
+            let mut policy = self.upload.lock().expect("lock");
+            let seeding = policy.initial_seeding();
+            policy.close(conn);
+            self.seeding_maybe_over(seeding, &policy);
+        }
         self.fair.lock().expect("lock").close(conn);
         self.fair_turn.notify_waiters();
     }
@@ -266,18 +271,28 @@ impl SharedFile {
         let mut policy = self.upload.lock().expect("lock");
         let seeding = policy.initial_seeding();
         let decision = policy.decide(conn, piece, std::time::Instant::now());
-        if seeding && !policy.initial_seeding() {
-            // The last piece nobody had just went out: every connection offers again what
-            // it told its downloader to get elsewhere (they are the crowd's rarest pieces
-            // in the tail, and our uplink is free now).
+        self.seeding_maybe_over(seeding, &policy);
+        decision
+    }
+
+    /// When initial seeding just ended (every piece is in the swarm and the last new one
+    /// went out), every connection offers again what it told its downloader to get
+    /// elsewhere: they are the crowd's rarest pieces in the tail, and our uplink is free now.
+    fn seeding_maybe_over(&self, was_seeding: bool, policy: &super::upload_policy::UploadPolicy) {
+        if was_seeding && !policy.initial_seeding() {
             let _ = self.taken_tx.send((INITIAL_SEEDING_OVER, 0));
         }
-        decision
     }
 
     /// Returns true the first time every piece has gone out once (end of initial seeding).
     pub fn upload_sent(&self, conn: super::upload_policy::ConnId, piece: u32) -> bool {
-        self.upload.lock().expect("lock").sent(conn, piece) && self.origin
+        let mut policy = self.upload.lock().expect("lock");
+        let seeding = policy.initial_seeding();
+        let first_copy_out = policy.sent(conn, piece);
+        if self.origin {
+            self.seeding_maybe_over(seeding, &policy);
+        }
+        first_copy_out && self.origin
     }
 
     /// The downloader on `conn` verified `piece` (it said so with `Have`).

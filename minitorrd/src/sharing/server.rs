@@ -495,7 +495,9 @@ async fn serve_requests<S: PeerStream>(
                         codec.encode(PeerMsg::NoPiece { piece }, &mut out)?;
                         continue;
                     }
-                    match shared.upload_decide(conn, piece) {
+                    let decision = shared.upload_decide(conn, piece);
+                    tracing::trace!(conn, piece, ?decision, "decide");
+                    match decision {
                         Decision::Elsewhere => {
                             sent_elsewhere.insert(piece);
                             codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
@@ -510,6 +512,7 @@ async fn serve_requests<S: PeerStream>(
                     // Our turn in the fair split of the upload between this file's
                     // connections (sharing/fair_share.rs).
                     shared.fair_turn(conn).await;
+                    tracing::trace!(conn, piece, "wire");
                     piece_buf =
                         send_piece(&mut wr, &mut out, piece_buf, &shared, piece, &srv.pool).await?;
                     // Give our place on the wire up only when this piece has (nearly) left
@@ -520,6 +523,7 @@ async fn serve_requests<S: PeerStream>(
                         wait_drained(sock, &shared, conn).await;
                     }
                     shared.fair_done(conn, u64::from(len));
+                    tracing::trace!(conn, piece, "drained");
                     stats.uploaded(len as u64);
                     if !counted_peer {
                         counted_peer = true;
@@ -775,6 +779,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                     let mut q = queue.lock().expect("lock");
                     anyhow::ensure!(q.len() < MAX_QUEUED, "peer exceeded the request queue");
                     q.push_back(piece);
+                    tracing::trace!(conn, piece, queued = q.len(), "request");
                     drop(q);
                     wake.notify_one();
                 }

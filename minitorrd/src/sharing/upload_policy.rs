@@ -111,6 +111,12 @@ pub struct UploadPolicy {
     absent: u32,
     /// Pieces whose sending never completed yet.
     never_sent: u32,
+    /// Pieces decided as new (`ServeNew`) whose first copy is not out yet, and to whom: the
+    /// rarest rule waits for them. Once every piece is *decided* the last new ones still wait
+    /// for the wire (a connection each, up to a second of the uplink with 16 downloaders);
+    /// serving second copies meanwhile delayed the first copy (measured: 14–25 such pieces
+    /// per run, docs/BENCHMARKS.md).
+    pending_new: HashMap<u32, ConnId>,
     conns: HashMap<ConnId, Conn>,
     next_id: ConnId,
     /// Pieces served, by reason ([`Why`]), for the log.
@@ -140,6 +146,7 @@ impl UploadPolicy {
             holders: vec![0; pieces as usize],
             absent: pieces,
             never_sent: pieces,
+            pending_new: HashMap::new(),
             conns: HashMap::new(),
             next_id: 0,
             why: [0; 5],
@@ -165,6 +172,7 @@ impl UploadPolicy {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        self.pending_new.retain(|_, &mut to| to != conn);
         if self.conns.is_empty() {
             // The crowd is gone: count the next one's copies afresh.
             self.sent.fill(0);
@@ -184,8 +192,10 @@ impl UploadPolicy {
         }
     }
 
+    /// Initial seeding lasts while a piece is absent from the swarm or a new piece's first
+    /// copy is still waiting for the wire.
     pub fn initial_seeding(&self) -> bool {
-        self.absent > 0
+        self.absent > 0 || !self.pending_new.is_empty()
     }
 
     /// One more live holder of `piece`; true if it had none.
@@ -233,7 +243,7 @@ impl UploadPolicy {
             Some(Why::New)
         } else if self.conns.len() <= 1 {
             Some(Why::Lone)
-        } else if self.absent == 0 && others <= self.rarest() + RAREST_SLACK {
+        } else if !self.initial_seeding() && others <= self.rarest() + RAREST_SLACK {
             Some(Why::Rarest)
         } else {
             let c = self.conns.get_mut(&conn).expect("checked");
@@ -256,7 +266,8 @@ impl UploadPolicy {
         }
         let c = self.conns.get_mut(&conn).expect("checked");
         c.deferred.remove(&piece);
-        if c.set(piece) && self.add_holder(piece) && self.absent > 0 && self.conns.len() > 1 {
+        if c.set(piece) && self.add_holder(piece) && self.conns.len() > 1 {
+            self.pending_new.insert(piece, conn);
             return Decision::ServeNew;
         }
         Decision::Serve
@@ -264,10 +275,13 @@ impl UploadPolicy {
 
     /// `piece` went out to `conn` (whole). True when that was the last piece never sent
     /// before (the seeder's first full copy is out).
-    pub fn sent(&mut self, _conn: ConnId, piece: u32) -> bool {
+    pub fn sent(&mut self, conn: ConnId, piece: u32) -> bool {
         let Some(n) = self.sent.get_mut(piece as usize) else {
             return false;
         };
+        if self.pending_new.get(&piece) == Some(&conn) {
+            self.pending_new.remove(&piece);
+        }
         *n = n.saturating_add(1);
         if *n == 1 {
             self.never_sent -= 1;
@@ -298,6 +312,12 @@ impl UploadPolicy {
         assert_eq!(absent, self.absent);
         let never = self.sent.iter().filter(|&&n| n == 0).count() as u32;
         assert_eq!(never, self.never_sent);
+        for (&piece, to) in &self.pending_new {
+            assert!(
+                self.conns[to].get(piece),
+                "pending piece {piece} is on its way to {to}"
+            );
+        }
         for i in 0..self.pieces {
             let n = self.conns.values().filter(|c| c.get(i)).count();
             assert_eq!(n, usize::from(self.holders[i as usize]), "piece {i}");
@@ -360,9 +380,46 @@ mod tests {
         let (a, b) = (p.open(), p.open());
         assert!(p.decide(a, 0, t).serve());
         assert!(p.decide(a, 1, t).serve());
+        p.sent(a, 0);
+        p.sent(a, 1);
         assert!(!p.initial_seeding());
         assert!(p.decide(b, 0, t).serve());
         assert!(p.decide(b, 1, t).serve());
+        p.check_invariants();
+    }
+
+    /// Every piece is decided but the last new ones still wait for the wire: second copies
+    /// wait for them (they would delay the first copy the crowd waits for), and a connection
+    /// that closes before sending its new piece does not hold the rule up.
+    #[test]
+    fn second_copies_wait_until_the_first_copy_is_out() {
+        let t = Instant::now();
+        let mut p = UploadPolicy::new(3);
+        let (a, b, c) = (p.open(), p.open(), p.open());
+        assert_eq!(p.decide(a, 0, t), Decision::ServeNew);
+        assert_eq!(p.decide(b, 1, t), Decision::ServeNew);
+        assert_eq!(p.decide(c, 2, t), Decision::ServeNew);
+        p.sent(a, 0);
+        p.sent(b, 1);
+        assert!(p.initial_seeding(), "piece 2 is decided, not sent");
+        assert_eq!(p.decide(a, 1, t), Decision::Elsewhere);
+        assert!(p.sent(c, 2), "the first copy is out");
+        assert!(!p.initial_seeding());
+        assert!(p.decide(c, 0, t).serve());
+        p.check_invariants();
+
+        let mut p = UploadPolicy::new(2);
+        let (a, b, c) = (p.open(), p.open(), p.open());
+        assert_eq!(p.decide(a, 0, t), Decision::ServeNew);
+        assert_eq!(p.decide(b, 1, t), Decision::ServeNew);
+        p.sent(a, 0);
+        assert!(p.initial_seeding());
+        p.close(b);
+        // Piece 1 is absent again: initial seeding goes on, and it is new for c.
+        assert!(p.initial_seeding());
+        assert_eq!(p.decide(c, 1, t), Decision::ServeNew);
+        p.sent(c, 1);
+        assert!(!p.initial_seeding());
         p.check_invariants();
     }
 
@@ -411,6 +468,8 @@ mod tests {
         let (a, b) = (p.open(), p.open());
         p.decide(a, 0, t);
         p.decide(b, 1, t);
+        p.sent(a, 0);
+        p.sent(b, 1);
         assert!(!p.initial_seeding());
         p.close(a);
         p.close(b);
