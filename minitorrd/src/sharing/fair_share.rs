@@ -31,9 +31,12 @@ use super::upload_policy::ConnId;
 /// How far below the other waiting connections a connection that was idle restarts: two
 /// 512 KiB pieces of credit at most.
 pub const QUANTUM: u64 = 1024 * 1024;
-/// A holder hands the wire on when at most this many bytes it wrote are still in its socket's
-/// kernel queue (unsent or unacknowledged): ~20 ms at 50 Mbit/s, enough for the next
-/// connection to start before the wire idles.
+/// A holder hands the wire on when at most this many bytes it wrote are still unsent in its
+/// socket (`SIOCOUTQNSD`: bytes TCP has not put on the way yet): ~20 ms at 50 Mbit/s, enough
+/// for the next connection to start before the wire idles. Bytes sent but not yet
+/// acknowledged do not count: their acknowledgements come back through the downloader's
+/// uplink, which in a crowd is as busy as ours (its queue held 80 ms and more), and waiting
+/// for them left our uplink idle for 0.1–0.5 s at a time (measured: docs/BENCHMARKS.md).
 pub const DRAINED: u64 = 128 * 1024;
 /// Bounds of the time a holder may keep the wire before the next connection goes anyway.
 pub const HOLD_MIN: Duration = Duration::from_millis(20);

@@ -402,7 +402,7 @@ async fn serve_requests<S: PeerStream>(
     // Cancel can overtake queued requests and reading never waits for disk or the rate
     // limiter. Piece bytes go out by the stream's fastest way (see `send_piece`).
     let parts = framed.into_parts();
-    // A second handle on the TCP socket, to read its send queue (`wait_drained`); taken while
+    // A second handle on the TCP socket, to read its unsent bytes (`wait_drained`); taken while
     // the stream is alive, so the descriptor is the connection's.
     let sock = parts.io.tcp_fd().and_then(|fd| {
         // SAFETY: `fd` belongs to `parts.io`, which is alive here; it is only duplicated.
@@ -636,9 +636,8 @@ impl Drop for CountIdle<'_> {
     }
 }
 
-/// Wait until at most `DRAINED` bytes are queued in the socket (unsent or unacknowledged),
-/// while other connections wait for the wire; at most the fair split's hold limit (after
-/// that the others go anyway).
+/// Wait until at most `DRAINED` bytes are unsent in the socket, while other connections wait
+/// for the wire; at most the fair split's hold limit (after that the others go anyway).
 async fn wait_drained(
     sock: &std::os::fd::OwnedFd,
     shared: &SharedFile,
@@ -647,22 +646,23 @@ async fn wait_drained(
     use super::fair_share::{DRAINED, HOLD_MAX};
     let started = std::time::Instant::now();
     while shared.fair_others_waiting(conn) && started.elapsed() < HOLD_MAX {
-        match send_queue(sock) {
+        match unsent_bytes(sock) {
             Ok(q) if q > DRAINED => tokio::time::sleep(Duration::from_millis(1)).await,
             _ => return,
         }
     }
 }
 
-/// Bytes in a TCP socket's send queue, unsent or unacknowledged (SIOCOUTQ).
-fn send_queue(sock: &std::os::fd::OwnedFd) -> std::io::Result<u64> {
-    /// SIOCOUTQ (= TIOCOUTQ, include/uapi/linux/sockios.h): an int.
-    const SIOCOUTQ: rustix::ioctl::Opcode = 0x5411;
-    // SAFETY: SIOCOUTQ on a socket writes one int.
+/// Bytes in a TCP socket's send queue that TCP has not sent yet (SIOCOUTQNSD; sent but
+/// unacknowledged bytes are not counted, see `fair_share::DRAINED`).
+fn unsent_bytes(sock: &std::os::fd::OwnedFd) -> std::io::Result<u64> {
+    /// SIOCOUTQNSD (include/uapi/linux/sockios.h): an int.
+    const SIOCOUTQNSD: rustix::ioctl::Opcode = 0x894B;
+    // SAFETY: SIOCOUTQNSD on a socket writes one int.
     let q = unsafe {
         rustix::ioctl::ioctl(
             sock,
-            rustix::ioctl::Getter::<SIOCOUTQ, std::ffi::c_int>::new(),
+            rustix::ioctl::Getter::<SIOCOUTQNSD, std::ffi::c_int>::new(),
         )
     }?;
     Ok(u64::try_from(q).unwrap_or(0))
