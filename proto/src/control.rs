@@ -590,22 +590,13 @@ pub const PROGRESS_EVERY_MS: u64 = 100;
 impl EventKind {
     /// The (group, file) the event is about, if any (for `Watch` filters).
     pub fn subject(&self) -> Option<(&str, &str)> {
+        if let Some(download) = self.download() {
+            return Some((&download.group, &download.file));
+        }
         match self {
-            EventKind::Lagged { .. } => None,
-            EventKind::DownloadStarted { download, .. }
-            | EventKind::Progress { download, .. }
-            | EventKind::DownloadCompleted { download, .. }
-            | EventKind::DownloadFailed { download, .. }
-            | EventKind::DownloadStateChanged { download, .. }
-            | EventKind::DownloadRemoved { download, .. }
-            | EventKind::HolderOnline { download, .. }
-            | EventKind::HolderGone { download, .. }
-            | EventKind::PeerConnected { download, .. }
-            | EventKind::PeerDisconnected { download, .. } => {
-                Some((&download.group, &download.file))
-            }
             EventKind::ShareAdded { group, file, .. }
             | EventKind::ShareWithdrawn { group, file, .. } => Some((group, file)),
+            _ => None,
         }
     }
 

@@ -278,6 +278,14 @@ impl Peer {
         })
     }
 
+    /// A daemon with `config` (TOML lines) in its own config file, `dir/minitorrd.toml`.
+    pub fn start_with_config(dir: &Path, tracker: &Tracker, config: &str) -> Peer {
+        std::fs::create_dir_all(dir).unwrap();
+        let cfg = dir.join("minitorrd.toml");
+        std::fs::write(&cfg, config).unwrap();
+        Self::start_with(dir, &[tracker.addr], &["--config", cfg.to_str().unwrap()])
+    }
+
     /// A minitorrd whose extra arguments are built anew for each start attempt (see
     /// `Tracker::start_configured`: ports named in them are chosen again with the peer port).
     pub fn start_configured(

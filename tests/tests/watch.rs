@@ -22,23 +22,15 @@ use tokio_util::codec::Framed;
 
 const MIB: usize = 1 << 20;
 
-/// A daemon with `config` (TOML lines) in its own config file.
-fn peer_with(dir: &Path, tracker: &Tracker, config: &str) -> Peer {
-    std::fs::create_dir_all(dir).unwrap();
-    let cfg = dir.join("minitorrd.toml");
-    std::fs::write(&cfg, config).unwrap();
-    Peer::start_with(dir, &[tracker.addr], &["--config", cfg.to_str().unwrap()])
-}
-
 /// Tracker, alice seeding at `rate` bytes/s in 64 KiB pieces, bob; both in alice's g1.
 fn setup(dir: &Path, rate: u64) -> (Tracker, Peer, Peer) {
     let tracker = Tracker::start(&dir.join("tracker"));
-    let alice = peer_with(
+    let alice = Peer::start_with_config(
         &dir.join("alice"),
         &tracker,
         &format!("max_upload_rate = {rate}\npiece_size = 65536\n"),
     );
-    let bob = peer_with(&dir.join("bob"), &tracker, "");
+    let bob = Peer::start_with_config(&dir.join("bob"), &tracker, "");
     user(&alice, "alice");
     user(&bob, "bob");
     group_with(&alice, "g1", &[(&bob, "bob")]);
