@@ -333,3 +333,42 @@ fn a_non_loopback_metrics_address_is_warned_about() {
     assert!(log.contains("not a loopback address"), "{log}");
     assert!(listening_ports(peer_pid(&peer)).contains(&pport.get()));
 }
+
+/// A metrics port someone else holds fails the daemon's start with an error naming it (it is
+/// bound before anything runs, so the failure cannot go unnoticed), and the test fixtures then
+/// choose that port again with the daemon's own, as they must when parallel tests race for
+/// ports.
+#[test]
+fn a_taken_metrics_port_fails_the_start_and_is_chosen_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    let tracker = Tracker::start(&dir.path().join("tracker"));
+    let pdir = dir.path().join("peer");
+    let attempts = Cell::new(0);
+    let used = Cell::new(None);
+    let peer = Peer::start_configured(&pdir, &[tracker.addr], || {
+        attempts.set(attempts.get() + 1);
+        let m = if attempts.get() == 1 {
+            taken_addr
+        } else {
+            free_addr()
+        };
+        used.set(Some(m));
+        let text = format!("metrics_listen = \"{m}\"\n");
+        vec!["--config".into(), config(&pdir, "minitorrd.toml", &text)]
+    });
+    assert!(attempts.get() >= 2, "the first attempt must fail");
+    let log = peer.log_tail(400);
+    assert!(
+        log.contains(&taken_addr.to_string()) && log.contains("in use"),
+        "the failed start names the taken address: {log}"
+    );
+    let m = used.get().unwrap();
+    assert_ne!(m, taken_addr);
+    assert!(
+        scrape(m).contains("minitorr_"),
+        "metrics served on the new port"
+    );
+    drop(taken);
+}
