@@ -275,11 +275,11 @@ impl SharedFile {
         decision
     }
 
-    /// When initial seeding just ended (every piece is in the swarm and the last new one
-    /// went out), every connection offers again what it told its downloader to get
+    /// When an origin's initial seeding just ended (every piece is in the swarm and the last
+    /// new one went out), every connection offers again what it told its downloader to get
     /// elsewhere: they are the crowd's rarest pieces in the tail, and our uplink is free now.
     fn seeding_maybe_over(&self, was_seeding: bool, policy: &super::upload_policy::UploadPolicy) {
-        if was_seeding && !policy.initial_seeding() {
+        if self.origin && was_seeding && !policy.initial_seeding() {
             let _ = self.taken_tx.send((INITIAL_SEEDING_OVER, 0));
         }
     }
@@ -289,9 +289,7 @@ impl SharedFile {
         let mut policy = self.upload.lock().expect("lock");
         let seeding = policy.initial_seeding();
         let first_copy_out = policy.sent(conn, piece);
-        if self.origin {
-            self.seeding_maybe_over(seeding, &policy);
-        }
+        self.seeding_maybe_over(seeding, &policy);
         first_copy_out && self.origin
     }
 
