@@ -761,6 +761,8 @@ impl Download {
                 self.started.elapsed(),
             );
             self.changed.notify_waiters();
+        } else {
+            tracing::trace!(piece, "duplicate piece");
         }
     }
 

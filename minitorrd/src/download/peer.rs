@@ -220,6 +220,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             };
             env.limit.acquire(dl.shared.piece_len(piece) as usize).await;
             framed.feed(PeerMsg::Request { piece }).await?;
+            tracing::trace!(piece, peer = %info.user, depth, "asked");
             inflight.insert(piece, (slot, Instant::now()));
             sent = true;
         }
@@ -241,6 +242,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                         let Some((slot, asked)) = inflight.remove(&piece) else {
                             continue; // cancelled or never asked: ignore
                         };
+                        tracing::trace!(piece, peer = %info.user, ms = asked.elapsed().as_millis() as u64, "got");
                         rtt.sample(asked.elapsed());
                         window_bytes += data.len() as u64;
                         verifying.push(verify_and_write(dl.clone(), env, piece, data, slot));

@@ -275,6 +275,16 @@ impl SharedFile {
         decision
     }
 
+    /// Should a request for `piece` that waited `waited` for our uplink be answered
+    /// `Elsewhere` instead (see `SHED_AFTER`)? Only a downloader passing pieces on (not an
+    /// origin, whose initial seeding decides), and only if another of our connections' peers
+    /// has the piece to give.
+    pub fn shed(&self, piece: u32, waited: std::time::Duration) -> bool {
+        !self.origin
+            && waited >= super::fair_share::SHED_AFTER
+            && self.upload.lock().expect("lock").holders(piece) > 0
+    }
+
     /// When an origin's initial seeding just ended (every piece is in the swarm and the last
     /// new one went out), every connection offers again what it told its downloader to get
     /// elsewhere: they are the crowd's rarest pieces in the tail, and our uplink is free now.

@@ -411,7 +411,7 @@ async fn serve_requests<S: PeerStream>(
             .ok()
     });
     let (rd, mut wr) = parts.io.into_halves();
-    let queue = Arc::new(Mutex::new(VecDeque::<u32>::new()));
+    let queue = Arc::new(Mutex::new(RequestQueue::default()));
     let wake = Arc::new(Notify::new());
     let closed = Arc::new(AtomicBool::new(false));
     // Initial seeding: this connection's id in the file's upload policy, closed on exit.
@@ -427,6 +427,7 @@ async fn serve_requests<S: PeerStream>(
     // Pieces we told this downloader to get elsewhere (a bit per piece: a peer repeating
     // requests cannot grow it): offered again (`Have`) when initial seeding ends.
     let mut sent_elsewhere = PieceSet::new(shared.meta.piece_count());
+    let mut shed = PieceSet::new(shared.meta.piece_count());
 
     let reader = {
         let (queue, wake, closed) = (queue.clone(), wake.clone(), closed.clone());
@@ -488,7 +489,7 @@ async fn serve_requests<S: PeerStream>(
                     Err(_) => break,
                 }
             }
-            let next = queue.lock().expect("lock").pop_front();
+            let next = queue.lock().expect("lock").next();
             match next {
                 Some(piece) => {
                     if !shared.has_piece(piece) || !shared.still_valid_for(piece) {
@@ -510,8 +511,55 @@ async fn serve_requests<S: PeerStream>(
                     let len = shared.piece_len(piece);
                     srv.upload_limit.acquire(len as usize).await;
                     // Our turn in the fair split of the upload between this file's
-                    // connections (sharing/fair_share.rs).
-                    shared.fair_turn(conn).await;
+                    // connections (sharing/fair_share.rs). A busy seeder's connections wait
+                    // for it most of the time: what they have to say meanwhile (`Have` for a
+                    // piece we just verified, `Elsewhere` for one just taken into the swarm)
+                    // goes out at once, not with this connection's next piece — in a crowd
+                    // that was up to a second later, and downloaders kept asking the one
+                    // holder they knew of a new piece instead of the ones that had it since.
+                    let turn_asked = std::time::Instant::now();
+                    {
+                        let turn = shared.fair_turn(conn);
+                        tokio::pin!(turn);
+                        loop {
+                            if !out.is_empty() {
+                                wr.write_all(&out).await?;
+                                out.clear();
+                                wr.flush().await?;
+                            }
+                            tokio::select! {
+                                biased;
+                                _ = &mut turn => break,
+                                r = have_rx.recv() => match r {
+                                    Ok(piece) => codec.encode(PeerMsg::Have { piece }, &mut out)?,
+                                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                                        for piece in shared.have().iter_set() {
+                                            codec.encode(PeerMsg::Have { piece }, &mut out)?;
+                                        }
+                                    }
+                                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                                },
+                                r = taken_rx.recv() => match r {
+                                    Ok(taken) => on_taken(taken, conn, &queue, &mut sent_elsewhere, &mut codec, &mut out)?,
+                                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                                },
+                            }
+                        }
+                    }
+                    // Cancelled while it waited (another peer sent it first: the endgame).
+                    if !queue.lock().expect("lock").still_wanted(piece) {
+                        shared.fair_done(conn, 0);
+                        tracing::trace!(conn, piece, "cancelled");
+                        continue;
+                    }
+                    if !shed.get(piece) && shared.shed(piece, turn_asked.elapsed()) {
+                        shed.insert(piece);
+                        shared.fair_done(conn, 0);
+                        tracing::trace!(conn, piece, "shed");
+                        codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
+                        continue;
+                    }
                     tracing::trace!(conn, piece, "wire");
                     piece_buf =
                         send_piece(&mut wr, &mut out, piece_buf, &shared, piece, &srv.pool).await?;
@@ -583,7 +631,7 @@ async fn serve_requests<S: PeerStream>(
 fn on_taken(
     (by, piece): (super::upload_policy::ConnId, u32),
     conn: super::upload_policy::ConnId,
-    queue: &Mutex<VecDeque<u32>>,
+    queue: &Mutex<RequestQueue>,
     sent_elsewhere: &mut PieceSet,
     codec: &mut minitorr_proto::FrameCodec<PeerMsg, PeerMsg>,
     out: &mut BytesMut,
@@ -593,11 +641,65 @@ fn on_taken(
             codec.encode(PeerMsg::Have { piece }, out)?;
         }
     } else if by != conn {
-        queue.lock().expect("lock").retain(|&p| p != piece);
+        queue.lock().expect("lock").answered(piece);
         sent_elsewhere.insert(piece);
         codec.encode(PeerMsg::Elsewhere { piece }, out)?;
     }
     Ok(())
+}
+
+/// A connection's requests: those queued, and the one taken from the queue that waits for
+/// its turn on the wire (in a crowd, up to a second). A `Cancel` reaches both: a piece
+/// cancelled while it waited is not sent (before, every endgame duplicate that had reached
+/// the head of a queue still went out, ~80 pieces per 16-leecher run).
+#[derive(Debug, Default)]
+struct RequestQueue {
+    queued: VecDeque<u32>,
+    waiting: Option<u32>,
+    waiting_cancelled: bool,
+}
+
+impl RequestQueue {
+    /// Queue a request; false if the peer exceeded `MAX_QUEUED`.
+    fn push(&mut self, piece: u32) -> bool {
+        if self.queued.len() >= MAX_QUEUED {
+            return false;
+        }
+        self.queued.push_back(piece);
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// The next request to serve; it waits (cancellable) until `still_wanted` is asked.
+    fn next(&mut self) -> Option<u32> {
+        self.waiting = self.queued.pop_front();
+        self.waiting_cancelled = false;
+        self.waiting
+    }
+
+    /// The peer cancelled `piece`.
+    fn cancel(&mut self, piece: u32) {
+        self.queued.retain(|&p| p != piece);
+        if self.waiting == Some(piece) {
+            self.waiting_cancelled = true;
+        }
+    }
+
+    /// `piece` was answered otherwise (`Elsewhere`): drop what is queued for it.
+    fn answered(&mut self, piece: u32) {
+        self.queued.retain(|&p| p != piece);
+    }
+
+    /// Is the piece taken by `next` still wanted (not cancelled meanwhile)? Ends its wait.
+    fn still_wanted(&mut self, piece: u32) -> bool {
+        let cancelled = self.waiting == Some(piece) && self.waiting_cancelled;
+        self.waiting = None;
+        self.waiting_cancelled = false;
+        !cancelled
+    }
 }
 
 /// A set of piece indexes, a bit each.
@@ -606,6 +708,12 @@ struct PieceSet(Vec<u64>);
 impl PieceSet {
     fn new(pieces: u32) -> PieceSet {
         PieceSet(vec![0; (pieces as usize).div_ceil(64)])
+    }
+
+    fn get(&self, piece: u32) -> bool {
+        self.0
+            .get(piece as usize / 64)
+            .is_some_and(|w| w & (1 << (piece % 64)) != 0)
     }
 
     fn insert(&mut self, piece: u32) {
@@ -748,7 +856,7 @@ fn read_cached(file: &std::fs::File, buf: &mut [u8], offset: u64) -> usize {
 /// What the reader half of a serving connection works with.
 struct Requests<'a> {
     n: u32,
-    queue: &'a Mutex<VecDeque<u32>>,
+    queue: &'a Mutex<RequestQueue>,
     wake: &'a Notify,
     srv: &'a PeerServer,
     live: &'a LiveConn,
@@ -777,8 +885,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 PeerMsg::Request { piece } if piece < n => {
                     live.touch();
                     let mut q = queue.lock().expect("lock");
-                    anyhow::ensure!(q.len() < MAX_QUEUED, "peer exceeded the request queue");
-                    q.push_back(piece);
+                    anyhow::ensure!(q.push(piece), "peer exceeded the request queue");
                     tracing::trace!(conn, piece, queued = q.len(), "request");
                     drop(q);
                     wake.notify_one();
@@ -786,7 +893,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 PeerMsg::Request { piece } => {
                     anyhow::bail!("peer asked for piece {piece}, out of range")
                 }
-                PeerMsg::Cancel { piece } => queue.lock().expect("lock").retain(|&p| p != piece),
+                PeerMsg::Cancel { piece } => queue.lock().expect("lock").cancel(piece),
                 // The renewal must name this connection's device key: `live.renew` compares
                 // every claim but the times with those the connection was admitted on.
                 PeerMsg::Renew { ticket } => renew(srv, live, &ticket).await,
@@ -848,7 +955,34 @@ async fn send_file_range(
 
 #[cfg(test)]
 mod tests {
-    use super::PieceSet;
+    use super::{PieceSet, RequestQueue, MAX_QUEUED};
+
+    #[test]
+    fn a_cancel_reaches_the_request_waiting_for_its_turn() {
+        let mut q = RequestQueue::default();
+        assert!(q.push(1) && q.push(2) && q.push(3));
+        assert_eq!(q.next(), Some(1));
+        // Cancelled while it waits for the wire: not sent.
+        q.cancel(1);
+        assert!(!q.still_wanted(1));
+        // A queued one is dropped from the queue; the next one is not affected.
+        q.cancel(2);
+        assert_eq!(q.next(), Some(3));
+        q.cancel(7);
+        assert!(q.still_wanted(3));
+        assert_eq!(q.next(), None);
+        // Asked again after a cancel: served.
+        assert!(q.push(1));
+        assert_eq!(q.next(), Some(1));
+        assert!(q.still_wanted(1));
+        // `Elsewhere` drops only what is queued; the queue has a bound.
+        for p in 0..MAX_QUEUED as u32 {
+            assert!(q.push(p));
+        }
+        assert!(!q.push(99), "a peer cannot queue more than MAX_QUEUED");
+        q.answered(0);
+        assert_eq!(q.len(), MAX_QUEUED - 1);
+    }
 
     #[test]
     fn a_piece_set_holds_each_piece_once_and_empties_when_taken() {

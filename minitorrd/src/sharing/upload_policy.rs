@@ -209,6 +209,11 @@ impl UploadPolicy {
         false
     }
 
+    /// Live connections holding or receiving `piece`.
+    pub fn holders(&self, piece: u32) -> u16 {
+        self.holders.get(piece as usize).copied().unwrap_or(0)
+    }
+
     /// Live holders of the rarest piece.
     fn rarest(&self) -> u16 {
         self.holders.iter().copied().min().unwrap_or(0)
