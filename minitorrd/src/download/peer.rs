@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Framed;
 
+use minitorr_proto::control::PeerPath;
 use minitorr_proto::peer::PeerMsg;
 use minitorr_proto::types::PeerInfo;
 use minitorr_proto::{handshake, links, Link};
@@ -101,6 +102,13 @@ async fn session(
     };
     tcp.set_nodelay(true)?;
     dl.peer_connected_via(&info.addr, path);
+    // The path's round trip for the pipeline (pipeline.rs) comes from TCP itself, but only on
+    // a socket that runs to the peer (a relayed one ends at the relay).
+    let path_sock = if path == PeerPath::Relayed {
+        None
+    } else {
+        std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned().ok()
+    };
     match &env.link {
         PeerLinkMode::Tls(tls) => {
             let stream = match tokio::time::timeout(
@@ -119,10 +127,28 @@ async fn session(
                     anyhow::bail!(why);
                 }
             };
-            exchange(dl, id, info, tickets, greet(stream, ticket).await?, env).await
+            exchange(
+                dl,
+                id,
+                info,
+                tickets,
+                greet(stream, ticket).await?,
+                env,
+                path_sock,
+            )
+            .await
         }
         PeerLinkMode::InsecurePlaintext => {
-            exchange(dl, id, info, tickets, greet(tcp, ticket).await?, env).await
+            exchange(
+                dl,
+                id,
+                info,
+                tickets,
+                greet(tcp, ticket).await?,
+                env,
+                path_sock,
+            )
+            .await
         }
     }
 }
@@ -153,6 +179,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut tickets: PeerTickets,
     (mut framed, have): (PeerFramed<S>, minitorr_proto::types::Bitfield),
     env: &DownloadEnv,
+    path_sock: Option<std::os::fd::OwnedFd>,
 ) -> anyhow::Result<PeerExit> {
     // The expiry the seeder knows for this connection: a fresher ticket is sent as `Renew`.
     let mut expires = tickets.borrow_and_update().claims.expires_unix;
@@ -341,7 +368,11 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             let rate = window_bytes as f64 / elapsed.as_secs_f64();
             let piece = dl.meta.piece_size;
             short_depth = pipeline::target_depth(rate, Duration::ZERO, piece, env.max_depth);
-            depth = pipeline::target_depth(rate, rtt.get(), piece, env.max_depth);
+            let path_rtt = path_sock
+                .as_ref()
+                .and_then(crate::peerlink::tcp_min_rtt)
+                .unwrap_or_else(|| rtt.get());
+            depth = pipeline::target_depth(rate, path_rtt, piece, env.max_depth);
             window_start = Instant::now();
             window_bytes = 0;
         }

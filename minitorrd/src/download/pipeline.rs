@@ -1,19 +1,29 @@
 //! How many requests to keep outstanding at one peer: a pure function of what we measured on
 //! that connection (rate and round trip), so a long link is limited by its bandwidth, not by
-//! its latency (issue #11, item 3).
+//! its latency (issue #11, item 3), and a busy peer is not handed requests that only wait in
+//! its queue.
 //!
-//! depth = 2 + rate × (rtt + [`QUEUE_TARGET`]) / piece size, where the `QUEUE_TARGET` part is
-//! capped at the configured `max_pipeline_depth` (what a short link needs: ~250 ms of transfer
-//! queued at the seeder, so it never idles between our requests) and the `rtt` part — the
-//! bandwidth-delay product, pieces that are on the wire or waiting for our request to arrive —
-//! is capped only by the per-peer and per-download memory bounds ([`peer_cap`],
-//! [`MEMORY_MAX`]).
+//! depth = ⌈rate × [`QUEUE_TARGET`] / piece⌉ + ⌊rate × rtt / piece + 0.9⌋, at least 1, where
+//! the first part is capped at the configured `max_pipeline_depth` (what a short link needs:
+//! ~250 ms of transfer queued at the peer, so it never idles between our requests) and the
+//! second — the bandwidth-delay product, pieces on the wire or waiting for our request to
+//! arrive — only by the per-peer and per-download memory bounds ([`peer_cap`],
+//! [`MEMORY_MAX`]). It is rounded up from a tenth of a piece: a round trip that is a sliver of
+//! a piece's transfer (a LAN) adds nothing, one that is a real part of it adds a request.
 //!
-//! The round trip is the smallest request→piece time seen on the connection (the first
-//! requests go out with a nearly empty pipeline, so it is close to the path's RTT plus one
-//! piece's transfer time). The minimum over the connection's life is used, not a moving
-//! window: at a full pipeline every sample includes the queue we built, and a windowed minimum
-//! would feed the depth back into itself.
+//! Why not more: a request queued at a peer that serves many downloaders (a leecher in a
+//! crowd, or the seeder) only waits there, and it pins its piece to that peer while others
+//! that got the piece since stay idle. In a crowd of 16 every peer delivers us a piece every
+//! second or so, the depth is one, and a piece's round of the crowd got faster (the old rule,
+//! 2 + …, kept ~30 pieces queued per downloader: a second each; docs/BENCHMARKS.md).
+//!
+//! The round trip is the path's: the smallest RTT TCP measured on the connection
+//! (`tcpi_min_rtt`), which no application queue inflates. Where there is no TCP socket of the
+//! path's own (a relayed link) it is the smallest request→piece time seen on the connection
+//! (the first requests go out with a nearly empty pipeline, so it is close to the path's RTT
+//! plus one piece's transfer time); the minimum over the connection's life, not a moving
+//! window: at a full pipeline every sample includes the queue we built, and a windowed
+//! minimum would feed the depth back into itself.
 
 use std::time::Duration;
 
@@ -48,11 +58,12 @@ pub fn max_slots(piece_size: u32) -> usize {
 pub fn target_depth(rate: f64, rtt: Duration, piece_size: u32, max_depth: usize) -> usize {
     let piece = f64::from(piece_size.max(1));
     let rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
-    let queue = (2 + (rate * QUEUE_TARGET.as_secs_f64() / piece) as usize).clamp(2, max_depth);
-    let bdp = (rate * rtt.as_secs_f64() / piece).ceil() as usize;
+    let queue =
+        ((rate * QUEUE_TARGET.as_secs_f64() / piece).ceil() as usize).clamp(1, max_depth.max(1));
+    let bdp = (rate * rtt.as_secs_f64() / piece + 0.9).floor() as usize;
     queue
         .saturating_add(bdp)
-        .clamp(2, peer_cap(piece_size).max(max_depth.min(PEER_DEPTH_MAX)))
+        .clamp(1, peer_cap(piece_size).max(max_depth.min(PEER_DEPTH_MAX)))
 }
 
 /// Round-trip estimate of one connection: the smallest request→piece time seen.
@@ -83,10 +94,11 @@ mod tests {
     const MIB: f64 = 1024.0 * 1024.0;
 
     #[test]
-    fn a_short_link_keeps_todays_depth() {
-        // Loopback: RTT ≈ 0, so the depth is 2 + 250 ms of transfer, capped at max_depth.
-        assert_eq!(target_depth(0.0, Duration::ZERO, 512 * KIB, 8), 2);
-        assert_eq!(target_depth(4.0 * MIB, Duration::ZERO, 512 * KIB, 8), 4);
+    fn a_short_link_gets_250_ms_of_transfer() {
+        // Loopback: RTT ≈ 0, so the depth is 250 ms of transfer (at least one request),
+        // capped at max_depth.
+        assert_eq!(target_depth(0.0, Duration::ZERO, 512 * KIB, 8), 1);
+        assert_eq!(target_depth(4.0 * MIB, Duration::ZERO, 512 * KIB, 8), 2);
         assert_eq!(target_depth(1000.0 * MIB, Duration::ZERO, 512 * KIB, 8), 8);
         assert_eq!(
             target_depth(1000.0 * MIB, Duration::from_micros(100), 512 * KIB, 8),
@@ -99,6 +111,13 @@ mod tests {
         // 400 ms RTT at 20 MiB/s: 8 MiB in flight = 16 pieces of 512 KiB, on top of the queue.
         let d = target_depth(20.0 * MIB, Duration::from_millis(400), 512 * KIB, 8);
         assert_eq!(d, 8 + 16);
+        // A round trip that is a real part of a piece's transfer adds a request; a LAN's
+        // does not.
+        assert_eq!(
+            target_depth(MIB, Duration::from_millis(100), 512 * KIB, 8),
+            2
+        );
+        assert_eq!(target_depth(MIB, Duration::from_millis(1), 512 * KIB, 8), 1);
         // The depth grows with the measured rate, so the rate can grow (no fixed point at
         // the latency-bound rate): depth/rtt × piece > rate whenever below the cap.
         for rate_mib in [1.0, 2.0, 5.0, 10.0] {
@@ -113,13 +132,29 @@ mod tests {
         }
     }
 
+    /// A crowd: every peer delivers us about a piece a second (50 Mbit/s uplinks shared by
+    /// 16) over a LAN; one request each, not two or three that would only wait in its queue.
+    #[test]
+    fn a_peer_in_a_crowd_gets_one_request() {
+        for rate in [0.0, 0.3 * MIB, MIB, 1.9 * MIB] {
+            for rtt_us in [50, 500, 5000] {
+                let rtt = Duration::from_micros(rtt_us);
+                assert_eq!(
+                    target_depth(rate, rtt, 512 * KIB, 8),
+                    1,
+                    "{rate} {rtt_us} µs"
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_depth_stays_within_the_memory_bounds() {
         for piece in [16 * KIB, 256 * KIB, 512 * KIB, 1024 * KIB, 16 * 1024 * KIB] {
             for rtt_ms in [0, 1, 50, 400, 5000] {
                 for rate in [0.0, 1.0, MIB, 100.0 * MIB, 1e12, f64::INFINITY, f64::NAN] {
                     let d = target_depth(rate, Duration::from_millis(rtt_ms), piece, 8);
-                    assert!(d >= 2);
+                    assert!(d >= 1);
                     assert!(d <= PEER_DEPTH_MAX, "{piece} {rtt_ms} {rate}: {d}");
                     assert!(
                         d * piece as usize <= MEMORY_MAX.max(8 * piece as usize),

@@ -107,3 +107,31 @@ impl PeerStream for tls::TlsStream {
 }
 
 impl PieceWrite for WriteHalf<tls::TlsStream> {}
+
+/// The smallest round trip TCP measured on `sock` (`tcpi_min_rtt`): the path's, with no
+/// application queue in it (a busy seeder makes our requests wait, TCP's samples do not).
+/// `None` if the kernel has no sample yet or cannot say.
+pub fn tcp_min_rtt(sock: &std::os::fd::OwnedFd) -> Option<std::time::Duration> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero tcp_info is valid (plain integers).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info` and updates `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    let filled = std::mem::offset_of!(libc::tcp_info, tcpi_min_rtt) + std::mem::size_of::<u32>();
+    if r != 0 || (len as usize) < filled || info.tcpi_min_rtt == 0 || info.tcpi_min_rtt == u32::MAX
+    {
+        return None;
+    }
+    Some(std::time::Duration::from_micros(u64::from(
+        info.tcpi_min_rtt,
+    )))
+}
