@@ -373,6 +373,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                 .and_then(crate::peerlink::tcp_min_rtt)
                 .unwrap_or_else(|| rtt.get());
             depth = pipeline::target_depth(rate, path_rtt, piece, env.max_depth);
+            tracing::trace!(peer = %info.user, depth, rate, rtt_us = path_rtt.as_micros() as u64, "depth");
             window_start = Instant::now();
             window_bytes = 0;
         }

@@ -135,3 +135,26 @@ pub fn tcp_min_rtt(sock: &std::os::fd::OwnedFd) -> Option<std::time::Duration> {
         info.tcpi_min_rtt,
     )))
 }
+
+#[cfg(test)]
+mod rtt_tests {
+    #[tokio::test]
+    async fn tcp_reports_the_path_round_trip_of_a_connected_socket() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        // A request and its answer: TCP has acknowledged data to measure with.
+        client.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        server.read_exact(&mut buf).await.unwrap();
+        server.write_all(b"pong").await.unwrap();
+        client.read_exact(&mut buf).await.unwrap();
+        let sock = std::os::fd::AsFd::as_fd(&client)
+            .try_clone_to_owned()
+            .unwrap();
+        let rtt = super::tcp_min_rtt(&sock).expect("loopback TCP has a round-trip sample");
+        assert!(rtt < std::time::Duration::from_millis(100), "{rtt:?}");
+    }
+}
