@@ -59,6 +59,14 @@ pub const HOLDERS: usize = 3;
 /// 300 ms: a round of `HOLDERS` pieces at 50 Mbit/s is ~250 ms; 150 ms shed too early.
 pub const SHED_AFTER: Duration = Duration::from_millis(300);
 
+/// Should a request that waited `waited` for its turn be answered `Elsewhere` (see
+/// [`SHED_AFTER`])? Never by an origin (its initial seeding decides), never twice for the same
+/// piece on one connection (`shed_before`: a second request is served whatever peers claim),
+/// and only when `others_holding` of our peers say they hold the piece.
+pub fn shed(origin: bool, waited: Duration, others_holding: u16, shed_before: bool) -> bool {
+    !origin && !shed_before && waited >= SHED_AFTER && others_holding > 0
+}
+
 /// The answer to [`FairShare::want`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Turn {
@@ -253,6 +261,23 @@ impl FairShare {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_leecher_sheds_and_only_once_what_waited_and_others_hold() {
+        let long = SHED_AFTER;
+        let short = SHED_AFTER - Duration::from_millis(1);
+        assert!(shed(false, long, 1, false));
+        assert!(
+            !shed(true, long, 15, false),
+            "an origin's initial seeding decides"
+        );
+        assert!(
+            !shed(false, short, 15, false),
+            "a round of HOLDERS is not a backlog"
+        );
+        assert!(!shed(false, long, 0, false), "nobody else to take it from");
+        assert!(!shed(false, long, 15, true), "asked again: served");
+    }
     use rand::rngs::StdRng;
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};

@@ -279,10 +279,9 @@ impl SharedFile {
     /// `Elsewhere` instead (see `SHED_AFTER`)? Only a downloader passing pieces on (not an
     /// origin, whose initial seeding decides), and only if another of our connections' peers
     /// has the piece to give.
-    pub fn shed(&self, piece: u32, waited: std::time::Duration) -> bool {
-        !self.origin
-            && waited >= super::fair_share::SHED_AFTER
-            && self.upload.lock().expect("lock").holders(piece) > 0
+    pub fn shed(&self, piece: u32, waited: std::time::Duration, shed_before: bool) -> bool {
+        let holders = self.upload.lock().expect("lock").holders(piece);
+        super::fair_share::shed(self.origin, waited, holders, shed_before)
     }
 
     /// When an origin's initial seeding just ended (every piece is in the swarm and the last

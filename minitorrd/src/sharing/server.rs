@@ -553,7 +553,7 @@ async fn serve_requests<S: PeerStream>(
                         tracing::trace!(conn, piece, "cancelled");
                         continue;
                     }
-                    if !shed.get(piece) && shared.shed(piece, turn_asked.elapsed()) {
+                    if shared.shed(piece, turn_asked.elapsed(), shed.get(piece)) {
                         shed.insert(piece);
                         shared.fair_done(conn, 0);
                         tracing::trace!(conn, piece, "shed");
