@@ -202,6 +202,18 @@ impl FairShare {
         }
     }
 
+    /// `conn` got the wire but sends nothing after all (its piece was cancelled meanwhile, or
+    /// shed): the wire is free, and the hold average is not dragged down by a non-send.
+    pub fn give_back(&mut self, conn: ConnId, now: Instant) {
+        if let Some(i) = self.wire.iter().position(|&(h, _)| h == conn) {
+            self.account(now);
+            self.wire.remove(i);
+            if self.waiting.is_empty() && self.wire.is_empty() {
+                self.idle_since = Some(now);
+            }
+        }
+    }
+
     /// `conn` stopped waiting without sending (its connection ended, or it gave up waiting).
     pub fn abandon(&mut self, conn: ConnId) {
         self.waiting.remove(&conn);
@@ -261,6 +273,26 @@ impl FairShare {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_turn_given_back_frees_the_wire_and_leaves_the_hold_alone() {
+        let mut f = FairShare::new(1);
+        for c in 1..=3 {
+            f.open(c);
+        }
+        let t = Instant::now();
+        assert_eq!(f.want(1, t), Turn::Go);
+        f.done(1, 512 * 1024, t + Duration::from_millis(90));
+        let hold = f.hold();
+        assert_eq!(f.want(2, t + Duration::from_millis(100)), Turn::Go);
+        assert!(matches!(
+            f.want(3, t + Duration::from_millis(100)),
+            Turn::Wait(_)
+        ));
+        f.give_back(2, t + Duration::from_millis(101));
+        assert_eq!(f.hold(), hold, "a turn given back is not a hold");
+        assert_eq!(f.want(3, t + Duration::from_millis(101)), Turn::Go);
+    }
 
     #[test]
     fn only_a_leecher_sheds_and_only_once_what_waited_and_others_hold() {

@@ -250,6 +250,15 @@ impl SharedFile {
         self.fair.lock().expect("lock").others_waiting(conn)
     }
 
+    /// `conn` got its turn but sends nothing after all (cancelled or shed meanwhile).
+    pub fn fair_give_back(&self, conn: super::upload_policy::ConnId) {
+        self.fair
+            .lock()
+            .expect("lock")
+            .give_back(conn, std::time::Instant::now());
+        self.fair_turn.notify_waiters();
+    }
+
     /// `conn` sent a piece of `len` bytes (and its socket drained): the wire is free.
     pub fn fair_done(&self, conn: super::upload_policy::ConnId, len: u64) {
         self.fair

@@ -549,13 +549,13 @@ async fn serve_requests<S: PeerStream>(
                     }
                     // Cancelled while it waited (another peer sent it first: the endgame).
                     if !queue.lock().expect("lock").still_wanted(piece) {
-                        shared.fair_done(conn, 0);
+                        shared.fair_give_back(conn);
                         tracing::trace!(conn, piece, "cancelled");
                         continue;
                     }
                     if shared.shed(piece, turn_asked.elapsed(), shed.get(piece)) {
                         shed.insert(piece);
-                        shared.fair_done(conn, 0);
+                        shared.fair_give_back(conn);
                         tracing::trace!(conn, piece, "shed");
                         codec.encode(PeerMsg::Elsewhere { piece }, &mut out)?;
                         continue;
