@@ -1083,6 +1083,8 @@ def scenario_wan(a, bins, work, data_dir, res: dict):
            "tcp_sysctls": {k: Path(f"/proc/sys/net/ipv4/{k}").read_text().split()
                            for k in ("tcp_rmem", "tcp_wmem", "tcp_congestion_control")},
            "rows": []}
+    if shutil.which("ping") is None:  # the link check below pings through the emulator
+        raise RuntimeError("the wan scenario needs ping (Debian: apt-get install iputils-ping)")
     for loss in a.wan_loss:
         for delay in a.wan_delays:
             tag = f"{delay:g}ms-{loss}"
