@@ -313,10 +313,10 @@ impl SharedFile {
 
     /// The downloader on `conn` verified `piece` (it said so with `Have`).
     pub fn upload_peer_has(&self, conn: super::upload_policy::ConnId, piece: u32) {
-        self.upload
-            .lock()
-            .expect("lock")
-            .peer_has(conn, piece, std::time::Instant::now());
+        let mut policy = self.upload.lock().expect("lock");
+        let seeding = policy.initial_seeding();
+        policy.peer_has(conn, piece, std::time::Instant::now());
+        self.seeding_maybe_over(seeding, &policy);
     }
 
     /// Initial seeding: `piece` just went to `conn`, the first in the swarm to get it; every

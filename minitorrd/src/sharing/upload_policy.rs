@@ -230,6 +230,11 @@ impl UploadPolicy {
                 self.add_holder(piece);
             }
         }
+        // A new piece decided for `conn` that it verified from someone else (it cancelled
+        // ours while it waited for the wire): its first copy is out, ours will not be sent.
+        if self.pending_new.get(&piece) == Some(&conn) {
+            self.pending_new.remove(&piece);
+        }
     }
 
     /// May `conn` get `piece` from us now? A `Serve` counts the piece as on its way to `conn`.
@@ -425,6 +430,25 @@ mod tests {
         assert_eq!(p.decide(c, 1, t), Decision::ServeNew);
         p.sent(c, 1);
         assert!(!p.initial_seeding());
+        p.check_invariants();
+    }
+
+    /// A new piece decided for a connection that then got it elsewhere (and cancelled ours
+    /// while it waited for the wire) does not hold initial seeding open.
+    #[test]
+    fn a_new_piece_cancelled_and_verified_elsewhere_ends_its_wait() {
+        let t = Instant::now();
+        let mut p = UploadPolicy::new(2);
+        let (a, b) = (p.open(), p.open());
+        assert_eq!(p.decide(a, 0, t), Decision::ServeNew);
+        assert_eq!(p.decide(b, 1, t), Decision::ServeNew);
+        p.sent(a, 0);
+        assert!(p.initial_seeding());
+        p.peer_has(b, 1, t);
+        assert!(
+            !p.initial_seeding(),
+            "piece 1 reached b: the first copy is out"
+        );
         p.check_invariants();
     }
 
