@@ -530,14 +530,8 @@ async fn serve_requests<S: PeerStream>(
                             tokio::select! {
                                 biased;
                                 _ = &mut turn => break,
-                                r = have_rx.recv() => match r {
-                                    Ok(piece) => codec.encode(PeerMsg::Have { piece }, &mut out)?,
-                                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                                        for piece in shared.have().iter_set() {
-                                            codec.encode(PeerMsg::Have { piece }, &mut out)?;
-                                        }
-                                    }
-                                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                                r = have_rx.recv() => if !on_have(r, &shared, &mut codec, &mut out)? {
+                                    return Ok(());
                                 },
                                 r = taken_rx.recv() => match r {
                                     Ok(taken) => on_taken(taken, conn, &queue, &mut sent_elsewhere, &mut codec, &mut out)?,
@@ -594,10 +588,8 @@ async fn serve_requests<S: PeerStream>(
                     wr.flush().await?;
                     tokio::select! {
                         _ = wake.notified() => {}
-                        r = have_rx.recv() => match r {
-                            Ok(piece) => codec.encode(PeerMsg::Have { piece }, &mut out)?,
-                            Err(broadcast::error::RecvError::Lagged(_)) => {}
-                            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                        r = have_rx.recv() => if !on_have(r, &shared, &mut codec, &mut out)? {
+                            return Ok(());
                         },
                         r = taken_rx.recv() => match r {
                             Ok(taken) => on_taken(taken, conn, &queue, &mut sent_elsewhere, &mut codec, &mut out)?,
@@ -623,6 +615,26 @@ async fn serve_requests<S: PeerStream>(
             "peer connection served");
     }
     result
+}
+
+/// A piece we verified (partial seeding), heard while waiting: tell the peer. After a lag,
+/// everything we have (a few hints too many, none missing). False once the share is gone.
+fn on_have(
+    heard: Result<u32, broadcast::error::RecvError>,
+    shared: &SharedFile,
+    codec: &mut minitorr_proto::FrameCodec<PeerMsg, PeerMsg>,
+    out: &mut BytesMut,
+) -> Result<bool, minitorr_proto::ProtoError> {
+    match heard {
+        Ok(piece) => codec.encode(PeerMsg::Have { piece }, out)?,
+        Err(broadcast::error::RecvError::Lagged(_)) => {
+            for piece in shared.have().iter_set() {
+                codec.encode(PeerMsg::Have { piece }, out)?;
+            }
+        }
+        Err(broadcast::error::RecvError::Closed) => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// Another connection took `piece` into the swarm: our downloader should not ask us for it
