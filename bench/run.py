@@ -48,7 +48,21 @@ import lab  # noqa: E402  (bench/lab.py: namespaces, tbf caps, mt-netem emulated
 LT_PYTHON = "/usr/bin/python3"
 MiB = 1 << 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PIECE = 512 * 1024
+def piece_size(size: int) -> int:
+    """The piece size minitorrd picks for a file of `size` bytes when none is configured
+    (`item::auto_piece_size`: the largest power of two from 512 KiB down to 64 KiB that still
+    gives 1024 pieces); libtorrent gets the same, so both swarms trade pieces of one size. The
+    scenarios check it against what minitorrd reports."""
+    ps = 512 * 1024
+    while ps > 64 * 1024 and -(-size // ps) < 1024:
+        ps //= 2
+    return ps
+
+
+def check_piece_size(doc: dict, size: int):
+    got = doc["file"]["piece_size"]
+    if got != piece_size(size):
+        raise RuntimeError(f"minitorrd chose {got}-byte pieces, bench/run.py expected {piece_size(size)}")
 # Set from --keep: the swarm keeps each leecher's log in the work dir.
 KEEP_LOGS = False
 
@@ -384,7 +398,8 @@ class LtSwarm:
         self.work, self.env = work / "lt", env
         self.work.mkdir()
         self.torrent = self.work / "data.torrent"
-        subprocess.run([LT_PYTHON, BENCH / "lt_peer.py", "make_torrent", str(data), str(self.torrent), str(PIECE)],
+        subprocess.run([LT_PYTHON, BENCH / "lt_peer.py", "make_torrent", str(data), str(self.torrent),
+                        str(piece_size(data.stat().st_size))],
                        check=True, env=env)
         self.seeders, self.addrs = [], []
         for i in range(n_seeders):
@@ -1000,10 +1015,11 @@ def scenario_swarm(a, bins, work, data_dir, res: dict):
     try:
         seeder = cl.start_daemon("seed", SWARM_SEEDER_HOST)
         cl.join(seeder, ["swarm"])
-        cl.ctl(seeder, "upload_file", data, "swarm")
+        check_piece_size(cl.ctl(seeder, "upload_file", data, "swarm"), size)
         if lt_ok:
             torrent = work / "swarm.torrent"
-            subprocess.run([LT_PYTHON, BENCH / "lt_peer.py", "make_torrent", str(data), str(torrent), str(PIECE)],
+            subprocess.run([LT_PYTHON, BENCH / "lt_peer.py", "make_torrent", str(data), str(torrent),
+                            str(piece_size(size))],
                            check=True, env=cl.env)
             lt_seed = spawn([*lab.exec_prefix(SWARM_SEEDER_HOST), LT_PYTHON, BENCH / "lt_peer.py", "seed", torrent,
                              data.parent, f"{lab.addr(SWARM_SEEDER_HOST)}:{LT_PORT}"], work / "lt-seed.log", cl.env,
@@ -1073,7 +1089,8 @@ def scenario_wan(a, bins, work, data_dir, res: dict):
     lt_ok, lt_note = (libtorrent_available() if not a.lt_off else (False, "--no-libtorrent"))
     torrent = work / "wan.torrent"
     if lt_ok:
-        subprocess.run([LT_PYTHON, BENCH / "lt_peer.py", "make_torrent", str(data), str(torrent), str(PIECE)],
+        subprocess.run([LT_PYTHON, BENCH / "lt_peer.py", "make_torrent", str(data), str(torrent),
+                        str(piece_size(size))],
                        check=True)
     seeder_host, dl_host = 2, 3
     out = {"size": size, "runs": a.wan_runs,
@@ -1098,7 +1115,7 @@ def scenario_wan(a, bins, work, data_dir, res: dict):
                     raise RuntimeError(f"emulated link broken: ping {pg} for 2 × {delay} ms")
                 seeder = cl.start_daemon("seed", seeder_host)
                 cl.join(seeder, ["wan"])
-                cl.ctl(seeder, "upload_file", data, "wan")
+                check_piece_size(cl.ctl(seeder, "upload_file", data, "wan"), size)
                 if lt_ok:
                     lt_seed = spawn([*lab.exec_prefix(seeder_host), LT_PYTHON, BENCH / "lt_peer.py", "seed",
                                      torrent, data.parent, f"{lab.addr(seeder_host)}:{LT_PORT}"],

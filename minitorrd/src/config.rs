@@ -83,8 +83,9 @@ pub struct Config {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub log_level: String,
-    /// Piece size for files this daemon shares, in bytes (16 KiB ..= 8 MiB).
-    pub piece_size: u32,
+    /// Piece size for files this daemon shares, in bytes (16 KiB ..= 8 MiB). Unset (the
+    /// default): chosen by the item's size, 64 KiB to 512 KiB (`item::auto_piece_size`).
+    pub piece_size: Option<u32>,
     /// Peers one download connects to at most.
     pub max_peers_per_download: usize,
     /// Incoming peer connections served at once.
@@ -161,7 +162,7 @@ impl Default for Config {
             socket: defaults::default_socket_path(),
             state_dir: defaults::default_state_dir(),
             log_level: "info".into(),
-            piece_size: 512 * 1024,
+            piece_size: None,
             max_peers_per_download: 32,
             max_incoming_peers: 128,
             peer_idle_timeout_secs: 60,
@@ -261,11 +262,12 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         use minitorr_proto::{MAX_PIECE_SIZE, MIN_PIECE_SIZE};
-        if !(MIN_PIECE_SIZE..=MAX_PIECE_SIZE).contains(&self.piece_size) {
-            return Err(ConfigError::Invalid(format!(
-                "piece_size {} must be between {MIN_PIECE_SIZE} and {MAX_PIECE_SIZE}",
-                self.piece_size
-            )));
+        if let Some(ps) = self.piece_size {
+            if !(MIN_PIECE_SIZE..=MAX_PIECE_SIZE).contains(&ps) {
+                return Err(ConfigError::Invalid(format!(
+                    "piece_size {ps} must be between {MIN_PIECE_SIZE} and {MAX_PIECE_SIZE}"
+                )));
+            }
         }
         if self.max_peers_per_download == 0 || self.max_pipeline_depth < 2 {
             return Err(ConfigError::Invalid(
@@ -392,7 +394,7 @@ mod tests {
     #[test]
     fn bad_piece_size_is_refused() {
         let cfg = Config {
-            piece_size: 100,
+            piece_size: Some(100),
             ..Config::default()
         };
         assert!(cfg.validate().is_err());

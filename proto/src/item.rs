@@ -24,9 +24,9 @@
 //! a ticket and the holder list, so it is bounded by construction:
 //! - at most [`MAX_ITEM_PIECES`] piece hashes (20 bytes each: 5 MiB);
 //! - at most [`MAX_TREE_ENTRIES`] entries whose encoded size is at most [`MAX_TREE_BYTES`];
-//! - the piece size grows with the item ([`piece_size_for`]) from the configured size (512 KiB
-//!   by default) up to [`crate::MAX_PIECE_SIZE`] (8 MiB), so that a 1 TiB item has 131,072
-//!   pieces (2.5 MiB of hashes) and the largest item is 2 TiB.
+//! - the piece size grows with the item ([`piece_size_for`]) from the configured size (by
+//!   default [`auto_piece_size`]: 64 KiB to 512 KiB) up to [`crate::MAX_PIECE_SIZE`] (8 MiB),
+//!   so that a 1 TiB item has 131,072 pieces (2.5 MiB of hashes) and the largest item is 2 TiB.
 //!
 //! # Identity
 //!
@@ -300,17 +300,50 @@ impl Tree {
     }
 }
 
-/// The piece size for an item whose files have `sizes`: `preferred` (the configured size,
-/// clamped to the protocol's range), doubled until the item needs at most
-/// [`TARGET_ITEM_PIECES`] pieces or the size reaches [`crate::MAX_PIECE_SIZE`]. `None` if even
-/// the largest piece size needs more than [`MAX_ITEM_PIECES`] pieces.
-pub fn piece_size_for(sizes: &[u64], preferred: u32) -> Option<u32> {
-    let mut ps = preferred.clamp(crate::MIN_PIECE_SIZE, crate::MAX_PIECE_SIZE);
-    let count = |ps: u32| -> u64 { sizes.iter().map(|s| s.div_ceil(ps as u64)).sum() };
-    while count(ps) > TARGET_ITEM_PIECES && ps < crate::MAX_PIECE_SIZE {
+/// The piece size for an item whose files have `sizes`: `configured` (clamped to the
+/// protocol's range), or when none is configured the automatic size ([`auto_piece_size`]);
+/// then doubled until the item needs at most [`TARGET_ITEM_PIECES`] pieces or the size
+/// reaches [`crate::MAX_PIECE_SIZE`]. `None` if even the largest piece size needs more than
+/// [`MAX_ITEM_PIECES`] pieces.
+pub fn piece_size_for(sizes: &[u64], configured: Option<u32>) -> Option<u32> {
+    let mut ps = match configured {
+        Some(ps) => ps.clamp(crate::MIN_PIECE_SIZE, crate::MAX_PIECE_SIZE),
+        None => auto_piece_size(sizes),
+    };
+    while piece_count(sizes, ps) > TARGET_ITEM_PIECES && ps < crate::MAX_PIECE_SIZE {
         ps = (ps.saturating_mul(2)).min(crate::MAX_PIECE_SIZE);
     }
-    (count(ps) <= MAX_ITEM_PIECES as u64).then_some(ps)
+    (piece_count(sizes, ps) <= MAX_ITEM_PIECES as u64).then_some(ps)
+}
+
+/// Largest piece size [`auto_piece_size`] starts from.
+pub const AUTO_PIECE_SIZE_MAX: u32 = 512 * 1024;
+
+/// Smallest piece size [`auto_piece_size`] picks.
+pub const AUTO_PIECE_SIZE_MIN: u32 = 64 * 1024;
+
+/// Pieces an item gets at least, where [`AUTO_PIECE_SIZE_MIN`] allows.
+pub const AUTO_MIN_PIECES: u64 = 1024;
+
+/// The piece size when none is configured: the largest power of two from
+/// [`AUTO_PIECE_SIZE_MAX`] down to [`AUTO_PIECE_SIZE_MIN`] that still gives the item
+/// [`AUTO_MIN_PIECES`] pieces (64 MiB: 64 KiB, 256 MiB: 256 KiB, 512 MiB and up: 512 KiB).
+///
+/// Why: in a crowd a member can pass a piece on only once it has all of it and checked it, so
+/// a piece's time on the wire is the unit of the crowd's delay. With 16 members fetching 64 MiB
+/// together behind 50 Mbit/s uplinks, 512 KiB pieces (128) finished 1.26 × the physical bound,
+/// 128 KiB 1.11 ×, 64 KiB 1.09 × (docs/BENCHMARKS.md). Big files keep 512 KiB pieces, where a
+/// crowd has plenty of them and per-piece work would only cost.
+pub fn auto_piece_size(sizes: &[u64]) -> u32 {
+    let mut ps = AUTO_PIECE_SIZE_MAX;
+    while ps > AUTO_PIECE_SIZE_MIN && piece_count(sizes, ps) < AUTO_MIN_PIECES {
+        ps /= 2;
+    }
+    ps
+}
+
+fn piece_count(sizes: &[u64], ps: u32) -> u64 {
+    sizes.iter().map(|s| s.div_ceil(ps as u64)).sum()
 }
 
 /// One file's place in an item's piece sequence.
@@ -585,15 +618,59 @@ mod tests {
     #[test]
     fn a_tebibyte_item_fits_one_frame() {
         let sizes = vec![1u64 << 40];
-        let ps = piece_size_for(&sizes, 512 * 1024).unwrap();
-        assert_eq!(ps, crate::MAX_PIECE_SIZE);
-        assert_eq!((1u64 << 40).div_ceil(ps as u64), TARGET_ITEM_PIECES);
+        for configured in [Some(512 * 1024), None] {
+            let ps = piece_size_for(&sizes, configured).unwrap();
+            assert_eq!(ps, crate::MAX_PIECE_SIZE);
+            assert_eq!((1u64 << 40).div_ceil(ps as u64), TARGET_ITEM_PIECES);
+            assert_eq!(piece_size_for(&[1u64 << 43], configured), None);
+        }
         // 100,000 small files keep the configured size.
         assert_eq!(
-            piece_size_for(&vec![4096; 100_000], 512 * 1024),
+            piece_size_for(&vec![4096; 100_000], Some(512 * 1024)),
             Some(512 * 1024)
         );
-        assert_eq!(piece_size_for(&[1u64 << 43], 512 * 1024), None);
+    }
+
+    #[test]
+    fn the_automatic_piece_size_gives_a_crowd_enough_pieces() {
+        const KIB: u32 = 1024;
+        const MIB: u64 = 1 << 20;
+        let auto = |size: u64| piece_size_for(&[size], None).unwrap();
+        assert_eq!(auto(0), 64 * KIB);
+        assert_eq!(auto(1), 64 * KIB);
+        assert_eq!(auto(10 * MIB), 64 * KIB);
+        assert_eq!(auto(64 * MIB), 64 * KIB);
+        assert_eq!(auto(100 * MIB), 64 * KIB);
+        assert_eq!(auto(128 * MIB), 128 * KIB);
+        assert_eq!(auto(255 * MIB), 128 * KIB);
+        assert_eq!(auto(256 * MIB), 256 * KIB);
+        assert_eq!(auto(512 * MIB), 512 * KIB);
+        assert_eq!(auto(1 << 30), 512 * KIB);
+        // 64 GiB at 512 KiB is exactly the target count; one byte more doubles it.
+        assert_eq!(auto(64 << 30), 512 * KIB);
+        assert_eq!(auto((64 << 30) + 1), 1024 * KIB);
+        // Every size between the steps keeps at least the minimum count, where it can.
+        for size in (1..=600u64).map(|m| m * MIB + 12345) {
+            let ps = auto(size);
+            assert!(ps.is_power_of_two(), "{size}: {ps}");
+            assert!((AUTO_PIECE_SIZE_MIN..=AUTO_PIECE_SIZE_MAX).contains(&ps));
+            let n = size.div_ceil(ps as u64);
+            assert!(
+                n >= AUTO_MIN_PIECES || ps == AUTO_PIECE_SIZE_MIN,
+                "{size}: {n}"
+            );
+            assert!(
+                n < 2 * AUTO_MIN_PIECES || ps == AUTO_PIECE_SIZE_MAX,
+                "{size}: {n}"
+            );
+        }
+        // A tree counts every file's pieces (each file starts a piece).
+        assert_eq!(piece_size_for(&vec![1000; 2000], None), Some(512 * KIB));
+        // A configured size is kept.
+        assert_eq!(
+            piece_size_for(&[64 * MIB], Some(512 * KIB)),
+            Some(512 * KIB)
+        );
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub use minitorrd::peerlink::{DeviceKey, PeerTls};
 /// A peer connection after the Minitorr handshake, over any stream.
 pub type PeerConn<S> = Framed<S, minitorr_proto::FrameCodec<PeerMsg, PeerMsg>>;
 
+/// The metadata minitorrd registers for `data` with its default (automatic) piece size.
+pub fn meta_as_shared(name: &str, data: &[u8]) -> FileMeta {
+    let ps = minitorr_proto::item::piece_size_for(&[data.len() as u64], None).expect("fits");
+    meta_for(name, data, ps)
+}
+
 /// Compute the metadata minitorrd would register for `data` with `piece_size` pieces.
 pub fn meta_for(name: &str, data: &[u8], piece_size: u32) -> FileMeta {
     use sha1::{Digest, Sha1};

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use minitorr_e2e::*;
 use minitorr_proto::tracker::{Call, ErrorCode, Response};
 
-const PIECE: usize = 512 * 1024;
+/// The piece size minitorrd picks for files this small (`item::auto_piece_size`).
+const PIECE: usize = minitorr_proto::item::AUTO_PIECE_SIZE_MIN as usize;
 
 /// Share `name` (of `size` random bytes) from `a`, download it with `b`, check it byte for byte.
 fn round_trip(tmp: &Path, a: &Peer, b: &Peer, name: &str, size: usize) {

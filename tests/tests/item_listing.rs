@@ -54,7 +54,7 @@ fn hundred_thousand() -> FileMeta {
 /// `piece_size_for` picks: 8 MiB.
 fn tebibyte() -> FileMeta {
     let sizes = [1u64 << 39, 1 << 38, (1 << 38) - 5, 5];
-    let ps = piece_size_for(&sizes, 512 * 1024).expect("1 TiB fits");
+    let ps = piece_size_for(&sizes, Some(512 * 1024)).expect("1 TiB fits");
     assert_eq!(ps, minitorr_proto::MAX_PIECE_SIZE);
     let entries = sizes
         .iter()

@@ -198,7 +198,7 @@ fn a_holder_proving_another_key_than_the_tracker_listed_is_never_used() {
     alice.ok(&["create_user", "carol", "pw-carol"]);
     let f = tmp.path().join("alice").join("f.bin");
     let data = marked_file(&f, 1024 * 1024 + 5);
-    let meta = fakepeer::meta_for("f.bin", &data, 512 * 1024);
+    let meta = fakepeer::meta_as_shared("f.bin", &data);
 
     // Carol logs in with device key A but serves with key B — the genuine bytes, even: an
     // impostor (or a man in the middle) is refused for who it is, whatever it sends.

@@ -108,6 +108,7 @@ where
 
 #[test]
 fn seeders_refuse_expired_altered_and_foreign_tickets_and_out_of_range_pieces() {
+    const SIZE: usize = 600 * 1024;
     let tmp = tempfile::tempdir().unwrap();
     let tracker = ConfiguredTracker::start(
         &tmp.path().join("t"),
@@ -123,7 +124,7 @@ fn seeders_refuse_expired_altered_and_foreign_tickets_and_out_of_range_pieces() 
         ("other.bin", "g1"),
         ("g2only.bin", "g2"),
     ] {
-        random_file(&dir.join(name), 600 * 1024); // 2 pieces
+        random_file(&dir.join(name), SIZE);
         a.ok(&["upload_file", dir.join(name).to_str().unwrap(), group]);
     }
     a.ok(&["create_user", "mallory", "pw-m"]);
@@ -161,7 +162,8 @@ fn seeders_refuse_expired_altered_and_foreign_tickets_and_out_of_range_pieces() 
     rt.block_on(async {
         // The genuine ticket works (baseline), and asking for a piece out of range closes the
         // connection without data — also u32::MAX.
-        for bad_piece in [2u32, u32::MAX] {
+        let pieces = SIZE.div_ceil(minitorr_proto::item::auto_piece_size(&[SIZE as u64]) as usize);
+        for bad_piece in [pieces as u32, u32::MAX] {
             let (mut f, first) = hello(to_a, ticket.clone()).await;
             assert!(matches!(first, PeerMsg::Welcome { .. }), "{first:?}");
             f.send(PeerMsg::Request { piece: bad_piece }).await.unwrap();

@@ -115,7 +115,7 @@ fn seeder_killed_mid_download_and_lying_peer_still_give_a_correct_file() {
 
     // A liar: a member that announces the file and serves random bytes, fast.
     let data = std::fs::read(&src).unwrap();
-    let meta = fakepeer::meta_for("f.bin", &data, 512 * 1024);
+    let meta = fakepeer::meta_as_shared("f.bin", &data);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let liar_addr = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

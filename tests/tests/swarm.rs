@@ -170,7 +170,7 @@ fn a_member_claiming_every_piece_does_not_stall_a_leecher_that_only_has_the_seed
     let leech = Peer::start(&tmp.path().join("l0"), &tracker);
     user(&leech, "l0");
     group_with(&seed, "g1", &[(&leech, "l0")]);
-    let size = 12 * MIB + 333; // 25 pieces of 512 KiB
+    let size = 12 * MIB + 333; // 193 pieces of 64 KiB
     let src = tmp.path().join("seed").join("data.bin");
     let sha = random_file(&src, size);
     seed.ok(&["upload_file", src.to_str().unwrap(), "g1"]);
@@ -188,7 +188,8 @@ fn a_member_claiming_every_piece_does_not_stall_a_leecher_that_only_has_the_seed
     // Served once (so the seeder counts it), then it claims every piece but the last (one
     // piece absent from the swarm keeps initial seeding on) and stays connected (`_liar`
     // lives to the end of the test).
-    let pieces = size.div_ceil(512 * 1024) as u32;
+    let ps = minitorr_proto::item::auto_piece_size(&[size as u64]);
+    let pieces = size.div_ceil(ps as usize) as u32;
     let _liar = rt.block_on(async {
         let t = mallory.ticket("g1", "data.bin").await;
         let mut conn = open_served(seed.addr, t).await;

@@ -586,21 +586,14 @@ impl Daemon {
     }
 }
 
-/// The piece size to hash a file of `size` bytes with: the configured one, doubled until the
-/// file has at most [`MAX_PIECES_PREFERRED`] pieces (up to the protocol's maximum). Trackers
-/// bound the pieces per file (256 Ki by default), not file sizes, so big files need big pieces.
-fn piece_size_for(size: u64, configured: u32) -> u32 {
-    let mut ps = configured;
-    while FileMeta::piece_count_for(size, ps) > MAX_PIECES_PREFERRED
-        && ps < minitorr_proto::MAX_PIECE_SIZE
-    {
-        ps = (ps * 2).min(minitorr_proto::MAX_PIECE_SIZE);
-    }
-    ps
+/// The piece size to hash a file of `size` bytes with: [`item::piece_size_for`] (the configured
+/// or automatic size, doubled until the file has at most 128 Ki pieces, up to the protocol's
+/// maximum). Beyond 2 TiB the maximum piece size is used and the tracker decides
+/// (`max_pieces_per_file`): trackers bound the pieces per file, not file sizes.
+fn piece_size_for(size: u64, configured: Option<u32>) -> u32 {
+    minitorr_proto::item::piece_size_for(&[size], configured)
+        .unwrap_or(minitorr_proto::MAX_PIECE_SIZE)
 }
-
-/// Half of trackerd's default `max_pieces_per_file`: 1 TiB fits with 8 MiB pieces.
-const MAX_PIECES_PREFERRED: u32 = 128 * 1024;
 
 pub(super) fn record_status(r: &DownloadRecord) -> DownloadStatus {
     let complete = r.state == RecordState::Complete;
@@ -665,21 +658,25 @@ mod tests {
     #[test]
     fn big_files_get_bigger_pieces() {
         let kib = 1024u32;
-        assert_eq!(piece_size_for(1 << 30, 512 * kib), 512 * kib);
+        let some = |ps: u32| Some(ps * kib);
+        assert_eq!(piece_size_for(1 << 30, some(512)), 512 * kib);
+        assert_eq!(piece_size_for(1 << 30, None), 512 * kib);
+        assert_eq!(piece_size_for(64 << 20, some(512)), 512 * kib);
+        assert_eq!(piece_size_for(64 << 20, None), 64 * kib);
         // 64 GiB at 512 KiB is exactly 128 Ki pieces: still fine.
-        assert_eq!(piece_size_for(64 << 30, 512 * kib), 512 * kib);
-        assert_eq!(piece_size_for((64 << 30) + 1, 512 * kib), 1024 * kib);
+        assert_eq!(piece_size_for(64 << 30, some(512)), 512 * kib);
+        assert_eq!(piece_size_for((64 << 30) + 1, some(512)), 1024 * kib);
         assert_eq!(
-            piece_size_for(1 << 40, 512 * kib),
+            piece_size_for(1 << 40, some(512)),
             minitorr_proto::MAX_PIECE_SIZE
         );
         assert_eq!(
-            FileMeta::piece_count_for(1 << 40, piece_size_for(1 << 40, 16 * kib)),
+            FileMeta::piece_count_for(1 << 40, piece_size_for(1 << 40, some(16))),
             128 * 1024
         );
         // Beyond what the maximum piece size allows, the count grows (the tracker decides).
         assert_eq!(
-            piece_size_for(4 << 40, 512 * kib),
+            piece_size_for(4 << 40, some(512)),
             minitorr_proto::MAX_PIECE_SIZE
         );
     }

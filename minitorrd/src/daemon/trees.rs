@@ -190,7 +190,7 @@ pub(crate) fn rehash(
     meta: &FileMeta,
 ) -> io::Result<(FileMeta, FileStamp, Vec<SharedTreeFile>)> {
     if meta.tree.is_some() {
-        let h = hash_tree(path, &meta.name, meta.piece_size).map_err(io::Error::other)?;
+        let h = hash_tree(path, &meta.name, Some(meta.piece_size)).map_err(io::Error::other)?;
         Ok((h.meta, h.root_stamp, h.files))
     } else {
         let (m, s) = hash_file(path, &meta.name, meta.piece_size)?;

@@ -219,7 +219,7 @@ impl Walk {
 
 /// Walk and hash the directory at `root` as item `name`, pieces sized by
 /// [`item::piece_size_for`] from `preferred`. Blocking: run on the blocking pool.
-pub fn hash_tree(root: &Path, name: &str, preferred: u32) -> Result<HashedTree, WalkError> {
+pub fn hash_tree(root: &Path, name: &str, preferred: Option<u32>) -> Result<HashedTree, WalkError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| WalkError::Io { path, source }
@@ -324,7 +324,7 @@ mod tests {
         )
         .unwrap();
 
-        let h = hash_tree(r, "proj", 16 * 1024).unwrap();
+        let h = hash_tree(r, "proj", Some(16 * 1024)).unwrap();
         h.meta.check().unwrap();
         let tree = h.meta.tree.as_ref().unwrap();
         let paths: Vec<_> = tree.entries.iter().map(|e| e.path.as_str()).collect();
@@ -365,7 +365,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("sub")).unwrap();
         std::fs::write(d.path().join("sub/bad\u{7}name"), b"x").unwrap();
-        let e = hash_tree(d.path(), "proj", 16 * 1024).unwrap_err();
+        let e = hash_tree(d.path(), "proj", Some(16 * 1024)).unwrap_err();
         assert!(e.to_string().contains("sub/bad\\u{7}name"), "{e}");
     }
 }

@@ -311,7 +311,7 @@ pub async fn alice_shares_to_bob(
 ) -> (Node, Node, Vec<u8>) {
     let alice = net
         .node("alice", |c| {
-            c.piece_size = 65536;
+            c.piece_size = Some(65536);
             c.max_upload_rate = rate;
         })
         .await;

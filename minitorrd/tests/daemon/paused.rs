@@ -36,7 +36,7 @@ async fn advance(step: Duration, real: Duration) {
 #[tokio::test(start_paused = true)]
 async fn a_failed_download_is_rechecked_after_10_20_30_s_and_retried_on_the_holder_event() {
     let net = Net::for_paused_time();
-    let alice = net.node("alice", |c| c.piece_size = 65536).await;
+    let alice = net.node("alice", |c| c.piece_size = Some(65536)).await;
     let bob = net.node("bob", |_| {}).await;
     alice.create_and_login("alice").await;
     bob.create_and_login("bob").await;

@@ -514,7 +514,7 @@ async fn a_tebibyte_item_is_accepted_stored_and_served_in_one_frame() {
     let (alice, bob) = (h.user("alice").await, h.user("bob").await);
     h.group("g1", &alice, &[&bob]).await;
     let sizes = [1u64 << 39, 1 << 38, (1 << 38) - 5, 5];
-    let ps = item::piece_size_for(&sizes, 512 * 1024).unwrap();
+    let ps = item::piece_size_for(&sizes, Some(512 * 1024)).unwrap();
     assert_eq!(ps, minitorr_proto::MAX_PIECE_SIZE);
     let entries = sizes
         .iter()
