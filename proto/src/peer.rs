@@ -17,6 +17,23 @@ use crate::ticket::Ticket;
 use crate::types::Bitfield;
 use crate::ProtoError;
 
+/// Request counts in the peer protocol are stated for pieces of this size; an item with smaller
+/// pieces allows proportionally more requests (the same bytes), so its piece size does not
+/// limit how fast a long link can go.
+pub const REFERENCE_PIECE_SIZE: u32 = 512 * 1024;
+
+/// How many requests for pieces of `piece_size` weigh as much as one of
+/// [`REFERENCE_PIECE_SIZE`] (at least 1).
+pub fn requests_per_reference(piece_size: u32) -> usize {
+    (REFERENCE_PIECE_SIZE / piece_size.max(1)).max(1) as usize
+}
+
+/// Requests a downloader may have queued at one seeder: 64 reference pieces' worth (32 MiB;
+/// 512 requests of 64 KiB). A seeder closes a connection that queues more.
+pub fn max_queued_requests(piece_size: u32) -> usize {
+    64 * requests_per_reference(piece_size)
+}
+
 pub const TAG_MSG: u8 = 0;
 pub const TAG_PIECE: u8 = 1;
 
@@ -112,3 +129,21 @@ impl WireMessage for PeerMsg {
 
 #[cfg(test)]
 use proptest::strategy::Strategy as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_queue_holds_the_same_bytes_whatever_the_piece_size() {
+        const KIB: u32 = 1024;
+        assert_eq!(max_queued_requests(512 * KIB), 64);
+        assert_eq!(max_queued_requests(8 * 1024 * KIB), 64);
+        assert_eq!(max_queued_requests(64 * KIB), 512);
+        assert_eq!(max_queued_requests(crate::MIN_PIECE_SIZE), 2048);
+        assert_eq!(requests_per_reference(0), 512 * 1024);
+        for ps in [16 * KIB, 64 * KIB, 256 * KIB, 512 * KIB] {
+            assert_eq!(max_queued_requests(ps) * ps as usize, 32 << 20);
+        }
+    }
+}

@@ -345,3 +345,97 @@ fn a_file_the_owner_removed_is_not_shared_again_at_the_holders_next_login() {
         "bob's next login registered the removed entry again"
     );
 }
+
+/// A seeder's request queue is counted in bytes (`proto::peer::max_queued_requests`: 32 MiB,
+/// so 512 requests of 64 KiB): a downloader on a long link may queue that many small pieces and
+/// every one is served; a member that floods far more requests is cut off, and the seeder goes
+/// on serving the others.
+#[test]
+fn a_deep_pipeline_of_small_pieces_is_served_and_a_flood_of_requests_is_cut_off() {
+    use futures::{SinkExt, StreamExt};
+    use minitorr_proto::peer::PeerMsg;
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let tracker = Tracker::start(&tmp.path().join("t"));
+    let seed = Peer::start(&tmp.path().join("seed"), &tracker);
+    user(&seed, "seed");
+    seed.ok(&["create_group", "g1"]);
+    let size = 3 * 1024 * 1024 + 5;
+    let src = tmp.path().join("seed").join("data.bin");
+    random_file(&src, size);
+    let up = seed.json(&["upload_file", src.to_str().unwrap(), "g1"]);
+    let ps = up["file"]["piece_size"].as_u64().unwrap() as u32;
+    assert_eq!(
+        ps,
+        64 * 1024,
+        "the automatic piece size of a 3 MiB file: {up}"
+    );
+    let pieces = size.div_ceil(ps as usize) as u32;
+    let limit = minitorr_proto::peer::max_queued_requests(ps);
+    assert_eq!(limit, 512);
+
+    rt().block_on(async {
+        let mut m = fakepeer::FakeMember::create(tracker.addr, "mallory").await;
+        m.join("g1").await;
+        seed.ok(&["accept_request", "g1", "mallory"]);
+
+        // `limit` requests at once (what a downloader 400 ms away at ~80 MB/s would keep in
+        // flight): every one answered with its piece.
+        let (mut f, first) = fakepeer::open_peer(seed.addr, m.ticket("g1", "data.bin").await).await;
+        assert!(matches!(first, PeerMsg::Welcome { .. }), "{first:?}");
+        for i in 0..limit as u32 {
+            f.feed(PeerMsg::Request { piece: i % pieces })
+                .await
+                .unwrap();
+        }
+        f.flush().await.unwrap();
+        let mut got = 0;
+        while got < limit {
+            match tokio::time::timeout(Duration::from_secs(30), f.next()).await {
+                Ok(Some(Ok(PeerMsg::Piece { .. }))) => got += 1,
+                Ok(Some(Ok(_))) => {}
+                other => panic!("{got} of {limit} pieces, then {other:?}"),
+            }
+        }
+        drop(f);
+
+        // Four times that: the connection is closed long before all are served.
+        let (mut f, _) = fakepeer::open_peer(seed.addr, m.ticket("g1", "data.bin").await).await;
+        for i in 0..4 * limit as u32 {
+            f.feed(PeerMsg::Request { piece: i % pieces })
+                .await
+                .unwrap();
+        }
+        f.flush().await.unwrap();
+        let mut served = 0;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), f.next()).await {
+                Err(_) => panic!("a flood of {} requests kept the connection open", 4 * limit),
+                Ok(None) | Ok(Some(Err(_))) => break,
+                Ok(Some(Ok(PeerMsg::Piece { .. }))) => served += 1,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+        assert!(served < 2 * limit, "{served} pieces served to a flood");
+    });
+    assert!(
+        seed.log().contains("exceeded the request queue"),
+        "the cut-off is logged"
+    );
+
+    // The seeder still serves an honest downloader.
+    let bob = Peer::start(&tmp.path().join("bob"), &tracker);
+    user(&bob, "bob");
+    bob.ok(&["join_group", "g1"]);
+    seed.ok(&["accept_request", "g1", "bob"]);
+    let out = tmp.path().join("bob").join("in");
+    std::fs::create_dir_all(&out).unwrap();
+    bob.ok(&[
+        "download_file",
+        "g1",
+        "data.bin",
+        out.to_str().unwrap(),
+        "--wait",
+    ]);
+    assert_eq!(sha1_file(&out.join("data.bin")), sha1_file(&src));
+}

@@ -206,12 +206,17 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     // (slot, when it was requested): the request→piece time gives the round trip.
     let mut inflight: HashMap<u32, (OwnedSemaphorePermit, Instant)> = HashMap::new();
     let mut rtt = RttEstimate::default();
+    // Before the rate is known: what the path's round trip (TCP's, from the handshake) needs.
+    let initial = pipeline::initial_depth(
+        dl.meta.piece_size,
+        path_sock.as_ref().and_then(crate::peerlink::tcp_min_rtt),
+    );
     // The depth a short link would get (no round-trip term): slots beyond it are the
     // bandwidth-delay product's, which may grow the download's memory (up to its maximum).
     let mut short_depth = 2usize;
     let mut verifying = FuturesUnordered::new();
     let mut bad = 0u32;
-    let mut depth = 2usize;
+    let mut depth = initial;
     let mut window_start = Instant::now();
     let mut window_bytes = 0u64;
     let mut last_heard = Instant::now();

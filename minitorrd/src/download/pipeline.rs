@@ -27,20 +27,48 @@
 
 use std::time::Duration;
 
+use minitorr_proto::peer::requests_per_reference;
+
 /// Transfer time to keep queued at the peer on top of the bandwidth-delay product.
 pub const QUEUE_TARGET: Duration = Duration::from_millis(250);
 /// Memory a download may hold in pieces (requested or being verified) normally…
 pub const MEMORY_BASE: usize = 16 * 1024 * 1024;
 /// …and at most, when long links need it (see `Download::grow_slots`).
 pub const MEMORY_MAX: usize = 64 * 1024 * 1024;
-/// Requests outstanding at one peer at most, whatever the piece size: below the seeder's
-/// request queue limit (`sharing::server::MAX_QUEUED`, 64), with room for requests that were
+/// Requests outstanding at one peer at most: 48 pieces of 512 KiB, proportionally more of
+/// smaller ones (`proto::peer::requests_per_reference`): three quarters of the seeder's
+/// request queue limit (`proto::peer::max_queued_requests`), with room for requests that were
 /// answered but whose pieces are still on the wire.
-pub const PEER_DEPTH_MAX: usize = 48;
+pub fn peer_depth_max(piece_size: u32) -> usize {
+    48 * requests_per_reference(piece_size)
+}
 
 /// The most requests one peer may have outstanding with pieces of `piece_size`.
 pub fn peer_cap(piece_size: u32) -> usize {
-    (MEMORY_MAX / piece_size.max(1) as usize).clamp(2, PEER_DEPTH_MAX)
+    (MEMORY_MAX / piece_size.max(1) as usize).clamp(2, peer_depth_max(piece_size))
+}
+
+/// Rate a new connection's first requests assume over its path's round trip, before its own
+/// rate is measured: 2 MiB in flight over 400 ms.
+pub const INITIAL_RATE: f64 = 5.0 * 1024.0 * 1024.0;
+
+/// Requests a new connection starts with, before its rate is known: two, or
+/// [`INITIAL_RATE`] × the path's round trip (`path_rtt`, TCP's measure from the handshake) if
+/// that is more; 1 MiB worth when the path's round trip is unknown (a relayed link).
+///
+/// Why: the depth then grows by about (`QUEUE_TARGET` + rtt) / rtt every 500 ms, so where it
+/// starts sets how long a long link takes to reach its rate. Over a 400 ms round trip, 64 MiB
+/// in 64 KiB pieces took 16.7 s starting from two requests (128 KiB), 15.0–15.5 s from 1 MiB
+/// and 15.2 s from 2 MiB (one TCP stream: 13.7 s). On a LAN or in a crowd two are right:
+/// 16 requests at every peer from the start of a 16-leecher crowd pinned pieces to the seeder
+/// (docs/BENCHMARKS.md).
+pub fn initial_depth(piece_size: u32, path_rtt: Option<Duration>) -> usize {
+    let piece = f64::from(piece_size.max(1));
+    let want = match path_rtt {
+        Some(rtt) => (INITIAL_RATE * rtt.as_secs_f64() / piece).ceil() as usize,
+        None => 2 * requests_per_reference(piece_size),
+    };
+    want.max(2).min(peer_cap(piece_size))
 }
 
 /// Pieces a download may hold at once normally: [`MEMORY_BASE`] worth, at least 4.
@@ -54,16 +82,21 @@ pub fn max_slots(piece_size: u32) -> usize {
 }
 
 /// Requests to keep outstanding at a peer delivering `rate` bytes/s with round trip `rtt`.
-/// `max_depth`: the configured `max_pipeline_depth` (caps the short-link part).
+/// `max_depth`: the configured `max_pipeline_depth` (caps the short-link part), counted in
+/// 512 KiB pieces: an item with smaller pieces gets proportionally more requests.
 pub fn target_depth(rate: f64, rtt: Duration, piece_size: u32, max_depth: usize) -> usize {
     let piece = f64::from(piece_size.max(1));
     let rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
-    let queue =
-        ((rate * QUEUE_TARGET.as_secs_f64() / piece).ceil() as usize).clamp(1, max_depth.max(1));
+    let peer_max = peer_depth_max(piece_size);
+    let max_depth = max_depth
+        .max(1)
+        .saturating_mul(requests_per_reference(piece_size))
+        .min(peer_max);
+    let queue = ((rate * QUEUE_TARGET.as_secs_f64() / piece).ceil() as usize).clamp(1, max_depth);
     let bdp = (rate * rtt.as_secs_f64() / piece + 0.9).floor() as usize;
     queue
         .saturating_add(bdp)
-        .clamp(1, peer_cap(piece_size).max(max_depth.min(PEER_DEPTH_MAX)))
+        .clamp(1, peer_cap(piece_size).max(max_depth))
 }
 
 /// Round-trip estimate of one connection: the smallest request→piece time seen.
@@ -155,7 +188,11 @@ mod tests {
                 for rate in [0.0, 1.0, MIB, 100.0 * MIB, 1e12, f64::INFINITY, f64::NAN] {
                     let d = target_depth(rate, Duration::from_millis(rtt_ms), piece, 8);
                     assert!(d >= 1);
-                    assert!(d <= PEER_DEPTH_MAX, "{piece} {rtt_ms} {rate}: {d}");
+                    assert!(d <= peer_depth_max(piece), "{piece} {rtt_ms} {rate}: {d}");
+                    assert!(
+                        d < minitorr_proto::peer::max_queued_requests(piece),
+                        "the seeder's queue takes it: {piece} {rtt_ms} {rate}: {d}"
+                    );
                     assert!(
                         d * piece as usize <= MEMORY_MAX.max(8 * piece as usize),
                         "{piece} {rtt_ms} {rate}: {d}"
@@ -208,6 +245,33 @@ mod tests {
                 "the old policy was latency-bound here ({bw_mib} MiB/s, {rtt_ms} ms)"
             );
         }
+    }
+
+    #[test]
+    fn a_long_link_starts_with_a_megabyte_in_flight_a_short_one_with_two_requests() {
+        let ms = Duration::from_millis;
+        for piece in [16 * KIB, 64 * KIB, 512 * KIB, 8 * 1024 * KIB] {
+            assert_eq!(initial_depth(piece, Some(Duration::ZERO)), 2);
+            assert_eq!(initial_depth(piece, Some(Duration::from_micros(200))), 2);
+            let long = initial_depth(piece, Some(ms(400)));
+            assert!(
+                long * piece as usize >= 2 << 20 || long == 2,
+                "{piece}: {long}"
+            );
+            assert!(long <= peer_cap(piece));
+            let relayed = initial_depth(piece, None);
+            assert!(relayed * piece as usize >= 1 << 20 || relayed == 2);
+        }
+        assert_eq!(initial_depth(64 * KIB, Some(ms(400))), 32);
+        assert_eq!(initial_depth(512 * KIB, Some(ms(400))), 4);
+        // A crowd on a LAN: two, whatever the piece size.
+        assert_eq!(initial_depth(64 * KIB, Some(ms(5))), 2);
+        assert_eq!(initial_depth(64 * KIB, None), 16);
+        // Never beyond what the seeder queues, however long the link.
+        assert_eq!(
+            initial_depth(16 * KIB, Some(ms(60_000))),
+            peer_cap(16 * KIB)
+        );
     }
 
     #[test]

@@ -34,8 +34,6 @@ use crate::peerlink::{PeerLinkMode, PeerStream, PeerTls, PieceWrite, PLAINTEXT_R
 use crate::ratelimit::RateLimiter;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pipelined requests a peer may queue with us; more is abuse.
-const MAX_QUEUED: usize = 64;
 
 pub struct PeerServer {
     pub shares: Arc<Shares>,
@@ -411,7 +409,9 @@ async fn serve_requests<S: PeerStream>(
             .ok()
     });
     let (rd, mut wr) = parts.io.into_halves();
-    let queue = Arc::new(Mutex::new(RequestQueue::default()));
+    // Pipelined requests a peer may queue with us; more is abuse.
+    let limit = minitorr_proto::peer::max_queued_requests(shared.meta.piece_size);
+    let queue = Arc::new(Mutex::new(RequestQueue::new(limit)));
     let wake = Arc::new(Notify::new());
     let closed = Arc::new(AtomicBool::new(false));
     // Initial seeding: this connection's id in the file's upload policy, closed on exit.
@@ -664,17 +664,28 @@ fn on_taken(
 /// its turn on the wire (in a crowd, up to a second). A `Cancel` reaches both: a piece
 /// cancelled while it waited is not sent (before, every endgame duplicate that had reached
 /// the head of a queue still went out, ~80 pieces per 16-leecher run).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RequestQueue {
+    /// Most requests queued at once (`proto::peer::max_queued_requests`).
+    limit: usize,
     queued: VecDeque<u32>,
     waiting: Option<u32>,
     waiting_cancelled: bool,
 }
 
 impl RequestQueue {
-    /// Queue a request; false if the peer exceeded `MAX_QUEUED`.
+    fn new(limit: usize) -> Self {
+        RequestQueue {
+            limit,
+            queued: VecDeque::new(),
+            waiting: None,
+            waiting_cancelled: false,
+        }
+    }
+
+    /// Queue a request; false if the peer exceeded the limit.
     fn push(&mut self, piece: u32) -> bool {
-        if self.queued.len() >= MAX_QUEUED {
+        if self.queued.len() >= self.limit {
             return false;
         }
         self.queued.push_back(piece);
@@ -967,11 +978,12 @@ async fn send_file_range(
 
 #[cfg(test)]
 mod tests {
-    use super::{PieceSet, RequestQueue, MAX_QUEUED};
+    use super::{PieceSet, RequestQueue};
+    const MAX_QUEUED: usize = 64;
 
     #[test]
     fn a_cancel_reaches_the_request_waiting_for_its_turn() {
-        let mut q = RequestQueue::default();
+        let mut q = RequestQueue::new(MAX_QUEUED);
         assert!(q.push(1) && q.push(2) && q.push(3));
         assert_eq!(q.next(), Some(1));
         // Cancelled while it waits for the wire: not sent.
