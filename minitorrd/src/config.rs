@@ -97,8 +97,9 @@ pub struct Config {
     pub max_peers_per_addr: usize,
     /// Incoming peer connections served at once to one user (whatever their addresses).
     pub max_peers_per_user: usize,
-    /// Largest number of piece requests in flight to one peer on a short link (adapts between
-    /// 1 and this; a long link adds its bandwidth-delay product, docs/DOWNLOADS.md).
+    /// Largest number of piece requests in flight to one peer on a short link, counted in
+    /// 512 KiB pieces (adapts between 1 and this; a long link adds its bandwidth-delay
+    /// product, docs/DOWNLOADS.md).
     pub max_pipeline_depth: usize,
     /// Upload rate limit in bytes per second over all peers (0 = unlimited); in the file also
     /// with a unit, e.g. "20M" or "10MiB" ([`crate::rate_units`]).
