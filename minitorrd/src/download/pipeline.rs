@@ -17,6 +17,12 @@
 //! second or so, the depth is one, and a piece's round of the crowd got faster (the old rule,
 //! 2 + …, kept ~30 pieces queued per downloader: a second each; docs/BENCHMARKS.md).
 //!
+//! On a long path the depth never drops below what a new connection starts with there
+//! ([`initial_depth`]: 2 MiB per 400 ms of round trip): while TCP is still in slow start the
+//! measured rate is its congestion window's, and a depth sized from it grew by ~1.6 × per
+//! 500 ms where TCP wants 2 × per round trip (64 MiB over 400 ms: 15.2 s without the floor,
+//! 14.6 s with it; one TCP stream 13.7 s).
+//!
 //! The round trip is the path's: the smallest RTT TCP measured on the connection
 //! (`tcpi_min_rtt`), which no application queue inflates. Where there is no TCP socket of the
 //! path's own (a relayed link) it is the smallest request→piece time seen on the connection
@@ -94,8 +100,12 @@ pub fn target_depth(rate: f64, rtt: Duration, piece_size: u32, max_depth: usize)
         .min(peer_max);
     let queue = ((rate * QUEUE_TARGET.as_secs_f64() / piece).ceil() as usize).clamp(1, max_depth);
     let bdp = (rate * rtt.as_secs_f64() / piece + 0.9).floor() as usize;
+    // Never below what a new connection starts with on this path: while TCP is still in slow
+    // start the measured rate is its window's, and a depth sized from it held TCP back.
+    let floor = (INITIAL_RATE * rtt.as_secs_f64() / piece) as usize;
     queue
         .saturating_add(bdp)
+        .max(floor)
         .clamp(1, peer_cap(piece_size).max(max_depth))
 }
 
@@ -163,6 +173,22 @@ mod tests {
                 "{rate_mib} MiB/s: depth {d} allows {allows}"
             );
         }
+    }
+
+    /// While TCP is still in slow start on a long path the measured rate is its window's; the
+    /// depth does not drop below what the connection started with there.
+    #[test]
+    fn a_long_path_keeps_its_initial_depth_while_the_rate_is_low() {
+        let rtt = Duration::from_millis(400);
+        for rate in [0.0, 100.0 * 1024.0, MIB] {
+            assert!(target_depth(rate, rtt, 64 * KIB, 8) >= initial_depth(64 * KIB, Some(rtt)));
+            assert!(target_depth(rate, rtt, 512 * KIB, 8) >= initial_depth(512 * KIB, Some(rtt)));
+        }
+        // A LAN: no floor beyond one request.
+        assert_eq!(
+            target_depth(0.0, Duration::from_micros(300), 64 * KIB, 8),
+            1
+        );
     }
 
     /// A crowd: every peer delivers us about a piece a second (50 Mbit/s uplinks shared by
