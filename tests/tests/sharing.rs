@@ -480,3 +480,59 @@ fn peers_refuse_forged_tickets() {
         other => panic!("forged ticket accepted: {other:?}"),
     }
 }
+
+/// The same bytes shared by two members whose daemons pick different piece sizes (a
+/// configured `piece_size`, or another version's default) join one entry: the second daemon
+/// hashes with the piece size the group's entry already has. Both then seed it. The same for
+/// a directory tree.
+#[test]
+fn the_same_file_shared_with_another_piece_size_joins_the_existing_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tracker = Tracker::start(&tmp.path().join("t"));
+    let alice =
+        Peer::start_with_config(&tmp.path().join("alice"), &tracker, "piece_size = 524288\n");
+    let bob = Peer::start(&tmp.path().join("bob"), &tracker);
+    user(&alice, "alice");
+    user(&bob, "bob");
+    group_with(&alice, "g1", &[(&bob, "bob")]);
+
+    let data = tmp.path().join("alice").join("f.bin");
+    random_file(&data, 3 * 1024 * 1024 + 7);
+    let copy = tmp.path().join("bob").join("f.bin");
+    std::fs::copy(&data, &copy).unwrap();
+    let tree = tmp.path().join("alice").join("proj");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    random_file(&tree.join("sub").join("a.bin"), 2 * 1024 * 1024);
+    random_file(&tree.join("b.bin"), 100_000);
+    let tree_copy = tmp.path().join("bob").join("proj");
+    std::fs::create_dir_all(tree_copy.join("sub")).unwrap();
+    for f in ["sub/a.bin", "b.bin"] {
+        std::fs::copy(tree.join(f), tree_copy.join(f)).unwrap();
+    }
+
+    let a = alice.json(&["upload_file", data.to_str().unwrap(), "g1"]);
+    assert_eq!(a["file"]["piece_size"], 524288, "{a}");
+    let b = bob.json(&["upload_file", copy.to_str().unwrap(), "g1"]);
+    assert_eq!(b["file"]["piece_size"], 524288, "joined alice's entry: {b}");
+    assert_eq!(b["file"]["sha1"], a["file"]["sha1"]);
+    alice.ok(&["upload_file", tree.to_str().unwrap(), "g1"]);
+    bob.ok(&["upload_file", tree_copy.to_str().unwrap(), "g1"]);
+
+    let listed = bob.json(&["list_files", "g1"]);
+    let files = listed["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{listed}");
+    for f in files {
+        assert_eq!(f["piece_size"], 524288, "{f}");
+        assert_eq!(
+            f["seeders_online"], 2,
+            "both members seed {}: {f}",
+            f["name"]
+        );
+    }
+
+    // A new name gets bob's own (automatic) piece size.
+    let other = tmp.path().join("bob").join("g.bin");
+    std::fs::copy(&data, &other).unwrap();
+    let g = bob.json(&["upload_file", other.to_str().unwrap(), "g1"]);
+    assert_eq!(g["file"]["piece_size"], 64 * 1024, "{g}");
+}

@@ -63,6 +63,10 @@ impl Daemon {
         };
 
         // Fail fast (before hashing gigabytes) if the group is unknown or we are not a member.
+        // A file the group already has under this name and size is hashed with its piece
+        // size: the same bytes then join that entry, whatever piece size we would pick (it
+        // changed between versions, and it is configurable).
+        let mut existing_piece_size = None;
         if let tracker::Response::Files(files) = self
             .call(Call::ListFiles {
                 group: group.clone(),
@@ -77,12 +81,16 @@ impl Daemon {
                      remove it (remove_file)"
                 )));
             }
+            existing_piece_size = files
+                .iter()
+                .find(|f| f.name == name && !f.is_tree)
+                .map(|f| f.piece_size);
         }
 
         let (p, n, ps) = (
             path.clone(),
             name.clone(),
-            piece_size_for(md.len(), self.cfg.piece_size),
+            piece_size_for(md.len(), existing_piece_size.or(self.cfg.piece_size)),
         );
         let (meta, stamp) = self
             .pool

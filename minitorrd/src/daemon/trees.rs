@@ -49,11 +49,22 @@ impl Daemon {
             }
         };
         // Fail fast (before hashing the tree) if the group is unknown or we are not a member.
-        self.call(Call::ListFiles {
-            group: group.clone(),
-        })
-        .await?;
-        let (p, n, ps) = (path.clone(), name.clone(), self.cfg.piece_size);
+        // A tree the group already has under this name is hashed with its piece size, so the
+        // same tree joins that entry (see `upload_file`).
+        let existing_piece_size = match self
+            .call(Call::ListFiles {
+                group: group.clone(),
+            })
+            .await?
+        {
+            tracker::Response::Files(files) => files
+                .iter()
+                .find(|f| f.name == name && f.is_tree)
+                .map(|f| f.piece_size),
+            _ => None,
+        };
+        let ps = existing_piece_size.or(self.cfg.piece_size);
+        let (p, n) = (path.clone(), name.clone());
         let hashed = self
             .pool
             .run(move || hash_tree(&p, &n, ps))

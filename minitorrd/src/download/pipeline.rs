@@ -274,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn a_long_link_starts_with_a_megabyte_in_flight_a_short_one_with_two_requests() {
+    fn a_long_link_starts_with_its_round_trip_in_flight_a_short_one_with_two_requests() {
         let ms = Duration::from_millis;
         for piece in [16 * KIB, 64 * KIB, 512 * KIB, 8 * 1024 * KIB] {
             assert_eq!(initial_depth(piece, Some(Duration::ZERO)), 2);
