@@ -17,11 +17,11 @@
 //! second or so, the depth is one, and a piece's round of the crowd got faster (the old rule,
 //! 2 + …, kept ~30 pieces queued per downloader: a second each; docs/BENCHMARKS.md).
 //!
-//! On a long path the depth never drops below what a new connection starts with there
-//! ([`initial_depth`]: 2 MiB per 400 ms of round trip): while TCP is still in slow start the
-//! measured rate is its congestion window's, and a depth sized from it grew by ~1.6 × per
-//! 500 ms where TCP wants 2 × per round trip (64 MiB over 400 ms: 15.2 s without the floor,
-//! 14.6 s with it; one TCP stream 13.7 s).
+//! On a long path a young connection's depth does not drop below what it started with
+//! ([`initial_depth`]: 2 MiB per 400 ms of round trip; [`slow_start_floor`]): while TCP is
+//! still in slow start the measured rate is its congestion window's, and a depth sized from
+//! it grew by ~1.6 × per 500 ms where TCP wants 2 × per round trip (64 MiB over 400 ms:
+//! 15.2 s without the floor, 14.6 s with it; one TCP stream 13.7 s).
 //!
 //! The round trip is the path's: the smallest RTT TCP measured on the connection
 //! (`tcpi_min_rtt`), which no application queue inflates. Where there is no TCP socket of the
@@ -100,13 +100,30 @@ pub fn target_depth(rate: f64, rtt: Duration, piece_size: u32, max_depth: usize)
         .min(peer_max);
     let queue = ((rate * QUEUE_TARGET.as_secs_f64() / piece).ceil() as usize).clamp(1, max_depth);
     let bdp = (rate * rtt.as_secs_f64() / piece + 0.9).floor() as usize;
-    // Never below what a new connection starts with on this path: while TCP is still in slow
-    // start the measured rate is its window's, and a depth sized from it held TCP back.
-    let floor = (INITIAL_RATE * rtt.as_secs_f64() / piece) as usize;
     queue
         .saturating_add(bdp)
-        .max(floor)
         .clamp(1, peer_cap(piece_size).max(max_depth))
+}
+
+/// How long after it opened a connection keeps [`slow_start_floor`]: 16 round trips (TCP's
+/// window doubles each), at most this.
+pub const SLOW_START_MAX: Duration = Duration::from_secs(10);
+
+/// The depth a young connection on a long path keeps at least: what it started with
+/// ([`INITIAL_RATE`] × `rtt`), for its first 16 round trips (at most [`SLOW_START_MAX`]); zero
+/// after that, and on a LAN.
+///
+/// Why: while TCP is still in slow start the rate we measure is its congestion window's, and
+/// a depth sized from it grew by ~1.6 × per 500 ms where TCP grows 2 × per round trip. Why
+/// only while young: a peer that delays its TCP acknowledgements looks far away, and a floor
+/// for the connection's whole life would let it hold 24 MiB of our requests however slowly
+/// it serves them; once TCP is past slow start the measured rate is the link's.
+pub fn slow_start_floor(piece_size: u32, rtt: Duration, age: Duration) -> usize {
+    if age >= (rtt * 16).min(SLOW_START_MAX) {
+        return 0;
+    }
+    ((INITIAL_RATE * rtt.as_secs_f64() / f64::from(piece_size.max(1))) as usize)
+        .min(peer_cap(piece_size))
 }
 
 /// Round-trip estimate of one connection: the smallest request→piece time seen.
@@ -176,18 +193,31 @@ mod tests {
     }
 
     /// While TCP is still in slow start on a long path the measured rate is its window's; the
-    /// depth does not drop below what the connection started with there.
+    /// depth does not drop below what the connection started with there — for 16 round trips,
+    /// not for ever (a peer that fakes a long path must not hold our requests at any rate).
     #[test]
-    fn a_long_path_keeps_its_initial_depth_while_the_rate_is_low() {
-        let rtt = Duration::from_millis(400);
-        for rate in [0.0, 100.0 * 1024.0, MIB] {
-            assert!(target_depth(rate, rtt, 64 * KIB, 8) >= initial_depth(64 * KIB, Some(rtt)));
-            assert!(target_depth(rate, rtt, 512 * KIB, 8) >= initial_depth(512 * KIB, Some(rtt)));
+    fn a_young_connection_on_a_long_path_keeps_its_initial_depth() {
+        let ms = Duration::from_millis;
+        let rtt = ms(400);
+        for piece in [64 * KIB, 512 * KIB] {
+            assert_eq!(
+                slow_start_floor(piece, rtt, ms(1000)),
+                initial_depth(piece, Some(rtt))
+            );
+            assert_eq!(
+                slow_start_floor(piece, rtt, ms(6300)),
+                initial_depth(piece, Some(rtt))
+            );
+            assert_eq!(slow_start_floor(piece, rtt, ms(6400)), 0, "16 round trips");
         }
-        // A LAN: no floor beyond one request.
+        // A peer that looks 5 s away: at most SLOW_START_MAX, and never beyond the peer cap.
+        let far = Duration::from_secs(5);
+        assert_eq!(slow_start_floor(64 * KIB, far, SLOW_START_MAX), 0);
+        assert!(slow_start_floor(64 * KIB, far, ms(100)) <= peer_cap(64 * KIB));
+        // A LAN: no floor.
         assert_eq!(
-            target_depth(0.0, Duration::from_micros(300), 64 * KIB, 8),
-            1
+            slow_start_floor(64 * KIB, Duration::from_micros(300), ms(10)),
+            0
         );
     }
 
