@@ -218,6 +218,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     let mut bad = 0u32;
     let mut depth = initial;
     let connected = Instant::now();
+    let mut peak = pipeline::PeakRate::default();
     let mut window_start = Instant::now();
     let mut window_bytes = 0u64;
     let mut last_heard = Instant::now();
@@ -378,9 +379,14 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                 .as_ref()
                 .and_then(crate::peerlink::tcp_min_rtt)
                 .unwrap_or_else(|| rtt.get());
-            depth = pipeline::target_depth(rate, path_rtt, piece, env.max_depth).max(
-                pipeline::slow_start_floor(piece, path_rtt, connected.elapsed()),
-            );
+            let peak_rate = peak.update(rate);
+            depth =
+                pipeline::target_depth_with_peak(rate, peak_rate, path_rtt, piece, env.max_depth)
+                    .max(pipeline::slow_start_floor(
+                        piece,
+                        path_rtt,
+                        connected.elapsed(),
+                    ));
             tracing::trace!(peer = %info.user, depth, rate, rtt_us = path_rtt.as_micros() as u64, "depth");
             window_start = Instant::now();
             window_bytes = 0;

@@ -3,7 +3,8 @@
 //! its latency (issue #11, item 3), and a busy peer is not handed requests that only wait in
 //! its queue.
 //!
-//! depth = ⌈rate × [`QUEUE_TARGET`] / piece⌉ + ⌊rate × rtt / piece + 0.9⌋, at least 1, where
+//! depth = ⌈rate × [`QUEUE_TARGET`] / piece⌉ + ⌊peak × [`RTT_COVER`] × rtt / piece + 0.9⌋, at
+//! least 1 (`peak`: [`PeakRate`]), where
 //! the first part is capped at the configured `max_pipeline_depth` (what a short link needs:
 //! ~250 ms of transfer queued at the peer, so it never idles between our requests) and the
 //! second — the bandwidth-delay product, pieces on the wire or waiting for our request to
@@ -91,15 +92,29 @@ pub fn max_slots(piece_size: u32) -> usize {
 /// `max_depth`: the configured `max_pipeline_depth` (caps the short-link part), counted in
 /// 512 KiB pieces: an item with smaller pieces gets proportionally more requests.
 pub fn target_depth(rate: f64, rtt: Duration, piece_size: u32, max_depth: usize) -> usize {
+    target_depth_with_peak(rate, rate, rtt, piece_size, max_depth)
+}
+
+/// [`target_depth`] with the bandwidth-delay part sized from `peak` ([`PeakRate`]), the rate
+/// the link showed recently, rather than the last window's.
+pub fn target_depth_with_peak(
+    rate: f64,
+    peak: f64,
+    rtt: Duration,
+    piece_size: u32,
+    max_depth: usize,
+) -> usize {
     let piece = f64::from(piece_size.max(1));
-    let rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
+    let finite = |r: f64| if r.is_finite() { r.max(0.0) } else { 0.0 };
+    let rate = finite(rate);
+    let peak = finite(peak).max(rate);
     let peer_max = peer_depth_max(piece_size);
     let max_depth = max_depth
         .max(1)
         .saturating_mul(requests_per_reference(piece_size))
         .min(peer_max);
     let queue = ((rate * QUEUE_TARGET.as_secs_f64() / piece).ceil() as usize).clamp(1, max_depth);
-    let bdp = (rate * rtt.as_secs_f64() / piece + 0.9).floor() as usize;
+    let bdp = (peak * RTT_COVER * rtt.as_secs_f64() / piece + 0.9).floor() as usize;
     queue
         .saturating_add(bdp)
         .clamp(1, peer_cap(piece_size).max(max_depth))
@@ -124,6 +139,37 @@ pub fn slow_start_floor(piece_size: u32, rtt: Duration, age: Duration) -> usize 
     }
     ((INITIAL_RATE * rtt.as_secs_f64() / f64::from(piece_size.max(1))) as usize)
         .min(peer_cap(piece_size))
+}
+
+/// Round trips of transfer kept requested on a path: one on the wire, two more queued at the
+/// peer, so a lost request segment (TCP resends it after ~2 round trips: no later data
+/// carries the loss signal) does not drain the peer's queue.
+pub const RTT_COVER: f64 = 3.0;
+
+/// What a window's rate counts for after each further 500 ms window in [`PeakRate`].
+pub const PEAK_DECAY: f64 = 0.85;
+
+/// The rate a connection showed recently: the largest window rate, decaying by
+/// [`PEAK_DECAY`] per window (half-life ~2 s).
+///
+/// Why: on a long lossy path TCP stalls for a retransmission now and then, a window's rate
+/// drops to nothing, and a bandwidth-delay product sized from it collapsed the pipeline to a
+/// request or two; with 64 KiB pieces the depth then needed seconds to grow back, and the
+/// seeder's queue sat empty for 43 of 46 s (200 ms each way, 1 % loss: 48–117 s against
+/// 27 s with 512 KiB pieces; docs/BENCHMARKS.md). A peer that never delivers fast never gets
+/// a high peak, so this gives a slow or hostile peer nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PeakRate {
+    peak: f64,
+}
+
+impl PeakRate {
+    /// Account one window's `rate`; returns the peak.
+    pub fn update(&mut self, rate: f64) -> f64 {
+        let rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
+        self.peak = (self.peak * PEAK_DECAY).max(rate);
+        self.peak
+    }
 }
 
 /// Round-trip estimate of one connection: the smallest request→piece time seen.
@@ -168,9 +214,14 @@ mod tests {
 
     #[test]
     fn a_long_link_gets_its_bandwidth_delay_product() {
-        // 400 ms RTT at 20 MiB/s: 8 MiB in flight = 16 pieces of 512 KiB, on top of the queue.
-        let d = target_depth(20.0 * MIB, Duration::from_millis(400), 512 * KIB, 8);
-        assert_eq!(d, 8 + 16);
+        // 400 ms RTT at 5 MiB/s: three round trips of transfer (6 MiB = 12 pieces of 512 KiB)
+        // on top of the queue (250 ms: 3 pieces); at 20 MiB/s the peer's cap (24 MiB).
+        let rtt = Duration::from_millis(400);
+        assert_eq!(target_depth(5.0 * MIB, rtt, 512 * KIB, 8), 3 + 12);
+        assert_eq!(
+            target_depth(20.0 * MIB, rtt, 512 * KIB, 8),
+            peer_cap(512 * KIB)
+        );
         // A round trip that is a real part of a piece's transfer adds a request; a LAN's
         // does not.
         assert_eq!(
@@ -327,6 +378,39 @@ mod tests {
         assert_eq!(
             initial_depth(16 * KIB, Some(ms(60_000))),
             peer_cap(16 * KIB)
+        );
+    }
+
+    /// A stall on a long path (a window with nothing delivered) does not collapse the
+    /// bandwidth-delay part; a peer that was never fast gets no more than its rate.
+    #[test]
+    fn a_stall_keeps_the_recent_peak_and_decays_it() {
+        let rtt = Duration::from_millis(400);
+        let mut p = PeakRate::default();
+        let full = target_depth(4.0 * MIB, rtt, 64 * KIB, 8);
+        assert_eq!(p.update(4.0 * MIB), 4.0 * MIB);
+        let peak = p.update(0.0);
+        // The bandwidth-delay part (what is on the wire) survives the stall; the queue part
+        // follows the window's rate.
+        let bdp_part = full - target_depth(4.0 * MIB, Duration::ZERO, 64 * KIB, 8);
+        assert!(target_depth_with_peak(0.0, peak, rtt, 64 * KIB, 8) >= bdp_part * 3 / 4);
+        for _ in 0..60 {
+            p.update(0.0);
+        }
+        assert!(p.update(0.0) < 0.01 * MIB, "it decays");
+        // Never fast: the peak is the rate.
+        let mut slow = PeakRate::default();
+        for _ in 0..10 {
+            assert_eq!(slow.update(0.1 * MIB), 0.1 * MIB);
+        }
+        assert_eq!(slow.update(f64::NAN), 0.1 * MIB * PEAK_DECAY);
+        // On a LAN the peak adds a request at most: the queue part follows the window's rate.
+        assert!(
+            target_depth_with_peak(0.0, 100.0 * MIB, Duration::from_micros(50), 64 * KIB, 8) <= 2
+        );
+        assert_eq!(
+            target_depth_with_peak(0.0, 10.0 * MIB, Duration::from_micros(50), 64 * KIB, 8),
+            1
         );
     }
 
