@@ -339,7 +339,15 @@ impl Config {
     }
 
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("config serializes")
+        let toml = toml::to_string_pretty(self).expect("config serializes");
+        if self.piece_size.is_some() {
+            return toml;
+        }
+        // An unset key is not written: say what it means instead.
+        format!(
+            "# piece_size is unset: each shared item gets 64 KiB to 512 KiB pieces by its size \
+             (docs/DOWNLOADS.md, \"Piece size\")\n{toml}"
+        )
     }
 }
 
@@ -535,5 +543,13 @@ mod tests {
         };
         let back = Config::from_toml(&cfg.to_toml(), "x").unwrap();
         assert_eq!(back.trackers, cfg.trackers);
+        assert!(cfg.to_toml().starts_with("# piece_size is unset"));
+        assert_eq!(back.piece_size, None);
+        let fixed = Config {
+            piece_size: Some(65536),
+            ..Config::default()
+        };
+        let back = Config::from_toml(&fixed.to_toml(), "x").unwrap();
+        assert_eq!(back.piece_size, Some(65536));
     }
 }

@@ -70,12 +70,16 @@ pub const INITIAL_RATE: f64 = 5.0 * 1024.0 * 1024.0;
 /// 16 requests at every peer from the start of a 16-leecher crowd pinned pieces to the seeder
 /// (docs/BENCHMARKS.md).
 pub fn initial_depth(piece_size: u32, path_rtt: Option<Duration>) -> usize {
-    let piece = f64::from(piece_size.max(1));
     let want = match path_rtt {
-        Some(rtt) => (INITIAL_RATE * rtt.as_secs_f64() / piece).ceil() as usize,
+        Some(rtt) => initial_rate_requests(piece_size, rtt),
         None => 2 * requests_per_reference(piece_size),
     };
     want.max(2).min(peer_cap(piece_size))
+}
+
+/// Requests of `piece_size` that carry [`INITIAL_RATE`] over `rtt` (rounded up).
+fn initial_rate_requests(piece_size: u32, rtt: Duration) -> usize {
+    (INITIAL_RATE * rtt.as_secs_f64() / f64::from(piece_size.max(1))).ceil() as usize
 }
 
 /// Pieces a download may hold at once normally: [`MEMORY_BASE`] worth, at least 4.
@@ -137,8 +141,7 @@ pub fn slow_start_floor(piece_size: u32, rtt: Duration, age: Duration) -> usize 
     if age >= (rtt * 16).min(SLOW_START_MAX) {
         return 0;
     }
-    ((INITIAL_RATE * rtt.as_secs_f64() / f64::from(piece_size.max(1))) as usize)
-        .min(peer_cap(piece_size))
+    initial_rate_requests(piece_size, rtt).min(peer_cap(piece_size))
 }
 
 /// Round trips of transfer kept requested on a path: one on the wire, two more queued at the
